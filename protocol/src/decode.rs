@@ -310,7 +310,10 @@ mod tests {
         buf.extend_from_slice(b"1r");
         assert_eq!(decode_version(&mut buf), Ok(Some(VERSION)));
         assert_eq!(&buf[..], b"r");
-        assert_eq!(decode_version(&mut BytesMut::from(&b"x"[..])), Err(DecodeError::InvalidVersion));
+        assert_eq!(
+            decode_version(&mut BytesMut::from(&b"x"[..])),
+            Err(DecodeError::InvalidVersion)
+        );
         assert_eq!(decode_version(&mut BytesMut::from(&b"0A"[..])), Ok(Some(10)));
     }
 }

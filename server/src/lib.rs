@@ -1,1 +1,58 @@
-//! placeholder
+//! gotalk for Rust: bidirectional requests, streams and notifications over one connection.
+//!
+//! Either side of a gotalk connection can expose operations and call the other's. Requests,
+//! streaming requests and results, notifications and heartbeats are multiplexed over a
+//! single TCP or WebSocket connection, in the wire format of the Go package and gotalk.js,
+//! byte for byte. This crate is the Rust peer: a [`Sock`] per connection, a shared
+//! [`Handlers`] registry, per-connection limits in [`Config`], and the TCP (and TLS)
+//! transport.
+//!
+//! Unlike the reference peers, every limit is enforced before memory is spent: payload size,
+//! name length, requests and streams in flight, queued bytes, handshake, read and write
+//! timeouts. Handlers never run on the read loop, a panicking handler costs one ErrorResult,
+//! and a pending request always resolves, with an error that says why if the connection
+//! ended.
+//!
+//! # Layout
+//! - [`handlers`]: the registry of operations and notifications.
+//! - [`sock`]: one connection: requests both ways, streams, notifications, heartbeats.
+//! - [`config`]: limits, timeouts and heartbeat settings.
+//! - [`transport`]: byte streams (TCP, TLS, in-memory) as frame readers and writers.
+//! - [`tcp`]: the TCP listener and client, with optional TLS.
+//! - [`error`]: request errors and close reasons.
+//!
+//! # Examples
+//! ```no_run
+//! use std::sync::Arc;
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut handlers = gotalk::Handlers::new();
+//! handlers.handle("echo", |_sock, text: String| async move { Ok::<_, String>(text) });
+//! let handlers = Arc::new(handlers);
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! let server = gotalk::tcp::Server::new(handlers.clone(), Default::default());
+//! tokio::spawn(server.run(listener, std::future::pending()));
+//!
+//! let sock = gotalk::tcp::connect(addr, handlers, Default::default()).await?;
+//! let echoed: String = sock.request("echo", "hello").await?;
+//! assert_eq!(echoed, "hello");
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod error;
+pub mod handlers;
+mod queue;
+pub mod sock;
+pub mod tcp;
+pub mod transport;
+
+pub use config::Config;
+pub use error::{CloseReason, Error};
+pub use gotalk_protocol as protocol;
+pub use handlers::Handlers;
+pub use sock::{
+    ConnInfo, Heartbeat, Sock, StreamInput, StreamOutput, StreamRequest, StreamResponse,
+    TransportKind,
+};

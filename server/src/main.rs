@@ -1,1 +1,2 @@
+//! The `gotalk` command line: placeholder until the subcommands land.
 fn main() {}

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The project's test command: every check CI runs, in the order CI runs them.
+#
+#   scripts/test.sh
+#
+# Needs rustup's stable toolchain with rustfmt and clippy. The wasm32 stage adds the
+# rustup target, or falls back to Debian's packages (see scripts/wasm-build.sh).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+# Each stage prints a banner; on exit, the time each stage took.
+timings=()
+current=""
+started=$SECONDS
+
+end_stage() {
+    if [ -n "$current" ]; then
+        timings+=("$(printf '%6ss  %s%s' "$((SECONDS - started))" "$current" "${1:-}")")
+    fi
+    current=""
+}
+
+stage() {
+    end_stage
+    current="$1"
+    started=$SECONDS
+    echo
+    echo "==> $1"
+}
+
+summary() {
+    local rc=$?
+    if [ "$rc" -ne 0 ]; then end_stage "  (FAILED)"; else end_stage; fi
+    echo
+    echo "==> stage timings"
+    printf '%s\n' "${timings[@]}"
+    if [ "$rc" -eq 0 ]; then
+        echo "==> all checks passed"
+    else
+        echo "==> FAILED (exit $rc)"
+    fi
+    return "$rc"
+}
+trap summary EXIT
+
+stage fmt
+cargo fmt --all -- --check
+
+stage clippy
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+stage doc
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
+stage test
+cargo test --workspace --locked
+
+stage "wasm32 build (gotalk-protocol)"
+scripts/wasm-build.sh gotalk-protocol
+
+# TODO(later stage): wasm32 build of wasm-client/, then check that the committed
+# browser bundle in static/ is current, by comparing a hash of its inputs (sources,
+# Cargo.lock, tool versions), not the output bytes, since the two wasm routes differ.
+
+# TODO(later stage): the Playwright e2e suite in e2e/ (npm ci, Debian's chromium,
+# real server binary), e.g. `(cd e2e && npm ci && npx playwright test)`.

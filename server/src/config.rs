@@ -1,0 +1,220 @@
+//! Per-connection settings: limits, timeouts and heartbeats.
+//!
+//! One [`Config`] is shared by every connection a listener accepts (and by client sockets).
+//! Each limit has a default chosen to be safe on the open internet, a setter named after it,
+//! and a documented effect on the peer when it is reached.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gotalk_protocol::{DEFAULT_MAX_PAYLOAD, MAX_NAME_LEN};
+
+/// A function that reports this process's load for outgoing heartbeats (0 idle, 0xffff dying).
+pub type LoadFn = Arc<dyn Fn() -> u16 + Send + Sync>;
+
+/// Settings for one connection. Cheap to clone; setters chain.
+///
+/// ```
+/// use std::time::Duration;
+/// let mut config = gotalk::Config::default();
+/// config.request_limit(64).heartbeat_interval(Some(Duration::from_secs(10)));
+/// ```
+#[derive(Clone)]
+pub struct Config {
+    pub(crate) max_payload: u32,
+    pub(crate) max_name_len: usize,
+    pub(crate) request_limit: u32,
+    pub(crate) stream_limit: u32,
+    pub(crate) retry_wait_min: Duration,
+    pub(crate) retry_wait_max: Duration,
+    pub(crate) max_retries: u32,
+    pub(crate) read_timeout: Option<Duration>,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) write_timeout: Duration,
+    pub(crate) send_queue_bytes: usize,
+    pub(crate) notification_queue_bytes: usize,
+    pub(crate) stream_buffer_bytes: usize,
+    pub(crate) heartbeat_interval: Option<Duration>,
+    pub(crate) heartbeat_load: Option<LoadFn>,
+    pub(crate) peer_understands_retry: bool,
+    pub(crate) held_requests: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            max_name_len: MAX_NAME_LEN,
+            request_limit: 128,
+            stream_limit: 32,
+            retry_wait_min: Duration::from_millis(500),
+            retry_wait_max: Duration::from_millis(5000),
+            max_retries: 5,
+            read_timeout: Some(Duration::from_secs(90)),
+            handshake_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+            send_queue_bytes: 4 << 20,
+            notification_queue_bytes: 1 << 20,
+            stream_buffer_bytes: 16 << 20,
+            heartbeat_interval: Some(Duration::from_secs(20)),
+            heartbeat_load: None,
+            peer_understands_retry: true,
+            held_requests: 256,
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("max_payload", &self.max_payload)
+            .field("max_name_len", &self.max_name_len)
+            .field("request_limit", &self.request_limit)
+            .field("stream_limit", &self.stream_limit)
+            .field("retry_wait_min", &self.retry_wait_min)
+            .field("retry_wait_max", &self.retry_wait_max)
+            .field("max_retries", &self.max_retries)
+            .field("read_timeout", &self.read_timeout)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("write_timeout", &self.write_timeout)
+            .field("send_queue_bytes", &self.send_queue_bytes)
+            .field("notification_queue_bytes", &self.notification_queue_bytes)
+            .field("stream_buffer_bytes", &self.stream_buffer_bytes)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("peer_understands_retry", &self.peer_understands_retry)
+            .field("held_requests", &self.held_requests)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// The largest payload accepted from the peer, and sent to it. Default 16 MiB.
+    ///
+    /// A peer that declares a larger payload gets ProtocolError 2 and is disconnected, before
+    /// anything is allocated for the payload. A local send of a larger payload fails with
+    /// [`Error::PayloadTooLarge`](crate::Error::PayloadTooLarge).
+    pub fn max_payload(&mut self, bytes: u32) -> &mut Self {
+        self.max_payload = bytes;
+        self
+    }
+
+    /// The longest operation or notification name accepted from the peer. Default and ceiling
+    /// 4095 bytes, the most the wire can carry. A longer name gets ProtocolError 2.
+    pub fn max_name_len(&mut self, bytes: usize) -> &mut Self {
+        self.max_name_len = bytes.min(MAX_NAME_LEN);
+        self
+    }
+
+    /// How many of the peer's requests (single and streaming together) are handled at once.
+    /// Default 128. Past it, the peer gets a RetryResult with a random wait (see
+    /// [`retry_wait`](Self::retry_wait)) and the text `request rate limit`.
+    pub fn request_limit(&mut self, n: u32) -> &mut Self {
+        self.request_limit = n;
+        self
+    }
+
+    /// How many of the peer's streaming requests are handled at once; counts towards
+    /// [`request_limit`](Self::request_limit) too. Default 32; 0 refuses every stream request
+    /// with a RetryResult `stream rate limit`.
+    pub fn stream_limit(&mut self, n: u32) -> &mut Self {
+        self.stream_limit = n;
+        self
+    }
+
+    /// The range `[min, max)` a RetryResult's wait is drawn from when a limit is reached.
+    /// Default 500 ms to 5 s, as the Go package. Equal values send exactly that wait; `max`
+    /// below `min` is taken as `min`.
+    pub fn retry_wait(&mut self, min: Duration, max: Duration) -> &mut Self {
+        self.retry_wait_min = min;
+        self.retry_wait_max = max.max(min);
+        self
+    }
+
+    /// How many times a request answered with a RetryResult is sent again, each after the
+    /// wait the peer asked for. Default 5; 0 reports the first RetryResult as
+    /// [`Error::Retry`](crate::Error::Retry).
+    pub fn max_retries(&mut self, n: u32) -> &mut Self {
+        self.max_retries = n;
+        self
+    }
+
+    /// How long the connection may go without a single byte from the peer. Default 90 s,
+    /// comfortably above the 20 s heartbeats real peers send, and above the one-minute timer
+    /// throttling browsers apply to background tabs. When it expires the peer gets
+    /// ProtocolError 3 and the connection closes. `None` turns it off.
+    pub fn read_timeout(&mut self, timeout: Option<Duration>) -> &mut Self {
+        self.read_timeout = timeout;
+        self
+    }
+
+    /// How long the peer has to send its protocol version after the connection opens.
+    /// Default 10 s; then the connection closes with ProtocolError 3.
+    pub fn handshake_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// How long one write may stall because the peer does not read. Default 30 s; then the
+    /// connection closes.
+    pub fn write_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.write_timeout = timeout;
+        self
+    }
+
+    /// How many bytes of outgoing messages may wait to be written. Default 4 MiB. When full,
+    /// senders (handlers, requests, the read loop's replies) wait: a peer that does not read
+    /// its results stops being read from. One message larger than this still goes out alone.
+    pub fn send_queue_bytes(&mut self, bytes: usize) -> &mut Self {
+        self.send_queue_bytes = bytes.max(1);
+        self
+    }
+
+    /// How many bytes of received notifications may wait for their handlers. Default 1 MiB.
+    /// Notifications from one peer are handled in order, off the read loop; only when this
+    /// fills does the read loop wait, which pushes back on the peer through the transport.
+    pub fn notification_queue_bytes(&mut self, bytes: usize) -> &mut Self {
+        self.notification_queue_bytes = bytes.max(1);
+        self
+    }
+
+    /// How many bytes of one stream's parts may wait for their reader, in either direction.
+    /// Default 16 MiB. Past it the stream is abandoned: an incoming stream request is answered
+    /// with an ErrorResult, an outgoing one fails with
+    /// [`Error::StreamOverflow`](crate::Error::StreamOverflow). A part larger than this is
+    /// still accepted into an empty buffer.
+    pub fn stream_buffer_bytes(&mut self, bytes: usize) -> &mut Self {
+        self.stream_buffer_bytes = bytes.max(1);
+        self
+    }
+
+    /// How often a heartbeat is sent. Default 20 s, as Go and gotalk.js, which keeps a Go peer
+    /// with its default 30 s read timeout connected while idle. `None` sends none.
+    pub fn heartbeat_interval(&mut self, interval: Option<Duration>) -> &mut Self {
+        self.heartbeat_interval = interval.filter(|d| !d.is_zero());
+        self
+    }
+
+    /// Where the load in outgoing heartbeats comes from. Default: always 0.
+    pub fn heartbeat_load(&mut self, load: impl Fn() -> u16 + Send + Sync + 'static) -> &mut Self {
+        self.heartbeat_load = Some(Arc::new(load));
+        self
+    }
+
+    /// Whether the peer can take a RetryResult. Default true, as for Go peers. The original
+    /// gotalk.js cannot, so the WebSocket gateway sets this per connection. Requests from a
+    /// peer that cannot are held (see [`held_requests`](Self::held_requests)) instead.
+    pub fn peer_understands_retry(&mut self, yes: bool) -> &mut Self {
+        self.peer_understands_retry = yes;
+        self
+    }
+
+    /// For a peer that cannot take a RetryResult: how many requests past the limits are held,
+    /// in order, until a slot frees. Default 256. The read loop keeps reading meanwhile, so
+    /// results the handlers wait for still arrive. Past this bound the peer gets an
+    /// ErrorResult `request rate limit`, never a silent drop.
+    pub fn held_requests(&mut self, n: usize) -> &mut Self {
+        self.held_requests = n;
+        self
+    }
+}

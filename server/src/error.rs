@@ -1,0 +1,126 @@
+//! Errors a caller of a [`Sock`](crate::Sock) sees, and why a connection closed.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gotalk_protocol::{DecodeError, NameTooLong, ProtocolErrorCode};
+
+/// Why a connection closed. Every pending request on it fails with this reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// This side closed it with [`Sock::close`](crate::Sock::close).
+    Local,
+    /// This side ended it gracefully with [`Sock::end`](crate::Sock::end).
+    Ended,
+    /// The peer closed the connection at a message boundary.
+    PeerClosed,
+    /// The peer closed the connection in the middle of a message.
+    PeerClosedMidMessage,
+    /// The peer sent a ProtocolError.
+    PeerProtocolError(ProtocolErrorCode),
+    /// The peer sent bytes that are not a gotalk message; it was sent ProtocolError 2.
+    InvalidMessage(String),
+    /// The peer speaks another protocol version; it was sent ProtocolError 1.
+    UnsupportedVersion(u8),
+    /// Nothing arrived within the read timeout; the peer was sent ProtocolError 3.
+    ReadTimeout(Duration),
+    /// The handshake did not complete within the handshake timeout.
+    HandshakeTimeout(Duration),
+    /// A write did not complete within the write timeout: the peer stopped reading.
+    WriteTimeout(Duration),
+    /// The transport failed.
+    Io(String),
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::Local => f.write_str("socket closed by this side"),
+            CloseReason::Ended => f.write_str("socket ended by this side"),
+            CloseReason::PeerClosed => f.write_str("connection closed by peer"),
+            CloseReason::PeerClosedMidMessage => {
+                f.write_str("connection closed by peer in the middle of a message")
+            }
+            CloseReason::PeerProtocolError(code) => {
+                write!(f, "peer reported protocol error: {code}")
+            }
+            CloseReason::InvalidMessage(why) => write!(f, "invalid message from peer: {why}"),
+            CloseReason::UnsupportedVersion(v) => {
+                write!(f, "peer speaks unsupported protocol version {v}")
+            }
+            CloseReason::ReadTimeout(d) => write!(f, "read timeout: nothing received for {d:?}"),
+            CloseReason::HandshakeTimeout(d) => write!(f, "handshake timeout after {d:?}"),
+            CloseReason::WriteTimeout(d) => write!(f, "write timeout: peer not reading for {d:?}"),
+            CloseReason::Io(e) => write!(f, "connection error: {e}"),
+            CloseReason::Shutdown => f.write_str("server shutting down"),
+        }
+    }
+}
+
+impl From<DecodeError> for CloseReason {
+    fn from(e: DecodeError) -> Self {
+        match e {
+            DecodeError::Truncated => CloseReason::PeerClosedMidMessage,
+            other => CloseReason::InvalidMessage(other.to_string()),
+        }
+    }
+}
+
+/// What can go wrong with a request, a notification or a stream.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The peer answered with an ErrorResult; this is its text.
+    #[error("{0}")]
+    Remote(String),
+    /// The peer kept answering with RetryResult and the retries ran out.
+    #[error("peer asked to retry after {wait:?} ({message}); gave up after {attempts} attempts")]
+    Retry {
+        /// The last wait the peer asked for.
+        wait: Duration,
+        /// The peer's description, such as `request rate limit`.
+        message: String,
+        /// How many times the request was sent.
+        attempts: u32,
+    },
+    /// The connection closed before the request completed.
+    #[error("socket is closed: {0}")]
+    Closed(CloseReason),
+    /// [`Sock::end`](crate::Sock::end) was called; no new requests are sent.
+    #[error("socket is ending")]
+    Ending,
+    /// An operation or notification name is too long for the wire.
+    #[error(transparent)]
+    NameTooLong(#[from] NameTooLong),
+    /// A payload is larger than the wire or the configured limit allows.
+    #[error("payload of {size} bytes exceeds the limit of {max}")]
+    PayloadTooLarge {
+        /// The payload's size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A value could not be encoded or a result could not be decoded as JSON.
+    #[error("json: {0}")]
+    Json(Arc<serde_json::Error>),
+    /// Parts of a streaming result arrived faster than they were read and overflowed the
+    /// stream's buffer.
+    #[error("stream buffer of {0} bytes overflowed; the stream was abandoned")]
+    StreamOverflow(usize),
+    /// The stream was already ended.
+    #[error("stream already ended")]
+    StreamEnded,
+    /// Connecting failed.
+    #[error("connect: {0}")]
+    Connect(String),
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Json(Arc::new(e))
+    }
+}

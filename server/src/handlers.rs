@@ -1,0 +1,277 @@
+//! The handler registry: what this side does when the peer calls it.
+//!
+//! One [`Handlers`] is built at start-up and shared, behind an `Arc`, by every connection of
+//! every transport, so a TCP peer and a browser reach the same operations. There are three
+//! tables (requests, streaming requests and notifications), each with an optional fallback
+//! for names it does not list, plus connection-level hooks.
+//!
+//! A request for an op registered only as a streaming handler runs that handler with a
+//! one-part input; a streaming request for an op registered only as a single handler is
+//! gathered first. A request nobody handles gets the ErrorResult `unknown operation "op"`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::CloseReason;
+use crate::sock::{Heartbeat, Sock, StreamInput, StreamOutput};
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A request handler with its types erased: op and payload in, result or error text out.
+pub(crate) type RequestFn =
+    Arc<dyn Fn(Sock, String, Bytes) -> BoxFuture<Result<Bytes, String>> + Send + Sync>;
+/// A streaming handler with its types erased.
+pub(crate) type StreamFn = Arc<
+    dyn Fn(Sock, String, StreamInput, StreamOutput) -> BoxFuture<Result<(), String>> + Send + Sync,
+>;
+/// A notification handler with its types erased.
+pub(crate) type NotificationFn = Arc<dyn Fn(Sock, String, Bytes) -> BoxFuture<()> + Send + Sync>;
+type ConnectFn = Arc<dyn Fn(Sock) -> BoxFuture<()> + Send + Sync>;
+type CloseFn = Arc<dyn Fn(&Sock, &CloseReason) + Send + Sync>;
+type HeartbeatFn = Arc<dyn Fn(&Sock, Heartbeat) + Send + Sync>;
+
+/// Operations and notifications this side handles, shared by all its connections.
+///
+/// ```
+/// use gotalk::Handlers;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Deserialize)]
+/// struct GreetIn { name: String }
+/// #[derive(Serialize)]
+/// struct GreetOut { greeting: String }
+///
+/// let mut handlers = Handlers::new();
+/// handlers.handle("greet", |_sock, input: GreetIn| async move {
+///     Ok::<_, String>(GreetOut { greeting: format!("Hello {}", input.name) })
+/// });
+/// ```
+#[derive(Default, Clone)]
+pub struct Handlers {
+    requests: HashMap<String, RequestFn>,
+    request_fallback: Option<RequestFn>,
+    streams: HashMap<String, StreamFn>,
+    stream_fallback: Option<StreamFn>,
+    notifications: HashMap<String, NotificationFn>,
+    notification_fallback: Option<NotificationFn>,
+    pub(crate) on_connect: Option<ConnectFn>,
+    pub(crate) on_close: Option<CloseFn>,
+    pub(crate) on_heartbeat: Option<HeartbeatFn>,
+}
+
+impl fmt::Debug for Handlers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn names<V>(table: &HashMap<String, V>) -> Vec<&str> {
+            let mut names: Vec<&str> = table.keys().map(String::as_str).collect();
+            names.sort_unstable();
+            names
+        }
+        f.debug_struct("Handlers")
+            .field("requests", &names(&self.requests))
+            .field("streams", &names(&self.streams))
+            .field("notifications", &names(&self.notifications))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses JSON parameters, taking an empty payload as `null`.
+fn params<P: DeserializeOwned>(payload: &[u8]) -> Result<P, String> {
+    crate::sock::from_json(payload).map_err(|e| format!("invalid parameters: {e}"))
+}
+
+fn json_result<R: Serialize>(value: &R) -> Result<Bytes, String> {
+    serde_json::to_vec(value)
+        .map(Bytes::from)
+        .map_err(|e| format!("result could not be encoded: {e}"))
+}
+
+impl Handlers {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Handles `op` with JSON in and out. The handler gets the connection and the decoded
+    /// parameters (an empty payload decodes as `null`); its error's text goes to the peer as
+    /// an ErrorResult. Parameters that do not decode get the ErrorResult
+    /// `invalid parameters: …` without calling the handler.
+    pub fn handle<P, R, E, F, Fut>(&mut self, op: &str, f: F) -> &mut Self
+    where
+        P: DeserializeOwned,
+        R: Serialize,
+        E: fmt::Display,
+        F: Fn(Sock, P) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+    {
+        let f: RequestFn = Arc::new(move |sock, _op, payload| match params::<P>(&payload) {
+            Ok(p) => {
+                let fut = f(sock, p);
+                Box::pin(async move { json_result(&fut.await.map_err(|e| e.to_string())?) })
+            }
+            Err(message) => Box::pin(std::future::ready(Err(message))),
+        });
+        self.requests.insert(op.to_owned(), f);
+        self
+    }
+
+    /// Handles `op` with raw bytes in and out.
+    pub fn handle_buffer<E, F, Fut>(&mut self, op: &str, f: F) -> &mut Self
+    where
+        E: fmt::Display,
+        F: Fn(Sock, Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, E>> + Send + 'static,
+    {
+        let f: RequestFn = Arc::new(move |sock, _op, payload| {
+            let fut = f(sock, payload);
+            Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
+        });
+        self.requests.insert(op.to_owned(), f);
+        self
+    }
+
+    /// Handles requests for any op no other handler takes, with the op's name and raw bytes.
+    pub fn fallback_buffer<E, F, Fut>(&mut self, f: F) -> &mut Self
+    where
+        E: fmt::Display,
+        F: Fn(Sock, String, Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, E>> + Send + 'static,
+    {
+        self.request_fallback = Some(Arc::new(move |sock, op, payload| {
+            let fut = f(sock, op, payload);
+            Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
+        }));
+        self
+    }
+
+    /// Handles `op` as a stream: parts in, parts out. Returning `Ok(())` ends the result
+    /// stream; an error ends it with an ErrorResult.
+    pub fn handle_stream<E, F, Fut>(&mut self, op: &str, f: F) -> &mut Self
+    where
+        E: fmt::Display,
+        F: Fn(Sock, StreamInput, StreamOutput) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+    {
+        let f: StreamFn = Arc::new(move |sock, _op, input, output| {
+            let fut = f(sock, input, output);
+            Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
+        });
+        self.streams.insert(op.to_owned(), f);
+        self
+    }
+
+    /// Handles streaming requests for any op no other handler takes.
+    pub fn fallback_stream<E, F, Fut>(&mut self, f: F) -> &mut Self
+    where
+        E: fmt::Display,
+        F: Fn(Sock, String, StreamInput, StreamOutput) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+    {
+        self.stream_fallback = Some(Arc::new(move |sock, op, input, output| {
+            let fut = f(sock, op, input, output);
+            Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
+        }));
+        self
+    }
+
+    /// Handles notification `name` with a JSON value. A value that does not decode is logged
+    /// and dropped, since a notification has no reply to carry an error.
+    pub fn handle_notification<T, F, Fut>(&mut self, name: &str, f: F) -> &mut Self
+    where
+        T: DeserializeOwned,
+        F: Fn(Sock, T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let f: NotificationFn = Arc::new(move |sock, name, payload| match params::<T>(&payload) {
+            Ok(value) => Box::pin(f(sock, value)),
+            Err(message) => {
+                tracing::warn!(notification = %name, %message, "dropped notification");
+                Box::pin(std::future::ready(()))
+            }
+        });
+        self.notifications.insert(name.to_owned(), f);
+        self
+    }
+
+    /// Handles notification `name` with raw bytes.
+    pub fn handle_buffer_notification<F, Fut>(&mut self, name: &str, f: F) -> &mut Self
+    where
+        F: Fn(Sock, Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let f: NotificationFn = Arc::new(move |sock, _name, payload| Box::pin(f(sock, payload)));
+        self.notifications.insert(name.to_owned(), f);
+        self
+    }
+
+    /// Handles notifications no other handler takes, with the name and raw bytes.
+    pub fn fallback_notification<F, Fut>(&mut self, f: F) -> &mut Self
+    where
+        F: Fn(Sock, String, Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.notification_fallback =
+            Some(Arc::new(move |sock, name, payload| Box::pin(f(sock, name, payload))));
+        self
+    }
+
+    /// Runs after each connection's handshake, in a task of its own (so it may send
+    /// requests and wait for their results).
+    pub fn on_connect<F, Fut>(&mut self, f: F) -> &mut Self
+    where
+        F: Fn(Sock) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_connect = Some(Arc::new(move |sock| Box::pin(f(sock))));
+        self
+    }
+
+    /// Runs once when a connection starts closing, with the reason. It must not block.
+    pub fn on_close(
+        &mut self,
+        f: impl Fn(&Sock, &CloseReason) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.on_close = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs for every heartbeat received, on the read loop. It must not block.
+    pub fn on_heartbeat(
+        &mut self,
+        f: impl Fn(&Sock, Heartbeat) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.on_heartbeat = Some(Arc::new(f));
+        self
+    }
+
+    pub(crate) fn request(&self, op: &str) -> Option<RequestFn> {
+        self.requests.get(op).cloned().or_else(|| {
+            // A fallback only applies when no table names the op.
+            if self.streams.contains_key(op) {
+                None
+            } else {
+                self.request_fallback.clone()
+            }
+        })
+    }
+
+    pub(crate) fn stream(&self, op: &str) -> Option<StreamFn> {
+        self.streams.get(op).cloned().or_else(|| {
+            if self.requests.contains_key(op) {
+                None
+            } else {
+                self.stream_fallback.clone()
+            }
+        })
+    }
+
+    pub(crate) fn notification(&self, name: &str) -> Option<NotificationFn> {
+        self.notifications.get(name).cloned().or_else(|| self.notification_fallback.clone())
+    }
+}

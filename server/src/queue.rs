@@ -1,0 +1,130 @@
+//! Queues bounded in bytes, which is what memory is spent in.
+//!
+//! Counting messages is not enough when one message may be 16 MiB, so every queue between the
+//! read loop, the handlers and the write loop is bounded by the bytes it holds.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+/// A budget of bytes that senders wait on. A permit is held while its bytes are queued.
+#[derive(Debug, Clone)]
+pub(crate) struct ByteBudget {
+    semaphore: Arc<Semaphore>,
+    capacity: u32,
+}
+
+/// Bytes every queued message is charged on top of its payload, so empty messages are bounded
+/// too.
+const OVERHEAD: usize = 64;
+
+impl ByteBudget {
+    pub(crate) fn new(capacity: usize) -> Self {
+        let capacity = u32::try_from(capacity).unwrap_or(u32::MAX).max(1);
+        ByteBudget { semaphore: Arc::new(Semaphore::new(capacity as usize)), capacity }
+    }
+
+    /// Waits until `len` bytes fit. A message larger than the whole budget waits for all of it
+    /// and then goes alone. `None` once the budget is closed.
+    pub(crate) async fn acquire(&self, len: usize) -> Option<OwnedSemaphorePermit> {
+        let want =
+            u32::try_from(len.saturating_add(OVERHEAD)).unwrap_or(u32::MAX).min(self.capacity);
+        self.semaphore.clone().acquire_many_owned(want).await.ok()
+    }
+
+    /// Wakes every waiter with `None`.
+    pub(crate) fn close(&self) {
+        self.semaphore.close();
+    }
+}
+
+/// The queue of one stream's parts: unbounded in messages but bounded in bytes, and it never
+/// makes the sender wait. Overflow is the receiver's fault and abandons the stream.
+pub(crate) fn parts<T>(capacity: usize) -> (PartsTx<T>, PartsRx<T>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let buffered = Arc::new(AtomicUsize::new(0));
+    (PartsTx { tx, buffered: buffered.clone(), capacity }, PartsRx { rx, buffered })
+}
+
+/// The sending side of [`parts`].
+#[derive(Debug)]
+pub(crate) struct PartsTx<T> {
+    tx: mpsc::UnboundedSender<(T, usize)>,
+    buffered: Arc<AtomicUsize>,
+    capacity: usize,
+}
+
+/// Why a part was not queued.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum PushError {
+    /// The bytes waiting would exceed the capacity.
+    Overflow,
+    /// The receiver is gone.
+    Closed,
+}
+
+impl<T> PartsTx<T> {
+    /// Queues a part of `len` bytes. A part always fits into an empty queue.
+    pub(crate) fn push(&self, item: T, len: usize) -> Result<(), PushError> {
+        let before = self.buffered.fetch_add(len, Ordering::AcqRel);
+        if before > 0 && before + len > self.capacity {
+            self.buffered.fetch_sub(len, Ordering::AcqRel);
+            return Err(PushError::Overflow);
+        }
+        self.tx.send((item, len)).map_err(|_| PushError::Closed)
+    }
+
+    /// Queues a final item that carries no bytes, such as an error or the end.
+    pub(crate) fn push_final(&self, item: T) -> Result<(), PushError> {
+        self.tx.send((item, 0)).map_err(|_| PushError::Closed)
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+/// The receiving side of [`parts`].
+#[derive(Debug)]
+pub(crate) struct PartsRx<T> {
+    rx: mpsc::UnboundedReceiver<(T, usize)>,
+    buffered: Arc<AtomicUsize>,
+}
+
+impl<T> PartsRx<T> {
+    pub(crate) async fn recv(&mut self) -> Option<T> {
+        let (item, len) = self.rx.recv().await?;
+        self.buffered.fetch_sub(len, Ordering::AcqRel);
+        Some(item)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn parts_overflow_only_when_not_empty() {
+        let (tx, mut rx) = parts::<u8>(10);
+        assert_eq!(tx.push(1, 100), Ok(()), "a big part fits an empty queue");
+        assert_eq!(tx.push(2, 1), Err(PushError::Overflow));
+        assert_eq!(rx.recv().await, Some(1));
+        assert_eq!(tx.push(3, 6), Ok(()));
+        assert_eq!(tx.push(4, 4), Ok(()), "exactly at capacity fits");
+        assert_eq!(tx.push(5, 1), Err(PushError::Overflow));
+        assert_eq!(tx.push_final(6), Ok(()), "final items are never refused for size");
+    }
+
+    #[tokio::test]
+    async fn budget_clamps_large_messages_and_closes() {
+        let budget = ByteBudget::new(1000);
+        let big = budget.acquire(1 << 30).await.expect("a message over capacity goes alone");
+        assert_eq!(big.num_permits(), 1000);
+        drop(big);
+        let small = budget.acquire(10).await.expect("fits");
+        assert_eq!(small.num_permits(), 10 + OVERHEAD);
+        budget.close();
+        assert!(budget.acquire(1).await.is_none());
+    }
+}

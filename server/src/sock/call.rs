@@ -1,0 +1,430 @@
+//! Requests this side sends: the table of calls waiting for results, retries, notifications
+//! and streaming requests.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use gotalk_protocol::{Frame, Id, Name};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use super::{lock, IdMap, Sock};
+use crate::error::{CloseReason, Error};
+use crate::queue::{parts, PartsRx, PartsTx, PushError};
+
+/// How the peer answered a single request.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    Result(Bytes),
+    Error(String),
+    Retry { wait: u32, message: String },
+}
+
+/// One item of a streaming result as its reader sees it.
+#[derive(Debug)]
+pub(crate) enum Part {
+    Data(Bytes),
+    End,
+    Failed(Error),
+}
+
+/// A call waiting for its result.
+pub(crate) enum Call {
+    /// A single request. A streaming result to it is collected, up to the payload limit.
+    Single { tx: oneshot::Sender<Result<Reply, Error>>, collected: Option<BytesMut> },
+    /// A streaming request; its result parts are queued for the reader.
+    Stream(PartsTx<Part>),
+}
+
+impl Call {
+    fn fail(self, error: Error) {
+        match self {
+            Call::Single { tx, .. } => {
+                let _ = tx.send(Err(error));
+            }
+            Call::Stream(tx) => {
+                let _ = tx.push_final(Part::Failed(error));
+            }
+        }
+    }
+}
+
+/// The calls in flight, by id.
+#[derive(Default)]
+pub(crate) struct Calls {
+    map: IdMap<Call>,
+}
+
+impl Calls {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Removes a call from the table if its caller gives up, so abandoned calls don't pile up.
+struct CallGuard<'a> {
+    sock: &'a Sock,
+    id: Id,
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        self.sock.remove_call(self.id);
+    }
+}
+
+fn text(payload: &[u8]) -> String {
+    String::from_utf8_lossy(payload).into_owned()
+}
+
+fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, Error> {
+    Ok(Bytes::from(serde_json::to_vec(value)?))
+}
+
+/// Parses a JSON payload; an empty one is `null`, so an empty result reads as `()` or `None`.
+pub(crate) fn from_json<T: DeserializeOwned>(payload: &[u8]) -> Result<T, serde_json::Error> {
+    if payload.is_empty() {
+        serde_json::from_slice(b"null")
+    } else {
+        serde_json::from_slice(payload)
+    }
+}
+
+impl Sock {
+    /// Sends a request with a JSON value and decodes the JSON result.
+    ///
+    /// An empty result decodes as JSON `null`, so `()` and `Option<T>` accept it.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] for an ErrorResult, [`Error::Retry`] when retries run out,
+    /// [`Error::Json`] for a value that does not encode or a result that does not decode,
+    /// [`Error::Closed`] when the connection closes first.
+    pub async fn request<P, R>(&self, op: &str, params: &P) -> Result<R, Error>
+    where
+        P: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let result = self.buffer_request(op, to_json(params)?).await?;
+        Ok(from_json(&result)?)
+    }
+
+    /// Sends a request with raw bytes and returns the raw result. A RetryResult is honoured:
+    /// the request is sent again with a new id after the wait, up to the configured number of
+    /// retries. A streaming result is collected into one buffer, up to the payload limit.
+    ///
+    /// # Errors
+    /// As [`request`](Sock::request), and [`Error::PayloadTooLarge`] or [`Error::NameTooLong`]
+    /// for what cannot be sent.
+    pub async fn buffer_request(
+        &self,
+        op: &str,
+        payload: impl Into<Bytes>,
+    ) -> Result<Bytes, Error> {
+        let op = Name::new(op)?;
+        let payload = payload.into();
+        self.check_size(payload.len())?;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (tx, rx) = oneshot::channel();
+            let id = self.add_call(Call::Single { tx, collected: None })?;
+            let guard = CallGuard { sock: self, id };
+            self.send(Frame::SingleRequest { id, op: op.clone(), payload: payload.clone() })
+                .await?;
+            let reply = rx.await.unwrap_or_else(|_| Err(self.closed_error()))?;
+            drop(guard);
+            match reply {
+                Reply::Result(bytes) => return Ok(bytes),
+                Reply::Error(message) => return Err(Error::Remote(message)),
+                Reply::Retry { wait, message } => {
+                    let wait = Duration::from_millis(u64::from(wait));
+                    if attempts > self.shared.config.max_retries {
+                        return Err(Error::Retry { wait, message, attempts });
+                    }
+                    tracing::debug!(parent: &self.shared.span, %op, ?wait, %message, "retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.shared.cancel.cancelled() => return Err(self.closed_error()),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends a notification with a JSON value.
+    ///
+    /// # Errors
+    /// [`Error::Json`], [`Error::NameTooLong`], [`Error::PayloadTooLarge`], [`Error::Closed`].
+    pub async fn notify<T: Serialize + ?Sized>(&self, name: &str, value: &T) -> Result<(), Error> {
+        self.buffer_notify(name, to_json(value)?).await
+    }
+
+    /// Sends a notification with raw bytes.
+    ///
+    /// # Errors
+    /// [`Error::NameTooLong`], [`Error::PayloadTooLarge`], [`Error::Closed`].
+    pub async fn buffer_notify(&self, name: &str, payload: impl Into<Bytes>) -> Result<(), Error> {
+        let name = Name::new(name)?;
+        let payload = payload.into();
+        self.check_size(payload.len())?;
+        self.send(Frame::Notification { name, payload }).await
+    }
+
+    /// Opens a streaming request whose first part is `first`. Write more parts with the
+    /// returned [`StreamRequest`] and read the result from the [`StreamResponse`]. A
+    /// RetryResult ends the response with [`Error::Retry`]: the parts already sent cannot be
+    /// replayed, so the caller decides.
+    ///
+    /// # Errors
+    /// [`Error::NameTooLong`], [`Error::PayloadTooLarge`], [`Error::Ending`], [`Error::Closed`].
+    pub async fn stream_request(
+        &self,
+        op: &str,
+        first: impl Into<Bytes>,
+    ) -> Result<(StreamRequest, StreamResponse), Error> {
+        let op = Name::new(op)?;
+        let payload = first.into();
+        self.check_size(payload.len())?;
+        let (tx, rx) = parts(self.shared.config.stream_buffer_bytes);
+        let id = self.add_call(Call::Stream(tx))?;
+        let response = StreamResponse { sock: self.clone(), id, rx, done: false };
+        self.send(Frame::StreamRequest { id, op, payload }).await?;
+        Ok((StreamRequest { sock: self.clone(), id, ended: false }, response))
+    }
+
+    pub(crate) fn check_size(&self, len: usize) -> Result<(), Error> {
+        let max = self.shared.config.max_payload as usize;
+        if len > max {
+            return Err(Error::PayloadTooLarge { size: len, max });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn closed_error(&self) -> Error {
+        Error::Closed(self.close_reason().unwrap_or(CloseReason::Local))
+    }
+
+    /// Registers a call under an id no other call in flight uses.
+    fn add_call(&self, call: Call) -> Result<Id, Error> {
+        if self.shared.ending.load(Ordering::Acquire) {
+            return Err(Error::Ending);
+        }
+        let mut calls = lock(&self.shared.calls);
+        // Checked under the lock so a call never slips in after close has failed the table.
+        if self.is_closed() {
+            return Err(self.closed_error());
+        }
+        loop {
+            let id = Id::from_u32(self.shared.next_id.fetch_add(1, Ordering::Relaxed));
+            if let std::collections::hash_map::Entry::Vacant(slot) = calls.map.entry(id) {
+                slot.insert(call);
+                return Ok(id);
+            }
+        }
+    }
+
+    fn remove_call(&self, id: Id) -> Option<Call> {
+        let mut calls = lock(&self.shared.calls);
+        let call = calls.map.remove(&id);
+        if call.is_some() && calls.map.is_empty() {
+            self.shared.idle.notify_waiters();
+        }
+        call
+    }
+
+    pub(super) fn fail_calls(&self, reason: &CloseReason) {
+        let calls = std::mem::take(&mut lock(&self.shared.calls).map);
+        for (_, call) in calls {
+            call.fail(Error::Closed(reason.clone()));
+        }
+    }
+
+    /// Delivers a result frame (`R`, `S`, `E` or `e`) to the call waiting for it. Results for
+    /// ids nobody waits for (abandoned or unknown) are dropped.
+    pub(super) fn deliver(&self, frame: Frame) {
+        let Some(id) = frame.id() else { return };
+        let mut calls = lock(&self.shared.calls);
+        let Some(call) = calls.map.get_mut(&id) else {
+            tracing::debug!(parent: &self.shared.span, %id, "result for no pending request");
+            return;
+        };
+        let finished = match (frame, call) {
+            (Frame::StreamResult { payload, .. }, Call::Single { collected, .. })
+                if !payload.is_empty() =>
+            {
+                let buf = collected.get_or_insert_with(BytesMut::new);
+                let max = self.shared.config.max_payload as usize;
+                if buf.len() + payload.len() > max {
+                    Some(Err(Error::PayloadTooLarge { size: buf.len() + payload.len(), max }))
+                } else {
+                    buf.extend_from_slice(&payload);
+                    None
+                }
+            }
+            (Frame::StreamResult { payload, .. }, Call::Stream(tx)) if !payload.is_empty() => {
+                let len = payload.len();
+                match tx.push(Part::Data(payload), len) {
+                    Ok(()) => None,
+                    Err(PushError::Overflow) => Some(Err(Error::StreamOverflow(tx.capacity()))),
+                    // The reader dropped its StreamResponse; stop tracking the call.
+                    Err(PushError::Closed) => Some(Err(Error::StreamEnded)),
+                }
+            }
+            (Frame::StreamResult { .. }, Call::Single { collected, .. }) => {
+                Some(Ok(Reply::Result(collected.take().unwrap_or_default().freeze())))
+            }
+            // The end of a streaming result: nothing more to deliver but the end itself.
+            (Frame::StreamResult { .. }, Call::Stream(_)) => Some(Ok(Reply::Result(Bytes::new()))),
+            (Frame::SingleResult { payload, .. }, _) => Some(Ok(Reply::Result(payload))),
+            (Frame::ErrorResult { payload, .. }, _) => Some(Ok(Reply::Error(text(&payload)))),
+            (Frame::RetryResult { wait, payload, .. }, _) => {
+                Some(Ok(Reply::Retry { wait, message: text(&payload) }))
+            }
+            _ => None,
+        };
+        let Some(outcome) = finished else { return };
+        let Some(call) = calls.map.remove(&id) else { return };
+        if calls.map.is_empty() {
+            self.shared.idle.notify_waiters();
+        }
+        drop(calls);
+        match (call, outcome) {
+            (Call::Single { tx, .. }, outcome) => {
+                let _ = tx.send(outcome);
+            }
+            (Call::Stream(tx), Ok(reply)) => {
+                let _ = match reply {
+                    Reply::Result(bytes) => {
+                        if !bytes.is_empty() {
+                            let _ = tx.push_final(Part::Data(bytes));
+                        }
+                        tx.push_final(Part::End)
+                    }
+                    Reply::Error(message) => tx.push_final(Part::Failed(Error::Remote(message))),
+                    Reply::Retry { wait, message } => tx.push_final(Part::Failed(Error::Retry {
+                        wait: Duration::from_millis(u64::from(wait)),
+                        message,
+                        attempts: 1,
+                    })),
+                };
+            }
+            (Call::Stream(tx), Err(error)) => {
+                let _ = tx.push_final(Part::Failed(error));
+            }
+        }
+    }
+}
+
+/// The writing side of a streaming request.
+#[derive(Debug)]
+pub struct StreamRequest {
+    sock: Sock,
+    id: Id,
+    ended: bool,
+}
+
+impl StreamRequest {
+    /// Sends one more part. Empty parts are skipped: on the wire an empty part ends the
+    /// stream, which is what [`end`](Self::end) is for.
+    ///
+    /// # Errors
+    /// [`Error::StreamEnded`] after `end`, [`Error::PayloadTooLarge`], [`Error::Closed`].
+    pub async fn write(&mut self, part: impl Into<Bytes>) -> Result<(), Error> {
+        if self.ended {
+            return Err(Error::StreamEnded);
+        }
+        let payload = part.into();
+        if payload.is_empty() {
+            return Ok(());
+        }
+        self.sock.check_size(payload.len())?;
+        self.sock.send(Frame::StreamRequestPart { id: self.id, payload }).await
+    }
+
+    /// Ends the request stream.
+    ///
+    /// # Errors
+    /// [`Error::StreamEnded`] if already ended, [`Error::Closed`].
+    pub async fn end(&mut self) -> Result<(), Error> {
+        if self.ended {
+            return Err(Error::StreamEnded);
+        }
+        self.ended = true;
+        self.sock.send(Frame::StreamRequestPart { id: self.id, payload: Bytes::new() }).await
+    }
+}
+
+impl Drop for StreamRequest {
+    fn drop(&mut self) {
+        // A stream left open would hold one of the peer's stream slots forever; end it.
+        if !self.ended && !self.sock.is_closed() {
+            let sock = self.sock.clone();
+            let id = self.id;
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    let _ = sock.send(Frame::StreamRequestPart { id, payload: Bytes::new() }).await;
+                });
+            }
+        }
+    }
+}
+
+/// The result of a streaming request, read part by part.
+#[derive(Debug)]
+pub struct StreamResponse {
+    sock: Sock,
+    id: Id,
+    rx: PartsRx<Part>,
+    done: bool,
+}
+
+impl StreamResponse {
+    /// The next part of the result; `Ok(None)` at its end. A single result (`R`) comes out as
+    /// one part.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] for an ErrorResult, [`Error::Retry`] for a RetryResult,
+    /// [`Error::StreamOverflow`] when parts were not read fast enough, [`Error::Closed`].
+    pub async fn next(&mut self) -> Result<Option<Bytes>, Error> {
+        if self.done {
+            return Ok(None);
+        }
+        match self.rx.recv().await {
+            Some(Part::Data(bytes)) => Ok(Some(bytes)),
+            Some(Part::End) => {
+                self.done = true;
+                Ok(None)
+            }
+            Some(Part::Failed(e)) => {
+                self.done = true;
+                Err(e)
+            }
+            None => {
+                self.done = true;
+                Err(self.sock.closed_error())
+            }
+        }
+    }
+
+    /// Reads every remaining part into one buffer.
+    ///
+    /// # Errors
+    /// As [`next`](Self::next).
+    pub async fn collect(mut self) -> Result<Bytes, Error> {
+        let mut all = BytesMut::new();
+        while let Some(part) = self.next().await? {
+            all.extend_from_slice(&part);
+        }
+        Ok(all.freeze())
+    }
+}
+
+impl Drop for StreamResponse {
+    fn drop(&mut self) {
+        if !self.done {
+            self.sock.remove_call(self.id);
+        }
+    }
+}

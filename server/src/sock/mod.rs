@@ -1,0 +1,396 @@
+//! The [`Sock`]: one gotalk connection, symmetric, over any transport.
+//!
+//! Each connection runs two tasks: a read loop that decodes frames and dispatches them, and a
+//! write loop that batches outgoing frames into one flush. Handlers run in tasks of their own,
+//! so the read loop never waits on one. Notifications from one peer run in order on a third
+//! task, started on the first notification.
+//!
+//! Layout: [`read`] (the read loop and dispatch of results), [`write`] (the write loop and
+//! heartbeats), [`call`] (requests this side sends), [`serve`] (requests the peer sends).
+
+mod call;
+mod read;
+mod serve;
+mod write;
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use bytes::BytesMut;
+use gotalk_protocol::{decode_version, Frame, ProtocolErrorCode, VERSION};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub(crate) use call::from_json;
+pub use call::{StreamRequest, StreamResponse};
+pub use serve::{StreamInput, StreamOutput};
+
+use crate::config::Config;
+use crate::error::{CloseReason, Error};
+use crate::handlers::Handlers;
+use crate::queue::ByteBudget;
+use crate::transport::{FrameReader, FrameWriter, ReadEvent};
+
+/// Which transport a connection runs over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TransportKind {
+    /// Plain TCP.
+    Tcp,
+    /// TCP with TLS.
+    Tls,
+    /// WebSocket (plain or secure).
+    WebSocket,
+    /// An in-process pipe.
+    Memory,
+}
+
+impl fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TransportKind::Tcp => "tcp",
+            TransportKind::Tls => "tls",
+            TransportKind::WebSocket => "websocket",
+            TransportKind::Memory => "memory",
+        })
+    }
+}
+
+/// What a handler may know about the connection, whatever the transport.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConnInfo {
+    /// A number unique to this connection within the process.
+    pub id: u64,
+    /// The transport.
+    pub transport: TransportKind,
+    /// The peer's address, when the transport has one.
+    pub remote_addr: Option<SocketAddr>,
+    /// This side's address, when the transport has one.
+    pub local_addr: Option<SocketAddr>,
+}
+
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+impl ConnInfo {
+    /// Info for a new connection over `transport`.
+    pub fn new(
+        transport: TransportKind,
+        remote_addr: Option<SocketAddr>,
+        local_addr: Option<SocketAddr>,
+    ) -> Self {
+        ConnInfo {
+            id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
+            transport,
+            remote_addr,
+            local_addr,
+        }
+    }
+}
+
+/// A heartbeat received from the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// The peer's load: 0 idle, 0xffff dying.
+    pub load: u16,
+    /// The peer's clock, unix seconds.
+    pub time: u32,
+}
+
+/// One gotalk connection. Cheap to clone: every clone is the same connection.
+///
+/// Either side can send requests, streaming requests and notifications, and either side's
+/// handlers answer the other's. Dropping every clone does not close the connection while its
+/// tasks run; call [`close`](Sock::close) or [`end`](Sock::end).
+#[derive(Clone)]
+pub struct Sock {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Sock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sock")
+            .field("info", &self.shared.info)
+            .field("closed", &self.shared.reason.get())
+            .finish()
+    }
+}
+
+/// A message for the write loop.
+enum Outbound {
+    Frame(Frame, Option<OwnedSemaphorePermit>),
+    /// Write everything before this, then the protocol error if any, then shut down.
+    Close(Option<ProtocolErrorCode>),
+}
+
+pub(crate) struct Shared {
+    info: ConnInfo,
+    config: Arc<Config>,
+    handlers: Arc<Handlers>,
+    out: mpsc::UnboundedSender<Outbound>,
+    send_budget: ByteBudget,
+    calls: Mutex<call::Calls>,
+    inbound: Mutex<serve::Inbound>,
+    /// Signalled when the calls or the inbound table empties, for [`Sock::end`].
+    idle: Notify,
+    next_id: AtomicU32,
+    /// Cancelled when closing starts: the read loop stops and handlers are dropped.
+    cancel: CancellationToken,
+    /// Cancelled when the write loop has shut the transport down.
+    terminated: CancellationToken,
+    reason: OnceLock<CloseReason>,
+    ending: AtomicBool,
+    last_heartbeat: Mutex<Option<Heartbeat>>,
+    /// Things that live exactly as long as the transport: a listener's connection permit,
+    /// registry entries. Dropped when the write loop ends.
+    attachments: Mutex<Vec<Box<dyn Any + Send + Sync>>>,
+    span: tracing::Span,
+}
+
+/// Locks a table. A panic while a table is locked cannot leave it half-changed (every
+/// critical section is a single map operation), so a poisoned lock is used as is.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Sock {
+    /// Runs the handshake over a transport and starts the connection's tasks.
+    ///
+    /// Both sides send `01` at once, then read the peer's version. A peer speaking another
+    /// version is sent ProtocolError 1. The handshake must finish within the config's
+    /// handshake timeout.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] with the reason the handshake failed.
+    pub async fn start<R: FrameReader, W: FrameWriter>(
+        mut reader: R,
+        mut writer: W,
+        handlers: Arc<Handlers>,
+        config: Arc<Config>,
+        info: ConnInfo,
+    ) -> Result<Sock, Error> {
+        let span = tracing::info_span!(
+            "conn",
+            id = info.id,
+            transport = %info.transport,
+            peer = %info.remote_addr.map(|a| a.to_string()).unwrap_or_default(),
+        );
+        let mut buf = BytesMut::new();
+        let handshake = async {
+            writer.buffer_version();
+            writer.flush().await.map_err(|e| CloseReason::Io(e.to_string()))?;
+            loop {
+                match decode_version(&mut buf) {
+                    Ok(Some(v)) => return Ok(v),
+                    Ok(None) => {}
+                    Err(e) => return Err(CloseReason::InvalidMessage(e.to_string())),
+                }
+                match reader.read(&mut buf, Some(2)).await {
+                    Ok(ReadEvent::Data(_)) => {}
+                    Ok(ReadEvent::Eof) => return Err(CloseReason::PeerClosed),
+                    Err(e) => return Err(CloseReason::Io(e.to_string())),
+                }
+            }
+        };
+        let outcome = match tokio::time::timeout(config.handshake_timeout, handshake).await {
+            Ok(Ok(v)) if v == VERSION => Ok(()),
+            Ok(Ok(v)) => {
+                Err((CloseReason::UnsupportedVersion(v), Some(ProtocolErrorCode::Unsupported)))
+            }
+            Ok(Err(reason @ CloseReason::InvalidMessage(_))) => {
+                Err((reason, Some(ProtocolErrorCode::InvalidMessage)))
+            }
+            Ok(Err(reason)) => Err((reason, None)),
+            Err(_) => Err((
+                CloseReason::HandshakeTimeout(config.handshake_timeout),
+                Some(ProtocolErrorCode::Timeout),
+            )),
+        };
+        if let Err((reason, code)) = outcome {
+            span.in_scope(|| tracing::debug!(%reason, "handshake failed"));
+            if let Some(code) = code {
+                writer.buffer_frame(&Frame::protocol_error(code));
+                let _ = tokio::time::timeout(Duration::from_secs(1), writer.flush()).await;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+            return Err(Error::Closed(reason));
+        }
+
+        let (out, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            send_budget: ByteBudget::new(config.send_queue_bytes),
+            info,
+            config,
+            handlers,
+            out,
+            calls: Mutex::new(call::Calls::default()),
+            inbound: Mutex::new(serve::Inbound::default()),
+            idle: Notify::new(),
+            next_id: AtomicU32::new(0),
+            cancel: CancellationToken::new(),
+            terminated: CancellationToken::new(),
+            reason: OnceLock::new(),
+            ending: AtomicBool::new(false),
+            last_heartbeat: Mutex::new(None),
+            attachments: Mutex::new(Vec::new()),
+            span: span.clone(),
+        });
+        let sock = Sock { shared };
+        tracing::debug!(parent: &span, "connected");
+        tokio::spawn(write::write_loop(writer, rx, sock.clone()).instrument(span.clone()));
+        tokio::spawn(read::read_loop(reader, buf, sock.clone()).instrument(span));
+        if let Some(on_connect) = sock.shared.handlers.on_connect.clone() {
+            let s = sock.clone();
+            tokio::spawn(on_connect(s).instrument(sock.shared.span.clone()));
+        }
+        Ok(sock)
+    }
+
+    /// Two socks connected to each other in memory, each with its own handlers. Useful for
+    /// tests and for in-process peers.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] if a handshake fails, which it cannot in memory.
+    pub async fn pipe(
+        a: (Arc<Handlers>, Arc<Config>),
+        b: (Arc<Handlers>, Arc<Config>),
+    ) -> Result<(Sock, Sock), Error> {
+        let (x, y) = tokio::io::duplex(64 * 1024);
+        let (xr, xw) = crate::transport::io(x);
+        let (yr, yw) = crate::transport::io(y);
+        let info = || ConnInfo::new(TransportKind::Memory, None, None);
+        tokio::try_join!(
+            Sock::start(xr, xw, a.0, a.1, info()),
+            Sock::start(yr, yw, b.0, b.1, info()),
+        )
+    }
+
+    /// What is known about the connection.
+    pub fn info(&self) -> &ConnInfo {
+        &self.shared.info
+    }
+
+    /// The settings this connection runs with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// The most recent heartbeat from the peer, if any arrived.
+    pub fn last_heartbeat(&self) -> Option<Heartbeat> {
+        *lock(&self.shared.last_heartbeat)
+    }
+
+    /// Why the connection closed, once it has.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.shared.reason.get().cloned()
+    }
+
+    /// True once closing has started.
+    pub fn is_closed(&self) -> bool {
+        self.shared.cancel.is_cancelled()
+    }
+
+    /// Waits until the connection has closed and its transport is shut, and says why.
+    pub async fn closed(&self) -> CloseReason {
+        self.shared.terminated.cancelled().await;
+        self.close_reason().unwrap_or(CloseReason::Local)
+    }
+
+    /// Closes the connection now. Pending requests fail with [`CloseReason::Local`]; frames
+    /// already queued are still written.
+    pub fn close(&self) {
+        self.close_with(CloseReason::Local, None);
+    }
+
+    /// Closes the connection with a protocol error, sent to the peer first.
+    pub fn close_with_error(&self, code: ProtocolErrorCode) {
+        self.close_with(CloseReason::PeerProtocolError(code), Some(code));
+    }
+
+    /// Ends the connection gracefully: no new requests are sent (they fail with
+    /// [`Error::Ending`]), requests in flight in both directions are answered, then the
+    /// connection closes. Wrap it in a timeout to bound the wait.
+    pub async fn end(&self) {
+        self.shared.ending.store(true, Ordering::Release);
+        loop {
+            let idle = self.shared.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            let quiet =
+                lock(&self.shared.calls).is_empty() && lock(&self.shared.inbound).is_empty();
+            if quiet || self.is_closed() {
+                break;
+            }
+            tokio::select! {
+                _ = idle => {}
+                _ = self.shared.cancel.cancelled() => break,
+            }
+        }
+        self.close_with(CloseReason::Ended, None);
+        self.shared.terminated.cancelled().await;
+    }
+
+    /// Sends a heartbeat now, with the given load.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] when the connection is closed.
+    pub async fn send_heartbeat(&self, load: u16) -> Result<(), Error> {
+        self.send(Frame::Heartbeat { load, time: unix_time() }).await
+    }
+
+    /// Starts closing: records the reason once, stops the read loop and the handlers, fails
+    /// every pending request, and tells the write loop to finish with `code`.
+    pub(crate) fn close_with(&self, reason: CloseReason, code: Option<ProtocolErrorCode>) {
+        if self.shared.reason.set(reason.clone()).is_err() {
+            return;
+        }
+        tracing::debug!(parent: &self.shared.span, %reason, "closing");
+        self.shared.cancel.cancel();
+        self.fail_calls(&reason);
+        self.shared.send_budget.close();
+        let _ = self.shared.out.send(Outbound::Close(code));
+        self.shared.idle.notify_waiters();
+        if let Some(on_close) = &self.shared.handlers.on_close {
+            on_close(self, &reason);
+        }
+    }
+
+    /// Queues a frame for the write loop, waiting while the send queue is full.
+    pub(crate) async fn send(&self, frame: Frame) -> Result<(), Error> {
+        let closed = || Error::Closed(self.close_reason().unwrap_or(CloseReason::Local));
+        if self.is_closed() {
+            return Err(closed());
+        }
+        let permit =
+            self.shared.send_budget.acquire(frame.payload().len()).await.ok_or_else(closed)?;
+        self.shared.out.send(Outbound::Frame(frame, Some(permit))).map_err(|_| closed())
+    }
+
+    /// Keeps `value` alive until the connection's transport has shut down.
+    pub fn attach(&self, value: impl Any + Send + Sync) {
+        if self.shared.terminated.is_cancelled() {
+            return;
+        }
+        lock(&self.shared.attachments).push(Box::new(value));
+    }
+
+    /// A span for this connection, for handlers' own logs.
+    pub fn span(&self) -> &tracing::Span {
+        &self.shared.span
+    }
+}
+
+fn unix_time() -> u32 {
+    let secs =
+        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    u32::try_from(secs).unwrap_or(u32::MAX)
+}
+
+/// A map from request id to state, shared by the call and serve tables.
+pub(crate) type IdMap<V> = HashMap<gotalk_protocol::Id, V>;

@@ -1,0 +1,153 @@
+//! The read loop: bytes in, frames out, each dispatched without waiting on a handler.
+
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
+use gotalk_protocol::{Decoder, Frame, ProtocolErrorCode};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+
+use super::{lock, Heartbeat, Sock};
+use crate::error::CloseReason;
+use crate::handlers::NotificationFn;
+use crate::queue::ByteBudget;
+use crate::transport::{FrameReader, ReadEvent};
+
+type Closing = (CloseReason, Option<ProtocolErrorCode>);
+
+/// A received notification waiting for its handler.
+struct Note {
+    handler: NotificationFn,
+    name: String,
+    payload: Bytes,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// The queue to this connection's notification task, made on the first notification so
+/// connections that never get one pay nothing for it.
+struct Notes {
+    tx: mpsc::UnboundedSender<Note>,
+    budget: ByteBudget,
+}
+
+pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, sock: Sock) {
+    let config = &sock.shared.config;
+    let mut decoder = Decoder::new();
+    decoder.max_payload(config.max_payload).max_name_len(config.max_name_len);
+    let mut notes = None;
+    let (reason, code) = loop {
+        match decoder.decode(&mut buf) {
+            Ok(Some(frame)) => {
+                if let Err(closing) = dispatch(&sock, frame, &mut notes).await {
+                    break closing;
+                }
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => break (CloseReason::from(e), Some(ProtocolErrorCode::InvalidMessage)),
+        }
+        let hint = decoder.payload_remaining(buf.len());
+        let event = tokio::select! {
+            biased;
+            _ = sock.shared.cancel.cancelled() => return,
+            event = read_within(config.read_timeout, reader.read(&mut buf, hint)) => event,
+        };
+        match event {
+            Some(Ok(ReadEvent::Data(_))) => {}
+            Some(Ok(ReadEvent::Eof)) if decoder.is_mid_message(&buf) => {
+                break (CloseReason::PeerClosedMidMessage, None)
+            }
+            Some(Ok(ReadEvent::Eof)) => break (CloseReason::PeerClosed, None),
+            Some(Err(e)) => break (CloseReason::Io(e.to_string()), None),
+            None => {
+                let timeout = config.read_timeout.unwrap_or_default();
+                break (CloseReason::ReadTimeout(timeout), Some(ProtocolErrorCode::Timeout));
+            }
+        }
+    };
+    sock.close_with(reason, code);
+}
+
+/// Runs a read with the read timeout, if there is one; `None` when it expired.
+async fn read_within<T>(timeout: Option<Duration>, read: impl Future<Output = T>) -> Option<T> {
+    match timeout {
+        Some(t) => tokio::time::timeout(t, read).await.ok(),
+        None => Some(read.await),
+    }
+}
+
+use std::future::Future;
+
+async fn dispatch(sock: &Sock, frame: Frame, notes: &mut Option<Notes>) -> Result<(), Closing> {
+    match frame {
+        Frame::SingleRequest { .. } | Frame::StreamRequest { .. } => {
+            sock.on_request(frame).await.map_err(|r| (r, Some(ProtocolErrorCode::InvalidMessage)))
+        }
+        Frame::StreamRequestPart { id, payload } => {
+            sock.on_request_part(id, payload);
+            Ok(())
+        }
+        Frame::SingleResult { .. }
+        | Frame::StreamResult { .. }
+        | Frame::ErrorResult { .. }
+        | Frame::RetryResult { .. } => {
+            sock.deliver(frame);
+            Ok(())
+        }
+        Frame::Notification { name, payload } => {
+            queue_notification(sock, notes, name.into_string(), payload).await;
+            Ok(())
+        }
+        Frame::Heartbeat { load, time } => {
+            let heartbeat = Heartbeat { load, time };
+            *lock(&sock.shared.last_heartbeat) = Some(heartbeat);
+            if let Some(on_heartbeat) = &sock.shared.handlers.on_heartbeat {
+                on_heartbeat(sock, heartbeat);
+            }
+            Ok(())
+        }
+        Frame::ProtocolError { code } => {
+            Err((CloseReason::PeerProtocolError(ProtocolErrorCode::from_u32(code)), None))
+        }
+        // Frame is non-exhaustive; a type this loop does not know is not one the decoder makes.
+        _ => Ok(()),
+    }
+}
+
+/// Queues a notification for the connection's notification task, which runs handlers one at
+/// a time so a peer's notifications are handled in the order sent. The read loop waits only
+/// when the queue's byte budget is spent.
+async fn queue_notification(sock: &Sock, notes: &mut Option<Notes>, name: String, payload: Bytes) {
+    let Some(handler) = sock.shared.handlers.notification(&name) else {
+        tracing::debug!(notification = %name, "no handler for notification");
+        return;
+    };
+    let notes = notes.get_or_insert_with(|| {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(notification_loop(rx, sock.clone()));
+        Notes { tx, budget: ByteBudget::new(sock.shared.config.notification_queue_bytes) }
+    });
+    let permit = tokio::select! {
+        permit = notes.budget.acquire(payload.len()) => permit,
+        _ = sock.shared.cancel.cancelled() => None,
+    };
+    let Some(permit) = permit else { return };
+    let _ = notes.tx.send(Note { handler, name, payload, _permit: permit });
+}
+
+async fn notification_loop(mut rx: mpsc::UnboundedReceiver<Note>, sock: Sock) {
+    let run = async {
+        while let Some(note) = rx.recv().await {
+            let name = note.name.clone();
+            let work = (note.handler)(sock.clone(), note.name.clone(), note.payload.clone());
+            if AssertUnwindSafe(work).catch_unwind().await.is_err() {
+                tracing::error!(notification = %name, "notification handler panicked");
+            }
+        }
+    };
+    tokio::select! {
+        _ = run => {}
+        _ = sock.shared.cancel.cancelled() => {}
+    }
+}

@@ -1,0 +1,358 @@
+//! Requests the peer sends: limits, the in-flight table, held requests, and running handlers
+//! in tasks of their own.
+
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
+use gotalk_protocol::{Frame, Id, Name};
+use rand::Rng;
+use tracing::Instrument;
+
+use super::{lock, IdMap, Sock};
+use crate::error::{CloseReason, Error};
+use crate::handlers::{RequestFn, StreamFn};
+use crate::queue::{parts, PartsRx, PartsTx, PushError};
+
+type InputTx = PartsTx<Result<Bytes, Error>>;
+type InputRx = PartsRx<Result<Bytes, Error>>;
+
+/// Which handler serves a request.
+#[derive(Clone)]
+enum Route {
+    Buffer(RequestFn),
+    Stream(StreamFn),
+}
+
+/// One of the peer's requests that is running or held.
+struct Entry {
+    stream: bool,
+    /// Where the request's further parts go, until its input ends.
+    input: Option<InputTx>,
+}
+
+/// A request waiting for a slot, for a peer that cannot take a RetryResult.
+struct Held {
+    id: Id,
+    op: Name,
+    payload: Bytes,
+    stream: bool,
+    route: Route,
+    input: Option<InputRx>,
+}
+
+/// The peer's requests in flight.
+#[derive(Default)]
+pub(crate) struct Inbound {
+    ids: IdMap<Entry>,
+    running: u32,
+    running_streams: u32,
+    held: VecDeque<Held>,
+}
+
+impl Inbound {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    fn fits(&self, stream: bool, request_limit: u32, stream_limit: u32) -> bool {
+        self.running < request_limit && (!stream || self.running_streams < stream_limit)
+    }
+}
+
+/// What to do with a request that arrived.
+enum Admit {
+    Start(Held),
+    Retry(&'static str),
+    Held,
+    Refuse(&'static str),
+}
+
+impl Sock {
+    /// Admits a request (`r` or `s`) from the peer: starts it, holds it, or answers it.
+    ///
+    /// # Errors
+    /// A reused id of a request still in flight is a protocol violation; the caller closes
+    /// the connection with ProtocolError 2.
+    pub(super) async fn on_request(&self, frame: Frame) -> Result<(), CloseReason> {
+        let (id, op, payload, stream) = match frame {
+            Frame::SingleRequest { id, op, payload } => (id, op, payload, false),
+            Frame::StreamRequest { id, op, payload } => (id, op, payload, true),
+            _ => return Ok(()),
+        };
+        let handlers = &self.shared.handlers;
+        let route = match (handlers.request(op.as_str()), handlers.stream(op.as_str())) {
+            (Some(f), _) if !stream => Route::Buffer(f),
+            (_, Some(f)) => Route::Stream(f),
+            (Some(f), None) => Route::Buffer(f),
+            (None, None) => {
+                let message = format!("unknown operation {:?}", op.as_str());
+                return self.reply_error(id, message).await;
+            }
+        };
+        let config = &self.shared.config;
+        if stream && config.stream_limit == 0 {
+            return self.reply_error(id, "stream requests are disabled".into()).await;
+        }
+        let admit = {
+            let mut inbound = lock(&self.shared.inbound);
+            if inbound.ids.contains_key(&id) {
+                return Err(CloseReason::InvalidMessage(format!(
+                    "request id {id} reused while still in flight"
+                )));
+            }
+            let (input_tx, input_rx) = if stream {
+                let (tx, rx) = parts(config.stream_buffer_bytes);
+                (Some(tx), Some(rx))
+            } else {
+                (None, None)
+            };
+            let held = Held { id, op, payload, stream, route, input: input_rx };
+            let admit = if inbound.held.is_empty()
+                && inbound.fits(stream, config.request_limit, config.stream_limit)
+            {
+                inbound.running += 1;
+                inbound.running_streams += u32::from(stream);
+                Admit::Start(held)
+            } else if config.peer_understands_retry {
+                Admit::Retry(if stream { "stream rate limit" } else { "request rate limit" })
+            } else if inbound.held.len() < config.held_requests {
+                inbound.held.push_back(held);
+                Admit::Held
+            } else {
+                Admit::Refuse("request rate limit")
+            };
+            if matches!(admit, Admit::Start(_) | Admit::Held) {
+                inbound.ids.insert(id, Entry { stream, input: input_tx });
+            }
+            admit
+        };
+        match admit {
+            Admit::Start(held) => {
+                self.spawn_handler(held);
+                Ok(())
+            }
+            Admit::Held => {
+                tracing::debug!(parent: &self.shared.span, %id, "request held until a slot frees");
+                Ok(())
+            }
+            Admit::Retry(message) => {
+                let wait = self.retry_wait();
+                let _ = self
+                    .send(Frame::RetryResult {
+                        id,
+                        wait,
+                        payload: Bytes::from_static(message.as_bytes()),
+                    })
+                    .await;
+                Ok(())
+            }
+            Admit::Refuse(message) => self.reply_error(id, message.into()).await,
+        }
+    }
+
+    /// Routes a streaming request part (`p`) to its handler's input.
+    pub(super) fn on_request_part(&self, id: Id, payload: Bytes) {
+        let mut inbound = lock(&self.shared.inbound);
+        let Some(entry) = inbound.ids.get_mut(&id) else {
+            // Parts of a stream that was refused, answered or never opened.
+            tracing::debug!(parent: &self.shared.span, %id, "part for no open stream request");
+            return;
+        };
+        let Some(input) = &entry.input else { return };
+        if payload.is_empty() {
+            entry.input = None;
+            return;
+        }
+        let len = payload.len();
+        match input.push(Ok(payload), len) {
+            Ok(()) => {}
+            Err(PushError::Overflow) => {
+                let _ = input.push_final(Err(Error::StreamOverflow(input.capacity())));
+                entry.input = None;
+            }
+            Err(PushError::Closed) => entry.input = None,
+        }
+    }
+
+    async fn reply_error(&self, id: Id, message: String) -> Result<(), CloseReason> {
+        let _ = self.send(Frame::ErrorResult { id, payload: Bytes::from(message) }).await;
+        Ok(())
+    }
+
+    fn retry_wait(&self) -> u32 {
+        let config = &self.shared.config;
+        let (min, max) = (config.retry_wait_min, config.retry_wait_max);
+        let wait = if max > min { rand::thread_rng().gen_range(min..max) } else { min };
+        u32::try_from(wait.as_millis()).unwrap_or(u32::MAX)
+    }
+
+    /// Marks a request finished, before its result is queued so the peer may reuse the id as
+    /// soon as it sees the result, and starts held requests that now fit.
+    fn finish(&self, id: Id) {
+        let config = &self.shared.config;
+        let mut start = Vec::new();
+        {
+            let mut inbound = lock(&self.shared.inbound);
+            if let Some(entry) = inbound.ids.remove(&id) {
+                inbound.running -= 1;
+                inbound.running_streams -= u32::from(entry.stream);
+            }
+            while let Some(stream) = inbound.held.front().map(|next| next.stream) {
+                if !inbound.fits(stream, config.request_limit, config.stream_limit) {
+                    break;
+                }
+                inbound.running += 1;
+                inbound.running_streams += u32::from(stream);
+                start.extend(inbound.held.pop_front());
+            }
+            if inbound.ids.is_empty() {
+                self.shared.idle.notify_waiters();
+            }
+        }
+        for held in start {
+            self.spawn_handler(held);
+        }
+    }
+
+    fn spawn_handler(&self, held: Held) {
+        let sock = self.clone();
+        let span = tracing::debug_span!(parent: &self.shared.span, "request", op = %held.op, id = %held.id);
+        tokio::spawn(
+            async move {
+                let id = held.id;
+                let work = AssertUnwindSafe(sock.run_handler(held)).catch_unwind();
+                let outcome = tokio::select! {
+                    outcome = work => outcome,
+                    _ = sock.shared.cancel.cancelled() => {
+                        sock.finish(id);
+                        return;
+                    }
+                };
+                let last = match outcome {
+                    Ok(frame) => frame,
+                    Err(panic) => {
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        tracing::error!(panic = %what, "request handler panicked");
+                        Frame::ErrorResult { id, payload: Bytes::from_static(b"handler panicked") }
+                    }
+                };
+                sock.finish(id);
+                let _ = sock.send(last).await;
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Runs the handler and returns the frame that completes the request.
+    async fn run_handler(&self, held: Held) -> Frame {
+        let Held { id, op, payload, stream, route, input } = held;
+        let error = |message: String| Frame::ErrorResult { id, payload: Bytes::from(message) };
+        match route {
+            Route::Buffer(f) => {
+                let payload = if stream {
+                    // A streaming request to a single-payload handler: gather it first.
+                    let mut input = StreamInput::new(input, payload);
+                    match input.gather(self.shared.config.max_payload as usize).await {
+                        Ok(all) => all,
+                        Err(e) => return error(e.to_string()),
+                    }
+                } else {
+                    payload
+                };
+                match f(self.clone(), op.into_string(), payload).await {
+                    Ok(result) => Frame::SingleResult { id, payload: result },
+                    Err(message) => error(message),
+                }
+            }
+            Route::Stream(f) => {
+                let input = StreamInput::new(input, payload);
+                let output = StreamOutput { sock: self.clone(), id };
+                match f(self.clone(), op.into_string(), input, output).await {
+                    Ok(()) => Frame::StreamResult { id, payload: Bytes::new() },
+                    Err(message) => error(message),
+                }
+            }
+        }
+    }
+}
+
+/// The parts of a request, as a streaming handler reads them.
+#[derive(Debug)]
+pub struct StreamInput {
+    first: Option<Bytes>,
+    rx: Option<InputRx>,
+}
+
+impl StreamInput {
+    fn new(rx: Option<InputRx>, first: Bytes) -> Self {
+        StreamInput { first: Some(first).filter(|b| !b.is_empty()), rx }
+    }
+
+    /// The next part; `Ok(None)` once the peer ended the stream.
+    ///
+    /// # Errors
+    /// [`Error::StreamOverflow`] when parts arrived faster than they were read.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, Error> {
+        if let Some(first) = self.first.take() {
+            return Ok(Some(first));
+        }
+        let Some(rx) = &mut self.rx else { return Ok(None) };
+        match rx.recv().await {
+            Some(part) => part.map(Some),
+            None => {
+                self.rx = None;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Reads every remaining part into one buffer of at most `max` bytes.
+    ///
+    /// # Errors
+    /// As [`next`](Self::next), and [`Error::PayloadTooLarge`] past `max`.
+    pub async fn gather(&mut self, max: usize) -> Result<Bytes, Error> {
+        let mut all = BytesMut::new();
+        while let Some(part) = self.next().await? {
+            if all.len() + part.len() > max {
+                return Err(Error::PayloadTooLarge { size: all.len() + part.len(), max });
+            }
+            all.extend_from_slice(&part);
+        }
+        Ok(all.freeze())
+    }
+}
+
+/// Where a streaming handler writes its result, part by part. Returning `Ok(())` from the
+/// handler ends the result; returning an error sends an ErrorResult instead.
+#[derive(Debug)]
+pub struct StreamOutput {
+    sock: Sock,
+    id: Id,
+}
+
+impl StreamOutput {
+    /// Sends one part of the result, waiting while the send queue is full. Empty parts are
+    /// skipped, because on the wire an empty part ends the stream.
+    ///
+    /// # Errors
+    /// [`Error::PayloadTooLarge`], [`Error::Closed`].
+    pub async fn send(&mut self, part: impl Into<Bytes>) -> Result<(), Error> {
+        let payload = part.into();
+        if payload.is_empty() {
+            return Ok(());
+        }
+        self.sock.check_size(payload.len())?;
+        self.sock.send(Frame::StreamResult { id: self.id, payload }).await
+    }
+
+    /// The connection this stream belongs to.
+    pub fn sock(&self) -> &Sock {
+        &self.sock
+    }
+}

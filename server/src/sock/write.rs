@@ -1,0 +1,106 @@
+//! The write loop: frames from every sender, batched into one flush, plus heartbeats.
+
+use std::time::Duration;
+
+use gotalk_protocol::Frame;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+use super::{unix_time, Outbound, Sock};
+use crate::error::CloseReason;
+use crate::transport::FrameWriter;
+
+/// The most bytes gathered into one flush, so one busy connection still flushes often.
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// The most frames gathered into one flush.
+const MAX_BATCH_FRAMES: usize = 256;
+/// The longest the last flush before closing may take.
+const CLOSE_FLUSH: Duration = Duration::from_secs(5);
+
+pub(super) async fn write_loop<W: FrameWriter>(
+    mut writer: W,
+    mut rx: mpsc::UnboundedReceiver<Outbound>,
+    sock: Sock,
+) {
+    let config = &sock.shared.config;
+    let mut heartbeat = config.heartbeat_interval.map(|every| {
+        let mut interval = tokio::time::interval_at(Instant::now() + every, every);
+        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        interval
+    });
+    // Permits stay held until their frames are flushed, so the send queue's budget covers
+    // the bytes waiting in the writer too.
+    let mut permits = Vec::new();
+    loop {
+        let first = tokio::select! {
+            item = rx.recv() => item,
+            _ = tick(&mut heartbeat) => {
+                let load = config.heartbeat_load.as_ref().map_or(0, |load| load());
+                Some(Outbound::Frame(Frame::Heartbeat { load, time: unix_time() }, None))
+            }
+        };
+        let mut next = first;
+        let mut close = None;
+        let mut bytes = 0;
+        let mut frames = 0;
+        while let Some(item) = next.take() {
+            match item {
+                Outbound::Frame(frame, permit) => {
+                    bytes += frame.encoded_len();
+                    frames += 1;
+                    writer.buffer_frame(&frame);
+                    permits.extend(permit);
+                }
+                Outbound::Close(code) => {
+                    close = Some(code);
+                    break;
+                }
+            }
+            if bytes >= MAX_BATCH_BYTES || frames >= MAX_BATCH_FRAMES {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        if let Some(code) = close {
+            if let Some(code) = code {
+                writer.buffer_frame(&Frame::protocol_error(code));
+            }
+            let limit = config.write_timeout.min(CLOSE_FLUSH);
+            let _ = tokio::time::timeout(limit, writer.flush()).await;
+            let _ = tokio::time::timeout(limit, writer.shutdown()).await;
+            break;
+        }
+        if frames == 0 {
+            // Every sender is gone; nothing more can be written.
+            break;
+        }
+        match tokio::time::timeout(config.write_timeout, writer.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                sock.close_with(CloseReason::Io(e.to_string()), None);
+                break;
+            }
+            Err(_) => {
+                sock.close_with(CloseReason::WriteTimeout(config.write_timeout), None);
+                let _ = tokio::time::timeout(CLOSE_FLUSH, writer.shutdown()).await;
+                break;
+            }
+        }
+        permits.clear();
+        if permits.capacity() > 64 {
+            permits = Vec::new();
+        }
+    }
+    sock.shared.terminated.cancel();
+    let attachments = std::mem::take(&mut *super::lock(&sock.shared.attachments));
+    drop(attachments);
+}
+
+async fn tick(interval: &mut Option<Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}

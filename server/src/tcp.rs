@@ -1,0 +1,271 @@
+//! The TCP transport: a listener that serves a [`Handlers`] registry, and a client.
+//!
+//! Both take an optional TLS configuration (rustls). A listener takes an already bound
+//! [`TcpListener`], so tests bind port 0, and a shutdown future, so callers decide what stops
+//! it (ctrl-c, SIGTERM, a test's oneshot).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::sync::Semaphore;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::config::Config;
+use crate::error::{CloseReason, Error};
+use crate::handlers::Handlers;
+use crate::sock::{ConnInfo, Sock, TransportKind};
+use crate::transport;
+
+/// The first pause after a failed accept; it doubles on each further failure.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// The longest pause between accepts after repeated failures (running out of file
+/// descriptors, say).
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// The live connections of a listener, so they can be counted and drained.
+#[derive(Debug, Default, Clone)]
+pub struct Connections {
+    inner: Arc<Mutex<HashMap<u64, Sock>>>,
+}
+
+/// Removes a connection from its registry when its transport shuts down.
+struct Registered {
+    registry: Weak<Mutex<HashMap<u64, Sock>>>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Some(registry) = self.registry.upgrade() {
+            registry.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+        }
+    }
+}
+
+impl Connections {
+    /// How many connections are open.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when no connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every open connection.
+    pub fn socks(&self) -> Vec<Sock> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// Tracks `sock` until its transport shuts down.
+    pub fn insert(&self, sock: &Sock) {
+        let id = sock.info().id;
+        self.lock().insert(id, sock.clone());
+        sock.attach(Registered { registry: Arc::downgrade(&self.inner), id });
+    }
+
+    /// Ends every connection gracefully, waiting up to `deadline` for requests in flight,
+    /// then closes what is left.
+    pub async fn drain(&self, deadline: Duration) {
+        let socks = self.socks();
+        let ending = socks.iter().map(|sock| {
+            let sock = sock.clone();
+            async move {
+                if tokio::time::timeout(deadline, sock.end()).await.is_err() {
+                    sock.close_with(CloseReason::Shutdown, None);
+                    sock.closed().await;
+                }
+            }
+        });
+        futures_util::future::join_all(ending).await;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Sock>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Serves gotalk over TCP, optionally with TLS.
+#[derive(Clone)]
+pub struct Server {
+    handlers: Arc<Handlers>,
+    config: Arc<Config>,
+    tls: Option<TlsAcceptor>,
+    max_connections: usize,
+    shutdown_timeout: Duration,
+    connections: Connections,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("tls", &self.tls.is_some())
+            .field("max_connections", &self.max_connections)
+            .field("connections", &self.connections.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// A server for `handlers`, with `config` for every connection.
+    pub fn new(handlers: Arc<Handlers>, config: Config) -> Self {
+        Server {
+            handlers,
+            config: Arc::new(config),
+            tls: None,
+            max_connections: 10_000,
+            shutdown_timeout: Duration::from_secs(10),
+            connections: Connections::default(),
+        }
+    }
+
+    /// Serves TLS with this rustls configuration. Default: plain TCP.
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(TlsAcceptor::from(config));
+        self
+    }
+
+    /// How many connections may be open at once. Default 10,000. Past it the listener stops
+    /// accepting until one closes; new peers wait in the kernel's backlog.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// How long shutdown waits for requests in flight before closing connections. Default
+    /// 10 s.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// The open connections, to count them or reach every peer.
+    pub fn connections(&self) -> Connections {
+        self.connections.clone()
+    }
+
+    /// Accepts connections until `shutdown` completes, then stops accepting and drains the
+    /// open connections (see [`shutdown_timeout`](Self::shutdown_timeout)).
+    ///
+    /// # Errors
+    /// None so far: accept errors are logged and retried with a growing pause.
+    pub async fn run(self, listener: TcpListener, shutdown: impl Future) -> io::Result<()> {
+        let limit = Arc::new(Semaphore::new(self.max_connections));
+        let mut backoff = ACCEPT_BACKOFF_MIN;
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                _ = &mut shutdown => break,
+                permit = limit.clone().acquire_owned() => match permit {
+                    Ok(permit) => tokio::select! {
+                        _ = &mut shutdown => break,
+                        accepted = listener.accept() => accepted.map(|a| (a, permit)),
+                    },
+                    Err(_) => break,
+                },
+            };
+            match accepted {
+                Ok(((stream, _), permit)) => {
+                    backoff = ACCEPT_BACKOFF_MIN;
+                    let server = self.clone();
+                    tokio::spawn(async move {
+                        if let Some(sock) = server.start(stream).await {
+                            sock.attach(permit);
+                            server.connections.insert(&sock);
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, pause = ?backoff, "accept failed");
+                    tokio::select! {
+                        _ = &mut shutdown => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                }
+            }
+        }
+        drop(listener);
+        self.connections.drain(self.shutdown_timeout).await;
+        Ok(())
+    }
+
+    async fn start(&self, stream: TcpStream) -> Option<Sock> {
+        let _ = stream.set_nodelay(true);
+        let (remote, local) = (stream.peer_addr().ok(), stream.local_addr().ok());
+        let result = match &self.tls {
+            None => {
+                let info = ConnInfo::new(TransportKind::Tcp, remote, local);
+                let (r, w) = transport::tcp(stream);
+                Sock::start(r, w, self.handlers.clone(), self.config.clone(), info).await
+            }
+            Some(acceptor) => {
+                let handshake =
+                    tokio::time::timeout(self.config.handshake_timeout, acceptor.accept(stream));
+                match handshake.await {
+                    Ok(Ok(tls)) => {
+                        let info = ConnInfo::new(TransportKind::Tls, remote, local);
+                        let (r, w) = transport::io(tls);
+                        Sock::start(r, w, self.handlers.clone(), self.config.clone(), info).await
+                    }
+                    Ok(Err(e)) => Err(Error::Connect(format!("tls handshake: {e}"))),
+                    Err(_) => Err(Error::Connect("tls handshake timed out".into())),
+                }
+            }
+        };
+        match result {
+            Ok(sock) => Some(sock),
+            Err(e) => {
+                tracing::debug!(peer = ?remote, error = %e, "connection refused at handshake");
+                None
+            }
+        }
+    }
+}
+
+/// Connects to a gotalk server over plain TCP.
+///
+/// # Errors
+/// [`Error::Connect`] when the connection cannot be made, [`Error::Closed`] when the
+/// handshake fails.
+pub async fn connect(
+    addr: impl ToSocketAddrs,
+    handlers: Arc<Handlers>,
+    config: Config,
+) -> Result<Sock, Error> {
+    let stream = TcpStream::connect(addr).await.map_err(|e| Error::Connect(e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    let info = ConnInfo::new(TransportKind::Tcp, stream.peer_addr().ok(), stream.local_addr().ok());
+    let (r, w) = transport::tcp(stream);
+    Sock::start(r, w, handlers, Arc::new(config), info).await
+}
+
+/// Connects to a gotalk server over TLS, checking its certificate against `server_name`.
+///
+/// # Errors
+/// As [`connect`], and [`Error::Connect`] for a TLS failure or an invalid server name.
+pub async fn connect_tls(
+    addr: impl ToSocketAddrs,
+    server_name: &str,
+    tls: Arc<rustls::ClientConfig>,
+    handlers: Arc<Handlers>,
+    config: Config,
+) -> Result<Sock, Error> {
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
+        .map_err(|e| Error::Connect(format!("invalid server name {server_name:?}: {e}")))?;
+    let stream = TcpStream::connect(addr).await.map_err(|e| Error::Connect(e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    let info = ConnInfo::new(TransportKind::Tls, stream.peer_addr().ok(), stream.local_addr().ok());
+    let handshake = TlsConnector::from(tls).connect(name, stream);
+    let tls_stream = tokio::time::timeout(config.handshake_timeout, handshake)
+        .await
+        .map_err(|_| Error::Connect("tls handshake timed out".into()))?
+        .map_err(|e| Error::Connect(format!("tls handshake: {e}")))?;
+    let (r, w) = transport::io(tls_stream);
+    Sock::start(r, w, handlers, Arc::new(config), info).await
+}

@@ -1,0 +1,168 @@
+//! Transports: what a [`Sock`](crate::Sock) reads bytes from and writes frames to.
+//!
+//! A sock is generic over a [`FrameReader`] and a [`FrameWriter`], so TCP, TLS, WebSocket and
+//! in-memory pipes share one code path. Reading is a byte stream (WebSocket messages are
+//! concatenated, as real peers expect). Writing is frame by frame, because some transports
+//! care where one frame ends: the original gotalk.js needs each header and each payload in a
+//! WebSocket message of its own.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+
+use bytes::{Bytes, BytesMut};
+use gotalk_protocol::{encode_version, Frame};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+/// Payloads at least this large are written from their own buffer instead of being copied
+/// into the batch.
+const COPY_LIMIT: usize = 8 * 1024;
+
+/// The most a single read asks for.
+const MAX_READ: usize = 64 * 1024;
+
+/// The least a read reserves, so small messages don't cost one read each.
+const MIN_READ: usize = 4 * 1024;
+
+/// What a read produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReadEvent {
+    /// This many bytes were appended to the buffer.
+    Data(usize),
+    /// The peer closed its side cleanly.
+    Eof,
+}
+
+/// The reading half of a transport.
+pub trait FrameReader: Send + 'static {
+    /// Appends the next bytes from the peer to `buf`. `hint` is how many bytes the message
+    /// being read still needs, if known.
+    fn read(
+        &mut self,
+        buf: &mut BytesMut,
+        hint: Option<usize>,
+    ) -> impl Future<Output = io::Result<ReadEvent>> + Send;
+}
+
+/// The writing half of a transport. Frames are buffered, then flushed as one batch.
+pub trait FrameWriter: Send + 'static {
+    /// Buffers this side's protocol version.
+    fn buffer_version(&mut self);
+    /// Buffers one frame.
+    fn buffer_frame(&mut self, frame: &Frame);
+    /// Writes everything buffered.
+    fn flush(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Closes the writing side, after a flush.
+    fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+fn read_size(hint: Option<usize>) -> usize {
+    hint.unwrap_or(0).clamp(MIN_READ, MAX_READ)
+}
+
+/// Reads from any [`AsyncRead`] (TLS streams, in-memory duplex pipes).
+#[derive(Debug)]
+pub struct IoReader<R>(pub R);
+
+impl<R: AsyncRead + Unpin + Send + 'static> FrameReader for IoReader<R> {
+    async fn read(&mut self, buf: &mut BytesMut, hint: Option<usize>) -> io::Result<ReadEvent> {
+        buf.reserve(read_size(hint));
+        match self.0.read_buf(buf).await? {
+            0 => Ok(ReadEvent::Eof),
+            n => Ok(ReadEvent::Data(n)),
+        }
+    }
+}
+
+/// Reads from a plain TCP stream. It gives its buffer back while it waits, so an idle
+/// connection holds no read buffer at all.
+#[derive(Debug)]
+pub struct TcpReader(pub OwnedReadHalf);
+
+impl FrameReader for TcpReader {
+    async fn read(&mut self, buf: &mut BytesMut, hint: Option<usize>) -> io::Result<ReadEvent> {
+        loop {
+            if buf.capacity() - buf.len() < MIN_READ {
+                buf.reserve(read_size(hint));
+            }
+            match self.0.try_read_buf(buf) {
+                Ok(0) => return Ok(ReadEvent::Eof),
+                Ok(n) => return Ok(ReadEvent::Data(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if buf.is_empty() {
+                        *buf = BytesMut::new();
+                    }
+                    self.0.readable().await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Writes to any [`AsyncWrite`] as one continuous byte stream, batching small frames into one
+/// buffer and passing large payloads through without a copy.
+#[derive(Debug)]
+pub struct IoWriter<W> {
+    io: W,
+    staging: BytesMut,
+    chunks: VecDeque<Bytes>,
+}
+
+impl<W> IoWriter<W> {
+    /// Wraps a writer.
+    pub fn new(io: W) -> Self {
+        IoWriter { io, staging: BytesMut::new(), chunks: VecDeque::new() }
+    }
+}
+
+impl<W: AsyncWrite + Unpin + Send + 'static> FrameWriter for IoWriter<W> {
+    fn buffer_version(&mut self) {
+        encode_version(&mut self.staging);
+    }
+
+    fn buffer_frame(&mut self, frame: &Frame) {
+        let payload = frame.payload();
+        if payload.len() < COPY_LIMIT {
+            frame.encode(&mut self.staging);
+        } else {
+            frame.encode_header(&mut self.staging);
+            self.chunks.push_back(self.staging.split().freeze());
+            self.chunks.push_back(payload.clone());
+        }
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        if !self.staging.is_empty() {
+            self.chunks.push_back(self.staging.split().freeze());
+        }
+        while let Some(mut chunk) = self.chunks.pop_front() {
+            if let Err(e) = self.io.write_all_buf(&mut chunk).await {
+                self.chunks.clear();
+                return Err(e);
+            }
+        }
+        self.io.flush().await
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        self.io.shutdown().await
+    }
+}
+
+/// A plain TCP stream as a reader and a writer.
+pub fn tcp(stream: tokio::net::TcpStream) -> (TcpReader, IoWriter<OwnedWriteHalf>) {
+    let (r, w) = stream.into_split();
+    (TcpReader(r), IoWriter::new(w))
+}
+
+/// Any byte stream (TLS, a duplex pipe) as a reader and a writer.
+pub fn io<S>(stream: S) -> (IoReader<tokio::io::ReadHalf<S>>, IoWriter<tokio::io::WriteHalf<S>>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (r, w) = tokio::io::split(stream);
+    (IoReader(r), IoWriter::new(w))
+}
