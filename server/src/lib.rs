@@ -32,7 +32,7 @@
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let addr = listener.local_addr()?;
 //! let server = gotalk::tcp::Server::new(handlers.clone(), Default::default());
-//! tokio::spawn(server.run(listener, std::future::pending()));
+//! tokio::spawn(server.run(listener, std::future::pending::<()>()));
 //!
 //! let sock = gotalk::tcp::connect(addr, handlers, Default::default()).await?;
 //! let echoed: String = sock.request("echo", "hello").await?;
