@@ -20,6 +20,8 @@ pub enum CloseReason {
     PeerClosedMidMessage,
     /// The peer sent a ProtocolError.
     PeerProtocolError(ProtocolErrorCode),
+    /// This side closed it with a ProtocolError, sent to the peer first.
+    LocalProtocolError(ProtocolErrorCode),
     /// The peer sent bytes that are not a gotalk message; it was sent ProtocolError 2.
     InvalidMessage(String),
     /// The peer speaks another protocol version; it was sent ProtocolError 1.
@@ -47,6 +49,9 @@ impl fmt::Display for CloseReason {
             }
             CloseReason::PeerProtocolError(code) => {
                 write!(f, "peer reported protocol error: {code}")
+            }
+            CloseReason::LocalProtocolError(code) => {
+                write!(f, "closed with protocol error: {code}")
             }
             CloseReason::InvalidMessage(why) => write!(f, "invalid message from peer: {why}"),
             CloseReason::UnsupportedVersion(v) => {

@@ -19,6 +19,7 @@
 //! - [`config`]: limits, timeouts and heartbeat settings.
 //! - [`transport`]: byte streams (TCP, TLS, in-memory) as frame readers and writers.
 //! - [`tcp`]: the TCP listener and client, with optional TLS.
+//! - [`tls`]: TLS settings from PEM files.
 //! - [`error`]: request errors and close reasons.
 //!
 //! # Examples
@@ -46,6 +47,7 @@ pub mod handlers;
 mod queue;
 pub mod sock;
 pub mod tcp;
+pub mod tls;
 pub mod transport;
 
 pub use config::Config;

@@ -310,7 +310,7 @@ impl Sock {
 
     /// Closes the connection with a protocol error, sent to the peer first.
     pub fn close_with_error(&self, code: ProtocolErrorCode) {
-        self.close_with(CloseReason::PeerProtocolError(code), Some(code));
+        self.close_with(CloseReason::LocalProtocolError(code), Some(code));
     }
 
     /// Ends the connection gracefully: no new requests are sent (they fail with

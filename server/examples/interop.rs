@@ -1,0 +1,151 @@
+//! A gotalk server that other implementations are tested against.
+//!
+//! ```text
+//! cargo run -p gotalk --example interop -- --tcp 127.0.0.1:0 [--request-limit N]
+//!     [--stream-limit N] [--min-wait MS] [--max-wait MS] [--read-timeout S] [--heartbeat S]
+//! ```
+//!
+//! It prints `tcp <addr>` on stdout once listening, so a test can start it on port 0. On
+//! connect it notifies `hello` with `{"msg":"welcome","transport":"tcp"}`. Operations:
+//! `echo`, `echo-json`, `greet`, `fail`, `panic`, `empty`, `sleep`, `notify-me`,
+//! `reverse-echo`, `close-me`, and the streams `stream-echo` and `stream-fail`; the
+//! notification `echo-note` is answered with `echo-note-reply`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Parser;
+use gotalk::protocol::ProtocolErrorCode;
+use gotalk::{Config, Handlers};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Command line of the interop fixture.
+#[derive(Parser, Debug)]
+struct Args {
+    /// Where gotalk over TCP listens.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    tcp: String,
+    /// Requests handled at once per connection.
+    #[arg(long)]
+    request_limit: Option<u32>,
+    /// Streaming requests handled at once per connection.
+    #[arg(long)]
+    stream_limit: Option<u32>,
+    /// The least RetryResult wait, in milliseconds.
+    #[arg(long)]
+    min_wait: Option<u64>,
+    /// The most RetryResult wait, in milliseconds (exclusive).
+    #[arg(long)]
+    max_wait: Option<u64>,
+    /// Seconds without a byte before a peer is dropped; 0 turns it off.
+    #[arg(long)]
+    read_timeout: Option<f64>,
+    /// Seconds between heartbeats; 0 sends none.
+    #[arg(long)]
+    heartbeat: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct GreetIn {
+    name: String,
+}
+
+#[derive(Serialize)]
+struct GreetOut {
+    greeting: String,
+}
+
+fn config(args: &Args) -> anyhow::Result<Config> {
+    let mut config = Config::default();
+    if let Some(n) = args.request_limit {
+        config.request_limit(n);
+    }
+    if let Some(n) = args.stream_limit {
+        config.stream_limit(n);
+    }
+    if args.min_wait.is_some() || args.max_wait.is_some() {
+        let min = Duration::from_millis(args.min_wait.unwrap_or(500));
+        let max = Duration::from_millis(args.max_wait.unwrap_or(5000));
+        config.retry_wait(min, max);
+    }
+    if let Some(s) = args.read_timeout {
+        config.read_timeout(Some(Duration::try_from_secs_f64(s)?).filter(|d| !d.is_zero()));
+    }
+    if let Some(s) = args.heartbeat {
+        config.heartbeat_interval(Some(Duration::try_from_secs_f64(s)?));
+    }
+    Ok(config)
+}
+
+fn handlers() -> Handlers {
+    let mut h = Handlers::new();
+    h.on_connect(|sock| async move {
+        let transport = sock.info().transport.to_string();
+        let hello = serde_json::json!({ "msg": "welcome", "transport": transport });
+        let _ = sock.notify("hello", &hello).await;
+    })
+    .handle_buffer("echo", |_sock, payload| async move { Ok::<_, String>(payload) })
+    .handle("echo-json", |_sock, value: Value| async move { Ok::<_, String>(value) })
+    .handle("greet", |_sock, input: GreetIn| async move {
+        Ok::<_, String>(GreetOut { greeting: format!("Hello {}", input.name) })
+    })
+    .handle_buffer("fail", |_sock, _payload| async move { Err::<Bytes, _>("intentional failure") })
+    .handle_buffer("panic", |_sock, _payload| async move {
+        if true {
+            panic!("intentional panic");
+        }
+        Ok::<Bytes, String>(Bytes::new())
+    })
+    .handle_buffer("empty", |_sock, _payload| async move { Ok::<_, String>(Bytes::new()) })
+    .handle("sleep", |_sock, ms: u64| async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok::<_, String>(ms)
+    })
+    .handle_buffer("notify-me", |sock, payload| async move {
+        sock.buffer_notify("notified", payload).await.map_err(|e| e.to_string())?;
+        Ok::<_, String>(Bytes::new())
+    })
+    .handle_buffer("reverse-echo", |sock, payload| async move {
+        sock.buffer_request("client-echo", payload).await.map_err(|e| e.to_string())
+    })
+    .handle_buffer("close-me", |sock, payload| async move {
+        let code = std::str::from_utf8(&payload).ok().and_then(|s| s.trim().parse::<u32>().ok());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            match code.filter(|c| *c <= 3) {
+                Some(code) => sock.close_with_error(ProtocolErrorCode::from_u32(code)),
+                None => sock.close(),
+            }
+        });
+        Ok::<_, String>(Bytes::new())
+    })
+    .handle_stream("stream-echo", |_sock, mut input, mut output| async move {
+        while let Some(part) = input.next().await? {
+            output.send(part).await?;
+        }
+        Ok::<_, gotalk::Error>(())
+    })
+    .handle_stream("stream-fail", |_sock, mut input, mut output| async move {
+        if let Some(part) = input.next().await.map_err(|e| e.to_string())? {
+            output.send(part).await.map_err(|e| e.to_string())?;
+        }
+        Err::<(), _>("intentional stream failure".to_string())
+    })
+    .handle_buffer_notification("echo-note", |sock, payload| async move {
+        let _ = sock.buffer_notify("echo-note-reply", payload).await;
+    });
+    h
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
+    let args = Args::parse();
+    let server = gotalk::tcp::Server::new(Arc::new(handlers()), config(&args)?);
+    let listener = tokio::net::TcpListener::bind(&args.tcp).await?;
+    println!("tcp {}", listener.local_addr()?);
+    server.run(listener, tokio::signal::ctrl_c()).await?;
+    Ok(())
+}

@@ -1,0 +1,260 @@
+//! `call`, `notify` and `listen`: the command line as a gotalk client.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use gotalk::{Config, Error, Handlers, Sock};
+
+/// How the command failed, as its exit status: 2 for bad input on the command line, 3 when the
+/// server could not be reached, 4 when the peer answered with an error.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+fn failure(code: u8, message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Failure { code, message: message.into() })
+}
+
+/// The exit status for an error: the [`Failure`]'s code, or 1.
+pub(crate) fn exit_code(e: &anyhow::Error) -> u8 {
+    e.downcast_ref::<Failure>().map_or(1, |f| f.code)
+}
+
+/// Where a gotalk server is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Url {
+    /// `tcp://host:port`, or a bare `host:port`.
+    Tcp(String),
+    /// `tls://host:port`.
+    Tls { addr: String, host: String },
+}
+
+impl Url {
+    pub(crate) fn parse(text: &str) -> anyhow::Result<Url> {
+        let bad = |why: &str| {
+            failure(
+                2,
+                format!("invalid url {text:?}: {why}; expected tcp://host:port or tls://host:port"),
+            )
+        };
+        let (scheme, rest) = text.split_once("://").unwrap_or(("tcp", text));
+        if scheme != "tcp" && scheme != "tls" {
+            return Err(bad(&format!("unsupported scheme {scheme:?}")));
+        }
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = rest.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        port.parse::<u16>().map_err(|_| bad("the port is not a number from 0 to 65535"))?;
+        if scheme == "tls" {
+            let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+            return Ok(Url::Tls { addr: rest.to_owned(), host });
+        }
+        Ok(Url::Tcp(rest.to_owned()))
+    }
+}
+
+impl fmt::Display for Url {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Url::Tcp(addr) => write!(f, "tcp://{addr}"),
+            Url::Tls { addr, .. } => write!(f, "tls://{addr}"),
+        }
+    }
+}
+
+/// Where to connect and how.
+#[derive(clap::Args, Debug)]
+pub(crate) struct Target {
+    /// The server: tcp://host:port, tls://host:port, or host:port.
+    url: String,
+    /// For tls:// urls: a PEM file with the certificate authorities to trust.
+    #[arg(long, value_name = "PEM")]
+    ca: Option<PathBuf>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    timeout: f64,
+}
+
+/// `gotalk call`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct CallArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The operation.
+    op: String,
+    /// Its parameters as JSON; empty when left out.
+    json: Option<String>,
+    /// Send the parameters as raw text instead of checking that they are JSON.
+    #[arg(long)]
+    raw: bool,
+}
+
+/// `gotalk notify`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct NotifyArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The notification's name.
+    name: String,
+    /// Its value as JSON; empty when left out.
+    json: Option<String>,
+    /// Send the value as raw text instead of checking that it is JSON.
+    #[arg(long)]
+    raw: bool,
+}
+
+/// `gotalk listen`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct ListenArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Print only these notifications (repeatable); all when left out.
+    #[arg(long = "name", value_name = "NAME")]
+    names: Vec<String>,
+}
+
+fn payload(json: Option<&str>, raw: bool) -> anyhow::Result<Bytes> {
+    let Some(text) = json else { return Ok(Bytes::new()) };
+    if !raw {
+        serde_json::from_str::<serde_json::Value>(text)
+            .map_err(|e| failure(2, format!("invalid JSON argument {text:?}: {e}")))?;
+    }
+    Ok(Bytes::copy_from_slice(text.as_bytes()))
+}
+
+async fn connect(target: &Target, handlers: Handlers) -> anyhow::Result<Sock> {
+    let url = Url::parse(&target.url)?;
+    let handlers = Arc::new(handlers);
+    let config = Config::default();
+    let connecting = async {
+        match &url {
+            Url::Tcp(addr) => gotalk::tcp::connect(addr.as_str(), handlers, config).await,
+            Url::Tls { addr, host } => {
+                let ca = target.ca.as_ref().ok_or_else(|| {
+                    failure(2, "tls:// needs --ca with the certificate authority to trust")
+                })?;
+                let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+                let tls = gotalk::tls::client_config(&pem)
+                    .map_err(|e| failure(2, format!("{}: {e}", ca.display())))?;
+                gotalk::tcp::connect_tls(addr.as_str(), host, tls, handlers, config).await
+            }
+        }
+        .map_err(|e| failure(3, format!("cannot connect to {url}: {}", connect_error(&e))))
+    };
+    within(target, connecting).await
+}
+
+fn connect_error(e: &Error) -> String {
+    match e {
+        Error::Connect(why) => why.clone(),
+        other => other.to_string(),
+    }
+}
+
+async fn within<T>(
+    target: &Target,
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let limit = Duration::try_from_secs_f64(target.timeout)
+        .map_err(|_| failure(2, format!("invalid --timeout {}", target.timeout)))?;
+    tokio::time::timeout(limit, work)
+        .await
+        .map_err(|_| failure(3, format!("timed out after {limit:?}")))?
+}
+
+fn request_error(e: Error) -> anyhow::Error {
+    match e {
+        Error::Remote(message) => failure(4, format!("error from server: {message}")),
+        other => failure(1, other.to_string()),
+    }
+}
+
+pub(crate) async fn call(args: CallArgs) -> anyhow::Result<()> {
+    let params = payload(args.json.as_deref(), args.raw)?;
+    let sock = connect(&args.target, Handlers::new()).await?;
+    let result = within(&args.target, async {
+        sock.buffer_request(&args.op, params).await.map_err(request_error)
+    })
+    .await;
+    sock.close();
+    let result = result?;
+    println!("{}", String::from_utf8_lossy(&result));
+    Ok(())
+}
+
+pub(crate) async fn notify(args: NotifyArgs) -> anyhow::Result<()> {
+    let value = payload(args.json.as_deref(), args.raw)?;
+    let sock = connect(&args.target, Handlers::new()).await?;
+    sock.buffer_notify(&args.name, value).await.map_err(request_error)?;
+    // end() flushes the notification before closing.
+    sock.end().await;
+    Ok(())
+}
+
+pub(crate) async fn listen(args: ListenArgs) -> anyhow::Result<()> {
+    let wanted = Arc::new(args.names);
+    let mut handlers = Handlers::new();
+    handlers.fallback_notification(move |_sock, name, payload| {
+        let wanted = wanted.clone();
+        async move {
+            if wanted.is_empty() || wanted.contains(&name) {
+                println!("{name} {}", String::from_utf8_lossy(&payload));
+            }
+        }
+    });
+    let sock = connect(&args.target, handlers).await?;
+    eprintln!("listening on {} (ctrl-c to stop)", args.target.url);
+    tokio::select! {
+        reason = sock.closed() => Err(failure(1, format!("connection closed: {reason}"))),
+        _ = tokio::signal::ctrl_c() => {
+            sock.close();
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        assert_eq!(Url::parse("tcp://127.0.0.1:1235").unwrap(), Url::Tcp("127.0.0.1:1235".into()));
+        assert_eq!(Url::parse("localhost:1235").unwrap(), Url::Tcp("localhost:1235".into()));
+        assert_eq!(
+            Url::parse("tls://example.com:443/").unwrap(),
+            Url::Tls { addr: "example.com:443".into(), host: "example.com".into() }
+        );
+        for bad in ["http://x:1", "tcp://nohost", "tcp://:80", "tcp://x:99999", "tcp://x:port"] {
+            let e = Url::parse(bad).unwrap_err();
+            assert_eq!(exit_code(&e), 2, "{bad}");
+            assert!(e.to_string().contains("invalid url"), "{e}");
+        }
+    }
+
+    #[test]
+    fn checks_json() {
+        assert_eq!(payload(Some("{\"a\":1}"), false).unwrap(), Bytes::from_static(b"{\"a\":1}"));
+        assert_eq!(payload(None, false).unwrap(), Bytes::new());
+        let e = payload(Some("{nope"), false).unwrap_err();
+        assert_eq!(exit_code(&e), 2);
+        assert!(e.to_string().contains("invalid JSON argument"));
+        assert_eq!(payload(Some("{nope"), true).unwrap(), Bytes::from_static(b"{nope"));
+    }
+}

@@ -1,2 +1,0 @@
-//! The `gotalk` command line: placeholder until the subcommands land.
-fn main() {}
