@@ -93,7 +93,8 @@ impl Config {
     ///
     /// A peer that declares a larger payload gets ProtocolError 2 and is disconnected, before
     /// anything is allocated for the payload. A local send of a larger payload fails with
-    /// [`Error::PayloadTooLarge`](crate::Error::PayloadTooLarge).
+    /// [`Error::PayloadTooLarge`](crate::Error::PayloadTooLarge); a handler's larger result
+    /// is answered with an ErrorResult instead, and error text is cut to fit.
     pub fn max_payload(&mut self, bytes: u32) -> &mut Self {
         self.max_payload = bytes;
         self
@@ -115,8 +116,9 @@ impl Config {
     }
 
     /// How many of the peer's streaming requests are handled at once; counts towards
-    /// [`request_limit`](Self::request_limit) too. Default 32; 0 refuses every stream request
-    /// with a RetryResult `stream rate limit`.
+    /// [`request_limit`](Self::request_limit) too. Default 32. Past it, the peer gets a
+    /// RetryResult `stream rate limit`; 0 turns streams off, and every stream request gets the
+    /// ErrorResult `stream requests are disabled` (a retry could never succeed).
     pub fn stream_limit(&mut self, n: u32) -> &mut Self {
         self.stream_limit = n;
         self

@@ -139,13 +139,8 @@ impl Sock {
             }
             Admit::Retry(message) => {
                 let wait = self.retry_wait();
-                let _ = self
-                    .send(Frame::RetryResult {
-                        id,
-                        wait,
-                        payload: Bytes::from_static(message.as_bytes()),
-                    })
-                    .await;
+                let payload = self.fit_text(message.to_owned());
+                let _ = self.send(Frame::RetryResult { id, wait, payload }).await;
                 Ok(())
             }
             Admit::Refuse(message) => self.reply_error(id, message.into()).await,
@@ -177,8 +172,23 @@ impl Sock {
     }
 
     async fn reply_error(&self, id: Id, message: String) -> Result<(), CloseReason> {
-        let _ = self.send(Frame::ErrorResult { id, payload: Bytes::from(message) }).await;
+        let _ = self.send(Frame::ErrorResult { id, payload: self.fit_text(message) }).await;
         Ok(())
+    }
+
+    /// Error text as a payload, cut at a character boundary to the payload limit: a longer
+    /// one (a long op name, serde's description of bad parameters) would make the peer drop
+    /// the connection.
+    fn fit_text(&self, mut message: String) -> Bytes {
+        let max = self.shared.config.max_payload as usize;
+        if message.len() > max {
+            let mut end = max;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
+        Bytes::from(message)
     }
 
     fn retry_wait(&self) -> u32 {
@@ -252,7 +262,7 @@ impl Sock {
     /// Runs the handler and returns the frame that completes the request.
     async fn run_handler(&self, held: Held) -> Frame {
         let Held { id, op, payload, stream, route, input } = held;
-        let error = |message: String| Frame::ErrorResult { id, payload: Bytes::from(message) };
+        let error = |message: String| Frame::ErrorResult { id, payload: self.fit_text(message) };
         match route {
             Route::Buffer(f) => {
                 let payload = if stream {
@@ -266,7 +276,11 @@ impl Sock {
                     payload
                 };
                 match f(self.clone(), op.into_string(), payload).await {
-                    Ok(result) => Frame::SingleResult { id, payload: result },
+                    // A result over the payload limit would make the peer drop the connection.
+                    Ok(result) => match self.check_size(result.len()) {
+                        Ok(()) => Frame::SingleResult { id, payload: result },
+                        Err(e) => error(format!("result too large: {e}")),
+                    },
                     Err(message) => error(message),
                 }
             }
