@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::Semaphore;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::error::{CloseReason, Error};
@@ -157,6 +158,9 @@ impl Server {
     pub async fn run(self, listener: TcpListener, shutdown: impl Future) -> io::Result<()> {
         let limit = Arc::new(Semaphore::new(self.max_connections));
         let mut backoff = ACCEPT_BACKOFF_MIN;
+        // Cancelled when shutdown starts, for connections still in their handshake, which
+        // the drain below cannot see yet.
+        let stopping = CancellationToken::new();
         tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
@@ -173,10 +177,19 @@ impl Server {
                 Ok(((stream, _), permit)) => {
                     backoff = ACCEPT_BACKOFF_MIN;
                     let server = self.clone();
+                    let stopping = stopping.clone();
                     tokio::spawn(async move {
-                        if let Some(sock) = server.start(stream).await {
+                        let started = tokio::select! {
+                            sock = server.start(stream) => sock,
+                            _ = stopping.cancelled() => None,
+                        };
+                        if let Some(sock) = started {
                             sock.attach(permit);
                             server.connections.insert(&sock);
+                            // Shutdown began during the handshake: the drain may have missed it.
+                            if stopping.is_cancelled() {
+                                sock.close_with(CloseReason::Shutdown, None);
+                            }
                         }
                     });
                 }
@@ -191,6 +204,7 @@ impl Server {
             }
         }
         drop(listener);
+        stopping.cancel();
         self.connections.drain(self.shutdown_timeout).await;
         Ok(())
     }
