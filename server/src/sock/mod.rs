@@ -5,8 +5,8 @@
 //! so the read loop never waits on one. Notifications from one peer run in order on a third
 //! task, started on the first notification.
 //!
-//! Layout: [`read`] (the read loop and dispatch of results), [`write`] (the write loop and
-//! heartbeats), [`call`] (requests this side sends), [`serve`] (requests the peer sends).
+//! Layout: `read` (the read loop and dispatch of results), `write` (the write loop and
+//! heartbeats), `call` (requests this side sends), `serve` (requests the peer sends).
 
 mod call;
 mod read;
@@ -374,10 +374,13 @@ impl Sock {
 
     /// Keeps `value` alive until the connection's transport has shut down.
     pub fn attach(&self, value: impl Any + Send + Sync) {
+        // Checked under the lock the write loop takes after it terminates, so a value can't
+        // slip in after the attachments were dropped and then live as long as the Shared.
+        let mut attachments = lock(&self.shared.attachments);
         if self.shared.terminated.is_cancelled() {
             return;
         }
-        lock(&self.shared.attachments).push(Box::new(value));
+        attachments.push(Box::new(value));
     }
 
     /// A span for this connection, for handlers' own logs.
