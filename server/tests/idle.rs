@@ -1,0 +1,76 @@
+//! Idle connections over virtual time: with the default config, a Go-style peer whose read
+//! deadline is 30 s stays connected to an idle sock indefinitely, and a silent peer is
+//! dropped by the read timeout with ProtocolError 3.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use gotalk::protocol::{encode_version, Decoder, Frame};
+use gotalk::sock::{ConnInfo, TransportKind};
+use gotalk::{CloseReason, Config, Handlers, Sock};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+/// Starts a sock with `config` on one end of an in-memory pipe; the test speaks raw gotalk on
+/// the other end.
+async fn idle_sock(config: Config) -> (Sock, DuplexStream) {
+    let (ours, mut theirs) = tokio::io::duplex(4096);
+    let mut version = BytesMut::new();
+    encode_version(&mut version);
+    theirs.write_all(&version).await.expect("send version");
+    let (r, w) = gotalk::transport::io(ours);
+    let info = ConnInfo::new(TransportKind::Memory, None, None);
+    let sock = Sock::start(r, w, Arc::new(Handlers::new()), Arc::new(config), info)
+        .await
+        .expect("handshake");
+    let mut peer_version = [0u8; 2];
+    theirs.read_exact(&mut peer_version).await.expect("read version");
+    assert_eq!(&peer_version, b"01");
+    (sock, theirs)
+}
+
+/// Reads the next frame, failing if none arrives within `deadline`, as Go's reader does with
+/// its read deadline.
+async fn next_frame(peer: &mut DuplexStream, buf: &mut BytesMut, deadline: Duration) -> Frame {
+    let mut decoder = Decoder::new();
+    loop {
+        if let Some(frame) = decoder.decode(buf).expect("valid frame") {
+            return frame;
+        }
+        let read = tokio::time::timeout(deadline, peer.read_buf(buf)).await;
+        let n = read.expect("peer's read deadline expired").expect("read");
+        assert!(n > 0, "connection closed");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn go_peer_with_a_30s_read_deadline_stays_connected_while_idle() {
+    let (sock, mut peer) = idle_sock(Config::default()).await;
+    let mut buf = BytesMut::new();
+    let started = tokio::time::Instant::now();
+    // An hour of virtual time in which the sock has nothing to say: only its heartbeats keep
+    // the peer's 30 s deadline from expiring. The peer heartbeats back every 20 s, as Go does,
+    // which keeps the sock's own read timeout from expiring.
+    for _ in 0..180 {
+        let frame = next_frame(&mut peer, &mut buf, Duration::from_secs(30)).await;
+        assert!(matches!(frame, Frame::Heartbeat { load: 0, .. }), "unexpected {frame:?}");
+        peer.write_all(b"h000054d7de9a").await.expect("peer heartbeat");
+    }
+    assert!(started.elapsed() >= Duration::from_secs(3600), "{:?}", started.elapsed());
+    assert!(!sock.is_closed(), "closed: {:?}", sock.close_reason());
+    assert_eq!(sock.last_heartbeat().map(|h| h.time), Some(0x54d7de9a));
+}
+
+#[tokio::test(start_paused = true)]
+async fn silent_peer_is_dropped_by_the_read_timeout_with_protocol_error_3() {
+    let mut config = Config::default();
+    config.heartbeat_interval(None);
+    let (sock, mut peer) = idle_sock(config).await;
+    let started = tokio::time::Instant::now();
+    let mut rest = Vec::new();
+    peer.read_to_end(&mut rest).await.expect("read until close");
+    assert_eq!(rest, b"f00000003", "the timeout is announced before the close");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(90) && waited < Duration::from_secs(91), "{waited:?}");
+    assert_eq!(sock.closed().await, CloseReason::ReadTimeout(Duration::from_secs(90)));
+}
