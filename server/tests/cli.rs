@@ -1,0 +1,137 @@
+//! The `gotalk` binary against the interop fixture, both as real processes: results, error
+//! messages and exit statuses of `call`, `notify` and `listen`.
+
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn gotalk() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gotalk"))
+}
+
+/// `cargo test` builds the examples next to the binaries' `deps` folder.
+fn interop_path() -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_gotalk"));
+    bin.with_file_name("examples").join("interop")
+}
+
+/// The interop fixture on port 0, and the address it printed.
+struct Fixture {
+    child: Child,
+    addr: String,
+}
+
+async fn fixture() -> Fixture {
+    let mut child = Command::new(interop_path())
+        .args(["--tcp", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start examples/interop (built by cargo test)");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    tokio::time::timeout(WAIT, BufReader::new(stdout).read_line(&mut line))
+        .await
+        .expect("fixture prints its address")
+        .expect("read address");
+    let addr = line.trim().strip_prefix("tcp ").expect("`tcp ADDR` line").to_owned();
+    Fixture { child, addr }
+}
+
+async fn run(args: &[&str]) -> Output {
+    let out = gotalk().args(args).output();
+    tokio::time::timeout(WAIT, out).await.expect("gotalk finishes").expect("run gotalk")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn call_prints_the_result() {
+    let f = fixture().await;
+    let url = format!("tcp://{}", f.addr);
+    let out = run(&["call", &url, "greet", r#"{"name":"Rasmus"}"#]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "{\"greeting\":\"Hello Rasmus\"}\n");
+
+    let out = run(&["call", &f.addr, "echo-json", r#"{ "a" : [1, 2] }"#]).await;
+    assert_eq!(text(&out.stdout), "{\"a\":[1,2]}\n", "re-encoded by the server");
+
+    let out = run(&["call", &f.addr, "empty"]).await;
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout), "\n");
+
+    let out = run(&["call", &f.addr, "stream-echo", "\"streamed\""]).await;
+    assert_eq!(text(&out.stdout), "\"streamed\"\n", "a streaming result is collected");
+    drop(f.child);
+}
+
+#[tokio::test]
+async fn error_results_exit_4_with_the_server_text() {
+    let f = fixture().await;
+    for (op, message) in [
+        ("fail", "error from server: intentional failure"),
+        ("nope", "error from server: unknown operation \"nope\""),
+        ("panic", "error from server: handler panicked"),
+        ("stream-fail", "error from server: intentional stream failure"),
+    ] {
+        let out = run(&["call", &f.addr, op, "1"]).await;
+        assert_eq!(out.status.code(), Some(4), "{op}");
+        assert!(text(&out.stderr).contains(message), "{op}: {}", text(&out.stderr));
+    }
+    // The panics did not cost the server its connections or its life.
+    let out = run(&["call", &f.addr, "sleep", "10"]).await;
+    assert_eq!(text(&out.stdout), "10\n");
+    drop(f.child);
+}
+
+#[tokio::test]
+async fn bad_input_exits_2_and_unreachable_exits_3() {
+    let out = run(&["call", "http://example.com:80", "echo"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("invalid url \"http://example.com:80\""));
+
+    let out = run(&["call", "127.0.0.1:1235", "echo", "{not json"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("invalid JSON argument"), "{}", text(&out.stderr));
+
+    // A port nobody listens on: bind one, then free it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = run(&["call", &format!("127.0.0.1:{port}"), "echo"]).await;
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out.stderr).contains("cannot connect to tcp://127.0.0.1:"));
+    assert!(text(&out.stderr).contains("refused"), "{}", text(&out.stderr));
+
+    let out = run(&["call", "tls://127.0.0.1:1", "echo"]).await;
+    assert_eq!(out.status.code(), Some(2), "tls needs --ca");
+}
+
+#[tokio::test]
+async fn listen_prints_notifications_and_notify_sends_them() {
+    let f = fixture().await;
+    let mut listen = gotalk()
+        .args(["listen", &f.addr])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start listen");
+    let mut lines = BufReader::new(listen.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(WAIT, lines.next_line()).await.unwrap().unwrap();
+    assert_eq!(first.as_deref(), Some(r#"hello {"msg":"welcome","transport":"tcp"}"#));
+
+    // notify: the fixture answers `echo-note` to the sender only, so the command must have
+    // delivered it before ending; its success is what we can see from here.
+    let out = run(&["notify", &f.addr, "echo-note", "\"hi\""]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    listen.kill().await.ok();
+    drop(f.child);
+}
