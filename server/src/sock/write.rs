@@ -39,6 +39,12 @@ pub(super) async fn write_loop<W: FrameWriter>(
                 Some(Outbound::Frame(Frame::Heartbeat { load, time: unix_time() }, None))
             }
         };
+        if matches!(first, Some(Outbound::Frame(..))) {
+            // The sender that woke us is usually one of many handler tasks made ready by the
+            // same read; let them run first so their frames join this flush instead of each
+            // costing a write of its own.
+            tokio::task::yield_now().await;
+        }
         let mut next = first;
         let mut close = None;
         let mut bytes = 0;
