@@ -134,7 +134,7 @@ impl Server {
     /// How many connections may be open at once. Default 10,000. Past it the listener stops
     /// accepting until one closes; new peers wait in the kernel's backlog.
     pub fn max_connections(mut self, n: usize) -> Self {
-        self.max_connections = n.max(1);
+        self.max_connections = n.clamp(1, Semaphore::MAX_PERMITS);
         self
     }
 
