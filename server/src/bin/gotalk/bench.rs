@@ -1,13 +1,955 @@
-//! `gotalk bench`: placeholder, replaced by the load generator.
+//! `gotalk bench`: a load generator that measures gotalk against a raw TCP echo baseline.
+//!
+//! Every server runs in a child process of its own (this program, started again with the
+//! hidden `bench-server` subcommand), so client and server are separate processes as in real
+//! use, and the server's memory can be read from `/proc/<pid>/status`.
+//!
+//! Two kinds of server are measured in the same invocation, with the same client harness:
+//! - `gotalk`: a [`gotalk::tcp::Server`] with a buffer handler `echo` that returns its payload,
+//!   loaded by `gotalk::tcp::connect` clients with `depth` tasks per connection, each sending
+//!   `echo` requests one after another.
+//! - a plain tokio TCP echo server (read into a buffer, write back what was read), the
+//!   baseline, loaded by a client that keeps `depth` fixed-size messages in flight per
+//!   connection in one of two ways:
+//!   - `raw`: reads and writes as much as the socket takes, so one read may return many
+//!     messages and one write send many (the fewest system calls, the strongest baseline);
+//!   - `raw-msg`: one write per message sent and one read per message received, as a naive
+//!     client that sends each message the moment it has it does; a reference point, not the
+//!     fair baseline.
+//!
+//! Throughput scenarios keep `depth` round trips in flight on each of `conns` connections for
+//! a fixed time and report round trips per second and latency percentiles, per run and as
+//! medians, and the ratio of gotalk's median to each baseline's. The idle scenario opens many
+//! idle gotalk connections and reports how much the server's resident memory grew per
+//! connection.
 
-/// `gotalk bench`.
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::{self, Write as _};
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _};
+use bytes::Bytes;
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader, Interest};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+use tokio::task::JoinSet;
+
+/// The issue's throughput target: gotalk's round trips/s at least this fraction of the
+/// baseline's.
+const TARGET_RATIO: f64 = 0.6;
+/// The issue's idle-memory target, in bytes per connection.
+const TARGET_IDLE_BYTES: f64 = 16.0 * 1024.0;
+/// The standard throughput scenarios, as (connections, in flight per connection).
+const STANDARD: [(usize, usize); 2] = [(1, 64), (16, 16)];
+/// How many idle connections are being opened at once.
+const IDLE_CONNECT_CONCURRENCY: usize = 128;
+/// The request limit of the gotalk server under test, well above any depth we use.
+const SERVER_REQUEST_LIMIT: u32 = 4096;
+/// File descriptors kept spare beyond the idle connections.
+const SPARE_FDS: u64 = 256;
+
+/// Measure round trips/s, latency and memory per connection, gotalk against a raw baseline.
 #[derive(clap::Args, Debug)]
-pub(crate) struct Args {}
+#[command(after_help = "\
+Without options, runs the standard suite: 1 connection x 64 in flight and 16 connections x 16 \
+in flight, 32-byte payloads, each against the gotalk server and a raw tokio TCP echo server, \
+then the server's memory with 10,000 idle gotalk connections. The raw server is loaded twice: \
+`raw` batches reads and writes as far as the socket allows (the baseline), `raw-msg` makes one \
+write and one read per message (a naive client, for reference). `cli cpu/rt` and `srv cpu/rt` \
+are the CPU time of the client and server processes per round trip in the measured window.
 
-pub(crate) async fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("bench is not built yet")
+On a machine with few cores, pin the benchmark to one core, for example \
+`taskset -c 0 gotalk bench`: an idle virtual CPU sleeps, and a client and server on different \
+cores give numbers that swing several times between runs. The server processes inherit the \
+affinity.")]
+pub(crate) struct Args {
+    /// Which scenarios to run.
+    #[arg(long, value_enum, default_value_t = Scenario::All)]
+    scenario: Scenario,
+    /// Connections of a single throughput scenario. Without --conns and --depth, the two
+    /// standard scenarios run (1x64 and 16x16).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    conns: Option<u32>,
+    /// Round trips in flight per connection in a single throughput scenario (default 1 when
+    /// only --conns is given).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    depth: Option<u32>,
+    /// Payload bytes per request.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=(1 << 24)))]
+    size: u32,
+    /// Seconds measured per run.
+    #[arg(long, default_value_t = 5.0, value_parser = positive_secs)]
+    secs: f64,
+    /// Seconds of load before each run's measurement starts.
+    #[arg(long, default_value_t = 1.0, value_parser = non_negative_secs)]
+    warmup: f64,
+    /// Runs per kind and scenario; the tables report each run and the median.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    runs: u32,
+    /// Idle connections for the memory scenario.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    idle: u32,
+    /// Which raw baseline clients to run: `batched` (as few reads and writes as the socket
+    /// allows), `per-message` (one write and one read per message), or both.
+    #[arg(long, value_enum, default_value_t = Baseline::Both)]
+    baseline: Baseline,
 }
 
-pub(crate) async fn serve_child(_kind: &str) -> anyhow::Result<()> {
-    anyhow::bail!("bench is not built yet")
+/// The raw baseline clients to measure.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum Baseline {
+    /// Reads and writes batched as far as the socket allows (`raw`).
+    Batched,
+    /// One write and one read system call per message (`raw-msg`).
+    PerMessage,
+    /// Both.
+    Both,
+}
+
+/// The scenarios `gotalk bench` can run.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    /// Round trips/s and latency, gotalk against the raw baseline.
+    Throughput,
+    /// The server's memory per idle connection.
+    Idle,
+    /// Both.
+    All,
+}
+
+fn positive_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds above 0")),
+    }
+}
+
+fn non_negative_secs(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds, 0 or more")),
+    }
+}
+
+/// Which server a child process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// The gotalk server with an `echo` buffer handler.
+    Gotalk,
+    /// A plain tokio TCP echo server: the baseline.
+    Raw,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Gotalk => "gotalk",
+            Kind::Raw => "raw",
+        }
+    }
+
+    fn parse(s: &str) -> anyhow::Result<Kind> {
+        match s {
+            "gotalk" => Ok(Kind::Gotalk),
+            "raw" => Ok(Kind::Raw),
+            _ => bail!("unknown bench server kind {s:?}; expected gotalk or raw"),
+        }
+    }
+}
+
+/// A client harness and the server it loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Load {
+    /// gotalk clients against the gotalk server.
+    Gotalk,
+    /// The batched raw client against the raw echo server.
+    Raw,
+    /// The one-message-per-system-call raw client against the raw echo server.
+    RawPerMessage,
+}
+
+impl Load {
+    fn label(self) -> &'static str {
+        match self {
+            Load::Gotalk => "gotalk",
+            Load::Raw => "raw",
+            Load::RawPerMessage => "raw-msg",
+        }
+    }
+
+    fn server(self) -> Kind {
+        match self {
+            Load::Gotalk => Kind::Gotalk,
+            Load::Raw | Load::RawPerMessage => Kind::Raw,
+        }
+    }
+}
+
+/// Runs `gotalk bench`.
+pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    print_header();
+    let throughput = matches!(args.scenario, Scenario::Throughput | Scenario::All);
+    let idle = matches!(args.scenario, Scenario::Idle | Scenario::All);
+    let mut summary = Vec::new();
+    if throughput {
+        let shapes: Vec<(usize, usize)> = match (args.conns, args.depth) {
+            (None, None) => STANDARD.to_vec(),
+            (conns, depth) => {
+                vec![(conns.unwrap_or(1) as usize, depth.unwrap_or(1) as usize)]
+            }
+        };
+        for (conns, depth) in shapes {
+            let shape = Shape {
+                conns,
+                depth,
+                size: args.size as usize,
+                warmup: Duration::from_secs_f64(args.warmup),
+                secs: Duration::from_secs_f64(args.secs),
+            };
+            let loads = match args.baseline {
+                Baseline::Batched => vec![Load::Gotalk, Load::Raw],
+                Baseline::PerMessage => vec![Load::Gotalk, Load::RawPerMessage],
+                Baseline::Both => vec![Load::Gotalk, Load::Raw, Load::RawPerMessage],
+            };
+            summary.extend(throughput_scenario(&shape, &loads, args.runs as usize).await?);
+        }
+    }
+    if idle {
+        summary.push(idle_scenario(args.idle as usize).await?);
+    }
+    println!("== summary");
+    for line in &summary {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Prints the command line and what the machine gives this process.
+fn print_header() {
+    let command: Vec<String> = std::env::args().map(|a| shell_quote(&a)).collect();
+    println!("$ {}", command.join(" "));
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let allowed = proc_status_field("self", "Cpus_allowed_list:").unwrap_or_else(|| "?".into());
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    println!(
+        "cpus allowed: {allowed} ({cpus} usable); client runtime: {workers} worker thread(s); \
+         gotalk {}",
+        env!("CARGO_PKG_VERSION")
+    );
+    if cpus > 1 {
+        println!(
+            "note: not pinned to one core; on small machines `taskset -c 0` gives steadier numbers"
+        );
+    }
+    println!();
+}
+
+fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c));
+    if plain {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server side: a child process running `gotalk bench-server --kind gotalk|raw`.
+
+/// Runs a bench server: binds `127.0.0.1:0`, prints its address on stdout, and serves until
+/// killed or until its stdin closes (the parent exited).
+pub(crate) async fn serve_child(kind: &str) -> anyhow::Result<()> {
+    let kind = Kind::parse(kind)?;
+    raise_nofile_limit();
+    let listener = TcpListener::bind("127.0.0.1:0").await.context("cannot bind 127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    {
+        let mut out = io::stdout().lock();
+        writeln!(out, "{addr}")?;
+        out.flush()?;
+    }
+    // The parent holds our stdin open; when it closes, the parent has gone, and so do we.
+    std::thread::spawn(|| {
+        let mut buf = [0u8; 64];
+        let mut stdin = io::stdin();
+        while let Ok(n) = io::Read::read(&mut stdin, &mut buf) {
+            if n == 0 {
+                break;
+            }
+        }
+        std::process::exit(0);
+    });
+    match kind {
+        Kind::Gotalk => serve_gotalk(listener).await,
+        Kind::Raw => serve_raw(listener).await,
+    }
+}
+
+/// Serves gotalk with an `echo` buffer handler and the default settings, but for a request
+/// limit well above what the benchmark keeps in flight and no cap on connections.
+async fn serve_gotalk(listener: TcpListener) -> anyhow::Result<()> {
+    let mut handlers = gotalk::Handlers::new();
+    handlers.handle_buffer("echo", |_sock, payload: Bytes| async move {
+        Ok::<_, std::convert::Infallible>(payload)
+    });
+    let mut config = gotalk::Config::default();
+    config.request_limit(SERVER_REQUEST_LIMIT);
+    let server = gotalk::tcp::Server::new(Arc::new(handlers), config).max_connections(1 << 20);
+    server.run(listener, std::future::pending::<()>()).await?;
+    Ok(())
+}
+
+/// The baseline: a tokio TCP echo server, one task per connection.
+async fn serve_raw(listener: TcpListener) -> anyhow::Result<()> {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(raw_echo(stream));
+            }
+            Err(e) => {
+                // Out of file descriptors, say: wait for some to close.
+                eprintln!("bench-server: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Echoes one connection: reads into a buffer and writes back what was read.
+async fn raw_echo(mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if stream.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Raises the soft limit on open files as far as the hard limit allows. Failure is not fatal
+/// here; the idle scenario checks the limit it got.
+fn raise_nofile_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            eprintln!("bench: cannot raise the open-file limit: {e}");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(0, |(soft, _)| soft)
+        }
+    }
+}
+
+/// A bench server in a child process.
+struct ServerChild {
+    child: Child,
+    addr: SocketAddr,
+    pid: u32,
+}
+
+impl ServerChild {
+    /// Starts this program again as `bench-server --kind <kind>` and reads the address it
+    /// listens on.
+    async fn spawn(kind: Kind) -> anyhow::Result<ServerChild> {
+        let exe = std::env::current_exe().context("cannot find this program to start a server")?;
+        let mut child = Command::new(&exe)
+            .args(["bench-server", "--kind", kind.name()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {}", exe.display()))?;
+        let pid = child.id().context("the bench server exited at once")?;
+        let stdout = child.stdout.take().context("the bench server has no stdout")?;
+        let mut line = String::new();
+        tokio::time::timeout(Duration::from_secs(10), BufReader::new(stdout).read_line(&mut line))
+            .await
+            .context("the bench server did not print its address within 10 s")?
+            .context("cannot read the bench server's address")?;
+        let addr = line
+            .trim()
+            .parse()
+            .with_context(|| format!("the bench server printed {line:?}, not an address"))?;
+        Ok(ServerChild { child, addr, pid })
+    }
+
+    /// Resident memory, in bytes.
+    fn rss(&self) -> anyhow::Result<u64> {
+        let pid = self.pid.to_string();
+        let field = proc_status_field(&pid, "VmRSS:")
+            .with_context(|| format!("no VmRSS in /proc/{pid}/status"))?;
+        let kib: u64 = field
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .with_context(|| format!("unexpected VmRSS {field:?}"))?;
+        Ok(kib * 1024)
+    }
+
+    /// Kills the server and waits for it to exit.
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// A field of `/proc/<pid>/status`, trimmed.
+fn proc_status_field(pid: &str, name: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| line.strip_prefix(name)).map(|v| v.trim().to_owned())
+}
+
+/// CPU time of every thread of a process, from `/proc/<pid>/task/*/schedstat` (nanoseconds).
+fn process_cpu(pid: &str) -> Option<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        // A thread may exit between listing and reading; it just doesn't count.
+        let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else { continue };
+        total += stat.split_whitespace().next().and_then(|ns| ns.parse::<u64>().ok())?;
+    }
+    Some(Duration::from_nanos(total))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Throughput.
+
+/// One throughput scenario.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    conns: usize,
+    depth: usize,
+    size: usize,
+    warmup: Duration,
+    secs: Duration,
+}
+
+impl Shape {
+    fn is_issue_target(&self) -> bool {
+        self.size == 32 && STANDARD.contains(&(self.conns, self.depth))
+    }
+}
+
+/// When a run's measurement starts and ends. Round trips are counted, and their latency
+/// recorded, when they complete inside the window.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: Instant,
+    end: Instant,
+}
+
+impl Window {
+    fn after(warmup: Duration, secs: Duration) -> Window {
+        let start = Instant::now() + warmup;
+        Window { start, end: start + secs }
+    }
+
+    /// Records a round trip sent at `sent` and answered at `done`, if it ended in the window.
+    #[inline]
+    fn record(&self, latencies: &mut Vec<u64>, sent: Instant, done: Instant) {
+        if done >= self.start && done < self.end {
+            let nanos = done.saturating_duration_since(sent).as_nanos();
+            latencies.push(u64::try_from(nanos).unwrap_or(u64::MAX));
+        }
+    }
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Copy)]
+struct RunResult {
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+    /// Client CPU time per round trip, if it could be read.
+    client_cpu: Option<Duration>,
+    /// Server CPU time per round trip, if it could be read.
+    server_cpu: Option<Duration>,
+}
+
+/// Runs one throughput scenario: `runs` rounds, each measuring every load in turn against a
+/// fresh server. Prints each run, the medians and the ratios; returns summary lines.
+async fn throughput_scenario(
+    shape: &Shape,
+    loads: &[Load],
+    runs: usize,
+) -> anyhow::Result<Vec<String>> {
+    println!(
+        "== throughput: {} connection(s) x {} in flight, {}-byte payload, {:.1} s per run after \
+         {:.1} s warm-up, {} run(s)",
+        shape.conns,
+        shape.depth,
+        shape.size,
+        shape.secs.as_secs_f64(),
+        shape.warmup.as_secs_f64(),
+        runs
+    );
+    println!(
+        "{:<7} {:>4} {:>12} {:>11} {:>11} {:>10} {:>10}",
+        "kind", "run", "rt/s", "p50", "p99", "cli cpu/rt", "srv cpu/rt"
+    );
+    let mut results: Vec<Vec<RunResult>> = vec![Vec::new(); loads.len()];
+    for run in 1..=runs {
+        for (k, &load) in loads.iter().enumerate() {
+            let result = measure(load, shape)
+                .await
+                .with_context(|| format!("{} run {run} failed", load.label()))?;
+            println!(
+                "{:<7} {:>4} {:>12.0} {:>11} {:>11} {:>10} {:>10}",
+                load.label(),
+                run,
+                result.rate,
+                Micros(result.p50),
+                Micros(result.p99),
+                OptMicros(result.client_cpu),
+                OptMicros(result.server_cpu),
+            );
+            results[k].push(result);
+        }
+    }
+    println!("-- medians of {runs} run(s)");
+    println!(
+        "{:<7} {:>5} {:>5} {:>5} {:>12} {:>11} {:>11} {:>10} {:>10}",
+        "kind", "conns", "depth", "size", "rt/s", "p50", "p99", "cli cpu/rt", "srv cpu/rt"
+    );
+    let mut medians = Vec::new();
+    for (load, runs) in loads.iter().zip(&results) {
+        let m = Medians::of(runs);
+        println!(
+            "{:<7} {:>5} {:>5} {:>5} {:>12.0} {:>11} {:>11} {:>10} {:>10}",
+            load.label(),
+            shape.conns,
+            shape.depth,
+            shape.size,
+            m.rate,
+            Micros(m.p50),
+            Micros(m.p99),
+            OptMicros(m.client_cpu),
+            OptMicros(m.server_cpu),
+        );
+        medians.push((load, m));
+    }
+    let mut summary = Vec::new();
+    let gotalk = medians.iter().find(|(load, _)| **load == Load::Gotalk).map(|(_, m)| m.rate);
+    for (load, m) in medians.iter().filter(|(load, _)| **load != Load::Gotalk) {
+        let Some(gotalk) = gotalk else { break };
+        let ratio = gotalk / m.rate;
+        let verdict = if shape.is_issue_target() {
+            let met = if ratio >= TARGET_RATIO { "met" } else { "NOT met" };
+            format!(" (target >= {TARGET_RATIO:.2}x: {met})")
+        } else {
+            String::new()
+        };
+        let label = load.label();
+        println!("ratio gotalk/{label} (median rt/s): {ratio:.2}x{verdict}");
+        summary.push(format!(
+            "throughput {}x{} {}B: gotalk {gotalk:.0} rt/s, {label} {:.0} rt/s, ratio \
+             {ratio:.2}x{verdict}",
+            shape.conns, shape.depth, shape.size, m.rate
+        ));
+    }
+    println!();
+    Ok(summary)
+}
+
+/// The median of each column over several runs, each column on its own.
+struct Medians {
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+    client_cpu: Option<Duration>,
+    server_cpu: Option<Duration>,
+}
+
+impl Medians {
+    fn of(runs: &[RunResult]) -> Medians {
+        fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> Option<T> {
+            v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+            match v.len() {
+                0 => None,
+                n => Some(v[(n - 1) / 2]),
+            }
+        }
+        let rates: Vec<f64> = runs.iter().map(|r| r.rate).collect();
+        let durations = |f: fn(&RunResult) -> Duration| {
+            median(runs.iter().map(f).collect()).unwrap_or_default()
+        };
+        let optional = |f: fn(&RunResult) -> Option<Duration>| {
+            runs.iter().map(f).collect::<Option<Vec<_>>>().and_then(median)
+        };
+        Medians {
+            rate: median_f64(rates),
+            p50: durations(|r| r.p50),
+            p99: durations(|r| r.p99),
+            client_cpu: optional(|r| r.client_cpu),
+            server_cpu: optional(|r| r.server_cpu),
+        }
+    }
+}
+
+/// The median of a list of rates; the mean of the middle two for an even count.
+fn median_f64(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Runs one measurement against a fresh server.
+async fn measure(load: Load, shape: &Shape) -> anyhow::Result<RunResult> {
+    let server = ServerChild::spawn(load.server()).await?;
+    let result = match load {
+        Load::Gotalk => load_gotalk(&server, shape).await,
+        Load::Raw => load_raw(&server, shape, false).await,
+        Load::RawPerMessage => load_raw(&server, shape, true).await,
+    };
+    server.stop().await;
+    result
+}
+
+/// Client and server CPU time spent inside the window, read by a task that wakes at its
+/// start and end.
+fn cpu_probe(
+    server: &ServerChild,
+    window: Window,
+) -> tokio::task::JoinHandle<(Option<Duration>, Option<Duration>)> {
+    let pid = server.pid.to_string();
+    tokio::spawn(async move {
+        tokio::time::sleep_until(window.start.into()).await;
+        let (client0, server0) = (process_cpu("self"), process_cpu(&pid));
+        tokio::time::sleep_until(window.end.into()).await;
+        let (client1, server1) = (process_cpu("self"), process_cpu(&pid));
+        let spent = |a: Option<Duration>, b: Option<Duration>| Some(b?.saturating_sub(a?));
+        (spent(client0, client1), spent(server0, server1))
+    })
+}
+
+/// Sorts the latencies of a run and turns them into a result.
+async fn finish_run(
+    shape: &Shape,
+    mut latencies: Vec<u64>,
+    cpu: tokio::task::JoinHandle<(Option<Duration>, Option<Duration>)>,
+) -> anyhow::Result<RunResult> {
+    ensure!(!latencies.is_empty(), "no round trip completed within the measured window");
+    let (client_cpu, server_cpu) = cpu.await.unwrap_or((None, None));
+    latencies.sort_unstable();
+    let percentile = |p: usize| {
+        let i = (latencies.len() * p / 100).min(latencies.len() - 1);
+        Duration::from_nanos(latencies[i])
+    };
+    let count = latencies.len() as f64;
+    let per_round_trip = |d: Duration| Duration::from_secs_f64(d.as_secs_f64() / count);
+    Ok(RunResult {
+        rate: count / shape.secs.as_secs_f64(),
+        p50: percentile(50),
+        p99: percentile(99),
+        client_cpu: client_cpu.map(per_round_trip),
+        server_cpu: server_cpu.map(per_round_trip),
+    })
+}
+
+/// Loads a gotalk server: `depth` tasks per connection, each sending `echo` requests one
+/// after another.
+async fn load_gotalk(server: &ServerChild, shape: &Shape) -> anyhow::Result<RunResult> {
+    let handlers = Arc::new(gotalk::Handlers::new());
+    let mut config = gotalk::Config::default();
+    config.heartbeat_interval(None);
+    let payload = Bytes::from(vec![b'x'; shape.size]);
+    let mut socks = Vec::with_capacity(shape.conns);
+    for _ in 0..shape.conns {
+        let sock = gotalk::tcp::connect(server.addr, handlers.clone(), config.clone())
+            .await
+            .context("cannot connect to the gotalk bench server")?;
+        socks.push(sock);
+    }
+    let window = Window::after(shape.warmup, shape.secs);
+    let cpu = cpu_probe(server, window);
+    let mut tasks = JoinSet::new();
+    for sock in &socks {
+        for _ in 0..shape.depth {
+            let (sock, payload) = (sock.clone(), payload.clone());
+            tasks.spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let sent = Instant::now();
+                    if sent >= window.end {
+                        return Ok::<_, anyhow::Error>(latencies);
+                    }
+                    let echoed = sock.buffer_request("echo", payload.clone()).await?;
+                    let done = Instant::now();
+                    ensure!(echoed == payload, "echo returned other bytes than were sent");
+                    window.record(&mut latencies, sent, done);
+                }
+            });
+        }
+    }
+    let latencies = collect(tasks).await;
+    for sock in &socks {
+        sock.close();
+    }
+    finish_run(shape, latencies?, cpu).await
+}
+
+/// Loads the raw echo server: one task per connection keeps `depth` messages of `size` bytes
+/// in flight, writing a new one as each returns; with `per_message`, one system call per
+/// message each way.
+async fn load_raw(
+    server: &ServerChild,
+    shape: &Shape,
+    per_message: bool,
+) -> anyhow::Result<RunResult> {
+    let mut streams = Vec::with_capacity(shape.conns);
+    for _ in 0..shape.conns {
+        let stream = TcpStream::connect(server.addr)
+            .await
+            .context("cannot connect to the raw bench server")?;
+        stream.set_nodelay(true)?;
+        streams.push(stream);
+    }
+    let window = Window::after(shape.warmup, shape.secs);
+    let cpu = cpu_probe(server, window);
+    let mut tasks = JoinSet::new();
+    for stream in streams {
+        tasks.spawn(raw_pipeline(stream, shape.depth, shape.size, window, per_message));
+    }
+    let latencies = collect(tasks).await?;
+    finish_run(shape, latencies, cpu).await
+}
+
+/// Keeps `depth` fixed-size messages in flight on one connection until the window ends.
+///
+/// The echo server may return the bytes in any split, so a message counts as returned when
+/// `size` more bytes have come back; they come back in order. Reads and writes are
+/// non-blocking on one task, so the baseline pays for no channel or lock and never deadlocks
+/// however much is in flight. Batched, each read and write moves as much as the socket takes;
+/// with `per_message`, each write sends one message and each read asks for the rest of one.
+async fn raw_pipeline(
+    stream: TcpStream,
+    depth: usize,
+    size: usize,
+    window: Window,
+    per_message: bool,
+) -> anyhow::Result<Vec<u64>> {
+    let message = vec![b'x'; size];
+    // Unsent bytes, always whole messages from its start; `written` of them are sent.
+    let mut out: Vec<u8> = Vec::with_capacity(depth * size);
+    let mut written = 0;
+    let mut input = vec![0u8; (depth * size).clamp(4096, 256 * 1024)];
+    // Bytes of the next message to come back that have arrived.
+    let mut partial = 0;
+    let mut sent: VecDeque<Instant> = VecDeque::with_capacity(depth);
+    let mut latencies = Vec::new();
+    let now = Instant::now();
+    for _ in 0..depth {
+        out.extend_from_slice(&message);
+        sent.push_back(now);
+    }
+    while !sent.is_empty() {
+        if written < out.len() {
+            let end = if per_message { (written / size + 1) * size } else { out.len() };
+            match stream.try_write(&out[written..end]) {
+                Ok(n) => {
+                    written += n;
+                    if written == out.len() {
+                        out.clear();
+                        written = 0;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e).context("write to the raw bench server"),
+            }
+        }
+        let want = if per_message { (size - partial).min(input.len()) } else { input.len() };
+        match stream.try_read(&mut input[..want]) {
+            Ok(0) => bail!("the raw bench server closed the connection"),
+            Ok(n) => {
+                let done = Instant::now();
+                partial += n;
+                while partial >= size {
+                    partial -= size;
+                    let at = sent.pop_front().context("more bytes echoed than were sent")?;
+                    window.record(&mut latencies, at, done);
+                    if done < window.end {
+                        out.extend_from_slice(&message);
+                        sent.push_back(done);
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let interest = if written < out.len() {
+                    Interest::READABLE | Interest::WRITABLE
+                } else {
+                    Interest::READABLE
+                };
+                stream.ready(interest).await?;
+            }
+            Err(e) => return Err(e).context("read from the raw bench server"),
+        }
+    }
+    Ok(latencies)
+}
+
+/// Joins every task and concatenates their latencies; the first failure fails the run.
+async fn collect(mut tasks: JoinSet<anyhow::Result<Vec<u64>>>) -> anyhow::Result<Vec<u64>> {
+    let mut all = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        let mut latencies = joined.context("a load task panicked")??;
+        if all.is_empty() {
+            all = latencies;
+        } else {
+            all.append(&mut latencies);
+        }
+    }
+    Ok(all)
+}
+
+/// A duration printed in microseconds, or milliseconds from 10 ms up.
+struct Micros(Duration);
+
+impl fmt::Display for Micros {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let us = self.0.as_secs_f64() * 1e6;
+        let text =
+            if us < 10_000.0 { format!("{us:.1} µs") } else { format!("{:.2} ms", us / 1000.0) };
+        f.pad(&text)
+    }
+}
+
+/// An optional duration in microseconds; `-` when unknown.
+struct OptMicros(Option<Duration>);
+
+impl fmt::Display for OptMicros {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(d) => f.pad(&format!("{:.2} µs", d.as_secs_f64() * 1e6)),
+            None => f.pad("-"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idle memory.
+
+async fn idle_scenario(n: usize) -> anyhow::Result<String> {
+    println!("== idle memory: {n} idle gotalk connections to one server process");
+    let limit = raise_nofile_limit();
+    let need = n as u64 + SPARE_FDS;
+    ensure!(
+        limit >= need,
+        "the open-file limit is {limit}, too low for {n} connections (need {need}); raise the \
+         hard limit (ulimit -Hn) or lower --idle"
+    );
+    if let Some(ports) = ephemeral_ports() {
+        ensure!(
+            (n as u64) < ports,
+            "only {ports} ephemeral ports are configured (net.ipv4.ip_local_port_range); lower \
+             --idle"
+        );
+    }
+    let server = ServerChild::spawn(Kind::Gotalk).await?;
+    let result = idle_measure(&server, n).await;
+    server.stop().await;
+    result
+}
+
+async fn idle_measure(server: &ServerChild, n: usize) -> anyhow::Result<String> {
+    // One connection first and closed again, so the runtime and allocator have warmed up and
+    // "before" is the cost of a server with no connection, not of a server never used.
+    drop(idle_connection(server.addr).await?);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = server.rss()?;
+    let started = Instant::now();
+    let conns = open_idle(server.addr, n).await?;
+    let opened = started.elapsed();
+    let after = settled_rss(server).await?;
+    let growth = after.saturating_sub(before);
+    let per_conn = growth as f64 / n as f64;
+    drop(conns);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let closed = settled_rss(server).await?;
+    let met = if per_conn <= TARGET_IDLE_BYTES { "met" } else { "NOT met" };
+    println!(
+        "opened {n} connections in {:.2} s ({:.0}/s), each through the handshake",
+        opened.as_secs_f64(),
+        n as f64 / opened.as_secs_f64()
+    );
+    println!("server VmRSS before:          {:>10} KiB", before / 1024);
+    println!("server VmRSS with {n:>6} idle: {:>10} KiB", after / 1024);
+    println!("server VmRSS after closing:   {:>10} KiB", closed / 1024);
+    println!(
+        "per connection: {per_conn:.0} bytes ({:.2} KiB); target <= 16 KiB: {met}",
+        per_conn / 1024.0
+    );
+    println!();
+    Ok(format!(
+        "idle: {n} connections, {per_conn:.0} bytes/connection ({:.2} KiB, target <= 16 KiB: \
+         {met})",
+        per_conn / 1024.0
+    ))
+}
+
+/// Opens `n` idle gotalk connections, a bounded number at a time so the listen backlog never
+/// overflows.
+async fn open_idle(addr: SocketAddr, n: usize) -> anyhow::Result<Vec<TcpStream>> {
+    let mut conns = Vec::with_capacity(n);
+    let mut pending = JoinSet::new();
+    let mut started = 0;
+    while conns.len() < n {
+        while started < n && pending.len() < IDLE_CONNECT_CONCURRENCY {
+            pending.spawn(idle_connection(addr));
+            started += 1;
+        }
+        match pending.join_next().await {
+            Some(joined) => conns.push(joined.context("a connecting task panicked")??),
+            None => break,
+        }
+    }
+    Ok(conns)
+}
+
+/// One raw TCP connection through the gotalk handshake: sends `01` and reads the server's
+/// `01`. Lighter on this side than a full client sock, and the server sees a real peer.
+async fn idle_connection(addr: SocketAddr) -> anyhow::Result<TcpStream> {
+    let handshake = async {
+        let mut stream = TcpStream::connect(addr).await.context("connect")?;
+        stream.write_all(b"01").await.context("send the version")?;
+        let mut version = [0u8; 2];
+        stream.read_exact(&mut version).await.context("read the server's version")?;
+        ensure!(&version == b"01", "the server answered version {:?}", version);
+        Ok(stream)
+    };
+    tokio::time::timeout(Duration::from_secs(30), handshake)
+        .await
+        .context("an idle connection's handshake took over 30 s")?
+}
+
+/// The server's resident memory once it stops changing: sampled every 250 ms until two
+/// samples agree within 0.5 %, for at most 10 s.
+async fn settled_rss(server: &ServerChild) -> anyhow::Result<u64> {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut last = server.rss()?;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = server.rss()?;
+        if now.abs_diff(last) * 200 <= last {
+            return Ok(now);
+        }
+        last = now;
+    }
+    Ok(last)
+}
+
+/// How many local ports loopback connections can use.
+fn ephemeral_ports() -> Option<u64> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut ends = range.split_whitespace().map(|p| p.parse::<u64>());
+    let (low, high) = (ends.next()?.ok()?, ends.next()?.ok()?);
+    Some(high.saturating_sub(low) + 1)
 }
