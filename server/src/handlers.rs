@@ -33,6 +33,36 @@ pub(crate) type StreamFn = Arc<
 >;
 /// A notification handler with its types erased.
 pub(crate) type NotificationFn = Arc<dyn Fn(Sock, String, Bytes) -> BoxFuture<()> + Send + Sync>;
+/// The handlers registered under one op name (or as the fallback).
+#[derive(Default, Clone)]
+struct Op {
+    single: Option<RequestFn>,
+    stream: Option<StreamFn>,
+}
+
+/// Which handler serves a request.
+#[derive(Clone)]
+pub(crate) enum Route {
+    /// A single-payload handler.
+    Buffer(RequestFn),
+    /// A streaming handler.
+    Stream(StreamFn),
+}
+
+impl Op {
+    /// The handler for a request of this kind, or else the other kind's: a single request can
+    /// run a streaming handler and a streaming request a single one.
+    fn route(&self, stream: bool) -> Option<Route> {
+        let single = || self.single.clone().map(Route::Buffer);
+        let streaming = || self.stream.clone().map(Route::Stream);
+        if stream {
+            streaming().or_else(single)
+        } else {
+            single().or_else(streaming)
+        }
+    }
+}
+
 type ConnectFn = Arc<dyn Fn(Sock) -> BoxFuture<()> + Send + Sync>;
 type CloseFn = Arc<dyn Fn(&Sock, &CloseReason) + Send + Sync>;
 type HeartbeatFn = Arc<dyn Fn(&Sock, Heartbeat) + Send + Sync>;
@@ -55,10 +85,9 @@ type HeartbeatFn = Arc<dyn Fn(&Sock, Heartbeat) + Send + Sync>;
 /// ```
 #[derive(Default, Clone)]
 pub struct Handlers {
-    requests: HashMap<String, RequestFn>,
-    request_fallback: Option<RequestFn>,
-    streams: HashMap<String, StreamFn>,
-    stream_fallback: Option<StreamFn>,
+    /// One entry per op name, so routing a request costs one lookup.
+    ops: HashMap<String, Op>,
+    fallback: Op,
     notifications: HashMap<String, NotificationFn>,
     notification_fallback: Option<NotificationFn>,
     pub(crate) on_connect: Option<ConnectFn>,
@@ -74,8 +103,7 @@ impl fmt::Debug for Handlers {
             names
         }
         f.debug_struct("Handlers")
-            .field("requests", &names(&self.requests))
-            .field("streams", &names(&self.streams))
+            .field("ops", &names(&self.ops))
             .field("notifications", &names(&self.notifications))
             .finish_non_exhaustive()
     }
@@ -117,7 +145,7 @@ impl Handlers {
             }
             Err(message) => Box::pin(std::future::ready(Err(message))),
         });
-        self.requests.insert(op.to_owned(), f);
+        self.ops.entry(op.to_owned()).or_default().single = Some(f);
         self
     }
 
@@ -132,7 +160,7 @@ impl Handlers {
             let fut = f(sock, payload);
             Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
         });
-        self.requests.insert(op.to_owned(), f);
+        self.ops.entry(op.to_owned()).or_default().single = Some(f);
         self
     }
 
@@ -143,7 +171,7 @@ impl Handlers {
         F: Fn(Sock, String, Bytes) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Bytes, E>> + Send + 'static,
     {
-        self.request_fallback = Some(Arc::new(move |sock, op, payload| {
+        self.fallback.single = Some(Arc::new(move |sock, op, payload| {
             let fut = f(sock, op, payload);
             Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
         }));
@@ -162,7 +190,7 @@ impl Handlers {
             let fut = f(sock, input, output);
             Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
         });
-        self.streams.insert(op.to_owned(), f);
+        self.ops.entry(op.to_owned()).or_default().stream = Some(f);
         self
     }
 
@@ -173,7 +201,7 @@ impl Handlers {
         F: Fn(Sock, String, StreamInput, StreamOutput) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
     {
-        self.stream_fallback = Some(Arc::new(move |sock, op, input, output| {
+        self.fallback.stream = Some(Arc::new(move |sock, op, input, output| {
             let fut = f(sock, op, input, output);
             Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
         }));
@@ -250,25 +278,10 @@ impl Handlers {
         self
     }
 
-    pub(crate) fn request(&self, op: &str) -> Option<RequestFn> {
-        self.requests.get(op).cloned().or_else(|| {
-            // A fallback only applies when no table names the op.
-            if self.streams.contains_key(op) {
-                None
-            } else {
-                self.request_fallback.clone()
-            }
-        })
-    }
-
-    pub(crate) fn stream(&self, op: &str) -> Option<StreamFn> {
-        self.streams.get(op).cloned().or_else(|| {
-            if self.requests.contains_key(op) {
-                None
-            } else {
-                self.stream_fallback.clone()
-            }
-        })
+    /// The handler for a request of `op`: the op's own, else the fallback. A fallback only
+    /// applies when the op is not registered at all.
+    pub(crate) fn route(&self, op: &str, stream: bool) -> Option<Route> {
+        self.ops.get(op).unwrap_or(&self.fallback).route(stream)
     }
 
     pub(crate) fn notification(&self, name: &str) -> Option<NotificationFn> {

@@ -67,11 +67,15 @@ impl Calls {
 struct CallGuard<'a> {
     sock: &'a Sock,
     id: Id,
+    /// False once the result arrived: delivering it already removed the call.
+    armed: bool,
 }
 
 impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
-        self.sock.remove_call(self.id);
+        if self.armed {
+            self.sock.remove_call(self.id);
+        }
     }
 }
 
@@ -130,11 +134,12 @@ impl Sock {
             attempts += 1;
             let (tx, rx) = oneshot::channel();
             let id = self.add_call(Call::Single { tx, collected: None })?;
-            let guard = CallGuard { sock: self, id };
+            let mut guard = CallGuard { sock: self, id, armed: true };
             self.send(Frame::SingleRequest { id, op: op.clone(), payload: payload.clone() })
                 .await?;
-            let reply = rx.await.unwrap_or_else(|_| Err(self.closed_error()))?;
-            drop(guard);
+            let reply = rx.await;
+            guard.armed = false;
+            let reply = reply.unwrap_or_else(|_| Err(self.closed_error()))?;
             match reply {
                 Reply::Result(bytes) => return Ok(bytes),
                 Reply::Error(message) => return Err(Error::Remote(message)),

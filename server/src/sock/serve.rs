@@ -12,18 +12,11 @@ use tracing::Instrument;
 
 use super::{lock, IdMap, Sock};
 use crate::error::{CloseReason, Error};
-use crate::handlers::{RequestFn, StreamFn};
+use crate::handlers::Route;
 use crate::queue::{parts, PartsRx, PartsTx, PushError};
 
 type InputTx = PartsTx<Result<Bytes, Error>>;
 type InputRx = PartsRx<Result<Bytes, Error>>;
-
-/// Which handler serves a request.
-#[derive(Clone)]
-enum Route {
-    Buffer(RequestFn),
-    Stream(StreamFn),
-}
 
 /// One of the peer's requests that is running or held.
 struct Entry {
@@ -81,15 +74,9 @@ impl Sock {
             Frame::StreamRequest { id, op, payload } => (id, op, payload, true),
             _ => return Ok(()),
         };
-        let handlers = &self.shared.handlers;
-        let route = match (handlers.request(op.as_str()), handlers.stream(op.as_str())) {
-            (Some(f), _) if !stream => Route::Buffer(f),
-            (_, Some(f)) => Route::Stream(f),
-            (Some(f), None) => Route::Buffer(f),
-            (None, None) => {
-                let message = format!("unknown operation {:?}", op.as_str());
-                return self.reply_error(id, message).await;
-            }
+        let Some(route) = self.shared.handlers.route(op.as_str(), stream) else {
+            let message = format!("unknown operation {:?}", op.as_str());
+            return self.reply_error(id, message).await;
         };
         let config = &self.shared.config;
         if stream && config.stream_limit == 0 {
