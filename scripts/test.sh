@@ -59,9 +59,6 @@ cargo test --workspace --locked
 stage "wasm32 build (gotalk-protocol)"
 scripts/wasm-build.sh gotalk-protocol
 
-# TODO(later stage): wasm32 build of wasm-client/, then check that the committed
-# browser bundle in static/ is current, by comparing a hash of its inputs (sources,
-# Cargo.lock, tool versions), not the output bytes, since the two wasm routes differ.
-
-# TODO(later stage): the Playwright e2e suite in e2e/ (npm ci, Debian's chromium,
-# real server binary), e.g. `(cd e2e && npm ci && npx playwright test)`.
+# The browser client's stages go here when it exists: a wasm32 build of wasm-client/
+# and a check that the committed bundle in static/ is current (by a hash of its inputs,
+# since the two wasm routes produce different bytes), then the Playwright suite in e2e/.

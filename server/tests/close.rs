@@ -15,6 +15,23 @@ use gotalk::tcp::Server;
 use gotalk::{CloseReason, Config, Error, Sock};
 use tokio::sync::{mpsc, Notify};
 
+/// The test operations plus `slow`, which signals the returned `Notify` when it starts and
+/// answers its parameter after sleeping that many milliseconds.
+fn with_slow_op() -> (gotalk::Handlers, Arc<Notify>) {
+    let started = Arc::new(Notify::new());
+    let mut handlers = common::handlers();
+    let signal = started.clone();
+    handlers.handle("slow", move |_sock, ms: u64| {
+        let signal = signal.clone();
+        async move {
+            signal.notify_one();
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, String>(ms)
+        }
+    });
+    (handlers, started)
+}
+
 #[tokio::test]
 async fn peer_disconnecting_mid_payload_affects_no_one_else() {
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -174,19 +191,7 @@ async fn handler_closing_with_a_protocol_error_fails_the_callers_request_with_it
 
 #[tokio::test]
 async fn graceful_end_waits_for_requests_in_flight_and_refuses_new_ones() {
-    let started = Arc::new(Notify::new());
-    let mut handlers = common::handlers();
-    {
-        let started = started.clone();
-        handlers.handle("slow", move |_sock, ms: u64| {
-            let started = started.clone();
-            async move {
-                started.notify_one();
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-                Ok::<_, String>(ms)
-            }
-        });
-    }
+    let (handlers, started) = with_slow_op();
     let server = start(handlers, Config::default()).await;
     let client = connect(server.addr).await;
 
@@ -221,19 +226,7 @@ async fn graceful_end_waits_for_requests_in_flight_and_refuses_new_ones() {
 
 #[tokio::test]
 async fn graceful_end_on_the_server_side_waits_for_its_handlers() {
-    let started = Arc::new(Notify::new());
-    let mut handlers = common::handlers();
-    {
-        let started = started.clone();
-        handlers.handle("slow", move |_sock, ms: u64| {
-            let started = started.clone();
-            async move {
-                started.notify_one();
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-                Ok::<_, String>(ms)
-            }
-        });
-    }
+    let (handlers, started) = with_slow_op();
     let server = start(handlers, Config::default()).await;
     let client = connect(server.addr).await;
     let in_flight = tokio::spawn({
@@ -250,19 +243,7 @@ async fn graceful_end_on_the_server_side_waits_for_its_handlers() {
 
 #[tokio::test]
 async fn server_shutdown_drains_requests_in_flight() {
-    let started = Arc::new(Notify::new());
-    let mut handlers = common::handlers();
-    {
-        let started = started.clone();
-        handlers.handle("slow", move |_sock, ms: u64| {
-            let started = started.clone();
-            async move {
-                started.notify_one();
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-                Ok::<_, String>(ms)
-            }
-        });
-    }
+    let (handlers, started) = with_slow_op();
     let server = start(handlers, Config::default()).await;
     let addr = server.addr;
     let client = connect(addr).await;
