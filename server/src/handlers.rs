@@ -138,12 +138,15 @@ impl Handlers {
         F: Fn(Sock, P) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, E>> + Send + 'static,
     {
-        let f: RequestFn = Arc::new(move |sock, _op, payload| match params::<P>(&payload) {
-            Ok(p) => {
-                let fut = f(sock, p);
-                Box::pin(async move { json_result(&fut.await.map_err(|e| e.to_string())?) })
-            }
-            Err(message) => Box::pin(std::future::ready(Err(message))),
+        let f = Arc::new(f);
+        // Parameters are decoded inside the handler's future, so the work happens in the
+        // request's task and never on the connection's read loop.
+        let f: RequestFn = Arc::new(move |sock, _op, payload| {
+            let f = f.clone();
+            Box::pin(async move {
+                let params = params::<P>(&payload)?;
+                json_result(&f(sock, params).await.map_err(|e| e.to_string())?)
+            })
         });
         self.ops.entry(op.to_owned()).or_default().single = Some(f);
         self

@@ -2,6 +2,7 @@
 //! in tasks of their own.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 
 use bytes::{Bytes, BytesMut};
@@ -214,36 +215,66 @@ impl Sock {
     }
 
     fn spawn_handler(&self, held: Held) {
+        let id = held.id;
+        let span =
+            tracing::debug_span!(parent: &self.shared.span, "request", op = %held.op, id = %id);
         let sock = self.clone();
-        let span = tracing::debug_span!(parent: &self.shared.span, "request", op = %held.op, id = %held.id);
+        match held.route {
+            // The common case gets a task of its own shape: the handler's future and little
+            // else, which is much less to allocate and move than the general one.
+            Route::Buffer(f) if !held.stream => {
+                let work = f(sock.clone(), held.op.into_string(), held.payload);
+                self.spawn_request(id, span, async move { sock.single_result(id, work.await) });
+            }
+            _ => self.spawn_request(id, span, async move { sock.run_handler(held).await }),
+        }
+    }
+
+    /// Runs `work` in a task of its own, catching a panic, and sends the frame it returns
+    /// once the request is marked finished. Closing the connection drops the work.
+    fn spawn_request<F>(&self, id: Id, span: tracing::Span, work: F)
+    where
+        F: Future<Output = Frame> + Send + 'static,
+    {
+        let sock = self.clone();
         tokio::spawn(
             async move {
-                let id = held.id;
-                let work = AssertUnwindSafe(sock.run_handler(held)).catch_unwind();
                 let outcome = tokio::select! {
-                    outcome = work => outcome,
+                    outcome = AssertUnwindSafe(work).catch_unwind() => outcome,
                     _ = sock.shared.cancel.cancelled() => {
                         sock.finish(id);
                         return;
                     }
                 };
-                let last = match outcome {
-                    Ok(frame) => frame,
-                    Err(panic) => {
-                        let what = panic
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_default();
-                        tracing::error!(panic = %what, "request handler panicked");
-                        Frame::ErrorResult { id, payload: Bytes::from_static(b"handler panicked") }
-                    }
-                };
+                let last = outcome.unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    tracing::error!(panic = %what, "request handler panicked");
+                    Frame::ErrorResult { id, payload: Bytes::from_static(b"handler panicked") }
+                });
                 sock.finish(id);
                 let _ = sock.send(last).await;
             }
             .instrument(span),
         );
+    }
+
+    /// The frame that answers a single-payload handler's outcome.
+    fn single_result(&self, id: Id, outcome: Result<Bytes, String>) -> Frame {
+        match outcome {
+            // A result over the payload limit would make the peer drop the connection.
+            Ok(result) => match self.check_size(result.len()) {
+                Ok(()) => Frame::SingleResult { id, payload: result },
+                Err(e) => Frame::ErrorResult {
+                    id,
+                    payload: self.fit_text(format!("result too large: {e}")),
+                },
+            },
+            Err(message) => Frame::ErrorResult { id, payload: self.fit_text(message) },
+        }
     }
 
     /// Runs the handler and returns the frame that completes the request.
@@ -262,14 +293,7 @@ impl Sock {
                 } else {
                     payload
                 };
-                match f(self.clone(), op.into_string(), payload).await {
-                    // A result over the payload limit would make the peer drop the connection.
-                    Ok(result) => match self.check_size(result.len()) {
-                        Ok(()) => Frame::SingleResult { id, payload: result },
-                        Err(e) => error(format!("result too large: {e}")),
-                    },
-                    Err(message) => error(message),
-                }
+                self.single_result(id, f(self.clone(), op.into_string(), payload).await)
             }
             Route::Stream(f) => {
                 let input = StreamInput::new(input, payload);
