@@ -3,10 +3,11 @@
 //! Counting messages is not enough when one message may be 16 MiB, so every queue between the
 //! read loop, the handlers and the write loop is bounded by the bytes it holds.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 
 /// A budget of bytes that senders wait on. A permit is held while its bytes are queued.
 #[derive(Debug, Clone)]
@@ -100,6 +101,64 @@ impl<T> PartsRx<T> {
     }
 }
 
+/// Capacity an empty [`OutQueue`] may keep; beyond it the buffer is given back, so an idle
+/// connection holds none.
+const KEEP_CAPACITY: usize = 64;
+
+/// The queue from every sender of a connection to its one writer. Unlike a channel, it
+/// allocates nothing until something is queued, which matters with many idle connections.
+/// Its bound is the [`ByteBudget`] senders take before pushing.
+#[derive(Debug)]
+pub(crate) struct OutQueue<T> {
+    items: Mutex<Option<VecDeque<T>>>,
+    ready: Notify,
+}
+
+impl<T> Default for OutQueue<T> {
+    fn default() -> Self {
+        OutQueue { items: Mutex::new(Some(VecDeque::new())), ready: Notify::new() }
+    }
+}
+
+impl<T> OutQueue<T> {
+    fn lock(&self) -> MutexGuard<'_, Option<VecDeque<T>>> {
+        // Every critical section is one push or pop; a panic cannot leave it half done.
+        self.items.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues an item for the writer; gives it back once the writer has gone.
+    pub(crate) fn push(&self, item: T) -> Result<(), T> {
+        match self.lock().as_mut() {
+            Some(items) => items.push_back(item),
+            None => return Err(item),
+        }
+        // A stored permit if the writer is not waiting yet, so no wake-up is lost.
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// The next item, if any.
+    pub(crate) fn pop(&self) -> Option<T> {
+        let mut guard = self.lock();
+        let items = guard.as_mut()?;
+        let item = items.pop_front();
+        if items.is_empty() && items.capacity() > KEEP_CAPACITY {
+            *items = VecDeque::new();
+        }
+        item
+    }
+
+    /// Waits until an item may have been pushed since the last [`pop`](Self::pop) found none.
+    pub(crate) async fn ready(&self) {
+        self.ready.notified().await;
+    }
+
+    /// Refuses further pushes and drops what is queued: the writer is gone.
+    pub(crate) fn close(&self) {
+        self.lock().take();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +173,36 @@ mod tests {
         assert_eq!(tx.push(4, 4), Ok(()), "exactly at capacity fits");
         assert_eq!(tx.push(5, 1), Err(PushError::Overflow));
         assert_eq!(tx.push_final(6), Ok(()), "final items are never refused for size");
+    }
+
+    #[tokio::test]
+    async fn out_queue_wakes_its_reader_and_refuses_after_close() {
+        let queue = Arc::new(OutQueue::default());
+        assert_eq!(queue.pop(), None);
+        let reader = tokio::spawn({
+            let queue = queue.clone();
+            async move {
+                loop {
+                    if let Some(item) = queue.pop() {
+                        return item;
+                    }
+                    queue.ready().await;
+                }
+            }
+        });
+        tokio::task::yield_now().await;
+        queue.push(7u8).unwrap();
+        assert_eq!(reader.await.unwrap(), 7);
+        for n in 0..200 {
+            queue.push(n).unwrap();
+        }
+        for n in 0..200 {
+            assert_eq!(queue.pop(), Some(n), "in order");
+        }
+        assert_eq!(queue.lock().as_ref().map(VecDeque::capacity), Some(0), "buffer given back");
+        queue.close();
+        assert_eq!(queue.push(1), Err(1));
+        assert_eq!(queue.pop(), None);
     }
 
     #[tokio::test]

@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
 use gotalk_protocol::{decode_version, Frame, ProtocolErrorCode, VERSION};
-use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -34,7 +34,7 @@ pub use serve::{StreamInput, StreamOutput};
 use crate::config::Config;
 use crate::error::{CloseReason, Error};
 use crate::handlers::Handlers;
-use crate::queue::ByteBudget;
+use crate::queue::{ByteBudget, OutQueue};
 use crate::transport::{FrameReader, FrameWriter, ReadEvent};
 
 /// Which transport a connection runs over.
@@ -133,7 +133,7 @@ pub(crate) struct Shared {
     info: ConnInfo,
     config: Arc<Config>,
     handlers: Arc<Handlers>,
-    out: mpsc::UnboundedSender<Outbound>,
+    out: OutQueue<Outbound>,
     send_budget: ByteBudget,
     calls: Mutex<call::Calls>,
     inbound: Mutex<serve::Inbound>,
@@ -222,13 +222,12 @@ impl Sock {
             return Err(Error::Closed(reason));
         }
 
-        let (out, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             send_budget: ByteBudget::new(config.send_queue_bytes),
             info,
             config,
             handlers,
-            out,
+            out: OutQueue::default(),
             calls: Mutex::new(call::Calls::default()),
             inbound: Mutex::new(serve::Inbound::default()),
             idle: Notify::new(),
@@ -243,7 +242,7 @@ impl Sock {
         });
         let sock = Sock { shared };
         tracing::debug!(parent: &span, "connected");
-        tokio::spawn(write::write_loop(writer, rx, sock.clone()).instrument(span.clone()));
+        tokio::spawn(write::write_loop(writer, sock.clone()).instrument(span.clone()));
         tokio::spawn(read::read_loop(reader, buf, sock.clone()).instrument(span));
         if let Some(on_connect) = sock.shared.handlers.on_connect.clone() {
             let s = sock.clone();
@@ -354,7 +353,7 @@ impl Sock {
         self.shared.cancel.cancel();
         self.fail_calls(&reason);
         self.shared.send_budget.close();
-        let _ = self.shared.out.send(Outbound::Close(code));
+        let _ = self.shared.out.push(Outbound::Close(code));
         self.shared.idle.notify_waiters();
         if let Some(on_close) = &self.shared.handlers.on_close {
             on_close(self, &reason);
@@ -369,7 +368,7 @@ impl Sock {
         }
         let permit =
             self.shared.send_budget.acquire(frame.payload().len()).await.ok_or_else(closed)?;
-        self.shared.out.send(Outbound::Frame(frame, Some(permit))).map_err(|_| closed())
+        self.shared.out.push(Outbound::Frame(frame, Some(permit))).map_err(|_| closed())
     }
 
     /// Keeps `value` alive until the connection's transport has shut down.

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use gotalk_protocol::Frame;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use super::{unix_time, Outbound, Sock};
@@ -17,11 +16,8 @@ const MAX_BATCH_FRAMES: usize = 256;
 /// The longest the last flush before closing may take.
 const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 
-pub(super) async fn write_loop<W: FrameWriter>(
-    mut writer: W,
-    mut rx: mpsc::UnboundedReceiver<Outbound>,
-    sock: Sock,
-) {
+pub(super) async fn write_loop<W: FrameWriter>(mut writer: W, sock: Sock) {
+    let queue = &sock.shared.out;
     let config = &sock.shared.config;
     let mut heartbeat = config.heartbeat_interval.map(|every| {
         let mut interval = tokio::time::interval_at(Instant::now() + every, every);
@@ -32,20 +28,25 @@ pub(super) async fn write_loop<W: FrameWriter>(
     // the bytes waiting in the writer too.
     let mut permits = Vec::new();
     loop {
-        let first = tokio::select! {
-            item = rx.recv() => item,
-            _ = tick(&mut heartbeat) => {
-                let load = config.heartbeat_load.as_ref().map_or(0, |load| load());
-                Some(Outbound::Frame(Frame::Heartbeat { load, time: unix_time() }, None))
+        let first = match queue.pop() {
+            Some(item) => item,
+            None => {
+                tokio::select! {
+                    _ = queue.ready() => continue,
+                    _ = tick(&mut heartbeat) => {
+                        let load = config.heartbeat_load.as_ref().map_or(0, |load| load());
+                        Outbound::Frame(Frame::Heartbeat { load, time: unix_time() }, None)
+                    }
+                }
             }
         };
-        if matches!(first, Some(Outbound::Frame(..))) {
+        if matches!(first, Outbound::Frame(..)) {
             // The sender that woke us is usually one of many handler tasks made ready by the
             // same read; let them run first so their frames join this flush instead of each
             // costing a write of its own.
             tokio::task::yield_now().await;
         }
-        let mut next = first;
+        let mut next = Some(first);
         let mut close = None;
         let mut bytes = 0;
         let mut frames = 0;
@@ -65,7 +66,7 @@ pub(super) async fn write_loop<W: FrameWriter>(
             if bytes >= MAX_BATCH_BYTES || frames >= MAX_BATCH_FRAMES {
                 break;
             }
-            next = rx.try_recv().ok();
+            next = queue.pop();
         }
         if let Some(code) = close {
             if let Some(code) = code {
@@ -74,10 +75,6 @@ pub(super) async fn write_loop<W: FrameWriter>(
             let limit = config.write_timeout.min(CLOSE_FLUSH);
             let _ = tokio::time::timeout(limit, writer.flush()).await;
             let _ = tokio::time::timeout(limit, writer.shutdown()).await;
-            break;
-        }
-        if frames == 0 {
-            // Every sender is gone; nothing more can be written.
             break;
         }
         match tokio::time::timeout(config.write_timeout, writer.flush()).await {
@@ -97,6 +94,7 @@ pub(super) async fn write_loop<W: FrameWriter>(
             permits = Vec::new();
         }
     }
+    queue.close();
     sock.shared.terminated.cancel();
     let attachments = std::mem::take(&mut *super::lock(&sock.shared.attachments));
     drop(attachments);
