@@ -1,5 +1,6 @@
 //! The read loop: bytes in, frames out, each dispatched without waiting on a handler.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
@@ -76,8 +77,6 @@ async fn read_within<T>(timeout: Option<Duration>, read: impl Future<Output = T>
         None => Some(read.await),
     }
 }
-
-use std::future::Future;
 
 async fn dispatch(sock: &Sock, frame: Frame, notes: &mut Option<Notes>) -> Result<(), Closing> {
     match frame {
