@@ -118,6 +118,10 @@ impl Sock {
     /// the request is sent again with a new id after the wait, up to the configured number of
     /// retries. A streaming result is collected into one buffer, up to the payload limit.
     ///
+    /// Dropping the future abandons the request and frees its entry at once, so a deadline is
+    /// `tokio::time::timeout(limit, sock.buffer_request(op, payload))`; a late result is
+    /// discarded.
+    ///
     /// # Errors
     /// As [`request`](Sock::request), and [`Error::PayloadTooLarge`] or [`Error::NameTooLong`]
     /// for what cannot be sent.
