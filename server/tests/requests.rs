@@ -5,11 +5,12 @@
 mod common;
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::{connect, connect_with, start, within, WirePeer};
 use gotalk::protocol::{Frame, Id};
-use gotalk::{Config, Error, Handlers};
+use gotalk::{CloseReason, Config, Error, Handlers};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize)]
@@ -286,4 +287,21 @@ async fn handshake_and_first_request_in_one_write() {
     peer.write(b"01r0001004echo00000002hi").await;
     assert_eq!(peer.read_bytes(2).await, b"01");
     assert_eq!(peer.frame().await, Frame::SingleResult { id: Id(*b"0001"), payload: "hi".into() });
+}
+
+#[tokio::test]
+async fn abandoned_request_frees_its_entry_and_its_late_result_is_dropped() {
+    let server = start(common::handlers(), Config::default()).await;
+    let client = connect(server.addr).await;
+    // A deadline shorter than the handler: the caller gives up.
+    let late =
+        tokio::time::timeout(Duration::from_millis(50), client.request::<_, u64>("sleep", &300))
+            .await;
+    assert!(late.is_err(), "the deadline fired first");
+    // The result arrives later for an id nobody waits for; the connection is unaffected.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(client.request::<_, u64>("sleep", &1).await.unwrap(), 1);
+    // No call is left in the table: a graceful end has nothing to wait for.
+    within("end with nothing pending", client.end()).await;
+    assert_eq!(client.close_reason(), Some(CloseReason::Ended));
 }
