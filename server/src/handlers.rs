@@ -109,6 +109,14 @@ impl fmt::Debug for Handlers {
     }
 }
 
+/// Runs a synchronous hook, logging a panic instead of letting it unwind into the read loop
+/// or whoever is closing the connection.
+pub(crate) fn call_hook(name: &str, hook: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(hook)).is_err() {
+        tracing::error!(hook = name, "connection hook panicked");
+    }
+}
+
 /// Parses JSON parameters, taking an empty payload as `null`.
 fn params<P: DeserializeOwned>(payload: &[u8]) -> Result<P, String> {
     crate::sock::from_json(payload).map_err(|e| format!("invalid parameters: {e}"))

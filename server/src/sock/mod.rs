@@ -246,7 +246,8 @@ impl Sock {
         tokio::spawn(read::read_loop(reader, buf, sock.clone()).instrument(span));
         if let Some(on_connect) = sock.shared.handlers.on_connect.clone() {
             let s = sock.clone();
-            tokio::spawn(on_connect(s).instrument(sock.shared.span.clone()));
+            // Called inside the task, so a panic in the hook ends only that task.
+            tokio::spawn(async move { on_connect(s).await }.instrument(sock.shared.span.clone()));
         }
         Ok(sock)
     }
@@ -356,7 +357,7 @@ impl Sock {
         let _ = self.shared.out.push(Outbound::Close(code));
         self.shared.idle.notify_waiters();
         if let Some(on_close) = &self.shared.handlers.on_close {
-            on_close(self, &reason);
+            crate::handlers::call_hook("on_close", || on_close(self, &reason));
         }
     }
 

@@ -102,7 +102,7 @@ async fn dispatch(sock: &Sock, frame: Frame, notes: &mut Option<Notes>) -> Resul
             let heartbeat = Heartbeat { load, time };
             *lock(&sock.shared.last_heartbeat) = Some(heartbeat);
             if let Some(on_heartbeat) = &sock.shared.handlers.on_heartbeat {
-                on_heartbeat(sock, heartbeat);
+                crate::handlers::call_hook("on_heartbeat", || on_heartbeat(sock, heartbeat));
             }
             Ok(())
         }
@@ -139,7 +139,11 @@ async fn notification_loop(mut rx: mpsc::UnboundedReceiver<Note>, sock: Sock) {
     let run = async {
         while let Some(note) = rx.recv().await {
             let name = note.name.clone();
-            let work = (note.handler)(sock.clone(), note.name.clone(), note.payload.clone());
+            // Called inside the caught future, so a handler that panics before returning its
+            // future costs only its own notification.
+            let work = async {
+                (note.handler)(sock.clone(), note.name.clone(), note.payload.clone()).await
+            };
             if AssertUnwindSafe(work).catch_unwind().await.is_err() {
                 tracing::error!(notification = %name, "notification handler panicked");
             }

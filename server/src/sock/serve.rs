@@ -223,8 +223,13 @@ impl Sock {
             // The common case gets a task of its own shape: the handler's future and little
             // else, which is much less to allocate and move than the general one.
             Route::Buffer(f) if !held.stream => {
-                let work = f(sock.clone(), held.op.into_string(), held.payload);
-                self.spawn_request(id, span, async move { sock.single_result(id, work.await) });
+                let (op, payload) = (held.op.into_string(), held.payload);
+                // The handler is called inside the task, where a panic is caught, even one
+                // raised before it returns its future.
+                self.spawn_request(id, span, async move {
+                    let outcome = f(sock.clone(), op, payload).await;
+                    sock.single_result(id, outcome)
+                });
             }
             _ => self.spawn_request(id, span, async move { sock.run_handler(held).await }),
         }
