@@ -13,6 +13,14 @@ use crate::hex::parse_hex;
 /// The default largest payload a decoder accepts: 16 MiB.
 pub const DEFAULT_MAX_PAYLOAD: u32 = 16 * 1024 * 1024;
 
+/// Payloads shorter than this are copied out of the input buffer; longer ones share it.
+///
+/// A shared slice keeps the whole buffer it came from alive, and a transport reads into
+/// buffers of several KiB, so a one-byte payload held in a queue would pin thousands of
+/// bytes. Copying the small ones bounds what a held payload costs to about its own size; a
+/// payload of at least this size pins a buffer at most a few times larger.
+pub const COPY_BELOW: usize = 16 * 1024;
+
 /// Why bytes from a peer are not a gotalk message. A sock answers each with ProtocolError 2
 /// (invalid message) and closes the connection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -152,7 +160,14 @@ impl Decoder {
         if buf.len() < pending.payload_len {
             return Ok(None);
         }
-        let payload = buf.split_to(pending.payload_len).freeze();
+        let len = pending.payload_len;
+        let payload = if len < COPY_BELOW {
+            let small = Bytes::copy_from_slice(&buf[..len]);
+            buf.advance(len);
+            small
+        } else {
+            buf.split_to(len).freeze()
+        };
         let Some(Pending { mut frame, .. }) = self.pending.take() else { return Ok(None) };
         set_payload(&mut frame, payload);
         Ok(Some(frame))
@@ -302,6 +317,31 @@ impl Cursor<'_> {
 mod tests {
     use super::*;
     use crate::VERSION;
+
+    /// True when `payload` lies inside the memory `buf` covered before decoding.
+    fn shares(range: std::ops::Range<usize>, payload: &Bytes) -> bool {
+        range.contains(&(payload.as_ptr() as usize))
+    }
+
+    #[test]
+    fn small_payloads_are_copied_and_large_ones_shared() {
+        for (len, shared) in [(1, false), (COPY_BELOW - 1, false), (COPY_BELOW, true)] {
+            let mut buf = BytesMut::with_capacity(64 * 1024);
+            buf.extend_from_slice(format!("n001x{len:08x}").as_bytes());
+            buf.extend_from_slice(&vec![b'p'; len]);
+            buf.extend_from_slice(b"h000254d7de9a");
+            let start = buf.as_ptr() as usize;
+            let range = start..start + buf.capacity();
+            let mut decoder = Decoder::new();
+            let frame = decoder.decode(&mut buf).unwrap().unwrap();
+            assert_eq!(frame.payload().len(), len);
+            assert_eq!(shares(range, frame.payload()), shared, "payload of {len} bytes");
+            assert_eq!(
+                decoder.decode(&mut buf).unwrap(),
+                Some(Frame::Heartbeat { load: 2, time: 0x54d7de9a })
+            );
+        }
+    }
 
     #[test]
     fn version_needs_two_hex_digits() {

@@ -41,6 +41,6 @@ pub mod encode;
 pub mod frame;
 pub mod hex;
 
-pub use decode::{decode_version, DecodeError, Decoder, DEFAULT_MAX_PAYLOAD};
+pub use decode::{decode_version, DecodeError, Decoder, COPY_BELOW, DEFAULT_MAX_PAYLOAD};
 pub use encode::encode_version;
 pub use frame::{Frame, Id, MsgType, Name, NameTooLong, ProtocolErrorCode, MAX_NAME_LEN, VERSION};

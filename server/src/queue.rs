@@ -66,14 +66,20 @@ pub(crate) enum PushError {
 }
 
 impl<T> PartsTx<T> {
-    /// Queues a part of `len` bytes. A part always fits into an empty queue.
+    /// Queues a part of `len` bytes, charged with the same per-message overhead as a
+    /// [`ByteBudget`], so a flood of tiny parts is bounded too. A part always fits into an
+    /// empty queue.
     pub(crate) fn push(&self, item: T, len: usize) -> Result<(), PushError> {
+        let len = len.saturating_add(OVERHEAD);
         let before = self.buffered.fetch_add(len, Ordering::AcqRel);
         if before > 0 && before + len > self.capacity {
             self.buffered.fetch_sub(len, Ordering::AcqRel);
             return Err(PushError::Overflow);
         }
-        self.tx.send((item, len)).map_err(|_| PushError::Closed)
+        self.tx.send((item, len)).map_err(|_| {
+            self.buffered.fetch_sub(len, Ordering::AcqRel);
+            PushError::Closed
+        })
     }
 
     /// Queues a final item that carries no bytes, such as an error or the end.
@@ -165,14 +171,24 @@ mod tests {
 
     #[tokio::test]
     async fn parts_overflow_only_when_not_empty() {
-        let (tx, mut rx) = parts::<u8>(10);
-        assert_eq!(tx.push(1, 100), Ok(()), "a big part fits an empty queue");
-        assert_eq!(tx.push(2, 1), Err(PushError::Overflow));
+        let (tx, mut rx) = parts::<u8>(10 + 2 * OVERHEAD);
+        assert_eq!(tx.push(1, 1000), Ok(()), "a big part fits an empty queue");
+        assert_eq!(tx.push(2, 0), Err(PushError::Overflow));
         assert_eq!(rx.recv().await, Some(1));
         assert_eq!(tx.push(3, 6), Ok(()));
         assert_eq!(tx.push(4, 4), Ok(()), "exactly at capacity fits");
-        assert_eq!(tx.push(5, 1), Err(PushError::Overflow));
+        assert_eq!(tx.push(5, 0), Err(PushError::Overflow), "even an empty part costs");
         assert_eq!(tx.push_final(6), Ok(()), "final items are never refused for size");
+        assert_eq!(rx.recv().await, Some(3));
+        assert_eq!(rx.recv().await, Some(4));
+        assert_eq!(tx.push(7, 10 + OVERHEAD), Ok(()), "room again once read");
+    }
+
+    #[tokio::test]
+    async fn tiny_parts_are_bounded_by_their_overhead() {
+        let (tx, _rx) = parts::<u8>(64 * 1024);
+        let accepted = (0..10_000).take_while(|_| tx.push(0, 1).is_ok()).count();
+        assert_eq!(accepted, 64 * 1024 / (1 + OVERHEAD));
     }
 
     #[tokio::test]
