@@ -14,12 +14,17 @@
 //! ended.
 //!
 //! # Layout
+//! - [`gateway`]: gotalk over WebSocket for browsers, as an axum router to mount.
+//! - [`assets`]: the browser client bundle and the demo site, served from memory.
 //! - [`handlers`]: the registry of operations and notifications.
+//! - [`http`]: an HTTP(S) server for axum apps, with graceful shutdown.
 //! - [`sock`]: one connection: requests both ways, streams, notifications, heartbeats.
 //! - [`config`]: limits, timeouts and heartbeat settings.
+//! - [`connections`]: the live connections of a listener or gateway.
 //! - [`transport`]: byte streams (TCP, TLS, in-memory) as frame readers and writers.
 //! - [`tcp`]: the TCP listener and client, with optional TLS.
 //! - [`tls`]: TLS settings from PEM files.
+//! - [`ws`]: the WebSocket transport and client.
 //! - [`error`]: request errors and close reasons.
 //!
 //! # Examples
@@ -41,20 +46,28 @@
 //! # Ok(()) }
 //! ```
 
+pub mod assets;
 pub mod config;
+pub mod connections;
 pub mod error;
+pub mod gateway;
 pub mod handlers;
+pub mod http;
+mod listen;
 mod queue;
 pub mod sock;
 pub mod tcp;
 pub mod tls;
 pub mod transport;
+pub mod ws;
 
 pub use config::Config;
+pub use connections::Connections;
 pub use error::{CloseReason, Error};
+pub use gateway::Gateway;
 pub use gotalk_protocol as protocol;
 pub use handlers::Handlers;
 pub use sock::{
     ConnInfo, Heartbeat, Sock, StreamInput, StreamOutput, StreamRequest, StreamResponse,
-    TransportKind,
+    TransportKind, UpgradeRequest,
 };

@@ -4,10 +4,9 @@
 //! [`TcpListener`], so tests bind port 0, and a shutdown future, so callers decide what stops
 //! it (ctrl-c, SIGTERM, a test's oneshot).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
@@ -16,80 +15,11 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+pub use crate::connections::Connections;
 use crate::error::{CloseReason, Error};
 use crate::handlers::Handlers;
 use crate::sock::{ConnInfo, Sock, TransportKind};
 use crate::transport;
-
-/// The first pause after a failed accept; it doubles on each further failure.
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(100);
-/// The longest pause between accepts after repeated failures (running out of file
-/// descriptors, say).
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(30);
-
-/// The live connections of a listener, so they can be counted and drained.
-#[derive(Debug, Default, Clone)]
-pub struct Connections {
-    inner: Arc<Mutex<HashMap<u64, Sock>>>,
-}
-
-/// Removes a connection from its registry when its transport shuts down.
-struct Registered {
-    registry: Weak<Mutex<HashMap<u64, Sock>>>,
-    id: u64,
-}
-
-impl Drop for Registered {
-    fn drop(&mut self) {
-        if let Some(registry) = self.registry.upgrade() {
-            registry.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
-        }
-    }
-}
-
-impl Connections {
-    /// How many connections are open.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// True when no connection is open.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Every open connection.
-    pub fn socks(&self) -> Vec<Sock> {
-        self.lock().values().cloned().collect()
-    }
-
-    /// Tracks `sock` until its transport shuts down.
-    pub fn insert(&self, sock: &Sock) {
-        let id = sock.info().id;
-        self.lock().insert(id, sock.clone());
-        sock.attach(Registered { registry: Arc::downgrade(&self.inner), id });
-    }
-
-    /// Ends every connection gracefully, waiting up to `deadline` for requests in flight,
-    /// then closes what is left.
-    pub async fn drain(&self, deadline: Duration) {
-        let socks = self.socks();
-        let ending = socks.iter().map(|sock| {
-            let sock = sock.clone();
-            async move {
-                if tokio::time::timeout(deadline, sock.end()).await.is_err() {
-                    sock.close_with(CloseReason::Shutdown, None);
-                    sock.closed().await;
-                }
-            }
-        });
-        futures_util::future::join_all(ending).await;
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Sock>> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
 
 /// Serves gotalk over TCP, optionally with TLS.
 #[derive(Clone)]
@@ -157,52 +87,29 @@ impl Server {
     /// None so far: accept errors are logged and retried with a growing pause.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future) -> io::Result<()> {
         let limit = Arc::new(Semaphore::new(self.max_connections));
-        let mut backoff = ACCEPT_BACKOFF_MIN;
         // Cancelled when shutdown starts, for connections still in their handshake, which
         // the drain below cannot see yet.
         let stopping = CancellationToken::new();
         tokio::pin!(shutdown);
-        loop {
-            let accepted = tokio::select! {
-                _ = &mut shutdown => break,
-                permit = limit.clone().acquire_owned() => match permit {
-                    Ok(permit) => tokio::select! {
-                        _ = &mut shutdown => break,
-                        accepted = listener.accept() => accepted.map(|a| (a, permit)),
-                    },
-                    Err(_) => break,
-                },
-            };
-            match accepted {
-                Ok(((stream, _), permit)) => {
-                    backoff = ACCEPT_BACKOFF_MIN;
-                    let server = self.clone();
-                    let stopping = stopping.clone();
-                    tokio::spawn(async move {
-                        let started = tokio::select! {
-                            sock = server.start(stream) => sock,
-                            _ = stopping.cancelled() => None,
-                        };
-                        if let Some(sock) = started {
-                            sock.attach(permit);
-                            server.connections.insert(&sock);
-                            // Shutdown began during the handshake: the drain may have missed it.
-                            if stopping.is_cancelled() {
-                                sock.close_with(CloseReason::Shutdown, None);
-                            }
-                        }
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, pause = ?backoff, "accept failed");
-                    tokio::select! {
-                        _ = &mut shutdown => break,
-                        _ = tokio::time::sleep(backoff) => {}
+        crate::listen::accept_loop(&listener, limit, shutdown, |stream, _, permit| {
+            let server = self.clone();
+            let stopping = stopping.clone();
+            tokio::spawn(async move {
+                let started = tokio::select! {
+                    sock = server.start(stream) => sock,
+                    _ = stopping.cancelled() => None,
+                };
+                if let Some(sock) = started {
+                    sock.attach(permit);
+                    server.connections.insert(&sock);
+                    // Shutdown began during the handshake: the drain may have missed it.
+                    if stopping.is_cancelled() {
+                        sock.close_with(CloseReason::Shutdown, None);
                     }
-                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                 }
-            }
-        }
+            });
+        })
+        .await;
         drop(listener);
         stopping.cancel();
         self.connections.drain(self.shutdown_timeout).await;
@@ -210,7 +117,6 @@ impl Server {
     }
 
     async fn start(&self, stream: TcpStream) -> Option<Sock> {
-        let _ = stream.set_nodelay(true);
         let (remote, local) = (stream.peer_addr().ok(), stream.local_addr().ok());
         let result = match &self.tls {
             None => {

@@ -15,6 +15,8 @@ use gotalk_protocol::{encode_version, Frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
+use crate::error::CloseReason;
+
 /// Payloads at least this large are written from their own buffer instead of being copied
 /// into the batch.
 const COPY_LIMIT: usize = 8 * 1024;
@@ -54,8 +56,9 @@ pub trait FrameWriter: Send + 'static {
     fn buffer_frame(&mut self, frame: &Frame);
     /// Writes everything buffered.
     fn flush(&mut self) -> impl Future<Output = io::Result<()>> + Send;
-    /// Closes the writing side, after a flush.
-    fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Closes the writing side, after a flush. `reason` is why the connection is closing,
+    /// for transports that can tell the peer (a WebSocket close code).
+    fn shutdown(&mut self, reason: &CloseReason) -> impl Future<Output = io::Result<()>> + Send;
 }
 
 fn read_size(hint: Option<usize>) -> usize {
@@ -147,7 +150,7 @@ impl<W: AsyncWrite + Unpin + Send + 'static> FrameWriter for IoWriter<W> {
         self.io.flush().await
     }
 
-    async fn shutdown(&mut self) -> io::Result<()> {
+    async fn shutdown(&mut self, _reason: &CloseReason) -> io::Result<()> {
         self.io.shutdown().await
     }
 }

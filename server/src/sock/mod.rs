@@ -74,6 +74,30 @@ pub struct ConnInfo {
     pub remote_addr: Option<SocketAddr>,
     /// This side's address, when the transport has one.
     pub local_addr: Option<SocketAddr>,
+    /// The HTTP request that opened a WebSocket connection: its URI, headers (cookies,
+    /// authorization, user agent) and whatever the gateway's `on_connect` hook or an axum
+    /// middleware stored in its extensions. `None` for other transports.
+    pub request: Option<Arc<UpgradeRequest>>,
+}
+
+/// The HTTP request that a WebSocket connection was opened with, as a handler sees it.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct UpgradeRequest {
+    /// The request's URI, with its query.
+    pub uri: http::Uri,
+    /// The request's headers.
+    pub headers: http::HeaderMap,
+    /// Values set by middleware or by the gateway's `on_connect` hook, such as the
+    /// authenticated user.
+    pub extensions: http::Extensions,
+}
+
+impl UpgradeRequest {
+    /// A request with this URI and these headers, and no extensions.
+    pub fn new(uri: http::Uri, headers: http::HeaderMap) -> Self {
+        UpgradeRequest { uri, headers, extensions: http::Extensions::new() }
+    }
 }
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
@@ -90,7 +114,14 @@ impl ConnInfo {
             transport,
             remote_addr,
             local_addr,
+            request: None,
         }
+    }
+
+    /// The same info, with the HTTP request that opened the connection.
+    pub fn with_request(mut self, request: Arc<UpgradeRequest>) -> Self {
+        self.request = Some(request);
+        self
     }
 }
 
@@ -218,7 +249,7 @@ impl Sock {
                 writer.buffer_frame(&Frame::protocol_error(code));
                 let _ = tokio::time::timeout(Duration::from_secs(1), writer.flush()).await;
             }
-            let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown(&reason)).await;
             return Err(Error::Closed(reason));
         }
 
@@ -317,6 +348,11 @@ impl Sock {
     /// [`Error::Ending`]), requests in flight in both directions are answered, then the
     /// connection closes. Wrap it in a timeout to bound the wait.
     pub async fn end(&self) {
+        self.end_with(CloseReason::Ended).await;
+    }
+
+    /// [`end`](Self::end), closing with `reason` once the requests in flight are answered.
+    pub(crate) async fn end_with(&self, reason: CloseReason) {
         self.shared.ending.store(true, Ordering::Release);
         loop {
             let idle = self.shared.idle.notified();
@@ -332,7 +368,7 @@ impl Sock {
                 _ = self.shared.cancel.cancelled() => break,
             }
         }
-        self.close_with(CloseReason::Ended, None);
+        self.close_with(reason, None);
         self.shared.terminated.cancelled().await;
     }
 

@@ -74,7 +74,8 @@ pub(super) async fn write_loop<W: FrameWriter>(mut writer: W, sock: Sock) {
             }
             let limit = config.write_timeout.min(CLOSE_FLUSH);
             let _ = tokio::time::timeout(limit, writer.flush()).await;
-            let _ = tokio::time::timeout(limit, writer.shutdown()).await;
+            let reason = sock.close_reason().unwrap_or(CloseReason::Local);
+            let _ = tokio::time::timeout(limit, writer.shutdown(&reason)).await;
             break;
         }
         match tokio::time::timeout(config.write_timeout, writer.flush()).await {
@@ -84,8 +85,9 @@ pub(super) async fn write_loop<W: FrameWriter>(mut writer: W, sock: Sock) {
                 break;
             }
             Err(_) => {
-                sock.close_with(CloseReason::WriteTimeout(config.write_timeout), None);
-                let _ = tokio::time::timeout(CLOSE_FLUSH, writer.shutdown()).await;
+                let reason = CloseReason::WriteTimeout(config.write_timeout);
+                sock.close_with(reason.clone(), None);
+                let _ = tokio::time::timeout(CLOSE_FLUSH, writer.shutdown(&reason)).await;
                 break;
             }
         }

@@ -5,6 +5,8 @@
 // Every test binary compiles this module and each uses a different subset of it.
 #![allow(dead_code)]
 
+pub(crate) mod web;
+
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;

@@ -1,0 +1,317 @@
+//! The WebSocket gateway: gotalk for browsers, as an axum router any app can mount.
+//!
+//! Mounted at a path (conventionally `/gotalk`), the router serves the browser client bundle
+//! (`gotalk.js` and the files next to it) and turns a request for any other path under the
+//! mount into a WebSocket, which becomes a [`Sock`] on the same [`Handlers`] the TCP listener
+//! uses. gotalk.js connects to the folder its script came from, so `/gotalk/gotalk.js` talks
+//! to `ws://host/gotalk/`.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! # async fn demo() -> std::io::Result<()> {
+//! let mut handlers = gotalk::Handlers::new();
+//! handlers.handle("echo", |_sock, text: String| async move { Ok::<_, String>(text) });
+//! let gateway = gotalk::Gateway::new(Arc::new(handlers), Default::default());
+//! let app = axum::Router::new().nest_service("/gotalk", gateway.router());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:1234").await?;
+//! gotalk::http::serve(listener, app, None, gateway.shutdown_signal(tokio::signal::ctrl_c()))
+//!     .await?;
+//! gateway.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Before a socket is opened the request must pass, in order: the connection limit, the
+//! origin policy (see [`Gateway::allow_origin`]) and the [`on_connect`](Gateway::on_connect)
+//! hook. Handlers see the upgrade request in [`ConnInfo::request`].
+
+mod origin;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use futures_util::StreamExt;
+use http::StatusCode;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::assets::Assets;
+use crate::config::Config;
+use crate::connections::Connections;
+use crate::error::CloseReason;
+use crate::handlers::Handlers;
+use crate::sock::{ConnInfo, Sock, TransportKind, UpgradeRequest};
+use crate::ws::{self, WsReader, WsWriter};
+
+/// A refusal of a WebSocket upgrade, sent as an HTTP response with this status and text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    status: StatusCode,
+    message: String,
+}
+
+impl Refusal {
+    /// A refusal with any status.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Refusal { status, message: message.into() }
+    }
+
+    /// 401: the client has not said who it is.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, message)
+    }
+
+    /// 403: the client may not connect.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message)
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.status, self.message).into_response()
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+type ConnectHook =
+    Arc<dyn Fn(UpgradeRequest) -> BoxFuture<Result<UpgradeRequest, Refusal>> + Send + Sync>;
+
+/// Serves gotalk over WebSocket, and the browser client, to an axum app.
+///
+/// Cheap to clone: clones share the connections and the shutdown state.
+#[derive(Clone)]
+pub struct Gateway {
+    handlers: Arc<Handlers>,
+    /// For clients that declared they understand RetryResult, and for those that did not.
+    config_retry: Arc<Config>,
+    config_hold: Arc<Config>,
+    assume_retry: bool,
+    origins: origin::OriginPolicy,
+    on_connect: Option<ConnectHook>,
+    assets: Assets,
+    limit: Arc<Semaphore>,
+    max_connections: usize,
+    shutdown_timeout: Duration,
+    connections: Connections,
+    stopping: CancellationToken,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("origins", &self.origins)
+            .field("max_connections", &self.max_connections)
+            .field("connections", &self.connections.len())
+            .field("assets", &self.assets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// A gateway for `handlers`, with `config` for every connection. Pass the same `handlers`
+    /// to the TCP [`Server`](crate::tcp::Server) to serve both transports from one registry.
+    pub fn new(handlers: Arc<Handlers>, config: Config) -> Self {
+        let mut retry = config.clone();
+        retry.peer_understands_retry(true);
+        let mut hold = config;
+        hold.peer_understands_retry(false);
+        let max_connections = 10_000;
+        Gateway {
+            handlers,
+            config_retry: Arc::new(retry),
+            config_hold: Arc::new(hold),
+            assume_retry: false,
+            origins: origin::OriginPolicy::default(),
+            on_connect: None,
+            assets: Assets::bundle(),
+            limit: Arc::new(Semaphore::new(max_connections)),
+            max_connections,
+            shutdown_timeout: Duration::from_secs(10),
+            connections: Connections::default(),
+            stopping: CancellationToken::new(),
+        }
+    }
+
+    /// Also allows pages from `origin` to connect: `scheme://host[:port]`, `null` (pages with
+    /// an opaque origin, such as sandboxed frames) or `*` (any page at all, which lets any
+    /// site use a visitor's cookies here; think twice). Pages from the gateway's own origin
+    /// and clients that send no Origin are always allowed.
+    ///
+    /// # Panics
+    /// If `origin` is none of those forms; check user input with [`valid_origin`].
+    pub fn allow_origin(mut self, origin: &str) -> Self {
+        assert!(self.origins.allow(origin), "not an origin: {origin:?}");
+        self
+    }
+
+    /// Checks an upgrade request before the socket opens, after the origin check. Return the
+    /// request to accept it, adding to its extensions whatever handlers should see (the
+    /// authenticated user, say); return a [`Refusal`] to answer with its status instead.
+    /// This runs before the connection exists; [`Handlers::on_connect`] runs after.
+    pub fn on_connect<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(UpgradeRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<UpgradeRequest, Refusal>> + Send + 'static,
+    {
+        self.on_connect = Some(Arc::new(move |request| Box::pin(hook(request))));
+        self
+    }
+
+    /// The files served next to the socket. Default: the embedded browser client,
+    /// [`Assets::bundle`].
+    pub fn assets(mut self, assets: Assets) -> Self {
+        self.assets = assets;
+        self
+    }
+
+    /// Treats every client as able to take RetryResult, even without the declaration.
+    /// Default false: a client that has not declared it (the original gotalk.js cannot take
+    /// one) has its requests over the limit held until a slot frees.
+    pub fn assume_retry(mut self, yes: bool) -> Self {
+        self.assume_retry = yes;
+        self
+    }
+
+    /// How many WebSockets may be open at once. Default 10,000. Past it, upgrades get 503
+    /// with `Retry-After`.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.clamp(1, Semaphore::MAX_PERMITS);
+        self.limit = Arc::new(Semaphore::new(self.max_connections));
+        self
+    }
+
+    /// How long [`shutdown`](Self::shutdown) waits for requests in flight. Default 10 s.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// The open WebSocket connections, to count them or reach every browser.
+    pub fn connections(&self) -> Connections {
+        self.connections.clone()
+    }
+
+    /// The router to mount: `Router::new().nest_service("/gotalk", gateway.router())`.
+    pub fn router(&self) -> Router {
+        let gateway = Arc::new(self.clone());
+        Router::new().fallback(serve).with_state(gateway)
+    }
+
+    /// Stops taking new sockets, lets requests in flight finish (up to the shutdown timeout),
+    /// then closes every socket with 1001, "going away".
+    pub async fn shutdown(&self) {
+        self.stopping.cancel();
+        self.connections.drain(self.shutdown_timeout).await;
+    }
+
+    /// A future that completes when `signal` does, after marking the gateway as stopping so
+    /// it refuses new sockets at once. For the shutdown argument of an HTTP server, before
+    /// [`shutdown`](Self::shutdown).
+    pub fn shutdown_signal(&self, signal: impl Future) -> impl Future<Output = ()> {
+        let stopping = self.stopping.clone();
+        async move {
+            signal.await;
+            stopping.cancel();
+        }
+    }
+
+    async fn upgrade(&self, request: Request) -> Response {
+        if self.stopping.is_cancelled() {
+            return refuse_busy("server shutting down");
+        }
+        let (mut parts, _body) = request.into_parts();
+        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(upgrade) => upgrade,
+            Err(rejection) => return rejection.into_response(),
+        };
+        if let Err(refused) =
+            self.origins.check(&parts.headers, parts.uri.authority().map(|a| a.as_str()))
+        {
+            tracing::debug!(reason = %refused.0, "websocket refused");
+            return Refusal::forbidden(refused.0).into_response();
+        }
+        let Ok(permit) = self.limit.clone().try_acquire_owned() else {
+            return refuse_busy("too many connections");
+        };
+        let remote = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+        let mut request = UpgradeRequest::new(parts.uri, parts.headers);
+        request.extensions = parts.extensions;
+        if let Some(hook) = &self.on_connect {
+            request = match hook(request).await {
+                Ok(request) => request,
+                Err(refusal) => {
+                    tracing::debug!(status = %refusal.status, "websocket refused by on_connect");
+                    return refusal.into_response();
+                }
+            };
+        }
+        let config = if self.assume_retry || ws::declares_retry(request.uri.query()) {
+            self.config_retry.clone()
+        } else {
+            self.config_hold.clone()
+        };
+        let socket_config = ws::socket_config(&config);
+        let info =
+            ConnInfo::new(TransportKind::WebSocket, remote, None).with_request(request.into());
+        let gateway = self.clone();
+        upgrade
+            .read_buffer_size(socket_config.read_buffer_size)
+            .write_buffer_size(socket_config.write_buffer_size)
+            .max_message_size(ws::max_message_size(&config))
+            .max_frame_size(ws::max_message_size(&config))
+            .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
+            .on_upgrade(move |socket| async move {
+                let (sink, stream) = socket.split();
+                let (reader, writer) = (WsReader(stream), WsWriter::new(sink));
+                let started = tokio::select! {
+                    started = Sock::start(reader, writer, gateway.handlers.clone(), config, info) => started,
+                    _ = gateway.stopping.cancelled() => return,
+                };
+                match started {
+                    Ok(sock) => {
+                        sock.attach(permit);
+                        gateway.connections.insert(&sock);
+                        // Shutdown began during the handshake: the drain may have missed it.
+                        if gateway.stopping.is_cancelled() {
+                            sock.close_with(CloseReason::Shutdown, None);
+                        }
+                    }
+                    Err(e) => tracing::debug!(peer = ?remote, error = %e, "gotalk handshake failed"),
+                }
+            })
+    }
+}
+
+fn refuse_busy(message: &'static str) -> Response {
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, message).into_response();
+    response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("5"));
+    response
+}
+
+/// True when `origin` is a valid argument for [`Gateway::allow_origin`].
+pub fn valid_origin(origin: &str) -> bool {
+    origin::is_valid(origin)
+}
+
+/// Every request under the mount: a bundle file if one has that path, else a WebSocket.
+async fn serve(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    let path = request.uri().path().trim_start_matches('/');
+    let asset =
+        gateway.assets.respond(path, request.method(), request.headers(), request.uri().query());
+    match asset {
+        Some(response) => response,
+        None => gateway.upgrade(request).await,
+    }
+}

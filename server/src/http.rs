@@ -1,0 +1,174 @@
+//! Serving an axum app (the gateway and anything beside it) over HTTP/1.1, optionally with
+//! TLS, with WebSocket upgrades and a graceful shutdown.
+//!
+//! `axum::serve` does all but TLS; this server adds it, and the same connection limit,
+//! accept back-off and slow-client timeouts as the TCP listener. It hands every request the
+//! peer's address as axum's `ConnectInfo<SocketAddr>`, which the gateway passes on to
+//! handlers.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::Service;
+
+/// Serves an axum app over HTTP/1.1 (and HTTPS with [`tls`](Self::tls)).
+#[derive(Clone)]
+pub struct Server {
+    app: Router,
+    tls: Option<TlsAcceptor>,
+    max_connections: usize,
+    header_timeout: Duration,
+    shutdown_timeout: Duration,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("tls", &self.tls.is_some())
+            .field("max_connections", &self.max_connections)
+            .field("header_timeout", &self.header_timeout)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// A server for `app`.
+    pub fn new(app: Router) -> Self {
+        Server {
+            app,
+            tls: None,
+            max_connections: 10_000,
+            header_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Serves HTTPS (and so `wss://`) with this rustls configuration. Default: plain HTTP.
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        let mut config = (*config).clone();
+        if config.alpn_protocols.is_empty() {
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        }
+        self.tls = Some(TlsAcceptor::from(Arc::new(config)));
+        self
+    }
+
+    /// How many HTTP connections may be open at once, not counting those upgraded to
+    /// WebSockets (the gateway limits those). Default 10,000; past it the listener stops
+    /// accepting until one closes.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.clamp(1, Semaphore::MAX_PERMITS);
+        self
+    }
+
+    /// How long a client may take to send a request's headers, and the TLS handshake.
+    /// Default 10 s; a client that trickles headers is disconnected then.
+    pub fn header_timeout(mut self, timeout: Duration) -> Self {
+        self.header_timeout = timeout;
+        self
+    }
+
+    /// How long shutdown waits for requests in flight. Default 10 s.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Accepts connections until `shutdown` completes, then stops accepting, lets requests in
+    /// flight finish (up to the shutdown timeout) and returns. WebSockets already upgraded
+    /// are not waited for: end them with [`Gateway::shutdown`](crate::Gateway::shutdown).
+    ///
+    /// # Errors
+    /// None so far: accept errors are logged and retried with a growing pause.
+    pub async fn run(self, listener: TcpListener, shutdown: impl Future) -> io::Result<()> {
+        let limit = Arc::new(Semaphore::new(self.max_connections));
+        let stopping = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        tokio::pin!(shutdown);
+        crate::listen::accept_loop(&listener, limit, shutdown, |stream, peer, permit| {
+            let server = self.clone();
+            let stopping = stopping.clone();
+            tasks.spawn(async move {
+                match &server.tls {
+                    None => server.connection(stream, peer, stopping).await,
+                    Some(acceptor) => {
+                        let handshake = acceptor.accept(stream);
+                        match tokio::time::timeout(server.header_timeout, handshake).await {
+                            Ok(Ok(tls)) => server.connection(tls, peer, stopping).await,
+                            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake"),
+                            Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
+                        }
+                    }
+                }
+                drop(permit);
+            });
+        })
+        .await;
+        drop(listener);
+        stopping.cancel();
+        tasks.close();
+        if tokio::time::timeout(self.shutdown_timeout, tasks.wait()).await.is_err() {
+            tracing::info!(open = tasks.len(), "http connections still open after the deadline");
+        }
+        Ok(())
+    }
+
+    async fn connection<S>(&self, stream: S, peer: SocketAddr, stopping: CancellationToken)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let app = self.app.clone();
+        let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let mut app = app.clone();
+            async move { Ok::<_, Infallible>(app.call(request).await.unwrap_or_else(|e| match e {})) }
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder.timer(TokioTimer::new()).header_read_timeout(self.header_timeout);
+        let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+        tokio::pin!(connection);
+        let result = tokio::select! {
+            result = connection.as_mut() => result,
+            _ = stopping.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(%peer, error = %e, "http connection");
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` completes: [`Server`] with its defaults, and
+/// TLS when `tls` is given.
+///
+/// # Errors
+/// As [`Server::run`].
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future,
+) -> io::Result<()> {
+    let mut server = Server::new(app);
+    if let Some(tls) = tls {
+        server = server.tls(tls);
+    }
+    server.run(listener, shutdown).await
+}

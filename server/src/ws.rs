@@ -1,0 +1,431 @@
+//! The WebSocket transport, and a WebSocket client.
+//!
+//! gotalk over WebSocket has two rules that real peers depend on:
+//! - **Writing:** `01`, every header and every non-empty payload each go in a binary message of
+//!   their own. The original gotalk.js parses each message as exactly one header and takes the
+//!   next message as its payload. The messages of one batch are flushed together, so the split
+//!   costs bytes (2–4 per message) but no extra system calls.
+//! - **Reading:** text and binary messages are one continuous byte stream. A message may hold
+//!   a header and its payload, several whole frames, or part of one; gotalk.js sends headers
+//!   as binary messages and JSON payloads as text.
+//!
+//! The transport works over axum's server-side socket and tokio-tungstenite's client socket
+//! alike, through [`WsMessage`].
+//!
+//! Our clients declare that they understand RetryResult by adding [`RETRY_QUERY`] to the URL
+//! they connect to; the gateway holds requests over the limit for clients that don't, since
+//! the original gotalk.js would fail them.
+
+use std::fmt::Display;
+use std::io;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use gotalk_protocol::{encode_version, Frame};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest, protocol::WebSocketConfig};
+
+use crate::config::Config;
+use crate::error::{CloseReason, Error};
+use crate::handlers::Handlers;
+use crate::sock::{ConnInfo, Sock, TransportKind};
+use crate::transport::{FrameReader, FrameWriter, ReadEvent};
+
+/// The query parameter by which a client declares that it understands RetryResult.
+pub const RETRY_QUERY: &str = "gotalk-retry=1";
+
+/// The WebSocket close code for a normal close.
+pub const CLOSE_NORMAL: u16 = 1000;
+/// The WebSocket close code for a server shutting down ("going away"); clients may reconnect
+/// soon, to the restarted server.
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// The WebSocket close code for a protocol error.
+pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+
+/// Read buffer per connection. tungstenite's default, 128 KiB, is allocated up front and kept
+/// for the life of the connection; most gotalk messages are far smaller.
+pub const READ_BUFFER: usize = 4 * 1024;
+/// How many bytes of queued messages make tungstenite write without waiting for the flush.
+pub const WRITE_BUFFER: usize = 64 * 1024;
+
+/// The largest WebSocket message accepted: one payload at the limit plus its header (a header
+/// is at most 4,115 bytes, with a name at its 4,095-byte maximum).
+pub fn max_message_size(config: &Config) -> usize {
+    (config.max_payload as usize).saturating_add(8 * 1024)
+}
+
+/// tungstenite settings for a connection with `config`.
+pub fn socket_config(config: &Config) -> WebSocketConfig {
+    let max = max_message_size(config);
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+}
+
+/// The close code that tells a WebSocket peer why a connection closed.
+pub fn close_code(reason: &CloseReason) -> u16 {
+    match reason {
+        CloseReason::Shutdown => CLOSE_GOING_AWAY,
+        CloseReason::PeerProtocolError(_)
+        | CloseReason::LocalProtocolError(_)
+        | CloseReason::InvalidMessage(_)
+        | CloseReason::UnsupportedVersion(_) => CLOSE_PROTOCOL_ERROR,
+        _ => CLOSE_NORMAL,
+    }
+}
+
+/// What the transport needs from a WebSocket message type.
+pub trait WsMessage: Send + Sized + 'static {
+    /// A binary message.
+    fn binary(data: Bytes) -> Self;
+    /// A close message.
+    fn close(code: u16, reason: String) -> Self;
+    /// What the message carries.
+    fn into_event(self) -> WsEvent;
+}
+
+/// A received WebSocket message, as the transport sees it.
+#[derive(Debug)]
+pub enum WsEvent {
+    /// Bytes of the gotalk stream, from a text or a binary message.
+    Data(Bytes),
+    /// The peer is closing.
+    Close,
+    /// A control message tungstenite already answered.
+    Control,
+}
+
+impl WsMessage for axum::extract::ws::Message {
+    fn binary(data: Bytes) -> Self {
+        Self::Binary(data)
+    }
+
+    fn close(code: u16, reason: String) -> Self {
+        Self::Close(Some(axum::extract::ws::CloseFrame { code, reason: reason.into() }))
+    }
+
+    fn into_event(self) -> WsEvent {
+        match self {
+            Self::Binary(data) => WsEvent::Data(data),
+            Self::Text(text) => WsEvent::Data(Bytes::from(text)),
+            Self::Close(_) => WsEvent::Close,
+            Self::Ping(_) | Self::Pong(_) => WsEvent::Control,
+        }
+    }
+}
+
+impl WsMessage for tungstenite::Message {
+    fn binary(data: Bytes) -> Self {
+        Self::Binary(data)
+    }
+
+    fn close(code: u16, reason: String) -> Self {
+        Self::Close(Some(tungstenite::protocol::CloseFrame {
+            code: code.into(),
+            reason: reason.into(),
+        }))
+    }
+
+    fn into_event(self) -> WsEvent {
+        match self {
+            Self::Binary(data) => WsEvent::Data(data),
+            Self::Text(text) => WsEvent::Data(Bytes::from(text)),
+            Self::Close(_) => WsEvent::Close,
+            Self::Ping(_) | Self::Pong(_) | Self::Frame(_) => WsEvent::Control,
+        }
+    }
+}
+
+fn io_error(e: impl Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// Reads the gotalk byte stream out of a stream of WebSocket messages.
+#[derive(Debug)]
+pub struct WsReader<S>(pub S);
+
+impl<S, M, E> FrameReader for WsReader<S>
+where
+    S: Stream<Item = Result<M, E>> + Unpin + Send + 'static,
+    M: WsMessage,
+    E: Display,
+{
+    async fn read(&mut self, buf: &mut BytesMut, _hint: Option<usize>) -> io::Result<ReadEvent> {
+        loop {
+            if buf.is_empty() {
+                // Give the buffer back while waiting, so an idle connection holds none.
+                *buf = BytesMut::new();
+            }
+            match self.0.next().await {
+                None => return Ok(ReadEvent::Eof),
+                Some(Err(e)) => return Err(io_error(e)),
+                Some(Ok(message)) => match message.into_event() {
+                    WsEvent::Data(data) if data.is_empty() => {}
+                    WsEvent::Data(data) => {
+                        buf.extend_from_slice(&data);
+                        return Ok(ReadEvent::Data(data.len()));
+                    }
+                    WsEvent::Close => return Ok(ReadEvent::Eof),
+                    WsEvent::Control => {}
+                },
+            }
+        }
+    }
+}
+
+/// Writes frames as WebSocket messages: `01`, each header and each non-empty payload in a
+/// binary message of its own, flushed together.
+#[derive(Debug)]
+pub struct WsWriter<S, M> {
+    sink: S,
+    staging: BytesMut,
+    pending: Vec<M>,
+}
+
+impl<S, M> WsWriter<S, M> {
+    /// Wraps a sink of WebSocket messages.
+    pub fn new(sink: S) -> Self {
+        WsWriter { sink, staging: BytesMut::new(), pending: Vec::new() }
+    }
+}
+
+impl<S, M> FrameWriter for WsWriter<S, M>
+where
+    S: Sink<M> + Unpin + Send + 'static,
+    S::Error: Display,
+    M: WsMessage,
+{
+    fn buffer_version(&mut self) {
+        encode_version(&mut self.staging);
+        self.pending.push(M::binary(self.staging.split().freeze()));
+    }
+
+    fn buffer_frame(&mut self, frame: &Frame) {
+        // Headers are encoded one after another into one buffer and split off, so a batch of
+        // small headers shares one allocation.
+        frame.encode_header(&mut self.staging);
+        self.pending.push(M::binary(self.staging.split().freeze()));
+        let payload = frame.payload();
+        if !payload.is_empty() {
+            self.pending.push(M::binary(payload.clone()));
+        }
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        let mut pending = std::mem::take(&mut self.pending).into_iter();
+        for message in &mut pending {
+            self.sink.feed(message).await.map_err(io_error)?;
+        }
+        // Reuse the vector's allocation unless one large batch grew it.
+        self.pending = Vec::from_iter(pending);
+        self.sink.flush().await.map_err(io_error)?;
+        if self.staging.capacity() > 64 * 1024 {
+            self.staging = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    async fn shutdown(&mut self, reason: &CloseReason) -> io::Result<()> {
+        let message = M::close(close_code(reason), close_text(reason));
+        self.sink.send(message).await.map_err(io_error)?;
+        self.sink.close().await.map_err(io_error)
+    }
+}
+
+/// A close frame's reason is at most 123 bytes.
+fn close_text(reason: &CloseReason) -> String {
+    let mut text = reason.to_string();
+    if text.len() > 123 {
+        let mut end = 123;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+/// How to reach a WebSocket server.
+#[derive(Clone, Default)]
+pub struct Connector {
+    tls: Option<Arc<rustls::ClientConfig>>,
+    headers: http::HeaderMap,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector")
+            .field("tls", &self.tls.is_some())
+            .field("headers", &self.headers)
+            .finish()
+    }
+}
+
+impl Connector {
+    /// A connector for `ws://` URLs; add [`tls`](Self::tls) for `wss://`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The TLS settings for `wss://` URLs.
+    pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// A header to send with the upgrade request: an `Origin`, a cookie, a bearer token.
+    ///
+    /// # Panics
+    /// If `name` or `value` is not a valid header name or value.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        let name = http::HeaderName::from_bytes(name.as_bytes()).expect("valid header name");
+        let value = http::HeaderValue::from_str(value).expect("valid header value");
+        self.headers.append(name, value);
+        self
+    }
+
+    /// Connects to the gotalk endpoint at `url` (`ws://host:port/gotalk/` or `wss://…`),
+    /// declaring that this client understands RetryResult.
+    ///
+    /// # Errors
+    /// [`Error::Connect`] when the server cannot be reached or refuses the upgrade (the
+    /// message carries the HTTP status), [`Error::Closed`] when the gotalk handshake fails.
+    pub async fn connect(
+        &self,
+        url: &str,
+        handlers: Arc<Handlers>,
+        config: Config,
+    ) -> Result<Sock, Error> {
+        let uri: http::Uri =
+            with_retry_query(url).parse().map_err(|e| Error::Connect(format!("{url}: {e}")))?;
+        let secure = match uri.scheme_str() {
+            Some("ws") => false,
+            Some("wss") => true,
+            _ => return Err(Error::Connect(format!("{url}: not a ws:// or wss:// URL"))),
+        };
+        let host = uri.host().ok_or_else(|| Error::Connect(format!("{url}: no host")))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        let mut request =
+            uri.clone().into_client_request().map_err(|e| Error::Connect(e.to_string()))?;
+        for (name, value) in &self.headers {
+            request.headers_mut().append(name, value.clone());
+        }
+
+        let stream = TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| Error::Connect(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let (remote, local) = (stream.peer_addr().ok(), stream.local_addr().ok());
+        let info = ConnInfo::new(TransportKind::WebSocket, remote, local);
+        let timeout = config.handshake_timeout;
+        let upgrade = async {
+            if !secure {
+                return start(stream, request, handlers, config, info).await;
+            }
+            let tls = self.tls.clone().ok_or_else(|| {
+                Error::Connect(format!("{url}: wss:// needs a TLS configuration"))
+            })?;
+            let name = rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|e| Error::Connect(format!("invalid server name {host:?}: {e}")))?;
+            let stream = TlsConnector::from(tls)
+                .connect(name, stream)
+                .await
+                .map_err(|e| Error::Connect(format!("tls handshake: {e}")))?;
+            start(stream, request, handlers, config, info).await
+        };
+        tokio::time::timeout(timeout, upgrade)
+            .await
+            .map_err(|_| Error::Connect("websocket handshake timed out".into()))?
+    }
+}
+
+/// Upgrades `stream` with `request`, then runs the gotalk handshake over the socket.
+async fn start<S>(
+    stream: S,
+    request: http::Request<()>,
+    handlers: Arc<Handlers>,
+    config: Config,
+    info: ConnInfo,
+) -> Result<Sock, Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let upgrade =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(socket_config(&config)));
+    let (socket, _) = upgrade.await.map_err(|e| match e {
+        tungstenite::Error::Http(response) => {
+            let body = response.body().as_deref().map(String::from_utf8_lossy);
+            Error::Connect(format!(
+                "upgrade refused: {} {}",
+                response.status(),
+                body.unwrap_or_default().trim()
+            ))
+        }
+        e => Error::Connect(format!("websocket handshake: {e}")),
+    })?;
+    let (sink, stream) = socket.split();
+    Sock::start(WsReader(stream), WsWriter::new(sink), handlers, Arc::new(config), info).await
+}
+
+/// Connects to the gotalk endpoint at a `ws://` URL. See [`Connector`] for `wss://` and
+/// request headers.
+///
+/// # Errors
+/// As [`Connector::connect`].
+pub async fn connect(url: &str, handlers: Arc<Handlers>, config: Config) -> Result<Sock, Error> {
+    Connector::new().connect(url, handlers, config).await
+}
+
+/// `url` with [`RETRY_QUERY`] added to its query.
+fn with_retry_query(url: &str) -> String {
+    let (base, fragment) = url.split_once('#').map_or((url, None), |(b, f)| (b, Some(f)));
+    let mut out = String::from(base);
+    out.push(if base.contains('?') { '&' } else { '?' });
+    out.push_str(RETRY_QUERY);
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    out
+}
+
+/// True when a request's query declares that the client understands RetryResult.
+pub fn declares_retry(query: Option<&str>) -> bool {
+    query.is_some_and(|q| q.split('&').any(|pair| pair == RETRY_QUERY))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retry_declaration_is_added_to_any_url() {
+        assert_eq!(with_retry_query("ws://h/gotalk/"), "ws://h/gotalk/?gotalk-retry=1");
+        assert_eq!(with_retry_query("ws://h/g?a=1"), "ws://h/g?a=1&gotalk-retry=1");
+        assert_eq!(with_retry_query("ws://h/g#x"), "ws://h/g?gotalk-retry=1#x");
+    }
+
+    #[test]
+    fn the_retry_declaration_is_recognised_only_as_a_whole_parameter() {
+        assert!(declares_retry(Some("gotalk-retry=1")));
+        assert!(declares_retry(Some("token=abc&gotalk-retry=1")));
+        assert!(!declares_retry(Some("xgotalk-retry=1")));
+        assert!(!declares_retry(Some("gotalk-retry=10")));
+        assert!(!declares_retry(None));
+    }
+
+    #[test]
+    fn close_reasons_are_cut_to_fit_a_close_frame() {
+        let long = CloseReason::Io("é".repeat(100));
+        let text = close_text(&long);
+        assert!(text.len() <= 123 && text.len() >= 121, "{}", text.len());
+        assert!(long.to_string().starts_with(&text));
+        assert_eq!(close_code(&CloseReason::Shutdown), CLOSE_GOING_AWAY);
+        assert_eq!(close_code(&CloseReason::Ended), CLOSE_NORMAL);
+    }
+}
