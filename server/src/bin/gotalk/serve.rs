@@ -1,34 +1,62 @@
-//! `gotalk serve`: the server on embedded defaults, with a few demo operations.
+//! `gotalk serve`: the gateway on embedded defaults: the demo page and gotalk over WebSocket
+//! on HTTP, gotalk over TCP beside it, one registry of demo operations for both.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use gotalk::{Config, Handlers};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use futures_util::future::join_all;
+use gotalk::assets::Assets;
+use gotalk::{Config, Connections, Gateway, Handlers};
+use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::compression::CompressionLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
 
 /// `gotalk serve`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
+    /// Where HTTP listens: the demo page at `/`, gotalk over WebSocket at `/gotalk/`.
+    #[arg(long, default_value = "127.0.0.1:1234", value_name = "ADDR")]
+    http: String,
     /// Where gotalk over TCP listens.
     #[arg(long, default_value = "127.0.0.1:1235", value_name = "ADDR")]
     tcp: String,
-    /// Serve TLS with this PEM certificate chain (needs --tls-key).
+    /// Serve TLS (https, wss and TLS over TCP) with this PEM certificate chain (needs
+    /// --tls-key).
     #[arg(long, value_name = "PEM", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// The PEM private key for --tls-cert.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Also let pages from this origin open WebSockets (`https://app.example`, `null`, or
+    /// `*` for any). Pages from the server's own origin and non-browser clients are always
+    /// allowed. Repeat for several.
+    #[arg(long = "allow-origin", value_name = "ORIGIN", value_parser = parse_origin)]
+    allow_origins: Vec<String>,
     #[command(flatten)]
     limits: LimitArgs,
-    /// How many connections may be open at once.
+    /// How many connections may be open at once, per transport.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
     /// Seconds to let requests in flight finish at shutdown.
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
     shutdown_timeout: f64,
+}
+
+fn parse_origin(text: &str) -> Result<String, String> {
+    if gotalk::gateway::valid_origin(text) {
+        Ok(text.to_owned())
+    } else {
+        Err("expected scheme://host[:port], null or *".into())
+    }
 }
 
 /// Per-connection limits, shared by every server the command runs.
@@ -87,10 +115,16 @@ struct GreetOut {
     greeting: String,
 }
 
-/// The operations `serve` offers out of the box.
-fn demo_handlers() -> Handlers {
+/// The operations `serve` offers out of the box. `broadcast` reaches every connection,
+/// browser or program, through `everyone`.
+fn demo_handlers(everyone: Connections) -> Handlers {
     let mut handlers = Handlers::new();
+    let registry = everyone.clone();
     handlers
+        .on_connect(move |sock| {
+            registry.insert(&sock);
+            async {}
+        })
         .handle_buffer("echo", |_sock, payload| async move { Ok::<_, String>(payload) })
         .handle("greet", |_sock, input: GreetIn| async move {
             Ok::<_, String>(GreetOut { greeting: format!("Hello {}", input.name) })
@@ -100,8 +134,39 @@ fn demo_handlers() -> Handlers {
                 output.send(part).await?;
             }
             Ok::<_, gotalk::Error>(())
+        })
+        .handle_buffer("broadcast", move |_sock, message: Bytes| {
+            let socks = everyone.socks();
+            async move {
+                let sends = socks.iter().map(|s| s.buffer_notify("broadcast", message.clone()));
+                let reached = join_all(sends).await.into_iter().filter(Result::is_ok).count();
+                Ok::<_, String>(Bytes::from(reached.to_string()))
+            }
         });
     handlers
+}
+
+/// Connection counts, as JSON.
+#[derive(Serialize)]
+struct Stats {
+    tcp: usize,
+    websocket: usize,
+}
+
+/// The HTTP app: the demo site at `/`, the gateway at `/gotalk/`, `/stats`.
+fn app(gateway: &Gateway, tcp: Connections) -> Router {
+    let ws = gateway.connections();
+    let stats = get(move || {
+        let stats = Stats { tcp: tcp.len(), websocket: ws.len() };
+        let json = serde_json::to_string(&stats).unwrap_or_default();
+        async move { ([(http::header::CONTENT_TYPE, "application/json")], json) }
+    });
+    Router::new()
+        .route("/stats", stats.layer(CompressionLayer::new()))
+        .nest_service("/gotalk", gateway.router())
+        .fallback_service(Assets::site().into_router())
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, HTTP_TIMEOUT))
+        .layer(TraceLayer::new_for_http())
 }
 
 /// Resolves on ctrl-c or SIGTERM.
@@ -127,26 +192,74 @@ pub(crate) async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// How long one plain HTTP request may take. WebSockets are not affected: their upgrade
+/// response is immediate.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let config = args.limits.config()?;
-    let mut server = gotalk::tcp::Server::new(Arc::new(demo_handlers()), config)
-        .max_connections(args.max_connections)
-        .shutdown_timeout(seconds(args.shutdown_timeout)?);
-    let scheme = if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        let cert = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
-        let key = std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
-        server = server.tls(gotalk::tls::server_config(&cert, &key)?);
-        "tls"
-    } else {
-        "tcp"
+    let shutdown_timeout = seconds(args.shutdown_timeout)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let cert =
+                std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+            let key = std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
+            Some(gotalk::tls::server_config(&cert, &key)?)
+        }
+        _ => None,
     };
-    let listener = TcpListener::bind(&args.tcp)
+    let everyone = Connections::default();
+    let handlers = Arc::new(demo_handlers(everyone));
+
+    let mut tcp = gotalk::tcp::Server::new(handlers.clone(), config.clone())
+        .max_connections(args.max_connections)
+        .shutdown_timeout(shutdown_timeout);
+    let mut gateway = Gateway::new(handlers, config)
+        .max_connections(args.max_connections)
+        .shutdown_timeout(shutdown_timeout);
+    for origin in &args.allow_origins {
+        gateway = gateway.allow_origin(origin);
+    }
+    let mut http = gotalk::http::Server::new(app(&gateway, tcp.connections()))
+        .max_connections(args.max_connections)
+        .shutdown_timeout(shutdown_timeout);
+    if let Some(tls) = &tls {
+        tcp = tcp.tls(tls.clone());
+        http = http.tls(tls.clone());
+    }
+
+    let http_listener = TcpListener::bind(&args.http)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.http))?;
+    let tcp_listener = TcpListener::bind(&args.tcp)
         .await
         .with_context(|| format!("cannot listen on {}", args.tcp))?;
-    let addr = listener.local_addr()?;
-    tracing::info!("gotalk over {scheme} on {scheme}://{addr}");
-    println!("gotalk listening on {scheme}://{addr}");
-    println!("try: gotalk call {scheme}://{addr} greet '{{\"name\":\"you\"}}'");
-    server.run(listener, shutdown_signal()).await?;
+    let (http_addr, tcp_addr) = (http_listener.local_addr()?, tcp_listener.local_addr()?);
+    let (web, ws, raw) =
+        if tls.is_some() { ("https", "wss", "tls") } else { ("http", "ws", "tcp") };
+    tracing::info!(
+        "demo on {web}://{http_addr}/, gotalk on {ws}://{http_addr}/gotalk/ and {raw}://{tcp_addr}"
+    );
+    println!("gotalk demo:      {web}://{http_addr}/");
+    println!("gotalk websocket: {ws}://{http_addr}/gotalk/");
+    println!("gotalk tcp:       {raw}://{tcp_addr}");
+    println!("try: gotalk call {raw}://{tcp_addr} greet '{{\"name\":\"you\"}}'");
+
+    let stop = CancellationToken::new();
+    let signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        signal.cancel();
+    });
+    let (http_result, tcp_result, ()) = tokio::join!(
+        http.run(http_listener, gateway.shutdown_signal(stop.clone().cancelled_owned())),
+        tcp.run(tcp_listener, stop.clone().cancelled_owned()),
+        async {
+            stop.cancelled().await;
+            gateway.shutdown().await;
+        },
+    );
+    http_result?;
+    tcp_result?;
     Ok(())
 }
