@@ -1,12 +1,16 @@
 //! A gotalk server that other implementations are tested against.
 //!
 //! ```text
-//! cargo run -p gotalk --example interop -- --tcp 127.0.0.1:0 [--request-limit N]
-//!     [--stream-limit N] [--min-wait MS] [--max-wait MS] [--read-timeout S] [--heartbeat S]
+//! cargo run -p gotalk --example interop -- --tcp 127.0.0.1:0 [--http 127.0.0.1:0]
+//!     [--request-limit N] [--stream-limit N] [--min-wait MS] [--max-wait MS]
+//!     [--read-timeout S] [--heartbeat S]
 //! ```
 //!
-//! It prints `tcp <addr>` on stdout once listening, so a test can start it on port 0. On
-//! connect it notifies `hello` with `{"msg":"welcome","transport":"tcp"}`. Operations:
+//! It prints `tcp <addr>` on stdout once listening, then `http <addr>` when `--http` is given,
+//! so a test can start it on port 0. With `--http` the same operations are served over
+//! WebSocket at `ws://<addr>/gotalk/` (and the browser client at `/gotalk/gotalk.js`). On
+//! connect it notifies `hello` with `{"msg":"welcome","transport":"tcp"}` (or
+//! `"websocket"`). Operations:
 //! `echo`, `echo-json`, `greet`, `fail`, `panic`, `empty`, `sleep`, `notify-me`,
 //! `reverse-echo`, `close-me`, and the streams `stream-echo` and `stream-fail`; the
 //! notification `echo-note` is answered with `echo-note-reply`.
@@ -27,6 +31,9 @@ struct Args {
     /// Where gotalk over TCP listens.
     #[arg(long, default_value = "127.0.0.1:0")]
     tcp: String,
+    /// Where HTTP listens, with gotalk over WebSocket at /gotalk/; off when left out.
+    #[arg(long)]
+    http: Option<String>,
     /// Requests handled at once per connection.
     #[arg(long)]
     request_limit: Option<u32>,
@@ -143,9 +150,20 @@ fn handlers() -> Handlers {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_writer(std::io::stderr).init();
     let args = Args::parse();
-    let server = gotalk::tcp::Server::new(Arc::new(handlers()), config(&args)?);
+    let config = config(&args)?;
+    let handlers = Arc::new(handlers());
+    let server = gotalk::tcp::Server::new(handlers.clone(), config.clone());
     let listener = tokio::net::TcpListener::bind(&args.tcp).await?;
     println!("tcp {}", listener.local_addr()?);
-    server.run(listener, tokio::signal::ctrl_c()).await?;
+    let Some(http) = &args.http else {
+        server.run(listener, tokio::signal::ctrl_c()).await?;
+        return Ok(());
+    };
+    let gateway = gotalk::Gateway::new(handlers, config);
+    let app = axum::Router::new().nest_service("/gotalk", gateway.router());
+    let http_listener = tokio::net::TcpListener::bind(http).await?;
+    println!("http {}", http_listener.local_addr()?);
+    let http = gotalk::http::Server::new(app);
+    gateway.run(http, http_listener, Some((server, listener)), tokio::signal::ctrl_c()).await?;
     Ok(())
 }

@@ -18,6 +18,20 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// The fixture with `args`, and the address it printed; killed when dropped.
 async fn fixture(args: &[&str]) -> (Child, String) {
+    let (child, mut lines) = fixture_lines(args).await;
+    let addr = lines.remove(0).strip_prefix("tcp ").expect("`tcp ADDR` line").to_owned();
+    (child, addr)
+}
+
+/// The fixture with `--http` too, and its WebSocket URL.
+async fn fixture_ws() -> (Child, String) {
+    let (child, lines) = fixture_lines(&["--http", "127.0.0.1:0"]).await;
+    let http = lines[1].strip_prefix("http ").expect("`http ADDR` line");
+    (child, format!("ws://{http}/gotalk/"))
+}
+
+/// The fixture with `args`, and the lines it printed when it started listening.
+async fn fixture_lines(args: &[&str]) -> (Child, Vec<String>) {
     let path =
         PathBuf::from(env!("CARGO_BIN_EXE_gotalk")).with_file_name("examples").join("interop");
     let mut child = Command::new(path)
@@ -28,14 +42,18 @@ async fn fixture(args: &[&str]) -> (Child, String) {
         .kill_on_drop(true)
         .spawn()
         .expect("start examples/interop (built by cargo test)");
-    let mut line = String::new();
-    let stdout = child.stdout.take().expect("stdout");
-    tokio::time::timeout(WAIT, BufReader::new(stdout).read_line(&mut line))
-        .await
-        .expect("fixture prints its address")
-        .expect("read address");
-    let addr = line.trim().strip_prefix("tcp ").expect("`tcp ADDR` line").to_owned();
-    (child, addr)
+    let expected = if args.contains(&"--http") { 2 } else { 1 };
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut printed = Vec::new();
+    while printed.len() < expected {
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("fixture prints its address")
+            .expect("read address")
+            .expect("an address line");
+        printed.push(line.trim().to_owned());
+    }
+    (child, printed)
 }
 
 /// A client whose notifications arrive on the returned channel as (name, payload), and that
@@ -51,12 +69,32 @@ async fn client(addr: &str, config: Config) -> (Sock, mpsc::UnboundedReceiver<(S
         .handle_buffer("client-echo", |_sock, payload: Bytes| async move {
             Ok::<_, String>(Bytes::from([&b"client:"[..], &payload].concat()))
         });
-    let sock = gotalk::tcp::connect(addr, Arc::new(handlers), config).await.expect("connect");
-    (sock, rx)
+    let sock = if addr.starts_with("ws://") {
+        gotalk::ws::connect(addr, Arc::new(handlers), config).await
+    } else {
+        gotalk::tcp::connect(addr, Arc::new(handlers), config).await
+    };
+    (sock.expect("connect"), rx)
 }
 
 async fn next_note(rx: &mut mpsc::UnboundedReceiver<(String, Bytes)>) -> (String, Bytes) {
     tokio::time::timeout(WAIT, rx.recv()).await.expect("a notification").expect("open")
+}
+
+#[tokio::test]
+async fn the_same_operations_over_websocket() {
+    let (_child, url) = fixture_ws().await;
+    let (sock, mut notes) = client(&url, Config::default()).await;
+    let hello = next_note(&mut notes).await;
+    let hello: serde_json::Value = serde_json::from_slice(&hello.1).unwrap();
+    assert_eq!(hello, serde_json::json!({ "msg": "welcome", "transport": "websocket" }));
+    assert_eq!(&sock.buffer_request("reverse-echo", "ws").await.unwrap()[..], b"client:ws");
+    let (mut tx, rx) = sock.stream_request("stream-echo", "a").await.unwrap();
+    tx.write("b").await.unwrap();
+    tx.end().await.unwrap();
+    assert_eq!(rx.collect().await.unwrap(), "ab");
+    let sleep: u64 = sock.request("sleep", &10u64).await.unwrap();
+    assert_eq!(sleep, 10);
 }
 
 #[tokio::test]

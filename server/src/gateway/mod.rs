@@ -14,9 +14,8 @@
 //! let gateway = gotalk::Gateway::new(Arc::new(handlers), Default::default());
 //! let app = axum::Router::new().nest_service("/gotalk", gateway.router());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:1234").await?;
-//! gotalk::http::serve(listener, app, None, gateway.shutdown_signal(tokio::signal::ctrl_c()))
-//!     .await?;
-//! gateway.shutdown().await;
+//! let http = gotalk::http::Server::new(app);
+//! gateway.run(http, listener, None, tokio::signal::ctrl_c()).await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -27,6 +26,7 @@
 mod origin;
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -38,6 +38,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use futures_util::StreamExt;
 use http::StatusCode;
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -225,6 +226,42 @@ impl Gateway {
             signal.await;
             stopping.cancel();
         }
+    }
+
+    /// Runs `http` (an app that mounts this gateway) on `listener`, and the TCP server on its
+    /// own listener if given, until `shutdown` completes. Then all of them stop accepting and
+    /// drain together: HTTP requests, WebSockets (closed with 1001) and TCP connections.
+    ///
+    /// # Errors
+    /// As [`http::Server::run`](crate::http::Server::run) and
+    /// [`tcp::Server::run`](crate::tcp::Server::run).
+    pub async fn run(
+        &self,
+        http: crate::http::Server,
+        listener: TcpListener,
+        tcp: Option<(crate::tcp::Server, TcpListener)>,
+        shutdown: impl Future,
+    ) -> io::Result<()> {
+        let stop = CancellationToken::new();
+        let tcp = async {
+            match tcp {
+                Some((server, listener)) => server.run(listener, stop.cancelled()).await,
+                None => Ok(()),
+            }
+        };
+        let ((), http, tcp, ()) = tokio::join!(
+            async {
+                shutdown.await;
+                stop.cancel();
+            },
+            http.run(listener, self.shutdown_signal(stop.cancelled())),
+            tcp,
+            async {
+                stop.cancelled().await;
+                self.shutdown().await;
+            },
+        );
+        http.and(tcp)
     }
 
     async fn upgrade(&self, request: Request) -> Response {

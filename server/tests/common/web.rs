@@ -51,17 +51,9 @@ impl WebServer {
         let handle = tokio::spawn({
             let (gateway, stop) = (gateway.clone(), stop.clone());
             async move {
-                let signal = gateway.shutdown_signal(stop.clone().cancelled_owned());
-                let (h, t, ()) = tokio::join!(
-                    gotalk::http::serve(http_listener, app, None, signal),
-                    tcp_server.run(tcp_listener, stop.clone().cancelled_owned()),
-                    async {
-                        stop.cancelled().await;
-                        gateway.shutdown().await;
-                    },
-                );
-                h.unwrap();
-                t.unwrap();
+                let http = gotalk::http::Server::new(app);
+                let tcp = Some((tcp_server, tcp_listener));
+                gateway.run(http, http_listener, tcp, stop.cancelled_owned()).await.unwrap();
             }
         });
         WebServer { http, tcp, gateway, tcp_connections, stop, handle }

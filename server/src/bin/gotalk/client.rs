@@ -41,6 +41,8 @@ pub(crate) enum Url {
     Tcp(String),
     /// `tls://host:port`.
     Tls { addr: String, host: String },
+    /// `ws://host:port/path` or `wss://host:port/path`, the whole URL.
+    Ws(String),
 }
 
 impl Url {
@@ -48,10 +50,20 @@ impl Url {
         let bad = |why: &str| {
             failure(
                 2,
-                format!("invalid url {text:?}: {why}; expected tcp://host:port or tls://host:port"),
+                format!(
+                    "invalid url {text:?}: {why}; expected tcp://host:port, tls://host:port, \
+                     ws://host:port/path or wss://host:port/path"
+                ),
             )
         };
         let (scheme, rest) = text.split_once("://").unwrap_or(("tcp", text));
+        if scheme == "ws" || scheme == "wss" {
+            let uri: http::Uri = text.parse().map_err(|e| bad(&format!("{e}")))?;
+            if uri.host().is_none_or(str::is_empty) {
+                return Err(bad("no host"));
+            }
+            return Ok(Url::Ws(text.to_owned()));
+        }
         if scheme != "tcp" && scheme != "tls" {
             return Err(bad(&format!("unsupported scheme {scheme:?}")));
         }
@@ -74,6 +86,7 @@ impl fmt::Display for Url {
         match self {
             Url::Tcp(addr) => write!(f, "tcp://{addr}"),
             Url::Tls { addr, .. } => write!(f, "tls://{addr}"),
+            Url::Ws(url) => f.write_str(url),
         }
     }
 }
@@ -81,9 +94,10 @@ impl fmt::Display for Url {
 /// Where to connect and how.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Target {
-    /// The server: tcp://host:port, tls://host:port, or host:port.
+    /// The server: tcp://host:port, tls://host:port, host:port, or a WebSocket endpoint such
+    /// as ws://host:port/gotalk/ or wss://….
     url: String,
-    /// For tls:// urls: a PEM file with the certificate authorities to trust.
+    /// For tls:// and wss:// urls: a PEM file with the certificate authorities to trust.
     #[arg(long, value_name = "PEM")]
     ca: Option<PathBuf>,
     /// Give up after this many seconds.
@@ -142,18 +156,23 @@ async fn connect(target: &Target, handlers: Handlers) -> anyhow::Result<Sock> {
     let url = Url::parse(&target.url)?;
     let handlers = Arc::new(handlers);
     let config = Config::default();
+    let tls = || -> anyhow::Result<_> {
+        let ca = target.ca.as_ref().ok_or_else(|| {
+            failure(2, format!("{url} needs --ca with the certificate authority to trust"))
+        })?;
+        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+        gotalk::tls::client_config(&pem).map_err(|e| failure(2, format!("{}: {e}", ca.display())))
+    };
     let connecting = async {
         match &url {
             Url::Tcp(addr) => gotalk::tcp::connect(addr.as_str(), handlers, config).await,
             Url::Tls { addr, host } => {
-                let ca = target.ca.as_ref().ok_or_else(|| {
-                    failure(2, "tls:// needs --ca with the certificate authority to trust")
-                })?;
-                let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-                let tls = gotalk::tls::client_config(&pem)
-                    .map_err(|e| failure(2, format!("{}: {e}", ca.display())))?;
-                gotalk::tcp::connect_tls(addr.as_str(), host, tls, handlers, config).await
+                gotalk::tcp::connect_tls(addr.as_str(), host, tls()?, handlers, config).await
             }
+            Url::Ws(ws) if ws.starts_with("wss:") => {
+                gotalk::ws::Connector::new().tls(tls()?).connect(ws, handlers, config).await
+            }
+            Url::Ws(ws) => gotalk::ws::connect(ws, handlers, config).await,
         }
         .map_err(|e| failure(3, format!("cannot connect to {url}: {}", connect_error(&e))))
     };
@@ -241,7 +260,20 @@ mod tests {
             Url::parse("tls://example.com:443/").unwrap(),
             Url::Tls { addr: "example.com:443".into(), host: "example.com".into() }
         );
-        for bad in ["http://x:1", "tcp://nohost", "tcp://:80", "tcp://x:99999", "tcp://x:port"] {
+        assert_eq!(
+            Url::parse("ws://127.0.0.1:1234/gotalk/").unwrap(),
+            Url::Ws("ws://127.0.0.1:1234/gotalk/".into())
+        );
+        assert!(matches!(Url::parse("wss://example.com/gotalk/").unwrap(), Url::Ws(_)));
+        for bad in [
+            "http://x:1",
+            "ws:///gotalk/",
+            "ws://bad host/",
+            "tcp://nohost",
+            "tcp://:80",
+            "tcp://x:99999",
+            "tcp://x:port",
+        ] {
             let e = Url::parse(bad).unwrap_err();
             assert_eq!(exit_code(&e), 2, "{bad}");
             assert!(e.to_string().contains("invalid url"), "{e}");

@@ -15,7 +15,6 @@ use gotalk::{Config, Connections, Gateway, Handlers};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tower_http::compression::CompressionLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -245,21 +244,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     println!("gotalk tcp:       {raw}://{tcp_addr}");
     println!("try: gotalk call {raw}://{tcp_addr} greet '{{\"name\":\"you\"}}'");
 
-    let stop = CancellationToken::new();
-    let signal = stop.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        signal.cancel();
-    });
-    let (http_result, tcp_result, ()) = tokio::join!(
-        http.run(http_listener, gateway.shutdown_signal(stop.clone().cancelled_owned())),
-        tcp.run(tcp_listener, stop.clone().cancelled_owned()),
-        async {
-            stop.cancelled().await;
-            gateway.shutdown().await;
-        },
-    );
-    http_result?;
-    tcp_result?;
+    gateway.run(http, http_listener, Some((tcp, tcp_listener)), shutdown_signal()).await?;
     Ok(())
 }

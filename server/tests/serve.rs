@@ -1,0 +1,107 @@
+//! `gotalk serve` as a real process: the demo page, one registry behind WebSocket and TCP,
+//! and a graceful shutdown on SIGTERM that lets a request in flight finish and exits 0.
+
+mod common;
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::within;
+use gotalk::{CloseReason, Config, Handlers};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+/// The server, and the three URLs it printed.
+struct Served {
+    child: Child,
+    http: String,
+    ws: String,
+    tcp: String,
+}
+
+async fn serve() -> Served {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gotalk"))
+        .args(["serve", "--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--shutdown-timeout", "5"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start gotalk serve");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = async |prefix: &str| {
+        let line = within("serve prints its addresses", lines.next_line()).await.unwrap().unwrap();
+        line.strip_prefix(prefix).unwrap_or_else(|| panic!("{line:?}")).trim().to_owned()
+    };
+    let http = next("gotalk demo:").await;
+    let ws = next("gotalk websocket:").await;
+    let tcp = next("gotalk tcp:").await;
+    Served { child, http, ws, tcp }
+}
+
+/// A plain HTTP/1.1 GET, returning the whole response.
+async fn get(http: &str, path: &str) -> String {
+    let authority = http.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = TcpStream::connect(authority).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    within("http response", stream.read_to_string(&mut response)).await.unwrap();
+    response
+}
+
+#[tokio::test]
+async fn serve_runs_the_demo_over_http_websocket_and_tcp_and_stops_gracefully() {
+    let mut served = serve().await;
+    let page = get(&served.http, "/").await;
+    assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+    assert!(page.contains("content-type: text/html; charset=utf-8"), "{page}");
+    assert!(page.contains("<title>gotalk demo</title>"), "{page}");
+
+    // A browser-like WebSocket client and a TCP program, one registry: the program's
+    // broadcast reaches the browser.
+    let (notes_tx, mut notes) = tokio::sync::mpsc::unbounded_channel();
+    let mut browser_handlers = Handlers::new();
+    browser_handlers.handle_buffer_notification("broadcast", move |_sock, payload: Bytes| {
+        let _ = notes_tx.send(payload);
+        async {}
+    });
+    let browser = gotalk::ws::connect(&served.ws, Arc::new(browser_handlers), Config::default())
+        .await
+        .expect("websocket connect");
+    let tcp_addr = served.tcp.trim_start_matches("tcp://").to_owned();
+    let program =
+        gotalk::tcp::connect(tcp_addr.as_str(), Arc::new(Handlers::new()), Config::default())
+            .await
+            .expect("tcp connect");
+    let greeting: serde_json::Value =
+        browser.request("greet", &serde_json::json!({"name": "browser"})).await.unwrap();
+    assert_eq!(greeting["greeting"], "Hello browser");
+    assert_eq!(program.buffer_request("broadcast", "hi all").await.unwrap(), "2");
+    assert_eq!(within("broadcast", notes.recv()).await.unwrap(), "hi all");
+    let stats = get(&served.http, "/stats").await;
+    assert!(stats.ends_with(r#"{"tcp":1,"websocket":1}"#), "{stats}");
+
+    // A stream request in flight when SIGTERM arrives is allowed to finish.
+    let (mut tx, mut rx) = browser.stream_request("stream-echo", "before").await.unwrap();
+    assert_eq!(rx.next().await.unwrap().unwrap(), "before");
+    let pid = served.child.id().unwrap().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+    assert!(killed.success());
+    within("listener closed", async {
+        while TcpStream::connect(tcp_addr.as_str()).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    tx.write("during shutdown").await.unwrap();
+    assert_eq!(rx.next().await.unwrap().unwrap(), "during shutdown");
+    tx.end().await.unwrap();
+    assert_eq!(rx.next().await.unwrap(), None);
+
+    assert_eq!(within("browser closed", browser.closed()).await, CloseReason::PeerClosed);
+    let status = within("serve exits", served.child.wait()).await.unwrap();
+    assert_eq!(status.code(), Some(0), "exit status after SIGTERM");
+}
