@@ -153,3 +153,34 @@ async fn plain_tcp_client_cannot_talk_to_a_tls_server() {
     let rest = peer.read_to_end().await;
     assert!(!rest.starts_with(b"01"), "a TLS server must not speak plain gotalk: {rest:?}");
 }
+
+#[tokio::test]
+async fn websocket_over_tls_through_the_gateway() {
+    let (server_tls, client_tls) = tls_configs();
+    let server = common::web::WebServer::start_with(
+        common::handlers(),
+        Config::default(),
+        |g| g,
+        |http| http.tls(server_tls),
+    )
+    .await;
+    let url = format!("wss://localhost:{}/gotalk/", server.http.port());
+    let client = within(
+        "wss connect",
+        gotalk::ws::Connector::new().tls(client_tls).connect(
+            &url,
+            Arc::new(Handlers::new()),
+            Config::default(),
+        ),
+    )
+    .await
+    .expect("wss connect");
+    assert_eq!(client.info().transport, TransportKind::WebSocket);
+    assert_eq!(client.buffer_request("echo", "secure").await.unwrap(), "secure");
+
+    // Without TLS settings a wss:// URL fails with an error that says so.
+    let err =
+        gotalk::ws::connect(&url, Arc::new(Handlers::new()), Config::default()).await.unwrap_err();
+    assert!(matches!(err, Error::Connect(ref m) if m.contains("TLS")), "{err}");
+    server.stop().await;
+}

@@ -39,6 +39,16 @@ impl WebServer {
         config: Config,
         gateway: impl FnOnce(Gateway) -> Gateway,
     ) -> WebServer {
+        Self::start_with(handlers, config, gateway, |http| http).await
+    }
+
+    /// [`start`](Self::start), where `adjust_http` may also adjust the HTTP server.
+    pub(crate) async fn start_with(
+        handlers: Handlers,
+        config: Config,
+        gateway: impl FnOnce(Gateway) -> Gateway,
+        adjust_http: impl FnOnce(gotalk::http::Server) -> gotalk::http::Server,
+    ) -> WebServer {
         let handlers = Arc::new(handlers);
         let gateway = gateway(Gateway::new(handlers.clone(), config.clone()));
         let tcp_server = gotalk::tcp::Server::new(handlers, config);
@@ -47,13 +57,13 @@ impl WebServer {
         let tcp_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (http, tcp) = (http_listener.local_addr().unwrap(), tcp_listener.local_addr().unwrap());
         let app = axum::Router::new().nest_service("/gotalk", gateway.router());
+        let http_server = adjust_http(gotalk::http::Server::new(app));
         let stop = CancellationToken::new();
         let handle = tokio::spawn({
             let (gateway, stop) = (gateway.clone(), stop.clone());
             async move {
-                let http = gotalk::http::Server::new(app);
                 let tcp = Some((tcp_server, tcp_listener));
-                gateway.run(http, http_listener, tcp, stop.cancelled_owned()).await.unwrap();
+                gateway.run(http_server, http_listener, tcp, stop.cancelled_owned()).await.unwrap();
             }
         });
         WebServer { http, tcp, gateway, tcp_connections, stop, handle }
@@ -181,6 +191,18 @@ impl WsPeer {
             ),
             other => {
                 panic!("expected binary {:?}, got {other:?}", String::from_utf8_lossy(expected))
+            }
+        }
+    }
+
+    /// Waits for the server to end the connection: a close frame, an error or the end of
+    /// the stream. Fails on a data message.
+    pub(crate) async fn expect_end(&mut self) {
+        loop {
+            match within("end of the websocket", self.socket.next()).await {
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(other)) => panic!("expected the end, got {other:?}"),
             }
         }
     }
