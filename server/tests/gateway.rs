@@ -258,6 +258,33 @@ async fn on_connect_can_refuse_an_upgrade_and_tell_handlers_who_connected() {
 }
 
 #[tokio::test]
+async fn a_panicking_on_connect_hook_costs_one_upgrade_a_500() {
+    let server = WebServer::start(handlers(), Config::default(), |g| {
+        g.on_connect(|request: gotalk::UpgradeRequest| async move {
+            if request.uri.query() == Some("boom") {
+                panic!("hook failure");
+            }
+            Ok(request)
+        })
+    })
+    .await;
+    let refused = WsPeer::upgrade(&server.url("boom"), &[]).await.err().expect("refused");
+    assert_eq!((refused.status, refused.body.as_str()), (500, "on_connect failed"));
+    let client = server.connect(Handlers::new()).await;
+    assert_eq!(client.buffer_request("echo", "still up").await.unwrap(), "still up");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn pings_are_answered() {
+    let server = WebServer::start(handlers(), Config::default(), |g| g).await;
+    let mut peer = WsPeer::connect(&server.url("")).await;
+    peer.ping(b"are you there").await;
+    assert_eq!(peer.raw_message().await, Message::Pong(Bytes::from_static(b"are you there")));
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_client_that_cannot_take_retry_results_has_requests_held_not_dropped() {
     let mut config = Config::default();
     config.request_limit(2).retry_wait(Duration::from_millis(10), Duration::from_millis(40));

@@ -28,6 +28,7 @@ mod origin;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +37,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use http::StatusCode;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -286,11 +287,18 @@ impl Gateway {
         let mut request = UpgradeRequest::new(parts.uri, parts.headers);
         request.extensions = parts.extensions;
         if let Some(hook) = &self.on_connect {
-            request = match hook(request).await {
-                Ok(request) => request,
-                Err(refusal) => {
+            // A panicking hook costs this request a 500, not the HTTP connection's task.
+            let checked = AssertUnwindSafe(async { hook(request).await }).catch_unwind().await;
+            request = match checked {
+                Ok(Ok(request)) => request,
+                Ok(Err(refusal)) => {
                     tracing::debug!(status = %refusal.status, "websocket refused by on_connect");
                     return refusal.into_response();
+                }
+                Err(_) => {
+                    tracing::error!("on_connect panicked");
+                    let status = StatusCode::INTERNAL_SERVER_ERROR;
+                    return Refusal::new(status, "on_connect failed").into_response();
                 }
             };
         }

@@ -170,6 +170,19 @@ impl WsPeer {
         self.socket.send(Message::text(text)).await.unwrap();
     }
 
+    /// Sends a ping.
+    pub(crate) async fn ping(&mut self, data: &[u8]) {
+        self.socket.send(Message::Ping(Bytes::copy_from_slice(data))).await.unwrap();
+    }
+
+    /// The next message of any kind.
+    pub(crate) async fn raw_message(&mut self) -> Message {
+        match within("websocket message", self.socket.next()).await {
+            Some(Ok(message)) => message,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
     /// The next data or close message.
     pub(crate) async fn message(&mut self) -> Message {
         loop {
