@@ -4,8 +4,9 @@
 //! streaming requests and results, notifications and heartbeats are multiplexed over a
 //! single TCP or WebSocket connection, in the wire format of the Go package and gotalk.js,
 //! byte for byte. This crate is the Rust peer: a [`Sock`] per connection, a shared
-//! [`Handlers`] registry, per-connection limits in [`Config`], and the TCP (and TLS)
-//! transport.
+//! [`Handlers`] registry, per-connection limits in [`Config`], the TCP (and TLS) transport,
+//! and the [`Gateway`]: gotalk over WebSocket for browsers, as an axum router, on the same
+//! registry as TCP.
 //!
 //! Unlike the reference peers, every limit is enforced before memory is spent: payload size,
 //! name length, requests and streams in flight, queued bytes, handshake, read and write
