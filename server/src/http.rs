@@ -25,6 +25,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
 
+/// The address a request came in on, in each request's extensions (as axum's
+/// `ConnectInfo<SocketAddr>` holds the peer's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalAddr(pub SocketAddr);
+
 /// Serves an axum app over HTTP/1.1 (and HTTPS with [`tls`](Self::tls)).
 #[derive(Clone)]
 pub struct Server {
@@ -104,12 +109,14 @@ impl Server {
             let server = self.clone();
             let stopping = stopping.clone();
             tasks.spawn(async move {
+                let local = stream.local_addr().ok();
+                let addrs = (peer, local);
                 match &server.tls {
-                    None => server.connection(stream, peer, stopping).await,
+                    None => server.connection(stream, addrs, stopping).await,
                     Some(acceptor) => {
                         let handshake = acceptor.accept(stream);
                         match tokio::time::timeout(server.header_timeout, handshake).await {
-                            Ok(Ok(tls)) => server.connection(tls, peer, stopping).await,
+                            Ok(Ok(tls)) => server.connection(tls, addrs, stopping).await,
                             Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake"),
                             Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
                         }
@@ -128,13 +135,20 @@ impl Server {
         Ok(())
     }
 
-    async fn connection<S>(&self, stream: S, peer: SocketAddr, stopping: CancellationToken)
-    where
+    async fn connection<S>(
+        &self,
+        stream: S,
+        (peer, local): (SocketAddr, Option<SocketAddr>),
+        stopping: CancellationToken,
+    ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let app = self.app.clone();
         let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
+            if let Some(local) = local {
+                request.extensions_mut().insert(LocalAddr(local));
+            }
             let mut app = app.clone();
             async move { Ok::<_, Infallible>(app.call(request).await.unwrap_or_else(|e| match e {})) }
         });

@@ -221,6 +221,9 @@ async fn on_connect_can_refuse_an_upgrade_and_tell_handlers_who_connected() {
         let request = sock.info().request.clone().expect("a websocket has its request");
         let user = request.extensions.get::<User>().expect("set by on_connect").0.clone();
         let agent = request.headers.get("x-client").map(|v| v.to_str().unwrap().to_owned());
+        let info = sock.info();
+        assert!(info.remote_addr.is_some_and(|a| a.ip().is_loopback()), "{info:?}");
+        assert!(info.local_addr.is_some_and(|a| a.ip().is_loopback()), "{info:?}");
         Ok::<_, String>(Bytes::from(format!("{user} via {}", agent.unwrap_or_default())))
     });
     let server = WebServer::start(h, Config::default(), |g| {

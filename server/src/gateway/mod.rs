@@ -284,6 +284,7 @@ impl Gateway {
             return refuse_busy("too many connections");
         };
         let remote = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+        let local = parts.extensions.get::<crate::http::LocalAddr>().map(|l| l.0);
         let mut request = UpgradeRequest::new(parts.uri, parts.headers);
         request.extensions = parts.extensions;
         if let Some(hook) = &self.on_connect {
@@ -309,7 +310,7 @@ impl Gateway {
         };
         let socket_config = ws::socket_config(&config);
         let info =
-            ConnInfo::new(TransportKind::WebSocket, remote, None).with_request(request.into());
+            ConnInfo::new(TransportKind::WebSocket, remote, local).with_request(request.into());
         let gateway = self.clone();
         upgrade
             .read_buffer_size(socket_config.read_buffer_size)
