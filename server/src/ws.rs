@@ -19,6 +19,7 @@
 use std::fmt::Display;
 use std::io;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -144,9 +145,23 @@ fn io_error(e: impl Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+/// The most bytes one read gathers from messages that have already arrived.
+const MAX_GATHER: usize = 64 * 1024;
+
 /// Reads the gotalk byte stream out of a stream of WebSocket messages.
 #[derive(Debug)]
-pub struct WsReader<S>(pub S);
+pub struct WsReader<S> {
+    stream: S,
+    /// The peer's close arrived after data that a read returned; the next read ends.
+    closed: bool,
+}
+
+impl<S> WsReader<S> {
+    /// Wraps a stream of WebSocket messages.
+    pub fn new(stream: S) -> Self {
+        WsReader { stream, closed: false }
+    }
+}
 
 impl<S, M, E> FrameReader for WsReader<S>
 where
@@ -155,21 +170,39 @@ where
     E: Display,
 {
     async fn read(&mut self, buf: &mut BytesMut, _hint: Option<usize>) -> io::Result<ReadEvent> {
+        // Every message that has already arrived joins this read: with gotalk.js framing a
+        // request is two messages (header, payload), and returning after each would run the
+        // decoder and the read loop twice as often.
+        let mut added = 0;
         loop {
-            if buf.is_empty() {
-                // Give the buffer back while waiting, so an idle connection holds none.
-                *buf = BytesMut::new();
+            if self.closed {
+                return Ok(if added > 0 { ReadEvent::Data(added) } else { ReadEvent::Eof });
             }
-            match self.0.next().await {
-                None => return Ok(ReadEvent::Eof),
-                Some(Err(e)) => return Err(io_error(e)),
-                Some(Ok(message)) => match message.into_event() {
-                    WsEvent::Data(data) if data.is_empty() => {}
+            let next = std::future::poll_fn(|cx| match self.stream.poll_next_unpin(cx) {
+                Poll::Ready(item) => Poll::Ready(Some(item)),
+                Poll::Pending if added > 0 => Poll::Ready(None),
+                Poll::Pending => {
+                    // Give the buffer back while waiting, so an idle connection holds none.
+                    if buf.is_empty() {
+                        *buf = BytesMut::new();
+                    }
+                    Poll::Pending
+                }
+            })
+            .await;
+            match next {
+                None => return Ok(ReadEvent::Data(added)),
+                Some(None) => self.closed = true,
+                Some(Some(Err(e))) => return Err(io_error(e)),
+                Some(Some(Ok(message))) => match message.into_event() {
                     WsEvent::Data(data) => {
                         buf.extend_from_slice(&data);
-                        return Ok(ReadEvent::Data(data.len()));
+                        added += data.len();
+                        if added >= MAX_GATHER {
+                            return Ok(ReadEvent::Data(added));
+                        }
                     }
-                    WsEvent::Close => return Ok(ReadEvent::Eof),
+                    WsEvent::Close => self.closed = true,
                     WsEvent::Control => {}
                 },
             }
@@ -216,12 +249,14 @@ where
     }
 
     async fn flush(&mut self) -> io::Result<()> {
-        let mut pending = std::mem::take(&mut self.pending).into_iter();
-        for message in &mut pending {
+        for message in self.pending.drain(..) {
             self.sink.feed(message).await.map_err(io_error)?;
         }
-        // Reuse the vector's allocation unless one large batch grew it.
-        self.pending = Vec::from_iter(pending);
+        // Keep the vector's allocation for the next batch, unless a large batch grew it past
+        // what an idle connection should hold.
+        if self.pending.capacity() > 64 {
+            self.pending = Vec::new();
+        }
         self.sink.flush().await.map_err(io_error)?;
         if self.staging.capacity() > 64 * 1024 {
             self.staging = BytesMut::new();
@@ -369,7 +404,7 @@ where
         e => Error::Connect(format!("websocket handshake: {e}")),
     })?;
     let (sink, stream) = socket.split();
-    Sock::start(WsReader(stream), WsWriter::new(sink), handlers, Arc::new(config), info).await
+    Sock::start(WsReader::new(stream), WsWriter::new(sink), handlers, Arc::new(config), info).await
 }
 
 /// Connects to the gotalk endpoint at a `ws://` URL. See [`Connector`] for `wss://` and

@@ -320,7 +320,7 @@ impl Gateway {
             .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
             .on_upgrade(move |socket| async move {
                 let (sink, stream) = socket.split();
-                let (reader, writer) = (WsReader(stream), WsWriter::new(sink));
+                let (reader, writer) = (WsReader::new(stream), WsWriter::new(sink));
                 let started = tokio::select! {
                     started = Sock::start(reader, writer, gateway.handlers.clone(), config, info) => started,
                     _ = gateway.stopping.cancelled() => return,
