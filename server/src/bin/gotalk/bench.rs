@@ -1,4 +1,5 @@
-//! `gotalk bench`: a load generator that measures gotalk against a raw TCP echo baseline.
+//! `gotalk bench`: a load generator that measures gotalk against a raw echo baseline, over TCP
+//! or WebSocket.
 //!
 //! Every server runs in a child process of its own (this program, started again with the
 //! hidden `bench-server` subcommand), so client and server are separate processes as in real
@@ -17,10 +18,24 @@
 //!     client that sends each message the moment it has it does; a reference point, not the
 //!     fair baseline.
 //!
+//! With `--transport ws` the same is measured over WebSocket:
+//! - `gotalk`: the [`gotalk::Gateway`] mounted at `/gotalk` in an axum app served by
+//!   [`gotalk::http::serve`], loaded by `gotalk::ws::connect` clients exactly as over TCP;
+//! - `raw-ws`: a tokio-tungstenite echo server (each text or binary message sent back with
+//!   `SinkExt::send`), loaded by a tokio-tungstenite client that keeps `depth` binary messages
+//!   in flight per connection, sending one with `SinkExt::send` as each returns: what a
+//!   typical tungstenite user writes; a reference point like `raw-msg`. With
+//!   `--baseline batched` (or `both`), `raw-ws-batch` is measured too: the same, but both ends
+//!   queue every message that is ready with `SinkExt::feed` and flush once, as gotalk does.
+//!
+//! Both sides of both kinds use [`gotalk::ws::socket_config`] with the default [`gotalk::Config`]
+//! (4 KiB read buffer, 64 KiB write buffer), so the comparison isolates gotalk's own cost.
+//!
 //! Throughput scenarios keep `depth` round trips in flight on each of `conns` connections for
 //! a fixed time and report round trips per second and latency percentiles, per run and as
 //! medians, and the ratio of gotalk's median to each baseline's. The idle scenario opens many
-//! idle gotalk connections and reports how much the server's resident memory grew per
+//! idle gotalk connections (over WebSocket: through the gotalk handshake, with
+//! `gotalk::ws::connect`) and reports how much the server's resident memory grew per
 //! connection.
 
 use std::collections::VecDeque;
@@ -33,16 +48,24 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context as _};
 use bytes::Bytes;
+use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader, Interest};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::Message;
 
 /// The issue's throughput target: gotalk's round trips/s at least this fraction of the
 /// baseline's.
 const TARGET_RATIO: f64 = 0.6;
-/// The issue's idle-memory target, in bytes per connection.
+/// The issue's idle-memory target over TCP, in bytes per connection.
 const TARGET_IDLE_BYTES: f64 = 16.0 * 1024.0;
+/// The idle-memory target over WebSocket, in bytes per connection.
+const TARGET_IDLE_WS_BYTES: f64 = 24.0 * 1024.0;
+/// The most bytes the `raw-ws` client keeps in flight on one connection. It sends and reads on
+/// one task, so what it has in flight must fit in the socket buffers, or both ends would wait
+/// to write with neither reading.
+const RAW_WS_MAX_IN_FLIGHT: usize = 256 * 1024;
 /// The standard throughput scenarios, as (connections, in flight per connection).
 const STANDARD: [(usize, usize); 2] = [(1, 64), (16, 16)];
 /// How many idle connections are being opened at once.
@@ -62,11 +85,22 @@ then the server's memory with 10,000 idle gotalk connections. The raw server is 
 write and one read per message (a naive client, for reference). `cli cpu/rt` and `srv cpu/rt` \
 are the CPU time of the client and server processes per round trip in the measured window.
 
+With `--transport ws`, gotalk runs as the WebSocket gateway behind HTTP and is loaded by \
+`gotalk::ws::connect` clients; the baseline, `raw-ws`, is a tokio-tungstenite echo server \
+loaded by a tokio-tungstenite client sending one message per `send`, both with gotalk's \
+socket settings. `--baseline batched` measures `raw-ws-batch` instead, where both ends \
+`feed` every ready message and flush once, and `--baseline both` measures the two. The idle \
+scenario opens WebSocket connections through the gotalk handshake.
+
 On a machine with few cores, pin the benchmark to one core, for example \
 `taskset -c 0 gotalk bench`: an idle virtual CPU sleeps, and a client and server on different \
 cores give numbers that swing several times between runs. The server processes inherit the \
 affinity.")]
 pub(crate) struct Args {
+    /// What the connections run over: `tcp` (gotalk's TCP server against a raw tokio TCP
+    /// echo) or `ws` (gotalk's WebSocket gateway against a raw tokio-tungstenite echo).
+    #[arg(long, value_enum, default_value_t = Transport::Tcp)]
+    transport: Transport,
     /// Which scenarios to run.
     #[arg(long, value_enum, default_value_t = Scenario::All)]
     scenario: Scenario,
@@ -93,10 +127,32 @@ pub(crate) struct Args {
     /// Idle connections for the memory scenario.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     idle: u32,
-    /// Which raw baseline clients to run: `batched` (as few reads and writes as the socket
-    /// allows), `per-message` (one write and one read per message), or both.
-    #[arg(long, value_enum, default_value_t = Baseline::Both)]
-    baseline: Baseline,
+    /// Which raw baselines to run: `batched` (as few reads and writes as the socket allows:
+    /// `raw`, or over WebSocket `raw-ws-batch`), `per-message` (one write per message:
+    /// `raw-msg`, or over WebSocket `raw-ws`), or both. Default: both over TCP, `per-message`
+    /// over WebSocket.
+    #[arg(long, value_enum)]
+    baseline: Option<Baseline>,
+}
+
+/// What the benchmark's connections run over.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// gotalk over TCP, against a raw tokio TCP echo.
+    Tcp,
+    /// gotalk over WebSocket (the gateway behind HTTP), against a raw tokio-tungstenite echo.
+    Ws,
+}
+
+impl Transport {
+    /// How headings and summary lines name the transport: TCP, the default, not at all, so
+    /// its output reads as before WebSocket was added.
+    fn tag(self, before: &str, after: &str) -> String {
+        match self {
+            Transport::Tcp => String::new(),
+            Transport::Ws => format!("{before}ws{after}"),
+        }
+    }
 }
 
 /// The raw baseline clients to measure.
@@ -138,25 +194,44 @@ fn non_negative_secs(s: &str) -> Result<f64, String> {
 /// Which server a child process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    /// The gotalk server with an `echo` buffer handler.
+    /// The gotalk TCP server with an `echo` buffer handler.
     Gotalk,
-    /// A plain tokio TCP echo server: the baseline.
+    /// A plain tokio TCP echo server: the TCP baseline.
     Raw,
+    /// The gotalk WebSocket gateway at `/gotalk/`, with the same handler, behind HTTP.
+    GotalkWs,
+    /// A tokio-tungstenite echo server that sends each message back with its own flush.
+    RawWs,
+    /// A tokio-tungstenite echo server that sends back every ready message, then flushes.
+    RawWsBatch,
 }
 
 impl Kind {
+    const ALL: [Kind; 5] = [Kind::Gotalk, Kind::Raw, Kind::GotalkWs, Kind::RawWs, Kind::RawWsBatch];
+
     fn name(self) -> &'static str {
         match self {
             Kind::Gotalk => "gotalk",
             Kind::Raw => "raw",
+            Kind::GotalkWs => "gotalk-ws",
+            Kind::RawWs => "raw-ws",
+            Kind::RawWsBatch => "raw-ws-batch",
         }
     }
 
     fn parse(s: &str) -> anyhow::Result<Kind> {
-        match s {
-            "gotalk" => Ok(Kind::Gotalk),
-            "raw" => Ok(Kind::Raw),
-            _ => bail!("unknown bench server kind {s:?}; expected gotalk or raw"),
+        if let Some(kind) = Kind::ALL.into_iter().find(|kind| kind.name() == s) {
+            return Ok(kind);
+        }
+        let names: Vec<&str> = Kind::ALL.iter().map(|kind| kind.name()).collect();
+        bail!("unknown bench server kind {s:?}; expected one of {}", names.join(", "))
+    }
+
+    /// The gotalk server on `transport`.
+    fn gotalk(transport: Transport) -> Kind {
+        match transport {
+            Transport::Tcp => Kind::Gotalk,
+            Transport::Ws => Kind::GotalkWs,
         }
     }
 }
@@ -164,20 +239,31 @@ impl Kind {
 /// A client harness and the server it loads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Load {
-    /// gotalk clients against the gotalk server.
+    /// gotalk TCP clients against the gotalk TCP server.
     Gotalk,
     /// The batched raw client against the raw echo server.
     Raw,
     /// The one-message-per-system-call raw client against the raw echo server.
     RawPerMessage,
+    /// gotalk WebSocket clients against the gotalk gateway.
+    GotalkWs,
+    /// The tokio-tungstenite client against the tokio-tungstenite echo server, one `send`
+    /// per message.
+    RawWs,
+    /// The same, but both ends `feed` every ready message and flush once.
+    RawWsBatch,
 }
 
 impl Load {
+    /// The name in the tables. gotalk is `gotalk` on either transport; the scenario's heading
+    /// names the transport.
     fn label(self) -> &'static str {
         match self {
-            Load::Gotalk => "gotalk",
+            Load::Gotalk | Load::GotalkWs => "gotalk",
             Load::Raw => "raw",
             Load::RawPerMessage => "raw-msg",
+            Load::RawWs => "raw-ws",
+            Load::RawWsBatch => "raw-ws-batch",
         }
     }
 
@@ -185,7 +271,14 @@ impl Load {
         match self {
             Load::Gotalk => Kind::Gotalk,
             Load::Raw | Load::RawPerMessage => Kind::Raw,
+            Load::GotalkWs => Kind::GotalkWs,
+            Load::RawWs => Kind::RawWs,
+            Load::RawWsBatch => Kind::RawWsBatch,
         }
+    }
+
+    fn is_gotalk(self) -> bool {
+        matches!(self, Load::Gotalk | Load::GotalkWs)
     }
 }
 
@@ -210,16 +303,41 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                 warmup: Duration::from_secs_f64(args.warmup),
                 secs: Duration::from_secs_f64(args.secs),
             };
-            let loads = match args.baseline {
-                Baseline::Batched => vec![Load::Gotalk, Load::Raw],
-                Baseline::PerMessage => vec![Load::Gotalk, Load::RawPerMessage],
-                Baseline::Both => vec![Load::Gotalk, Load::Raw, Load::RawPerMessage],
+            let loads = match (args.transport, args.baseline) {
+                (Transport::Tcp, Some(Baseline::Batched)) => vec![Load::Gotalk, Load::Raw],
+                (Transport::Tcp, Some(Baseline::PerMessage)) => {
+                    vec![Load::Gotalk, Load::RawPerMessage]
+                }
+                (Transport::Tcp, Some(Baseline::Both) | None) => {
+                    vec![Load::Gotalk, Load::Raw, Load::RawPerMessage]
+                }
+                (Transport::Ws, Some(Baseline::Batched)) => vec![Load::GotalkWs, Load::RawWsBatch],
+                (Transport::Ws, Some(Baseline::PerMessage) | None) => {
+                    vec![Load::GotalkWs, Load::RawWs]
+                }
+                (Transport::Ws, Some(Baseline::Both)) => {
+                    vec![Load::GotalkWs, Load::RawWs, Load::RawWsBatch]
+                }
             };
-            summary.extend(throughput_scenario(&shape, &loads, args.runs as usize).await?);
+            if args.transport == Transport::Ws {
+                // Framing adds at most 14 bytes to a message.
+                let in_flight = shape.depth.saturating_mul(shape.size + 14);
+                ensure!(
+                    in_flight <= RAW_WS_MAX_IN_FLIGHT,
+                    "{} in flight x {} bytes is more than the raw-ws client can keep in flight \
+                     on one task ({} KiB per connection); lower --depth or --size",
+                    shape.depth,
+                    shape.size,
+                    RAW_WS_MAX_IN_FLIGHT / 1024
+                );
+            }
+            summary.extend(
+                throughput_scenario(&shape, args.transport, &loads, args.runs as usize).await?,
+            );
         }
     }
     if idle {
-        summary.push(idle_scenario(args.idle as usize).await?);
+        summary.push(idle_scenario(args.idle as usize, args.transport).await?);
     }
     println!("== summary");
     for line in &summary {
@@ -259,7 +377,7 @@ fn shell_quote(arg: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The server side: a child process running `gotalk bench-server --kind gotalk|raw`.
+// The server side: a child process running `gotalk bench-server --kind <kind>`.
 
 /// Runs a bench server: binds `127.0.0.1:0`, prints its address on stdout, and serves until
 /// killed or until its stdin closes (the parent exited).
@@ -286,30 +404,58 @@ pub(crate) async fn serve_child(kind: &str) -> anyhow::Result<()> {
     });
     match kind {
         Kind::Gotalk => serve_gotalk(listener).await,
-        Kind::Raw => serve_raw(listener).await,
+        Kind::Raw => serve_raw(listener, raw_echo).await,
+        Kind::GotalkWs => serve_gateway(listener).await,
+        Kind::RawWs => serve_raw(listener, |stream| raw_ws_echo(stream, false)).await,
+        Kind::RawWsBatch => serve_raw(listener, |stream| raw_ws_echo(stream, true)).await,
     }
 }
 
-/// Serves gotalk with an `echo` buffer handler and the default settings, but for a request
-/// limit well above what the benchmark keeps in flight and no cap on connections.
-async fn serve_gotalk(listener: TcpListener) -> anyhow::Result<()> {
+/// The handlers of the gotalk servers under test: one buffer operation, `echo`, that returns
+/// its payload.
+fn echo_handlers() -> Arc<gotalk::Handlers> {
     let mut handlers = gotalk::Handlers::new();
     handlers.handle_buffer("echo", |_sock, payload: Bytes| async move {
         Ok::<_, std::convert::Infallible>(payload)
     });
+    Arc::new(handlers)
+}
+
+/// The settings of the gotalk servers under test: the defaults, but for a request limit well
+/// above what the benchmark keeps in flight.
+fn server_config() -> gotalk::Config {
     let mut config = gotalk::Config::default();
     config.request_limit(SERVER_REQUEST_LIMIT);
-    let server = gotalk::tcp::Server::new(Arc::new(handlers), config).max_connections(1 << 20);
+    config
+}
+
+/// Serves gotalk over TCP with the `echo` handler and no cap on connections.
+async fn serve_gotalk(listener: TcpListener) -> anyhow::Result<()> {
+    let server =
+        gotalk::tcp::Server::new(echo_handlers(), server_config()).max_connections(1 << 20);
     server.run(listener, std::future::pending::<()>()).await?;
     Ok(())
 }
 
-/// The baseline: a tokio TCP echo server, one task per connection.
-async fn serve_raw(listener: TcpListener) -> anyhow::Result<()> {
+/// Serves gotalk over WebSocket: the gateway at `/gotalk/` with the `echo` handler and no cap
+/// on sockets, in an axum app behind [`gotalk::http::serve`].
+async fn serve_gateway(listener: TcpListener) -> anyhow::Result<()> {
+    let gateway = gotalk::Gateway::new(echo_handlers(), server_config()).max_connections(1 << 20);
+    let app = axum::Router::new().nest_service("/gotalk", gateway.router());
+    gotalk::http::serve(listener, app, None, std::future::pending::<()>()).await?;
+    Ok(())
+}
+
+/// A baseline server: one `echo` task per connection.
+async fn serve_raw<F, Fut>(listener: TcpListener, echo: F) -> anyhow::Result<()>
+where
+    F: Fn(TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(raw_echo(stream));
+                tokio::spawn(echo(stream));
             }
             Err(e) => {
                 // Out of file descriptors, say: wait for some to close.
@@ -330,6 +476,50 @@ async fn raw_echo(mut stream: TcpStream) {
             Ok(n) => n,
         };
         if stream.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The tungstenite settings of both ends of a raw-ws connection: gotalk's, so the baseline
+/// pays for the same buffers and limits.
+fn raw_ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    gotalk::ws::socket_config(&gotalk::Config::default())
+}
+
+/// Echoes one WebSocket connection: sends each text or binary message back with
+/// `SinkExt::send`, or with `batched`, queues every message that has arrived with
+/// `SinkExt::feed` and flushes once. tungstenite answers pings and closes itself.
+async fn raw_ws_echo(stream: TcpStream, batched: bool) {
+    let _ = stream.set_nodelay(true);
+    let Ok(mut ws) =
+        tokio_tungstenite::accept_async_with_config(stream, Some(raw_ws_config())).await
+    else {
+        return;
+    };
+    while let Some(Ok(mut message)) = ws.next().await {
+        if !batched {
+            if matches!(message, Message::Binary(_) | Message::Text(_))
+                && ws.send(message).await.is_err()
+            {
+                return;
+            }
+            continue;
+        }
+        loop {
+            if matches!(message, Message::Binary(_) | Message::Text(_))
+                && ws.feed(message).await.is_err()
+            {
+                return;
+            }
+            // The next message, if it has already arrived; else the batch is complete.
+            match ws.next().now_or_never() {
+                Some(Some(Ok(next))) => message = next,
+                Some(None | Some(Err(_))) => return,
+                None => break,
+            }
+        }
+        if ws.flush().await.is_err() {
             return;
         }
     }
@@ -476,12 +666,14 @@ struct RunResult {
 /// fresh server. Prints each run, the medians and the ratios; returns summary lines.
 async fn throughput_scenario(
     shape: &Shape,
+    transport: Transport,
     loads: &[Load],
     runs: usize,
 ) -> anyhow::Result<Vec<String>> {
     println!(
-        "== throughput: {} connection(s) x {} in flight, {}-byte payload, {:.1} s per run after \
+        "== throughput{}: {} connection(s) x {} in flight, {}-byte payload, {:.1} s per run after \
          {:.1} s warm-up, {} run(s)",
+        transport.tag(" over ", ""),
         shape.conns,
         shape.depth,
         shape.size,
@@ -489,8 +681,10 @@ async fn throughput_scenario(
         shape.warmup.as_secs_f64(),
         runs
     );
+    // As wide as the longest label: 7, as it always was, unless `raw-ws-batch` is measured.
+    let w = loads.iter().map(|load| load.label().len()).max().unwrap_or(0).max(7);
     println!(
-        "{:<7} {:>4} {:>12} {:>11} {:>11} {:>10} {:>10}",
+        "{:<w$} {:>4} {:>12} {:>11} {:>11} {:>10} {:>10}",
         "kind", "run", "rt/s", "p50", "p99", "cli cpu/rt", "srv cpu/rt"
     );
     let mut results: Vec<Vec<RunResult>> = vec![Vec::new(); loads.len()];
@@ -500,7 +694,7 @@ async fn throughput_scenario(
                 .await
                 .with_context(|| format!("{} run {run} failed", load.label()))?;
             println!(
-                "{:<7} {:>4} {:>12.0} {:>11} {:>11} {:>10} {:>10}",
+                "{:<w$} {:>4} {:>12.0} {:>11} {:>11} {:>10} {:>10}",
                 load.label(),
                 run,
                 result.rate,
@@ -514,14 +708,14 @@ async fn throughput_scenario(
     }
     println!("-- medians of {runs} run(s)");
     println!(
-        "{:<7} {:>5} {:>5} {:>5} {:>12} {:>11} {:>11} {:>10} {:>10}",
+        "{:<w$} {:>5} {:>5} {:>5} {:>12} {:>11} {:>11} {:>10} {:>10}",
         "kind", "conns", "depth", "size", "rt/s", "p50", "p99", "cli cpu/rt", "srv cpu/rt"
     );
     let mut medians = Vec::new();
     for (load, runs) in loads.iter().zip(&results) {
         let m = Medians::of(runs);
         println!(
-            "{:<7} {:>5} {:>5} {:>5} {:>12.0} {:>11} {:>11} {:>10} {:>10}",
+            "{:<w$} {:>5} {:>5} {:>5} {:>12.0} {:>11} {:>11} {:>10} {:>10}",
             load.label(),
             shape.conns,
             shape.depth,
@@ -535,8 +729,8 @@ async fn throughput_scenario(
         medians.push((load, m));
     }
     let mut summary = Vec::new();
-    let gotalk = medians.iter().find(|(load, _)| **load == Load::Gotalk).map(|(_, m)| m.rate);
-    for (load, m) in medians.iter().filter(|(load, _)| **load != Load::Gotalk) {
+    let gotalk = medians.iter().find(|(load, _)| load.is_gotalk()).map(|(_, m)| m.rate);
+    for (load, m) in medians.iter().filter(|(load, _)| !load.is_gotalk()) {
         let Some(gotalk) = gotalk else { break };
         let ratio = gotalk / m.rate;
         let verdict = if shape.is_issue_target() {
@@ -548,9 +742,13 @@ async fn throughput_scenario(
         let label = load.label();
         println!("ratio gotalk/{label} (median rt/s): {ratio:.2}x{verdict}");
         summary.push(format!(
-            "throughput {}x{} {}B: gotalk {gotalk:.0} rt/s, {label} {:.0} rt/s, ratio \
+            "throughput {}{}x{} {}B: gotalk {gotalk:.0} rt/s, {label} {:.0} rt/s, ratio \
              {ratio:.2}x{verdict}",
-            shape.conns, shape.depth, shape.size, m.rate
+            transport.tag("", " "),
+            shape.conns,
+            shape.depth,
+            shape.size,
+            m.rate
         ));
     }
     println!();
@@ -606,9 +804,12 @@ fn median_f64(mut v: Vec<f64>) -> f64 {
 async fn measure(load: Load, shape: &Shape) -> anyhow::Result<RunResult> {
     let server = ServerChild::spawn(load.server()).await?;
     let result = match load {
-        Load::Gotalk => load_gotalk(&server, shape).await,
+        Load::Gotalk => load_gotalk(&server, shape, Transport::Tcp).await,
         Load::Raw => load_raw(&server, shape, false).await,
         Load::RawPerMessage => load_raw(&server, shape, true).await,
+        Load::GotalkWs => load_gotalk(&server, shape, Transport::Ws).await,
+        Load::RawWs => load_raw_ws(&server, shape, false).await,
+        Load::RawWsBatch => load_raw_ws(&server, shape, true).await,
     };
     server.stop().await;
     result
@@ -655,19 +856,30 @@ async fn finish_run(
     })
 }
 
-/// Loads a gotalk server: `depth` tasks per connection, each sending `echo` requests one
-/// after another.
-async fn load_gotalk(server: &ServerChild, shape: &Shape) -> anyhow::Result<RunResult> {
+/// The URL of the gateway in a `gotalk-ws` bench server.
+fn gateway_url(addr: SocketAddr) -> String {
+    format!("ws://{addr}/gotalk/")
+}
+
+/// Loads a gotalk server over `transport`: `depth` tasks per connection, each sending `echo`
+/// requests one after another.
+async fn load_gotalk(
+    server: &ServerChild,
+    shape: &Shape,
+    transport: Transport,
+) -> anyhow::Result<RunResult> {
     let handlers = Arc::new(gotalk::Handlers::new());
     let mut config = gotalk::Config::default();
     config.heartbeat_interval(None);
     let payload = Bytes::from(vec![b'x'; shape.size]);
     let mut socks = Vec::with_capacity(shape.conns);
     for _ in 0..shape.conns {
-        let sock = gotalk::tcp::connect(server.addr, handlers.clone(), config.clone())
-            .await
-            .context("cannot connect to the gotalk bench server")?;
-        socks.push(sock);
+        let (handlers, config) = (handlers.clone(), config.clone());
+        let sock = match transport {
+            Transport::Tcp => gotalk::tcp::connect(server.addr, handlers, config).await,
+            Transport::Ws => gotalk::ws::connect(&gateway_url(server.addr), handlers, config).await,
+        };
+        socks.push(sock.context("cannot connect to the gotalk bench server")?);
     }
     let window = Window::after(shape.warmup, shape.secs);
     let cpu = cpu_probe(server, window);
@@ -796,6 +1008,100 @@ async fn raw_pipeline(
     Ok(latencies)
 }
 
+/// Loads the tokio-tungstenite echo server: one task per connection keeps `depth` binary
+/// messages of `size` bytes in flight; with `batched`, feeding and flushing them in batches.
+async fn load_raw_ws(
+    server: &ServerChild,
+    shape: &Shape,
+    batched: bool,
+) -> anyhow::Result<RunResult> {
+    let mut sockets = Vec::with_capacity(shape.conns);
+    for _ in 0..shape.conns {
+        let stream = TcpStream::connect(server.addr)
+            .await
+            .context("cannot connect to the raw-ws bench server")?;
+        stream.set_nodelay(true)?;
+        let url = format!("ws://{}/", server.addr);
+        let (socket, _) =
+            tokio_tungstenite::client_async_with_config(url, stream, Some(raw_ws_config()))
+                .await
+                .context("websocket handshake with the raw-ws bench server")?;
+        sockets.push(socket);
+    }
+    let window = Window::after(shape.warmup, shape.secs);
+    let cpu = cpu_probe(server, window);
+    let mut tasks = JoinSet::new();
+    for socket in sockets {
+        tasks.spawn(raw_ws_pipeline(socket, shape.depth, shape.size, window, batched));
+    }
+    let latencies = collect(tasks).await?;
+    finish_run(shape, latencies, cpu).await
+}
+
+/// Keeps `depth` binary messages in flight on one WebSocket until the window ends, as a
+/// typical tungstenite client would: `send` (write and flush) one message, and for each that
+/// comes back, `send` another. With `batched`, takes every echo that has already arrived,
+/// `feed`s a new message for each and flushes once. The echo returns them in order.
+async fn raw_ws_pipeline(
+    mut socket: tokio_tungstenite::WebSocketStream<TcpStream>,
+    depth: usize,
+    size: usize,
+    window: Window,
+    batched: bool,
+) -> anyhow::Result<Vec<u64>> {
+    let message = Bytes::from(vec![b'x'; size]);
+    let mut sent: VecDeque<Instant> = VecDeque::with_capacity(depth);
+    let mut latencies = Vec::new();
+    for _ in 0..depth {
+        sent.push_back(Instant::now());
+        let message = Message::Binary(message.clone());
+        if batched {
+            socket.feed(message).await.context("send to raw-ws")?;
+        } else {
+            socket.send(message).await.context("send to raw-ws")?;
+        }
+    }
+    socket.flush().await.context("send to raw-ws")?;
+    while !sent.is_empty() {
+        let mut echoed = match socket.next().await {
+            None => bail!("the raw-ws bench server closed the connection"),
+            Some(message) => message.context("read from raw-ws")?,
+        };
+        loop {
+            let done = Instant::now();
+            if let Message::Binary(data) = &echoed {
+                ensure!(data.len() == size, "raw-ws echoed {} bytes, not {size}", data.len());
+                let at = sent.pop_front().context("more messages echoed than were sent")?;
+                window.record(&mut latencies, at, done);
+                if done < window.end {
+                    sent.push_back(done);
+                    let message = Message::Binary(message.clone());
+                    if batched {
+                        socket.feed(message).await.context("send to raw-ws")?;
+                    } else {
+                        socket.send(message).await.context("send to raw-ws")?;
+                    }
+                }
+            }
+            if !batched {
+                break;
+            }
+            // The next echo, if it has already arrived; else the batch is complete.
+            match socket.next().now_or_never() {
+                Some(Some(next)) => echoed = next.context("read from raw-ws")?,
+                Some(None) => bail!("the raw-ws bench server closed the connection"),
+                None => break,
+            }
+        }
+        if batched {
+            socket.flush().await.context("send to raw-ws")?;
+        }
+    }
+    // A clean close, so the server's task ends without an error; its answer is not awaited.
+    let _ = socket.close(None).await;
+    Ok(latencies)
+}
+
 /// Joins every task and concatenates their latencies; the first failure fails the run.
 async fn collect(mut tasks: JoinSet<anyhow::Result<Vec<u64>>>) -> anyhow::Result<Vec<u64>> {
     let mut all = Vec::new();
@@ -837,8 +1143,11 @@ impl fmt::Display for OptMicros {
 // ---------------------------------------------------------------------------------------------
 // Idle memory.
 
-async fn idle_scenario(n: usize) -> anyhow::Result<String> {
-    println!("== idle memory: {n} idle gotalk connections to one server process");
+async fn idle_scenario(n: usize, transport: Transport) -> anyhow::Result<String> {
+    println!(
+        "== idle memory: {n} idle gotalk connections{} to one server process",
+        transport.tag(" over ", "")
+    );
     let limit = raise_nofile_limit();
     let need = n as u64 + SPARE_FDS;
     ensure!(
@@ -853,20 +1162,29 @@ async fn idle_scenario(n: usize) -> anyhow::Result<String> {
              --idle"
         );
     }
-    let server = ServerChild::spawn(Kind::Gotalk).await?;
-    let result = idle_measure(&server, n).await;
+    let server = ServerChild::spawn(Kind::gotalk(transport)).await?;
+    let result = idle_measure(&server, n, transport).await;
     server.stop().await;
     result
 }
 
-async fn idle_measure(server: &ServerChild, n: usize) -> anyhow::Result<String> {
+async fn idle_measure(
+    server: &ServerChild,
+    n: usize,
+    transport: Transport,
+) -> anyhow::Result<String> {
+    let target = match transport {
+        Transport::Tcp => TARGET_IDLE_BYTES,
+        Transport::Ws => TARGET_IDLE_WS_BYTES,
+    };
+    let target_kib = target / 1024.0;
     // One connection first and closed again, so the runtime and allocator have warmed up and
     // "before" is the cost of a server with no connection, not of a server never used.
-    drop(idle_connection(server.addr).await?);
+    drop(idle_connection(server.addr, transport).await?);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = server.rss()?;
     let started = Instant::now();
-    let conns = open_idle(server.addr, n).await?;
+    let conns = open_idle(server.addr, n, transport).await?;
     let opened = started.elapsed();
     let after = settled_rss(server).await?;
     let growth = after.saturating_sub(before);
@@ -874,7 +1192,7 @@ async fn idle_measure(server: &ServerChild, n: usize) -> anyhow::Result<String> 
     drop(conns);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let closed = settled_rss(server).await?;
-    let met = if per_conn <= TARGET_IDLE_BYTES { "met" } else { "NOT met" };
+    let met = if per_conn <= target { "met" } else { "NOT met" };
     println!(
         "opened {n} connections in {:.2} s ({:.0}/s), each through the handshake",
         opened.as_secs_f64(),
@@ -884,26 +1202,48 @@ async fn idle_measure(server: &ServerChild, n: usize) -> anyhow::Result<String> 
     println!("server VmRSS with {n:>6} idle: {:>10} KiB", after / 1024);
     println!("server VmRSS after closing:   {:>10} KiB", closed / 1024);
     println!(
-        "per connection: {per_conn:.0} bytes ({:.2} KiB); target <= 16 KiB: {met}",
+        "per connection: {per_conn:.0} bytes ({:.2} KiB); target <= {target_kib:.0} KiB: {met}",
         per_conn / 1024.0
     );
     println!();
     Ok(format!(
-        "idle: {n} connections, {per_conn:.0} bytes/connection ({:.2} KiB, target <= 16 KiB: \
-         {met})",
+        "idle{}: {n} connections, {per_conn:.0} bytes/connection ({:.2} KiB, target <= \
+         {target_kib:.0} KiB: {met})",
+        transport.tag(" ", ""),
         per_conn / 1024.0
     ))
 }
 
+/// An idle connection, open for as long as it is held.
+enum IdleConn {
+    /// A raw TCP connection that went through the gotalk handshake.
+    Tcp(#[expect(dead_code, reason = "held to keep the connection open")] TcpStream),
+    /// A gotalk WebSocket client sock.
+    Ws(gotalk::Sock),
+}
+
+impl Drop for IdleConn {
+    fn drop(&mut self) {
+        // A sock lives on in its tasks until closed; a stream closes when dropped.
+        if let IdleConn::Ws(sock) = self {
+            sock.close();
+        }
+    }
+}
+
 /// Opens `n` idle gotalk connections, a bounded number at a time so the listen backlog never
 /// overflows.
-async fn open_idle(addr: SocketAddr, n: usize) -> anyhow::Result<Vec<TcpStream>> {
+async fn open_idle(
+    addr: SocketAddr,
+    n: usize,
+    transport: Transport,
+) -> anyhow::Result<Vec<IdleConn>> {
     let mut conns = Vec::with_capacity(n);
     let mut pending = JoinSet::new();
     let mut started = 0;
     while conns.len() < n {
         while started < n && pending.len() < IDLE_CONNECT_CONCURRENCY {
-            pending.spawn(idle_connection(addr));
+            pending.spawn(idle_connection(addr, transport));
             started += 1;
         }
         match pending.join_next().await {
@@ -914,16 +1254,25 @@ async fn open_idle(addr: SocketAddr, n: usize) -> anyhow::Result<Vec<TcpStream>>
     Ok(conns)
 }
 
-/// One raw TCP connection through the gotalk handshake: sends `01` and reads the server's
-/// `01`. Lighter on this side than a full client sock, and the server sees a real peer.
-async fn idle_connection(addr: SocketAddr) -> anyhow::Result<TcpStream> {
+/// One connection through the gotalk handshake. Over TCP, a raw connection that sends `01`
+/// and reads the server's `01`: lighter on this side than a full client sock, and the server
+/// sees a real peer. Over WebSocket, a `gotalk::ws::connect` client sock with the default
+/// settings.
+async fn idle_connection(addr: SocketAddr, transport: Transport) -> anyhow::Result<IdleConn> {
     let handshake = async {
+        if transport == Transport::Ws {
+            let handlers = Arc::new(gotalk::Handlers::new());
+            let sock = gotalk::ws::connect(&gateway_url(addr), handlers, gotalk::Config::default())
+                .await
+                .context("connect to the gateway")?;
+            return Ok(IdleConn::Ws(sock));
+        }
         let mut stream = TcpStream::connect(addr).await.context("connect")?;
         stream.write_all(b"01").await.context("send the version")?;
         let mut version = [0u8; 2];
         stream.read_exact(&mut version).await.context("read the server's version")?;
         ensure!(&version == b"01", "the server answered version {:?}", version);
-        Ok(stream)
+        Ok(IdleConn::Tcp(stream))
     };
     tokio::time::timeout(Duration::from_secs(30), handshake)
         .await

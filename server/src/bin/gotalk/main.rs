@@ -35,7 +35,7 @@ enum Command {
     /// A server for `bench` to measure, in a process of its own.
     #[command(hide = true)]
     BenchServer {
-        /// `gotalk` or `raw`.
+        /// `gotalk`, `raw`, `gotalk-ws` or `raw-ws`.
         #[arg(long)]
         kind: String,
     },
