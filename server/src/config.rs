@@ -145,6 +145,11 @@ impl Config {
     /// comfortably above the 20 s heartbeats real peers send, and above the one-minute timer
     /// throttling browsers apply to background tabs. When it expires the peer gets
     /// ProtocolError 3 and the connection closes. `None` turns it off.
+    ///
+    /// Over WebSocket the transport delivers whole messages, so the clock restarts only when
+    /// a message is complete: one message must arrive within the timeout, however slowly its
+    /// bytes trickle in. Keep it above the time the largest payload takes on the slowest link
+    /// you serve.
     pub fn read_timeout(&mut self, timeout: Option<Duration>) -> &mut Self {
         self.read_timeout = timeout;
         self

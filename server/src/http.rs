@@ -30,6 +30,11 @@ use tower::Service;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LocalAddr(pub SocketAddr);
 
+/// Whether a request came over TLS, in each request's extensions. The gateway's same-origin
+/// check uses it: a page from `http://host` is not the origin of `https://host`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Secure(pub bool);
+
 /// Serves an axum app over HTTP/1.1 (and HTTPS with [`tls`](Self::tls)).
 #[derive(Clone)]
 pub struct Server {
@@ -37,6 +42,7 @@ pub struct Server {
     tls: Option<TlsAcceptor>,
     max_connections: usize,
     header_timeout: Duration,
+    max_header_bytes: usize,
     shutdown_timeout: Duration,
 }
 
@@ -46,6 +52,7 @@ impl std::fmt::Debug for Server {
             .field("tls", &self.tls.is_some())
             .field("max_connections", &self.max_connections)
             .field("header_timeout", &self.header_timeout)
+            .field("max_header_bytes", &self.max_header_bytes)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .finish_non_exhaustive()
     }
@@ -59,6 +66,7 @@ impl Server {
             tls: None,
             max_connections: 10_000,
             header_timeout: Duration::from_secs(10),
+            max_header_bytes: 32 * 1024,
             shutdown_timeout: Duration::from_secs(10),
         }
     }
@@ -88,6 +96,16 @@ impl Server {
         self
     }
 
+    /// The most bytes buffered for a request's line and headers. Default 32 KiB (browsers'
+    /// cookies fit); a request whose headers do not fit gets 431. hyper checks the size
+    /// between reads, so one read's worth more (a few KiB) can get through. A WebSocket keeps
+    /// its upgrade request's headers for handlers to read, so this also bounds what each
+    /// socket holds. At least 8 KiB.
+    pub fn max_header_bytes(mut self, bytes: usize) -> Self {
+        self.max_header_bytes = bytes.max(8 * 1024);
+        self
+    }
+
     /// How long shutdown waits for requests in flight. Default 10 s.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
@@ -95,32 +113,42 @@ impl Server {
     }
 
     /// Accepts connections until `shutdown` completes, then stops accepting, lets requests in
-    /// flight finish (up to the shutdown timeout) and returns. WebSockets already upgraded
-    /// are not waited for: end them with [`Gateway::shutdown`](crate::Gateway::shutdown).
+    /// flight finish (up to the shutdown timeout), drops the connections still open, and
+    /// returns. WebSockets already upgraded are not waited for: end them with
+    /// [`Gateway::shutdown`](crate::Gateway::shutdown).
     ///
     /// # Errors
     /// None so far: accept errors are logged and retried with a growing pause.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future) -> io::Result<()> {
         let limit = Arc::new(Semaphore::new(self.max_connections));
         let stopping = CancellationToken::new();
+        // Cancelled at the deadline: connections still open are dropped.
+        let dropping = CancellationToken::new();
         let tasks = TaskTracker::new();
         tokio::pin!(shutdown);
         crate::listen::accept_loop(&listener, limit, shutdown, |stream, peer, permit| {
             let server = self.clone();
-            let stopping = stopping.clone();
+            let (stopping, dropping) = (stopping.clone(), dropping.clone());
             tasks.spawn(async move {
                 let local = stream.local_addr().ok();
-                let addrs = (peer, local);
-                match &server.tls {
-                    None => server.connection(stream, addrs, stopping).await,
-                    Some(acceptor) => {
-                        let handshake = acceptor.accept(stream);
-                        match tokio::time::timeout(server.header_timeout, handshake).await {
-                            Ok(Ok(tls)) => server.connection(tls, addrs, stopping).await,
-                            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake"),
-                            Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
+                let serve = async {
+                    match &server.tls {
+                        None => server.connection(stream, (peer, local, false), stopping).await,
+                        Some(acceptor) => {
+                            let handshake = acceptor.accept(stream);
+                            match tokio::time::timeout(server.header_timeout, handshake).await {
+                                Ok(Ok(tls)) => {
+                                    server.connection(tls, (peer, local, true), stopping).await
+                                }
+                                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake"),
+                                Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
+                            }
                         }
                     }
+                };
+                tokio::select! {
+                    () = serve => {}
+                    () = dropping.cancelled() => {}
                 }
                 drop(permit);
             });
@@ -130,7 +158,9 @@ impl Server {
         stopping.cancel();
         tasks.close();
         if tokio::time::timeout(self.shutdown_timeout, tasks.wait()).await.is_err() {
-            tracing::info!(open = tasks.len(), "http connections still open after the deadline");
+            tracing::info!(open = tasks.len(), "dropping http connections open past the deadline");
+            dropping.cancel();
+            tasks.wait().await;
         }
         Ok(())
     }
@@ -138,7 +168,7 @@ impl Server {
     async fn connection<S>(
         &self,
         stream: S,
-        (peer, local): (SocketAddr, Option<SocketAddr>),
+        (peer, local, secure): (SocketAddr, Option<SocketAddr>, bool),
         stopping: CancellationToken,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -146,6 +176,7 @@ impl Server {
         let app = self.app.clone();
         let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(Secure(secure));
             if let Some(local) = local {
                 request.extensions_mut().insert(LocalAddr(local));
             }
@@ -153,7 +184,10 @@ impl Server {
             async move { Ok::<_, Infallible>(app.call(request).await.unwrap_or_else(|e| match e {})) }
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
-        builder.timer(TokioTimer::new()).header_read_timeout(self.header_timeout);
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_timeout)
+            .max_buf_size(self.max_header_bytes);
         let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
         tokio::pin!(connection);
         let result = tokio::select! {

@@ -4,7 +4,7 @@
 //! - **Writing:** `01`, every header and every non-empty payload each go in a binary message of
 //!   their own. The original gotalk.js parses each message as exactly one header and takes the
 //!   next message as its payload. The messages of one batch are flushed together, so the split
-//!   costs bytes (2–4 per message) but no extra system calls.
+//!   costs bytes (a frame header of 2 to 10 per message) but no extra system calls.
 //! - **Reading:** text and binary messages are one continuous byte stream. A message may hold
 //!   a header and its payload, several whole frames, or part of one; gotalk.js sends headers
 //!   as binary messages and JSON payloads as text.
@@ -18,7 +18,7 @@
 
 use std::fmt::Display;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
@@ -44,12 +44,23 @@ pub const CLOSE_NORMAL: u16 = 1000;
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// The WebSocket close code for a protocol error.
 pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+/// The WebSocket close code for a peer that broke a rule of this server (too many pings).
+pub const CLOSE_POLICY: u16 = 1008;
+/// The WebSocket close code for a text message that is not UTF-8.
+pub const CLOSE_INVALID_DATA: u16 = 1007;
+/// The WebSocket close code for a message over the size limit.
+pub const CLOSE_TOO_BIG: u16 = 1009;
 
 /// Read buffer per connection. tungstenite allocates it up front and keeps it for the life of
 /// the connection (its default, 128 KiB, would be most of an idle connection's memory), and
 /// reads at most this much per system call. Measured with `gotalk bench --transport ws`:
 /// 1 KiB saves 3 KiB per idle connection but costs 40% of the throughput of 64 KiB payloads;
 /// 8 KiB gains 8% on them for 4 KiB more per connection; 32-byte messages don't notice.
+///
+/// tungstenite's buffers grow to fit the largest message a connection has carried and do not
+/// shrink (axum gives no control below whole messages), so a socket that once moved a
+/// payload of N bytes keeps up to about 2 × N. Where many sockets are idle, keep
+/// `Config::max_payload` for WebSockets to what the application needs.
 pub const READ_BUFFER: usize = 4 * 1024;
 /// How many bytes of queued messages make tungstenite write without waiting for the flush.
 pub const WRITE_BUFFER: usize = 64 * 1024;
@@ -66,8 +77,16 @@ pub fn socket_config(config: &Config) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(max_write_buffer(config))
         .max_message_size(Some(max))
         .max_frame_size(Some(max))
+}
+
+/// The most tungstenite may hold unwritten: a full batch plus one message at the limit.
+/// Without a cap, a peer that sends pings and never reads would grow the queue of pongs
+/// forever; at the cap tungstenite keeps only the latest pong.
+pub fn max_write_buffer(config: &Config) -> usize {
+    WRITE_BUFFER + max_message_size(config) + 1024
 }
 
 /// The close code that tells a WebSocket peer why a connection closed.
@@ -99,7 +118,9 @@ pub enum WsEvent {
     Data(Bytes),
     /// The peer is closing.
     Close,
-    /// A control message tungstenite already answered.
+    /// A ping, which tungstenite answers with a pong.
+    Ping,
+    /// Another control message.
     Control,
 }
 
@@ -117,7 +138,8 @@ impl WsMessage for axum::extract::ws::Message {
             Self::Binary(data) => WsEvent::Data(data),
             Self::Text(text) => WsEvent::Data(Bytes::from(text)),
             Self::Close(_) => WsEvent::Close,
-            Self::Ping(_) | Self::Pong(_) => WsEvent::Control,
+            Self::Ping(_) => WsEvent::Ping,
+            Self::Pong(_) => WsEvent::Control,
         }
     }
 }
@@ -139,7 +161,8 @@ impl WsMessage for tungstenite::Message {
             Self::Binary(data) => WsEvent::Data(data),
             Self::Text(text) => WsEvent::Data(Bytes::from(text)),
             Self::Close(_) => WsEvent::Close,
-            Self::Ping(_) | Self::Pong(_) | Self::Frame(_) => WsEvent::Control,
+            Self::Ping(_) => WsEvent::Ping,
+            Self::Pong(_) | Self::Frame(_) => WsEvent::Control,
         }
     }
 }
@@ -148,8 +171,91 @@ fn io_error(e: impl Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+/// An error from a WebSocket stream that may say the peer broke the WebSocket protocol.
+pub trait WsError: Display {
+    /// The close code and text for a protocol violation by the peer, if this is one.
+    fn violation(&self) -> Option<(u16, &'static str)>;
+}
+
+impl WsError for tungstenite::Error {
+    fn violation(&self) -> Option<(u16, &'static str)> {
+        match self {
+            Self::Utf8(_) => Some((CLOSE_INVALID_DATA, "invalid UTF-8 in a text message")),
+            Self::Capacity(_) => Some((CLOSE_TOO_BIG, "message too big")),
+            Self::Protocol(_) | Self::AttackAttempt => {
+                Some((CLOSE_PROTOCOL_ERROR, "websocket protocol error"))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl WsError for axum::Error {
+    fn violation(&self) -> Option<(u16, &'static str)> {
+        std::error::Error::source(self)?.downcast_ref::<tungstenite::Error>()?.violation()
+    }
+}
+
+/// The close frame the reader wants sent, when the peer broke the WebSocket protocol; shared
+/// by a reader and a writer made by [`pair`].
+#[derive(Debug, Default, Clone)]
+struct Violation(Arc<Mutex<Option<(u16, &'static str)>>>);
+
+impl Violation {
+    fn set(&self, violation: (u16, &'static str)) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(violation);
+    }
+
+    fn get(&self) -> Option<(u16, &'static str)> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A reader and a writer for one socket, linked so that a protocol violation the reader
+/// detects is answered with the right close code (1002, 1007 or 1009) by the writer.
+pub fn pair<St, Si, M>(stream: St, sink: Si) -> (WsReader<St>, WsWriter<Si, M>) {
+    let violation = Violation::default();
+    let mut reader = WsReader::new(stream);
+    reader.violation = violation.clone();
+    let mut writer = WsWriter::new(sink);
+    writer.violation = violation;
+    (reader, writer)
+}
+
 /// The most bytes one read gathers from messages that have already arrived.
 const MAX_GATHER: usize = 64 * 1024;
+
+/// Pings a peer may send in a burst, and per second after it. Each ping queues a pong, and a
+/// peer that floods pings without reading would grow that queue; browsers cannot send pings
+/// at all, and other clients send one every few seconds.
+const PING_BURST: f64 = 64.0;
+const PINGS_PER_SECOND: f64 = 8.0;
+
+/// A token bucket for pings.
+#[derive(Debug)]
+struct PingBudget {
+    tokens: f64,
+    at: tokio::time::Instant,
+}
+
+impl PingBudget {
+    fn new() -> Self {
+        PingBudget { tokens: PING_BURST, at: tokio::time::Instant::now() }
+    }
+
+    /// Spends one ping; false when the peer is over its budget.
+    fn spend(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        let earned = now.duration_since(self.at).as_secs_f64() * PINGS_PER_SECOND;
+        self.tokens = (self.tokens + earned).min(PING_BURST);
+        self.at = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
 
 /// Reads the gotalk byte stream out of a stream of WebSocket messages.
 #[derive(Debug)]
@@ -157,12 +263,19 @@ pub struct WsReader<S> {
     stream: S,
     /// The peer's close arrived after data that a read returned; the next read ends.
     closed: bool,
+    violation: Violation,
+    pings: PingBudget,
 }
 
 impl<S> WsReader<S> {
-    /// Wraps a stream of WebSocket messages.
+    /// Wraps a stream of WebSocket messages. See [`pair`] for one linked to its writer.
     pub fn new(stream: S) -> Self {
-        WsReader { stream, closed: false }
+        WsReader {
+            stream,
+            closed: false,
+            violation: Violation::default(),
+            pings: PingBudget::new(),
+        }
     }
 }
 
@@ -170,7 +283,7 @@ impl<S, M, E> FrameReader for WsReader<S>
 where
     S: Stream<Item = Result<M, E>> + Unpin + Send + 'static,
     M: WsMessage,
-    E: Display,
+    E: WsError,
 {
     async fn read(&mut self, buf: &mut BytesMut, _hint: Option<usize>) -> io::Result<ReadEvent> {
         // Every message that has already arrived joins this read: with gotalk.js framing a
@@ -185,7 +298,8 @@ where
                 Poll::Ready(item) => Poll::Ready(Some(item)),
                 Poll::Pending if added > 0 => Poll::Ready(None),
                 Poll::Pending => {
-                    // Give the buffer back while waiting, so an idle connection holds none.
+                    // Give our buffer back while waiting, so an idle connection holds none
+                    // of its own (tungstenite keeps its read buffer; see READ_BUFFER).
                     if buf.is_empty() {
                         *buf = BytesMut::new();
                     }
@@ -196,7 +310,15 @@ where
             match next {
                 None => return Ok(ReadEvent::Data(added)),
                 Some(None) => self.closed = true,
-                Some(Some(Err(e))) => return Err(io_error(e)),
+                Some(Some(Err(e))) => {
+                    return Err(match e.violation() {
+                        Some(violation) => {
+                            self.violation.set(violation);
+                            io::Error::new(io::ErrorKind::InvalidData, violation.1)
+                        }
+                        None => io_error(e),
+                    });
+                }
                 Some(Some(Ok(message))) => match message.into_event() {
                     WsEvent::Data(data) => {
                         buf.extend_from_slice(&data);
@@ -206,7 +328,12 @@ where
                         }
                     }
                     WsEvent::Close => self.closed = true,
-                    WsEvent::Control => {}
+                    WsEvent::Ping if !self.pings.spend() => {
+                        let violation = (CLOSE_POLICY, "too many pings");
+                        self.violation.set(violation);
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, violation.1));
+                    }
+                    WsEvent::Ping | WsEvent::Control => {}
                 },
             }
         }
@@ -220,12 +347,18 @@ pub struct WsWriter<S, M> {
     sink: S,
     staging: BytesMut,
     pending: Vec<M>,
+    violation: Violation,
 }
 
 impl<S, M> WsWriter<S, M> {
-    /// Wraps a sink of WebSocket messages.
+    /// Wraps a sink of WebSocket messages. See [`pair`] for one linked to its reader.
     pub fn new(sink: S) -> Self {
-        WsWriter { sink, staging: BytesMut::new(), pending: Vec::new() }
+        WsWriter {
+            sink,
+            staging: BytesMut::new(),
+            pending: Vec::new(),
+            violation: Violation::default(),
+        }
     }
 }
 
@@ -268,9 +401,15 @@ where
     }
 
     async fn shutdown(&mut self, reason: &CloseReason) -> io::Result<()> {
-        let message = M::close(close_code(reason), close_text(reason));
-        self.sink.send(message).await.map_err(io_error)?;
-        self.sink.close().await.map_err(io_error)
+        let (code, text) = match self.violation.get() {
+            Some((code, text)) => (code, text.to_owned()),
+            None => (close_code(reason), close_text(reason)),
+        };
+        // When the peer closed first, tungstenite has queued the reply itself and refuses a
+        // second close; closing the sink still flushes that reply.
+        let sent = self.sink.send(M::close(code, text)).await.map_err(io_error);
+        let closed = self.sink.close().await.map_err(io_error);
+        sent.and(closed)
     }
 }
 
@@ -361,9 +500,10 @@ impl Connector {
         let (remote, local) = (stream.peer_addr().ok(), stream.local_addr().ok());
         let info = ConnInfo::new(TransportKind::WebSocket, remote, local);
         let timeout = config.handshake_timeout;
+        let socket_config = socket_config(&config);
         let upgrade = async {
             if !secure {
-                return start(stream, request, handlers, config, info).await;
+                return upgrade(stream, request, socket_config).await.map(Socket::Plain);
             }
             let tls = self.tls.clone().ok_or_else(|| {
                 Error::Connect(format!("{url}: wss:// needs a TLS configuration"))
@@ -374,27 +514,54 @@ impl Connector {
                 .connect(name, stream)
                 .await
                 .map_err(|e| Error::Connect(format!("tls handshake: {e}")))?;
-            start(stream, request, handlers, config, info).await
+            upgrade(stream, request, socket_config).await.map(Socket::Tls)
         };
-        tokio::time::timeout(timeout, upgrade)
+        // The TLS and WebSocket handshakes share one deadline; the gotalk handshake that
+        // follows has its own, and fails with `Error::Closed` as over TCP.
+        let socket = tokio::time::timeout(timeout, upgrade)
             .await
-            .map_err(|_| Error::Connect("websocket handshake timed out".into()))?
+            .map_err(|_| Error::Connect("websocket handshake timed out".into()))??;
+        let config = Arc::new(config);
+        match socket {
+            Socket::Plain(socket) => start(socket, handlers, config, info).await,
+            Socket::Tls(socket) => start(socket, handlers, config, info).await,
+        }
     }
 }
 
-/// Upgrades `stream` with `request`, then runs the gotalk handshake over the socket.
+/// A client socket, plain or over TLS. One lives for a moment while connecting, so the
+/// size of the larger variant does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Socket {
+    Plain(tokio_tungstenite::WebSocketStream<TcpStream>),
+    Tls(tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Runs the gotalk handshake over an upgraded socket.
 async fn start<S>(
-    stream: S,
-    request: http::Request<()>,
+    socket: tokio_tungstenite::WebSocketStream<S>,
     handlers: Arc<Handlers>,
-    config: Config,
+    config: Arc<Config>,
     info: ConnInfo,
 ) -> Result<Sock, Error>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let upgrade =
-        tokio_tungstenite::client_async_with_config(request, stream, Some(socket_config(&config)));
+    let (sink, stream) = socket.split();
+    let (reader, writer) = pair(stream, sink);
+    Sock::start(reader, writer, handlers, config, info).await
+}
+
+/// Upgrades `stream` with `request` to a WebSocket.
+async fn upgrade<S>(
+    stream: S,
+    request: http::Request<()>,
+    config: WebSocketConfig,
+) -> Result<tokio_tungstenite::WebSocketStream<S>, Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let upgrade = tokio_tungstenite::client_async_with_config(request, stream, Some(config));
     let (socket, _) = upgrade.await.map_err(|e| match e {
         tungstenite::Error::Http(response) => {
             let body = response.body().as_deref().map(String::from_utf8_lossy);
@@ -406,8 +573,7 @@ where
         }
         e => Error::Connect(format!("websocket handshake: {e}")),
     })?;
-    let (sink, stream) = socket.split();
-    Sock::start(WsReader::new(stream), WsWriter::new(sink), handlers, Arc::new(config), info).await
+    Ok(socket)
 }
 
 /// Connects to the gotalk endpoint at a `ws://` URL. See [`Connector`] for `wss://` and

@@ -19,9 +19,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Before a socket is opened the request must pass, in order: the connection limit, the
-//! origin policy (see [`Gateway::allow_origin`]) and the [`on_connect`](Gateway::on_connect)
-//! hook. Handlers see the upgrade request in [`ConnInfo::request`].
+//! Before a socket is opened the request must pass, in order: the origin policy (see
+//! [`Gateway::allow_origin`]), the [`on_connect`](Gateway::on_connect) hook and the
+//! connection limit. Handlers see the upgrade request in [`ConnInfo::request`].
 
 mod origin;
 
@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, OriginalUri, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use futures_util::{FutureExt, StreamExt};
@@ -42,6 +42,7 @@ use http::StatusCode;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::assets::Assets;
 use crate::config::Config;
@@ -49,7 +50,7 @@ use crate::connections::Connections;
 use crate::error::CloseReason;
 use crate::handlers::Handlers;
 use crate::sock::{ConnInfo, Sock, TransportKind, UpgradeRequest};
-use crate::ws::{self, WsReader, WsWriter};
+use crate::ws;
 
 /// A refusal of a WebSocket upgrade, sent as an HTTP response with this status and text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +102,7 @@ pub struct Gateway {
     config_hold: Arc<Config>,
     assume_retry: bool,
     origins: origin::OriginPolicy,
+    served_over_tls: Option<bool>,
     on_connect: Option<ConnectHook>,
     assets: Assets,
     limit: Arc<Semaphore>,
@@ -108,6 +110,8 @@ pub struct Gateway {
     shutdown_timeout: Duration,
     connections: Connections,
     stopping: CancellationToken,
+    /// Sockets in their gotalk handshake, not yet among the connections.
+    handshakes: TaskTracker,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -136,6 +140,7 @@ impl Gateway {
             config_hold: Arc::new(hold),
             assume_retry: false,
             origins: origin::OriginPolicy::default(),
+            served_over_tls: None,
             on_connect: None,
             assets: Assets::bundle(),
             limit: Arc::new(Semaphore::new(max_connections)),
@@ -143,6 +148,7 @@ impl Gateway {
             shutdown_timeout: Duration::from_secs(10),
             connections: Connections::default(),
             stopping: CancellationToken::new(),
+            handshakes: TaskTracker::new(),
         }
     }
 
@@ -158,10 +164,20 @@ impl Gateway {
         self
     }
 
+    /// Says whether pages reach the gateway over TLS, for the same-origin check, when the
+    /// server cannot tell: behind a proxy that terminates TLS, or on an axum server that does
+    /// not set [`http::Secure`](crate::http::Secure). With neither, the check compares host
+    /// and port only.
+    pub fn served_over_tls(mut self, yes: bool) -> Self {
+        self.served_over_tls = Some(yes);
+        self
+    }
+
     /// Checks an upgrade request before the socket opens, after the origin check. Return the
     /// request to accept it, adding to its extensions whatever handlers should see (the
     /// authenticated user, say); return a [`Refusal`] to answer with its status instead.
-    /// This runs before the connection exists; [`Handlers::on_connect`] runs after.
+    /// This runs before the connection exists; [`Handlers::on_connect`] runs after. A hook
+    /// that takes longer than the config's handshake timeout is answered with 503.
     pub fn on_connect<F, Fut>(mut self, hook: F) -> Self
     where
         F: Fn(UpgradeRequest) -> Fut + Send + Sync + 'static,
@@ -212,9 +228,12 @@ impl Gateway {
     }
 
     /// Stops taking new sockets, lets requests in flight finish (up to the shutdown timeout),
-    /// then closes every socket with 1001, "going away".
+    /// then closes every socket with 1001, "going away"; sockets still in their gotalk
+    /// handshake get 1001 at once.
     pub async fn shutdown(&self) {
         self.stopping.cancel();
+        self.handshakes.close();
+        self.handshakes.wait().await;
         self.connections.drain(self.shutdown_timeout).await;
     }
 
@@ -274,35 +293,51 @@ impl Gateway {
             Ok(upgrade) => upgrade,
             Err(rejection) => return rejection.into_response(),
         };
-        if let Err(refused) =
-            self.origins.check(&parts.headers, parts.uri.authority().map(|a| a.as_str()))
-        {
+        let secure = self
+            .served_over_tls
+            .or_else(|| parts.extensions.get::<crate::http::Secure>().map(|s| s.0))
+            .or_else(|| parts.uri.scheme_str().map(|s| s == "https"));
+        let authority = parts.uri.authority().map(|a| a.as_str());
+        if let Err(refused) = self.origins.check(&parts.headers, authority, secure) {
             tracing::debug!(reason = %refused.0, "websocket refused");
             return Refusal::forbidden(refused.0).into_response();
         }
-        let Ok(permit) = self.limit.clone().try_acquire_owned() else {
-            return refuse_busy("too many connections");
-        };
         let remote = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
         let local = parts.extensions.get::<crate::http::LocalAddr>().map(|l| l.0);
-        let mut request = UpgradeRequest::new(parts.uri, parts.headers);
+        // Handlers see the path as requested, mount point included.
+        let uri = parts.extensions.get::<OriginalUri>().map_or(parts.uri, |o| o.0.clone());
+        let mut request = UpgradeRequest::new(uri, parts.headers);
         request.extensions = parts.extensions;
         if let Some(hook) = &self.on_connect {
-            // A panicking hook costs this request a 500, not the HTTP connection's task.
-            let checked = AssertUnwindSafe(async { hook(request).await }).catch_unwind().await;
-            request = match checked {
-                Ok(Ok(request)) => request,
-                Ok(Err(refusal)) => {
+            // A panicking hook costs this request a 500, not the HTTP connection's task; a hook
+            // that hangs gets the handshake's deadline.
+            let checked = AssertUnwindSafe(async { hook(request).await }).catch_unwind();
+            let deadline = self.config_hold.handshake_timeout;
+            request = match tokio::time::timeout(deadline, checked).await {
+                Ok(Ok(Ok(request))) => request,
+                Ok(Ok(Err(refusal))) => {
                     tracing::debug!(status = %refusal.status, "websocket refused by on_connect");
                     return refusal.into_response();
                 }
-                Err(_) => {
+                Ok(Err(_)) => {
                     tracing::error!("on_connect panicked");
                     let status = StatusCode::INTERNAL_SERVER_ERROR;
                     return Refusal::new(status, "on_connect failed").into_response();
                 }
+                Err(_) => {
+                    tracing::warn!(?deadline, "on_connect timed out");
+                    return refuse_busy("on_connect timed out");
+                }
             };
+            if self.stopping.is_cancelled() {
+                return refuse_busy("server shutting down");
+            }
         }
+        // Taken after the hook, so a slow hook does not hold a socket's place (the HTTP
+        // server's connection limit bounds how many hooks run at once).
+        let Ok(permit) = self.limit.clone().try_acquire_owned() else {
+            return refuse_busy("too many connections");
+        };
         let config = if self.assume_retry || ws::declares_retry(request.uri.query()) {
             self.config_retry.clone()
         } else {
@@ -312,30 +347,33 @@ impl Gateway {
         let info =
             ConnInfo::new(TransportKind::WebSocket, remote, local).with_request(request.into());
         let gateway = self.clone();
+        let handshake = self.handshakes.token();
         upgrade
             .read_buffer_size(socket_config.read_buffer_size)
             .write_buffer_size(socket_config.write_buffer_size)
+            .max_write_buffer_size(socket_config.max_write_buffer_size)
             .max_message_size(ws::max_message_size(&config))
             .max_frame_size(ws::max_message_size(&config))
             .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
             .on_upgrade(move |socket| async move {
                 let (sink, stream) = socket.split();
-                let (reader, writer) = (WsReader::new(stream), WsWriter::new(sink));
-                let started = tokio::select! {
-                    started = Sock::start(reader, writer, gateway.handlers.clone(), config, info) => started,
-                    _ = gateway.stopping.cancelled() => return,
-                };
-                match started {
+                let (reader, writer) = ws::pair(stream, sink);
+                let handlers = gateway.handlers.clone();
+                let stop = gateway.stopping.cancelled();
+                match Sock::start_until(reader, writer, handlers, config, info, stop).await {
                     Ok(sock) => {
                         sock.attach(permit);
                         gateway.connections.insert(&sock);
-                        // Shutdown began during the handshake: the drain may have missed it.
+                        // Shutdown began as the handshake ended: the drain may have missed it.
                         if gateway.stopping.is_cancelled() {
                             sock.close_with(CloseReason::Shutdown, None);
                         }
                     }
-                    Err(e) => tracing::debug!(peer = ?remote, error = %e, "gotalk handshake failed"),
+                    Err(e) => {
+                        tracing::debug!(peer = ?remote, error = %e, "gotalk handshake failed")
+                    }
                 }
+                drop(handshake);
             })
     }
 }

@@ -96,11 +96,15 @@ impl OriginPolicy {
         true
     }
 
-    /// Checks an upgrade request's Origin against its Host and the allowed list.
+    /// Checks an upgrade request's Origin against its Host and the allowed list. `secure`
+    /// says whether the page reached the server over TLS, when known: then the same-origin
+    /// rule also compares the scheme, so `http://host` is not the origin of `https://host`.
+    /// Unknown, it compares host and port only.
     pub(crate) fn check(
         &self,
         headers: &HeaderMap,
         authority: Option<&str>,
+        secure: Option<bool>,
     ) -> Result<(), Refused> {
         let Some(value) = headers.get(http::header::ORIGIN) else {
             return Ok(());
@@ -119,11 +123,13 @@ impl OriginPolicy {
         }
         let host = headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).or(authority);
         if let Some((host, port)) = host.and_then(split_authority) {
-            let port = port.or_else(|| default_port(&origin.scheme)).unwrap_or(0);
-            if origin.scheme != "null"
-                && host.eq_ignore_ascii_case(&origin.host)
-                && port == origin.port
-            {
+            let (scheme_matches, server_port) = match secure {
+                Some(true) => (origin.scheme == "https", 443),
+                Some(false) => (origin.scheme == "http", 80),
+                None => (origin.scheme != "null", default_port(&origin.scheme).unwrap_or(0)),
+            };
+            let port = port.unwrap_or(server_port);
+            if scheme_matches && host.eq_ignore_ascii_case(&origin.host) && port == origin.port {
                 return Ok(());
             }
         }
@@ -145,7 +151,23 @@ mod tests {
     }
 
     fn check(policy: &OriginPolicy, origin: Option<&str>, host: &str) -> bool {
-        policy.check(&headers(origin, host), None).is_ok()
+        policy.check(&headers(origin, host), None, None).is_ok()
+    }
+
+    fn check_over(secure: bool, origin: &str, host: &str) -> bool {
+        OriginPolicy::default().check(&headers(Some(origin), host), None, Some(secure)).is_ok()
+    }
+
+    #[test]
+    fn a_known_scheme_must_match_too() {
+        assert!(check_over(true, "https://example.com", "example.com"));
+        assert!(check_over(true, "https://example.com:8443", "example.com:8443"));
+        assert!(!check_over(true, "http://example.com", "example.com"));
+        assert!(!check_over(true, "http://example.com:8443", "example.com:8443"));
+        assert!(check_over(false, "http://example.com", "example.com"));
+        assert!(!check_over(false, "https://example.com", "example.com"));
+        assert!(!check_over(false, "https://example.com:80", "example.com"));
+        assert!(!check_over(true, "null", "example.com"));
     }
 
     #[test]
@@ -199,8 +221,8 @@ mod tests {
         let policy = OriginPolicy::default();
         let mut headers = HeaderMap::new();
         headers.insert(http::header::ORIGIN, "https://example.com".parse().unwrap());
-        assert!(policy.check(&headers, Some("example.com")).is_ok());
-        assert!(policy.check(&headers, Some("other.com")).is_err());
-        assert!(policy.check(&headers, None).is_err());
+        assert!(policy.check(&headers, Some("example.com"), None).is_ok());
+        assert!(policy.check(&headers, Some("other.com"), None).is_err());
+        assert!(policy.check(&headers, None, None).is_err());
     }
 }

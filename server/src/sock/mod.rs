@@ -84,7 +84,7 @@ pub struct ConnInfo {
 #[derive(Debug, Default)]
 #[non_exhaustive]
 pub struct UpgradeRequest {
-    /// The request's URI, with its query.
+    /// The URI the client asked for, mount point and query included.
     pub uri: http::Uri,
     /// The request's headers.
     pub headers: http::HeaderMap,
@@ -200,11 +200,26 @@ impl Sock {
     /// # Errors
     /// [`Error::Closed`] with the reason the handshake failed.
     pub async fn start<R: FrameReader, W: FrameWriter>(
+        reader: R,
+        writer: W,
+        handlers: Arc<Handlers>,
+        config: Arc<Config>,
+        info: ConnInfo,
+    ) -> Result<Sock, Error> {
+        Self::start_until(reader, writer, handlers, config, info, std::future::pending::<()>())
+            .await
+    }
+
+    /// [`start`](Self::start), giving up when `stop` completes first: the handshake fails
+    /// with [`CloseReason::Shutdown`], which the transport passes on (a WebSocket closes with
+    /// 1001).
+    pub(crate) async fn start_until<R: FrameReader, W: FrameWriter>(
         mut reader: R,
         mut writer: W,
         handlers: Arc<Handlers>,
         config: Arc<Config>,
         info: ConnInfo,
+        stop: impl std::future::Future,
     ) -> Result<Sock, Error> {
         let span = tracing::info_span!(
             "conn",
@@ -229,7 +244,13 @@ impl Sock {
                 }
             }
         };
-        let outcome = match tokio::time::timeout(config.handshake_timeout, handshake).await {
+        let handshake = async {
+            tokio::select! {
+                outcome = tokio::time::timeout(config.handshake_timeout, handshake) => outcome,
+                _ = stop => Ok(Err(CloseReason::Shutdown)),
+            }
+        };
+        let outcome = match handshake.await {
             Ok(Ok(v)) if v == VERSION => Ok(()),
             Ok(Ok(v)) => {
                 Err((CloseReason::UnsupportedVersion(v), Some(ProtocolErrorCode::Unsupported)))
