@@ -6,37 +6,10 @@ mod common;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::{serve, within};
+use common::{serve, tls_configs, within};
 use gotalk::tcp::{connect_tls, Server};
 use gotalk::{Config, Error, Handlers, TransportKind};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::sync::mpsc;
-
-/// A server and a client TLS configuration for `localhost`, with a fresh self-signed
-/// certificate the client trusts.
-fn tls_configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
-        .expect("generate a self-signed certificate");
-    let cert: CertificateDer<'static> = certified.cert.der().clone();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-
-    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.clone()], key)
-        .expect("server TLS config");
-
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert).expect("trust the test certificate");
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    (Arc::new(server), Arc::new(client))
-}
 
 #[tokio::test]
 async fn requests_both_ways_over_tls() {

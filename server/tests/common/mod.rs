@@ -5,6 +5,7 @@
 // Every test binary compiles this module and each uses a different subset of it.
 #![allow(dead_code)]
 
+pub(crate) mod raw_ws;
 pub(crate) mod web;
 
 use std::future::Future;
@@ -298,4 +299,32 @@ impl WirePeer {
             "what the server sent before closing"
         );
     }
+}
+
+/// A server and a client TLS configuration for `localhost`, with a fresh self-signed
+/// certificate the client trusts.
+pub(crate) fn tls_configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+        .expect("generate a self-signed certificate");
+    let cert: rustls::pki_types::CertificateDer<'static> = certified.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
+        certified.key_pair.serialize_der(),
+    ));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .expect("server TLS config");
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).expect("trust the test certificate");
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (Arc::new(server), Arc::new(client))
 }

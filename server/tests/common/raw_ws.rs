@@ -1,0 +1,207 @@
+//! A raw WebSocket client that writes the HTTP upgrade and every frame by hand, so a test
+//! controls exactly what the server sees (headers, masking, opcodes, UTF-8) and reads every
+//! frame the server sends, control frames included.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+pub(crate) const TEXT: u8 = 0x1;
+pub(crate) const BINARY: u8 = 0x2;
+pub(crate) const CLOSE: u8 = 0x8;
+pub(crate) const PING: u8 = 0x9;
+pub(crate) const PONG: u8 = 0xA;
+
+/// A raw WebSocket client over any byte stream.
+pub(crate) struct RawWs<S> {
+    pub(crate) io: S,
+    buf: Vec<u8>,
+}
+
+/// What the server answered to the upgrade request.
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub(crate) status: u16,
+    pub(crate) text: String,
+}
+
+/// One frame from the server, or how the stream ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Got {
+    Frame { opcode: u8, payload: Vec<u8> },
+    Eof,
+    Error(String),
+    Timeout,
+}
+
+impl Got {
+    /// The close code, if this is a close frame.
+    pub(crate) fn close_code(&self) -> Option<u16> {
+        match self {
+            Got::Frame { opcode: CLOSE, payload } if payload.len() >= 2 => {
+                Some(u16::from_be_bytes([payload[0], payload[1]]))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The upgrade request for `path` with `host` and extra header lines.
+pub(crate) fn upgrade_request(path: &str, host: &str, headers: &[(&str, &str)]) -> String {
+    let mut request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> RawWs<S> {
+    /// Sends the upgrade request and reads the response head (and body, if not 101).
+    pub(crate) async fn upgrade(
+        mut io: S,
+        path: &str,
+        host: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<RawWs<S>, Head> {
+        io.write_all(upgrade_request(path, host, headers).as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(5), io.read(&mut chunk))
+                .await
+                .expect("response head in time")
+                .unwrap_or(0);
+            if n == 0 {
+                return Err(Head { status: 0, text: String::from_utf8_lossy(&buf).into() });
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let text = String::from_utf8_lossy(&buf[..end]).into_owned();
+        let status: u16 = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        if status != 101 {
+            let mut rest = buf[end..].to_vec();
+            let _ =
+                tokio::time::timeout(Duration::from_millis(300), io.read_to_end(&mut rest)).await;
+            return Err(Head { status, text: text + &String::from_utf8_lossy(&rest) });
+        }
+        let rest = buf[end..].to_vec();
+        Ok(RawWs { io, buf: rest })
+    }
+
+    /// Sends one frame, masked (as a client must) unless `masked` is false.
+    pub(crate) async fn frame_with(&mut self, opcode: u8, fin: bool, payload: &[u8], masked: bool) {
+        let mut out = Vec::with_capacity(payload.len() + 14);
+        out.push(if fin { 0x80 } else { 0 } | opcode);
+        let mask_bit = if masked { 0x80 } else { 0 };
+        match payload.len() {
+            n if n < 126 => out.push(mask_bit | n as u8),
+            n if n < 65536 => {
+                out.push(mask_bit | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(mask_bit | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        if masked {
+            let key = [0x12, 0x34, 0x56, 0x78];
+            out.extend_from_slice(&key);
+            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        } else {
+            out.extend_from_slice(payload);
+        }
+        self.io.write_all(&out).await.unwrap();
+    }
+
+    /// Sends `count` copies of a frame in one write.
+    pub(crate) async fn frames(&mut self, opcode: u8, payload: &[u8], count: usize) {
+        let mut one = vec![0x80 | opcode, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+        one.extend_from_slice(payload);
+        self.io.write_all(&one.repeat(count)).await.unwrap();
+    }
+
+    /// Sends one masked, final frame.
+    pub(crate) async fn frame(&mut self, opcode: u8, payload: &[u8]) {
+        self.frame_with(opcode, true, payload, true).await;
+    }
+
+    /// Sends a close frame with `code`.
+    pub(crate) async fn close(&mut self, code: u16) {
+        self.frame(CLOSE, &code.to_be_bytes()).await;
+    }
+
+    async fn fill(&mut self, need: usize, wait: Duration) -> Result<(), Got> {
+        while self.buf.len() < need {
+            let mut chunk = vec![0u8; 64 * 1024];
+            match tokio::time::timeout(wait, self.io.read(&mut chunk)).await {
+                Err(_) => return Err(Got::Timeout),
+                Ok(Ok(0)) => return Err(Got::Eof),
+                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(Err(e)) => return Err(Got::Error(e.to_string())),
+            }
+        }
+        Ok(())
+    }
+
+    /// The next frame from the server (any opcode), or how the stream ended.
+    pub(crate) async fn next_within(&mut self, wait: Duration) -> Got {
+        if let Err(got) = self.fill(2, wait).await {
+            return got;
+        }
+        let opcode = self.buf[0] & 0x0f;
+        let len7 = (self.buf[1] & 0x7f) as usize;
+        let (len, header) = match len7 {
+            126 => {
+                if let Err(got) = self.fill(4, wait).await {
+                    return got;
+                }
+                (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
+            }
+            127 => {
+                if let Err(got) = self.fill(10, wait).await {
+                    return got;
+                }
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&self.buf[2..10]);
+                (u64::from_be_bytes(b) as usize, 10)
+            }
+            n => (n, 2),
+        };
+        if let Err(got) = self.fill(header + len, wait).await {
+            return got;
+        }
+        let payload = self.buf[header..header + len].to_vec();
+        self.buf.drain(..header + len);
+        Got::Frame { opcode, payload }
+    }
+
+    /// The next frame within 5 s.
+    pub(crate) async fn next(&mut self) -> Got {
+        self.next_within(Duration::from_secs(5)).await
+    }
+
+    /// The next data frame's payload, skipping pings and pongs; panics on anything else.
+    pub(crate) async fn data(&mut self) -> Vec<u8> {
+        loop {
+            match self.next().await {
+                Got::Frame { opcode: 0x9 | 0xA, .. } => {}
+                Got::Frame { opcode: TEXT | BINARY, payload } => return payload,
+                other => panic!("expected data, got {other:?}"),
+            }
+        }
+    }
+
+    /// Does the gotalk handshake: sends `01`, expects the server's `01`.
+    pub(crate) async fn gotalk_handshake(&mut self) {
+        self.frame(BINARY, b"01").await;
+        assert_eq!(self.data().await, b"01");
+    }
+}
