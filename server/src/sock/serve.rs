@@ -9,9 +9,10 @@ use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use gotalk_protocol::{Frame, Id, Name};
 use rand::Rng;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
-use super::{lock, IdMap, Sock};
+use super::{lock, IdMap, Outbound, Sock};
 use crate::error::{CloseReason, Error};
 use crate::handlers::Route;
 use crate::queue::{parts, PartsRx, PartsTx, PushError};
@@ -186,13 +187,19 @@ impl Sock {
         u32::try_from(wait.as_millis()).unwrap_or(u32::MAX)
     }
 
-    /// Marks a request finished, before its result is queued so the peer may reuse the id as
-    /// soon as it sees the result, and starts held requests that now fit.
-    fn finish(&self, id: Id) {
+    /// Marks a request finished and queues its answer, if any, in one step under the table's
+    /// lock: the id is free before the peer can see the answer (it may reuse the id at
+    /// once), and the answer is queued before the table can look empty to
+    /// [`Sock::end`](super::Sock::end), which closes the connection then. Then starts held
+    /// requests that now fit.
+    fn finish(&self, id: Id, answer: Option<Frame>, permit: Option<OwnedSemaphorePermit>) {
         let config = &self.shared.config;
         let mut start = Vec::new();
         {
             let mut inbound = lock(&self.shared.inbound);
+            if let Some(answer) = answer {
+                let _ = self.shared.out.push(Outbound::Frame(answer, permit));
+            }
             if let Some(entry) = inbound.ids.remove(&id) {
                 inbound.running -= 1;
                 inbound.running_streams -= u32::from(entry.stream);
@@ -247,7 +254,7 @@ impl Sock {
                 let outcome = tokio::select! {
                     outcome = AssertUnwindSafe(work).catch_unwind() => outcome,
                     _ = sock.shared.cancel.cancelled() => {
-                        sock.finish(id);
+                        sock.finish(id, None, None);
                         return;
                     }
                 };
@@ -260,8 +267,12 @@ impl Sock {
                     tracing::error!(panic = %what, "request handler panicked");
                     Frame::ErrorResult { id, payload: Bytes::from_static(b"handler panicked") }
                 });
-                sock.finish(id);
-                let _ = sock.send(last).await;
+                // Room in the send queue first; then the answer is queued as the request
+                // leaves the table.
+                match sock.shared.send_budget.acquire(last.payload().len()).await {
+                    Some(permit) => sock.finish(id, Some(last), Some(permit)),
+                    None => sock.finish(id, None, None),
+                }
             }
             .instrument(span),
         );
