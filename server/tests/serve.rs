@@ -38,6 +38,8 @@ async fn serve() -> Served {
     let http = next("gotalk demo:").await;
     let ws = next("gotalk websocket:").await;
     let tcp = next("gotalk tcp:").await;
+    // Keep reading, so the server's later output has somewhere to go.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Served { child, http, ws, tcp }
 }
 
@@ -48,7 +50,8 @@ async fn get(http: &str, path: &str) -> String {
     let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
-    within("http response", stream.read_to_string(&mut response)).await.unwrap();
+    let read = within("http response", stream.read_to_string(&mut response)).await;
+    read.unwrap_or_else(|e| panic!("GET {path}: {e} after {response:?}"));
     response
 }
 

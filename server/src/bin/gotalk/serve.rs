@@ -239,10 +239,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(
         "demo on {web}://{http_addr}/, gotalk on {ws}://{http_addr}/gotalk/ and {raw}://{tcp_addr}"
     );
-    println!("gotalk demo:      {web}://{http_addr}/");
-    println!("gotalk websocket: {ws}://{http_addr}/gotalk/");
-    println!("gotalk tcp:       {raw}://{tcp_addr}");
-    println!("try: gotalk call {raw}://{tcp_addr} greet '{{\"name\":\"you\"}}'");
+    // A server outlives whoever reads its stdout: a closed pipe must not stop it, so write
+    // errors are ignored (`println!` would panic).
+    let banner = format!(
+        "gotalk demo:      {web}://{http_addr}/\n\
+         gotalk websocket: {ws}://{http_addr}/gotalk/\n\
+         gotalk tcp:       {raw}://{tcp_addr}\n\
+         try: gotalk call {raw}://{tcp_addr} greet '{{\"name\":\"you\"}}'\n"
+    );
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
 
     gateway.run(http, http_listener, Some((tcp, tcp_listener)), shutdown_signal()).await?;
     Ok(())
