@@ -10,12 +10,15 @@
 #             target-wasm-debian/. Used when adding the rustup target fails.
 #
 # GOTALK_WASM_ROUTE=rustup|debian forces one route (default: auto, rustup first).
+# GOTALK_WASM_PROFILE names the cargo profile (default: release; the browser client uses
+# `wasm`, tuned for size in the workspace Cargo.toml).
 # Prints the route it used and the path of the built .wasm (when the crate has a
 # cdylib) on its last lines.
 set -euo pipefail
 
 crate="${1:-gotalk-protocol}"
 route="${GOTALK_WASM_ROUTE:-auto}"
+profile="${GOTALK_WASM_PROFILE:-release}"
 target=wasm32-unknown-unknown
 
 cd "$(dirname "$0")/.."
@@ -33,8 +36,8 @@ rustup_target_ready() {
 
 rustup_build() {
     echo "wasm-build: route rustup ($(rustc --version))"
-    cargo build --release --locked --target "$target" -p "$crate" --target-dir target-wasm
-    out_dir="target-wasm/$target/release"
+    cargo build --profile "$profile" --locked --target "$target" -p "$crate" --target-dir target-wasm
+    out_dir="target-wasm/$target/$profile"
 }
 
 debian_build() {
@@ -55,9 +58,9 @@ debian_build() {
     # -Zbuild-std; wasm-ld because /usr/bin/rust-lld is a broken link.
     PATH="/usr/bin:$PATH" RUSTC_BOOTSTRAP=1 \
         CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER=wasm-ld \
-        /usr/bin/cargo build --release --locked --target "$target" \
+        /usr/bin/cargo build --profile "$profile" --locked --target "$target" \
         -Zbuild-std=std,panic_abort -p "$crate" --target-dir target-wasm-debian
-    out_dir="target-wasm-debian/$target/release"
+    out_dir="target-wasm-debian/$target/$profile"
 }
 
 # Only a missing target falls back; a failing build is a real error on either route.

@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Builds the browser client bundle (gotalk.js, gotalk.mjs, gotalk_bg.wasm, gotalk.d.ts).
+#
+#   scripts/build-client.sh            # build into static/gotalk/ (commit the result)
+#   scripts/build-client.sh --check    # build into target/client-bundle/; fail if the
+#                                      # committed bundle is stale or the build is too big
+#
+# Needs: the wasm32 target (scripts/wasm-build.sh finds or installs it), wasm-bindgen at the
+# version of the wasm-bindgen crate in Cargo.lock (GOTALK_INSTALL_TOOLS=1 installs it), and
+# Node.js with npm for wasm-opt, which comes from binaryen's npm package, pinned in
+# wasm-client/package-lock.json. (Debian's binaryen 108 predates the final reference-types
+# encoding: it rewrites wasm-bindgen's externref table as anyref, which browsers reject.)
+#
+# Staleness is judged by a hash of the inputs (sources, Cargo.lock, this script, tool
+# versions), kept in static/gotalk/.inputs, not by the output bytes: the rustup and Debian
+# compilers produce different wasm from the same sources.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+mode=build
+case "${1:-}" in
+    "") ;;
+    --check) mode=check ;;
+    *) echo "usage: $0 [--check]" >&2; exit 2 ;;
+esac
+
+# The gzipped size budget for gotalk.js plus the wasm, in bytes.
+budget=$((40 * 1000))
+committed=static/gotalk
+
+bindgen_version() {
+    awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock
+}
+
+install_tools() {
+    local want
+    want="$(bindgen_version)"
+    if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$want" ]; then
+        if [ "${GOTALK_INSTALL_TOOLS:-0}" != 1 ]; then
+            echo "build-client: need wasm-bindgen $want: cargo install wasm-bindgen-cli --version $want" >&2
+            exit 1
+        fi
+        # Not --locked: the CLI's own lock file has pinned a crate the registry no longer
+        # serves; its dependencies resolve within their semver ranges instead.
+        cargo install wasm-bindgen-cli --version "$want"
+    fi
+    # npm ci only when the lock file changed since the last install.
+    local stamp=wasm-client/node_modules/.installed-lock
+    if ! cmp -s wasm-client/package-lock.json "$stamp"; then
+        (cd wasm-client && npm ci --no-audit --no-fund)
+        cp wasm-client/package-lock.json "$stamp"
+    fi
+}
+
+wasm_opt() {
+    node wasm-client/node_modules/binaryen/bin/wasm-opt "$@"
+}
+
+# One line per input file with its hash, then the tool versions; hashed again by the caller.
+inputs() {
+    git ls-files -co --exclude-standard -- \
+        wasm-client protocol/src protocol/Cargo.toml Cargo.toml Cargo.lock \
+        scripts/build-client.sh scripts/wasm-build.sh |
+        LC_ALL=C sort | xargs sha256sum
+    echo "wasm-bindgen $(bindgen_version)"
+}
+
+install_tools
+hash="$(inputs | sha256sum | awk '{print $1}')"
+
+if [ "$mode" = check ]; then
+    out=target/client-bundle
+else
+    out="$committed"
+fi
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+GOTALK_WASM_PROFILE=wasm scripts/wasm-build.sh gotalk-wasm | tee "$work/build.log"
+wasm="$(tail -n 1 "$work/build.log" | sed 's/^wasm-build: //')"
+
+wasm-bindgen --target no-modules --no-typescript --out-dir "$work" --out-name gotalk "$wasm"
+# The features Rust enables by default for wasm32, and no others (--all-features would let
+# wasm-opt use proposals browsers do not ship).
+wasm_opt -Oz --converge --strip-debug --strip-producers \
+    --enable-bulk-memory --enable-bulk-memory-opt --enable-nontrapping-float-to-int \
+    --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
+    -o "$work/gotalk_bg.opt.wasm" "$work/gotalk_bg.wasm"
+
+# A light minifier: drops whole-line comments, doc blocks, indentation and blank lines. Both
+# inputs are written (or generated) with no comment markers inside strings at a line start.
+squeeze() {
+    awk '
+        /^[ \t]*\/\*/ { doc = 1 }
+        doc { if ($0 ~ /\*\/[ \t]*$/) doc = 0; next }
+        /^[ \t]*\/\// { next }
+        { sub(/^[ \t]+/, ""); if ($0 != "") print }
+    ' "$1"
+}
+
+version="$(awk -F'"' '/^version = / { print $2; exit }' Cargo.toml)"
+api="$(squeeze wasm-client/js/api.js | sed "s/@VERSION@/$version/")"
+glue="$(squeeze "$work/gotalk.js")"
+banner="// gotalk.js $version: the gotalk browser client, in Rust compiled to wasm (gotalk_bg.wasm).
+// Built by scripts/build-client.sh from wasm-client/; do not edit."
+
+mkdir -p "$out"
+{
+    echo "$banner"
+    echo "// A classic script: defines the global \`gotalk\` and loads gotalk_bg.wasm from its own folder."
+    echo "(function () {"
+    echo "'use strict';"
+    echo "const scriptUrl = (typeof document !== 'undefined' && document.currentScript && document.currentScript.src) || '';"
+    echo "$glue"
+    echo "$api"
+    echo "globalThis.gotalk = gotalk;"
+    echo "})();"
+} >"$out/gotalk.js"
+{
+    echo "$banner"
+    echo "// The ES module entry: \`import gotalk from '/gotalk/gotalk.mjs'\`."
+    echo "const scriptUrl = import.meta.url;"
+    echo "$glue"
+    echo "$api"
+    echo "export default gotalk;"
+    echo "export const { connection, open, handle, handleRequest, handleBufferRequest, handleNotification,"
+    echo "  handleBufferNotification, handleStreamRequest, handleBufferStreamRequest, defaultHandlers,"
+    echo "  Sock, Handlers, EventEmitter, protocol, ready } = gotalk;"
+} >"$out/gotalk.mjs"
+cp "$work/gotalk_bg.opt.wasm" "$out/gotalk_bg.wasm"
+cp wasm-client/js/gotalk.d.ts "$out/gotalk.d.ts"
+echo "$hash" >"$out/.inputs"
+
+js_gz=$(gzip -9 -c "$out/gotalk.js" | wc -c)
+wasm_gz=$(gzip -9 -c "$out/gotalk_bg.wasm" | wc -c)
+total=$((js_gz + wasm_gz))
+echo "build-client: gotalk.js $(wc -c <"$out/gotalk.js") bytes ($js_gz gzipped)," \
+    "gotalk_bg.wasm $(wc -c <"$out/gotalk_bg.wasm") bytes ($wasm_gz gzipped):" \
+    "$total bytes gzipped, budget $budget"
+if [ "$total" -gt "$budget" ]; then
+    echo "build-client: the bundle is over its budget of $budget bytes gzipped" >&2
+    exit 1
+fi
+
+if [ "$mode" = check ]; then
+    have="$(cat "$committed/.inputs" 2>/dev/null || echo none)"
+    if [ "$have" != "$hash" ]; then
+        echo "build-client: static/gotalk/ is stale: its inputs hash $have, the sources hash $hash." >&2
+        echo "build-client: run scripts/build-client.sh and commit static/gotalk/." >&2
+        exit 1
+    fi
+    for f in gotalk.js gotalk.mjs gotalk_bg.wasm gotalk.d.ts; do
+        [ -s "$committed/$f" ] || { echo "build-client: $committed/$f is missing" >&2; exit 1; }
+    done
+    echo "build-client: static/gotalk/ is current"
+else
+    echo "build-client: wrote $out/"
+fi

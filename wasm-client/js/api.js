@@ -1,0 +1,653 @@
+// The gotalk.js API, on top of the Rust client (wasm_bindgen's `Core`).
+//
+// scripts/build-client.sh wraps this file: before it come `scriptUrl` (where this script was
+// loaded from) and wasm-bindgen's loader (`wasm_bindgen`); after it, the classic script
+// assigns `globalThis.gotalk` and the module exports it. Everything on the wire happens in
+// Rust; this file keeps the shape of the original gotalk.js API: handler tables, events,
+// JSON, and the calls a page makes before the wasm has loaded.
+
+const gotalk = {};
+gotalk.version = '@VERSION@';
+
+// Constants only: the codec itself lives in Rust.
+gotalk.protocol = Object.freeze({
+  Version: 1,
+  MsgTypeSingleReq: 0x72,
+  MsgTypeStreamReq: 0x73,
+  MsgTypeStreamReqPart: 0x70,
+  MsgTypeSingleRes: 0x52,
+  MsgTypeStreamRes: 0x53,
+  MsgTypeErrorRes: 0x45,
+  MsgTypeRetryRes: 0x65,
+  MsgTypeNotification: 0x6e,
+  MsgTypeHeartbeat: 0x68,
+  MsgTypeProtocolError: 0x66,
+  ErrorAbnormal: 0,
+  ErrorUnsupported: 1,
+  ErrorInvalidMsg: 2,
+  ErrorTimeout: 3,
+  HeartbeatMsgMaxLoad: 0xffff,
+});
+
+// ---------------------------------------------------------------------------------------------
+// Errors thrown by the page's own listeners and handlers surface as uncaught errors, as they
+// would without gotalk in between, but never break the connection.
+
+function report(err) {
+  if (typeof reportError === 'function') {
+    reportError(err);
+  } else {
+    setTimeout(() => { throw err; });
+  }
+}
+
+function guard(fn) {
+  try {
+    fn();
+  } catch (err) {
+    report(err);
+  }
+}
+
+function warn(...args) {
+  if (gotalk.developmentMode && typeof console !== 'undefined') {
+    console.warn('[gotalk]', ...args);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// EventEmitter: on, once, addListener, removeListener, removeListeners, removeAllListeners, emit.
+
+function EventEmitter() {}
+
+EventEmitter.prototype.addListener = function (name, fn) {
+  if (typeof fn !== 'function') {
+    throw new TypeError('listener must be a function');
+  }
+  if (!this.__events) {
+    Object.defineProperty(this, '__events', { value: {}, writable: true });
+  }
+  (this.__events[name] || (this.__events[name] = [])).push(fn);
+  return this;
+};
+EventEmitter.prototype.on = EventEmitter.prototype.addListener;
+
+EventEmitter.prototype.once = function (name, fn) {
+  const once = (arg) => {
+    this.removeListener(name, once);
+    fn.call(this, arg);
+  };
+  return this.on(name, once);
+};
+
+EventEmitter.prototype.removeListener = function (name, fn) {
+  const list = this.__events && this.__events[name];
+  if (list) {
+    const at = list.indexOf(fn);
+    if (at !== -1) list.splice(at, 1);
+    if (list.length === 0) delete this.__events[name];
+  }
+  return this;
+};
+EventEmitter.prototype.off = EventEmitter.prototype.removeListener;
+
+EventEmitter.prototype.removeListeners = function (name) {
+  if (this.__events) delete this.__events[name];
+};
+
+EventEmitter.prototype.removeAllListeners = function (name) {
+  if (name === undefined) {
+    this.__events = {};
+  } else {
+    this.removeListeners(name);
+  }
+};
+
+EventEmitter.prototype.listeners = function (name) {
+  return (this.__events && this.__events[name] || []).slice();
+};
+
+// Each listener is guarded, so one that throws does not keep the others from hearing it.
+EventEmitter.prototype.emit = function (name, arg) {
+  for (const fn of this.listeners(name)) {
+    guard(() => fn.call(this, arg));
+  }
+};
+
+EventEmitter.mixin = function (obj) {
+  for (const key of Object.keys(EventEmitter.prototype)) {
+    obj[key] = EventEmitter.prototype[key];
+  }
+  return obj;
+};
+
+gotalk.EventEmitter = EventEmitter;
+
+// ---------------------------------------------------------------------------------------------
+// JSON and text. Payloads reach handlers as Uint8Array; JSON handlers get parsed values.
+
+const utf8 = new TextDecoder();
+
+function text(buf) {
+  return typeof buf === 'string' ? buf : utf8.decode(buf);
+}
+
+// Empty is null (the Go JSON client fails on an empty result; we do not).
+function decodeJSON(buf) {
+  if (!buf || buf.length === 0) return null;
+  return JSON.parse(text(buf));
+}
+
+function encodeJSON(value) {
+  const json = JSON.stringify(value);
+  return json === undefined ? '' : json;
+}
+
+function messageOf(err) {
+  if (err && typeof err.message === 'string') return err.message;
+  return String(err);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers: what a page offers the server.
+
+function Handlers() {
+  if (!(this instanceof Handlers)) return new Handlers();
+  this.reqHandlers = {};
+  this.reqFallbackHandler = null;
+  this.noteHandlers = {};
+  this.noteFallbackHandler = null;
+  this.streamHandlers = {};
+  this.streamFallbackHandler = null;
+}
+
+function setHandler(table, fallback, self, key, handler) {
+  if (handler !== null && typeof handler !== 'function') {
+    throw new TypeError('handler must be a function');
+  }
+  if (key) {
+    self[table][key] = handler;
+  } else {
+    self[fallback] = handler;
+  }
+}
+
+// An empty op registers the fallback, called for any op without a handler of its own.
+Handlers.prototype.handleBufferRequest = function (op, handler) {
+  setHandler('reqHandlers', 'reqFallbackHandler', this, op, handler);
+};
+
+Handlers.prototype.handleRequest = function (op, handler) {
+  this.handleBufferRequest(op, (buf, result, op) => {
+    let value;
+    try {
+      value = decodeJSON(buf);
+    } catch (err) {
+      return result.error('invalid JSON in the request: ' + messageOf(err));
+    }
+    const resultJSON = (value) => result(encodeJSON(value));
+    resultJSON.error = result.error;
+    handler(value, resultJSON, op);
+  });
+};
+
+Handlers.prototype.handleBufferNotification = function (name, handler) {
+  setHandler('noteHandlers', 'noteFallbackHandler', this, name, handler);
+};
+
+Handlers.prototype.handleNotification = function (name, handler) {
+  this.handleBufferNotification(name, (buf, name) => {
+    let value;
+    try {
+      value = decodeJSON(buf);
+    } catch (err) {
+      return warn('ignoring notification "' + name + '" with invalid JSON:', err);
+    }
+    handler(value, name);
+  });
+};
+
+// Streaming requests from the server (gotalk.js has none). The handler gets a stream with
+// `data` and `end` events for the request's parts, and `write`, `end` and `error` to answer.
+Handlers.prototype.handleBufferStreamRequest = function (op, handler) {
+  setHandler('streamHandlers', 'streamFallbackHandler', this, op, handler);
+};
+
+Handlers.prototype.handleStreamRequest = function (op, handler) {
+  this.handleBufferStreamRequest(op, (stream, op) => {
+    stream.json = true;
+    handler(stream, op);
+  });
+};
+
+Handlers.prototype.findRequestHandler = function (op) {
+  return this.reqHandlers[op] || this.reqFallbackHandler;
+};
+
+Handlers.prototype.findNotificationHandler = function (name) {
+  return this.noteHandlers[name] || this.noteFallbackHandler;
+};
+
+Handlers.prototype.findStreamHandler = function (op) {
+  return this.streamHandlers[op] || this.streamFallbackHandler;
+};
+
+gotalk.Handlers = Handlers;
+gotalk.defaultHandlers = new Handlers();
+gotalk.handle = (op, h) => gotalk.defaultHandlers.handleRequest(op, h);
+gotalk.handleRequest = gotalk.handle;
+gotalk.handleBufferRequest = (op, h) => gotalk.defaultHandlers.handleBufferRequest(op, h);
+gotalk.handleNotification = (name, h) => gotalk.defaultHandlers.handleNotification(name, h);
+gotalk.handleBufferNotification = (name, h) =>
+  gotalk.defaultHandlers.handleBufferNotification(name, h);
+gotalk.handleStreamRequest = (op, h) => gotalk.defaultHandlers.handleStreamRequest(op, h);
+gotalk.handleBufferStreamRequest = (op, h) =>
+  gotalk.defaultHandlers.handleBufferStreamRequest(op, h);
+
+// ---------------------------------------------------------------------------------------------
+// Loading the wasm. Calls made before it is ready wait here, in order.
+
+let loaded = false;
+let loadError = null;
+const waiting = [];
+
+function whenReady(fn) {
+  if (loaded) {
+    fn();
+  } else {
+    waiting.push(fn);
+  }
+}
+
+const wasmUrl = new URL('gotalk_bg.wasm', scriptUrl || (typeof location !== 'undefined' ? location.href : 'http://localhost/'));
+
+gotalk.ready = wasm_bindgen({ module_or_path: wasmUrl })
+  .catch((err) => {
+    loadError = new Error('gotalk: could not load ' + wasmUrl + ': ' + messageOf(err));
+  })
+  .then(() => {
+    loaded = true;
+    for (const fn of waiting.splice(0)) guard(fn);
+    if (loadError) throw loadError;
+  });
+
+// ---------------------------------------------------------------------------------------------
+// Addresses. By default, the folder gotalk.js was served from (ws://host/gotalk/ for
+// /gotalk/gotalk.js), as the original does.
+
+function wsUrl(url) {
+  if (url.protocol === 'http:') url.protocol = 'ws:';
+  else if (url.protocol === 'https:') url.protocol = 'wss:';
+  return url;
+}
+
+gotalk.defaultResponderAddress = scriptUrl ? wsUrl(new URL('./', scriptUrl)).href : '';
+
+function isLocal(host) {
+  return host === 'localhost' || host === '127.0.0.1' || host === '[::1]' || host.endsWith('.local');
+}
+
+gotalk.developmentMode = scriptUrl ? isLocal(new URL(scriptUrl).hostname) : false;
+
+function resolveAddress(addr) {
+  addr = addr || gotalk.defaultResponderAddress;
+  if (!addr) {
+    throw new Error('gotalk: no address given, and gotalk.js was not loaded from a gotalk server');
+  }
+  const base = typeof location !== 'undefined' ? location.href : scriptUrl;
+  return wsUrl(new URL(addr, base)).href;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sock: one connection, kept alive or not.
+
+function Sock(handlers) {
+  if (!(this instanceof Sock)) return new Sock(handlers);
+  Object.defineProperties(this, {
+    handlers: { value: handlers || gotalk.defaultHandlers, enumerable: true },
+    _core: { value: null, writable: true },
+    _settings: { value: { heartbeatInterval: 20000, sendBufferLimit: 100 }, writable: true },
+    _streams: { value: new Map() },
+    _incoming: { value: new Map() },
+    _listeners: { value: null, writable: true },
+    _opening: { value: false, writable: true },
+  });
+}
+
+EventEmitter.mixin(Sock.prototype);
+gotalk.Sock = Sock;
+
+// Runs fn(core) now, or once the wasm has loaded. Before then a Sock is "connecting" if an
+// open was asked for.
+Sock.prototype._with = function (fn) {
+  whenReady(() => {
+    if (loadError) throw loadError;
+    if (!this._core) {
+      const core = new wasm_bindgen.Core(hostFor(this));
+      core.heartbeatInterval = this._settings.heartbeatInterval;
+      core.sendLimit = this._settings.sendBufferLimit;
+      this._core = core;
+    }
+    fn(this._core);
+  });
+};
+
+// Like _with, for calls that answer with a promise.
+Sock.prototype._promise = function (fn) {
+  if (this._core) return fn(this._core);
+  return new Promise((resolve, reject) => {
+    whenReady(() => {
+      if (loadError) return reject(loadError);
+      this._with((core) => fn(core).then(resolve, reject));
+    });
+  });
+};
+
+function settings(name) {
+  return {
+    get() { return this._core ? this._core[name] : this._settings[name === 'sendLimit' ? 'sendBufferLimit' : name]; },
+    set(value) {
+      this._settings[name === 'sendLimit' ? 'sendBufferLimit' : name] = value;
+      if (this._core) this._core[name] = value;
+    },
+    enumerable: true,
+  };
+}
+
+Object.defineProperties(Sock.prototype, {
+  // Milliseconds between heartbeats (default 20000); 0 sends none. From the next connection.
+  heartbeatInterval: settings('heartbeatInterval'),
+  // Messages that may wait for the connection (default 100, as gotalk.js).
+  sendBufferLimit: settings('sendLimit'),
+  // "connecting", "open", "reconnecting", "offline" or "closed".
+  state: {
+    get() { return this._core ? this._core.state : (this._opening ? 'connecting' : 'closed'); },
+    enumerable: true,
+  },
+  // When the next reconnect attempt is due (milliseconds, as Date.now()), or null.
+  nextReconnectAt: {
+    get() { return (this._core && this._core.nextReconnectAt) || null; },
+    enumerable: true,
+  },
+  // Messages waiting for the connection.
+  queued: {
+    get() { return this._core ? this._core.queued : 0; },
+    enumerable: true,
+  },
+});
+
+// open([addr][, cb]): connect once; cb(err) on failure or cb(null, sock) when open.
+Sock.prototype.open = function (addr, cb) {
+  if (typeof addr === 'function') {
+    cb = addr;
+    addr = undefined;
+  }
+  const url = resolveAddress(addr);
+  if (cb) {
+    const onOpen = () => { this.removeListener('close', onClose); cb(null, this); };
+    const onClose = (err) => { this.removeListener('open', onOpen); cb(err || new Error('gotalk: closed')); };
+    this.once('open', onOpen);
+    this.once('close', onClose);
+  }
+  this._opening = true;
+  this._with((core) => core.open(url, false, undefined));
+  return this;
+};
+
+// openKeepAlive([addr][, options]): stay connected until end(), reconnecting with jittered
+// exponential backoff. options: {min, max, factor, jitter} (ms; defaults 500, 5000, 2, 0.5),
+// maxRetries (RetryResults honoured per request, default 5), sendLimit, maxPayload.
+Sock.prototype.openKeepAlive = function (addr, options) {
+  if (addr && typeof addr === 'object') {
+    options = addr;
+    addr = undefined;
+  }
+  const url = resolveAddress(addr);
+  this._opening = true;
+  this._with((core) => {
+    core.open(url, true, options);
+    this._watch(core);
+  });
+  return this;
+};
+
+// Tell the keepalive when the browser comes online and when the tab is visible again.
+Sock.prototype._watch = function (core) {
+  if (this._listeners || typeof addEventListener !== 'function') return;
+  const online = () => core.online();
+  const visible = () => {
+    if (typeof document === 'undefined' || document.visibilityState === 'visible') core.visible();
+  };
+  addEventListener('online', online);
+  if (typeof document !== 'undefined') document.addEventListener('visibilitychange', visible);
+  this._listeners = { online, visible };
+};
+
+Sock.prototype._unwatch = function () {
+  const l = this._listeners;
+  if (!l) return;
+  removeEventListener('online', l.online);
+  if (typeof document !== 'undefined') document.removeEventListener('visibilitychange', l.visible);
+  this._listeners = null;
+};
+
+// Closes once the results still outstanding are in; a second call closes at once.
+Sock.prototype.end = function () {
+  this._opening = false;
+  this._unwatch();
+  this._with((core) => core.end());
+};
+
+Sock.prototype.address = function () {
+  return (this._core && this._core.address) || null;
+};
+
+Sock.prototype.bufferRequest = function (op, buf, cb) {
+  const p = this._promise((core) => core.request(op, buf));
+  return callback(p, cb);
+};
+
+Sock.prototype.request = function (op, value, cb) {
+  if (typeof value === 'function' && cb === undefined) {
+    cb = value;
+    value = undefined;
+  }
+  const p = this._promise((core) => core.request(op, encodeJSON(value)).then(decodeJSON));
+  return callback(p, cb);
+};
+
+// Deprecated names from gotalk.js.
+Sock.prototype.requestp = function (op, value) { return this.request(op, value); };
+Sock.prototype.bufferRequestp = function (op, buf) { return this.bufferRequest(op, buf); };
+
+function callback(promise, cb) {
+  if (typeof cb === 'function') {
+    promise.then((value) => cb(null, value), (err) => cb(err, null));
+  }
+  return promise;
+}
+
+// Throws at once when the send queue is full or the socket is closed (once loaded).
+Sock.prototype.bufferNotify = function (name, buf) {
+  if (this._core) return this._core.notify(name, buf);
+  this._with((core) => core.notify(name, buf));
+};
+
+Sock.prototype.notify = function (name, value) {
+  return this.bufferNotify(name, encodeJSON(value));
+};
+
+// load in [0, 1].
+Sock.prototype.sendHeartbeat = function (load) {
+  this._with((core) => core.sendHeartbeat(load || 0));
+};
+
+// A stream request: nothing is sent until the first write. write(buf) sends a part (an empty
+// one, or end(), finishes the request); `data` events carry the result's parts and `end`
+// (null, or the Error) its end.
+function StreamRequest(sock, op) {
+  Object.defineProperties(this, {
+    op: { value: op, enumerable: true },
+    id: { value: null, writable: true, enumerable: true },
+    _sock: { value: sock },
+    _ended: { value: false, writable: true },
+  });
+}
+EventEmitter.mixin(StreamRequest.prototype);
+gotalk.StreamRequest = StreamRequest;
+
+StreamRequest.prototype.write = function (buf) {
+  if (this._ended) return;
+  if (buf === null || buf === undefined || buf.length === 0 || buf.byteLength === 0) {
+    this._ended = true;
+    buf = null;
+  }
+  this._sock._with((core) => {
+    if (this.id === null) {
+      this.id = core.streamOpen(this.op);
+      this._sock._streams.set(this.id, this);
+    }
+    core.streamWrite(this.id, buf);
+  });
+};
+
+StreamRequest.prototype.end = function () {
+  this.write(null);
+};
+
+Sock.prototype.streamRequest = function (op) {
+  return new StreamRequest(this, op);
+};
+
+// A streaming request from the server, as its handler sees it.
+function IncomingStream(core, op, conn, id) {
+  Object.defineProperties(this, {
+    op: { value: op, enumerable: true },
+    json: { value: false, writable: true },
+    _core: { value: core },
+    _conn: { value: conn },
+    _id: { value: id },
+    _done: { value: false, writable: true },
+  });
+}
+EventEmitter.mixin(IncomingStream.prototype);
+
+IncomingStream.prototype.write = function (value) {
+  if (!this._done) this._core.replyPart(this._conn, this._id, this.json ? encodeJSON(value) : value);
+};
+
+IncomingStream.prototype.end = function () {
+  if (!this._done) {
+    this._done = true;
+    this._core.replyEnd(this._conn, this._id);
+  }
+};
+
+IncomingStream.prototype.error = function (err) {
+  if (!this._done) {
+    this._done = true;
+    this._core.replyError(this._conn, this._id, messageOf(err));
+  }
+};
+
+// What the Rust Core calls; each entry point keeps the page's faults away from the client.
+function hostFor(sock) {
+  return {
+    emit(name, arg) {
+      if (name === 'close') sock._opening = false;
+      sock.emit(name, arg);
+    },
+    request(op, payload, conn, id) {
+      const core = sock._core;
+      let done = false;
+      const result = (value) => {
+        if (done) return;
+        done = true;
+        core.reply(conn, id, value);
+      };
+      result.error = (err) => {
+        if (done) return;
+        done = true;
+        core.replyError(conn, id, messageOf(err));
+      };
+      const handler = sock.handlers.findRequestHandler(op);
+      if (typeof handler !== 'function') {
+        return result.error('no such operation "' + op + '"');
+      }
+      try {
+        handler(payload, result, op);
+      } catch (err) {
+        result.error('internal error');
+        report(err);
+      }
+    },
+    stream(op, conn, id) {
+      const core = sock._core;
+      const stream = new IncomingStream(core, op, conn, id);
+      const handler = sock.handlers.findStreamHandler(op);
+      if (typeof handler !== 'function') {
+        return stream.error('no such operation "' + op + '"');
+      }
+      sock._incoming.set(conn + ':' + id, stream);
+      try {
+        handler(stream, op);
+      } catch (err) {
+        stream.error('internal error');
+        report(err);
+      }
+    },
+    part(conn, id, payload) {
+      const key = conn + ':' + id;
+      const stream = sock._incoming.get(key);
+      if (!stream) return;
+      if (payload instanceof Uint8Array) {
+        let value = payload;
+        if (stream.json) {
+          try {
+            value = decodeJSON(payload);
+          } catch (err) {
+            return stream.error('invalid JSON in the stream: ' + messageOf(err));
+          }
+        }
+        return stream.emit('data', value);
+      }
+      sock._incoming.delete(key);
+      stream.emit('end', payload);
+    },
+    notification(name, payload) {
+      const handler = sock.handlers.findNotificationHandler(name);
+      if (typeof handler === 'function') guard(() => handler(payload, name));
+      sock.emit('notification', { name, data: payload });
+    },
+    streamData(token, payload) {
+      const stream = sock._streams.get(token);
+      if (stream) stream.emit('data', payload);
+    },
+    streamEnd(token, err) {
+      const stream = sock._streams.get(token);
+      if (!stream) return;
+      sock._streams.delete(token);
+      stream._ended = true;
+      stream.emit('end', err);
+    },
+    online() {
+      return typeof navigator === 'undefined' || navigator.onLine !== false;
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Module-level shortcuts, as in gotalk.js.
+
+// A Sock kept connected (reconnecting as needed) until end().
+gotalk.connection = function (addr, handlers, options) {
+  if (addr && typeof addr === 'object') {
+    options = addr;
+    addr = undefined;
+  }
+  return new Sock(handlers).openKeepAlive(addr, options);
+};
+
+gotalk.open = function (addr, cb, handlers) {
+  return new Sock(handlers).open(addr, cb);
+};

@@ -1,0 +1,186 @@
+// TypeScript declarations for gotalk.js / gotalk.mjs, the gotalk browser client.
+//
+//   <script src="/gotalk/gotalk.js"></script>       → the global `gotalk`
+//   import gotalk from '/gotalk/gotalk.mjs'          → the same object as a module
+
+export default gotalk;
+export as namespace gotalk;
+
+declare namespace gotalk {
+  /** This library's version. */
+  const version: string;
+  /** Resolves once the wasm has loaded; calls made before then wait for it. */
+  const ready: Promise<void>;
+  /** The folder gotalk.js was served from, as a ws:// or wss:// URL. */
+  let defaultResponderAddress: string;
+  /** When true (pages on localhost), gotalk logs warnings about ignored input. */
+  let developmentMode: boolean;
+
+  /** The handlers used by `connection()`, `open()` and the module-level `handle*` functions. */
+  const defaultHandlers: Handlers;
+
+  /** A Sock that stays connected, reconnecting as needed, until `end()`. */
+  function connection(addr?: string, handlers?: Handlers, options?: KeepAliveOptions): Sock;
+  function connection(options: KeepAliveOptions): Sock;
+
+  /** A Sock connected once; `cb` hears the outcome. */
+  function open(addr?: string, cb?: (err: Error | null, s: Sock) => void, handlers?: Handlers): Sock;
+  function open(cb: (err: Error | null, s: Sock) => void): Sock;
+
+  /** JSON request handler the server can call. An empty `op` registers the fallback. */
+  function handle<In = any, Out = any>(op: string, h: RequestHandler<In, Out>): void;
+  function handleRequest<In = any, Out = any>(op: string, h: RequestHandler<In, Out>): void;
+  function handleBufferRequest(op: string, h: RequestHandler<Uint8Array, Payload>): void;
+  function handleNotification<In = any>(name: string, h: (value: In, name: string) => void): void;
+  function handleBufferNotification(name: string, h: (data: Uint8Array, name: string) => void): void;
+  /** A streaming request from the server, with JSON parts. */
+  function handleStreamRequest<In = any, Out = any>(op: string, h: StreamHandler<In, Out>): void;
+  function handleBufferStreamRequest(op: string, h: StreamHandler<Uint8Array, Payload>): void;
+
+  /** What a page may send: text goes as UTF-8. */
+  type Payload = string | Uint8Array | ArrayBuffer | null | undefined;
+
+  type RequestHandler<In, Out> = (value: In, result: Resolver<Out>, op: string) => void;
+  type StreamHandler<In, Out> = (stream: IncomingStream<In, Out>, op: string) => void;
+
+  interface Resolver<T> {
+    (value: T): void;
+    /** Answers with an ErrorResult carrying the message. */
+    error(err: Error | string): void;
+  }
+
+  /** Keepalive settings; every field is optional. */
+  interface KeepAliveOptions {
+    /** The first reconnect delay, ms. Default 500. */
+    min?: number;
+    /** The largest reconnect delay, ms. Default 5000. */
+    max?: number;
+    /** How much each failed attempt multiplies the delay by. Default 2. */
+    factor?: number;
+    /** The randomised fraction of each delay, 0 to 1. Default 0.5. */
+    jitter?: number;
+    /** RetryResults honoured per request before it fails. Default 5. */
+    maxRetries?: number;
+    /** Messages that may wait for the connection. Default 100. */
+    sendLimit?: number;
+    /** The largest payload accepted from the server, bytes. Default 16 MiB. */
+    maxPayload?: number;
+  }
+
+  type State = 'connecting' | 'open' | 'reconnecting' | 'offline' | 'closed';
+
+  interface SockEventMap {
+    open: null;
+    /** null for a normal close, else why. */
+    close: Error | null;
+    heartbeat: { time: Date; load: number };
+    notification: { name: string; data: Uint8Array };
+    state: State;
+  }
+
+  type Listener<T> = (arg: T) => void;
+
+  interface EventEmitter<M> {
+    on<K extends keyof M>(name: K, fn: Listener<M[K]>): this;
+    addListener<K extends keyof M>(name: K, fn: Listener<M[K]>): this;
+    once<K extends keyof M>(name: K, fn: Listener<M[K]>): this;
+    off<K extends keyof M>(name: K, fn: Listener<M[K]>): this;
+    removeListener<K extends keyof M>(name: K, fn: Listener<M[K]>): this;
+    removeListeners<K extends keyof M>(name: K): void;
+    removeAllListeners(name?: keyof M): void;
+    listeners<K extends keyof M>(name: K): Listener<M[K]>[];
+    emit<K extends keyof M>(name: K, arg?: M[K]): void;
+  }
+
+  interface Sock extends EventEmitter<SockEventMap> {
+    readonly handlers: Handlers;
+    /** Where the connection stands. */
+    readonly state: State;
+    /** When the next reconnect attempt is due (ms, as `Date.now()`), or null. */
+    readonly nextReconnectAt: number | null;
+    /** Messages waiting for the connection. */
+    readonly queued: number;
+    /** Milliseconds between heartbeats; 0 sends none. Default 20000. */
+    heartbeatInterval: number;
+    /** Messages that may wait for the connection. Default 100. */
+    sendBufferLimit: number;
+
+    open(addr?: string, cb?: (err: Error | null, s: this) => void): this;
+    open(cb: (err: Error | null, s: this) => void): this;
+    openKeepAlive(addr?: string, options?: KeepAliveOptions): this;
+    openKeepAlive(options: KeepAliveOptions): this;
+
+    /** A request with JSON in and out. */
+    request<R = any>(op: string, value?: any, cb?: (err: Error | null, result: R) => void): Promise<R>;
+    /** A request with raw bytes in and out. */
+    bufferRequest(op: string, buf: Payload, cb?: (err: Error | null, result: Uint8Array) => void): Promise<Uint8Array>;
+    /** A request whose parts the page writes and whose result parts arrive as `data`. */
+    streamRequest(op: string): StreamRequest;
+    notify(name: string, value: any): void;
+    bufferNotify(name: string, buf: Payload): void;
+    /** Sends a heartbeat now; `load` from 0 to 1. */
+    sendHeartbeat(load: number): void;
+    /** The connected URL, or null. */
+    address(): string | null;
+    /** Closes once outstanding results are in; a second call closes at once. */
+    end(): void;
+
+    /** @deprecated use request */
+    requestp<R = any>(op: string, value?: any): Promise<R>;
+    /** @deprecated use bufferRequest */
+    bufferRequestp(op: string, buf: Payload): Promise<Uint8Array>;
+  }
+
+  interface StreamRequest extends EventEmitter<{ data: Uint8Array; end: Error | null }> {
+    readonly op: string;
+    /** Sends a part; an empty one ends the request. */
+    write(buf: Payload): void;
+    /** Ends the request. */
+    end(): void;
+  }
+
+  interface IncomingStream<In, Out> extends EventEmitter<{ data: In; end: Error | null }> {
+    readonly op: string;
+    /** Sends a part of the result. */
+    write(value: Out): void;
+    /** Ends the result. */
+    end(): void;
+    /** Fails the request with an ErrorResult. */
+    error(err: Error | string): void;
+  }
+
+  interface Handlers {
+    handleRequest<In = any, Out = any>(op: string, h: RequestHandler<In, Out>): void;
+    handleBufferRequest(op: string, h: RequestHandler<Uint8Array, Payload>): void;
+    handleNotification<In = any>(name: string, h: (value: In, name: string) => void): void;
+    handleBufferNotification(name: string, h: (data: Uint8Array, name: string) => void): void;
+    handleStreamRequest<In = any, Out = any>(op: string, h: StreamHandler<In, Out>): void;
+    handleBufferStreamRequest(op: string, h: StreamHandler<Uint8Array, Payload>): void;
+    findRequestHandler(op: string): RequestHandler<Uint8Array, Payload> | null;
+    findNotificationHandler(name: string): ((data: Uint8Array, name: string) => void) | null;
+    findStreamHandler(op: string): StreamHandler<Uint8Array, Payload> | null;
+  }
+
+  const Handlers: { new (): Handlers; (): Handlers };
+  const Sock: { new (handlers?: Handlers): Sock; (handlers?: Handlers): Sock };
+  const EventEmitter: { mixin<T extends object>(obj: T): T & EventEmitter<any> };
+
+  const protocol: {
+    readonly Version: 1;
+    readonly MsgTypeSingleReq: 0x72;
+    readonly MsgTypeStreamReq: 0x73;
+    readonly MsgTypeStreamReqPart: 0x70;
+    readonly MsgTypeSingleRes: 0x52;
+    readonly MsgTypeStreamRes: 0x53;
+    readonly MsgTypeErrorRes: 0x45;
+    readonly MsgTypeRetryRes: 0x65;
+    readonly MsgTypeNotification: 0x6e;
+    readonly MsgTypeHeartbeat: 0x68;
+    readonly MsgTypeProtocolError: 0x66;
+    readonly ErrorAbnormal: 0;
+    readonly ErrorUnsupported: 1;
+    readonly ErrorInvalidMsg: 2;
+    readonly ErrorTimeout: 3;
+    readonly HeartbeatMsgMaxLoad: 0xffff;
+  };
+}

@@ -1,0 +1,17 @@
+//! The gotalk browser client, compiled to wasm and loaded by `/gotalk/gotalk.js`.
+//!
+//! gotalk.js keeps the API pages already use (`gotalk.connection()`, `sock.request()`, …)
+//! and hands every byte on the wire to [`Core`](core::Core), which speaks gotalk through
+//! `gotalk-protocol`: the same codec the server uses. There is no second codec in
+//! JavaScript, so payload sizes are always counted in UTF-8 bytes.
+//!
+//! The parts that decide things without I/O ([`backoff`], [`keepalive`], [`outbox`]) are
+//! plain Rust with native unit tests; [`core`] is the browser-facing part.
+
+pub mod backoff;
+pub mod core;
+mod js;
+pub mod keepalive;
+pub mod outbox;
+mod table;
+mod text;
