@@ -59,6 +59,19 @@ cargo test --workspace --locked
 stage "wasm32 build (gotalk-protocol)"
 scripts/wasm-build.sh gotalk-protocol
 
-# The browser client's stages go here when it exists: a wasm32 build of wasm-client/
-# and a check that the committed bundle in static/ is current (by a hash of its inputs,
-# since the two wasm routes produce different bytes), then the Playwright suite in e2e/.
+# Rebuilds the browser client (scripts/build-client.sh --check, into target/client-bundle/):
+# fails when it no longer builds, when it is over its size budget, or when the bundle
+# committed in static/gotalk/ is stale (judged by a hash of its inputs, since the rustup and
+# Debian wasm routes produce different bytes).
+stage "browser client bundle (wasm-client)"
+scripts/build-client.sh --check
+
+# The real server binary (which embeds static/, the bundle included) in the system's
+# Chromium ($CHROMIUM, by default /usr/bin/chromium); outputs go to e2e/out/.
+stage "e2e (Playwright)"
+cargo build -p gotalk --locked
+(
+    cd e2e
+    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
+    npx playwright test
+)

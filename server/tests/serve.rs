@@ -108,3 +108,62 @@ async fn serve_runs_the_demo_over_http_websocket_and_tcp_and_stops_gracefully() 
     let status = within("serve exits", served.child.wait()).await.unwrap();
     assert_eq!(status.code(), Some(0), "exit status after SIGTERM");
 }
+
+/// A client whose `page-info` answers with `who` and the value it got, and whose `page-fail`
+/// answers with an ErrorResult.
+fn page_handlers(who: &'static str) -> Handlers {
+    let mut handlers = Handlers::new();
+    handlers
+        .handle("page-info", move |_sock, value: serde_json::Value| async move {
+            Ok::<_, String>(serde_json::json!({ "who": who, "echo": value }))
+        })
+        .handle("page-fail", |_sock, _: serde_json::Value| async move {
+            Err::<(), _>("the page says no")
+        });
+    handlers
+}
+
+#[tokio::test]
+async fn ask_page_calls_the_caller_back_and_returns_its_answer() {
+    let served = serve().await;
+    // Two pages with the same operation: the server must ask the one that called it.
+    let page = gotalk::ws::connect(&served.ws, Arc::new(page_handlers("page")), Config::default())
+        .await
+        .expect("websocket connect");
+    let other =
+        gotalk::ws::connect(&served.ws, Arc::new(page_handlers("other")), Config::default())
+            .await
+            .expect("websocket connect");
+    let tcp_addr = served.tcp.trim_start_matches("tcp://").to_owned();
+    let program = gotalk::tcp::connect(
+        tcp_addr.as_str(),
+        Arc::new(page_handlers("program")),
+        Config::default(),
+    )
+    .await
+    .expect("tcp connect");
+
+    let ask = serde_json::json!({"op": "page-info", "value": {"n": 1}});
+    for (sock, who) in [(&page, "page"), (&other, "other"), (&program, "program")] {
+        let answer: serde_json::Value = within("ask-page", sock.request("ask-page", &ask))
+            .await
+            .unwrap_or_else(|e| panic!("{who}: {e}"));
+        assert_eq!(answer, serde_json::json!({"who": who, "echo": {"n": 1}}));
+    }
+
+    // A missing value is null; the page's ErrorResult is the caller's, word for word; an
+    // operation the page does not have is an error too.
+    let answer: serde_json::Value =
+        page.request("ask-page", &serde_json::json!({"op": "page-info"})).await.unwrap();
+    assert_eq!(answer["echo"], serde_json::Value::Null);
+    let failed = page
+        .request::<_, serde_json::Value>("ask-page", &serde_json::json!({"op": "page-fail"}))
+        .await;
+    assert!(
+        matches!(&failed, Err(gotalk::Error::Remote(m)) if m == "the page says no"),
+        "{failed:?}"
+    );
+    let unknown =
+        page.request::<_, serde_json::Value>("ask-page", &serde_json::json!({"op": "nope"})).await;
+    assert!(matches!(&unknown, Err(gotalk::Error::Remote(_))), "{unknown:?}");
+}

@@ -5,7 +5,7 @@
 //!
 //! Re-entrancy: any call into the page (an event listener, a handler) may call straight back
 //! into the Core. So state lives in a `RefCell` that is never borrowed across such a call:
-//! each entry point works on the state, collects what the page must hear as [`Effect`]s,
+//! each entry point works on the state, collects what the page must hear as effects,
 //! releases the borrow, and only then delivers them.
 
 use std::cell::RefCell;

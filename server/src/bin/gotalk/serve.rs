@@ -114,8 +114,20 @@ struct GreetOut {
     greeting: String,
 }
 
+/// `ask-page`'s input: the request to send back to the caller.
+#[derive(Deserialize)]
+struct AskIn {
+    op: String,
+    #[serde(default)]
+    value: serde_json::Value,
+}
+
+/// How long `ask-page` waits for the caller's answer.
+const ASK_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The operations `serve` offers out of the box. `broadcast` reaches every connection,
-/// browser or program, through `everyone`.
+/// browser or program, through `everyone`; `ask-page` calls the caller back, the way a
+/// server asks a page for something.
 fn demo_handlers(everyone: Connections) -> Handlers {
     let mut handlers = Handlers::new();
     let registry = everyone.clone();
@@ -127,6 +139,15 @@ fn demo_handlers(everyone: Connections) -> Handlers {
         .handle_buffer("echo", |_sock, payload| async move { Ok::<_, String>(payload) })
         .handle("greet", |_sock, input: GreetIn| async move {
             Ok::<_, String>(GreetOut { greeting: format!("Hello {}", input.name) })
+        })
+        .handle("ask-page", |sock, input: AskIn| async move {
+            // The caller's answer is ours, and its ErrorResult is ours too: `Error::Remote`
+            // displays as the peer's text alone.
+            let ask = sock.request::<_, serde_json::Value>(&input.op, &input.value);
+            match tokio::time::timeout(ASK_TIMEOUT, ask).await {
+                Ok(answer) => answer.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no answer to {:?} within {ASK_TIMEOUT:?}", input.op)),
+            }
         })
         .handle_stream("stream-echo", |_sock, mut input, mut output| async move {
             while let Some(part) = input.next().await? {
