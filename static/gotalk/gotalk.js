@@ -20,20 +20,17 @@ free() {
 const ptr = this.__destroy_into_raw();
 wasm.__wbg_core_free(ptr, 0);
 }
-get address() {
-const ret = wasm.core_address(this.__wbg_ptr);
-let v1;
-if (ret[0] !== 0) {
-v1 = getStringFromWasm0(ret[0], ret[1]);
-wasm.__wbindgen_free(ret[0], ret[1] * 1, 1);
-}
-return v1;
+answer(kind, conn, id, payload) {
+wasm.core_answer(this.__wbg_ptr, kind, conn, id, payload);
 }
 end() {
 wasm.core_end(this.__wbg_ptr);
 }
-get heartbeatInterval() {
-const ret = wasm.core_heartbeatInterval(this.__wbg_ptr);
+event(kind, value) {
+wasm.core_event(this.__wbg_ptr, kind, value);
+}
+get(kind) {
+const ret = wasm.core_get(this.__wbg_ptr, kind);
 return ret;
 }
 constructor(host) {
@@ -41,21 +38,6 @@ const ret = wasm.core_new(host);
 this.__wbg_ptr = ret;
 CoreFinalization.register(this, this.__wbg_ptr, this);
 return this;
-}
-get nextReconnectAt() {
-const ret = wasm.core_nextReconnectAt(this.__wbg_ptr);
-return ret[0] === 0 ? undefined : ret[1];
-}
-notify(name_, payload) {
-const ptr0 = passStringToWasm0(name_, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
-const len0 = WASM_VECTOR_LEN;
-const ret = wasm.core_notify(this.__wbg_ptr, ptr0, len0, payload);
-if (ret[1]) {
-throw takeFromExternrefTable0(ret[0]);
-}
-}
-online() {
-wasm.core_online(this.__wbg_ptr);
 }
 open(url, keepalive, options) {
 const val2 = +keepalive;
@@ -66,83 +48,24 @@ if (ret[1]) {
 throw takeFromExternrefTable0(ret[0]);
 }
 }
-get queued() {
-const ret = wasm.core_queued(this.__wbg_ptr);
-return ret >>> 0;
-}
-replyEnd(conn, id) {
-wasm.core_replyEnd(this.__wbg_ptr, conn, id);
-}
-replyError(conn, id, message) {
-const val2 = +conn;
-const val3 = +id;
-const ptr0 = passStringToWasm0(message, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
-const len0 = WASM_VECTOR_LEN;
-wasm.core_replyError(this.__wbg_ptr, val2, val3, ptr0, len0);
-}
-replyPart(conn, id, payload) {
-const ret = wasm.core_replyPart(this.__wbg_ptr, conn, id, payload);
-if (ret[1]) {
-throw takeFromExternrefTable0(ret[0]);
-}
-}
-reply(conn, id, payload) {
-const ret = wasm.core_reply(this.__wbg_ptr, conn, id, payload);
-if (ret[1]) {
-throw takeFromExternrefTable0(ret[0]);
-}
-}
 request(op, payload) {
 const ptr0 = passStringToWasm0(op, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
 const len0 = WASM_VECTOR_LEN;
 const ret = wasm.core_request(this.__wbg_ptr, ptr0, len0, payload);
 return ret;
 }
-sendHeartbeat(load) {
-const ret = wasm.core_sendHeartbeat(this.__wbg_ptr, load);
-if (ret[1]) {
-throw takeFromExternrefTable0(ret[0]);
-}
-}
-get sendLimit() {
-const ret = wasm.core_sendLimit(this.__wbg_ptr);
-return ret >>> 0;
-}
-set heartbeatInterval(ms) {
-wasm.core_set_heartbeatInterval(this.__wbg_ptr, ms);
-}
-set sendLimit(limit) {
-wasm.core_set_sendLimit(this.__wbg_ptr, limit);
-}
-get state() {
-let deferred1_0;
-let deferred1_1;
-try {
-const ret = wasm.core_state(this.__wbg_ptr);
-deferred1_0 = ret[0];
-deferred1_1 = ret[1];
-return getStringFromWasm0(ret[0], ret[1]);
-} finally {
-wasm.__wbindgen_free(deferred1_0, deferred1_1, 1);
-}
-}
-streamOpen(op) {
-const ptr0 = passStringToWasm0(op, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
+send(kind, token, name_, payload) {
+const val2 = +kind;
+const val3 = +token;
+const ptr0 = passStringToWasm0(name_, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
 const len0 = WASM_VECTOR_LEN;
-const ret = wasm.core_streamOpen(this.__wbg_ptr, ptr0, len0);
-if (ret[2]) {
-throw takeFromExternrefTable0(ret[1]);
-}
-return ret[0] >>> 0;
-}
-streamWrite(token, payload) {
-const ret = wasm.core_streamWrite(this.__wbg_ptr, token, payload);
+const ret = wasm.core_send(this.__wbg_ptr, val2, val3, ptr0, len0, payload);
 if (ret[1]) {
 throw takeFromExternrefTable0(ret[0]);
 }
 }
-visible() {
-wasm.core_visible(this.__wbg_ptr);
+set(kind, value) {
+wasm.core_set(this.__wbg_ptr, kind, value);
 }
 }
 if (Symbol.dispose) Core.prototype[Symbol.dispose] = Core.prototype.free;
@@ -269,20 +192,17 @@ __wbg_new_from_slice_b8daf545a41c6aa0: function(arg0, arg1) {
 const ret = new Uint8Array(getArrayU8FromWasm0(arg0, arg1));
 return ret;
 },
-__wbg_notification_dbe92b2e0e755d9d: function() { return handleError(function (arg0, arg1, arg2, arg3) {
-arg0.notification(getStringFromWasm0(arg1, arg2), arg3);
-}, arguments); },
 __wbg_now_463ac581d2fc7ea3: function() {
 const ret = Date.now();
 return ret;
 },
+__wbg_on_9dec1bb6522eb684: function() { return handleError(function (arg0, arg1, arg2, arg3, arg4, arg5, arg6) {
+arg0.on(arg1 >>> 0, getStringFromWasm0(arg2, arg3), arg4 >>> 0, arg5 >>> 0, arg6);
+}, arguments); },
 __wbg_online_c0d1a7552b6c6b49: function(arg0) {
 const ret = arg0.online();
 return ret;
 },
-__wbg_part_dbfe9d58697da2ab: function() { return handleError(function (arg0, arg1, arg2, arg3) {
-arg0.part(arg1 >>> 0, arg2 >>> 0, arg3);
-}, arguments); },
 __wbg_prototypesetcall_13162965d1fe7aa3: function(arg0, arg1, arg2) {
 Uint8Array.prototype.set.call(getArrayU8FromWasm0(arg0, arg1), arg2);
 },
@@ -294,9 +214,6 @@ __wbg_reject_334b730b3c00849b: function(arg0) {
 const ret = Promise.reject(arg0);
 return ret;
 },
-__wbg_request_37ee7c92c6891e0e: function() { return handleError(function (arg0, arg1, arg2, arg3, arg4, arg5) {
-arg0.request(getStringFromWasm0(arg1, arg2), arg3, arg4 >>> 0, arg5 >>> 0);
-}, arguments); },
 __wbg_send_d83d0891cf698779: function() { return handleError(function (arg0, arg1, arg2) {
 arg0.send(getArrayU8FromWasm0(arg1, arg2));
 }, arguments); },
@@ -320,15 +237,6 @@ arg0.onmessage = arg1;
 __wbg_set_onopen_757be120cc7b1ea6: function(arg0, arg1) {
 arg0.onopen = arg1;
 },
-__wbg_streamData_7c03ac7139eb44ee: function() { return handleError(function (arg0, arg1, arg2) {
-arg0.streamData(arg1 >>> 0, arg2);
-}, arguments); },
-__wbg_streamEnd_9e20547539a73c3b: function() { return handleError(function (arg0, arg1, arg2) {
-arg0.streamEnd(arg1 >>> 0, arg2);
-}, arguments); },
-__wbg_stream_c85804520087d91b: function() { return handleError(function (arg0, arg1, arg2, arg3, arg4) {
-arg0.stream(getStringFromWasm0(arg1, arg2), arg3 >>> 0, arg4 >>> 0);
-}, arguments); },
 __wbg_url_eb8098cc36a9c8e2: function(arg0, arg1) {
 const ret = arg1.url;
 const ptr1 = passStringToWasm0(ret, wasm.__wbindgen_malloc, wasm.__wbindgen_realloc);
@@ -341,7 +249,7 @@ const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invok
 return ret;
 },
 __wbindgen_generic_0000000000000002: function(arg0, arg1) {
-const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h68ebbf8f4211867a_24);
+const ret = makeMutClosure(arg0, arg1, wasm_bindgen__convert__closures_____invoke__h68ebbf8f4211867a_11);
 return ret;
 },
 __wbindgen_generic_0000000000000003: function(arg0, arg1) {
@@ -376,8 +284,8 @@ wasm.wasm_bindgen__convert__closures_____invoke__ha19a200fbd0c6728(arg0, arg1);
 function wasm_bindgen__convert__closures_____invoke__h68ebbf8f4211867a(arg0, arg1, arg2) {
 wasm.wasm_bindgen__convert__closures_____invoke__h68ebbf8f4211867a(arg0, arg1, arg2);
 }
-function wasm_bindgen__convert__closures_____invoke__h68ebbf8f4211867a_24(arg0, arg1, arg2) {
-wasm.wasm_bindgen__convert__closures_____invoke__h68ebbf8f4211867a_24(arg0, arg1, arg2);
+function wasm_bindgen__convert__closures_____invoke__h68ebbf8f4211867a_11(arg0, arg1, arg2) {
+wasm.wasm_bindgen__convert__closures_____invoke__h68ebbf8f4211867a_11(arg0, arg1, arg2);
 }
 function wasm_bindgen__convert__closures_____invoke__hb7bae8d1ceda1975(arg0, arg1, arg2, arg3) {
 wasm.wasm_bindgen__convert__closures_____invoke__hb7bae8d1ceda1975(arg0, arg1, arg2, arg3);
@@ -609,6 +517,11 @@ ErrorInvalidMsg: 2,
 ErrorTimeout: 3,
 HeartbeatMsgMaxLoad: 0xffff,
 });
+const SEND_NOTIFY = 0, SEND_STREAM = 1;
+const ANSWER_RESULT = 0, ANSWER_ERROR = 1, ANSWER_PART = 2, ANSWER_END = 3;
+const EVENT_ONLINE = 0, EVENT_VISIBLE = 1, EVENT_HEARTBEAT = 2;
+const GET_STATE = 0, GET_NEXT_RECONNECT = 1, GET_ADDRESS = 2, GET_QUEUED = 3;
+const SET_HEARTBEAT_MS = 0, SET_SEND_LIMIT = 1;
 function report(err) {
 if (typeof reportError === 'function') {
 reportError(err);
@@ -824,6 +737,7 @@ _streams: { value: new Map() },
 _incoming: { value: new Map() },
 _listeners: { value: null, writable: true },
 _opening: { value: false, writable: true },
+_lastToken: { value: 0, writable: true },
 });
 }
 EventEmitter.mixin(Sock.prototype);
@@ -833,8 +747,8 @@ whenReady(() => {
 if (loadError) throw loadError;
 if (!this._core) {
 const core = new wasm_bindgen.Core(hostFor(this));
-core.heartbeatInterval = this._settings.heartbeatInterval;
-core.sendLimit = this._settings.sendBufferLimit;
+core.set(SET_HEARTBEAT_MS, this._settings.heartbeatInterval);
+core.set(SET_SEND_LIMIT, this._settings.sendBufferLimit);
 this._core = core;
 }
 fn(this._core);
@@ -849,29 +763,29 @@ this._with((core) => fn(core).then(resolve, reject));
 });
 });
 };
-function settings(name) {
+function setting(name, kind) {
 return {
-get() { return this._core ? this._core[name] : this._settings[name === 'sendLimit' ? 'sendBufferLimit' : name]; },
+get() { return this._settings[name]; },
 set(value) {
-this._settings[name === 'sendLimit' ? 'sendBufferLimit' : name] = value;
-if (this._core) this._core[name] = value;
+this._settings[name] = value;
+if (this._core) this._core.set(kind, value);
 },
 enumerable: true,
 };
 }
 Object.defineProperties(Sock.prototype, {
-heartbeatInterval: settings('heartbeatInterval'),
-sendBufferLimit: settings('sendLimit'),
+heartbeatInterval: setting('heartbeatInterval', SET_HEARTBEAT_MS),
+sendBufferLimit: setting('sendBufferLimit', SET_SEND_LIMIT),
 state: {
-get() { return this._core ? this._core.state : (this._opening ? 'connecting' : 'closed'); },
+get() { return this._core ? this._core.get(GET_STATE) : (this._opening ? 'connecting' : 'closed'); },
 enumerable: true,
 },
 nextReconnectAt: {
-get() { return (this._core && this._core.nextReconnectAt) || null; },
+get() { return (this._core && this._core.get(GET_NEXT_RECONNECT)) || null; },
 enumerable: true,
 },
 queued: {
-get() { return this._core ? this._core.queued : 0; },
+get() { return this._core ? this._core.get(GET_QUEUED) : 0; },
 enumerable: true,
 },
 });
@@ -906,9 +820,11 @@ return this;
 };
 Sock.prototype._watch = function (core) {
 if (this._listeners || typeof addEventListener !== 'function') return;
-const online = () => core.online();
+const online = () => core.event(EVENT_ONLINE, 0);
 const visible = () => {
-if (typeof document === 'undefined' || document.visibilityState === 'visible') core.visible();
+if (typeof document === 'undefined' || document.visibilityState === 'visible') {
+core.event(EVENT_VISIBLE, 0);
+}
 };
 addEventListener('online', online);
 if (typeof document !== 'undefined') document.addEventListener('visibilitychange', visible);
@@ -927,7 +843,7 @@ this._unwatch();
 this._with((core) => core.end());
 };
 Sock.prototype.address = function () {
-return (this._core && this._core.address) || null;
+return (this._core && this._core.get(GET_ADDRESS)) || null;
 };
 Sock.prototype.bufferRequest = function (op, buf, cb) {
 const p = this._promise((core) => core.request(op, buf));
@@ -950,19 +866,19 @@ promise.then((value) => cb(null, value), (err) => cb(err, null));
 return promise;
 }
 Sock.prototype.bufferNotify = function (name, buf) {
-if (this._core) return this._core.notify(name, buf);
-this._with((core) => core.notify(name, buf));
+if (this._core) return this._core.send(SEND_NOTIFY, 0, name, buf);
+this._with((core) => core.send(SEND_NOTIFY, 0, name, buf));
 };
 Sock.prototype.notify = function (name, value) {
 return this.bufferNotify(name, encodeJSON(value));
 };
 Sock.prototype.sendHeartbeat = function (load) {
-this._with((core) => core.sendHeartbeat(load || 0));
+this._with((core) => core.event(EVENT_HEARTBEAT, load || 0));
 };
 function StreamRequest(sock, op) {
 Object.defineProperties(this, {
 op: { value: op, enumerable: true },
-id: { value: null, writable: true, enumerable: true },
+id: { value: ++sock._lastToken, enumerable: true },
 _sock: { value: sock },
 _ended: { value: false, writable: true },
 });
@@ -975,13 +891,8 @@ if (buf === null || buf === undefined || buf.length === 0 || buf.byteLength === 
 this._ended = true;
 buf = null;
 }
-this._sock._with((core) => {
-if (this.id === null) {
-this.id = core.streamOpen(this.op);
 this._sock._streams.set(this.id, this);
-}
-core.streamWrite(this.id, buf);
-});
+this._sock._with((core) => core.send(SEND_STREAM, this.id, this.op, buf));
 };
 StreamRequest.prototype.end = function () {
 this.write(null);
@@ -1001,39 +912,47 @@ _done: { value: false, writable: true },
 }
 EventEmitter.mixin(IncomingStream.prototype);
 IncomingStream.prototype.write = function (value) {
-if (!this._done) this._core.replyPart(this._conn, this._id, this.json ? encodeJSON(value) : value);
+if (!this._done) {
+this._core.answer(ANSWER_PART, this._conn, this._id, this.json ? encodeJSON(value) : value);
+}
 };
 IncomingStream.prototype.end = function () {
 if (!this._done) {
 this._done = true;
-this._core.replyEnd(this._conn, this._id);
+this._core.answer(ANSWER_END, this._conn, this._id, null);
 }
 };
 IncomingStream.prototype.error = function (err) {
 if (!this._done) {
 this._done = true;
-this._core.replyError(this._conn, this._id, messageOf(err));
+this._core.answer(ANSWER_ERROR, this._conn, this._id, messageOf(err));
 }
 };
 function hostFor(sock) {
+const on = [request, stream, part, notification, streamData, streamEnd];
 return {
 emit(name, arg) {
 if (name === 'close') sock._opening = false;
 sock.emit(name, arg);
 },
-request(op, payload, conn, id) {
+on(kind, name, a, b, payload) {
+on[kind](sock, name, a, b, payload);
+},
+online() {
+return typeof navigator === 'undefined' || navigator.onLine !== false;
+},
+};
+}
+function request(sock, op, conn, id, payload) {
 const core = sock._core;
 let done = false;
-const result = (value) => {
+const answer = (kind, value) => {
 if (done) return;
 done = true;
-core.reply(conn, id, value);
+core.answer(kind, conn, id, value);
 };
-result.error = (err) => {
-if (done) return;
-done = true;
-core.replyError(conn, id, messageOf(err));
-};
+const result = (value) => answer(ANSWER_RESULT, value);
+result.error = (err) => answer(ANSWER_ERROR, messageOf(err));
 const handler = sock.handlers.findRequestHandler(op);
 if (typeof handler !== 'function') {
 return result.error('no such operation "' + op + '"');
@@ -1044,60 +963,54 @@ handler(payload, result, op);
 result.error('internal error');
 report(err);
 }
-},
-stream(op, conn, id) {
-const core = sock._core;
-const stream = new IncomingStream(core, op, conn, id);
+}
+function stream(sock, op, conn, id) {
+const s = new IncomingStream(sock._core, op, conn, id);
 const handler = sock.handlers.findStreamHandler(op);
 if (typeof handler !== 'function') {
-return stream.error('no such operation "' + op + '"');
+return s.error('no such operation "' + op + '"');
 }
-sock._incoming.set(conn + ':' + id, stream);
+sock._incoming.set(conn + ':' + id, s);
 try {
-handler(stream, op);
+handler(s, op);
 } catch (err) {
-stream.error('internal error');
+s.error('internal error');
 report(err);
 }
-},
-part(conn, id, payload) {
+}
+function part(sock, _name, conn, id, payload) {
 const key = conn + ':' + id;
-const stream = sock._incoming.get(key);
-if (!stream) return;
+const s = sock._incoming.get(key);
+if (!s) return;
 if (payload instanceof Uint8Array) {
 let value = payload;
-if (stream.json) {
+if (s.json) {
 try {
 value = decodeJSON(payload);
 } catch (err) {
-return stream.error('invalid JSON in the stream: ' + messageOf(err));
+return s.error('invalid JSON in the stream: ' + messageOf(err));
 }
 }
-return stream.emit('data', value);
+return s.emit('data', value);
 }
 sock._incoming.delete(key);
-stream.emit('end', payload);
-},
-notification(name, payload) {
+s.emit('end', payload);
+}
+function notification(sock, name, _a, _b, payload) {
 const handler = sock.handlers.findNotificationHandler(name);
 if (typeof handler === 'function') guard(() => handler(payload, name));
 sock.emit('notification', { name, data: payload });
-},
-streamData(token, payload) {
-const stream = sock._streams.get(token);
-if (stream) stream.emit('data', payload);
-},
-streamEnd(token, err) {
-const stream = sock._streams.get(token);
-if (!stream) return;
+}
+function streamData(sock, _name, token, _b, payload) {
+const s = sock._streams.get(token);
+if (s) s.emit('data', payload);
+}
+function streamEnd(sock, _name, token, _b, err) {
+const s = sock._streams.get(token);
+if (!s) return;
 sock._streams.delete(token);
-stream._ended = true;
-stream.emit('end', err);
-},
-online() {
-return typeof navigator === 'undefined' || navigator.onLine !== false;
-},
-};
+s._ended = true;
+s.emit('end', err);
 }
 gotalk.connection = function (addr, handlers, options) {
 if (addr && typeof addr === 'object') {

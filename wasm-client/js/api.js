@@ -29,6 +29,13 @@ gotalk.protocol = Object.freeze({
   HeartbeatMsgMaxLoad: 0xffff,
 });
 
+// The Core's entry points take a kind first; these mirror wasm-client/src/core/mod.rs.
+const SEND_NOTIFY = 0, SEND_STREAM = 1;
+const ANSWER_RESULT = 0, ANSWER_ERROR = 1, ANSWER_PART = 2, ANSWER_END = 3;
+const EVENT_ONLINE = 0, EVENT_VISIBLE = 1, EVENT_HEARTBEAT = 2;
+const GET_STATE = 0, GET_NEXT_RECONNECT = 1, GET_ADDRESS = 2, GET_QUEUED = 3;
+const SET_HEARTBEAT_MS = 0, SET_SEND_LIMIT = 1;
+
 // ---------------------------------------------------------------------------------------------
 // Errors thrown by the page's own listeners and handlers surface as uncaught errors, as they
 // would without gotalk in between, but never break the connection.
@@ -311,6 +318,7 @@ function Sock(handlers) {
     _incoming: { value: new Map() },
     _listeners: { value: null, writable: true },
     _opening: { value: false, writable: true },
+    _lastToken: { value: 0, writable: true },
   });
 }
 
@@ -324,8 +332,8 @@ Sock.prototype._with = function (fn) {
     if (loadError) throw loadError;
     if (!this._core) {
       const core = new wasm_bindgen.Core(hostFor(this));
-      core.heartbeatInterval = this._settings.heartbeatInterval;
-      core.sendLimit = this._settings.sendBufferLimit;
+      core.set(SET_HEARTBEAT_MS, this._settings.heartbeatInterval);
+      core.set(SET_SEND_LIMIT, this._settings.sendBufferLimit);
       this._core = core;
     }
     fn(this._core);
@@ -343,12 +351,12 @@ Sock.prototype._promise = function (fn) {
   });
 };
 
-function settings(name) {
+function setting(name, kind) {
   return {
-    get() { return this._core ? this._core[name] : this._settings[name === 'sendLimit' ? 'sendBufferLimit' : name]; },
+    get() { return this._settings[name]; },
     set(value) {
-      this._settings[name === 'sendLimit' ? 'sendBufferLimit' : name] = value;
-      if (this._core) this._core[name] = value;
+      this._settings[name] = value;
+      if (this._core) this._core.set(kind, value);
     },
     enumerable: true,
   };
@@ -356,22 +364,22 @@ function settings(name) {
 
 Object.defineProperties(Sock.prototype, {
   // Milliseconds between heartbeats (default 20000); 0 sends none. From the next connection.
-  heartbeatInterval: settings('heartbeatInterval'),
+  heartbeatInterval: setting('heartbeatInterval', SET_HEARTBEAT_MS),
   // Messages that may wait for the connection (default 100, as gotalk.js).
-  sendBufferLimit: settings('sendLimit'),
+  sendBufferLimit: setting('sendBufferLimit', SET_SEND_LIMIT),
   // "connecting", "open", "reconnecting", "offline" or "closed".
   state: {
-    get() { return this._core ? this._core.state : (this._opening ? 'connecting' : 'closed'); },
+    get() { return this._core ? this._core.get(GET_STATE) : (this._opening ? 'connecting' : 'closed'); },
     enumerable: true,
   },
   // When the next reconnect attempt is due (milliseconds, as Date.now()), or null.
   nextReconnectAt: {
-    get() { return (this._core && this._core.nextReconnectAt) || null; },
+    get() { return (this._core && this._core.get(GET_NEXT_RECONNECT)) || null; },
     enumerable: true,
   },
   // Messages waiting for the connection.
   queued: {
-    get() { return this._core ? this._core.queued : 0; },
+    get() { return this._core ? this._core.get(GET_QUEUED) : 0; },
     enumerable: true,
   },
 });
@@ -414,9 +422,11 @@ Sock.prototype.openKeepAlive = function (addr, options) {
 // Tell the keepalive when the browser comes online and when the tab is visible again.
 Sock.prototype._watch = function (core) {
   if (this._listeners || typeof addEventListener !== 'function') return;
-  const online = () => core.online();
+  const online = () => core.event(EVENT_ONLINE, 0);
   const visible = () => {
-    if (typeof document === 'undefined' || document.visibilityState === 'visible') core.visible();
+    if (typeof document === 'undefined' || document.visibilityState === 'visible') {
+      core.event(EVENT_VISIBLE, 0);
+    }
   };
   addEventListener('online', online);
   if (typeof document !== 'undefined') document.addEventListener('visibilitychange', visible);
@@ -439,7 +449,7 @@ Sock.prototype.end = function () {
 };
 
 Sock.prototype.address = function () {
-  return (this._core && this._core.address) || null;
+  return (this._core && this._core.get(GET_ADDRESS)) || null;
 };
 
 Sock.prototype.bufferRequest = function (op, buf, cb) {
@@ -469,8 +479,8 @@ function callback(promise, cb) {
 
 // Throws at once when the send queue is full or the socket is closed (once loaded).
 Sock.prototype.bufferNotify = function (name, buf) {
-  if (this._core) return this._core.notify(name, buf);
-  this._with((core) => core.notify(name, buf));
+  if (this._core) return this._core.send(SEND_NOTIFY, 0, name, buf);
+  this._with((core) => core.send(SEND_NOTIFY, 0, name, buf));
 };
 
 Sock.prototype.notify = function (name, value) {
@@ -479,7 +489,7 @@ Sock.prototype.notify = function (name, value) {
 
 // load in [0, 1].
 Sock.prototype.sendHeartbeat = function (load) {
-  this._with((core) => core.sendHeartbeat(load || 0));
+  this._with((core) => core.event(EVENT_HEARTBEAT, load || 0));
 };
 
 // A stream request: nothing is sent until the first write. write(buf) sends a part (an empty
@@ -488,7 +498,7 @@ Sock.prototype.sendHeartbeat = function (load) {
 function StreamRequest(sock, op) {
   Object.defineProperties(this, {
     op: { value: op, enumerable: true },
-    id: { value: null, writable: true, enumerable: true },
+    id: { value: ++sock._lastToken, enumerable: true },
     _sock: { value: sock },
     _ended: { value: false, writable: true },
   });
@@ -502,13 +512,8 @@ StreamRequest.prototype.write = function (buf) {
     this._ended = true;
     buf = null;
   }
-  this._sock._with((core) => {
-    if (this.id === null) {
-      this.id = core.streamOpen(this.op);
-      this._sock._streams.set(this.id, this);
-    }
-    core.streamWrite(this.id, buf);
-  });
+  this._sock._streams.set(this.id, this);
+  this._sock._with((core) => core.send(SEND_STREAM, this.id, this.op, buf));
 };
 
 StreamRequest.prototype.end = function () {
@@ -533,107 +538,117 @@ function IncomingStream(core, op, conn, id) {
 EventEmitter.mixin(IncomingStream.prototype);
 
 IncomingStream.prototype.write = function (value) {
-  if (!this._done) this._core.replyPart(this._conn, this._id, this.json ? encodeJSON(value) : value);
+  if (!this._done) {
+    this._core.answer(ANSWER_PART, this._conn, this._id, this.json ? encodeJSON(value) : value);
+  }
 };
 
 IncomingStream.prototype.end = function () {
   if (!this._done) {
     this._done = true;
-    this._core.replyEnd(this._conn, this._id);
+    this._core.answer(ANSWER_END, this._conn, this._id, null);
   }
 };
 
 IncomingStream.prototype.error = function (err) {
   if (!this._done) {
     this._done = true;
-    this._core.replyError(this._conn, this._id, messageOf(err));
+    this._core.answer(ANSWER_ERROR, this._conn, this._id, messageOf(err));
   }
 };
 
-// What the Rust Core calls; each entry point keeps the page's faults away from the client.
+// What the Rust Core calls (see ON_ in wasm-client/src/core/mod.rs); each entry point keeps
+// the page's faults away from the client.
 function hostFor(sock) {
+  const on = [request, stream, part, notification, streamData, streamEnd];
   return {
     emit(name, arg) {
       if (name === 'close') sock._opening = false;
       sock.emit(name, arg);
     },
-    request(op, payload, conn, id) {
-      const core = sock._core;
-      let done = false;
-      const result = (value) => {
-        if (done) return;
-        done = true;
-        core.reply(conn, id, value);
-      };
-      result.error = (err) => {
-        if (done) return;
-        done = true;
-        core.replyError(conn, id, messageOf(err));
-      };
-      const handler = sock.handlers.findRequestHandler(op);
-      if (typeof handler !== 'function') {
-        return result.error('no such operation "' + op + '"');
-      }
-      try {
-        handler(payload, result, op);
-      } catch (err) {
-        result.error('internal error');
-        report(err);
-      }
-    },
-    stream(op, conn, id) {
-      const core = sock._core;
-      const stream = new IncomingStream(core, op, conn, id);
-      const handler = sock.handlers.findStreamHandler(op);
-      if (typeof handler !== 'function') {
-        return stream.error('no such operation "' + op + '"');
-      }
-      sock._incoming.set(conn + ':' + id, stream);
-      try {
-        handler(stream, op);
-      } catch (err) {
-        stream.error('internal error');
-        report(err);
-      }
-    },
-    part(conn, id, payload) {
-      const key = conn + ':' + id;
-      const stream = sock._incoming.get(key);
-      if (!stream) return;
-      if (payload instanceof Uint8Array) {
-        let value = payload;
-        if (stream.json) {
-          try {
-            value = decodeJSON(payload);
-          } catch (err) {
-            return stream.error('invalid JSON in the stream: ' + messageOf(err));
-          }
-        }
-        return stream.emit('data', value);
-      }
-      sock._incoming.delete(key);
-      stream.emit('end', payload);
-    },
-    notification(name, payload) {
-      const handler = sock.handlers.findNotificationHandler(name);
-      if (typeof handler === 'function') guard(() => handler(payload, name));
-      sock.emit('notification', { name, data: payload });
-    },
-    streamData(token, payload) {
-      const stream = sock._streams.get(token);
-      if (stream) stream.emit('data', payload);
-    },
-    streamEnd(token, err) {
-      const stream = sock._streams.get(token);
-      if (!stream) return;
-      sock._streams.delete(token);
-      stream._ended = true;
-      stream.emit('end', err);
+    on(kind, name, a, b, payload) {
+      on[kind](sock, name, a, b, payload);
     },
     online() {
       return typeof navigator === 'undefined' || navigator.onLine !== false;
     },
   };
+}
+
+function request(sock, op, conn, id, payload) {
+  const core = sock._core;
+  let done = false;
+  const answer = (kind, value) => {
+    if (done) return;
+    done = true;
+    core.answer(kind, conn, id, value);
+  };
+  const result = (value) => answer(ANSWER_RESULT, value);
+  result.error = (err) => answer(ANSWER_ERROR, messageOf(err));
+  const handler = sock.handlers.findRequestHandler(op);
+  if (typeof handler !== 'function') {
+    return result.error('no such operation "' + op + '"');
+  }
+  try {
+    handler(payload, result, op);
+  } catch (err) {
+    result.error('internal error');
+    report(err);
+  }
+}
+
+function stream(sock, op, conn, id) {
+  const s = new IncomingStream(sock._core, op, conn, id);
+  const handler = sock.handlers.findStreamHandler(op);
+  if (typeof handler !== 'function') {
+    return s.error('no such operation "' + op + '"');
+  }
+  sock._incoming.set(conn + ':' + id, s);
+  try {
+    handler(s, op);
+  } catch (err) {
+    s.error('internal error');
+    report(err);
+  }
+}
+
+// A Uint8Array, null at the end, or an Error when the connection was lost first.
+function part(sock, _name, conn, id, payload) {
+  const key = conn + ':' + id;
+  const s = sock._incoming.get(key);
+  if (!s) return;
+  if (payload instanceof Uint8Array) {
+    let value = payload;
+    if (s.json) {
+      try {
+        value = decodeJSON(payload);
+      } catch (err) {
+        return s.error('invalid JSON in the stream: ' + messageOf(err));
+      }
+    }
+    return s.emit('data', value);
+  }
+  sock._incoming.delete(key);
+  s.emit('end', payload);
+}
+
+function notification(sock, name, _a, _b, payload) {
+  const handler = sock.handlers.findNotificationHandler(name);
+  if (typeof handler === 'function') guard(() => handler(payload, name));
+  sock.emit('notification', { name, data: payload });
+}
+
+function streamData(sock, _name, token, _b, payload) {
+  const s = sock._streams.get(token);
+  if (s) s.emit('data', payload);
+}
+
+function streamEnd(sock, _name, token, _b, err) {
+  const s = sock._streams.get(token);
+  if (!s) return;
+  sock._streams.delete(token);
+  s._ended = true;
+  s.emit('end', err);
 }
 
 // ---------------------------------------------------------------------------------------------

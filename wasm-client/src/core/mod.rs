@@ -1,0 +1,424 @@
+//! One gotalk connection over a browser WebSocket: the protocol state behind a gotalk.js Sock.
+//!
+//! gotalk.js builds the page-facing API (events, handler tables, JSON) on top of [`Core`];
+//! everything on the wire happens here, through `gotalk-protocol`.
+//!
+//! Re-entrancy: any call into the page (an event listener, a handler) may call straight back
+//! into the Core. So state lives in a `RefCell` that is never borrowed across such a call:
+//! each entry point works on the state, collects what the page must hear as effects,
+//! releases the borrow, and only then delivers them.
+
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
+
+use bytes::{Bytes, BytesMut};
+use gotalk_protocol::{decode_version, Decoder, Frame, Id, Name, ProtocolErrorCode, VERSION};
+use js_sys::{ArrayBuffer, Date, Function, Math, Promise, Uint8Array};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
+
+use crate::backoff::Backoff;
+use crate::js::{clear_timeout, set_timeout, Host};
+use crate::keepalive::{Closed, KeepAlive, Next};
+use crate::outbox::Outbox;
+use crate::table::Table;
+use crate::text;
+
+mod socket;
+mod state;
+
+/// Declares to the server that this client understands RetryResult (see the gateway).
+const RETRY_QUERY: &str = "gotalk-retry=1";
+/// WebSocket close code of a server that is restarting or shutting down.
+const CLOSE_GOING_AWAY: u16 = 1001;
+/// gotalk.js closes with 4000 + the protocol error code; so do we.
+const CLOSE_PROTOCOL_BASE: u16 = 4000;
+
+/// The protocol state of one Sock, shared by gotalk.js and the socket's event handlers.
+#[wasm_bindgen]
+pub struct Core {
+    inner: Rc<Inner>,
+}
+
+struct Inner {
+    host: Host,
+    state: RefCell<State>,
+}
+
+/// A request of the page's, sent or waiting to be.
+struct Call {
+    op: Name,
+    payload: Bytes,
+    resolve: Function,
+    reject: Function,
+    /// RetryResults honoured so far.
+    retries: u32,
+    /// Parts gathered when the peer answers with a streaming result.
+    parts: BytesMut,
+}
+
+enum Pending {
+    Single(Call),
+    /// One of the page's stream requests, by token.
+    Stream(u32),
+}
+
+/// A write made while disconnected.
+enum Outgoing {
+    Request(Call),
+    Notify(Name, Bytes),
+    Part { token: u32, payload: Bytes, end: bool },
+}
+
+/// One of the page's stream requests.
+struct StreamOut {
+    op: Name,
+    /// Its id once its first part is on the wire, and the connection it went out on.
+    sent: Option<(u32, Id)>,
+    ended: bool,
+}
+
+/// The open WebSocket and the handlers that must live as long as it does.
+struct Conn {
+    ws: WebSocket,
+    _on_open: Closure<dyn FnMut()>,
+    _on_message: Closure<dyn FnMut(MessageEvent)>,
+    _on_close: Closure<dyn FnMut(CloseEvent)>,
+}
+
+/// Something the page must hear once the state is no longer borrowed.
+enum Effect {
+    Emit(&'static str, JsValue),
+    Settle(Function, JsValue),
+    Request { op: Name, payload: Bytes, conn: u32, id: u32 },
+    Stream { op: Name, conn: u32, id: u32 },
+    Part { conn: u32, id: u32, payload: JsValue },
+    Notification { name: Name, payload: Bytes },
+    StreamData { token: u32, payload: Bytes },
+    StreamEnd { token: u32, error: JsValue },
+}
+
+struct State {
+    url: String,
+    /// Numbers each WebSocket, so events and replies meant for an earlier one are ignored.
+    conn_no: u32,
+    conn: Option<Conn>,
+    /// The socket is open and writable.
+    open: bool,
+    /// The socket opened (it may since have failed); decides whether `close` is emitted.
+    connected: bool,
+    /// Bumped for every scheduled reconnect, so a superseded timer does nothing.
+    reconnect_seq: u32,
+    max_payload: u32,
+    /// `end()` was called.
+    ended: bool,
+    /// `end()` was called with results outstanding: close once they are in.
+    close_when_idle: bool,
+    keep: Option<KeepAlive>,
+    reconnect_timer: Option<JsValue>,
+    heartbeat_timer: Option<JsValue>,
+    heartbeat_ms: f64,
+    /// An error decided here (a protocol fault) to report when the socket closes.
+    close_error: Option<JsValue>,
+
+    decoder: Decoder,
+    inbuf: BytesMut,
+    got_version: bool,
+    last_inbound: f64,
+    /// When the peer's last two heartbeats arrived, to tell a stale connection.
+    heartbeats_in: (f64, f64),
+
+    next_id: u32,
+    pending: Table<Id, Pending>,
+    streams: Table<u32, StreamOut>,
+    /// The peer's streaming requests still receiving parts.
+    incoming: Table<Id, ()>,
+    outbox: Outbox<Outgoing>,
+    max_retries: u32,
+    /// Handlers of closed sockets, dropped on a later turn: a handler may be the one
+    /// running when its socket is retired.
+    graveyard: Vec<Conn>,
+
+    state_name: &'static str,
+    effects: Vec<Effect>,
+    /// Requests to send again after a RetryResult's wait (ms); timers need the `Inner`.
+    retries: Vec<(f64, Call)>,
+    /// Whether a reconnect should be scheduled (set by the state, acted on by `Inner`).
+    next: Next,
+}
+
+fn error(message: &str) -> JsValue {
+    js_sys::Error::new(message).into()
+}
+
+fn bytes_to_js(bytes: &[u8]) -> Uint8Array {
+    Uint8Array::from(bytes)
+}
+
+/// A payload from the page: a string (sent as UTF-8), a Uint8Array, an ArrayBuffer, or
+/// nothing.
+fn payload_from_js(value: &JsValue) -> Result<Bytes, JsValue> {
+    if value.is_undefined() || value.is_null() {
+        return Ok(Bytes::new());
+    }
+    if let Some(text) = value.as_string() {
+        return Ok(Bytes::from(text.into_bytes()));
+    }
+    if let Some(array) = value.dyn_ref::<Uint8Array>() {
+        return Ok(Bytes::from(array.to_vec()));
+    }
+    if let Some(buffer) = value.dyn_ref::<ArrayBuffer>() {
+        return Ok(Bytes::from(Uint8Array::new(buffer).to_vec()));
+    }
+    Err(error("gotalk: a payload must be a string, a Uint8Array or an ArrayBuffer"))
+}
+
+fn name(value: &str) -> Result<Name, JsValue> {
+    Name::new(value).map_err(|_| error("gotalk: names are at most 4095 bytes of UTF-8"))
+}
+
+fn id_u32(id: Id) -> u32 {
+    u32::from_le_bytes(id.0)
+}
+
+fn now() -> f64 {
+    Date::now()
+}
+
+/// Appends the RetryResult declaration to the query of `url`.
+fn with_retry_query(url: &str) -> String {
+    let (base, fragment) = match url.split_once('#') {
+        Some((b, f)) => (b, Some(f)),
+        None => (url, None),
+    };
+    let mut out = String::from(base);
+    if !base.split_once('?').is_some_and(|(_, q)| q.split('&').any(|p| p == RETRY_QUERY)) {
+        out.push(if base.contains('?') { '&' } else { '?' });
+        out.push_str(RETRY_QUERY);
+    }
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
+    }
+    out
+}
+
+// What `Host::on` hands the page, by its first argument.
+/// A request from the peer; the page answers through `answer`.
+const ON_REQUEST: u32 = 0;
+/// The peer opened a streaming request; its parts follow as `ON_PART`.
+const ON_STREAM: u32 = 1;
+/// A part of the peer's streaming request: a Uint8Array, `null` at its end, or an Error when
+/// the connection was lost first.
+const ON_PART: u32 = 2;
+/// A notification from the peer.
+const ON_NOTIFICATION: u32 = 3;
+/// A part of the result of one of the page's stream requests.
+const ON_STREAM_DATA: u32 = 4;
+/// The end of one of the page's stream requests: `null`, or the Error it failed with.
+const ON_STREAM_END: u32 = 5;
+
+// What `send`, `answer`, `event`, `get` and `set` do, by their first argument. One export
+// per family rather than one per operation: every export costs glue in gotalk.js and a shim
+// in the wasm, and the bundle has a size budget.
+
+/// `send` kinds.
+const SEND_NOTIFY: u32 = 0;
+const SEND_STREAM: u32 = 1;
+/// `answer` kinds: a result, an error result, a part of a streaming result, its end.
+const ANSWER_RESULT: u32 = 0;
+const ANSWER_ERROR: u32 = 1;
+const ANSWER_PART: u32 = 2;
+const ANSWER_END: u32 = 3;
+/// `event` kinds.
+const EVENT_ONLINE: u32 = 0;
+const EVENT_VISIBLE: u32 = 1;
+const EVENT_HEARTBEAT: u32 = 2;
+/// `get` kinds.
+const GET_STATE: u32 = 0;
+const GET_NEXT_RECONNECT: u32 = 1;
+const GET_ADDRESS: u32 = 2;
+const GET_QUEUED: u32 = 3;
+/// `set` kinds.
+const SET_HEARTBEAT_MS: u32 = 0;
+const SET_SEND_LIMIT: u32 = 1;
+
+#[wasm_bindgen]
+impl Core {
+    /// A Core reporting to `host`, the Sock object of gotalk.js.
+    #[wasm_bindgen(constructor)]
+    pub fn new(host: Host) -> Core {
+        Core { inner: Rc::new(Inner { host, state: RefCell::new(State::new()) }) }
+    }
+
+    /// Connects to `url`; with `keepalive`, reconnects until `end()`. `options` may set
+    /// `min`, `max`, `factor`, `jitter` (the backoff), `maxRetries`, `sendLimit` and
+    /// `maxPayload`.
+    pub fn open(&self, url: String, keepalive: bool, options: &JsValue) -> Result<(), JsValue> {
+        let options = socket::Options::read(options)?;
+        let busy = self.inner.with(|s| {
+            if s.conn.is_some() {
+                return true;
+            }
+            s.url = url;
+            s.ended = false;
+            s.keep = keepalive.then(|| KeepAlive::new(options.backoff));
+            if let Some(n) = options.max_retries {
+                s.max_retries = n;
+            }
+            if let Some(n) = options.send_limit {
+                s.outbox.set_limit(n);
+            }
+            if let Some(n) = options.max_payload {
+                s.max_payload = n;
+                s.decoder.max_payload(n);
+            }
+            false
+        });
+        if busy {
+            return Err(error("gotalk: the socket is already open"));
+        }
+        self.inner.connect();
+        Ok(())
+    }
+
+    /// Sends a request with a raw payload. The promise resolves with the result's bytes and
+    /// rejects with an Error carrying the server's message, or saying the connection was lost.
+    pub fn request(&self, op: &str, payload: &JsValue) -> Promise {
+        let prepared = name(op).and_then(|op| Ok((op, payload_from_js(payload)?)));
+        let (op, payload) = match prepared {
+            Ok(p) => p,
+            Err(err) => return Promise::reject(&err),
+        };
+        let mut settle = None;
+        let promise = Promise::new(&mut |resolve, reject| settle = Some((resolve, reject)));
+        let Some((resolve, reject)) = settle else { return promise };
+        let call = Call { op, payload, resolve, reject, retries: 0, parts: BytesMut::new() };
+        self.inner.with(|s| {
+            if let Err((err, item)) = s.write(Outgoing::Request(call)) {
+                s.fail_outgoing(item, &err);
+            }
+        });
+        promise
+    }
+
+    /// Sends something that is not a request: a notification `name` (`SEND_NOTIFY`), or a
+    /// part of the page's stream request `token` for operation `name` (`SEND_STREAM`; the
+    /// first part opens it, an empty part ends it). Throws when the send queue is full or
+    /// the socket is closed.
+    pub fn send(
+        &self,
+        kind: u32,
+        token: u32,
+        name_: &str,
+        payload: &JsValue,
+    ) -> Result<(), JsValue> {
+        let payload = payload_from_js(payload)?;
+        let name_ = name(name_)?;
+        self.inner.with(|s| {
+            let item = match kind {
+                SEND_NOTIFY => Outgoing::Notify(name_, payload),
+                SEND_STREAM => {
+                    let end = payload.is_empty();
+                    match s.streams.get_mut(token) {
+                        Some(stream) if stream.ended => return Ok(()),
+                        Some(stream) => stream.ended = end,
+                        None => {
+                            s.streams.insert(token, StreamOut { op: name_, sent: None, ended: end })
+                        }
+                    }
+                    Outgoing::Part { token, payload, end }
+                }
+                _ => return Err(error("gotalk: unknown send kind")),
+            };
+            s.write(item).map_err(|(err, _)| err)
+        })
+    }
+
+    /// Answers the peer's request `id` on connection `conn` (see the `ANSWER_` kinds). A
+    /// payload that is not a string, Uint8Array or ArrayBuffer becomes an ErrorResult, so the
+    /// peer is never left waiting. An answer for an earlier connection is dropped: no one is
+    /// left to receive it.
+    pub fn answer(&self, kind: u32, conn: u32, id: u32, payload: &JsValue) {
+        let id = Id::from_u32(id);
+        let frame = match (kind, payload_from_js(payload)) {
+            (ANSWER_RESULT, Ok(payload)) => Frame::SingleResult { id, payload },
+            (ANSWER_ERROR, Ok(payload)) => Frame::ErrorResult { id, payload },
+            // An empty part would end the stream on the wire.
+            (ANSWER_PART, Ok(payload)) if payload.is_empty() => return,
+            (ANSWER_PART, Ok(payload)) => Frame::StreamResult { id, payload },
+            (ANSWER_END, _) => Frame::StreamResult { id, payload: Bytes::new() },
+            _ => Frame::ErrorResult {
+                id,
+                payload: Bytes::from_static(b"the page answered with an unsupported value"),
+            },
+        };
+        self.inner.with(|s| {
+            if s.conn_no == conn && s.open {
+                s.send(&frame);
+            }
+        });
+    }
+
+    /// Stops reconnecting and closes once outstanding results are in; a second call closes
+    /// at once. Messages still queued fail.
+    pub fn end(&self) {
+        self.inner.with(State::end);
+    }
+
+    /// Tells the Core something happened: the browser came online, the page became visible
+    /// (retry a pending reconnect now; give up on an open connection silent for longer than
+    /// two of the server's heartbeats), or the page wants a heartbeat sent with load `value`
+    /// in [0, 1].
+    pub fn event(&self, kind: u32, value: f64) {
+        let at = now();
+        let silent = self.inner.with(|s| match kind {
+            EVENT_ONLINE => {
+                if let Some(keep) = &mut s.keep {
+                    s.next = keep.online(at, Math::random());
+                }
+                None
+            }
+            EVENT_VISIBLE => s.visible(at),
+            EVENT_HEARTBEAT => {
+                let load = (value.clamp(0.0, 1.0) * 65535.0).round() as u16;
+                s.send(&Frame::Heartbeat { load, time: (at / 1000.0) as u32 });
+                None
+            }
+            _ => None,
+        });
+        if let Some(no) = silent {
+            self.inner.abandon(no, "gotalk: the connection went silent");
+        }
+    }
+
+    /// Reads the state (`connecting`, `open`, `reconnecting`, `offline` or `closed`), when
+    /// the next reconnect is due (ms since the epoch, or undefined), the connected URL, or
+    /// how many messages wait for the connection.
+    pub fn get(&self, kind: u32) -> JsValue {
+        let s = self.inner.state.borrow();
+        match kind {
+            GET_STATE => JsValue::from_str(s.name()),
+            GET_NEXT_RECONNECT => match s.keep.as_ref().and_then(KeepAlive::next_attempt_at) {
+                Some(at) if s.conn.is_none() => JsValue::from_f64(at),
+                _ => JsValue::UNDEFINED,
+            },
+            GET_ADDRESS => s.conn.as_ref().map_or(JsValue::UNDEFINED, |c| c.ws.url().into()),
+            GET_QUEUED => JsValue::from_f64(s.outbox.len() as f64),
+            _ => JsValue::UNDEFINED,
+        }
+    }
+
+    /// Sets the heartbeat interval (ms; 0 sends none; from the next connection) or the
+    /// bound on the send queue (default 100; 0 turns queueing off).
+    pub fn set(&self, kind: u32, value: f64) {
+        let value = if value.is_finite() { value.max(0.0) } else { 0.0 };
+        let mut s = self.inner.state.borrow_mut();
+        match kind {
+            SET_HEARTBEAT_MS => s.heartbeat_ms = value,
+            SET_SEND_LIMIT => s.outbox.set_limit(value as usize),
+            _ => {}
+        }
+    }
+}
