@@ -35,7 +35,7 @@ use crate::sock::{ConnInfo, Sock, TransportKind};
 use crate::transport::{FrameReader, FrameWriter, ReadEvent};
 
 /// The query parameter by which a client declares that it understands RetryResult.
-pub const RETRY_QUERY: &str = "gotalk-retry=1";
+pub const RETRY_QUERY: &str = gotalk_protocol::retry::QUERY;
 
 /// The WebSocket close code for a normal close.
 pub const CLOSE_NORMAL: u16 = 1000;
@@ -477,8 +477,9 @@ impl Connector {
         handlers: Arc<Handlers>,
         config: Config,
     ) -> Result<Sock, Error> {
-        let uri: http::Uri =
-            with_retry_query(url).parse().map_err(|e| Error::Connect(format!("{url}: {e}")))?;
+        let uri: http::Uri = gotalk_protocol::retry::with_query(url)
+            .parse()
+            .map_err(|e| Error::Connect(format!("{url}: {e}")))?;
         let secure = match uri.scheme_str() {
             Some("ws") => false,
             Some("wss") => true,
@@ -585,43 +586,14 @@ pub async fn connect(url: &str, handlers: Arc<Handlers>, config: Config) -> Resu
     Connector::new().connect(url, handlers, config).await
 }
 
-/// `url` with [`RETRY_QUERY`] added to its query.
-fn with_retry_query(url: &str) -> String {
-    let (base, fragment) = url.split_once('#').map_or((url, None), |(b, f)| (b, Some(f)));
-    let mut out = String::from(base);
-    out.push(if base.contains('?') { '&' } else { '?' });
-    out.push_str(RETRY_QUERY);
-    if let Some(fragment) = fragment {
-        out.push('#');
-        out.push_str(fragment);
-    }
-    out
-}
-
 /// True when a request's query declares that the client understands RetryResult.
 pub fn declares_retry(query: Option<&str>) -> bool {
-    query.is_some_and(|q| q.split('&').any(|pair| pair == RETRY_QUERY))
+    gotalk_protocol::retry::declared(query)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_retry_declaration_is_added_to_any_url() {
-        assert_eq!(with_retry_query("ws://h/gotalk/"), "ws://h/gotalk/?gotalk-retry=1");
-        assert_eq!(with_retry_query("ws://h/g?a=1"), "ws://h/g?a=1&gotalk-retry=1");
-        assert_eq!(with_retry_query("ws://h/g#x"), "ws://h/g?gotalk-retry=1#x");
-    }
-
-    #[test]
-    fn the_retry_declaration_is_recognised_only_as_a_whole_parameter() {
-        assert!(declares_retry(Some("gotalk-retry=1")));
-        assert!(declares_retry(Some("token=abc&gotalk-retry=1")));
-        assert!(!declares_retry(Some("xgotalk-retry=1")));
-        assert!(!declares_retry(Some("gotalk-retry=10")));
-        assert!(!declares_retry(None));
-    }
 
     #[test]
     fn close_reasons_are_cut_to_fit_a_close_frame() {

@@ -28,8 +28,6 @@ use crate::text;
 mod socket;
 mod state;
 
-/// Declares to the server that this client understands RetryResult (see the gateway).
-const RETRY_QUERY: &str = "gotalk-retry=1";
 /// WebSocket close code of a server that is restarting or shutting down.
 const CLOSE_GOING_AWAY: u16 = 1001;
 /// gotalk.js closes with 4000 + the protocol error code; so do we.
@@ -184,24 +182,6 @@ fn id_u32(id: Id) -> u32 {
 
 fn now() -> f64 {
     Date::now()
-}
-
-/// Appends the RetryResult declaration to the query of `url`.
-fn with_retry_query(url: &str) -> String {
-    let (base, fragment) = match url.split_once('#') {
-        Some((b, f)) => (b, Some(f)),
-        None => (url, None),
-    };
-    let mut out = String::from(base);
-    if !base.split_once('?').is_some_and(|(_, q)| q.split('&').any(|p| p == RETRY_QUERY)) {
-        out.push(if base.contains('?') { '&' } else { '?' });
-        out.push_str(RETRY_QUERY);
-    }
-    if let Some(fragment) = fragment {
-        out.push('#');
-        out.push_str(fragment);
-    }
-    out
 }
 
 // What `Host::on` hands the page, by its first argument.

@@ -164,7 +164,7 @@ impl Inner {
             if let Some(keep) = &mut s.keep {
                 keep.connecting();
             }
-            Some((s.conn_no, with_retry_query(&s.url)))
+            Some((s.conn_no, gotalk_protocol::retry::with_query(&s.url)))
         });
         let Some((no, url)) = attempt else { return };
         let ws = match WebSocket::new(&url) {
