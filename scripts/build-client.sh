@@ -68,6 +68,14 @@ inputs() {
 
 install_tools
 hash="$(inputs | sha256sum | awk '{print $1}')"
+if [ "$mode" = check ]; then
+    have="$(cat "$committed/.inputs" 2>/dev/null || echo none)"
+    if [ "$have" != "$hash" ]; then
+        echo "build-client: static/gotalk/ is stale: its inputs hash $have, the sources hash $hash." >&2
+        echo "build-client: run scripts/build-client.sh and commit static/gotalk/." >&2
+        exit 1
+    fi
+fi
 
 if [ "$mode" = check ]; then
     out=target/client-bundle
@@ -124,9 +132,10 @@ mkdir -p "$out"
     echo "$glue"
     echo "$api"
     echo "export default gotalk;"
+    echo "export { Sock, Handlers, EventEmitter };"
     echo "export const { connection, open, handle, handleRequest, handleBufferRequest, handleNotification,"
     echo "  handleBufferNotification, handleStreamRequest, handleBufferStreamRequest, defaultHandlers,"
-    echo "  Sock, Handlers, EventEmitter, protocol, ready } = gotalk;"
+    echo "  protocol, ready } = gotalk;"
 } >"$out/gotalk.mjs"
 cp "$work/gotalk_bg.opt.wasm" "$out/gotalk_bg.wasm"
 cp wasm-client/js/gotalk.d.ts "$out/gotalk.d.ts"
@@ -144,12 +153,6 @@ if [ "$total" -gt "$budget" ]; then
 fi
 
 if [ "$mode" = check ]; then
-    have="$(cat "$committed/.inputs" 2>/dev/null || echo none)"
-    if [ "$have" != "$hash" ]; then
-        echo "build-client: static/gotalk/ is stale: its inputs hash $have, the sources hash $hash." >&2
-        echo "build-client: run scripts/build-client.sh and commit static/gotalk/." >&2
-        exit 1
-    fi
     for f in gotalk.js gotalk.mjs gotalk_bg.wasm gotalk.d.ts; do
         [ -s "$committed/$f" ] || { echo "build-client: $committed/$f is missing" >&2; exit 1; }
     done

@@ -1021,6 +1021,7 @@ gotalk.open = function (addr, cb, handlers) {
 return new Sock(handlers).open(addr, cb);
 };
 export default gotalk;
+export { Sock, Handlers, EventEmitter };
 export const { connection, open, handle, handleRequest, handleBufferRequest, handleNotification,
   handleBufferNotification, handleStreamRequest, handleBufferStreamRequest, defaultHandlers,
-  Sock, Handlers, EventEmitter, protocol, ready } = gotalk;
+  protocol, ready } = gotalk;

@@ -6,6 +6,9 @@
 
 use crate::backoff::Backoff;
 
+/// The longest wait after the browser comes back online.
+const ONLINE_SPREAD_MS: f64 = 1000.0;
+
 /// Where a keepalive connection stands.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Phase {
@@ -139,13 +142,13 @@ impl KeepAlive {
 
     /// The browser came back online at `now`.
     ///
-    /// Whoever was offline comes back at a time of their own, so a short jittered wait is
-    /// enough to keep a whole office returning from a network outage apart.
+    /// The network is back, so the wait is short whatever the schedule: drawn from
+    /// `[0, min(min, 1 s))`, enough to keep a whole office returning from an outage apart.
     pub fn online(&mut self, now: f64, r: f64) -> Next {
         match self.phase {
             Phase::Offline | Phase::Waiting(_) => {
                 self.attempt = 0;
-                let at = now + self.backoff.going_away_delay(r);
+                let at = now + self.backoff.min_ms.min(ONLINE_SPREAD_MS) * r.clamp(0.0, 1.0);
                 self.phase = Phase::Waiting(at);
                 Next::ConnectAt(at)
             }
@@ -247,9 +250,18 @@ mod tests {
         assert_eq!(k.closed(Closed::Other, 1000.0, false, 0.0), Next::WaitOnline);
         assert_eq!(k.phase().name(), "offline");
         assert_eq!(k.next_attempt_at(), None);
-        assert_eq!(at(k.online(9_000.0, 0.25)), 9_250.0);
+        assert_eq!(at(k.online(9_000.0, 0.25)), 9_125.0);
         // A second online event while already scheduled reschedules, harmlessly.
         assert_eq!(at(k.online(9_100.0, 0.0)), 9_100.0);
+    }
+
+    #[test]
+    fn online_waits_under_a_second_even_with_a_slow_schedule() {
+        let mut k =
+            KeepAlive::new(Backoff { min_ms: 20_000.0, max_ms: 60_000.0, ..Backoff::default() });
+        k.opened(0.0);
+        assert_eq!(k.closed(Closed::Other, 30_000.0, false, 0.0), Next::WaitOnline);
+        assert_eq!(at(k.online(40_000.0, 0.999)), 40_999.0);
     }
 
     #[test]

@@ -1,0 +1,106 @@
+// The keepalive's browser events, and the ES-module entry, in real Chromium: going offline
+// parks the connection until the `online` event; a tab becoming visible again brings a
+// distant reconnect forward; a server that stops with 1001 (going away) is rejoined soon.
+
+import { test, expect } from '../fixtures';
+
+// A schedule slow enough that only the event under test can explain a quick reconnect.
+const SLOW = { min: 20_000, max: 60_000 };
+
+test('offline waits for the online event, then reconnects within a second', async ({
+  page,
+  context,
+  startServer,
+  browserErrors,
+}) => {
+  browserErrors.allow(/WebSocket connection to .* failed/);
+  const server = await startServer();
+  await page.goto(server.http);
+  await page.evaluate(async (slow) => {
+    const s = ((window as any).s = (window as any).gotalk.connection(slow));
+    await s.request('greet', { name: 'a' });
+  }, SLOW);
+
+  await context.setOffline(true);
+  await server.kill();
+  await page.waitForFunction(() => (window as any).s.state === 'offline');
+  expect(await page.evaluate(() => (window as any).s.nextReconnectAt)).toBeNull();
+
+  await server.start();
+  const back = Date.now();
+  await context.setOffline(false);
+  await page.waitForFunction(() => (window as any).s.state === 'open', null, { timeout: 5_000 });
+  expect(Date.now() - back).toBeLessThan(3_000);
+  const reply = await page.evaluate(() => (window as any).s.request('greet', { name: 'b' }));
+  expect(reply).toEqual({ greeting: 'Hello b' });
+});
+
+test('a tab becoming visible retries a distant reconnect at once', async ({
+  page,
+  startServer,
+  browserErrors,
+}) => {
+  browserErrors.allow(/WebSocket connection to .* failed/);
+  const server = await startServer();
+  await page.goto(server.http);
+  await page.evaluate(async (slow) => {
+    const s = ((window as any).s = (window as any).gotalk.connection(slow));
+    await s.request('greet', { name: 'a' });
+  }, SLOW);
+
+  await server.kill();
+  await page.waitForFunction(() => (window as any).s.state === 'reconnecting');
+  const wait = await page.evaluate(() => (window as any).s.nextReconnectAt - Date.now());
+  expect(wait).toBeGreaterThan(5_000);
+
+  await server.start();
+  // Headless Chromium's tab is always visible; the event is what the client listens for.
+  await page.evaluate(() => document.dispatchEvent(new Event('visibilitychange')));
+  await page.waitForFunction(() => (window as any).s.state === 'open', null, { timeout: 5_000 });
+});
+
+test('a server going away (1001) is rejoined soon, whatever the schedule', async ({
+  page,
+  startServer,
+  browserErrors,
+}) => {
+  browserErrors.allow(/WebSocket connection to .* failed/);
+  const server = await startServer();
+  await page.goto(server.http);
+  // min 1 s: going away reconnects within [0, 2 s), while a plain failure would first wait
+  // up to 1 s and then up to 2 s more.
+  await page.evaluate(async () => {
+    const s = ((window as any).s = (window as any).gotalk.connection({ min: 1_000, max: 60_000 }));
+    (window as any).closes = [];
+    s.on('close', (err: Error | null) => (window as any).closes.push(err && err.message));
+    await s.request('greet', { name: 'a' });
+  });
+
+  await server.stop(); // SIGTERM: the gateway closes every WebSocket with 1001
+  await page.waitForFunction(() => (window as any).s.state !== 'open');
+  const wait = await page.evaluate(() => (window as any).s.nextReconnectAt - Date.now());
+  expect(wait).toBeLessThan(2_000);
+  await server.start();
+  await page.waitForFunction(() => (window as any).s.state === 'open', null, { timeout: 10_000 });
+  expect(await page.evaluate(() => (window as any).closes)).toEqual([
+    'gotalk: the connection closed (code 1001)',
+  ]);
+});
+
+test('the ES module entry offers the same API', async ({ page }) => {
+  await page.goto('/');
+  const result = await page.evaluate(async () => {
+    const m = await import('/gotalk/gotalk.mjs' as string);
+    const s = m.connection();
+    const reply = await s.request('greet', { name: 'module' });
+    s.end();
+    return {
+      greeting: reply.greeting,
+      named: m.default.connection === m.connection && typeof m.Sock === 'function',
+      address: m.default.defaultResponderAddress,
+    };
+  });
+  expect(result.greeting).toBe('Hello module');
+  expect(result.named).toBe(true);
+  expect(result.address).toMatch(/^ws:\/\/127\.0\.0\.1:\d+\/gotalk\/$/);
+});
