@@ -9,6 +9,8 @@
 //   purpose (a WebSocket refused while the server restarts) says so with
 //   `browserErrors.allow(/pattern/)`; one that opens more contexts passes each to
 //   `browserErrors.watch(context)`.
+// - `startServer(args)` (per test): starts another `gotalk serve` with extra arguments (limits,
+//   say), stopped after the test; its output is attached to the report when the test fails.
 
 import { test as base, expect, type BrowserContext } from '@playwright/test';
 import { GotalkServer } from './server';
@@ -22,7 +24,9 @@ export type BrowserErrors = {
   /** Watches another context's pages too (the test's own `context` is always watched). */
   watch(context: BrowserContext): void;
 };
-type TestFixtures = { browserErrors: BrowserErrors };
+/** Starts a server of the test's own, `gotalk serve` with `args` added. */
+export type StartServer = (args?: string[]) => Promise<GotalkServer>;
+type TestFixtures = { browserErrors: BrowserErrors; startServer: StartServer };
 
 export const test = base.extend<TestFixtures, WorkerFixtures>({
   server: [
@@ -82,6 +86,25 @@ export const test = base.extend<TestFixtures, WorkerFixtures>({
     },
     { auto: true },
   ],
+
+  startServer: async ({}, use, testInfo) => {
+    const started: GotalkServer[] = [];
+    await use(async (args = []) => {
+      const server = new GotalkServer(args);
+      started.push(server);
+      await server.start();
+      return server;
+    });
+    await Promise.all(started.map((server) => server.stop()));
+    if (testInfo.status !== testInfo.expectedStatus) {
+      for (const [i, server] of started.entries()) {
+        await testInfo.attach(`server ${i + 1} output`, {
+          body: server.log.join('\n') || '(empty)',
+          contentType: 'text/plain',
+        });
+      }
+    }
+  },
 });
 
 export { expect };

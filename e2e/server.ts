@@ -108,6 +108,20 @@ export class GotalkServer {
     }
   }
 
+  /**
+   * Kills the server with SIGKILL, as a crash would: no graceful close, so its peers see
+   * their connections drop. A later `start()` serves on the same ports again.
+   */
+  async kill(): Promise<void> {
+    const child = this.child;
+    if (!child) return;
+    this.child = null;
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await this.exited;
+    }
+  }
+
   /** The lines written since `logged` was `mark` (as many as are still kept). */
   logSince(mark: number): string[] {
     return this.log.slice(Math.max(0, this.log.length - (this.logged - mark)));

@@ -260,8 +260,10 @@ impl Handlers {
         self
     }
 
-    /// Runs after each connection's handshake, in a task of its own (so it may send
-    /// requests and wait for their results).
+    /// Runs after each connection's handshake. `f` itself is called before the first message
+    /// is read, so what it does synchronously (registering the sock, say) happens before any
+    /// handler sees that connection; the future it returns runs in a task of its own (so it
+    /// may send requests and wait for their results).
     pub fn on_connect<F, Fut>(&mut self, f: F) -> &mut Self
     where
         F: Fn(Sock) -> Fut + Send + Sync + 'static,

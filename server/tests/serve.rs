@@ -23,8 +23,14 @@ struct Served {
 }
 
 async fn serve() -> Served {
+    serve_with(&[]).await
+}
+
+/// As [`serve`], with more arguments for `gotalk serve`.
+async fn serve_with(extra: &[&str]) -> Served {
     let mut child = Command::new(env!("CARGO_BIN_EXE_gotalk"))
         .args(["serve", "--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--shutdown-timeout", "5"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -166,4 +172,83 @@ async fn ask_page_calls_the_caller_back_and_returns_its_answer() {
     let unknown =
         page.request::<_, serde_json::Value>("ask-page", &serde_json::json!({"op": "nope"})).await;
     assert!(matches!(&unknown, Err(gotalk::Error::Remote(_))), "{unknown:?}");
+}
+
+/// A client whose streaming `shout` answers each JSON string part with it in upper case, and
+/// whose `refuse` answers with an ErrorResult after the first part.
+fn streaming_page() -> Handlers {
+    let mut handlers = Handlers::new();
+    handlers
+        .handle_stream("shout", |_sock, mut input, mut output| async move {
+            while let Some(part) = input.next().await? {
+                let text: String = serde_json::from_slice(&part)?;
+                output.send(serde_json::to_vec(&text.to_uppercase())?).await?;
+            }
+            Ok::<_, gotalk::Error>(())
+        })
+        .handle_stream("refuse", |_sock, mut input, _output| async move {
+            let _ = input.next().await;
+            Err::<(), _>("the page says no")
+        });
+    handlers
+}
+
+#[tokio::test]
+async fn stream_to_page_streams_to_the_caller_and_returns_its_parts() {
+    let served = serve().await;
+    let page = gotalk::ws::connect(&served.ws, Arc::new(streaming_page()), Config::default())
+        .await
+        .expect("websocket connect");
+    let ask = async |op: &str, parts: serde_json::Value| {
+        let input = serde_json::json!({ "op": op, "parts": parts });
+        page.request::<_, serde_json::Value>("stream-to-page", &input).await
+    };
+
+    let answer =
+        within("stream-to-page", ask("shout", serde_json::json!(["a", "b😀", "c"]))).await.unwrap();
+    assert_eq!(answer, serde_json::json!(["A", "B😀", "C"]));
+
+    // The page's ErrorResult is the caller's, word for word; no parts, or an operation the
+    // page does not have, are errors too.
+    let refused = within("refuse", ask("refuse", serde_json::json!(["x", "y"]))).await;
+    assert!(
+        matches!(&refused, Err(gotalk::Error::Remote(m)) if m == "the page says no"),
+        "{refused:?}"
+    );
+    let empty = within("no parts", ask("shout", serde_json::json!([]))).await;
+    assert!(matches!(&empty, Err(gotalk::Error::Remote(m)) if m.contains("empty")), "{empty:?}");
+    let unknown = within("unknown op", ask("nope", serde_json::json!(["x"]))).await;
+    assert!(matches!(&unknown, Err(gotalk::Error::Remote(_))), "{unknown:?}");
+}
+
+#[tokio::test]
+async fn sleep_holds_a_request_and_retry_wait_sets_the_retry_results_wait() {
+    let served = serve_with(&["--request-limit", "1", "--retry-wait", "0.25"]).await;
+    // No retries, so the first RetryResult comes back as the error, with its wait.
+    let mut config = Config::default();
+    config.max_retries(0);
+    let tcp_addr = served.tcp.trim_start_matches("tcp://").to_owned();
+    let program = gotalk::tcp::connect(tcp_addr.as_str(), Arc::new(Handlers::new()), config)
+        .await
+        .expect("tcp connect");
+
+    let started = tokio::time::Instant::now();
+    let sleep = serde_json::json!({"ms": 300});
+    let held = program.request::<_, serde_json::Value>("sleep", &sleep);
+    let refused = async {
+        // Sent after `sleep` on the same connection, so it arrives while `sleep` holds the
+        // connection's one request slot.
+        tokio::task::yield_now().await;
+        program.request::<_, serde_json::Value>("echo", &"late").await
+    };
+    let (held, refused) = within("sleep and echo", async { tokio::join!(held, refused) }).await;
+    assert_eq!(held.unwrap(), serde_json::json!({"slept": 300}));
+    assert!(started.elapsed() >= Duration::from_millis(300), "{:?}", started.elapsed());
+    match refused {
+        Err(gotalk::Error::Retry { wait, message, attempts: 1 }) => {
+            assert_eq!(wait, Duration::from_millis(250));
+            assert_eq!(message, "request rate limit");
+        }
+        other => panic!("expected a RetryResult, got {other:?}"),
+    }
 }

@@ -295,12 +295,19 @@ impl Sock {
         let sock = Sock { shared };
         tracing::debug!(parent: &span, "connected");
         tokio::spawn(write::write_loop(writer, sock.clone()).instrument(span.clone()));
-        tokio::spawn(read::read_loop(reader, buf, sock.clone()).instrument(span));
         if let Some(on_connect) = sock.shared.handlers.on_connect.clone() {
+            // The hook is called before the read loop starts, so its synchronous part (a
+            // registry insert) precedes every handler of this connection; its future runs in
+            // a task of its own. A panic in either ends only the hook.
             let s = sock.clone();
-            // Called inside the task, so a panic in the hook ends only that task.
-            tokio::spawn(async move { on_connect(s).await }.instrument(sock.shared.span.clone()));
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on_connect(s))) {
+                Ok(hook) => {
+                    tokio::spawn(hook.instrument(span.clone()));
+                }
+                Err(_) => tracing::error!(parent: &span, "on_connect panicked"),
+            }
         }
+        tokio::spawn(read::read_loop(reader, buf, sock.clone()).instrument(span));
         Ok(sock)
     }
 

@@ -172,9 +172,9 @@ impl State {
             return Err((error("gotalk: the socket is closed"), item));
         }
         self.outbox.push(item).map_err(|full| {
-            let mut message = String::from("gotalk: the send queue is full (");
+            let mut message = String::from("gotalk: the send queue is full (sendBufferLimit ");
             message.push_str(&text::decimal(full.limit as u64));
-            message.push_str(" messages are waiting for the connection)");
+            message.push_str(", waiting for the connection)");
             (error(&message), full.item)
         })
     }

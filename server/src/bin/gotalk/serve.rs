@@ -76,6 +76,18 @@ pub(crate) struct LimitArgs {
     /// Seconds between heartbeats; 0 sends none.
     #[arg(long, value_name = "SECONDS")]
     heartbeat: Option<f64>,
+    /// The wait a RetryResult asks for past --request-limit or --stream-limit: a fixed
+    /// `SECONDS`, or drawn from `MIN..MAX` (default 0.5..5).
+    #[arg(long, value_name = "SECONDS|MIN..MAX", value_parser = parse_wait)]
+    retry_wait: Option<(f64, f64)>,
+}
+
+fn parse_wait(text: &str) -> Result<(f64, f64), String> {
+    let number = |s: &str| s.trim().parse::<f64>().map_err(|e| format!("{s:?}: {e}"));
+    match text.split_once("..") {
+        Some((min, max)) => Ok((number(min)?, number(max)?)),
+        None => number(text).map(|s| (s, s)),
+    }
 }
 
 fn seconds(s: f64) -> anyhow::Result<Duration> {
@@ -100,6 +112,9 @@ impl LimitArgs {
         if let Some(s) = self.heartbeat {
             config.heartbeat_interval(Some(seconds(s)?));
         }
+        if let Some((min, max)) = self.retry_wait {
+            config.retry_wait(seconds(min)?, seconds(max)?);
+        }
         Ok(config)
     }
 }
@@ -122,12 +137,60 @@ struct AskIn {
     value: serde_json::Value,
 }
 
-/// How long `ask-page` waits for the caller's answer.
+/// How long `ask-page` and `stream-to-page` wait for the caller's answer.
 const ASK_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The operations `serve` offers out of the box. `broadcast` reaches every connection,
-/// browser or program, through `everyone`; `ask-page` calls the caller back, the way a
-/// server asks a page for something.
+/// `sleep`'s input and output: how long to wait, in milliseconds.
+#[derive(Deserialize)]
+struct SleepIn {
+    ms: u64,
+}
+
+#[derive(Serialize)]
+struct SleepOut {
+    slept: u64,
+}
+
+/// The longest `sleep`, in milliseconds.
+const SLEEP_MAX_MS: u64 = 10_000;
+
+/// `stream-to-page`'s input: the caller's streaming operation and the parts to send it.
+#[derive(Deserialize)]
+struct StreamToPageIn {
+    op: String,
+    parts: Vec<serde_json::Value>,
+}
+
+/// Sends `first` and `rest` to the caller's streaming operation `op`, one JSON part each, and
+/// collects the JSON parts of its result.
+async fn stream_to_page(
+    sock: &gotalk::Sock,
+    op: &str,
+    first: &serde_json::Value,
+    rest: &[serde_json::Value],
+) -> Result<Vec<serde_json::Value>, gotalk::Error> {
+    let (mut request, mut response) = sock.stream_request(op, serde_json::to_vec(first)?).await?;
+    for part in rest {
+        request.write(serde_json::to_vec(part)?).await?;
+    }
+    request.end().await?;
+    let mut answer = Vec::new();
+    while let Some(part) = response.next().await? {
+        answer.push(serde_json::from_slice(&part)?);
+    }
+    Ok(answer)
+}
+
+/// The operations `serve` offers out of the box:
+/// - `echo` (bytes) returns its payload; `greet` (`{"name"}`) returns `{"greeting"}`;
+///   `stream-echo` streams each part back.
+/// - `broadcast` (bytes) sends the notification `broadcast` with the payload to every
+///   connection, browser or program, through `everyone`, and returns how many it reached.
+/// - `ask-page` (`{"op", "value"}`) calls the caller back, the way a server asks a page for
+///   something, and returns its answer; `stream-to-page` (`{"op", "parts": [...]}`) does the
+///   same with a streaming request of one JSON part each, and returns the result's parts.
+/// - `sleep` (`{"ms"}`, at most 10 s) returns `{"slept"}` once that time has passed, to hold
+///   a request in flight.
 fn demo_handlers(everyone: Connections) -> Handlers {
     let mut handlers = Handlers::new();
     let registry = everyone.clone();
@@ -148,6 +211,22 @@ fn demo_handlers(everyone: Connections) -> Handlers {
                 Ok(answer) => answer.map_err(|e| e.to_string()),
                 Err(_) => Err(format!("no answer to {:?} within {ASK_TIMEOUT:?}", input.op)),
             }
+        })
+        .handle("stream-to-page", |sock, input: StreamToPageIn| async move {
+            // A stream request carries its first part, so there must be one.
+            let [first, rest @ ..] = input.parts.as_slice() else {
+                return Err("parts is empty: a stream has at least one part".to_owned());
+            };
+            let exchange = stream_to_page(&sock, &input.op, first, rest);
+            match tokio::time::timeout(ASK_TIMEOUT, exchange).await {
+                Ok(answer) => answer.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no answer to {:?} within {ASK_TIMEOUT:?}", input.op)),
+            }
+        })
+        .handle("sleep", |_sock, input: SleepIn| async move {
+            let ms = input.ms.min(SLEEP_MAX_MS);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, String>(SleepOut { slept: ms })
         })
         .handle_stream("stream-echo", |_sock, mut input, mut output| async move {
             while let Some(part) = input.next().await? {
@@ -272,4 +351,29 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
 
     gateway.run(http, http_listener, Some((tcp, tcp_listener)), shutdown_signal()).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_retry_waits() {
+        assert_eq!(parse_wait("0.5"), Ok((0.5, 0.5)));
+        assert_eq!(parse_wait("0.5..5"), Ok((0.5, 5.0)));
+        assert_eq!(parse_wait(" 1 .. 2 "), Ok((1.0, 2.0)));
+        for bad in ["", "..", "1..", "..2", "x", "1..y"] {
+            assert!(parse_wait(bad).is_err(), "{bad:?}");
+        }
+        // Negative seconds parse, and are refused when the config is built.
+        let args = LimitArgs {
+            request_limit: None,
+            stream_limit: None,
+            max_payload: None,
+            read_timeout: None,
+            heartbeat: None,
+            retry_wait: Some((-1.0, 1.0)),
+        };
+        assert!(args.config().is_err());
+    }
 }
