@@ -73,5 +73,7 @@ cargo build -p gotalk --locked
 (
     cd e2e
     PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
+    # The TypeScript declarations served with the bundle, against the API as pages use it.
+    npx tsc -p types
     npx playwright test
 )

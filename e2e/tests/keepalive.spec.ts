@@ -104,3 +104,41 @@ test('the ES module entry offers the same API', async ({ page }) => {
   expect(result.named).toBe(true);
   expect(result.address).toMatch(/^ws:\/\/127\.0\.0\.1:\d+\/gotalk\/$/);
 });
+
+test('heartbeats go both ways: the page sends them on its interval and hears the server', async ({
+  page,
+  startServer,
+}) => {
+  const server = await startServer(['--heartbeat', '0.2']);
+  // Heartbeats the page writes: `h`, 4 hex digits of load, 8 of unix time, 13 bytes in all.
+  const sent: string[] = [];
+  page.on('websocket', (ws) =>
+    ws.on('framesent', (frame) => {
+      const bytes = typeof frame.payload === 'string' ? Buffer.from(frame.payload) : frame.payload;
+      if (bytes.length === 13 && bytes[0] === 0x68) sent.push(bytes.toString('latin1'));
+    }),
+  );
+  await page.goto(server.http);
+  const heard = await page.evaluate(async () => {
+    const s = new (window as any).gotalk.Sock();
+    s.heartbeatInterval = 150;
+    const heartbeats: { time: number; load: number }[] = [];
+    s.on('heartbeat', (h: { time: Date; load: number }) =>
+      heartbeats.push({ time: h.time.getTime(), load: h.load }),
+    );
+    s.openKeepAlive();
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    s.sendHeartbeat(1);
+    await s.request('greet', { name: 'flush' });
+    s.end();
+    return heartbeats;
+  });
+  // The server's, every 0.2 s, with its clock in whole seconds.
+  expect(heard.length).toBeGreaterThanOrEqual(3);
+  expect(Math.abs(heard[0].time - Date.now())).toBeLessThan(10_000);
+  // The page's own, every 150 ms at load 0, and the explicit one at full load.
+  expect(sent.length).toBeGreaterThanOrEqual(4);
+  expect(sent.filter((h) => /^hffff[0-9a-f]{8}$/.test(h))).toHaveLength(1);
+  const now = Math.floor(Date.now() / 1000);
+  expect(Math.abs(parseInt(sent[0].slice(5), 16) - now)).toBeLessThan(10);
+});

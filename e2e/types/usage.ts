@@ -1,0 +1,45 @@
+// Type-checks gotalk.d.ts (the declarations served at /gotalk/gotalk.d.ts) against the API as
+// pages use it; `npx tsc -p types` in scripts/test.sh fails when the two drift apart.
+
+import gotalk from '../../static/gotalk/gotalk';
+
+gotalk.handle<{ name: string }, { greeting: string }>('greet', (value, result) => {
+  if (!value.name) return result.error('no name');
+  result({ greeting: 'Hello ' + value.name });
+});
+gotalk.handleBufferNotification('broadcast', (data: Uint8Array, name: string) => data.length + name.length);
+gotalk.handleStreamRequest<string, string>('shout', (stream) => {
+  stream.on('data', (part) => stream.write(part.toUpperCase()));
+  stream.on('end', (err) => (err ? stream.error(err) : stream.end()));
+});
+
+const s: gotalk.Sock = gotalk.connection({ min: 250, max: 10_000, factor: 2, jitter: 0.5, sendLimit: 10 });
+s.on('state', (state: gotalk.State) => state.toUpperCase());
+s.on('heartbeat', ({ time, load }) => time.getTime() + load);
+s.on('close', (err) => err?.message);
+s.heartbeatInterval = 10_000;
+s.sendBufferLimit = 50;
+const next: number | null = s.nextReconnectAt;
+const queued: number = s.queued;
+
+async function use(): Promise<number> {
+  const reply = await s.request<{ greeting: string }>('greet', { name: 'types' });
+  const bytes: Uint8Array = await s.bufferRequest('echo', 'héllo');
+  const stream = s.streamRequest('stream-echo');
+  stream.on('data', (part: Uint8Array) => part.byteLength);
+  stream.write('a');
+  stream.end();
+  s.notify('note', { any: 'value' });
+  s.bufferNotify('raw', new Uint8Array([1, 2]));
+  s.sendHeartbeat(0.5);
+  s.end();
+  return reply.greeting.length + bytes.length + (next ?? 0) + queued + (s.address()?.length ?? 0);
+}
+void use;
+
+gotalk.open((err, sock) => (err ? err.message : sock.state));
+const other = new gotalk.Sock(new gotalk.Handlers()).openKeepAlive('/gotalk/', { maxRetries: 2 });
+other.end();
+const version: string = gotalk.version;
+const ready: Promise<void> = gotalk.ready;
+void [version, ready, gotalk.protocol.MsgTypeRetryRes];
