@@ -65,6 +65,17 @@ scripts/wasm-build.sh gotalk-protocol
 # Debian wasm routes produce different bytes).
 stage "browser client bundle (wasm-client)"
 scripts/build-client.sh --check
+# And the check must catch a stale bundle: a copy whose recorded inputs differ is refused.
+stale="$(mktemp -d)"
+cp -r static/gotalk/. "$stale"
+echo 0000 >"$stale/.inputs"
+if GOTALK_COMMITTED_BUNDLE="$stale" scripts/build-client.sh --check 2>"$stale/err" >/dev/null \
+    || ! grep -q "is stale" "$stale/err"; then
+    echo "build-client.sh --check did not refuse a stale bundle:" >&2
+    cat "$stale/err" >&2
+    exit 1
+fi
+rm -rf "$stale"
 
 # The real server binary (which embeds static/, the bundle included) in the system's
 # Chromium ($CHROMIUM, by default /usr/bin/chromium); outputs go to e2e/out/.
