@@ -2,10 +2,23 @@
 // parks the connection until the `online` event; a tab becoming visible again brings a
 // distant reconnect forward; a server that stops with 1001 (going away) is rejoined soon.
 
+import type { Page } from '@playwright/test';
 import { test, expect } from '../fixtures';
+import type { GotalkServer } from '../server';
 
 // A schedule slow enough that only the event under test can explain a quick reconnect.
 const SLOW = { min: 20_000, max: 60_000 };
+
+/** Opens the demo page of `server` and a keepalive sock `window.s` with `options`, connected. */
+async function connected(page: Page, server: GotalkServer, options: object): Promise<void> {
+  await page.goto(server.http);
+  await page.evaluate(async (options) => {
+    const s = ((window as any).s = (window as any).gotalk.connection(options));
+    (window as any).closes = [];
+    s.on('close', (err: Error | null) => (window as any).closes.push(err && err.message));
+    await s.request('greet', { name: 'a' });
+  }, options);
+}
 
 test('offline waits for the online event, then reconnects within a second', async ({
   page,
@@ -15,11 +28,7 @@ test('offline waits for the online event, then reconnects within a second', asyn
 }) => {
   browserErrors.allow(/WebSocket connection to .* failed/);
   const server = await startServer();
-  await page.goto(server.http);
-  await page.evaluate(async (slow) => {
-    const s = ((window as any).s = (window as any).gotalk.connection(slow));
-    await s.request('greet', { name: 'a' });
-  }, SLOW);
+  await connected(page, server, SLOW);
 
   await context.setOffline(true);
   await server.kill();
@@ -42,11 +51,7 @@ test('a tab becoming visible retries a distant reconnect at once', async ({
 }) => {
   browserErrors.allow(/WebSocket connection to .* failed/);
   const server = await startServer();
-  await page.goto(server.http);
-  await page.evaluate(async (slow) => {
-    const s = ((window as any).s = (window as any).gotalk.connection(slow));
-    await s.request('greet', { name: 'a' });
-  }, SLOW);
+  await connected(page, server, SLOW);
 
   await server.kill();
   await page.waitForFunction(() => (window as any).s.state === 'reconnecting');
@@ -66,15 +71,9 @@ test('a server going away (1001) is rejoined soon, whatever the schedule', async
 }) => {
   browserErrors.allow(/WebSocket connection to .* failed/);
   const server = await startServer();
-  await page.goto(server.http);
   // min 1 s: going away reconnects within [0, 2 s), while a plain failure would first wait
   // up to 1 s and then up to 2 s more.
-  await page.evaluate(async () => {
-    const s = ((window as any).s = (window as any).gotalk.connection({ min: 1_000, max: 60_000 }));
-    (window as any).closes = [];
-    s.on('close', (err: Error | null) => (window as any).closes.push(err && err.message));
-    await s.request('greet', { name: 'a' });
-  });
+  await connected(page, server, { min: 1_000, max: 60_000 });
 
   await server.stop(); // SIGTERM: the gateway closes every WebSocket with 1001
   await page.waitForFunction(() => (window as any).s.state !== 'open');
