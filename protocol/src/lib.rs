@@ -40,6 +40,7 @@ pub mod decode;
 pub mod encode;
 pub mod frame;
 pub mod hex;
+pub mod liveness;
 pub mod retry;
 
 pub use decode::{decode_version, DecodeError, Decoder, COPY_BELOW, DEFAULT_MAX_PAYLOAD};
