@@ -102,6 +102,8 @@ export class GotalkServer {
     this.child = null;
     if (child.exitCode === null && child.signalCode === null) {
       child.kill('SIGTERM');
+      // A server frozen by pause() would only act on it once running again.
+      child.kill('SIGCONT');
       const timer = setTimeout(() => child.kill('SIGKILL'), WAIT_MS);
       await this.exited;
       clearTimeout(timer);
@@ -120,6 +122,19 @@ export class GotalkServer {
       child.kill('SIGKILL');
       await this.exited;
     }
+  }
+
+  /**
+   * Freezes the server with SIGSTOP, as a hung process or a sleeping host: its sockets stay
+   * open but nothing is read or written, so its peers hear only silence. `resume()` undoes it.
+   */
+  pause(): void {
+    this.child?.kill('SIGSTOP');
+  }
+
+  /** Lets a server frozen by `pause()` run again (SIGCONT). */
+  resume(): void {
+    this.child?.kill('SIGCONT');
   }
 
   /** The lines written since `logged` was `mark` (as many as are still kept). */

@@ -13,10 +13,19 @@ gotalk.handleStreamRequest<string, string>('shout', (stream) => {
   stream.on('end', (err) => (err ? stream.error(err) : stream.end()));
 });
 
-const s: gotalk.Sock = gotalk.connection({ min: 250, max: 10_000, factor: 2, jitter: 0.5, sendLimit: 10 });
+const s: gotalk.Sock = gotalk.connection({
+  min: 250,
+  max: 10_000,
+  factor: 2,
+  jitter: 0.5,
+  sendLimit: 10,
+  deadAfter: 60_000,
+});
 s.on('state', (state: gotalk.State) => state.toUpperCase());
 s.on('heartbeat', ({ time, load }) => time.getTime() + load);
 s.on('close', (err) => err?.message);
+s.on('dead', (err: Error) => err.message);
+s.on('done', () => s.state);
 s.heartbeatInterval = 10_000;
 s.sendBufferLimit = 50;
 const next: number | null = s.nextReconnectAt;

@@ -19,6 +19,14 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+/// The reserved request that probes a peer over transports without pings (TCP). Every peer
+/// of ours answers it with its payload, before any handler or limit sees it.
+pub const PING_OP: &str = "$ping";
+
+/// The reserved notification a peer sends when it is done: it sends no new requests, and the
+/// connection closes once what is in flight is answered.
+pub const DONE: &str = "$done";
+
 /// The length of a probe's cookie: 4 bytes naming the connection's series, 4 counting.
 pub const COOKIE_LEN: usize = 8;
 
@@ -320,9 +328,19 @@ impl Liveness {
         self.dead
     }
 
-    /// Probes waiting for their answer.
+    /// Probes waiting for their answer (with `activity_suppresses_probes`, traffic since a
+    /// probe answers it).
     pub fn unacked(&self) -> u32 {
-        self.unacked.len() as u32
+        self.unacked.iter().filter(|p| self.waiting(p)).count() as u32
+    }
+
+    fn waiting(&self, probe: &Probe) -> bool {
+        !self.config.activity_suppresses_probes || probe.sent >= self.last_inbound
+    }
+
+    /// The oldest probe still waiting for its answer.
+    fn oldest_waiting(&self) -> Option<&Probe> {
+        self.unacked.iter().find(|p| self.waiting(p))
     }
 
     /// Takes the events since the last call.
@@ -337,12 +355,12 @@ impl Liveness {
     }
 
     /// Bytes arrived at `now`: any byte, even part of a large message.
+    ///
+    /// With `activity_suppresses_probes`, traffic answers the probes sent before it; they
+    /// stay matchable until the next probe is due, so a pong read right after still records
+    /// its round trip.
     pub fn inbound(&mut self, now: Duration) {
         self.last_inbound = self.last_inbound.max(now);
-        if self.config.activity_suppresses_probes {
-            // Traffic answers every outstanding probe; a late pong for one is then stale.
-            self.unacked.clear();
-        }
     }
 
     /// A probe's answer arrived at `now` carrying `echo`.
@@ -352,7 +370,7 @@ impl Liveness {
     /// issued. A stale pong (for a probe already answered or given up) or an unsolicited
     /// one (nothing outstanding) is ignored.
     pub fn pong(&mut self, now: Duration, echo: &[u8]) -> Result<(), WrongCookie> {
-        self.inbound_only(now);
+        self.inbound(now);
         let issued = match Cookie::parts(echo) {
             Some((series, n)) if series == self.series && n < self.next_n => Some(n),
             _ => None,
@@ -375,7 +393,7 @@ impl Liveness {
     /// The peer answered the probe `cookie` with an error (it lacks the probe operation): it
     /// is alive, though the cookie is unverified.
     pub fn probe_refused(&mut self, now: Duration, cookie: Cookie) {
-        self.inbound_only(now);
+        self.inbound(now);
         let Some((_, n)) = Cookie::parts(&cookie.0) else { return };
         if let Some(at) = self.unacked.iter().position(|p| p.n == n) {
             let probe = self.unacked[at];
@@ -446,19 +464,13 @@ impl Liveness {
                 times.push(self.next_probe_at(interval));
             }
         }
-        if let (Some(timeout), Some(oldest)) = (c.response_timeout, self.unacked.front()) {
+        if let (Some(timeout), Some(oldest)) = (c.response_timeout, self.oldest_waiting()) {
             times.push(oldest.sent + timeout);
         }
         if let Some(every) = c.heartbeat_interval {
             times.push(self.last_heartbeat + every);
         }
         times.into_iter().min()
-    }
-
-    /// Records inbound bytes without the suppression side effect: a pong counts as activity
-    /// for the rule, but must not clear the probes it is about to match.
-    fn inbound_only(&mut self, now: Duration) {
-        self.last_inbound = self.last_inbound.max(now);
     }
 
     fn acked(&mut self, now: Duration, probe: Probe, verified: bool) {
@@ -485,7 +497,7 @@ impl Liveness {
                 return Some(Death::Idle(idle));
             }
         }
-        if let (Some(timeout), Some(oldest)) = (c.response_timeout, self.unacked.front()) {
+        if let (Some(timeout), Some(oldest)) = (c.response_timeout, self.oldest_waiting()) {
             if now >= oldest.sent + timeout {
                 return Some(Death::ProbeTimeout(timeout));
             }
@@ -507,6 +519,11 @@ impl Liveness {
             // libvirt's mark_active: traffic within the last interval already proved it.
             self.events.push(Event::Suppressed);
             return None;
+        }
+        if self.config.activity_suppresses_probes {
+            // Probes that traffic has answered since are done with.
+            let last_inbound = self.last_inbound;
+            self.unacked.retain(|p| p.sent >= last_inbound);
         }
         if self.unacked() >= self.config.max_unacked {
             // More probes could not be answered before the rule's deadline.
@@ -707,6 +724,17 @@ mod tests {
         assert_eq!(l.pong(s(16), &Cookie::new(7, 0).0), Ok(()));
         assert_eq!(l.pong(s(16), b"12345678"), Ok(()));
         assert!(l.take_events().is_empty());
+    }
+
+    #[test]
+    fn with_suppression_the_pong_read_after_its_bytes_still_records_the_round_trip() {
+        let mut l = probing(15, 2, true);
+        let Some(Action::Probe(cookie)) = l.poll(s(15)) else { panic!("a probe") };
+        // The read loop counts the pong's bytes as activity before it matches the pong.
+        l.inbound(s(15) + ms(30));
+        assert_eq!(l.unacked(), 0, "traffic answers it");
+        l.pong(s(15) + ms(30), &cookie.0).unwrap();
+        assert_eq!(l.rtt(), Some(ms(30)));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gotalk_protocol::liveness::{InvalidLiveness, LivenessConfig};
 use gotalk_protocol::{DEFAULT_MAX_PAYLOAD, MAX_NAME_LEN};
 
 /// A function that reports this process's load for outgoing heartbeats (0 idle, 0xffff dying).
@@ -39,10 +40,15 @@ pub struct Config {
     pub(crate) heartbeat_load: Option<LoadFn>,
     pub(crate) peer_understands_retry: bool,
     pub(crate) held_requests: usize,
+    pub(crate) probe_interval: Option<Duration>,
+    pub(crate) probe_max_unacked: u32,
+    pub(crate) probe_response_timeout: Option<Duration>,
+    pub(crate) probes_suppressed_by_activity: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
+        let probes = LivenessConfig::gateway_default();
         Config {
             max_payload: DEFAULT_MAX_PAYLOAD,
             max_name_len: MAX_NAME_LEN,
@@ -61,6 +67,10 @@ impl Default for Config {
             heartbeat_load: None,
             peer_understands_retry: true,
             held_requests: 256,
+            probe_interval: probes.interval,
+            probe_max_unacked: probes.max_unacked,
+            probe_response_timeout: probes.response_timeout,
+            probes_suppressed_by_activity: probes.activity_suppresses_probes,
         }
     }
 }
@@ -84,6 +94,10 @@ impl fmt::Debug for Config {
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("peer_understands_retry", &self.peer_understands_retry)
             .field("held_requests", &self.held_requests)
+            .field("probe_interval", &self.probe_interval)
+            .field("probe_max_unacked", &self.probe_max_unacked)
+            .field("probe_response_timeout", &self.probe_response_timeout)
+            .field("probes_suppressed_by_activity", &self.probes_suppressed_by_activity)
             .finish_non_exhaustive()
     }
 }
@@ -214,6 +228,51 @@ impl Config {
     pub fn peer_understands_retry(&mut self, yes: bool) -> &mut Self {
         self.peer_understands_retry = yes;
         self
+    }
+
+    /// Dead-peer detection, all at once: probes (`interval`, `max_unacked`,
+    /// `response_timeout`, `activity_suppresses_probes`), the read timeout
+    /// (`peer_idle_timeout`), the handshake timeout and heartbeats. Default
+    /// [`LivenessConfig::gateway_default`]: a probe after 15 s of silence, two unanswered
+    /// allowed, so a dead peer is found within 45 s of its last byte.
+    ///
+    /// Probes go out as WebSocket Pings carrying a cookie, which browsers answer themselves,
+    /// or as the reserved request `$ping` over other transports, which our peers answer
+    /// automatically (a peer without it answers with an ErrorResult, which still shows it is
+    /// alive). A dead peer is sent ProtocolError 3, the connection closes with
+    /// [`CloseReason::PeerDead`](crate::CloseReason::PeerDead), and its pending requests
+    /// fail with that reason.
+    ///
+    /// # Errors
+    /// The contradiction [`LivenessConfig::validate`] found; nothing is changed.
+    pub fn liveness(&mut self, liveness: LivenessConfig) -> Result<&mut Self, InvalidLiveness> {
+        liveness.validate()?;
+        self.probe_interval = liveness.interval;
+        self.probe_max_unacked = liveness.max_unacked;
+        self.probe_response_timeout = liveness.response_timeout;
+        self.probes_suppressed_by_activity = liveness.activity_suppresses_probes;
+        self.read_timeout = liveness.peer_idle_timeout;
+        self.handshake_timeout = liveness.handshake_timeout;
+        self.heartbeat_interval = liveness.heartbeat_interval;
+        if liveness.heartbeat_load != 0 {
+            let load = liveness.heartbeat_load;
+            self.heartbeat_load = Some(Arc::new(move || load));
+        }
+        Ok(self)
+    }
+
+    /// The liveness settings in effect (the heartbeat load as of now).
+    pub fn liveness_config(&self) -> LivenessConfig {
+        LivenessConfig {
+            interval: self.probe_interval,
+            max_unacked: self.probe_max_unacked,
+            response_timeout: self.probe_response_timeout,
+            activity_suppresses_probes: self.probes_suppressed_by_activity,
+            peer_idle_timeout: self.read_timeout,
+            handshake_timeout: self.handshake_timeout,
+            heartbeat_interval: self.heartbeat_interval,
+            heartbeat_load: self.heartbeat_load.as_ref().map_or(0, |load| load()),
+        }
     }
 
     /// For a peer that cannot take a RetryResult: how many requests past the limits are held,

@@ -36,6 +36,9 @@ pub enum CloseReason {
     Io(String),
     /// The server is shutting down.
     Shutdown,
+    /// Liveness checks declared the peer dead (unanswered probes, a probe timeout); it was
+    /// sent ProtocolError 3.
+    PeerDead(String),
 }
 
 impl fmt::Display for CloseReason {
@@ -62,7 +65,22 @@ impl fmt::Display for CloseReason {
             CloseReason::WriteTimeout(d) => write!(f, "write timeout: peer not reading for {d:?}"),
             CloseReason::Io(e) => write!(f, "connection error: {e}"),
             CloseReason::Shutdown => f.write_str("server shutting down"),
+            CloseReason::PeerDead(why) => write!(f, "timeout: peer declared dead: {why}"),
         }
+    }
+}
+
+impl CloseReason {
+    /// True when the connection closed because the peer stopped answering in time: a read,
+    /// handshake or write timeout, or failed liveness probes.
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            CloseReason::ReadTimeout(_)
+                | CloseReason::HandshakeTimeout(_)
+                | CloseReason::WriteTimeout(_)
+                | CloseReason::PeerDead(_)
+        )
     }
 }
 

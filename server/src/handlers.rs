@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::error::CloseReason;
 use crate::sock::{Heartbeat, Sock, StreamInput, StreamOutput};
+use crate::LivenessEvent;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
@@ -66,6 +67,7 @@ impl Op {
 type ConnectFn = Arc<dyn Fn(Sock) -> BoxFuture<()> + Send + Sync>;
 type CloseFn = Arc<dyn Fn(&Sock, &CloseReason) + Send + Sync>;
 type HeartbeatFn = Arc<dyn Fn(&Sock, Heartbeat) + Send + Sync>;
+type LivenessFn = Arc<dyn Fn(&Sock, LivenessEvent) + Send + Sync>;
 
 /// Operations and notifications this side handles, shared by all its connections.
 ///
@@ -93,6 +95,7 @@ pub struct Handlers {
     pub(crate) on_connect: Option<ConnectFn>,
     pub(crate) on_close: Option<CloseFn>,
     pub(crate) on_heartbeat: Option<HeartbeatFn>,
+    pub(crate) on_liveness: Option<LivenessFn>,
 }
 
 impl fmt::Debug for Handlers {
@@ -288,6 +291,17 @@ impl Handlers {
         f: impl Fn(&Sock, Heartbeat) + Send + Sync + 'static,
     ) -> &mut Self {
         self.on_heartbeat = Some(Arc::new(f));
+        self
+    }
+
+    /// Called with each liveness event of a connection: a probe sent, acknowledged (with its
+    /// round trip), suppressed by traffic, the peer declared dead (with the reason), or the
+    /// peer announcing it is done. It must not block.
+    pub fn on_liveness(
+        &mut self,
+        f: impl Fn(&Sock, LivenessEvent) + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.on_liveness = Some(Arc::new(f));
         self
     }
 

@@ -67,6 +67,7 @@ pub use connections::Connections;
 pub use error::{CloseReason, Error};
 pub use gateway::Gateway;
 pub use gotalk_protocol as protocol;
+pub use gotalk_protocol::liveness::{Event as LivenessEvent, LivenessConfig};
 pub use handlers::Handlers;
 pub use sock::{
     ConnInfo, Heartbeat, Sock, StreamInput, StreamOutput, StreamRequest, StreamResponse,

@@ -46,6 +46,12 @@ pub trait FrameReader: Send + 'static {
         buf: &mut BytesMut,
         hint: Option<usize>,
     ) -> impl Future<Output = io::Result<ReadEvent>> + Send;
+
+    /// The payload of a pong the transport received since the last call (WebSocket), for
+    /// the liveness checks. Transports without pongs have none.
+    fn take_pong(&mut self) -> Option<Bytes> {
+        None
+    }
 }
 
 /// The writing half of a transport. Frames are buffered, then flushed as one batch.
@@ -54,6 +60,12 @@ pub trait FrameWriter: Send + 'static {
     fn buffer_version(&mut self);
     /// Buffers one frame.
     fn buffer_frame(&mut self, frame: &Frame);
+    /// Buffers a transport-level ping carrying `payload` (a liveness probe's cookie), if the
+    /// transport has pings (WebSocket). Returns false when it has none; the sock then probes
+    /// with the reserved `$ping` request instead.
+    fn buffer_ping(&mut self, _payload: &[u8]) -> bool {
+        false
+    }
     /// Writes everything buffered.
     fn flush(&mut self) -> impl Future<Output = io::Result<()>> + Send;
     /// Closes the writing side, after a flush. `reason` is why the connection is closing,

@@ -107,6 +107,8 @@ pub trait WsMessage: Send + Sized + 'static {
     fn binary(data: Bytes) -> Self;
     /// A close message.
     fn close(code: u16, reason: String) -> Self;
+    /// A ping carrying `data`, which the peer must echo in a pong.
+    fn ping(data: Bytes) -> Self;
     /// What the message carries.
     fn into_event(self) -> WsEvent;
 }
@@ -120,6 +122,8 @@ pub enum WsEvent {
     Close,
     /// A ping, which tungstenite answers with a pong.
     Ping,
+    /// A pong, answering one of our pings (a liveness probe) or unsolicited.
+    Pong(Bytes),
     /// Another control message.
     Control,
 }
@@ -133,13 +137,17 @@ impl WsMessage for axum::extract::ws::Message {
         Self::Close(Some(axum::extract::ws::CloseFrame { code, reason: reason.into() }))
     }
 
+    fn ping(data: Bytes) -> Self {
+        Self::Ping(data)
+    }
+
     fn into_event(self) -> WsEvent {
         match self {
             Self::Binary(data) => WsEvent::Data(data),
             Self::Text(text) => WsEvent::Data(Bytes::from(text)),
             Self::Close(_) => WsEvent::Close,
             Self::Ping(_) => WsEvent::Ping,
-            Self::Pong(_) => WsEvent::Control,
+            Self::Pong(data) => WsEvent::Pong(data),
         }
     }
 }
@@ -156,13 +164,18 @@ impl WsMessage for tungstenite::Message {
         }))
     }
 
+    fn ping(data: Bytes) -> Self {
+        Self::Ping(data)
+    }
+
     fn into_event(self) -> WsEvent {
         match self {
             Self::Binary(data) => WsEvent::Data(data),
             Self::Text(text) => WsEvent::Data(Bytes::from(text)),
             Self::Close(_) => WsEvent::Close,
             Self::Ping(_) => WsEvent::Ping,
-            Self::Pong(_) | Self::Frame(_) => WsEvent::Control,
+            Self::Pong(data) => WsEvent::Pong(data),
+            Self::Frame(_) => WsEvent::Control,
         }
     }
 }
@@ -265,7 +278,13 @@ pub struct WsReader<S> {
     closed: bool,
     violation: Violation,
     pings: PingBudget,
+    /// Pongs received, for the liveness checks; only the latest few are kept.
+    pongs: Vec<Bytes>,
 }
+
+/// The pongs a reader keeps until the read loop takes them: the answers to our probes come
+/// one at a time, so more than this are unsolicited.
+const MAX_PONGS: usize = 4;
 
 impl<S> WsReader<S> {
     /// Wraps a stream of WebSocket messages. See [`pair`] for one linked to its writer.
@@ -275,6 +294,7 @@ impl<S> WsReader<S> {
             closed: false,
             violation: Violation::default(),
             pings: PingBudget::new(),
+            pongs: Vec::new(),
         }
     }
 }
@@ -333,10 +353,22 @@ where
                         self.violation.set(violation);
                         return Err(io::Error::new(io::ErrorKind::InvalidData, violation.1));
                     }
+                    WsEvent::Pong(data) => {
+                        if self.pongs.len() == MAX_PONGS {
+                            self.pongs.remove(0);
+                        }
+                        self.pongs.push(data);
+                        // A pong may be the only sign of life of an idle peer: report it now.
+                        return Ok(ReadEvent::Data(added));
+                    }
                     WsEvent::Ping | WsEvent::Control => {}
                 },
             }
         }
+    }
+
+    fn take_pong(&mut self) -> Option<Bytes> {
+        (!self.pongs.is_empty()).then(|| self.pongs.remove(0))
     }
 }
 
@@ -382,6 +414,11 @@ where
         if !payload.is_empty() {
             self.pending.push(M::binary(payload.clone()));
         }
+    }
+
+    fn buffer_ping(&mut self, payload: &[u8]) -> bool {
+        self.pending.push(M::ping(Bytes::copy_from_slice(payload)));
+        true
     }
 
     async fn flush(&mut self) -> io::Result<()> {

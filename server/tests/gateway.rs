@@ -355,6 +355,13 @@ async fn graceful_shutdown_finishes_requests_in_flight_then_closes_with_going_aw
     server.begin_stop();
 
     assert_eq!(within("request in flight", in_flight).await.unwrap().unwrap(), 300);
+    // The drain is announced first: the reserved notification `$done`, then the close.
+    match within("$done", watcher.message()).await {
+        Message::Binary(header) => {
+            assert_eq!(&header[..], b"n005$done00000000");
+        }
+        other => panic!("expected $done, got {other:?}"),
+    }
     let close = within("close frame", watcher.expect_close()).await.expect("a close frame");
     assert_eq!(u16::from(close.code), 1001);
     assert_eq!(client.closed().await, gotalk::CloseReason::PeerClosed);

@@ -1,6 +1,8 @@
 //! Idle connections over virtual time: with the default config, a Go-style peer whose read
-//! deadline is 30 s stays connected to an idle sock indefinitely, and a silent peer is
-//! dropped by the read timeout with ProtocolError 3.
+//! deadline is 30 s stays connected to an idle sock indefinitely (answering its liveness
+//! probes with "unknown operation", as Go does); a silent peer is declared dead by the probes
+//! within their bound, or, with probes off, dropped by the read timeout; both with
+//! ProtocolError 3.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +10,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use gotalk::protocol::{encode_version, Decoder, Frame};
 use gotalk::sock::{ConnInfo, TransportKind};
-use gotalk::{CloseReason, Config, Handlers, Sock};
+use gotalk::{CloseReason, Config, Handlers, LivenessConfig, Sock};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 /// Starts a sock with `config` on one end of an in-memory pipe; the test speaks raw gotalk on
@@ -50,21 +52,57 @@ async fn go_peer_with_a_30s_read_deadline_stays_connected_while_idle() {
     let started = tokio::time::Instant::now();
     // An hour of virtual time in which the sock has nothing to say: only its heartbeats keep
     // the peer's 30 s deadline from expiring. The peer heartbeats back every 20 s, as Go does,
-    // which keeps the sock's own read timeout from expiring.
-    for _ in 0..180 {
-        let frame = next_frame(&mut peer, &mut buf, Duration::from_secs(30)).await;
-        assert!(matches!(frame, Frame::Heartbeat { load: 0, .. }), "unexpected {frame:?}");
-        peer.write_all(b"h000054d7de9a").await.expect("peer heartbeat");
+    // which keeps the sock's own read timeout from expiring, and answers the sock's liveness
+    // probes as Go answers any operation it lacks.
+    let (mut heartbeats, mut probes) = (0, 0);
+    while heartbeats < 180 {
+        match next_frame(&mut peer, &mut buf, Duration::from_secs(30)).await {
+            Frame::Heartbeat { load: 0, .. } => {
+                heartbeats += 1;
+                peer.write_all(b"h000054d7de9a").await.expect("peer heartbeat");
+            }
+            Frame::SingleRequest { id, op, .. } if op.as_str() == "$ping" => {
+                probes += 1;
+                let answer = Frame::ErrorResult { id, payload: "unknown operation".into() };
+                let mut wire = BytesMut::new();
+                answer.encode(&mut wire);
+                peer.write_all(&wire).await.expect("peer answer");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
     assert!(started.elapsed() >= Duration::from_secs(3600), "{:?}", started.elapsed());
     assert!(!sock.is_closed(), "closed: {:?}", sock.close_reason());
+    assert!(probes > 0, "20 s between heartbeats is silence enough for a 15 s probe");
     assert_eq!(sock.last_heartbeat().map(|h| h.time), Some(0x54d7de9a));
 }
 
 #[tokio::test(start_paused = true)]
-async fn silent_peer_is_dropped_by_the_read_timeout_with_protocol_error_3() {
+async fn silent_peer_is_declared_dead_by_the_probes_within_their_bound() {
     let mut config = Config::default();
     config.heartbeat_interval(None);
+    let (sock, mut peer) = idle_sock(config).await;
+    let started = tokio::time::Instant::now();
+    let mut rest = BytesMut::new();
+    peer.read_buf(&mut rest).await.expect("read");
+    let mut rest = rest.to_vec();
+    peer.read_to_end(&mut rest).await.expect("read until close");
+    // Two probes (at 15 s and 30 s of silence), then the timeout, announced, at 45 s.
+    let text = String::from_utf8_lossy(&rest);
+    assert_eq!(text.matches("$ping").count(), 2, "{text}");
+    assert!(text.ends_with("f00000003"), "{text}");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_secs(45) && waited < Duration::from_secs(46), "{waited:?}");
+    let reason = sock.closed().await;
+    assert!(matches!(reason, CloseReason::PeerDead(_)) && reason.is_timeout(), "{reason:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_probes_off_a_silent_peer_is_dropped_by_the_read_timeout_with_protocol_error_3() {
+    let mut config = Config::default();
+    config.heartbeat_interval(None);
+    let no_probes = LivenessConfig { interval: None, max_unacked: 0, ..config.liveness_config() };
+    config.liveness(no_probes).expect("valid");
     let (sock, mut peer) = idle_sock(config).await;
     let started = tokio::time::Instant::now();
     let mut rest = Vec::new();

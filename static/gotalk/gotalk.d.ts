@@ -65,6 +65,13 @@ declare namespace gotalk {
     sendLimit?: number;
     /** The largest payload accepted from the server, bytes. Default 16 MiB. */
     maxPayload?: number;
+    /**
+     * Milliseconds without anything from the server after which it counts as dead: the
+     * connection is given up (`dead`, then `close`) and the keepalive reconnects. Default:
+     * twice the gap between the server's heartbeats plus 5 s, once two have arrived (45 s
+     * at the server's default of 20 s). 0 never gives up.
+     */
+    deadAfter?: number;
   }
 
   type State = 'connecting' | 'open' | 'reconnecting' | 'offline' | 'closed';
@@ -76,6 +83,10 @@ declare namespace gotalk {
     heartbeat: { time: Date; load: number };
     notification: { name: string; data: Uint8Array };
     state: State;
+    /** The server went silent for too long (see `deadAfter`); `close` follows. */
+    dead: Error;
+    /** The server is shutting down gracefully; it closes the connection when it is done. */
+    done: null;
   }
 
   type Listener<T> = (arg: T) => void;

@@ -404,7 +404,9 @@ Sock.prototype.open = function (addr, cb) {
 
 // openKeepAlive([addr][, options]): stay connected until end(), reconnecting with jittered
 // exponential backoff. options: {min, max, factor, jitter} (ms; defaults 500, 5000, 2, 0.5),
-// maxRetries (RetryResults honoured per request, default 5), sendLimit, maxPayload.
+// maxRetries (RetryResults honoured per request, default 5), sendLimit, maxPayload, and
+// deadAfter (ms of silence after which the server counts as dead and the connection is given
+// up: event `dead`, then `close`; default twice the server's heartbeat gap + 5 s; 0: never).
 Sock.prototype.openKeepAlive = function (addr, options) {
   if (addr && typeof addr === 'object') {
     options = addr;

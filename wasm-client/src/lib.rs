@@ -5,13 +5,14 @@
 //! `gotalk-protocol`: the same codec the server uses. There is no second codec in
 //! JavaScript, so payload sizes are always counted in UTF-8 bytes.
 //!
-//! The parts that decide things without I/O ([`backoff`], [`keepalive`], [`outbox`]) are
-//! plain Rust with native unit tests; [`core`] is the browser-facing part.
+//! The parts that decide things without I/O ([`backoff`], [`keepalive`], [`liveness`],
+//! [`outbox`]) are plain Rust with native unit tests; [`core`] is the browser-facing part.
 
 pub mod backoff;
 pub mod core;
 mod js;
 pub mod keepalive;
+pub mod liveness;
 pub mod outbox;
 mod table;
 mod text;

@@ -9,6 +9,7 @@
 //! heartbeats), `call` (requests this side sends), `serve` (requests the peer sends).
 
 mod call;
+mod live;
 mod read;
 mod serve;
 mod write;
@@ -178,6 +179,7 @@ pub(crate) struct Shared {
     reason: OnceLock<CloseReason>,
     ending: AtomicBool,
     last_heartbeat: Mutex<Option<Heartbeat>>,
+    live: Mutex<live::Live>,
     /// Things that live exactly as long as the transport: a listener's connection permit,
     /// registry entries. Dropped when the write loop ends.
     attachments: Mutex<Vec<Box<dyn Any + Send + Sync>>>,
@@ -274,6 +276,7 @@ impl Sock {
             return Err(Error::Closed(reason));
         }
 
+        let live = Mutex::new(live::Live::new(&config));
         let shared = Arc::new(Shared {
             send_budget: ByteBudget::new(config.send_queue_bytes),
             info,
@@ -289,6 +292,7 @@ impl Sock {
             reason: OnceLock::new(),
             ending: AtomicBool::new(false),
             last_heartbeat: Mutex::new(None),
+            live,
             attachments: Mutex::new(Vec::new()),
             span: span.clone(),
         });
@@ -381,7 +385,16 @@ impl Sock {
 
     /// [`end`](Self::end), closing with `reason` once the requests in flight are answered.
     pub(crate) async fn end_with(&self, reason: CloseReason) {
-        self.shared.ending.store(true, Ordering::Release);
+        if !self.shared.ending.swap(true, Ordering::AcqRel) {
+            // Tell the peer first: it stops sending requests, and a browser knows the close
+            // that follows is not a failure. Peers without a handler for it ignore it.
+            let _ = self
+                .send(Frame::Notification {
+                    name: gotalk_protocol::Name::new(live::DONE).expect("a short name"),
+                    payload: bytes::Bytes::new(),
+                })
+                .await;
+        }
         loop {
             let idle = self.shared.idle.notified();
             tokio::pin!(idle);

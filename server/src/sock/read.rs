@@ -55,7 +55,12 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
             event = read_within(config.read_timeout, reader.read(&mut buf, hint)) => event,
         };
         match event {
-            Some(Ok(ReadEvent::Data(_))) => {}
+            Some(Ok(ReadEvent::Data(_))) => {
+                sock.mark_inbound();
+                while let Some(pong) = reader.take_pong() {
+                    sock.on_pong(&pong);
+                }
+            }
             Some(Ok(ReadEvent::Eof)) if decoder.is_mid_message(&buf) => {
                 break (CloseReason::PeerClosedMidMessage, None)
             }
@@ -80,6 +85,10 @@ async fn read_within<T>(timeout: Option<Duration>, read: impl Future<Output = T>
 
 async fn dispatch(sock: &Sock, frame: Frame, notes: &mut Option<Notes>) -> Result<(), Closing> {
     match frame {
+        Frame::SingleRequest { .. } | Frame::StreamRequest { .. } if !sock.peer_may_request() => {
+            let why = "a request after the peer announced it was done".to_owned();
+            Err((CloseReason::InvalidMessage(why), Some(ProtocolErrorCode::InvalidMessage)))
+        }
         Frame::SingleRequest { .. } | Frame::StreamRequest { .. } => {
             sock.on_request(frame).await.map_err(|r| (r, Some(ProtocolErrorCode::InvalidMessage)))
         }
@@ -92,6 +101,10 @@ async fn dispatch(sock: &Sock, frame: Frame, notes: &mut Option<Notes>) -> Resul
         | Frame::ErrorResult { .. }
         | Frame::RetryResult { .. } => {
             sock.deliver(frame);
+            Ok(())
+        }
+        Frame::Notification { name, .. } if name.as_str() == super::live::DONE => {
+            sock.on_peer_done();
             Ok(())
         }
         Frame::Notification { name, payload } => {

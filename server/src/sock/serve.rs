@@ -76,6 +76,12 @@ impl Sock {
             Frame::StreamRequest { id, op, payload } => (id, op, payload, true),
             _ => return Ok(()),
         };
+        if !stream && op.as_str() == super::live::PING_OP {
+            // A liveness probe: echoed at once, past every limit, so a busy peer still
+            // proves it is alive.
+            let _ = self.send(Frame::SingleResult { id, payload }).await;
+            return Ok(());
+        }
         let Some(route) = self.shared.handlers.route(op.as_str(), stream) else {
             let message = format!("unknown operation {:?}", op.as_str());
             return self.reply_error(id, message).await;

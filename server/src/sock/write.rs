@@ -1,11 +1,12 @@
-//! The write loop: frames from every sender, batched into one flush, plus heartbeats.
+//! The write loop: frames from every sender, batched into one flush, plus what liveness
+//! asks for (heartbeats, probes).
 
 use std::time::Duration;
 
 use gotalk_protocol::Frame;
-use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio::time::Instant;
 
-use super::{unix_time, Outbound, Sock};
+use super::{Outbound, Sock};
 use crate::error::CloseReason;
 use crate::transport::FrameWriter;
 
@@ -19,34 +20,30 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 pub(super) async fn write_loop<W: FrameWriter>(mut writer: W, sock: Sock) {
     let queue = &sock.shared.out;
     let config = &sock.shared.config;
-    let mut heartbeat = config.heartbeat_interval.map(|every| {
-        let mut interval = tokio::time::interval_at(Instant::now() + every, every);
-        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        interval
-    });
     // Permits stay held until their frames are flushed, so the send queue's budget covers
     // the bytes waiting in the writer too.
     let mut permits = Vec::new();
     loop {
+        // Liveness first, busy or not: heartbeats and probes that are due, and a dead peer.
+        let mut pending = sock.drive_liveness(&mut writer);
         let first = match queue.pop() {
-            Some(item) => item,
+            Some(item) => Some(item),
+            None if pending => None,
             None => {
+                let deadline = sock.liveness_deadline();
                 tokio::select! {
                     _ = queue.ready() => continue,
-                    _ = tick(&mut heartbeat) => {
-                        let load = config.heartbeat_load.as_ref().map_or(0, |load| load());
-                        Outbound::Frame(Frame::Heartbeat { load, time: unix_time() }, None)
-                    }
+                    _ = sleep_until(deadline) => continue,
                 }
             }
         };
-        if matches!(first, Outbound::Frame(..)) {
+        if matches!(first, Some(Outbound::Frame(..))) {
             // The sender that woke us is usually one of many handler tasks made ready by the
             // same read; let them run first so their frames join this flush instead of each
             // costing a write of its own.
             tokio::task::yield_now().await;
         }
-        let mut next = Some(first);
+        let mut next = first;
         let mut close = None;
         let mut bytes = 0;
         let mut frames = 0;
@@ -57,6 +54,7 @@ pub(super) async fn write_loop<W: FrameWriter>(mut writer: W, sock: Sock) {
                     frames += 1;
                     writer.buffer_frame(&frame);
                     permits.extend(permit);
+                    pending = true;
                 }
                 Outbound::Close(code) => {
                     close = Some(code);
@@ -68,6 +66,7 @@ pub(super) async fn write_loop<W: FrameWriter>(mut writer: W, sock: Sock) {
             }
             next = queue.pop();
         }
+        debug_assert!(pending || close.is_some());
         if let Some(code) = close {
             if let Some(code) = code {
                 writer.buffer_frame(&Frame::protocol_error(code));
@@ -102,11 +101,9 @@ pub(super) async fn write_loop<W: FrameWriter>(mut writer: W, sock: Sock) {
     drop(attachments);
 }
 
-async fn tick(interval: &mut Option<Interval>) {
-    match interval {
-        Some(interval) => {
-            interval.tick().await;
-        }
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }

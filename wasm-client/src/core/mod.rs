@@ -12,6 +12,9 @@ use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 
 use bytes::{Bytes, BytesMut};
+// The reserved messages: `$ping` is answered here, echoing its payload (the cookie), and never
+// shown to the page; `$done` (a server shutting down gracefully) becomes the `done` event.
+use gotalk_protocol::liveness::{DONE, PING_OP as PING};
 use gotalk_protocol::{decode_version, Decoder, Frame, Id, Name, ProtocolErrorCode, VERSION};
 use js_sys::{ArrayBuffer, Date, Function, Math, Promise, Uint8Array};
 use wasm_bindgen::prelude::*;
@@ -21,6 +24,7 @@ use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 use crate::backoff::Backoff;
 use crate::js::{clear_timeout, set_timeout, Host};
 use crate::keepalive::{Closed, KeepAlive, Next};
+use crate::liveness::Silence;
 use crate::outbox::Outbox;
 use crate::table::Table;
 use crate::text;
@@ -117,15 +121,16 @@ struct State {
     reconnect_timer: Option<JsValue>,
     heartbeat_timer: Option<JsValue>,
     heartbeat_ms: f64,
+    /// The next check for a server gone silent.
+    check_timer: Option<JsValue>,
     /// An error decided here (a protocol fault) to report when the socket closes.
     close_error: Option<JsValue>,
 
     decoder: Decoder,
     inbuf: BytesMut,
     got_version: bool,
-    last_inbound: f64,
-    /// When the peer's last two heartbeats arrived, to tell a stale connection.
-    heartbeats_in: (f64, f64),
+    /// What has arrived and when, to tell a server that went silent.
+    silence: Silence,
 
     next_id: u32,
     pending: Table<Id, Pending>,
@@ -233,8 +238,8 @@ impl Core {
     }
 
     /// Connects to `url`; with `keepalive`, reconnects until `end()`. `options` may set
-    /// `min`, `max`, `factor`, `jitter` (the backoff), `maxRetries`, `sendLimit` and
-    /// `maxPayload`.
+    /// `min`, `max`, `factor`, `jitter` (the backoff), `maxRetries`, `sendLimit`,
+    /// `maxPayload` and `deadAfter`.
     pub fn open(&self, url: String, keepalive: bool, options: &JsValue) -> Result<(), JsValue> {
         let options = socket::Options::read(options)?;
         let busy = self.inner.with(|s| {
@@ -244,6 +249,7 @@ impl Core {
             s.url = url;
             s.ended = false;
             s.keep = keepalive.then(|| KeepAlive::new(options.backoff));
+            s.silence.dead_after(options.dead_after.map(f64::from));
             if let Some(n) = options.max_retries {
                 s.max_retries = n;
             }
@@ -348,9 +354,9 @@ impl Core {
     }
 
     /// Tells the Core something happened: the browser came online, the page became visible
-    /// (retry a pending reconnect now; give up on an open connection silent for longer than
-    /// two of the server's heartbeats), or the page wants a heartbeat sent with load `value`
-    /// in [0, 1].
+    /// (retry a pending reconnect now; give up on an open connection that went silent, as
+    /// the periodic check does, which a background tab runs rarely), or the page wants a
+    /// heartbeat sent with load `value` in [0, 1].
     pub fn event(&self, kind: u32, value: f64) {
         let at = now();
         let silent = self.inner.with(|s| match kind {
@@ -360,7 +366,7 @@ impl Core {
                 }
                 None
             }
-            EVENT_VISIBLE => s.visible(at),
+            EVENT_VISIBLE => s.visible(at).map(|ms| (s.conn_no, ms)),
             EVENT_HEARTBEAT => {
                 let load = (value.clamp(0.0, 1.0) * 65535.0).round() as u16;
                 s.send(&Frame::Heartbeat { load, time: (at / 1000.0) as u32 });
@@ -368,8 +374,8 @@ impl Core {
             }
             _ => None,
         });
-        if let Some(no) = silent {
-            self.inner.abandon(no, "gotalk: the connection went silent");
+        if let Some((no, ms)) = silent {
+            self.inner.went_silent(no, ms);
         }
     }
 

@@ -9,6 +9,7 @@ pub(super) struct Options {
     pub(super) max_retries: Option<u32>,
     pub(super) send_limit: Option<usize>,
     pub(super) max_payload: Option<u32>,
+    pub(super) dead_after: Option<u32>,
 }
 
 fn number(options: &JsValue, key: &str) -> Option<f64> {
@@ -46,9 +47,13 @@ impl Options {
             max_retries: count(options, "maxRetries", "maxRetries")?,
             send_limit: count(options, "sendLimit", "sendLimit")?.map(|n| n as usize),
             max_payload: count(options, "maxPayload", "maxPayload")?,
+            dead_after: count(options, "deadAfter", "deadAfter")?,
         })
     }
 }
+
+/// What a timer runs.
+type Timer = dyn FnOnce(&Rc<Inner>);
 
 impl Inner {
     /// Runs `f` on the state, then, with the state released, schedules the timers it asked
@@ -124,6 +129,12 @@ impl Inner {
 
     /// Runs `f` after `ms` milliseconds, unless the Core is gone by then.
     fn after(self: &Rc<Self>, ms: f64, f: impl FnOnce(&Rc<Inner>) + 'static) -> JsValue {
+        self.after_dyn(ms, Box::new(f))
+    }
+
+    /// [`after`](Self::after) without the generic: each closure type given to wasm-bindgen
+    /// costs its own glue in the wasm, so there is one.
+    fn after_dyn(self: &Rc<Self>, ms: f64, f: Box<Timer>) -> JsValue {
         let weak: Weak<Inner> = Rc::downgrade(self);
         let callback = Closure::once_into_js(move || {
             if let Some(inner) = weak.upgrade() {
@@ -215,8 +226,7 @@ impl Inner {
             s.open = true;
             s.connected = true;
             let at = now();
-            s.last_inbound = at;
-            s.heartbeats_in = (0.0, 0.0);
+            s.silence.opened(at);
             if let Some(keep) = &mut s.keep {
                 keep.opened(at);
             }
@@ -233,6 +243,7 @@ impl Inner {
         });
         if started {
             self.schedule_heartbeat(no);
+            self.watch(no);
         }
     }
 
@@ -268,6 +279,43 @@ impl Inner {
                 s.receive(&bytes);
             }
         });
+        // The first heartbeats may be what makes the silence measurable.
+        self.watch(no);
+    }
+
+    /// Checks open socket `no` for silence on the period its heartbeats call for (see
+    /// [`Silence::check_every`]), while nothing is scheduled yet; gives up on it once it has
+    /// gone silent.
+    fn watch(self: &Rc<Self>, no: u32) {
+        let ms = {
+            let s = self.state.borrow();
+            if s.conn_no != no || !s.open || s.check_timer.is_some() {
+                return;
+            }
+            match s.silence.check_every() {
+                Some(ms) => ms,
+                None => return,
+            }
+        };
+        let timer = self.after(ms, move |inner| {
+            let silent = {
+                let mut s = inner.state.borrow_mut();
+                if s.conn_no != no {
+                    return;
+                }
+                s.check_timer = None;
+                if s.open {
+                    s.silence.dead(now())
+                } else {
+                    None
+                }
+            };
+            match silent {
+                Some(ms) => inner.went_silent(no, ms),
+                None => inner.watch(no),
+            }
+        });
+        self.state.borrow_mut().check_timer = Some(timer);
     }
 
     /// The socket `no` closed (`code` from its close event) or failed to open.
@@ -284,6 +332,9 @@ impl Inner {
                 s.graveyard.push(conn);
             }
             if let Some(timer) = s.heartbeat_timer.take() {
+                clear_timeout(&timer);
+            }
+            if let Some(timer) = s.check_timer.take() {
                 clear_timeout(&timer);
             }
             let was_connected = std::mem::take(&mut s.connected);
@@ -349,11 +400,17 @@ impl Inner {
         });
     }
 
-    /// Gives up on socket `no` at once, without waiting for a close handshake that a dead
-    /// network would never complete.
-    pub(super) fn abandon(self: &Rc<Self>, no: u32, why: &str) {
+    /// Gives up on socket `no`, silent for `ms`: emits `dead`, then closes at once, without
+    /// waiting for a close handshake that a dead server would never complete. Results still
+    /// outstanding fail; a keepalive reconnects on its schedule.
+    pub(super) fn went_silent(self: &Rc<Self>, no: u32, ms: f64) {
+        let mut why = String::from("gotalk: the server went silent (nothing received for ");
+        why.push_str(&text::decimal((ms / 1000.0) as u64));
+        why.push_str(" s)");
+        let why = error(&why);
         self.with(|s| {
-            s.close_error = Some(error(why));
+            s.effects.push(Effect::Emit("dead", why.clone()));
+            s.close_error = Some(why);
             if let Some(conn) = &s.conn {
                 let _ = conn.ws.close_with_code(CLOSE_PROTOCOL_BASE);
             }

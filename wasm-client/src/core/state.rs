@@ -21,12 +21,12 @@ impl State {
             reconnect_timer: None,
             heartbeat_timer: None,
             heartbeat_ms: 20_000.0,
+            check_timer: None,
             close_error: None,
             decoder,
             inbuf: BytesMut::new(),
             got_version: false,
-            last_inbound: 0.0,
-            heartbeats_in: (0.0, 0.0),
+            silence: Silence::default(),
             next_id: 0,
             pending: Table::default(),
             streams: Table::default(),
@@ -63,15 +63,12 @@ impl State {
         }
     }
 
-    /// The page became visible at `at`. Returns the connection to give up on when it has
-    /// been silent for longer than two of the server's heartbeat intervals (plus 5 s);
-    /// otherwise brings a pending reconnect forward.
-    pub(super) fn visible(&mut self, at: f64) -> Option<u32> {
+    /// The page became visible at `at`. Returns how long the open connection has been
+    /// silent when that is longer than it may be (see [`Silence`]); otherwise brings a
+    /// pending reconnect forward.
+    pub(super) fn visible(&mut self, at: f64) -> Option<f64> {
         if self.open {
-            let (before, last) = self.heartbeats_in;
-            let gap = last - before;
-            let silent = before > 0.0 && at - self.last_inbound > 2.0 * gap + 5_000.0;
-            return silent.then_some(self.conn_no);
+            return self.silence.dead(at);
         }
         if let Some(keep) = &mut self.keep {
             self.next = keep.visible(at);
@@ -206,7 +203,7 @@ impl State {
     }
 
     pub(super) fn receive(&mut self, bytes: &[u8]) {
-        self.last_inbound = now();
+        self.silence.inbound(now());
         self.inbuf.extend_from_slice(bytes);
         if !self.got_version {
             match decode_version(&mut self.inbuf) {
@@ -243,6 +240,9 @@ impl State {
     fn handle(&mut self, frame: Frame) {
         let conn = self.conn_no;
         match frame {
+            Frame::SingleRequest { id, op, payload } if op.as_str() == PING => {
+                self.send(&Frame::SingleResult { id, payload });
+            }
             Frame::SingleRequest { id, op, payload } => {
                 self.effects.push(Effect::Request { op, payload, conn, id: id_u32(id) });
             }
@@ -280,11 +280,16 @@ impl State {
                 }
             }
             Frame::RetryResult { id, wait, payload } => self.retry(id, wait, &payload),
+            // The server is shutting down; it closes the connection (1001) when it is ready,
+            // so this one stays usable until then.
+            Frame::Notification { name, .. } if name.as_str() == DONE => {
+                self.effects.push(Effect::Emit("done", JsValue::NULL));
+            }
             Frame::Notification { name, payload } => {
                 self.effects.push(Effect::Notification { name, payload });
             }
             Frame::Heartbeat { load, time } => {
-                self.heartbeats_in = (self.heartbeats_in.1, now());
+                self.silence.heartbeat(now());
                 let event = js_sys::Object::new();
                 let date = Date::new(&JsValue::from_f64(f64::from(time) * 1000.0));
                 let _ = js_sys::Reflect::set(&event, &"time".into(), &date);

@@ -1,0 +1,165 @@
+//! Liveness for one connection: drives `gotalk_protocol::liveness` (probes, heartbeats,
+//! dead-peer detection) from the read and write loops, and answers the reserved messages.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use gotalk_protocol::liveness::{Action, Cookie, Event, Liveness};
+use gotalk_protocol::{Frame, ProtocolErrorCode};
+use rand::Rng;
+use tokio::time::Instant;
+
+use super::{lock, unix_time, Sock};
+use crate::config::Config;
+use crate::error::{CloseReason, Error};
+use crate::transport::FrameWriter;
+
+pub(crate) use gotalk_protocol::liveness::{DONE, PING_OP};
+
+/// The liveness state of a connection and its clock.
+pub(super) struct Live {
+    machine: Liveness,
+    started: Instant,
+}
+
+impl Live {
+    /// Liveness for a connection whose handshake just completed.
+    pub(super) fn new(config: &Config) -> Self {
+        let mut settings = config.liveness_config();
+        // The read loop enforces the read timeout itself, with ProtocolError 3 and its own
+        // close reason; the machine keeps to probes and heartbeats.
+        settings.peer_idle_timeout = None;
+        let mut machine = Liveness::new(settings, rand::thread_rng().gen(), Duration::ZERO);
+        machine.handshake(Duration::ZERO);
+        Live { machine, started: Instant::now() }
+    }
+
+    fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// When the write loop must next drive the machine.
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        self.machine.next_deadline().map(|at| self.started + at)
+    }
+}
+
+impl Sock {
+    /// Bytes arrived from the peer.
+    pub(super) fn mark_inbound(&self) {
+        let mut live = lock(&self.shared.live);
+        let now = live.now();
+        live.machine.inbound(now);
+    }
+
+    /// A probe's answer arrived (a WebSocket pong, or the result of `$ping`). A cookie this
+    /// connection never sent closes it with ProtocolError 2.
+    pub(super) fn on_pong(&self, echo: &[u8]) {
+        let (result, events) = {
+            let mut live = lock(&self.shared.live);
+            let now = live.now();
+            (live.machine.pong(now, echo), live.machine.take_events())
+        };
+        self.report(events);
+        if let Err(wrong) = result {
+            self.close_with(
+                CloseReason::InvalidMessage(wrong.to_string()),
+                Some(ProtocolErrorCode::InvalidMessage),
+            );
+        }
+    }
+
+    /// The peer said it is done (`$done`).
+    pub(super) fn on_peer_done(&self) {
+        let events = {
+            let mut live = lock(&self.shared.live);
+            live.machine.peer_done();
+            live.machine.take_events()
+        };
+        self.report(events);
+    }
+
+    /// Whether the peer may still send requests: after `$done` a request is a protocol error.
+    pub(super) fn peer_may_request(&self) -> bool {
+        lock(&self.shared.live).machine.request().is_ok()
+    }
+
+    /// When the write loop must next call [`drive_liveness`](Self::drive_liveness).
+    pub(super) fn liveness_deadline(&self) -> Option<Instant> {
+        lock(&self.shared.live).deadline()
+    }
+
+    /// Does what liveness asks for now: heartbeats and WebSocket pings go into `writer`
+    /// (returns true when it buffered any), `$ping` requests go out on a task of their own,
+    /// and a dead peer closes the connection.
+    pub(super) fn drive_liveness<W: FrameWriter>(&self, writer: &mut W) -> bool {
+        let (actions, events) = {
+            let mut live = lock(&self.shared.live);
+            let now = live.now();
+            let mut actions = Vec::new();
+            while let Some(action) = live.machine.poll(now) {
+                actions.push(action);
+            }
+            (actions, live.machine.take_events())
+        };
+        let mut buffered = false;
+        for action in actions {
+            match action {
+                Action::Heartbeat(load) => {
+                    let load = self.shared.config.heartbeat_load.as_ref().map_or(load, |f| f());
+                    writer.buffer_frame(&Frame::Heartbeat { load, time: unix_time() });
+                    buffered = true;
+                }
+                Action::Probe(cookie) => {
+                    if writer.buffer_ping(&cookie.0) {
+                        buffered = true;
+                    } else {
+                        self.probe_with_request(cookie);
+                    }
+                }
+                Action::Dead(death) => {
+                    tracing::debug!(parent: &self.shared.span, %death, "peer declared dead");
+                    let reason = CloseReason::PeerDead(death.to_string());
+                    self.close_with(reason, Some(ProtocolErrorCode::Timeout));
+                }
+            }
+        }
+        self.report(events);
+        buffered
+    }
+
+    /// Probes with the reserved request. An ErrorResult (a peer without `$ping`, such as
+    /// Go's) still shows the peer is alive.
+    fn probe_with_request(&self, cookie: Cookie) {
+        let sock = self.clone();
+        tokio::spawn(async move {
+            match sock.buffer_request(PING_OP, Bytes::copy_from_slice(&cookie.0)).await {
+                Ok(echo) => sock.on_pong(&echo),
+                Err(Error::Remote(_)) => {
+                    let events = {
+                        let mut live = lock(&sock.shared.live);
+                        let now = live.now();
+                        live.machine.probe_refused(now, cookie);
+                        live.machine.take_events()
+                    };
+                    sock.report(events);
+                }
+                // Closed or ending: nothing left to probe.
+                Err(_) => {}
+            }
+        });
+    }
+
+    fn report(&self, events: Vec<Event>) {
+        if let Some(hook) = &self.shared.handlers.on_liveness {
+            for event in events {
+                crate::handlers::call_hook("on_liveness", || hook(self, event));
+            }
+        }
+    }
+
+    /// The last measured round trip of a liveness probe.
+    pub fn probe_rtt(&self) -> Option<Duration> {
+        lock(&self.shared.live).machine.rtt()
+    }
+}

@@ -1,0 +1,140 @@
+//! Liveness over real sockets: a TCP proxy that starts swallowing traffic (a half-open
+//! connection) is detected by both ends within the probes' bound, pending requests fail with a
+//! timeout error; a peer that said `$done` may not send another request.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{connect_with, start, within, WirePeer};
+use gotalk::protocol::{Frame, Id};
+use gotalk::{CloseReason, Config, Error, Handlers, LivenessConfig, LivenessEvent};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Probes after 200 ms of silence, two unanswered allowed: dead within 600 ms.
+fn fast() -> Config {
+    let mut config = Config::default();
+    let liveness = LivenessConfig {
+        interval: Some(Duration::from_millis(200)),
+        max_unacked: 2,
+        heartbeat_interval: None,
+        ..LivenessConfig::gateway_default()
+    };
+    config.liveness(liveness).expect("valid");
+    config
+}
+
+/// Forwards bytes one way until `swallow` is set; from then on reads and drops them, so the
+/// connection stays open but nothing gets through, not even a close.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    swallow: Arc<AtomicBool>,
+) {
+    let mut buf = vec![0; 16 * 1024];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        if !swallow.load(Ordering::SeqCst) && to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    if swallow.load(Ordering::SeqCst) {
+        // Half-open: even the close does not get through; hold the other side open.
+        std::future::pending::<()>().await;
+    }
+    drop(to);
+}
+
+/// A proxy in front of `target`; returns its address and the switch that makes it swallow.
+async fn proxy(target: std::net::SocketAddr) -> (std::net::SocketAddr, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let swallow = Arc::new(AtomicBool::new(false));
+    let s = swallow.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = TcpStream::connect(target).await.unwrap();
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            tokio::spawn(pump(cr, sw, s.clone()));
+            tokio::spawn(pump(sr, cw, s.clone()));
+        }
+    });
+    (addr, swallow)
+}
+
+#[tokio::test]
+async fn a_half_open_connection_is_detected_by_both_ends_within_the_bound() {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let mut handlers = common::handlers();
+    let seen = events.clone();
+    handlers.on_liveness(move |_sock, event| seen.lock().unwrap().push(event));
+    let server = start(handlers, fast()).await;
+    let (addr, swallow) = proxy(server.addr).await;
+    let client = connect_with(addr, Handlers::new(), fast()).await;
+    let server_side = within("server side", server.only_connection()).await;
+
+    // Idle but healthy: probes go out and come back, for a while.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!client.is_closed() && !server_side.is_closed());
+    assert!(client.probe_rtt().is_some(), "the client measured a probe's round trip");
+    assert!(events
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| matches!(e, LivenessEvent::Acked { verified: true, .. })));
+
+    // The network goes silent. A request is in flight when it does.
+    let pending = tokio::spawn({
+        let client = client.clone();
+        async move { client.buffer_request("never", "").await }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    swallow.store(true, Ordering::SeqCst);
+    let cut = Instant::now();
+
+    let client_reason = within("client detects", client.closed()).await;
+    let client_after = cut.elapsed();
+    let server_reason = within("server detects", server_side.closed()).await;
+    let server_after = cut.elapsed();
+    for (who, reason, after) in
+        [("client", &client_reason, client_after), ("server", &server_reason, server_after)]
+    {
+        assert!(matches!(reason, CloseReason::PeerDead(_)), "{who}: {reason:?}");
+        // The bound is 600 ms from the last byte received; allow scheduling slack.
+        assert!(after < Duration::from_millis(900), "{who} took {after:?}");
+        eprintln!("{who} detected the half-open connection after {after:?} (bound 600 ms)");
+    }
+    match within("pending request", pending).await.unwrap() {
+        Err(Error::Closed(reason)) => assert!(reason.is_timeout(), "{reason:?}"),
+        other => panic!("expected a timeout error, got {other:?}"),
+    }
+    assert!(events.lock().unwrap().iter().any(|e| matches!(e, LivenessEvent::Dead(_))));
+}
+
+#[tokio::test]
+async fn a_request_after_done_is_a_protocol_error() {
+    let server = start(common::handlers(), Config::default()).await;
+    let mut peer = WirePeer::connect(server.addr).await;
+    peer.write(b"n005$done00000000").await;
+    peer.write(b"r0001004echo00000002hi").await;
+    peer.expect_end_with(b"f00000002").await;
+}
+
+#[tokio::test]
+async fn ping_is_answered_past_the_request_limit() {
+    let mut config = Config::default();
+    config.request_limit(1);
+    let server = start(common::handlers(), config).await;
+    let mut peer = WirePeer::connect(server.addr).await;
+    // The only slot is taken by a request that never ends; the probe is still echoed.
+    peer.write(b"r0001005never00000000").await;
+    peer.write(b"r0002005$ping00000008cookie42").await;
+    let echo = within("echo", peer.frame()).await;
+    assert_eq!(echo, Frame::SingleResult { id: Id(*b"0002"), payload: "cookie42".into() });
+}
