@@ -106,8 +106,9 @@ async fn a_half_open_connection_is_detected_by_both_ends_within_the_bound() {
         [("client", &client_reason, client_after), ("server", &server_reason, server_after)]
     {
         assert!(matches!(reason, CloseReason::PeerDead(_)), "{who}: {reason:?}");
-        // The bound is 600 ms from the last byte received; allow scheduling slack.
-        assert!(after < Duration::from_millis(900), "{who} took {after:?}");
+        // The bound is 600 ms from the last byte received (a little before the cut); the
+        // rest is slack for a loaded 2-core CI machine. The measured time is printed.
+        assert!(after < Duration::from_millis(1200), "{who} took {after:?}");
         eprintln!("{who} detected the half-open connection after {after:?} (bound 600 ms)");
     }
     match within("pending request", pending).await.unwrap() {
