@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use crate::error::CloseReason;
+use crate::metrics::{LivenessCounters, LivenessCounts};
 use crate::sock::Sock;
 
 /// The live connections of a listener or gateway, so they can be counted, reached and
@@ -12,6 +13,7 @@ use crate::sock::Sock;
 #[derive(Debug, Default, Clone)]
 pub struct Connections {
     inner: Arc<Mutex<HashMap<u64, Sock>>>,
+    liveness: Arc<LivenessCounters>,
 }
 
 /// Removes a connection from its registry when its transport shuts down.
@@ -49,6 +51,12 @@ impl Connections {
         let id = sock.info().id;
         self.lock().insert(id, sock.clone());
         sock.attach(Registered { registry: Arc::downgrade(&self.inner), id });
+        sock.count_liveness_in(self.liveness.clone());
+    }
+
+    /// What liveness saw on the connections of this registry so far, closed ones included.
+    pub fn liveness(&self) -> LivenessCounts {
+        self.liveness.snapshot()
     }
 
     /// Ends every connection gracefully, waiting up to `deadline` for requests in flight,

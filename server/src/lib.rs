@@ -27,6 +27,7 @@
 //! - [`tls`]: TLS settings from PEM files.
 //! - [`ws`]: the WebSocket transport and client.
 //! - [`error`]: request errors and close reasons.
+//! - [`metrics`]: liveness counts of a registry's connections.
 //!
 //! # Examples
 //! ```no_run
@@ -55,6 +56,7 @@ pub mod gateway;
 pub mod handlers;
 pub mod http;
 mod listen;
+pub mod metrics;
 mod queue;
 pub mod sock;
 pub mod tcp;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{connect_with, start, within, WirePeer};
+use common::{connect, connect_with, start, within, WirePeer};
 use gotalk::protocol::{Frame, Id};
 use gotalk::{CloseReason, Config, Error, Handlers, LivenessConfig, LivenessEvent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -138,4 +138,118 @@ async fn ping_is_answered_past_the_request_limit() {
     peer.write(b"r0002005$ping00000008cookie42").await;
     let echo = within("echo", peer.frame()).await;
     assert_eq!(echo, Frame::SingleResult { id: Id(*b"0002"), payload: "cookie42".into() });
+}
+
+/// A client that records the server's `$done` and takes no retries of its own.
+async fn watching_client(
+    addr: std::net::SocketAddr,
+) -> (gotalk::Sock, tokio::sync::watch::Receiver<bool>) {
+    let (done_tx, done) = tokio::sync::watch::channel(false);
+    let mut handlers = Handlers::new();
+    handlers.on_liveness(move |_sock, event| {
+        if event == LivenessEvent::Done {
+            let _ = done_tx.send(true);
+        }
+    });
+    let mut config = Config::default();
+    config.max_retries(0);
+    (connect_with(addr, handlers, config).await, done)
+}
+
+#[tokio::test]
+async fn a_draining_server_answers_what_is_in_flight_and_asks_new_requests_to_retry() {
+    let server = start(common::handlers(), Config::default()).await;
+    let (client, mut done) = watching_client(server.addr).await;
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        async move { client.request::<_, u64>("sleep", &300).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let stopping = tokio::spawn(server.stop());
+    within("$done", done.wait_for(|d| *d)).await.unwrap();
+    match within("request during the drain", client.request::<_, u64>("sleep", &0)).await {
+        Err(Error::Retry { message, .. }) => assert_eq!(message, "shutting down"),
+        other => panic!("expected a RetryResult, got {other:?}"),
+    }
+    assert_eq!(within("in flight", in_flight).await.unwrap().unwrap(), 300);
+    within("drained", stopping).await.unwrap();
+    assert_eq!(within("closed", client.closed()).await, CloseReason::PeerClosed);
+}
+
+#[tokio::test]
+async fn a_draining_server_still_serves_a_peer_that_cannot_retry() {
+    let mut config = Config::default();
+    config.peer_understands_retry(false);
+    let server = start(common::handlers(), config).await;
+    let (client, mut done) = watching_client(server.addr).await;
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        async move { client.request::<_, u64>("sleep", &300).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let stopping = tokio::spawn(server.stop());
+    within("$done", done.wait_for(|d| *d)).await.unwrap();
+    assert_eq!(
+        within("during the drain", client.request::<_, u64>("sleep", &10)).await.unwrap(),
+        10
+    );
+    assert_eq!(within("in flight", in_flight).await.unwrap().unwrap(), 300);
+    within("drained", stopping).await.unwrap();
+}
+
+#[tokio::test]
+async fn ouroboros_cadence_probes_through_traffic_and_a_silent_peer_fails_the_response_timeout() {
+    // Ouroboros' shape, scaled down: a probe every 200 ms whatever the traffic, each to be
+    // answered within 100 ms.
+    let mut config = Config::default();
+    let liveness = LivenessConfig {
+        interval: Some(Duration::from_millis(200)),
+        max_unacked: 1,
+        response_timeout: Some(Duration::from_millis(100)),
+        activity_suppresses_probes: false,
+        heartbeat_interval: None,
+        ..LivenessConfig::ouroboros()
+    };
+    config.liveness(liveness).expect("valid");
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let mut handlers = common::handlers();
+    let seen = events.clone();
+    handlers.on_liveness(move |_sock, event| seen.lock().unwrap().push((Instant::now(), event)));
+    let server = start(handlers, config).await;
+    let (addr, swallow) = proxy(server.addr).await;
+    let client = connect(addr).await;
+    let server_side = within("server side", server.only_connection()).await;
+
+    // Busy traffic does not hold the probes back.
+    let busy = Instant::now();
+    while busy.elapsed() < Duration::from_millis(900) {
+        client.buffer_request("echo", "x").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    {
+        let events = events.lock().unwrap();
+        let sent = events.iter().filter(|(_, e)| matches!(e, LivenessEvent::ProbeSent(_))).count();
+        assert!(sent >= 3, "{sent} probes in 900 ms of traffic: {events:?}");
+        assert!(!events.iter().any(|(_, e)| *e == LivenessEvent::Suppressed), "{events:?}");
+    }
+
+    swallow.store(true, Ordering::SeqCst);
+    let cut = Instant::now();
+    let reason = within("server detects", server_side.closed()).await;
+    let after = cut.elapsed();
+    assert!(matches!(reason, CloseReason::PeerDead(_)), "{reason:?}");
+    // The next probe goes out within 200 ms, and fails 100 ms later: 300 ms at most, plus
+    // slack for a loaded machine.
+    assert!(after < Duration::from_millis(900), "took {after:?}");
+    eprintln!("ouroboros cadence: dead {after:?} after the cut (bound 300 ms)");
+    let events = events.lock().unwrap();
+    assert!(
+        events.iter().any(|(_, e)| matches!(
+            e,
+            LivenessEvent::Dead(gotalk::protocol::liveness::Death::ProbeTimeout(_))
+        )),
+        "{events:?}"
+    );
 }

@@ -61,6 +61,61 @@ async fn get(http: &str, path: &str) -> String {
     response
 }
 
+/// `/stats`, parsed.
+async fn stats(http: &str) -> serde_json::Value {
+    let response = get(http, "/stats").await;
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"))
+}
+
+#[tokio::test]
+async fn stats_count_liveness_probes_and_their_answers_on_both_transports() {
+    let served = serve_with(&["--probe-interval", "0.1", "--probe-misses", "3"]).await;
+    let browser = gotalk::ws::connect(&served.ws, Arc::new(Handlers::new()), Config::default())
+        .await
+        .expect("websocket connect");
+    let tcp_addr = served.tcp.trim_start_matches("tcp://").to_owned();
+    let program =
+        gotalk::tcp::connect(tcp_addr.as_str(), Arc::new(Handlers::new()), Config::default())
+            .await
+            .expect("tcp connect");
+    // Both peers stay quiet, so the server probes them: WebSocket Pings answered by the
+    // transport, `$ping` requests answered by the Rust client.
+    let answered = |stats: &serde_json::Value, transport: &str| {
+        stats["liveness"][transport]["acked"].as_u64().unwrap_or(0)
+    };
+    within("probes answered on both transports", async {
+        loop {
+            let stats = stats(&served.http).await;
+            if answered(&stats, "tcp") >= 2 && answered(&stats, "websocket") >= 2 {
+                return stats;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let stats = stats(&served.http).await;
+    for transport in ["tcp", "websocket"] {
+        let counts = &stats["liveness"][transport];
+        assert!(counts["probes_sent"].as_u64() >= counts["acked"].as_u64(), "{stats}");
+        assert_eq!(counts["dead"], 0, "{stats}");
+        assert!(counts["mean_rtt_ms"].as_f64().unwrap() > 0.0, "{stats}");
+    }
+    assert!(!browser.is_closed() && !program.is_closed());
+}
+
+#[tokio::test]
+async fn serve_refuses_contradictory_liveness_flags() {
+    let output = Command::new(env!("CARGO_BIN_EXE_gotalk"))
+        .args(["serve", "--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0"])
+        .args(["--liveness", "libvirt", "--probe-interval", "0", "--probe-misses", "2"])
+        .output();
+    let output = within("serve refuses", output).await.unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("invalid liveness settings"), "{stderr}");
+}
+
 #[tokio::test]
 async fn serve_runs_the_demo_over_http_websocket_and_tcp_and_stops_gracefully() {
     let mut served = serve().await;
@@ -90,8 +145,8 @@ async fn serve_runs_the_demo_over_http_websocket_and_tcp_and_stops_gracefully() 
     assert_eq!(greeting["greeting"], "Hello browser");
     assert_eq!(program.buffer_request("broadcast", "hi all").await.unwrap(), "2");
     assert_eq!(within("broadcast", notes.recv()).await.unwrap(), "hi all");
-    let stats = get(&served.http, "/stats").await;
-    assert!(stats.ends_with(r#"{"tcp":1,"websocket":1}"#), "{stats}");
+    let stats = stats(&served.http).await;
+    assert_eq!((&stats["tcp"], &stats["websocket"]), (&1.into(), &1.into()), "{stats}");
 
     // A stream request in flight when SIGTERM arrives is allowed to finish.
     let (mut tx, mut rx) = browser.stream_request("stream-echo", "before").await.unwrap();

@@ -1,6 +1,7 @@
 //! Liveness for one connection: drives `gotalk_protocol::liveness` (probes, heartbeats,
 //! dead-peer detection) from the read and write loops, and answers the reserved messages.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,6 +13,7 @@ use tokio::time::Instant;
 use super::{lock, unix_time, Sock};
 use crate::config::Config;
 use crate::error::{CloseReason, Error};
+use crate::metrics::LivenessCounters;
 use crate::transport::FrameWriter;
 
 pub(crate) use gotalk_protocol::liveness::{DONE, PING_OP};
@@ -31,6 +33,7 @@ impl Live {
         settings.peer_idle_timeout = None;
         let mut machine = Liveness::new(settings, rand::thread_rng().gen(), Duration::ZERO);
         machine.handshake(Duration::ZERO);
+
         Live { machine, started: Instant::now() }
     }
 
@@ -151,10 +154,24 @@ impl Sock {
     }
 
     fn report(&self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        for counters in lock(&self.shared.counters).iter() {
+            events.iter().for_each(|event| counters.record(event));
+        }
         if let Some(hook) = &self.shared.handlers.on_liveness {
             for event in events {
                 crate::handlers::call_hook("on_liveness", || hook(self, event));
             }
+        }
+    }
+
+    /// Counts this connection's liveness events in a registry's counters too.
+    pub(crate) fn count_liveness_in(&self, counters: Arc<LivenessCounters>) {
+        let mut all = lock(&self.shared.counters);
+        if !all.iter().any(|c| Arc::ptr_eq(c, &counters)) {
+            all.push(counters);
         }
     }
 

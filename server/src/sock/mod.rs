@@ -180,6 +180,8 @@ pub(crate) struct Shared {
     ending: AtomicBool,
     last_heartbeat: Mutex<Option<Heartbeat>>,
     live: Mutex<live::Live>,
+    /// Where liveness events are counted: the counters of every registry it is in.
+    counters: Mutex<Vec<Arc<crate::metrics::LivenessCounters>>>,
     /// Things that live exactly as long as the transport: a listener's connection permit,
     /// registry entries. Dropped when the write loop ends.
     attachments: Mutex<Vec<Box<dyn Any + Send + Sync>>>,
@@ -291,6 +293,7 @@ impl Sock {
             terminated: CancellationToken::new(),
             reason: OnceLock::new(),
             ending: AtomicBool::new(false),
+            counters: Mutex::new(Vec::new()),
             last_heartbeat: Mutex::new(None),
             live,
             attachments: Mutex::new(Vec::new()),

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
@@ -87,6 +88,16 @@ impl Sock {
             return self.reply_error(id, message).await;
         };
         let config = &self.shared.config;
+        if config.peer_understands_retry && self.shared.ending.load(Ordering::Acquire) {
+            // Draining: `$done` went out, and work that starts now could outlive the
+            // connection. The peer sends it again after the wait, by then to whatever
+            // serves next. A peer that cannot take a RetryResult is served as before,
+            // within the drain's deadline.
+            let payload = self.fit_text("shutting down".to_owned());
+            let wait = self.retry_wait();
+            let _ = self.send(Frame::RetryResult { id, wait, payload }).await;
+            return Ok(());
+        }
         if stream && config.stream_limit == 0 {
             return self.reply_error(id, "stream requests are disabled".into()).await;
         }

@@ -138,6 +138,8 @@ struct State {
     /// The peer's streaming requests still receiving parts.
     incoming: Table<Id, ()>,
     outbox: Outbox<Outgoing>,
+    /// The server said `$done` on this connection: new requests wait for the next one.
+    server_done: bool,
     max_retries: u32,
     /// Handlers of closed sockets, dropped on a later turn: a handler may be the one
     /// running when its socket is retired.

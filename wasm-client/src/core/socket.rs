@@ -224,6 +224,7 @@ impl Inner {
                 return false;
             }
             s.open = true;
+            s.server_done = false;
             s.connected = true;
             let at = now();
             s.silence.opened(at);

@@ -32,6 +32,7 @@ impl State {
             streams: Table::default(),
             incoming: Table::default(),
             outbox: Outbox::default(),
+            server_done: false,
             max_retries: 5,
             graveyard: Vec::new(),
             state_name: "closed",
@@ -161,7 +162,7 @@ impl State {
 
     /// Sends now when open; otherwise queues, or fails when there is nothing to wait for.
     pub(super) fn write(&mut self, item: Outgoing) -> Result<(), (JsValue, Outgoing)> {
-        if self.open {
+        if self.open && !self.holds(&item) {
             self.send_outgoing(item);
             return Ok(());
         }
@@ -174,6 +175,21 @@ impl State {
             message.push_str(", waiting for the connection)");
             (error(&message), full.item)
         })
+    }
+
+    /// After the server said `$done` it answers new work with a RetryResult, and soon
+    /// closes. A keepalive socket keeps new requests and streams for the next connection
+    /// instead; parts of streams already on the wire still go out on this one.
+    fn holds(&mut self, item: &Outgoing) -> bool {
+        self.server_done
+            && self.keep.is_some()
+            && match item {
+                Outgoing::Request(_) => true,
+                Outgoing::Notify(..) => false,
+                Outgoing::Part { token, .. } => {
+                    self.streams.get_mut(*token).is_none_or(|stream| stream.sent.is_none())
+                }
+            }
     }
 
     pub(super) fn fail_outgoing(&mut self, item: Outgoing, err: &JsValue) {
@@ -283,6 +299,7 @@ impl State {
             // The server is shutting down; it closes the connection (1001) when it is ready,
             // so this one stays usable until then.
             Frame::Notification { name, .. } if name.as_str() == DONE => {
+                self.server_done = true;
                 self.effects.push(Effect::Emit("done", JsValue::NULL));
             }
             Frame::Notification { name, payload } => {

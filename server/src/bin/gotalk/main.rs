@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the gotalk server with the demo operations.
-    Serve(serve::Args),
+    Serve(Box<serve::Args>),
     /// Call an operation and print its result.
     Call(client::CallArgs),
     /// Send a notification.
@@ -59,7 +59,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Call(args) => client::call(args).await,
             Command::Notify(args) => client::notify(args).await,
             Command::Listen(args) => client::listen(args).await,

@@ -11,7 +11,8 @@ use axum::Router;
 use bytes::Bytes;
 use futures_util::future::join_all;
 use gotalk::assets::Assets;
-use gotalk::{Config, Connections, Gateway, Handlers};
+use gotalk::metrics::LivenessCounts;
+use gotalk::{Config, Connections, Gateway, Handlers, LivenessConfig};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -80,6 +81,26 @@ pub(crate) struct LimitArgs {
     /// `SECONDS`, or drawn from `MIN..MAX` (default 0.5..5).
     #[arg(long, value_name = "SECONDS|MIN..MAX", value_parser = parse_wait)]
     retry_wait: Option<(f64, f64)>,
+    /// Dead-peer detection to start from: `gateway` (a probe after 15 s of silence, dead
+    /// after two unanswered: 45 s at most), `libvirt`, `ouroboros`, or `off`.
+    #[arg(long, value_name = "PRESET", value_parser = parse_liveness)]
+    liveness: Option<LivenessConfig>,
+    /// Seconds of silence before a liveness probe; 0 sends none.
+    #[arg(long, value_name = "SECONDS")]
+    probe_interval: Option<f64>,
+    /// Probes left unanswered before the peer is declared dead.
+    #[arg(long, value_name = "N")]
+    probe_misses: Option<u32>,
+}
+
+fn parse_liveness(text: &str) -> Result<LivenessConfig, String> {
+    match text {
+        "gateway" => Ok(LivenessConfig::gateway_default()),
+        "libvirt" => Ok(LivenessConfig::libvirt()),
+        "ouroboros" => Ok(LivenessConfig::ouroboros()),
+        "off" => Ok(LivenessConfig::disabled()),
+        _ => Err("expected gateway, libvirt, ouroboros or off".into()),
+    }
 }
 
 fn parse_wait(text: &str) -> Result<(f64, f64), String> {
@@ -97,6 +118,16 @@ fn seconds(s: f64) -> anyhow::Result<Duration> {
 impl LimitArgs {
     pub(crate) fn config(&self) -> anyhow::Result<Config> {
         let mut config = Config::default();
+        // Liveness first: the preset also carries the read timeout and heartbeats, which
+        // their own flags below override.
+        let mut liveness = self.liveness.unwrap_or_else(|| config.liveness_config());
+        if let Some(s) = self.probe_interval {
+            liveness.interval = Some(seconds(s)?).filter(|d| !d.is_zero());
+        }
+        if let Some(n) = self.probe_misses {
+            liveness.max_unacked = n;
+        }
+        config.liveness(liveness).context("invalid liveness settings")?;
         if let Some(n) = self.request_limit {
             config.request_limit(n);
         }
@@ -245,18 +276,29 @@ fn demo_handlers(everyone: Connections) -> Handlers {
     handlers
 }
 
-/// Connection counts, as JSON.
+/// Open connections per transport, and what liveness saw on each, as JSON.
 #[derive(Serialize)]
 struct Stats {
     tcp: usize,
     websocket: usize,
+    liveness: PerTransport<LivenessCounts>,
+}
+
+#[derive(Serialize)]
+struct PerTransport<T> {
+    tcp: T,
+    websocket: T,
 }
 
 /// The HTTP app: the demo site at `/`, the gateway at `/gotalk/`, `/stats`.
 fn app(gateway: &Gateway, tcp: Connections) -> Router {
     let ws = gateway.connections();
     let stats = get(move || {
-        let stats = Stats { tcp: tcp.len(), websocket: ws.len() };
+        let stats = Stats {
+            tcp: tcp.len(),
+            websocket: ws.len(),
+            liveness: PerTransport { tcp: tcp.liveness(), websocket: ws.liveness() },
+        };
         let json = serde_json::to_string(&stats).unwrap_or_default();
         async move { ([(http::header::CONTENT_TYPE, "application/json")], json) }
     });
@@ -373,7 +415,19 @@ mod tests {
             read_timeout: None,
             heartbeat: None,
             retry_wait: Some((-1.0, 1.0)),
+            liveness: None,
+            probe_interval: None,
+            probe_misses: None,
         };
         assert!(args.config().is_err());
+    }
+
+    #[test]
+    fn parses_liveness_presets() {
+        assert_eq!(parse_liveness("gateway"), Ok(LivenessConfig::gateway_default()));
+        assert_eq!(parse_liveness("libvirt"), Ok(LivenessConfig::libvirt()));
+        assert_eq!(parse_liveness("ouroboros"), Ok(LivenessConfig::ouroboros()));
+        assert_eq!(parse_liveness("off"), Ok(LivenessConfig::disabled()));
+        assert!(parse_liveness("Gateway").is_err());
     }
 }
