@@ -176,6 +176,8 @@ pub(crate) struct Joined {
     pub(crate) members: Vec<MemberInfo>,
     pub(crate) history: Vec<Message>,
     pub(crate) rooms: Vec<RoomInfo>,
+    /// The longest message allowed, in characters, for the page's counter.
+    pub(crate) max_text_chars: usize,
 }
 
 struct Member {
@@ -396,6 +398,7 @@ impl Rooms {
                 .map(|r| r.history.iter().cloned().collect())
                 .unwrap_or_default(),
             rooms: self.room_list(),
+            max_text_chars: self.limits.text_chars,
             room,
         };
         Ok((joined, outbox))
