@@ -71,13 +71,13 @@
   // The server times this to measure the round trip, on connect and every 15 s.
   gotalk.handle('chat.ping', (_value, result) => result(null));
 
-  // The server asks a new page its name: a returning visitor answers at once, a newcomer is
-  // asked in a dialog, and the server waits for the answer.
+  // The server asks a new page its name. The answer goes back at once (a request held open
+  // would hold up the server's graceful shutdown): a returning visitor's saved name, or for a
+  // newcomer the server's suggestion for now, while a dialog asks for a better one.
   gotalk.handle('chat.name', (ask, result) => {
     if (me.name) return result({ name: me.name });
-    askName({ suggestion: ask.suggestion, maxChars: ask.max_chars, first: true }).then((name) =>
-      result({ name }),
-    );
+    result({ name: ask.suggestion });
+    askName({ suggestion: ask.suggestion, maxChars: ask.max_chars, first: true });
   });
 
   // `ask-page` (the "Server → page" panel) calls this on the page that asked.
@@ -335,43 +335,37 @@
   const dialog = $('name-dialog');
   let nameAsked = null;
 
-  /** Opens the name dialog; resolves with the name once the server has taken it. */
+  /** Opens the name dialog; the name is taken by a `chat.rename` request. */
   function askName({ suggestion, maxChars, first }) {
     const input = $('name-input');
     input.value = suggestion || me.name || '';
     if (maxChars) input.maxLength = maxChars;
     $('name-title').textContent = first ? 'Welcome to gotalk chat' : 'Change your name';
     $('name-why').textContent = first
-      ? 'The server just asked this page what to call you.'
+      ? `The server just asked this page what to call you, and suggests ${suggestion}.`
       : 'Everyone in your room sees the change.';
     $('name-ok').textContent = first ? 'Start chatting' : 'Save';
     $('name-error').textContent = '';
-    return new Promise((resolve) => {
-      nameAsked = { first, resolve };
-      if (!dialog.open) dialog.showModal();
-      input.select();
-    });
+    nameAsked = { first };
+    if (!dialog.open) dialog.showModal();
+    input.select();
   }
 
   $('name-form').addEventListener('submit', async (event) => {
     event.preventDefault();
     const name = $('name-input').value.trim();
     if (!name || !nameAsked) return;
-    const { first, resolve } = nameAsked;
-    if (!first) {
-      // A rename is a request of the page's own, so its ErrorResult can be shown here.
-      try {
-        await s.request('chat.rename', { name });
-      } catch (err) {
-        $('name-error').textContent = err.message;
-        return;
-      }
+    // A rename is a request of the page's own, so its ErrorResult can be shown here.
+    try {
+      await s.request('chat.rename', { name });
+    } catch (err) {
+      $('name-error').textContent = err.message;
+      return;
     }
     me.name = name;
     saved.set('name', name);
     nameAsked = null;
     dialog.close();
-    resolve(name);
   });
 
   // Escape keeps the suggestion the first time, and the old name afterwards.

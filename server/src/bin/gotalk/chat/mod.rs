@@ -11,7 +11,8 @@
 //! Members hear `chat.message`, `chat.members` and `chat.rooms` notifications, and `chat.you`
 //! (their id, name and round trip). The server also calls the page: a new WebSocket peer is
 //! sent `chat.ping`, timed (and again every [`PING_EVERY`]); one that answers is a chat page,
-//! so it is asked `chat.name` with a suggested name and renamed to its answer. A peer is a
+//! so it is asked `chat.name` with a suggested name and renamed to its answer (at once: a page
+//! with no name yet takes the suggestion, and renames itself once its user has chosen). A peer is a
 //! member from its first chat operation (or its first answered ping) until its connection
 //! closes. The rules and limits are in [`rooms`], free of I/O.
 
@@ -34,8 +35,9 @@ use rooms::{ChatError, ConnId, MemberInfo, Outbox, Rooms, LOBBY};
 pub(crate) const PING_EVERY: Duration = Duration::from_secs(15);
 /// How long a page may take to answer `chat.ping`.
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a page may take to answer `chat.name`: a person may be typing.
-const NAME_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a page may take to answer `chat.name`. It answers at once (and lets its user
+/// rename later): a request held open would hold up a graceful end of the connection.
+const NAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// Notifications waiting for one member's connection. A member that falls this far behind is
 /// disconnected rather than let the chat's memory grow.
 const QUEUE: usize = 256;
@@ -93,10 +95,13 @@ struct Inner {
     state: Mutex<State>,
 }
 
+/// A notification on its way to one member: its name and JSON payload.
+type Outgoing = (&'static str, Bytes);
+
 struct State {
     rooms: Rooms,
     /// Each member's notifications, in order, on their way to its connection.
-    queues: HashMap<ConnId, (mpsc::Sender<(&'static str, Bytes)>, Sock)>,
+    queues: HashMap<ConnId, (mpsc::Sender<Outgoing>, Sock)>,
 }
 
 #[derive(Deserialize)]
@@ -436,7 +441,7 @@ impl Chat {
 
 /// Sends a member's notifications in order until its queue closes (the member left) or its
 /// connection does.
-async fn deliver(sock: Sock, mut notes: mpsc::Receiver<(&'static str, Bytes)>) {
+async fn deliver(sock: Sock, mut notes: mpsc::Receiver<Outgoing>) {
     while let Some((name, payload)) = notes.recv().await {
         if sock.buffer_notify(name, payload).await.is_err() {
             return;
