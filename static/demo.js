@@ -1,71 +1,431 @@
-// The demo page's script: uses only the global `gotalk` from /gotalk/gotalk.js.
+// The demo page's script: a chat over gotalk, using only the global `gotalk` from
+// /gotalk/gotalk.js. The server keeps the rooms (server/src/bin/gotalk/chat/); this page
+// shows one room at a time, answers the server's `chat.ping` and `chat.name`, and renders
+// what the `chat.*` notifications say.
 'use strict';
 
 (function () {
   const $ = (id) => document.getElementById(id);
 
-  // The server's `ask-page` calls this on the page that asked.
+  // ---------------------------------------------------------------------------------------
+  // What the page remembers between visits (a private window may refuse storage).
+
+  const saved = {
+    get(key) {
+      try {
+        return localStorage.getItem(`gotalk-chat-${key}`);
+      } catch {
+        return null;
+      }
+    },
+    set(key, value) {
+      try {
+        localStorage.setItem(`gotalk-chat-${key}`, value);
+      } catch {
+        // Not kept: the page still works for this visit.
+      }
+    },
+  };
+
+  const me = { id: null, name: saved.get('name') };
+  let room = saved.get('room') || 'lobby';
+  let maxText = 1000;
+  /** `seq`s already shown in this room, so a message shown from its result is not shown twice. */
+  let shown = new Set();
+
+  // ---------------------------------------------------------------------------------------
+  // Small helpers for building the page.
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text != null) node.textContent = text;
+    return node;
+  }
+
+  /** A stable colour per name. */
+  function hue(name) {
+    let h = 0;
+    for (const ch of name) h = (h * 31 + ch.codePointAt(0)) % 360;
+    return h;
+  }
+
+  function avatar(name, className = 'avatar') {
+    const node = el('span', className, [...(name || '?')][0].toUpperCase());
+    node.style.setProperty('--hue', hue(name || '?'));
+    node.setAttribute('aria-hidden', 'true');
+    return node;
+  }
+
+  function clock(ms) {
+    return new Date(ms).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  }
+
+  function formatRtt(ms) {
+    return ms == null ? '–' : ms < 10 ? `${ms.toFixed(1)} ms` : `${Math.round(ms)} ms`;
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // The connection and the server's calls to the page.
+
+  // The server times this to measure the round trip, on connect and every 15 s.
+  gotalk.handle('chat.ping', (_value, result) => result(null));
+
+  // The server asks a new page its name. The answer goes back at once (a request held open
+  // would hold up the server's graceful shutdown): a returning visitor's saved name, or for a
+  // newcomer the server's suggestion for now, while a dialog asks for a better one.
+  gotalk.handle('chat.name', (ask, result) => {
+    if (me.name) return result({ name: me.name });
+    result({ name: ask.suggestion });
+    askName({ suggestion: ask.suggestion, maxChars: ask.max_chars, first: true });
+  });
+
+  // `ask-page` (the "Server → page" panel) calls this on the page that asked.
   gotalk.handle('page-info', (value, result) => {
     result({ title: document.title, userAgent: navigator.userAgent, echo: value });
   });
 
+  gotalk.handleNotification('chat.message', (message) => {
+    if (message.room === room) addMessage(message);
+  });
+  gotalk.handleNotification('chat.members', ({ room: r, members }) => {
+    if (r === room) showMembers(members);
+  });
+  gotalk.handleNotification('chat.rooms', ({ rooms }) => showRooms(rooms));
+  gotalk.handleNotification('chat.you', (you) => showMe(you));
+
   const s = gotalk.connection();
 
-  // The connection indicator, and a countdown to the next try while reconnecting.
+  // Every (re)connection joins the room again: a restarted server knows nobody.
+  s.on('open', () => {
+    $('address').textContent = s.address() || '/gotalk/';
+    join(room);
+  });
+
+  // ---------------------------------------------------------------------------------------
+  // The connection indicator: connected, reconnecting in N s, offline.
+
   let countdown = null;
   function showState(state) {
     document.body.dataset.state = state;
-    $('state').textContent = state;
     clearInterval(countdown);
     countdown = null;
-    $('next').textContent = '';
-    if (state === 'reconnecting') {
-      const tick = () => {
-        const at = s.nextReconnectAt;
-        $('next').textContent =
-          at == null ? '' : `next try in ${Math.max(0, Math.ceil((at - Date.now()) / 1000))} s`;
-      };
-      tick();
-      countdown = setInterval(tick, 250);
+    const label = $('state');
+    const text = $('text');
+    switch (state) {
+      case 'open':
+        label.textContent = 'connected';
+        text.placeholder = `Message # ${room}`;
+        break;
+      case 'reconnecting': {
+        const tick = () => {
+          const at = s.nextReconnectAt;
+          label.textContent =
+            at == null ? 'reconnecting…' : `reconnecting in ${Math.max(0, Math.ceil((at - Date.now()) / 1000))} s`;
+        };
+        tick();
+        countdown = setInterval(tick, 250);
+        text.placeholder = 'Not connected: messages wait and go out on reconnect';
+        break;
+      }
+      case 'offline':
+        label.textContent = 'offline';
+        text.placeholder = 'Offline: messages wait and go out when you are back online';
+        break;
+      case 'closed':
+        label.textContent = 'disconnected';
+        break;
+      default:
+        label.textContent = 'connecting…';
     }
   }
   s.on('state', showState);
-  s.on('open', () => {
-    $('address').textContent = s.address() || '/gotalk/';
-  });
-  s.on('heartbeat', ({ time }) => {
-    $('heartbeat').textContent = `last heartbeat ${new Date(time).toLocaleTimeString()}`;
-  });
   showState(s.state);
 
-  // Shows `text` in an <output>, marked as an error or not.
-  function show(output, text, failed) {
-    output.textContent = text;
+  // ---------------------------------------------------------------------------------------
+  // Rooms.
+
+  async function join(name) {
+    const previous = room;
+    $('room-error').textContent = '';
+    let joined;
+    try {
+      joined = await s.request('chat.join', { room: name, name: me.name || undefined });
+    } catch (err) {
+      $('room-error').textContent = err.message;
+      return false;
+    }
+    room = joined.room;
+    saved.set('room', room);
+    maxText = joined.max_text_chars;
+    showMe(joined.you);
+    showRooms(joined.rooms);
+    showMembers(joined.members);
+    $('room-title').textContent = `# ${room}`;
+    $('text').placeholder = `Message # ${room}`;
+    const list = $('messages');
+    list.replaceChildren();
+    shown = new Set();
+    if (joined.history.length === 0) list.append(el('li', 'empty', `This is the start of # ${room}.`));
+    for (const message of joined.history) addMessage(message);
+    list.scrollTop = list.scrollHeight;
+    // One room at a time: leave the one this page was in (unless it is the same).
+    if (previous !== room) {
+      s.request('chat.leave', { room: previous }).catch(() => {
+        // Not in it (a restarted server): nothing to leave.
+      });
+    }
+    closeDrawers();
+    return true;
+  }
+
+  function showRooms(rooms) {
+    const list = $('rooms');
+    list.replaceChildren(
+      ...rooms.map((r) => {
+        const item = el('li');
+        const button = el('button', r.name === room ? 'room active' : 'room');
+        button.type = 'button';
+        button.append(el('span', 'hash', '#'), el('span', 'room-name', r.name), el('span', 'count', String(r.members)));
+        if (r.name === room) button.setAttribute('aria-current', 'true');
+        button.addEventListener('click', () => r.name !== room && join(r.name));
+        item.append(button);
+        return item;
+      }),
+    );
+  }
+
+  $('new-room').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const input = $('room-name');
+    if (await join(input.value)) input.value = '';
+  });
+
+  function showMembers(members) {
+    $('member-count').textContent = String(members.length);
+    $('room-sub').textContent = members.length === 1 ? 'just you so far' : `${members.length} here`;
+    $('members').replaceChildren(
+      ...members.map((m) => {
+        const item = el('li', 'member');
+        item.dataset.id = m.id;
+        const name = el('span', 'member-name', m.name);
+        item.append(avatar(m.name), name);
+        if (m.id === me.id) name.append(el('span', 'tag', 'you'));
+        if (m.transport !== 'websocket') item.append(el('span', 'tag transport', m.transport));
+        if (m.rtt_ms != null) item.append(el('span', 'rtt', formatRtt(m.rtt_ms)));
+        return item;
+      }),
+    );
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Messages.
+
+  function addMessage(m) {
+    if (shown.has(m.seq)) return;
+    shown.add(m.seq);
+    const list = $('messages');
+    const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
+    list.querySelector('.empty')?.remove();
+    list.append(renderMessage(m));
+    if (atBottom || m.from === me.id) list.scrollTop = list.scrollHeight;
+  }
+
+  function renderMessage(m) {
+    if (m.kind !== 'text') {
+      const what = { join: 'joined', leave: 'left', rename: `was ${m.text}` }[m.kind] || m.kind;
+      const item = el('li', `event ${m.kind}`);
+      item.append(el('strong', null, m.name), ` ${what}`, el('time', null, clock(m.time)));
+      return item;
+    }
+    const item = el('li', m.from === me.id ? 'message mine' : 'message');
+    item.dataset.seq = m.seq;
+    const body = el('div', 'body');
+    const head = el('div', 'head');
+    head.append(el('span', 'name', m.name), el('time', null, clock(m.time)));
+    head.querySelector('.name').style.setProperty('--hue', hue(m.name));
+    body.append(head, el('p', 'text', m.text));
+    item.append(avatar(m.name), body);
+    return item;
+  }
+
+  const text = $('text');
+
+  function updateCount() {
+    const n = [...text.value].length;
+    const counter = $('text-count');
+    counter.textContent = n > maxText * 0.8 ? `${n} / ${maxText}` : '';
+    counter.classList.toggle('over', n > maxText);
+    // Grow with the text, up to a few lines.
+    text.style.height = 'auto';
+    text.style.height = `${Math.min(text.scrollHeight, 160)}px`;
+  }
+  text.addEventListener('input', updateCount);
+  text.addEventListener('keydown', (event) => {
+    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      $('composer').requestSubmit();
+    }
+  });
+
+  $('composer').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const value = text.value;
+    if (!value.trim()) return;
+    text.value = '';
+    updateCount();
+    // Shown at once, and settled by the server's answer: the message itself, or why not.
+    const pending = renderMessage({ kind: 'text', seq: 0, time: Date.now(), from: me.id, name: me.name || 'you', text: value });
+    pending.classList.add('pending');
+    const status = el('p', 'status-line', s.state === 'open' ? 'sending…' : 'waiting for the connection…');
+    pending.querySelector('.body').append(status);
+    const list = $('messages');
+    list.querySelector('.empty')?.remove();
+    list.append(pending);
+    list.scrollTop = list.scrollHeight;
+    try {
+      const message = await s.request('chat.say', { room, text: value });
+      if (message.room === room && !shown.has(message.seq)) {
+        shown.add(message.seq);
+        pending.replaceWith(renderMessage(message));
+      } else {
+        pending.remove();
+      }
+    } catch (err) {
+      pending.classList.replace('pending', 'failed');
+      status.className = 'status-line error';
+      status.setAttribute('role', 'alert');
+      status.textContent = `Not sent: ${err.message}`;
+      const retry = el('button', 'link', 'Edit');
+      retry.type = 'button';
+      retry.addEventListener('click', () => {
+        text.value = value;
+        updateCount();
+        pending.remove();
+        text.focus();
+      });
+      status.append(' ', retry);
+    }
+  });
+
+  // ---------------------------------------------------------------------------------------
+  // Who I am: the name (asked by the server, editable) and the round trip.
+
+  function showMe(you) {
+    me.id = you.id;
+    if (you.name) {
+      $('me-name').textContent = you.name;
+      const mark = $('me-avatar');
+      mark.textContent = [...you.name][0].toUpperCase();
+      mark.style.setProperty('--hue', hue(you.name));
+    }
+    if (you.rtt_ms != null) $('rtt').textContent = `RTT ${formatRtt(you.rtt_ms)}`;
+  }
+
+  $('rtt').addEventListener('click', async () => {
+    try {
+      const { rtt_ms } = await s.request('chat.rtt');
+      $('rtt').textContent = `RTT ${formatRtt(rtt_ms)}`;
+    } catch (err) {
+      $('rtt').textContent = 'RTT –';
+      $('rtt').title = err.message;
+    }
+  });
+
+  const dialog = $('name-dialog');
+  let nameAsked = null;
+
+  /** Opens the name dialog; the name is taken by a `chat.rename` request. */
+  function askName({ suggestion, maxChars, first }) {
+    const input = $('name-input');
+    input.value = suggestion || me.name || '';
+    if (maxChars) input.maxLength = maxChars;
+    $('name-title').textContent = first ? 'Welcome to gotalk chat' : 'Change your name';
+    $('name-why').textContent = first
+      ? `The server just asked this page what to call you, and suggests ${suggestion}.`
+      : 'Everyone in your room sees the change.';
+    $('name-ok').textContent = first ? 'Start chatting' : 'Save';
+    $('name-error').textContent = '';
+    nameAsked = { first };
+    if (!dialog.open) dialog.showModal();
+    input.select();
+  }
+
+  $('name-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const name = $('name-input').value.trim();
+    if (!name || !nameAsked) return;
+    // A rename is a request of the page's own, so its ErrorResult can be shown here.
+    try {
+      await s.request('chat.rename', { name });
+    } catch (err) {
+      $('name-error').textContent = err.message;
+      return;
+    }
+    me.name = name;
+    saved.set('name', name);
+    nameAsked = null;
+    dialog.close();
+  });
+
+  // Escape keeps the suggestion the first time, and the old name afterwards.
+  dialog.addEventListener('cancel', (event) => {
+    if (nameAsked?.first) {
+      event.preventDefault();
+      $('name-form').requestSubmit();
+    } else {
+      nameAsked = null;
+    }
+  });
+
+  $('me').addEventListener('click', () => askName({ suggestion: me.name, first: false }));
+
+  // ---------------------------------------------------------------------------------------
+  // Narrow screens: the rooms and the side pane open as drawers.
+
+  function toggleDrawer(button, pane) {
+    const open = !pane.classList.contains('open');
+    closeDrawers();
+    pane.classList.toggle('open', open);
+    button.setAttribute('aria-expanded', String(open));
+  }
+  function closeDrawers() {
+    for (const [button, pane] of [['toggle-rooms', 'rooms-pane'], ['toggle-tools', 'side-pane']]) {
+      $(pane).classList.remove('open');
+      $(button).setAttribute('aria-expanded', 'false');
+    }
+  }
+  $('toggle-rooms').addEventListener('click', () => toggleDrawer($('toggle-rooms'), $('rooms-pane')));
+  $('toggle-tools').addEventListener('click', () => toggleDrawer($('toggle-tools'), $('side-pane')));
+
+  // ---------------------------------------------------------------------------------------
+  // Under the hood: a request each way.
+
+  function show(output, value, failed) {
+    output.textContent = value;
     output.classList.toggle('error', Boolean(failed));
   }
 
   $('greet').addEventListener('submit', async (event) => {
     event.preventDefault();
-    const output = $('greeting');
     try {
-      const { greeting } = await s.request('greet', { name: $('name').value });
-      show(output, greeting);
+      const { greeting } = await s.request('greet', { name: $('greet-name').value });
+      show($('greeting'), greeting);
     } catch (err) {
-      show(output, err.message, true);
+      show($('greeting'), err.message, true);
     }
   });
 
   $('ask-form').addEventListener('submit', async (event) => {
     event.preventDefault();
-    const output = $('asked');
     const info = $('asked-info');
     try {
       const answer = await s.request('ask-page', { op: 'page-info', value: $('ask-value').value });
-      show(output, typeof answer.echo === 'string' ? answer.echo : JSON.stringify(answer.echo));
+      show($('asked'), typeof answer.echo === 'string' ? answer.echo : JSON.stringify(answer.echo));
       info.textContent = `title: ${answer.title}\nuser agent: ${answer.userAgent}`;
       info.hidden = false;
     } catch (err) {
-      show(output, err.message, true);
+      show($('asked'), err.message, true);
       info.hidden = true;
     }
   });

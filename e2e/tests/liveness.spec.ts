@@ -140,7 +140,8 @@ test('the client answers a $ping request itself, echoing its payload', async ({ 
     const seen: string[] = [];
     const handlers = new w.gotalk.Handlers();
     handlers.handleRequest('', (_value: unknown, result: (v: unknown) => void, op: string) => {
-      seen.push(op);
+      // The demo's chat calls every page that answers (chat.ping, chat.name): not this test's.
+      if (!op.startsWith('chat.')) seen.push(op);
       result('from the page');
     });
     const s = w.gotalk.connection(undefined, handlers);

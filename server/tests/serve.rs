@@ -122,7 +122,7 @@ async fn serve_runs_the_demo_over_http_websocket_and_tcp_and_stops_gracefully() 
     let page = get(&served.http, "/").await;
     assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
     assert!(page.contains("content-type: text/html; charset=utf-8"), "{page}");
-    assert!(page.contains("<title>gotalk demo</title>"), "{page}");
+    assert!(page.contains("<title>gotalk chat</title>"), "{page}");
 
     // A browser-like WebSocket client and a TCP program, one registry: the program's
     // broadcast reaches the browser.

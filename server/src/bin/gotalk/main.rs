@@ -5,6 +5,7 @@
 //! memory against a raw baseline.
 
 mod bench;
+mod chat;
 mod client;
 mod serve;
 

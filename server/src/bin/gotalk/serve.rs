@@ -20,6 +20,8 @@ use tower_http::compression::CompressionLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::chat::Chat;
+
 /// `gotalk serve`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
@@ -43,6 +45,8 @@ pub(crate) struct Args {
     allow_origins: Vec<String>,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    chat: crate::chat::ChatArgs,
     /// How many connections may be open at once, per transport.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
@@ -222,13 +226,15 @@ async fn stream_to_page(
 ///   same with a streaming request of one JSON part each, and returns the result's parts.
 /// - `sleep` (`{"ms"}`, at most 10 s) returns `{"slept"}` once that time has passed, to hold
 ///   a request in flight.
-fn demo_handlers(everyone: Connections) -> Handlers {
+/// - the chat's `chat.*` operations (see `chat.rs`).
+fn demo_handlers(everyone: Connections, chat: Chat) -> Handlers {
     let mut handlers = Handlers::new();
     let registry = everyone.clone();
+    chat.register(&mut handlers);
     handlers
         .on_connect(move |sock| {
             registry.insert(&sock);
-            async {}
+            chat.on_connect(sock)
         })
         .handle_buffer("echo", |_sock, payload| async move { Ok::<_, String>(payload) })
         .handle("greet", |_sock, input: GreetIn| async move {
@@ -350,7 +356,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         _ => None,
     };
     let everyone = Connections::default();
-    let handlers = Arc::new(demo_handlers(everyone));
+    let handlers = Arc::new(demo_handlers(everyone, Chat::new(args.chat.limits())));
 
     let mut tcp = gotalk::tcp::Server::new(handlers.clone(), config.clone())
         .max_connections(args.max_connections)
