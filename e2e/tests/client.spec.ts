@@ -266,7 +266,11 @@ test('keepalive: a killed server fails what was in flight, queues the rest and r
     const w = window as any;
     w.states = [];
     w.s = gotalk.connection();
-    w.s.on('state', (state: string) => w.states.push(state));
+    w.s.on('state', (state: string) => {
+      w.states.push(state);
+      // The schedule as the page sees it when the sock starts waiting.
+      if (state === 'reconnecting' && !w.schedule) w.schedule = { at: w.s.nextReconnectAt, now: Date.now() };
+    });
     w.small = gotalk.connection();
     // A request the server is still working on when it dies.
     w.inFlight = w.s.request('sleep', { ms: 5000 }).then(
@@ -286,7 +290,6 @@ test('keepalive: a killed server fails what was in flight, queues the rest and r
   const down = await page.evaluate(async () => {
     const w = window as any;
     const inFlight = await w.inFlight;
-    const nextReconnectAt = w.s.nextReconnectAt;
     // Made while down: they wait in the queue for the connection.
     w.queued = [
       w.s.request('greet', { name: 'queued' }),
@@ -304,7 +307,8 @@ test('keepalive: a killed server fails what was in flight, queues the rest and r
         notes.push(`threw: ${(e as Error).message}`);
       }
     }
-    return { inFlight, nextReconnectAt, now: Date.now(), queued, smallQueued: w.small.queued, notes };
+    const { at: nextReconnectAt, now } = w.schedule;
+    return { inFlight, nextReconnectAt, now, queued, smallQueued: w.small.queued, notes };
   });
   expect(down.inFlight.message).toContain('connection was lost');
   expect(down.inFlight.message).toContain('sleep');
