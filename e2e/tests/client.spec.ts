@@ -294,7 +294,10 @@ test('keepalive: a killed server fails what was in flight, queues the rest and r
     w.queued = [
       w.s.request('greet', { name: 'queued' }),
       w.s.bufferRequest('echo', 'queued 😀').then((b: Uint8Array) => new TextDecoder().decode(b)),
+      // Into the chat's room history, where the server's own count shows each arrived once.
+      w.s.request('chat.say', { room: 'once', text: 'queued request' }).then(() => 'said'),
     ];
+    w.s.notify('chat.say', { room: 'once', text: 'queued notification' });
     const queued = w.s.queued;
     // A queue of three: the fourth notification is refused at once.
     w.small.sendBufferLimit = 3;
@@ -316,7 +319,7 @@ test('keepalive: a killed server fails what was in flight, queues the rest and r
   // Due within the largest delay (5 s), and not long past.
   expect(down.nextReconnectAt).toBeGreaterThan(down.now - 1_000);
   expect(down.nextReconnectAt).toBeLessThanOrEqual(down.now + 5_000);
-  expect(down.queued).toBe(2);
+  expect(down.queued).toBe(4);
   expect(down.smallQueued).toBe(3);
   expect(down.notes.slice(0, 3)).toEqual(['queued', 'queued', 'queued']);
   expect(down.notes[3]).toMatch(/^threw: .*send queue is full/);
@@ -344,12 +347,16 @@ test('keepalive: a killed server fails what was in flight, queues the rest and r
     const w = window as any;
     const answers = await Promise.all(w.queued);
     await w.small.request('greet', { name: 'after' });
-    const result = { answers, queued: w.s.queued, smallQueued: w.small.queued, states: w.states };
+    const joined = await w.small.request('chat.join', { room: 'once' });
+    const said = joined.history.filter((m: { kind: string }) => m.kind === 'text').map((m: { text: string }) => m.text);
+    const result = { answers, said, queued: w.s.queued, smallQueued: w.small.queued, states: w.states };
     w.s.end();
     w.small.end();
     return result;
   });
-  expect(after.answers).toEqual([{ greeting: 'Hello queued' }, 'queued 😀']);
+  expect(after.answers).toEqual([{ greeting: 'Hello queued' }, 'queued 😀', 'said']);
+  // The restarted server's room heard each queued message exactly once, in order.
+  expect(after.said).toEqual(['queued request', 'queued notification']);
   expect(after.queued).toBe(0);
   expect(after.smallQueued).toBe(0);
   expect(after.states[0]).toBe('open');
