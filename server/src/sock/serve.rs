@@ -82,8 +82,8 @@ impl Sock {
             let _ = self.send(Frame::SingleResult { id, payload }).await;
             return Ok(());
         }
-        if let Some(relay) = self.shared.handlers.relay.clone() {
-            if !stream && self.relay_request(&relay, id, op.as_str(), &payload).await {
+        if let Some(relay) = &self.shared.handlers.relay {
+            if !stream && self.relay_request(relay, id, op.as_str(), &payload).await {
                 return Ok(());
             }
         }
