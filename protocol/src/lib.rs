@@ -16,6 +16,7 @@
 //! - [`hex`]: the fixed-width hexadecimal numbers the wire format is made of.
 //! - [`encode`]: writing frames and the version handshake.
 //! - [`decode`]: the incremental decoder and its limits.
+//! - [`relay`]: the relay's reserved names and its JSON envelope, validated.
 //!
 //! # Examples
 //! ```
@@ -41,6 +42,7 @@ pub mod encode;
 pub mod frame;
 pub mod hex;
 pub mod liveness;
+pub mod relay;
 pub mod retry;
 
 pub use decode::{decode_version, DecodeError, Decoder, COPY_BELOW, DEFAULT_MAX_PAYLOAD};

@@ -39,6 +39,8 @@ pub enum CloseReason {
     /// Liveness checks declared the peer dead (unanswered probes, a probe timeout); it was
     /// sent ProtocolError 3.
     PeerDead(String),
+    /// The relay's recipient took no message from its queue for this long.
+    RelayStalled(Duration),
 }
 
 impl fmt::Display for CloseReason {
@@ -66,6 +68,9 @@ impl fmt::Display for CloseReason {
             CloseReason::Io(e) => write!(f, "connection error: {e}"),
             CloseReason::Shutdown => f.write_str("server shutting down"),
             CloseReason::PeerDead(why) => write!(f, "timeout: peer declared dead: {why}"),
+            CloseReason::RelayStalled(d) => {
+                write!(f, "relay recipient stalled: no message taken for {d:?}")
+            }
         }
     }
 }
@@ -80,6 +85,7 @@ impl CloseReason {
                 | CloseReason::HandshakeTimeout(_)
                 | CloseReason::WriteTimeout(_)
                 | CloseReason::PeerDead(_)
+                | CloseReason::RelayStalled(_)
         )
     }
 }

@@ -96,6 +96,7 @@ pub struct Handlers {
     pub(crate) on_close: Option<CloseFn>,
     pub(crate) on_heartbeat: Option<HeartbeatFn>,
     pub(crate) on_liveness: Option<LivenessFn>,
+    pub(crate) relay: Option<Arc<crate::relay::Relay>>,
 }
 
 impl fmt::Debug for Handlers {
@@ -302,6 +303,15 @@ impl Handlers {
         f: impl Fn(&Sock, LivenessEvent) + Send + Sync + 'static,
     ) -> &mut Self {
         self.on_liveness = Some(Arc::new(f));
+        self
+    }
+
+    /// Turns the relay on for every connection these handlers serve, on every transport:
+    /// each gets a random id (the notification `$id`), and the reserved request `whoami` and
+    /// request or notification `$relay` are answered by the relay before any handler of
+    /// the same name. See [`crate::relay`].
+    pub fn relay(&mut self, relay: crate::relay::Relay) -> &mut Self {
+        self.relay = Some(Arc::new(relay));
         self
     }
 

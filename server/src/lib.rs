@@ -19,6 +19,7 @@
 //! - [`assets`]: the browser client bundle and the demo site, served from memory.
 //! - [`handlers`]: the registry of operations and notifications.
 //! - [`http`]: an HTTP(S) server for axum apps, with graceful shutdown.
+//! - [`relay`]: peers address each other by id and topic through the server.
 //! - [`sock`]: one connection: requests both ways, streams, notifications, heartbeats.
 //! - [`config`]: limits, timeouts and heartbeat settings.
 //! - [`connections`]: the live connections of a listener or gateway.
@@ -58,6 +59,7 @@ pub mod http;
 mod listen;
 pub mod metrics;
 mod queue;
+pub mod relay;
 pub mod sock;
 pub mod tcp;
 pub mod tls;

@@ -319,6 +319,7 @@ function Sock(handlers) {
     _listeners: { value: null, writable: true },
     _opening: { value: false, writable: true },
     _lastToken: { value: 0, writable: true },
+    _relayId: { value: null, writable: true },
   });
 }
 
@@ -565,7 +566,11 @@ function hostFor(sock) {
   const on = [request, stream, part, notification, streamData, streamEnd];
   return {
     emit(name, arg) {
-      if (name === 'close') sock._opening = false;
+      if (name === 'close') {
+        sock._opening = false;
+        // Ids belong to connections: a reconnect gets a new one.
+        sock._relayId = null;
+      }
       sock.emit(name, arg);
     },
     on(kind, name, a, b, payload) {
@@ -635,6 +640,7 @@ function part(sock, _name, conn, id, payload) {
 }
 
 function notification(sock, name, _a, _b, payload) {
+  if (RELAY_NOTES[name]) return guard(() => RELAY_NOTES[name](sock, decodeJSON(payload)));
   const handler = sock.handlers.findNotificationHandler(name);
   if (typeof handler === 'function') guard(() => handler(payload, name));
   sock.emit('notification', { name, data: payload });
@@ -652,6 +658,38 @@ function streamEnd(sock, _name, token, _b, err) {
   s._ended = true;
   s.emit('end', err);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The relay (a gateway with it on): peers message each other by id and topic. The envelope
+// is JSON (see protocol/src/relay.rs); the server validates it and adds the sender's id.
+
+// Resolves once the message is queued for the recipient; rejects with the fault (`unknown
+// peer`, `bad header: …`, `too large: …`). A full queue is retried like any RetryResult.
+Sock.prototype.relay = function (to, topic, body) {
+  return this.request('$relay', { to, topic, body });
+};
+
+// Fire and forget: a failure comes back as the `undelivered` event.
+Sock.prototype.relayNotify = function (to, topic, body) {
+  return this.notify('$relay', { to, topic, body });
+};
+
+// This connection's id, from the `$id` notification the server sends first; null until then
+// and after a close.
+Object.defineProperty(Sock.prototype, 'id', {
+  get() { return this._relayId; },
+  enumerable: true,
+});
+
+// Without a prototype, so a notification named `constructor` is not taken for one of these.
+const RELAY_NOTES = Object.assign(Object.create(null), {
+  $id(sock, id) {
+    sock._relayId = id;
+    sock.emit('id', id);
+  },
+  $relay(sock, message) { sock.emit('relay', message); },
+  $undelivered(sock, notice) { sock.emit('undelivered', notice); },
+});
 
 // ---------------------------------------------------------------------------------------------
 // Module-level shortcuts, as in gotalk.js.

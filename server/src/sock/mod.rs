@@ -11,6 +11,7 @@
 mod call;
 mod live;
 mod read;
+mod relay;
 mod serve;
 mod write;
 
@@ -186,6 +187,8 @@ pub(crate) struct Shared {
     /// registry entries. Dropped when the write loop ends.
     attachments: Mutex<Vec<Box<dyn Any + Send + Sync>>>,
     span: tracing::Span,
+    /// The relay's id for this connection, when the relay is on.
+    relay_id: OnceLock<gotalk_protocol::relay::PeerId>,
 }
 
 /// Locks a table. A panic while a table is locked cannot leave it half-changed (every
@@ -298,10 +301,16 @@ impl Sock {
             live,
             attachments: Mutex::new(Vec::new()),
             span: span.clone(),
+            relay_id: OnceLock::new(),
         });
         let sock = Sock { shared };
         tracing::debug!(parent: &span, "connected");
         tokio::spawn(write::write_loop(writer, sock.clone()).instrument(span.clone()));
+        if let Some(relay) = &sock.shared.handlers.relay {
+            // Before the hook and the read loop: the id is the first message, and registered
+            // before anything can be sent to or by this connection.
+            sock.relay_attach(relay);
+        }
         if let Some(on_connect) = sock.shared.handlers.on_connect.clone() {
             // The hook is called before the read loop starts, so its synchronous part (a
             // registry insert) precedes every handler of this connection; its future runs in
@@ -436,6 +445,9 @@ impl Sock {
         self.shared.send_budget.close();
         let _ = self.shared.out.push(Outbound::Close(code));
         self.shared.idle.notify_waiters();
+        if let Some(relay) = &self.shared.handlers.relay {
+            self.relay_detach(relay);
+        }
         if let Some(on_close) = &self.shared.handlers.on_close {
             crate::handlers::call_hook("on_close", || on_close(self, &reason));
         }

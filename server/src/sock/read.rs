@@ -107,6 +107,15 @@ async fn dispatch(sock: &Sock, frame: Frame, notes: &mut Option<Notes>) -> Resul
             sock.on_peer_done();
             Ok(())
         }
+        Frame::Notification { name, payload }
+            if name.as_str() == gotalk_protocol::relay::SEND
+                && sock.shared.handlers.relay.is_some() =>
+        {
+            if let Some(relay) = sock.shared.handlers.relay.clone() {
+                sock.relay_notification(&relay, &payload).await;
+            }
+            Ok(())
+        }
         Frame::Notification { name, payload } => {
             queue_notification(sock, notes, name.into_string(), payload).await;
             Ok(())

@@ -83,6 +83,11 @@ impl Sock {
             let _ = self.send(Frame::SingleResult { id, payload }).await;
             return Ok(());
         }
+        if let Some(relay) = &self.shared.handlers.relay {
+            if !stream && self.relay_request(relay, id, op.as_str(), &payload).await {
+                return Ok(());
+            }
+        }
         let Some(route) = self.shared.handlers.route(op.as_str(), stream) else {
             let message = format!("unknown operation {:?}", op.as_str());
             return self.reply_error(id, message).await;
@@ -197,7 +202,7 @@ impl Sock {
         Bytes::from(message)
     }
 
-    fn retry_wait(&self) -> u32 {
+    pub(super) fn retry_wait(&self) -> u32 {
         let config = &self.shared.config;
         let (min, max) = (config.retry_wait_min, config.retry_wait_max);
         let wait = if max > min { rand::thread_rng().gen_range(min..max) } else { min };

@@ -37,6 +37,13 @@
 //! idle gotalk connections (over WebSocket: through the gotalk handshake, with
 //! `gotalk::ws::connect`) and reports how much the server's resident memory grew per
 //! connection.
+//!
+//! The relay scenario (`--scenario relay`) loads the same gotalk server, which has the relay
+//! on, two ways in the same run: `gotalk`, the plain request/response round trips above, and
+//! `relay`, where `conns` pairs of connections bounce messages between the two peers of each
+//! pair through the relay (fire and forget, `$relay` notifications), `depth` at a time per
+//! pair, each on a topic of its own. One relay round trip is two relayed messages, as one
+//! request/response round trip is two messages, so the ratio compares like with like.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -175,6 +182,8 @@ enum Scenario {
     Idle,
     /// Both.
     All,
+    /// Relayed round trips between pairs of peers, against plain request/response.
+    Relay,
 }
 
 fn positive_secs(s: &str) -> Result<f64, String> {
@@ -252,6 +261,10 @@ enum Load {
     RawWs,
     /// The same, but both ends `feed` every ready message and flush once.
     RawWsBatch,
+    /// Pairs of gotalk TCP clients bouncing messages through the relay.
+    Relay,
+    /// The same over WebSocket.
+    RelayWs,
 }
 
 impl Load {
@@ -264,12 +277,14 @@ impl Load {
             Load::RawPerMessage => "raw-msg",
             Load::RawWs => "raw-ws",
             Load::RawWsBatch => "raw-ws-batch",
+            Load::Relay | Load::RelayWs => "relay",
         }
     }
 
     fn server(self) -> Kind {
         match self {
-            Load::Gotalk => Kind::Gotalk,
+            Load::Gotalk | Load::Relay => Kind::Gotalk,
+            Load::RelayWs => Kind::GotalkWs,
             Load::Raw | Load::RawPerMessage => Kind::Raw,
             Load::GotalkWs => Kind::GotalkWs,
             Load::RawWs => Kind::RawWs,
@@ -285,7 +300,8 @@ impl Load {
 /// Runs `gotalk bench`.
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     print_header();
-    let throughput = matches!(args.scenario, Scenario::Throughput | Scenario::All);
+    let throughput =
+        matches!(args.scenario, Scenario::Throughput | Scenario::All | Scenario::Relay);
     let idle = matches!(args.scenario, Scenario::Idle | Scenario::All);
     let mut summary = Vec::new();
     if throughput {
@@ -304,6 +320,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                 secs: Duration::from_secs_f64(args.secs),
             };
             let loads = match (args.transport, args.baseline) {
+                _ if args.scenario == Scenario::Relay => match args.transport {
+                    Transport::Tcp => vec![Load::Gotalk, Load::Relay],
+                    Transport::Ws => vec![Load::GotalkWs, Load::RelayWs],
+                },
                 (Transport::Tcp, Some(Baseline::Batched)) => vec![Load::Gotalk, Load::Raw],
                 (Transport::Tcp, Some(Baseline::PerMessage)) => {
                     vec![Load::Gotalk, Load::RawPerMessage]
@@ -415,6 +435,8 @@ pub(crate) async fn serve_child(kind: &str) -> anyhow::Result<()> {
 /// its payload.
 fn echo_handlers() -> Arc<gotalk::Handlers> {
     let mut handlers = gotalk::Handlers::new();
+    // The relay too, for `--scenario relay`; requests for other ops only pass it by.
+    handlers.relay(gotalk::relay::Relay::new());
     handlers.handle_buffer("echo", |_sock, payload: Bytes| async move {
         Ok::<_, std::convert::Infallible>(payload)
     });
@@ -732,6 +754,22 @@ async fn throughput_scenario(
     let gotalk = medians.iter().find(|(load, _)| load.is_gotalk()).map(|(_, m)| m.rate);
     for (load, m) in medians.iter().filter(|(load, _)| !load.is_gotalk()) {
         let Some(gotalk) = gotalk else { break };
+        if matches!(load, Load::Relay | Load::RelayWs) {
+            // The relay is measured against request/response, not the other way round.
+            let ratio = m.rate / gotalk;
+            println!("ratio relay/gotalk (median rt/s): {ratio:.2}x");
+            summary.push(format!(
+                "relay {}{}x{} {}B: relay {:.0} rt/s ({:.0} relayed msg/s), gotalk \
+                 request/response {gotalk:.0} rt/s, ratio {ratio:.2}x",
+                transport.tag("", " "),
+                shape.conns,
+                shape.depth,
+                shape.size,
+                m.rate,
+                2.0 * m.rate
+            ));
+            continue;
+        }
         let ratio = gotalk / m.rate;
         let verdict = if shape.is_issue_target() {
             let met = if ratio >= TARGET_RATIO { "met" } else { "NOT met" };
@@ -810,6 +848,8 @@ async fn measure(load: Load, shape: &Shape) -> anyhow::Result<RunResult> {
         Load::GotalkWs => load_gotalk(&server, shape, Transport::Ws).await,
         Load::RawWs => load_raw_ws(&server, shape, false).await,
         Load::RawWsBatch => load_raw_ws(&server, shape, true).await,
+        Load::Relay => load_relay(&server, shape, Transport::Tcp).await,
+        Load::RelayWs => load_relay(&server, shape, Transport::Ws).await,
     };
     server.stop().await;
     result
@@ -907,6 +947,97 @@ async fn load_gotalk(
         sock.close();
     }
     finish_run(shape, latencies?, cpu).await
+}
+
+/// Loads the relay: `conns` pairs of connections; on each pair, `depth` tasks of the first peer
+/// each send a message to the second on a topic of their own and wait for it to come back,
+/// which the second peer does by relaying every message it gets back to its sender.
+async fn load_relay(
+    server: &ServerChild,
+    shape: &Shape,
+    transport: Transport,
+) -> anyhow::Result<RunResult> {
+    let mut config = gotalk::Config::default();
+    config.heartbeat_interval(None);
+    // A JSON string of `size` bytes of JSON text.
+    let body = "x".repeat(shape.size.saturating_sub(2));
+    let connect = |handlers: Arc<gotalk::Handlers>| {
+        let config = config.clone();
+        async move {
+            match transport {
+                Transport::Tcp => gotalk::tcp::connect(server.addr, handlers, config).await,
+                Transport::Ws => {
+                    gotalk::ws::connect(&gateway_url(server.addr), handlers, config).await
+                }
+            }
+        }
+    };
+    let topics: Vec<String> = (0..shape.depth).map(|k| format!("t{k}")).collect();
+    let mut socks = Vec::new();
+    let mut senders = Vec::new();
+    let mut bouncers = JoinSet::new();
+    for _ in 0..shape.conns {
+        let (a_inbox, b_inbox) = (gotalk::relay::Inbox::new(), gotalk::relay::Inbox::new());
+        a_inbox.queue(shape.depth + 1);
+        b_inbox.queue(shape.depth + 1);
+        let (mut a_handlers, mut b_handlers) = (gotalk::Handlers::new(), gotalk::Handlers::new());
+        a_inbox.install(&mut a_handlers);
+        b_inbox.install(&mut b_handlers);
+        let replies: Vec<_> = topics.iter().map(|t| a_inbox.topic(t)).collect();
+        let requests: Vec<_> = topics.iter().map(|t| b_inbox.topic(t)).collect();
+        let a = connect(Arc::new(a_handlers)).await.context("cannot connect to the relay")?;
+        let b = connect(Arc::new(b_handlers)).await.context("cannot connect to the relay")?;
+        let b_id = b_inbox.id().await;
+        for (mut rx, topic) in requests.into_iter().zip(&topics) {
+            let (b, topic) = (b.clone(), topic.clone());
+            bouncers.spawn(async move {
+                while let Some(message) = rx.recv().await {
+                    let body: Box<serde_json::value::RawValue> = message.json()?;
+                    if b.relay_notify(message.from, &topic, &body).await.is_err() {
+                        break;
+                    }
+                }
+                Ok::<_, anyhow::Error>(())
+            });
+        }
+        senders.push((a.clone(), b_id, replies));
+        socks.push(a);
+        socks.push(b);
+    }
+    let window = Window::after(shape.warmup, shape.secs);
+    let cpu = cpu_probe(server, window);
+    let mut tasks = JoinSet::new();
+    for (a, b_id, replies) in senders {
+        for (mut rx, topic) in replies.into_iter().zip(topics.clone()) {
+            let (a, body) = (a.clone(), body.clone());
+            tasks.spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let sent = Instant::now();
+                    if sent >= window.end {
+                        return Ok::<_, anyhow::Error>(latencies);
+                    }
+                    a.relay_notify(b_id, &topic, &body).await?;
+                    let back = rx.recv().await.context("the inbox closed")?;
+                    let done = Instant::now();
+                    ensure!(back.from == b_id, "a message came back from another peer");
+                    ensure!(back.body.len() == shape_size(&body), "the body changed on the way");
+                    window.record(&mut latencies, sent, done);
+                }
+            });
+        }
+    }
+    let latencies = collect(tasks).await;
+    for sock in &socks {
+        sock.close();
+    }
+    bouncers.abort_all();
+    finish_run(shape, latencies?, cpu).await
+}
+
+/// The bytes of JSON text a string body takes: the string and its quotes.
+fn shape_size(body: &str) -> usize {
+    body.len() + 2
 }
 
 /// Loads the raw echo server: one task per connection keeps `depth` messages of `size` bytes

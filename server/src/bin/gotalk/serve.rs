@@ -47,6 +47,8 @@ pub(crate) struct Args {
     limits: LimitArgs,
     #[command(flatten)]
     chat: crate::chat::ChatArgs,
+    #[command(flatten)]
+    relay: RelayArgs,
     /// How many connections may be open at once, per transport.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
@@ -216,6 +218,36 @@ async fn stream_to_page(
     Ok(answer)
 }
 
+/// The relay's limits: every connection gets an id and can message others by id and topic.
+#[derive(clap::Args, Debug)]
+pub(crate) struct RelayArgs {
+    /// The largest relayed body, in bytes of JSON [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    relay_max_body: Option<usize>,
+    /// The bytes one recipient's relay queue may hold [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    relay_queue: Option<usize>,
+    /// Seconds a relay recipient may take no message before it is disconnected [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    relay_stall: Option<f64>,
+}
+
+impl RelayArgs {
+    pub(crate) fn relay(&self) -> anyhow::Result<gotalk::relay::Relay> {
+        let mut relay = gotalk::relay::Relay::new();
+        if let Some(bytes) = self.relay_max_body {
+            relay.max_body(bytes);
+        }
+        if let Some(bytes) = self.relay_queue {
+            relay.queue_bytes(bytes);
+        }
+        if let Some(s) = self.relay_stall {
+            relay.stall_timeout(seconds(s)?);
+        }
+        Ok(relay)
+    }
+}
+
 /// The operations `serve` offers out of the box:
 /// - `echo` (bytes) returns its payload; `greet` (`{"name"}`) returns `{"greeting"}`;
 ///   `stream-echo` streams each part back.
@@ -356,7 +388,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         _ => None,
     };
     let everyone = Connections::default();
-    let handlers = Arc::new(demo_handlers(everyone, Chat::new(args.chat.limits())));
+    let mut handlers = demo_handlers(everyone, Chat::new(args.chat.limits()));
+    handlers.relay(args.relay.relay()?);
+    let handlers = Arc::new(handlers);
 
     let mut tcp = gotalk::tcp::Server::new(handlers.clone(), config.clone())
         .max_connections(args.max_connections)

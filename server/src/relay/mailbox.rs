@@ -1,0 +1,176 @@
+//! One recipient's queue: bounded in bytes, and it never makes a sender wait.
+//!
+//! Senders push and learn at once whether the message fit; the recipient's connection drains
+//! it in a task of its own. A stalled recipient therefore fills only its own mailbox, and its
+//! senders get "queue full" (a RetryResult) instead of waiting behind it.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+/// The queue of messages waiting for one recipient. Cheap to clone: clones share the queue.
+#[derive(Clone, Debug)]
+pub struct Mailbox {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    queue: Mutex<Queue>,
+    ready: Notify,
+    limit: usize,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<Bytes>,
+    bytes: usize,
+    closed: bool,
+}
+
+/// Why a message did not go into a [`Mailbox`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The mailbox holds its limit; try again later.
+    Full,
+    /// The recipient's connection has closed.
+    Closed,
+}
+
+impl Mailbox {
+    /// An empty mailbox holding at most `limit` bytes of payload. An empty mailbox takes any
+    /// one message, so a message larger than the limit is slow, never undeliverable.
+    pub fn new(limit: usize) -> Self {
+        Mailbox {
+            inner: Arc::new(Inner {
+                queue: Mutex::new(Queue::default()),
+                ready: Notify::new(),
+                limit,
+            }),
+        }
+    }
+
+    /// Queues a delivery's payload without waiting.
+    ///
+    /// # Errors
+    /// [`Refused::Full`] when it would take the mailbox past its limit, [`Refused::Closed`]
+    /// once the recipient has gone.
+    pub fn push(&self, payload: Bytes) -> Result<(), Refused> {
+        {
+            let mut queue = self.lock();
+            if queue.closed {
+                return Err(Refused::Closed);
+            }
+            let after = queue.bytes.saturating_add(payload.len());
+            if queue.bytes > 0 && after > self.inner.limit {
+                return Err(Refused::Full);
+            }
+            queue.bytes = after;
+            queue.items.push_back(payload);
+        }
+        self.inner.ready.notify_one();
+        Ok(())
+    }
+
+    /// The next payload, waiting for one; `None` once closed.
+    pub(crate) async fn next(&self) -> Option<Bytes> {
+        loop {
+            let ready = self.inner.ready.notified();
+            {
+                let mut queue = self.lock();
+                if queue.closed {
+                    return None;
+                }
+                if let Some(item) = queue.items.pop_front() {
+                    queue.bytes -= item.len();
+                    return Some(item);
+                }
+            }
+            ready.await;
+        }
+    }
+
+    /// Refuses further pushes and drops what is queued: the recipient has gone.
+    pub(crate) fn close(&self) {
+        let dropped = {
+            let mut queue = self.lock();
+            queue.closed = true;
+            queue.bytes = 0;
+            std::mem::take(&mut queue.items)
+        };
+        drop(dropped);
+        self.inner.ready.notify_one();
+    }
+
+    /// Bytes queued now.
+    pub fn queued_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // Every critical section is a few field updates that cannot panic half-way.
+        self.inner.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(n: usize) -> Bytes {
+        Bytes::from(vec![b'x'; n])
+    }
+
+    #[test]
+    fn the_limit_holds_at_its_edge() {
+        let mailbox = Mailbox::new(100);
+        mailbox.push(bytes(60)).unwrap();
+        mailbox.push(bytes(40)).unwrap();
+        assert_eq!(mailbox.queued_bytes(), 100);
+        assert_eq!(mailbox.push(bytes(1)), Err(Refused::Full));
+        let other = Mailbox::new(100);
+        other.push(bytes(60)).unwrap();
+        assert_eq!(other.push(bytes(41)), Err(Refused::Full));
+    }
+
+    #[test]
+    fn an_empty_mailbox_takes_one_message_of_any_size() {
+        let mailbox = Mailbox::new(10);
+        mailbox.push(bytes(11)).unwrap();
+        assert_eq!(mailbox.push(bytes(1)), Err(Refused::Full));
+    }
+
+    #[tokio::test]
+    async fn messages_come_out_in_order_and_free_their_bytes() {
+        let mailbox = Mailbox::new(10);
+        mailbox.push(Bytes::from_static(b"ab")).unwrap();
+        mailbox.push(Bytes::from_static(b"cdefghij")).unwrap();
+        assert_eq!(mailbox.push(bytes(1)), Err(Refused::Full));
+        assert_eq!(mailbox.next().await.unwrap(), "ab");
+        assert_eq!(mailbox.queued_bytes(), 8);
+        mailbox.push(bytes(2)).unwrap();
+        assert_eq!(mailbox.next().await.unwrap(), "cdefghij");
+        assert_eq!(mailbox.next().await.unwrap(), "xx");
+    }
+
+    #[tokio::test]
+    async fn closing_refuses_pushes_and_ends_the_reader() {
+        let mailbox = Mailbox::new(10);
+        mailbox.push(bytes(1)).unwrap();
+        let reader = {
+            let mailbox = mailbox.clone();
+            tokio::spawn(async move {
+                let first = mailbox.next().await;
+                (first, mailbox.next().await)
+            })
+        };
+        tokio::task::yield_now().await;
+        mailbox.close();
+        let (_first, second) = reader.await.unwrap();
+        assert_eq!(second, None);
+        assert_eq!(mailbox.push(bytes(1)), Err(Refused::Closed));
+        assert_eq!(mailbox.queued_bytes(), 0);
+    }
+}
