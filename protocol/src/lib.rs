@@ -42,6 +42,7 @@ pub mod encode;
 pub mod frame;
 pub mod hex;
 pub mod liveness;
+#[cfg(feature = "relay")]
 pub mod relay;
 pub mod retry;
 

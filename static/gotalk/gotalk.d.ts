@@ -87,6 +87,27 @@ declare namespace gotalk {
     dead: Error;
     /** The server is shutting down gracefully; it closes the connection when it is done. */
     done: null;
+    /** The relay gave this connection an id (on every connection, so again after a reconnect). */
+    id: string;
+    /** A message relayed from another peer. */
+    relay: RelayMessage;
+    /** A `relayNotify` message that could not be delivered. */
+    undelivered: RelayUndelivered;
+  }
+
+  /** A relayed message: the sender's id as the server knows it, the topic and the body. */
+  interface RelayMessage<T = any> {
+    from: string;
+    topic: string;
+    body: T;
+  }
+
+  /** Why a fire-and-forget relay message was not delivered. */
+  interface RelayUndelivered {
+    to: string | null;
+    topic: string | null;
+    /** `unknown peer`, `bad header: …`, `too large: …` or `recipient's queue is full`. */
+    error: string;
   }
 
   type Listener<T> = (arg: T) => void;
@@ -135,6 +156,16 @@ declare namespace gotalk {
     address(): string | null;
     /** Closes once outstanding results are in; a second call closes at once. */
     end(): void;
+
+    /** This connection's relay id, once the server has sent it; null before and after a close. */
+    readonly id: string | null;
+    /**
+     * Sends `body` (any JSON value) to the peer `to` on `topic` through the server's relay.
+     * Resolves once it is queued for the recipient; rejects with the fault.
+     */
+    relay(to: string, topic: string, body?: any): Promise<void>;
+    /** Sends without an answer; a failure arrives as the `undelivered` event. */
+    relayNotify(to: string, topic: string, body?: any): void;
 
     /** @deprecated use request */
     requestp<R = any>(op: string, value?: any): Promise<R>;

@@ -736,6 +736,7 @@ _incoming: { value: new Map() },
 _listeners: { value: null, writable: true },
 _opening: { value: false, writable: true },
 _lastToken: { value: 0, writable: true },
+_relayId: { value: null, writable: true },
 });
 }
 EventEmitter.mixin(Sock.prototype);
@@ -930,7 +931,10 @@ function hostFor(sock) {
 const on = [request, stream, part, notification, streamData, streamEnd];
 return {
 emit(name, arg) {
-if (name === 'close') sock._opening = false;
+if (name === 'close') {
+sock._opening = false;
+sock._relayId = null;
+}
 sock.emit(name, arg);
 },
 on(kind, name, a, b, payload) {
@@ -995,6 +999,7 @@ sock._incoming.delete(key);
 s.emit('end', payload);
 }
 function notification(sock, name, _a, _b, payload) {
+if (RELAY_NOTES[name]) return guard(() => RELAY_NOTES[name](sock, decodeJSON(payload)));
 const handler = sock.handlers.findNotificationHandler(name);
 if (typeof handler === 'function') guard(() => handler(payload, name));
 sock.emit('notification', { name, data: payload });
@@ -1010,6 +1015,24 @@ sock._streams.delete(token);
 s._ended = true;
 s.emit('end', err);
 }
+Sock.prototype.relay = function (to, topic, body) {
+return this.request('$relay', { to, topic, body });
+};
+Sock.prototype.relayNotify = function (to, topic, body) {
+return this.notify('$relay', { to, topic, body });
+};
+Object.defineProperty(Sock.prototype, 'id', {
+get() { return this._relayId; },
+enumerable: true,
+});
+const RELAY_NOTES = Object.assign(Object.create(null), {
+$id(sock, id) {
+sock._relayId = id;
+sock.emit('id', id);
+},
+$relay(sock, message) { sock.emit('relay', message); },
+$undelivered(sock, notice) { sock.emit('undelivered', notice); },
+});
 gotalk.connection = function (addr, handlers, options) {
 if (addr && typeof addr === 'object') {
 options = addr;
