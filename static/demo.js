@@ -1,7 +1,8 @@
 // The demo page's script: a chat over gotalk, using only the global `gotalk` from
 // /gotalk/gotalk.js. The server keeps the rooms (server/src/bin/gotalk/chat/); this page
 // shows one room at a time, answers the server's `chat.ping` and `chat.name`, and renders
-// what the `chat.*` notifications say.
+// what the `chat.*` notifications say. Direct messages go page to page through the gateway's
+// relay (topic `chat.dm`), addressed by the peer id each member carries.
 'use strict';
 
 (function () {
@@ -32,6 +33,12 @@
   let maxText = 1000;
   /** `seq`s already shown in this room, so a message shown from its result is not shown twice. */
   let shown = new Set();
+  /** The last name seen for each relay peer id, from the member lists: who a `from` id is. */
+  const names = new Map();
+  /** Direct-message conversations by the other page's peer id: `{ peer, messages, unread }`. */
+  const conversations = new Map();
+  /** The peer whose conversation is open, or null. */
+  let openPeer = null;
 
   // ---------------------------------------------------------------------------------------
   // Small helpers for building the page.
@@ -202,6 +209,7 @@
   });
 
   function showMembers(members) {
+    for (const m of members) if (m.peer) names.set(m.peer, m.name);
     $('member-count').textContent = String(members.length);
     $('room-sub').textContent = members.length === 1 ? 'just you so far' : `${members.length} here`;
     $('members').replaceChildren(
@@ -209,13 +217,29 @@
         const item = el('li', 'member');
         item.dataset.id = m.id;
         const name = el('span', 'member-name', m.name);
-        item.append(avatar(m.name), name);
+        const parts = [avatar(m.name), name];
         if (m.id === me.id) name.append(el('span', 'tag', 'you'));
-        if (m.transport !== 'websocket') item.append(el('span', 'tag transport', m.transport));
-        if (m.rtt_ms != null) item.append(el('span', 'rtt', formatRtt(m.rtt_ms)));
+        if (m.transport !== 'websocket') parts.push(el('span', 'tag transport', m.transport));
+        if (m.rtt_ms != null) parts.push(el('span', 'rtt', formatRtt(m.rtt_ms)));
+        // Anyone else with a relay id can be messaged directly; one without (the relay off)
+        // is listed as before.
+        if (m.id !== me.id && m.peer) {
+          item.classList.add('dm-able');
+          item.dataset.peer = m.peer;
+          const button = el('button', 'member-button');
+          button.type = 'button';
+          button.title = `Message ${m.name} directly`;
+          button.append(...parts, el('span', 'unread', ''));
+          button.addEventListener('click', () => openDm(m.peer));
+          item.append(button);
+        } else {
+          item.append(...parts);
+        }
         return item;
       }),
     );
+    showDmBadges();
+    if (openPeer) showDmHead();
   }
 
   // ---------------------------------------------------------------------------------------
@@ -313,6 +337,7 @@
 
   function showMe(you) {
     me.id = you.id;
+    if (you.peer && you.name) names.set(you.peer, you.name);
     if (you.name) {
       $('me-name').textContent = you.name;
       const mark = $('me-avatar');
@@ -381,6 +406,212 @@
   $('me').addEventListener('click', () => askName({ suggestion: me.name, first: false }));
 
   // ---------------------------------------------------------------------------------------
+  // Direct messages: page to page through the relay. The server only lists who is where (each
+  // member with its peer id); what is said here never passes through the chat.
+
+  /** Messages a conversation keeps; older ones are dropped (a chatty peer costs bounded memory). */
+  const DM_KEEP = 200;
+
+  /** The name the gateway's `from` id maps to; never the name a message claims. */
+  function nameOf(peer) {
+    return names.get(peer) || `peer ${peer.slice(0, 8)}`;
+  }
+
+  function conversation(peer) {
+    let conv = conversations.get(peer);
+    if (!conv) {
+      conv = { peer, messages: [], unread: 0 };
+      conversations.set(peer, conv);
+    }
+    return conv;
+  }
+
+  function keep(conv, entry) {
+    conv.messages.push(entry);
+    if (conv.messages.length > DM_KEEP) conv.messages.splice(0, conv.messages.length - DM_KEEP);
+  }
+
+  function renderDm(entry) {
+    const item = el('li', entry.mine ? 'dm-message mine' : 'dm-message');
+    const who = entry.mine ? me.name || 'you' : nameOf(entry.from);
+    const head = el('div', 'head');
+    const name = el('span', 'name', who);
+    name.style.setProperty('--hue', hue(who));
+    head.append(name, el('time', null, clock(entry.time)));
+    item.append(head, el('p', 'text', entry.text));
+    if (entry.status === 'sending') {
+      item.classList.add('pending');
+      item.append(el('p', 'status-line', s.state === 'open' ? 'sending…' : 'waiting for the connection…'));
+    } else if (entry.status === 'failed') {
+      item.classList.add('failed');
+      const line = el('p', 'status-line error', entry.error);
+      line.setAttribute('role', 'alert');
+      item.append(line);
+    }
+    entry.node = item;
+    return item;
+  }
+
+  /** Shows a change to a message already on screen. */
+  function refreshDm(entry) {
+    if (entry.node?.isConnected) entry.node.replaceWith(renderDm(entry));
+  }
+
+  function appendDm(entry) {
+    const list = $('dm-messages');
+    list.querySelector('.empty')?.remove();
+    list.append(renderDm(entry));
+    list.scrollTop = list.scrollHeight;
+  }
+
+  function showDmHead() {
+    const who = nameOf(openPeer);
+    $('dm-name').textContent = who;
+    $('dm-peer').textContent = openPeer.slice(0, 8);
+    $('dm-peer').title = openPeer;
+    const gone = conversations.get(openPeer)?.gone;
+    $('dm-via').textContent = gone ? 'no longer connected:' : 'via the relay to';
+    $('dm-via').classList.toggle('error', Boolean(gone));
+    const mark = $('dm-avatar');
+    mark.textContent = [...who][0].toUpperCase();
+    mark.style.setProperty('--hue', hue(who));
+    $('dm-text').placeholder = `Message ${who} directly`;
+    for (const item of $('members').querySelectorAll('.member')) {
+      item.classList.toggle('dm-current', item.dataset.peer === openPeer);
+    }
+  }
+
+  function openDm(peer) {
+    openPeer = peer;
+    const conv = conversation(peer);
+    conv.unread = 0;
+    $('dm-home').hidden = true;
+    $('dm-open').hidden = false;
+    showDmHead();
+    const list = $('dm-messages');
+    list.replaceChildren();
+    if (conv.messages.length === 0) {
+      list.append(el('li', 'empty', `Only ${nameOf(peer)}'s page gets what you send here.`));
+    }
+    for (const entry of conv.messages) list.append(renderDm(entry));
+    list.scrollTop = list.scrollHeight;
+    showDmBadges();
+    openDrawer('toggle-tools', 'side-pane');
+    $('dm-text').focus();
+  }
+
+  function closeDm() {
+    openPeer = null;
+    $('dm-open').hidden = true;
+    $('dm-home').hidden = false;
+    for (const item of $('members').querySelectorAll('.member')) item.classList.remove('dm-current');
+    showDmList();
+  }
+
+  /** The conversations so far, newest first, each with its unread count. */
+  function showDmList() {
+    const convs = [...conversations.values()].filter((c) => c.messages.length > 0);
+    convs.sort((a, b) => b.messages[b.messages.length - 1].time - a.messages[a.messages.length - 1].time);
+    $('dm-list').replaceChildren(
+      ...convs.map((conv) => {
+        const last = conv.messages[conv.messages.length - 1];
+        const button = el('button', 'dm-entry');
+        button.type = 'button';
+        const who = nameOf(conv.peer);
+        const words = el('span', 'dm-entry-words');
+        words.append(el('span', 'member-name', who), el('span', 'dm-last muted', `${last.mine ? 'you: ' : ''}${last.text}`));
+        button.append(avatar(who), words, el('span', 'unread', conv.unread ? String(conv.unread) : ''));
+        button.addEventListener('click', () => openDm(conv.peer));
+        const item = el('li');
+        item.append(button);
+        return item;
+      }),
+    );
+  }
+
+  /** Unread counts on the members, the panel's title and (narrow screens) the drawer button. */
+  function showDmBadges() {
+    let total = 0;
+    for (const conv of conversations.values()) total += conv.unread;
+    for (const item of $('members').querySelectorAll('.member.dm-able')) {
+      const n = conversations.get(item.dataset.peer)?.unread || 0;
+      item.querySelector('.unread').textContent = n ? String(n) : '';
+    }
+    const badge = $('dm-unread');
+    badge.textContent = String(total);
+    badge.hidden = total === 0;
+    $('toggle-tools').classList.toggle('has-unread', total > 0);
+    if (!openPeer) showDmList();
+  }
+
+  /** The relay's refusal, in words for the person who sent it. */
+  function explain(err, peer) {
+    if (err.message === 'unknown peer') {
+      return `Not delivered: ${nameOf(peer)} is no longer connected (the relay says: unknown peer).`;
+    }
+    return `Not delivered: ${err.message}`;
+  }
+
+  s.on('relay', ({ from, topic, body }) => {
+    // Other topics are for other programs; a body without text is not a chat message.
+    if (topic !== 'chat.dm' || typeof body?.text !== 'string' || !body.text) return;
+    const conv = conversation(from);
+    const entry = { from, text: body.text, time: Date.now(), mine: false };
+    keep(conv, entry);
+    if (openPeer === from) {
+      appendDm(entry);
+    } else {
+      conv.unread += 1;
+    }
+    showDmBadges();
+  });
+
+  // A new id on every connection: the member lists the page gets on rejoining carry it.
+  s.on('id', (id) => {
+    $('my-peer').textContent = id;
+  });
+  if (s.id) $('my-peer').textContent = s.id;
+
+  $('dm-back').addEventListener('click', closeDm);
+
+  const dmText = $('dm-text');
+  dmText.addEventListener('keydown', (event) => {
+    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      $('dm-composer').requestSubmit();
+    }
+  });
+  dmText.addEventListener('input', () => {
+    dmText.style.height = 'auto';
+    dmText.style.height = `${Math.min(dmText.scrollHeight, 128)}px`;
+  });
+
+  $('dm-composer').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const value = dmText.value;
+    if (!value.trim() || !openPeer) return;
+    dmText.value = '';
+    dmText.style.height = 'auto';
+    const peer = openPeer;
+    const conv = conversation(peer);
+    const entry = { from: s.id, text: value, time: Date.now(), mine: true, status: 'sending' };
+    keep(conv, entry);
+    appendDm(entry);
+    try {
+      // The name is a courtesy for other programs; this page shows the id the gateway stamped.
+      await s.relay(peer, 'chat.dm', { name: me.name, text: value });
+      entry.status = null;
+    } catch (err) {
+      entry.status = 'failed';
+      entry.error = explain(err, peer);
+      // That id will not come back: a page that reconnects gets a new one.
+      if (err.message === 'unknown peer') conv.gone = true;
+    }
+    refreshDm(entry);
+    if (openPeer === peer) showDmHead();
+  });
+
+  // ---------------------------------------------------------------------------------------
   // Narrow screens: the rooms and the side pane open as drawers.
 
   function toggleDrawer(button, pane) {
@@ -388,6 +619,12 @@
     closeDrawers();
     pane.classList.toggle('open', open);
     button.setAttribute('aria-expanded', String(open));
+  }
+  /** Opens a drawer (a no-op on a screen wide enough to show the pane anyway). */
+  function openDrawer(button, pane) {
+    closeDrawers();
+    $(pane).classList.add('open');
+    $(button).setAttribute('aria-expanded', 'true');
   }
   function closeDrawers() {
     for (const [button, pane] of [['toggle-rooms', 'rooms-pane'], ['toggle-tools', 'side-pane']]) {

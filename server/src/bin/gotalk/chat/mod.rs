@@ -15,6 +15,9 @@
 //! with no name yet takes the suggestion, and renames itself once its user has chosen). A peer is a
 //! member from its first chat operation (or its first answered ping) until its connection
 //! closes. The rules and limits are in [`rooms`], free of I/O.
+//!
+//! Each member comes with its connection's relay id (`peer`), so pages send each other direct
+//! messages through the gateway's relay (topic `chat.dm`): the chat neither sees nor keeps them.
 
 mod rooms;
 
@@ -261,7 +264,9 @@ impl Chat {
                     TransportKind::WebSocket => format!("guest-{id}"),
                     other => format!("{other}-{id}"),
                 });
-                state.rooms.connect(id, name, transport.to_string());
+                // The relay id is the page's address for direct messages (`chat.dm`, relayed
+                // page to page without the chat's help).
+                state.rooms.connect(id, name, transport.to_string(), sock.relay_id());
                 let (queue, notes) = mpsc::channel(QUEUE);
                 tokio::spawn(deliver(sock.clone(), notes));
                 state.queues.insert(id, (queue, sock.clone()));

@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 
+use gotalk::relay::PeerId;
 use serde::Serialize;
 
 /// A connection's id (`ConnInfo::id`): one member per connection.
@@ -131,6 +132,9 @@ pub(crate) struct MemberInfo {
     pub(crate) name: String,
     /// `websocket`, `tcp`, ...
     pub(crate) transport: String,
+    /// The id the gateway's relay gave the member's connection, so pages can message it
+    /// directly; none when the relay is off.
+    pub(crate) peer: Option<PeerId>,
     /// The last round trip the server measured to this member, when it answers `chat.ping`.
     pub(crate) rtt_ms: Option<f64>,
 }
@@ -183,6 +187,7 @@ pub(crate) struct Joined {
 struct Member {
     name: String,
     transport: String,
+    peer: Option<PeerId>,
     rtt_ms: Option<f64>,
     rooms: BTreeSet<String>,
 }
@@ -218,12 +223,20 @@ impl Rooms {
         self.members.contains_key(&id)
     }
 
-    /// Adds `id` as a member named `name`, in no room yet. Returns false if it already was.
-    pub(crate) fn connect(&mut self, id: ConnId, name: String, transport: String) -> bool {
+    /// Adds `id` as a member named `name`, reachable through the relay at `peer` if it has an
+    /// id there, in no room yet. Returns false if it already was.
+    pub(crate) fn connect(
+        &mut self,
+        id: ConnId,
+        name: String,
+        transport: String,
+        peer: Option<PeerId>,
+    ) -> bool {
         if self.members.contains_key(&id) {
             return false;
         }
-        self.members.insert(id, Member { name, transport, rtt_ms: None, rooms: BTreeSet::new() });
+        let member = Member { name, transport, peer, rtt_ms: None, rooms: BTreeSet::new() };
+        self.members.insert(id, member);
         true
     }
 
@@ -233,6 +246,7 @@ impl Rooms {
             id,
             name: m.name.clone(),
             transport: m.transport.clone(),
+            peer: m.peer,
             rtt_ms: m.rtt_ms,
         })
     }
@@ -509,9 +523,16 @@ mod tests {
     fn rooms(limits: Limits) -> Rooms {
         let mut rooms = Rooms::new(limits);
         for id in 1..=3 {
-            rooms.connect(id, format!("m{id}"), "websocket".into());
+            rooms.connect(id, format!("m{id}"), "websocket".into(), Some(peer(id)));
         }
         rooms
+    }
+
+    /// A relay id of its own for each test member.
+    fn peer(id: ConnId) -> PeerId {
+        let mut bytes = [0; 16];
+        bytes[..8].copy_from_slice(&id.to_be_bytes());
+        PeerId::from_random(bytes)
     }
 
     fn messages_to(outbox: &Outbox, id: ConnId) -> Vec<&Message> {
@@ -650,5 +671,28 @@ mod tests {
         let names: Vec<String> = chat.room_list().into_iter().map(|r| r.name).collect();
         assert_eq!(names, ["lobby"], "x was empty and went; the lobby stays");
         assert!(chat.disconnect(1, 3).is_empty(), "twice is harmless");
+    }
+
+    #[test]
+    fn members_carry_their_relay_id_and_one_without_has_none() {
+        let mut chat = rooms(Limits::default());
+        assert!(chat.connect(4, "tcp-4".into(), "tcp".into(), None));
+        assert!(!chat.connect(1, "again".into(), "websocket".into(), None), "already a member");
+        chat.join(1, "lobby", 1).unwrap();
+        let (joined, outbox) = chat.join(4, "lobby", 2).unwrap();
+        let peers: Vec<(String, Option<PeerId>)> =
+            joined.members.iter().map(|m| (m.name.clone(), m.peer)).collect();
+        assert_eq!(peers, [("m1".into(), Some(peer(1))), ("tcp-4".into(), None)]);
+        assert_eq!(joined.you.peer, None);
+        // The members note the others get carries the ids too.
+        let noted = outbox.iter().find_map(|(to, note)| match note {
+            Note::Members { members, .. } if to.contains(&1) => Some(members.clone()),
+            _ => None,
+        });
+        assert_eq!(noted.unwrap(), joined.members);
+        // On the wire: the id as text, or null.
+        let json = serde_json::to_value(&joined.members).unwrap();
+        assert_eq!(json[0]["peer"], serde_json::json!(peer(1).to_string()));
+        assert_eq!(json[1]["peer"], serde_json::Value::Null);
     }
 }
