@@ -16,6 +16,7 @@
 //! - [`hex`]: the fixed-width hexadecimal numbers the wire format is made of.
 //! - [`encode`]: writing frames and the version handshake.
 //! - [`decode`]: the incremental decoder and its limits.
+//! - [`sources`]: many streams answering one request, as tagged parts of one stream.
 //!
 //! # Examples
 //! ```
@@ -42,6 +43,7 @@ pub mod frame;
 pub mod hex;
 pub mod liveness;
 pub mod retry;
+pub mod sources;
 
 pub use decode::{decode_version, DecodeError, Decoder, COPY_BELOW, DEFAULT_MAX_PAYLOAD};
 pub use encode::encode_version;

@@ -19,6 +19,8 @@
 //! - [`assets`]: the browser client bundle and the demo site, served from memory.
 //! - [`handlers`]: the registry of operations and notifications.
 //! - [`http`]: an HTTP(S) server for axum apps, with graceful shutdown.
+//! - [`sources`]: one request answered by many streams (sources), each with a header and
+//!   frames, with credit, limits and timeouts.
 //! - [`sock`]: one connection: requests both ways, streams, notifications, heartbeats.
 //! - [`config`]: limits, timeouts and heartbeat settings.
 //! - [`connections`]: the live connections of a listener or gateway.
@@ -57,6 +59,7 @@ pub mod http;
 mod listen;
 mod queue;
 pub mod sock;
+pub mod sources;
 pub mod tcp;
 pub mod tls;
 pub mod transport;
