@@ -6,6 +6,7 @@
 
 mod bench;
 mod client;
+mod demo_sources;
 mod serve;
 
 use std::process::ExitCode;

@@ -191,6 +191,7 @@ async fn stream_to_page(
 ///   same with a streaming request of one JSON part each, and returns the result's parts.
 /// - `sleep` (`{"ms"}`, at most 10 s) returns `{"slept"}` once that time has passed, to hold
 ///   a request in flight.
+/// - `search` (a source service, see `demo_sources`) fans a query out to four shards.
 fn demo_handlers(everyone: Connections) -> Handlers {
     let mut handlers = Handlers::new();
     let registry = everyone.clone();
@@ -242,6 +243,7 @@ fn demo_handlers(everyone: Connections) -> Handlers {
                 Ok::<_, String>(Bytes::from(reached.to_string()))
             }
         });
+    crate::demo_sources::register(&mut handlers);
     handlers
 }
 
