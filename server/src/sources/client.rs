@@ -338,7 +338,7 @@ impl Pump {
         }
     }
 
-    async fn part(&mut self, payload: &[u8]) -> Result<(), String> {
+    async fn part(&mut self, payload: &Bytes) -> Result<(), String> {
         let part = Part::decode(payload).map_err(|e| e.to_string())?;
         let source = part.source();
         if let Part::Announce { header, .. } = part {
@@ -349,7 +349,7 @@ impl Pump {
             let (tx, rx) = mpsc::unbounded_channel();
             let handle = RemoteSource {
                 id: source,
-                header: Bytes::copy_from_slice(header),
+                header: payload.slice_ref(header),
                 remote_addr: self.remote_addr,
                 rx,
                 control,
@@ -375,7 +375,8 @@ impl Pump {
             Part::Frame { data, .. } if data.len() > self.options.max_frame as usize => {
                 Err(format!("frame of {} bytes exceeds the limit", data.len()))
             }
-            Part::Frame { data, .. } => Ok(Item::Frame(Bytes::copy_from_slice(data))),
+            // A slice of the part: no copy.
+            Part::Frame { data, .. } => Ok(Item::Frame(payload.slice_ref(data))),
             Part::Compressed { len, data, .. } => {
                 match decompress_frame(len, data, self.options.max_frame) {
                     Ok(frame) => Ok(Item::Frame(frame.into())),

@@ -102,6 +102,10 @@ impl Scheduler<'_> {
         // When the wait for the next source started to count, while one could be announced.
         let mut sourcing_since: Option<Instant> = None;
         let mut sourcing_expired = false;
+        // One timer, moved when the earliest deadline changes: making a new one for every
+        // frame would cost a timer-wheel insertion and removal each.
+        let timer = sleep_until(deadline);
+        tokio::pin!(timer);
         while sources.is_some() || !self.open.is_empty() {
             let can_announce = sources.is_some()
                 && self.open.len() < self.service.max_open
@@ -120,6 +124,9 @@ impl Scheduler<'_> {
                     wake = wake.min(since + self.service.stall_timeout);
                 }
             }
+            if timer.deadline() != wake {
+                timer.as_mut().reset(wake);
+            }
             let (open, cursor) = (&mut self.open, &mut self.cursor);
             // Control parts first, so a cancel takes effect before more frames go out; then
             // announcements, which the open-sources bound and source credit already limit;
@@ -129,7 +136,7 @@ impl Scheduler<'_> {
                 part = input.next(), if input_open => Event::Control(part),
                 source = next_source(&mut sources), if can_announce => Event::Announce(source),
                 (index, frame) = next_frame(open, cursor) => Event::Frame(index, frame),
-                _ = sleep_until(wake) => Event::Timer,
+                _ = &mut timer => Event::Timer,
             };
             match event {
                 Event::Control(Ok(Some(part))) => {

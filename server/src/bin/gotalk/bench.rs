@@ -55,6 +55,8 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 
+mod sources;
+
 /// The throughput target: gotalk's round trips/s at least this fraction of the
 /// baseline's.
 const TARGET_RATIO: f64 = 0.6;
@@ -175,6 +177,9 @@ enum Scenario {
     Idle,
     /// Both.
     All,
+    /// Frames/s and MB/s of sources (1 and 16 at once) against plain streaming results (not
+    /// part of `all`; `--secs` and `--warmup` do not apply: each run is a fixed transfer).
+    Sources,
 }
 
 fn positive_secs(s: &str) -> Result<f64, String> {
@@ -339,6 +344,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if idle {
         summary.push(idle_scenario(args.idle as usize, args.transport).await?);
     }
+    if args.scenario == Scenario::Sources {
+        summary.extend(sources::scenario(args.transport, args.runs as usize).await?);
+    }
     println!("== summary");
     for line in &summary {
         println!("{line}");
@@ -418,6 +426,7 @@ fn echo_handlers() -> Arc<gotalk::Handlers> {
     handlers.handle_buffer("echo", |_sock, payload: Bytes| async move {
         Ok::<_, std::convert::Infallible>(payload)
     });
+    sources::register(&mut handlers);
     Arc::new(handlers)
 }
 
