@@ -598,3 +598,33 @@ async fn the_serving_timeout_aborts_every_open_source() {
     }
     producers.wait_for(0).await;
 }
+
+#[tokio::test]
+async fn the_source_window_bounds_announcements_ahead_of_the_reader() {
+    let producers = Producers::default();
+    let mut handlers = Handlers::new();
+    let p = producers.clone();
+    SourceService::new(move |_sock, _body| {
+        let p = p.clone();
+        // Made lazily: a live guard is a source the scheduler took from the service.
+        let sources = stream::iter(0..10).map(move |i| p.endless(format!("{i}")));
+        async move { Ok::<_, String>(sources) }
+    })
+    .register(&mut handlers, "ten");
+    let server = start(handlers, Config::default()).await;
+    let sock = common::connect(server.addr).await;
+    let options = SourcesOptions::default().source_window(2);
+    let mut sources = Sources::open(&sock, "ten", Bytes::new(), options).await.unwrap();
+    // Nothing taken: exactly the window is announced.
+    producers.wait_for(2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(producers.live(), 2);
+    // Taking one grants one more (half the window, at least one).
+    let taken = within("source", sources.next()).await.unwrap().unwrap();
+    producers.wait_for(3).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(producers.live(), 3);
+    drop(taken);
+    drop(sources);
+    producers.wait_for(0).await;
+}
