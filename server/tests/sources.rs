@@ -628,3 +628,21 @@ async fn the_source_window_bounds_announcements_ahead_of_the_reader() {
     drop(sources);
     producers.wait_for(0).await;
 }
+
+#[tokio::test]
+async fn a_request_that_never_sends_its_open_prefix_ends_at_the_serving_timeout() {
+    let mut handlers = Handlers::new();
+    SourceService::new(|_sock, _body| async { Ok::<_, String>(stream::empty::<Source>()) })
+        .serving_timeout(Duration::from_millis(200))
+        .register(&mut handlers, "none");
+    let server = start(handlers, Config::default()).await;
+    let mut peer = WirePeer::connect(server.addr).await;
+    // An empty first payload: the prefix would have to come in a part, and never does.
+    peer.send(&common::stream_request(b"s001", "none", b"")).await;
+    match peer.next_frame().await {
+        Some(Frame::ErrorResult { payload, .. }) => {
+            assert_eq!(String::from_utf8_lossy(&payload), "serving timeout")
+        }
+        other => panic!("expected an ErrorResult, got {other:?}"),
+    }
+}

@@ -61,7 +61,13 @@ pub(super) async fn serve(
     output: StreamOutput,
 ) -> Result<(), String> {
     let deadline = Instant::now() + service.serving_timeout;
-    let first = input.next().await.map_err(|e| e.to_string())?.unwrap_or_default();
+    // Bounded by the serving deadline too: a client that sends an empty `s` and then nothing
+    // must not hold the handler.
+    let first = tokio::time::timeout_at(deadline, input.next())
+        .await
+        .map_err(|_| "serving timeout".to_owned())?
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
     let (open, body) =
         Open::decode(&first).map_err(|e| format!("malformed sources request: {e}"))?;
     let body = first.slice_ref(body);
