@@ -161,7 +161,7 @@ fn bytes_to_js(bytes: &[u8]) -> Uint8Array {
 
 /// A payload from the page: a string (sent as UTF-8), a Uint8Array, an ArrayBuffer, or
 /// nothing.
-pub(crate) fn payload_from_js(value: &JsValue) -> Result<Bytes, JsValue> {
+fn payload_from_js(value: &JsValue) -> Result<Bytes, JsValue> {
     if value.is_undefined() || value.is_null() {
         return Ok(Bytes::new());
     }
