@@ -88,10 +88,9 @@ pub(super) async fn serve(
         max_frame: (service.max_frame as usize).min(max_payload.saturating_sub(PART_OVERHEAD)),
     };
     let outcome = scheduler.run(sources, &mut input, deadline).await;
-    if outcome.is_err() {
+    if let Err(reason) = &outcome {
         // Every announced source ends exactly once, whatever ended the request.
-        let reason = outcome.as_ref().err().cloned().unwrap_or_default();
-        scheduler.abort_all(&reason).await;
+        scheduler.abort_all(reason).await;
     }
     outcome
 }
