@@ -278,6 +278,12 @@ async fn the_frame_window_bounds_what_a_source_sends_ahead_of_its_reader() {
     let mut sources = Sources::open(&sock, "endless", Bytes::new(), options).await.unwrap();
     let mut source = within("source", sources.next()).await.unwrap().unwrap();
     // Unread, the source gets exactly its window: the producer is not even asked for more.
+    within("the window", async {
+        while producers.produced.load(Ordering::SeqCst) < 4 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(producers.produced.load(Ordering::SeqCst), 4);
     // Reading half the window grants it again.
