@@ -52,3 +52,23 @@ other.end();
 const version: string = gotalk.version;
 const ready: Promise<void> = gotalk.ready;
 void [version, ready, gotalk.protocol.MsgTypeRetryRes];
+
+// Sources: async iteration and events.
+async function search(): Promise<number> {
+  let n = 0;
+  const sources: gotalk.Sources = s.sources('search', 'harbour', { frameWindow: 64, sourceWindow: 8 });
+  for await (const source of sources) {
+    n += source.id + source.header.length + (source.remoteAddress?.length ?? 0);
+    for await (const frame of source) n += frame.byteLength;
+  }
+  const live = s.sources('search', new Uint8Array([0x61]));
+  live.on('source', (source: gotalk.Source) => {
+    source.on('data', (frame: Uint8Array) => frame.byteLength);
+    source.on('end', (err: Error | null) => err?.message);
+    source.cancel();
+  });
+  live.on('end', (err) => err?.message);
+  live.cancel();
+  return n;
+}
+void search;

@@ -17,6 +17,7 @@
 //! - [`encode`]: writing frames and the version handshake.
 //! - [`decode`]: the incremental decoder and its limits.
 //! - [`relay`]: the relay's reserved names and its JSON envelope, validated.
+//! - [`sources`]: many streams answering one request, as tagged parts of one stream.
 //!
 //! # Examples
 //! ```
@@ -45,6 +46,7 @@ pub mod liveness;
 #[cfg(feature = "relay")]
 pub mod relay;
 pub mod retry;
+pub mod sources;
 
 pub use decode::{decode_version, DecodeError, Decoder, COPY_BELOW, DEFAULT_MAX_PAYLOAD};
 pub use encode::encode_version;

@@ -20,6 +20,8 @@
 //! - [`handlers`]: the registry of operations and notifications.
 //! - [`http`]: an HTTP(S) server for axum apps, with graceful shutdown.
 //! - [`relay`]: peers address each other by id and topic through the server.
+//! - [`sources`]: one request answered by many streams (sources), each with a header and
+//!   frames, with credit, limits and timeouts.
 //! - [`sock`]: one connection: requests both ways, streams, notifications, heartbeats.
 //! - [`config`]: limits, timeouts and heartbeat settings.
 //! - [`connections`]: the live connections of a listener or gateway.
@@ -61,6 +63,7 @@ pub mod metrics;
 mod queue;
 pub mod relay;
 pub mod sock;
+pub mod sources;
 pub mod tcp;
 pub mod tls;
 pub mod transport;

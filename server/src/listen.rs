@@ -15,6 +15,32 @@ const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// descriptors, say).
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
+/// The pause after each failed accept: from [`ACCEPT_BACKOFF_MIN`], doubling on each further
+/// failure up to [`ACCEPT_BACKOFF_MAX`], and back to the start after a success. A burst of
+/// failures (EMFILE) then costs a few log lines and no busy loop, and a recovered listener is
+/// quick again.
+#[derive(Debug)]
+struct AcceptBackoff {
+    next: Duration,
+}
+
+impl AcceptBackoff {
+    fn new() -> Self {
+        AcceptBackoff { next: ACCEPT_BACKOFF_MIN }
+    }
+
+    /// The pause for this failure; the next one's doubles.
+    fn failed(&mut self) -> Duration {
+        let pause = self.next;
+        self.next = (self.next * 2).min(ACCEPT_BACKOFF_MAX);
+        pause
+    }
+
+    fn succeeded(&mut self) {
+        self.next = ACCEPT_BACKOFF_MIN;
+    }
+}
+
 /// Accepts connections until `shutdown` completes, each holding a permit from `limit`. At the
 /// limit the loop stops accepting until a permit is returned, so new peers wait in the
 /// kernel's backlog instead of costing memory here.
@@ -24,7 +50,7 @@ pub(crate) async fn accept_loop<F: Future>(
     mut shutdown: Pin<&mut F>,
     mut accepted: impl FnMut(TcpStream, SocketAddr, OwnedSemaphorePermit),
 ) {
-    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut backoff = AcceptBackoff::new();
     loop {
         let next = tokio::select! {
             _ = &mut shutdown => return,
@@ -38,18 +64,36 @@ pub(crate) async fn accept_loop<F: Future>(
         };
         match next {
             Ok(((stream, peer), permit)) => {
-                backoff = ACCEPT_BACKOFF_MIN;
+                backoff.succeeded();
                 let _ = stream.set_nodelay(true);
                 accepted(stream, peer, permit);
             }
             Err(e) => {
-                tracing::warn!(error = %e, pause = ?backoff, "accept failed");
+                let pause = backoff.failed();
+                tracing::warn!(error = %e, ?pause, "accept failed");
                 tokio::select! {
                     _ = &mut shutdown => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(pause) => {}
                 }
-                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_100_ms_to_30_s_and_resets_on_success() {
+        let mut backoff = AcceptBackoff::new();
+        let pauses: Vec<u64> = (0..12).map(|_| backoff.failed().as_millis() as u64).collect();
+        assert_eq!(
+            pauses,
+            [100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000, 30000]
+        );
+        backoff.succeeded();
+        assert_eq!(backoff.failed(), Duration::from_millis(100));
+        assert_eq!(backoff.failed(), Duration::from_millis(200));
     }
 }

@@ -527,6 +527,124 @@ Sock.prototype.streamRequest = function (op) {
   return new StreamRequest(this, op);
 };
 
+// ---------------------------------------------------------------------------------------------
+// Sources: one request answered by many streams, each with a header and its own frames (see
+// docs/sources.md). Rust reads the result parts (source_part); the control parts are short
+// ASCII. Sources and each Source are async iterators (of sources, of frames) and event
+// emitters ('source' / 'data', then 'end' with null or the Error): listeners take what arrives
+// while they are attached, the iterator the rest. Credit goes back as items are taken: `grant`
+// is called with the count each time half the window has been taken.
+
+function hex8(n) {
+  return n.toString(16).padStart(8, '0');
+}
+
+// Items for an iterator or for listeners of `event`, then an end (null or an Error).
+function Feed(owner, event, window, grant) {
+  let count = 0;
+  Object.assign(this, { owner, event, items: [], waiters: [], ended: undefined });
+  this.take = () => {
+    if (++count >= Math.max(1, window >> 1)) {
+      grant(count);
+      count = 0;
+    }
+  };
+}
+
+Feed.prototype.push = function (item) {
+  if (this.ended !== undefined) return;
+  const w = this.waiters.shift();
+  if (!w && !this.owner.listeners(this.event).length) return this.items.push(item);
+  this.take();
+  w ? w[0]({ value: item }) : this.owner.emit(this.event, item);
+};
+
+Feed.prototype.end = function (err) {
+  if (this.ended !== undefined) return;
+  this.ended = err || null;
+  for (const w of this.waiters.splice(0)) err ? w[1](err) : w[0]({ done: true });
+  this.owner.emit('end', this.ended);
+};
+
+Feed.prototype.next = function () {
+  if (this.items.length) {
+    this.take();
+    return Promise.resolve({ value: this.items.shift() });
+  }
+  if (this.ended !== undefined) return this.ended ? Promise.reject(this.ended) : Promise.resolve({ done: true });
+  return new Promise((resolve, reject) => this.waiters.push([resolve, reject]));
+};
+
+function feedOf(proto) {
+  EventEmitter.mixin(proto);
+  proto[Symbol.asyncIterator] = function () {
+    return { next: () => this._feed.next() };
+  };
+}
+
+function Sources(sock, op, body, options) {
+  options = options || {};
+  const frames = Math.max(1, options.frameWindow || 1024), sources = Math.max(1, options.sourceWindow || 128);
+  const stream = (this._stream = sock.streamRequest(op));
+  Object.assign(this, { op, _sock: sock, _open: new Map(), _frames: frames });
+  this._feed = new Feed(this, 'source', sources, (n) => stream.write('s' + hex8(n)));
+  stream.on('data', (part) => this._part(part));
+  stream.on('end', (err) => this._end(err));
+  const enc = new TextEncoder(), prefix = enc.encode('o00' + hex8(frames) + hex8(sources));
+  body = typeof body === 'string' ? enc.encode(body) : new Uint8Array(body || 0);
+  const first = new Uint8Array(prefix.length + body.length);
+  first.set(prefix);
+  first.set(body, prefix.length);
+  stream.write(first);
+}
+feedOf(Sources.prototype);
+
+// Cancels every source still open and every one not yet announced.
+Sources.prototype.cancel = function () { this._stream.write('X'); };
+
+Sources.prototype._part = function (part) {
+  const info = wasm_bindgen.source_part(part);
+  const tag = Math.floor(info / 4294967296), id = info % 4294967296, body = part.slice(9);
+  const source = this._open.get(id);
+  if (info < 0 || (tag === 0x61) === !!source) {
+    // The server broke the mapping: stop it, and end everything with the error.
+    this.cancel();
+    this._stream.end();
+    return this._end(new Error('gotalk: malformed sources part'));
+  }
+  if (tag === 0x61) {
+    const s = new Source(this, id, body);
+    this._open.set(id, s);
+    this._feed.push(s);
+  } else if (tag === 0x66) {
+    source._feed.push(body);
+  } else {
+    this._open.delete(id);
+    source._feed.end(tag === 0x78 ? new Error(text(body)) : null);
+  }
+};
+
+Sources.prototype._end = function (err) {
+  for (const s of this._open.values()) s._feed.end(err || new Error('gotalk: the response ended first'));
+  this._open.clear();
+  this._feed.end(err);
+};
+
+function Source(sources, id, header) {
+  const stream = sources._stream;
+  Object.assign(this, { id, header, remoteAddress: sources._sock.address(), _stream: stream });
+  this._feed = new Feed(this, 'data', sources._frames, (n) => stream.write('f' + hex8(id) + hex8(n)));
+}
+feedOf(Source.prototype);
+
+// Stops the source: the server drops its producer and ends it aborted ('cancelled').
+Source.prototype.cancel = function () { this._stream.write('x' + hex8(this.id)); };
+
+// Sends `body` to the source service `op`; options: frameWindow (1024), sourceWindow (128).
+Sock.prototype.sources = function (op, body, options) {
+  return new Sources(this, op, body, options);
+};
+
 // A streaming request from the server, as its handler sees it.
 function IncomingStream(core, op, conn, id) {
   Object.defineProperties(this, {

@@ -14,5 +14,6 @@ mod js;
 pub mod keepalive;
 pub mod liveness;
 pub mod outbox;
+pub mod sources;
 mod table;
 mod text;

@@ -62,6 +62,8 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 
+mod sources;
+
 /// The throughput target: gotalk's round trips/s at least this fraction of the
 /// baseline's.
 const TARGET_RATIO: f64 = 0.6;
@@ -184,6 +186,9 @@ enum Scenario {
     All,
     /// Relayed round trips between pairs of peers, against plain request/response.
     Relay,
+    /// Frames/s and MB/s of sources (1 and 16 at once) against plain streaming results (not
+    /// part of `all`; `--secs` and `--warmup` do not apply: each run is a fixed transfer).
+    Sources,
 }
 
 fn positive_secs(s: &str) -> Result<f64, String> {
@@ -359,6 +364,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if idle {
         summary.push(idle_scenario(args.idle as usize, args.transport).await?);
     }
+    if args.scenario == Scenario::Sources {
+        summary.extend(sources::scenario(args.transport, args.runs as usize).await?);
+    }
     println!("== summary");
     for line in &summary {
         println!("{line}");
@@ -440,6 +448,7 @@ fn echo_handlers() -> Arc<gotalk::Handlers> {
     handlers.handle_buffer("echo", |_sock, payload: Bytes| async move {
         Ok::<_, std::convert::Infallible>(payload)
     });
+    sources::register(&mut handlers);
     Arc::new(handlers)
 }
 

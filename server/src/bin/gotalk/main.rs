@@ -7,6 +7,7 @@
 mod bench;
 mod chat;
 mod client;
+mod demo_sources;
 mod serve;
 
 use std::process::ExitCode;

@@ -258,6 +258,7 @@ impl RelayArgs {
 ///   same with a streaming request of one JSON part each, and returns the result's parts.
 /// - `sleep` (`{"ms"}`, at most 10 s) returns `{"slept"}` once that time has passed, to hold
 ///   a request in flight.
+/// - `search` (a source service, see `demo_sources`) fans a query out to four shards;
 /// - the chat's `chat.*` operations (see `chat.rs`).
 fn demo_handlers(everyone: Connections, chat: Chat) -> Handlers {
     let mut handlers = Handlers::new();
@@ -311,6 +312,7 @@ fn demo_handlers(everyone: Connections, chat: Chat) -> Handlers {
                 Ok::<_, String>(Bytes::from(reached.to_string()))
             }
         });
+    crate::demo_sources::register(&mut handlers);
     handlers
 }
 
