@@ -97,27 +97,22 @@ wasm_opt -Oz --converge --strip-debug --strip-producers \
     --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
     -o "$work/gotalk_bg.opt.wasm" "$work/gotalk_bg.wasm"
 
-# A light minifier: drops whole-line comments, doc blocks, indentation and blank lines. Both
-# inputs are written (or generated) with no comment markers inside strings at a line start.
-squeeze() {
-    awk '
-        /^[ \t]*\/\*/ { doc = 1 }
-        doc { if ($0 ~ /\*\/[ \t]*$/) doc = 0; next }
-        /^[ \t]*\/\// { next }
-        { sub(/^[ \t]+/, ""); if ($0 != "") print }
-    ' "$1"
-}
-
 version="$(awk -F'"' '/^version = / { print $2; exit }' Cargo.toml)"
-api="$(squeeze wasm-client/js/api.js | sed "s/@VERSION@/$version/")"
-glue="$(squeeze "$work/gotalk.js")"
+api="$(sed "s/@VERSION@/$version/" wasm-client/js/api.js)"
+glue="$(cat "$work/gotalk.js")"
 banner="// gotalk.js $version: the gotalk browser client, in Rust compiled to wasm (gotalk_bg.wasm).
 // Built by scripts/build-client.sh from wasm-client/; do not edit."
 
-mkdir -p "$out"
+# terser compresses and renames locals; property names (the page's API) are left alone.
+# It reads the whole script, so the entries are assembled first and minified after.
+minify() {
+    local input="$1"
+    shift
+    node wasm-client/node_modules/terser/bin/terser "$input" --ecma 2020 --compress --mangle "$@" \
+        -o "$input.min"
+}
+
 {
-    echo "$banner"
-    echo "// A classic script: defines the global \`gotalk\` and loads gotalk_bg.wasm from its own folder."
     echo "(function () {"
     echo "'use strict';"
     echo "const scriptUrl = (typeof document !== 'undefined' && document.currentScript && document.currentScript.src) || '';"
@@ -125,10 +120,8 @@ mkdir -p "$out"
     echo "$api"
     echo "globalThis.gotalk = gotalk;"
     echo "})();"
-} >"$out/gotalk.js"
+} >"$work/classic.js"
 {
-    echo "$banner"
-    echo "// The ES module entry: \`import gotalk from '/gotalk/gotalk.mjs'\`."
     echo "const scriptUrl = import.meta.url;"
     echo "$glue"
     echo "$api"
@@ -137,6 +130,23 @@ mkdir -p "$out"
     echo "export const { connection, open, handle, handleRequest, handleBufferRequest, handleNotification,"
     echo "  handleBufferNotification, handleStreamRequest, handleBufferStreamRequest, defaultHandlers,"
     echo "  protocol, ready } = gotalk;"
+} >"$work/module.mjs"
+
+minify "$work/classic.js"
+minify "$work/module.mjs" --module
+
+mkdir -p "$out"
+{
+    echo "$banner"
+    echo "// A classic script: defines the global \`gotalk\` and loads gotalk_bg.wasm from its own folder."
+    cat "$work/classic.js.min"
+    echo
+} >"$out/gotalk.js"
+{
+    echo "$banner"
+    echo "// The ES module entry: \`import gotalk from '/gotalk/gotalk.mjs'\`."
+    cat "$work/module.mjs.min"
+    echo
 } >"$out/gotalk.mjs"
 cp "$work/gotalk_bg.opt.wasm" "$out/gotalk_bg.wasm"
 cp wasm-client/js/gotalk.d.ts "$out/gotalk.d.ts"

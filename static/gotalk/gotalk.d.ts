@@ -148,6 +148,8 @@ declare namespace gotalk {
     bufferRequest(op: string, buf: Payload, cb?: (err: Error | null, result: Uint8Array) => void): Promise<Uint8Array>;
     /** A request whose parts the page writes and whose result parts arrive as `data`. */
     streamRequest(op: string): StreamRequest;
+    /** A request answered by sources, each with a header and its own frames. */
+    sources(op: string, body?: Payload, options?: SourcesOptions): Sources;
     notify(name: string, value: any): void;
     bufferNotify(name: string, buf: Payload): void;
     /** Sends a heartbeat now; `load` from 0 to 1. */
@@ -179,6 +181,32 @@ declare namespace gotalk {
     write(buf: Payload): void;
     /** Ends the request. */
     end(): void;
+  }
+
+  interface SourcesOptions {
+    /** Frames a source may send ahead of the page. Default 1024. */
+    frameWindow?: number;
+    /** Sources the server may announce ahead of the page. Default 128. */
+    sourceWindow?: number;
+  }
+
+  /** The sources answering one request: iterate them, or listen for `source`. `end` is null
+   * once every source is finished, or the request's Error. */
+  interface Sources extends EventEmitter<{ source: Source; end: Error | null }>, AsyncIterable<Source> {
+    readonly op: string;
+    /** Cancels every source still open and every one not yet announced. */
+    cancel(): void;
+  }
+
+  /** One source: its header and its frames (iterate them, or listen for `data`). `end` is null
+   * when it completed, or an Error with the reason it was aborted. */
+  interface Source extends EventEmitter<{ data: Uint8Array; end: Error | null }>, AsyncIterable<Uint8Array> {
+    readonly id: number;
+    readonly header: Uint8Array;
+    /** The server it came from: the connection's URL. */
+    readonly remoteAddress: string | null;
+    /** Stops the source; it ends with the Error `cancelled`. */
+    cancel(): void;
   }
 
   interface IncomingStream<In, Out> extends EventEmitter<{ data: In; end: Error | null }> {
