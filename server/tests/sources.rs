@@ -77,6 +77,19 @@ impl Producers {
     }
 }
 
+impl Producers {
+    /// A service whose every request gets `n` endless sources with headers "0", "1", …,
+    /// each counted while it lives; sources are made only as the scheduler takes them.
+    fn endless_service(&self, n: usize) -> SourceService {
+        let p = self.clone();
+        SourceService::new(move |_sock, _body| {
+            let p = p.clone();
+            let sources = stream::iter(0..n).map(move |i| p.endless(i.to_string()));
+            async move { Ok::<_, String>(sources) }
+        })
+    }
+}
+
 impl Drop for Guard {
     fn drop(&mut self) {
         self.0.live.fetch_sub(1, Ordering::SeqCst);
@@ -369,13 +382,7 @@ async fn a_stalled_consumer_is_aborted_while_the_others_finish() {
 async fn cancelling_one_source_then_all_drops_their_producers() {
     let producers = Producers::default();
     let mut handlers = Handlers::new();
-    let p = producers.clone();
-    SourceService::new(move |_sock, _body| {
-        let p = p.clone();
-        let sources = stream::iter(0..3).map(move |i| p.endless(format!("{i}")));
-        async move { Ok::<_, String>(sources) }
-    })
-    .register(&mut handlers, "forever");
+    producers.endless_service(3).register(&mut handlers, "forever");
     let server = start(handlers, Config::default()).await;
     let sock = common::connect(server.addr).await;
     let mut sources = lookup_and_post(&sock, "forever", "").await.unwrap();
@@ -410,13 +417,7 @@ async fn cancelling_one_source_then_all_drops_their_producers() {
 async fn a_client_that_disconnects_mid_stream_leaves_no_producer() {
     let producers = Producers::default();
     let mut handlers = Handlers::new();
-    let p = producers.clone();
-    SourceService::new(move |_sock, _body| {
-        let p = p.clone();
-        let sources = stream::iter(0..4).map(move |i| p.endless(format!("{i}")));
-        async move { Ok::<_, String>(sources) }
-    })
-    .register(&mut handlers, "forever");
+    producers.endless_service(4).register(&mut handlers, "forever");
     let server = WebServer::start(handlers, Config::default(), |g| g).await;
     for sock in [common::connect(server.tcp).await, server.connect(Handlers::new()).await] {
         let mut sources = lookup_and_post(&sock, "forever", "").await.unwrap();
@@ -609,14 +610,7 @@ async fn the_serving_timeout_aborts_every_open_source() {
 async fn the_source_window_bounds_announcements_ahead_of_the_reader() {
     let producers = Producers::default();
     let mut handlers = Handlers::new();
-    let p = producers.clone();
-    SourceService::new(move |_sock, _body| {
-        let p = p.clone();
-        // Made lazily: a live guard is a source the scheduler took from the service.
-        let sources = stream::iter(0..10).map(move |i| p.endless(format!("{i}")));
-        async move { Ok::<_, String>(sources) }
-    })
-    .register(&mut handlers, "ten");
+    producers.endless_service(10).register(&mut handlers, "ten");
     let server = start(handlers, Config::default()).await;
     let sock = common::connect(server.addr).await;
     let options = SourcesOptions::default().source_window(2);
