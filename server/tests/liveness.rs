@@ -156,18 +156,26 @@ async fn watching_client(
     (connect_with(addr, handlers, config).await, done)
 }
 
-#[tokio::test]
-async fn a_draining_server_answers_what_is_in_flight_and_asks_new_requests_to_retry() {
-    let server = start(common::handlers(), Config::default()).await;
+/// A server with `config` draining while a client's 300 ms request is in flight: the client,
+/// its request, and the drain, started once the client has heard `$done`.
+async fn draining(
+    config: Config,
+) -> (gotalk::Sock, tokio::task::JoinHandle<Result<u64, Error>>, tokio::task::JoinHandle<()>) {
+    let server = start(common::handlers(), config).await;
     let (client, mut done) = watching_client(server.addr).await;
     let in_flight = tokio::spawn({
         let client = client.clone();
         async move { client.request::<_, u64>("sleep", &300).await }
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
-
     let stopping = tokio::spawn(server.stop());
     within("$done", done.wait_for(|d| *d)).await.unwrap();
+    (client, in_flight, stopping)
+}
+
+#[tokio::test]
+async fn a_draining_server_answers_what_is_in_flight_and_asks_new_requests_to_retry() {
+    let (client, in_flight, stopping) = draining(Config::default()).await;
     match within("request during the drain", client.request::<_, u64>("sleep", &0)).await {
         Err(Error::Retry { message, .. }) => assert_eq!(message, "shutting down"),
         other => panic!("expected a RetryResult, got {other:?}"),
@@ -181,20 +189,9 @@ async fn a_draining_server_answers_what_is_in_flight_and_asks_new_requests_to_re
 async fn a_draining_server_still_serves_a_peer_that_cannot_retry() {
     let mut config = Config::default();
     config.peer_understands_retry(false);
-    let server = start(common::handlers(), config).await;
-    let (client, mut done) = watching_client(server.addr).await;
-    let in_flight = tokio::spawn({
-        let client = client.clone();
-        async move { client.request::<_, u64>("sleep", &300).await }
-    });
-    tokio::time::sleep(Duration::from_millis(50)).await;
-
-    let stopping = tokio::spawn(server.stop());
-    within("$done", done.wait_for(|d| *d)).await.unwrap();
-    assert_eq!(
-        within("during the drain", client.request::<_, u64>("sleep", &10)).await.unwrap(),
-        10
-    );
+    let (client, in_flight, stopping) = draining(config).await;
+    let during = within("during the drain", client.request::<_, u64>("sleep", &10)).await;
+    assert_eq!(during.unwrap(), 10);
     assert_eq!(within("in flight", in_flight).await.unwrap().unwrap(), 300);
     within("drained", stopping).await.unwrap();
 }

@@ -49,6 +49,20 @@ async fn serve_with(extra: &[&str]) -> Served {
     Served { child, http, ws, tcp }
 }
 
+impl Served {
+    /// A browser-like WebSocket client with `browser_handlers`, and a TCP program.
+    async fn connect_both(&self, browser_handlers: Handlers) -> (gotalk::Sock, gotalk::Sock) {
+        let browser = gotalk::ws::connect(&self.ws, Arc::new(browser_handlers), Config::default())
+            .await
+            .expect("websocket connect");
+        let tcp_addr = self.tcp.trim_start_matches("tcp://");
+        let program = gotalk::tcp::connect(tcp_addr, Arc::new(Handlers::new()), Config::default())
+            .await
+            .expect("tcp connect");
+        (browser, program)
+    }
+}
+
 /// A plain HTTP/1.1 GET, returning the whole response.
 async fn get(http: &str, path: &str) -> String {
     let authority = http.trim_start_matches("http://").trim_end_matches('/');
@@ -71,14 +85,7 @@ async fn stats(http: &str) -> serde_json::Value {
 #[tokio::test]
 async fn stats_count_liveness_probes_and_their_answers_on_both_transports() {
     let served = serve_with(&["--probe-interval", "0.1", "--probe-misses", "3"]).await;
-    let browser = gotalk::ws::connect(&served.ws, Arc::new(Handlers::new()), Config::default())
-        .await
-        .expect("websocket connect");
-    let tcp_addr = served.tcp.trim_start_matches("tcp://").to_owned();
-    let program =
-        gotalk::tcp::connect(tcp_addr.as_str(), Arc::new(Handlers::new()), Config::default())
-            .await
-            .expect("tcp connect");
+    let (browser, program) = served.connect_both(Handlers::new()).await;
     // Both peers stay quiet, so the server probes them: WebSocket Pings answered by the
     // transport, `$ping` requests answered by the Rust client.
     let answered = |stats: &serde_json::Value, transport: &str| {
@@ -132,14 +139,8 @@ async fn serve_runs_the_demo_over_http_websocket_and_tcp_and_stops_gracefully() 
         let _ = notes_tx.send(payload);
         async {}
     });
-    let browser = gotalk::ws::connect(&served.ws, Arc::new(browser_handlers), Config::default())
-        .await
-        .expect("websocket connect");
+    let (browser, program) = served.connect_both(browser_handlers).await;
     let tcp_addr = served.tcp.trim_start_matches("tcp://").to_owned();
-    let program =
-        gotalk::tcp::connect(tcp_addr.as_str(), Arc::new(Handlers::new()), Config::default())
-            .await
-            .expect("tcp connect");
     let greeting: serde_json::Value =
         browser.request("greet", &serde_json::json!({"name": "browser"})).await.unwrap();
     assert_eq!(greeting["greeting"], "Hello browser");
