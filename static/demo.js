@@ -2,7 +2,8 @@
 // /gotalk/gotalk.js. The server keeps the rooms (server/src/bin/gotalk/chat/); this page
 // shows one room at a time, answers the server's `chat.ping` and `chat.name`, and renders
 // what the `chat.*` notifications say. Direct messages go page to page through the gateway's
-// relay (topic `chat.dm`), addressed by the peer id each member carries.
+// relay (topic `chat.dm`), addressed by the peer id each member carries. A search panel shows
+// one request answered by many sources (the `search` service's shards).
 'use strict';
 
 (function () {
@@ -609,6 +610,177 @@
     }
     refreshDm(entry);
     if (openPeer === peer) showDmHead();
+  });
+
+  // ---------------------------------------------------------------------------------------
+  // Search: one `search` request answered by sources, a source per shard of the demo text
+  // (server/src/bin/gotalk/demo_sources.rs). Each shard gets a card when it is announced and
+  // fills as its frames arrive, so the fan-out is there to watch. Server data goes in as text.
+
+  /** The search on screen: `{ sources, query, cards, started, stopped }`, or null. */
+  let search = null;
+
+  /** `text` as nodes, each case-insensitive occurrence of `query` in a <mark>. */
+  function highlighted(text, query) {
+    const lower = text.toLowerCase();
+    const q = query.toLowerCase();
+    // Lowercasing can change a string's length (a few non-ASCII letters); then just the text.
+    if (!q || lower.length !== text.length) return [text];
+    const nodes = [];
+    let at = 0;
+    for (let i = lower.indexOf(q); i !== -1; i = lower.indexOf(q, i + q.length)) {
+      if (i > at) nodes.push(text.slice(at, i));
+      nodes.push(el('mark', null, text.slice(i, i + q.length)));
+      at = i + q.length;
+    }
+    if (at < text.length) nodes.push(text.slice(at));
+    return nodes;
+  }
+
+  function decode(bytes) {
+    return JSON.parse(new TextDecoder().decode(bytes));
+  }
+
+  /** A shard's card: its header info, a state, a count and the lines it sent. */
+  function shardCard(source, header) {
+    const name = typeof header.shard === 'string' ? header.shard : `source ${source.id}`;
+    const lines = Number.isInteger(header.lines) && header.lines > 0 ? header.lines : null;
+    const card = el('section', 'shard');
+    card.dataset.shard = name;
+    card.dataset.state = 'streaming';
+    const head = el('div', 'shard-head');
+    const title = el('div', 'shard-title');
+    title.append(
+      el('strong', 'shard-name', name),
+      el('span', 'shard-meta muted', `source ${source.id}${lines ? ` · ${lines} lines` : ''}`),
+    );
+    const state = el('span', 'shard-state', 'streaming');
+    const count = el('span', 'shard-count', '0');
+    count.title = 'Matching lines so far';
+    head.append(title, state, count);
+    const bar = el('div', 'shard-bar');
+    const fill = el('span');
+    bar.append(fill);
+    bar.hidden = !lines;
+    const hits = el('ol', 'shard-hits');
+    card.append(head, bar, hits);
+    return { card, state, count, fill, hits, lines, n: 0, ended: false };
+  }
+
+  function showSearchStatus(text, kind) {
+    const status = $('search-status');
+    status.textContent = text;
+    status.dataset.kind = kind;
+  }
+
+  function plural(n, one, many) {
+    return `${n} ${n === 1 ? one : many}`;
+  }
+
+  /** The overall line: progress while shards stream, a summary once they have all ended. */
+  function summarize(current, err) {
+    const cards = [...current.cards.values()];
+    const matches = cards.reduce((sum, c) => sum + c.n, 0);
+    const done = cards.filter((c) => c.ended === 'done').length;
+    const aborted = cards.length - done - cards.filter((c) => !c.ended).length;
+    $('search-total').textContent = matches ? String(matches) : '';
+    if (!current.finished) {
+      showSearchStatus(
+        `Searching: ${plural(cards.length, 'shard', 'shards')} announced, ${done} done, ${plural(matches, 'match', 'matches')} so far…`,
+        'busy',
+      );
+      return;
+    }
+    const seconds = ((performance.now() - current.started) / 1000).toFixed(2);
+    const parts = `${plural(matches, 'match', 'matches')} from ${plural(cards.length, 'shard', 'shards')}`;
+    if (err) {
+      showSearchStatus(`Failed: ${err.message}`, 'bad');
+    } else if (aborted) {
+      const why = current.stopped ? 'Stopped' : 'Finished with errors';
+      showSearchStatus(`${why}: ${parts}; ${done} done, ${aborted} aborted (${seconds} s)`, current.stopped ? 'stopped' : 'bad');
+    } else {
+      showSearchStatus(`Done: ${parts}, all complete in ${seconds} s`, 'ok');
+    }
+  }
+
+  function setSearching(on) {
+    const button = $('search-go');
+    button.textContent = on ? 'Stop' : 'Search';
+    button.classList.toggle('stop', on);
+    button.title = on ? 'Cancel every shard still streaming' : '';
+    $('search').classList.toggle('busy', on);
+  }
+
+  function startSearch(query) {
+    if (search && !search.finished) search.sources.cancel();
+    const current = { query, cards: new Map(), started: performance.now(), stopped: false, finished: false };
+    search = current;
+    const shards = $('search-shards');
+    shards.replaceChildren();
+    setSearching(true);
+    summarize(current);
+    current.sources = s.sources('search', query);
+    current.sources.on('source', (source) => {
+      let header = {};
+      try {
+        header = decode(source.header);
+      } catch {
+        // A header that is not JSON still gets a card, named by its source id.
+      }
+      const shard = shardCard(source, header);
+      current.cards.set(source.id, shard);
+      shards.append(shard.card);
+      // Listeners go on now: a frame may already be waiting for them.
+      source.on('data', (frame) => {
+        let hit;
+        try {
+          hit = decode(frame);
+        } catch {
+          hit = { text: new TextDecoder().decode(frame) };
+        }
+        const item = el('li', 'hit');
+        item.append(
+          el('span', 'hit-line', Number.isInteger(hit.line) ? String(hit.line) : '·'),
+          el('span', 'hit-text'),
+        );
+        const words = String(hit.text ?? '');
+        item.lastChild.append(...highlighted(words, query.trim()));
+        item.title = words;
+        shard.hits.append(item);
+        shard.n += 1;
+        shard.count.textContent = String(shard.n);
+        if (shard.lines) shard.fill.style.width = `${Math.min(100, (100 * shard.n) / shard.lines)}%`;
+        if (search === current) summarize(current);
+      });
+      source.on('end', (err) => {
+        shard.ended = err ? 'aborted' : 'done';
+        shard.card.dataset.state = shard.ended;
+        shard.state.textContent = err ? `aborted: ${err.message}` : 'done';
+        if (!err && shard.n === 0) shard.hits.append(el('li', 'hit-none', 'no matching lines'));
+        if (search === current) summarize(current);
+      });
+      if (search === current) summarize(current);
+    });
+    current.sources.on('end', (err) => {
+      current.finished = true;
+      if (search !== current) return;
+      setSearching(false);
+      summarize(current, err);
+    });
+  }
+
+  $('search-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    startSearch($('search-query').value);
+  });
+  // While a search runs the button stops it; Enter in the box starts the next one.
+  $('search-go').addEventListener('click', (event) => {
+    if (search && !search.finished) {
+      event.preventDefault();
+      search.stopped = true;
+      search.sources.cancel();
+      showSearchStatus('Stopping: cancelling every shard still streaming…', 'busy');
+    }
   });
 
   // ---------------------------------------------------------------------------------------
