@@ -121,20 +121,24 @@ test('a program over TCP joins with the gotalk CLI, and page and program see eac
   server,
 }) => {
   const page = await visit(context, server.http, 'Web');
+  // The worker's server keeps the lobby's history: this run's lines are told apart by a stamp.
+  const stamp = Date.now().toString(36);
+  const fromTcpText = `hello from tcp 😀 ${stamp}`;
+  const toTcpText = `hello, program ${stamp}`;
 
   // A program that only sends takes part under the name it gives.
-  const sent = await cli(['notify', server.tcp, 'chat.say', JSON.stringify({ room: 'lobby', text: 'hello from tcp 😀', name: 'cli-bot' })]);
+  const sent = await cli(['notify', server.tcp, 'chat.say', JSON.stringify({ room: 'lobby', text: fromTcpText, name: 'cli-bot' })]);
   expect(sent, sent.stderr).toMatchObject({ code: 0 });
-  const fromTcp = page.locator('.message', { hasText: 'hello from tcp 😀' });
+  const fromTcp = page.locator('.message', { hasText: fromTcpText });
   await expect(fromTcp.locator('.name')).toHaveText('cli-bot');
-  await expect(page.locator('.event.join', { hasText: 'cli-bot' })).toBeVisible();
+  await expect(page.locator('.event.join', { hasText: 'cli-bot' }).last()).toBeVisible();
 
-  await say(page, 'hello, program');
+  await say(page, toTcpText);
   const joined = await cli(['call', server.tcp, 'chat.join', JSON.stringify({ room: 'lobby', name: 'cli-bot' })]);
   expect(joined, joined.stderr).toMatchObject({ code: 0 });
   const answer = JSON.parse(joined.stdout);
-  expect(answer.history).toContainEqual(expect.objectContaining({ kind: 'text', name: 'Web', text: 'hello, program' }));
-  expect(answer.history).toContainEqual(expect.objectContaining({ kind: 'text', name: 'cli-bot', text: 'hello from tcp 😀' }));
+  expect(answer.history).toContainEqual(expect.objectContaining({ kind: 'text', name: 'Web', text: toTcpText }));
+  expect(answer.history).toContainEqual(expect.objectContaining({ kind: 'text', name: 'cli-bot', text: fromTcpText }));
   expect(answer.members).toContainEqual(expect.objectContaining({ name: 'Web', transport: 'websocket' }));
   expect(answer.you).toMatchObject({ name: 'cli-bot', transport: 'tcp' });
 

@@ -232,3 +232,24 @@ async fn panicking_notification_handler_does_not_stop_later_notifications() {
     assert_eq!(got, [0, 2, 3]);
     assert_eq!(&client.buffer_request("echo", "alive").await.unwrap()[..], b"alive");
 }
+
+#[tokio::test]
+async fn notifications_from_a_peer_that_hangs_up_at_once_are_still_handled() {
+    // A handler that takes its time, so the peer's close arrives while notes still wait.
+    let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+    let mut handlers = Handlers::new();
+    handlers.handle_buffer_notification("note", move |_sock, payload: Bytes| {
+        let tx = tx.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let _ = tx.send(payload);
+        }
+    });
+    let server = start(handlers, Config::default()).await;
+    let mut peer = common::WirePeer::connect(server.addr).await;
+    peer.write(b"n004note00000001an004note00000001bn004note00000001c").await;
+    drop(peer);
+    for expected in ["a", "b", "c"] {
+        assert_eq!(within("note", rx.recv()).await.unwrap(), expected);
+    }
+}

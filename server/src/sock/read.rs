@@ -171,8 +171,19 @@ async fn notification_loop(mut rx: mpsc::UnboundedReceiver<Note>, sock: Sock) {
             }
         }
     };
+    tokio::pin!(run);
     tokio::select! {
-        _ = run => {}
+        _ = &mut run => return,
         _ = sock.shared.cancel.cancelled() => {}
+    }
+    // A connection that ended cleanly (the peer hung up at a message boundary, or either side
+    // ended it gracefully) still has its received notifications handled: a program that
+    // notifies and exits at once must not lose what it sent. The read loop has stopped, so
+    // the queue ends. Failures (a dead peer, a protocol error, a local close) drop the rest.
+    if matches!(
+        sock.close_reason(),
+        Some(CloseReason::PeerClosed | CloseReason::Ended | CloseReason::Shutdown)
+    ) {
+        run.await;
     }
 }
