@@ -5,24 +5,11 @@
 // carries the new ids and direct messages work again. Screenshots go to out/screenshots/.
 
 import * as path from 'node:path';
-import type { BrowserContext, Page } from '@playwright/test';
+import type { Page } from '@playwright/test';
 import { test, expect } from '../fixtures';
+import { SHOTS, visit } from '../chat';
 
-const SHOTS = path.resolve(__dirname, '..', 'out', 'screenshots');
 const WIDE = { viewport: { width: 1280, height: 760 } };
-
-/** Opens the demo as a returning visitor called `name` (no name dialog), joined to the lobby. */
-async function visit(context: BrowserContext, origin: string, name: string): Promise<Page> {
-  await context.addInitScript((name) => {
-    // Also runs in the first about:blank, which has no storage.
-    if (location.protocol.startsWith('http')) localStorage.setItem('gotalk-chat-name', name);
-  }, name);
-  const page = await context.newPage();
-  await page.goto(origin);
-  await expect(page.locator('#state')).toHaveText('connected');
-  await expect(page.locator('#members')).toContainText(name);
-  return page;
-}
 
 /** Opens the conversation with the member called `name` by clicking it in the member list. */
 async function openDm(page: Page, name: string): Promise<void> {

@@ -4,22 +4,10 @@
 // phone the panel is in the side drawer. Screenshots go to out/screenshots/.
 
 import * as path from 'node:path';
-import type { BrowserContext, Page } from '@playwright/test';
+import type { Page } from '@playwright/test';
 import { test, expect } from '../fixtures';
+import { SHOTS, visit } from '../chat';
 
-const SHOTS = path.resolve(__dirname, '..', 'out', 'screenshots');
-
-/** Opens the demo as a returning visitor called `name` (no name dialog). */
-async function visit(context: BrowserContext, origin: string, name: string): Promise<Page> {
-  await context.addInitScript((name) => {
-    // Also runs in the first about:blank, which has no storage.
-    if (location.protocol.startsWith('http')) localStorage.setItem('gotalk-chat-name', name);
-  }, name);
-  const page = await context.newPage();
-  await page.goto(origin);
-  await expect(page.locator('#state')).toHaveText('connected');
-  return page;
-}
 
 function shard(page: Page, name: string) {
   return page.locator(`#search-shards .shard[data-shard="${name}"]`);

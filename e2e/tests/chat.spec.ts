@@ -5,24 +5,11 @@
 
 import { execFile } from 'node:child_process';
 import * as path from 'node:path';
-import type { BrowserContext, Page } from '@playwright/test';
+import type { Page } from '@playwright/test';
 import { test, expect } from '../fixtures';
+import { SHOTS, visit } from '../chat';
 import { gotalkBin } from '../server';
 
-const SHOTS = path.resolve(__dirname, '..', 'out', 'screenshots');
-
-/** Opens the demo as a returning visitor called `name` (no name dialog), joined to its room. */
-async function visit(context: BrowserContext, origin: string, name: string): Promise<Page> {
-  await context.addInitScript((name) => {
-    // Also runs in the first about:blank, which has no storage.
-    if (location.protocol.startsWith('http')) localStorage.setItem('gotalk-chat-name', name);
-  }, name);
-  const page = await context.newPage();
-  await page.goto(origin);
-  await expect(page.locator('#state')).toHaveText('connected');
-  await expect(page.locator('#members')).toContainText(name);
-  return page;
-}
 
 /** Types `text` in the composer and sends it; waits until the server has taken it. */
 async function say(page: Page, text: string): Promise<void> {

@@ -164,6 +164,22 @@ struct Membership {
     id: ConnId,
 }
 
+/// A connection that has just become a member, until [`stay`](Self::stay) ties the membership
+/// to it.
+#[must_use = "call stay() once the operation is done, or the member is removed at once"]
+struct Entered(Option<Membership>);
+
+impl Entered {
+    /// Keeps the member for as long as the connection lives. Outside the chat's lock: on a
+    /// connection already closed, the membership is dropped at once and takes the lock to
+    /// remove the member again.
+    fn stay(self, sock: &Sock) {
+        if let Some(membership) = self.0 {
+            sock.attach(membership);
+        }
+    }
+}
+
 impl Drop for Membership {
     fn drop(&mut self) {
         if let Some(inner) = self.chat.upgrade() {
@@ -242,7 +258,10 @@ impl Chat {
 
     /// Makes `sock` a member, named `name` if given (else `guest-<id>` for a page,
     /// `tcp-<id>` and so on for a program), or renames it to `name` if it was one already.
-    fn enter(&self, sock: &Sock, name: Option<&str>) -> Result<(), ChatError> {
+    ///
+    /// The caller finishes its operation, then calls [`Entered::stay`]: a program that says
+    /// something and hangs up at once has its message posted before it leaves.
+    fn enter(&self, sock: &Sock, name: Option<&str>) -> Result<Entered, ChatError> {
         let id = sock.info().id;
         let (new, slow) = {
             let mut state = self.lock();
@@ -274,33 +293,33 @@ impl Chat {
             }
         };
         close_slow(slow);
-        // Outside the lock: on a connection already closed, the membership is dropped at once
-        // and takes the lock to remove the member again.
-        if new {
-            sock.attach(Membership { chat: Arc::downgrade(&self.inner), id });
-        }
-        Ok(())
+        Ok(Entered(new.then(|| Membership { chat: Arc::downgrade(&self.inner), id })))
     }
 
     fn join(&self, sock: &Sock, input: JoinIn) -> Result<rooms::Joined, ChatError> {
-        self.enter(sock, input.name.as_deref())?;
-        let (joined, slow) = {
+        let entered = self.enter(sock, input.name.as_deref())?;
+        let joined = {
             let mut state = self.lock();
-            let (joined, outbox) = state.rooms.join(sock.info().id, &input.room, now_ms())?;
-            (joined, state.dispatch(outbox))
+            state
+                .rooms
+                .join(sock.info().id, &input.room, now_ms())
+                .map(|(joined, outbox)| (joined, state.dispatch(outbox)))
         };
+        entered.stay(sock);
+        let (joined, slow) = joined?;
         close_slow(slow);
         Ok(joined)
     }
 
     fn say(&self, sock: &Sock, input: SayIn) -> Result<rooms::Message, ChatError> {
-        self.enter(sock, input.name.as_deref())?;
-        let (message, slow) = {
+        let entered = self.enter(sock, input.name.as_deref())?;
+        let said = {
             let mut state = self.lock();
-            let (message, outbox) =
-                state.rooms.say(sock.info().id, &input.room, &input.text, now_ms())?;
-            (message, state.dispatch(outbox))
+            let said = state.rooms.say(sock.info().id, &input.room, &input.text, now_ms());
+            said.map(|(message, outbox)| (message, state.dispatch(outbox)))
         };
+        entered.stay(sock);
+        let (message, slow) = said?;
         close_slow(slow);
         Ok(message)
     }
@@ -316,8 +335,10 @@ impl Chat {
     }
 
     fn rename(&self, sock: &Sock, input: RenameIn) -> Result<MemberInfo, ChatError> {
-        self.enter(sock, Some(&input.name))?;
-        self.lock().rooms.member(sock.info().id).ok_or_else(|| ChatError::BadName("gone".into()))
+        let entered = self.enter(sock, Some(&input.name))?;
+        let member = self.lock().rooms.member(sock.info().id);
+        entered.stay(sock);
+        member.ok_or_else(|| ChatError::BadName("gone".into()))
     }
 
     /// Times a `chat.ping` to `sock`, in milliseconds, and records it if `sock` is a member.
@@ -376,12 +397,13 @@ impl Chat {
             _ = sock.closed() => return,
         };
         match answer {
-            Ok(Ok(NameAnswer { name })) => {
-                if let Err(e) = self.enter(sock, Some(&name)) {
+            Ok(Ok(NameAnswer { name })) => match self.enter(sock, Some(&name)) {
+                Ok(entered) => entered.stay(sock),
+                Err(e) => {
                     tracing::info!(id, "chat: the page's name {name:?} was refused: {e}");
                     close_slow(self.lock().tell_you(id));
                 }
-            }
+            },
             Ok(Err(e)) => tracing::info!(id, "chat: no name from the page: {e}"),
             Err(_) => tracing::info!(id, "chat: no name from the page within {NAME_TIMEOUT:?}"),
         }
