@@ -56,6 +56,11 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 stage test
 cargo test --workspace --locked
 
+# cargo deny (deny.toml) and npm audit; an audit whose service cannot be reached here is
+# printed as NOT CHECKED, not passed (scripts/supply-chain.sh says how to make that fail).
+stage "supply chain (cargo deny, npm audit)"
+scripts/supply-chain.sh
+
 stage "wasm32 build (gotalk-protocol)"
 scripts/wasm-build.sh gotalk-protocol
 

@@ -5,6 +5,8 @@
 //! the compiler (not this script) reads the contents and the binary serves them from memory.
 //! `src/assets.rs` includes the generated file.
 
+#![forbid(unsafe_code)]
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::{env, fs, io};

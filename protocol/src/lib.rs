@@ -38,6 +38,8 @@
 //! assert!(wire.is_empty());
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod decode;
 pub mod encode;
 pub mod frame;

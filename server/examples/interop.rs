@@ -15,6 +15,8 @@
 //! `reverse-echo`, `close-me`, and the streams `stream-echo` and `stream-fail`; the
 //! notification `echo-note` is answered with `echo-note-reply`.
 
+#![forbid(unsafe_code)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

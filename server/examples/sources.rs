@@ -10,6 +10,8 @@
 //! source as it streams in. With an address, an op and a query it reads that service instead
 //! (`gotalk serve` offers `search`).
 
+#![forbid(unsafe_code)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -51,6 +51,8 @@
 //! # Ok(()) }
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod assets;
 pub mod config;
 pub mod connections;

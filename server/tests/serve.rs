@@ -1,5 +1,6 @@
 //! `gotalk serve` as a real process: the demo page, one registry behind WebSocket and TCP,
-//! and a graceful shutdown on SIGTERM that lets a request in flight finish and exits 0.
+//! the same over https, wss and TLS TCP with a certificate made by the test, and a graceful
+//! shutdown on SIGTERM that lets a request in flight finish and exits 0.
 
 mod common;
 
@@ -307,4 +308,104 @@ async fn sleep_holds_a_request_and_retry_wait_sets_the_retry_results_wait() {
         }
         other => panic!("expected a RetryResult, got {other:?}"),
     }
+}
+
+/// A fresh self-signed certificate for `localhost` and 127.0.0.1, written as PEM files under
+/// this test's own folder in the target directory; returns the certificate and key paths.
+fn certificate_files(test: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let certified = rcgen::generate_simple_self_signed(names).expect("generate a certificate");
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(test);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+/// An HTTPS GET that trusts only `tls`'s roots, returning the whole response.
+async fn get_https(tls: Arc<rustls::ClientConfig>, https: &str, path: &str) -> String {
+    let authority = https.trim_start_matches("https://").trim_end_matches('/');
+    let stream = TcpStream::connect(authority).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let connector = tokio_rustls::TlsConnector::from(tls);
+    let mut stream = within("tls handshake", connector.connect(name, stream)).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    // The server may end without close_notify after `Connection: close`; what was read counts.
+    let _ = within("https response", stream.read_to_string(&mut response)).await;
+    response
+}
+
+#[tokio::test]
+async fn serve_with_a_certificate_speaks_https_wss_and_tls_tcp_only() {
+    let (cert, key) = certificate_files("serve_tls");
+    let (cert_arg, key_arg) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let served = serve_with(&["--tls-cert", cert_arg, "--tls-key", key_arg]).await;
+    assert!(served.http.starts_with("https://"), "{}", served.http);
+    assert!(served.ws.starts_with("wss://"), "{}", served.ws);
+    assert!(served.tcp.starts_with("tls://"), "{}", served.tcp);
+    let client_tls = gotalk::tls::client_config(&std::fs::read(&cert).unwrap()).unwrap();
+
+    // The demo page over https.
+    let page = get_https(client_tls.clone(), &served.http, "/").await;
+    assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+    assert!(page.contains("<title>gotalk chat</title>"), "{page}");
+
+    // A browser-like client over wss and a program over TLS TCP share one registry.
+    let (notes_tx, mut notes) = tokio::sync::mpsc::unbounded_channel();
+    let mut browser_handlers = Handlers::new();
+    browser_handlers.handle_buffer_notification("broadcast", move |_sock, payload: Bytes| {
+        let _ = notes_tx.send(payload);
+        async {}
+    });
+    let connector = gotalk::ws::Connector::new().tls(client_tls.clone());
+    let browser = within(
+        "wss connect",
+        connector.connect(&served.ws, Arc::new(browser_handlers), Config::default()),
+    )
+    .await
+    .expect("wss connect");
+    let tcp_addr = served.tcp.trim_start_matches("tls://").to_owned();
+    let program = within(
+        "tls connect",
+        gotalk::tcp::connect_tls(
+            tcp_addr.as_str(),
+            "localhost",
+            client_tls,
+            Arc::new(Handlers::new()),
+            Config::default(),
+        ),
+    )
+    .await
+    .expect("tls connect");
+    let greeting: serde_json::Value =
+        browser.request("greet", &serde_json::json!({"name": "wss"})).await.unwrap();
+    assert_eq!(greeting["greeting"], "Hello wss");
+    assert_eq!(program.buffer_request("broadcast", "over tls").await.unwrap(), "2");
+    assert_eq!(within("broadcast", notes.recv()).await.unwrap(), "over tls");
+
+    // The CLI client, trusting the certificate with --ca, over both secure transports.
+    for url in [served.tcp.as_str(), served.ws.as_str()] {
+        let call = Command::new(env!("CARGO_BIN_EXE_gotalk"))
+            .args(["call", "--ca", cert_arg, url, "greet", r#"{"name":"cli"}"#])
+            .output();
+        let out = within("gotalk call", call).await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{url}: {stderr}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "{\"greeting\":\"Hello cli\"}\n");
+    }
+
+    // Nothing is served in the clear: plain HTTP and plain gotalk get no answer.
+    let authority = served.http.trim_start_matches("https://").trim_end_matches('/');
+    let mut plain = TcpStream::connect(authority).await.unwrap();
+    plain.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    // A TLS alert or a reset, never a page.
+    let _ = within("plain http refused", plain.read_to_end(&mut answer)).await;
+    assert!(!answer.starts_with(b"HTTP/"), "{}", String::from_utf8_lossy(&answer));
+    let plain_program =
+        gotalk::tcp::connect(tcp_addr.as_str(), Arc::new(Handlers::new()), Config::default());
+    assert!(within("plain tcp refused", plain_program).await.is_err());
 }

@@ -8,6 +8,8 @@
 //! The parts that decide things without I/O ([`backoff`], [`keepalive`], [`liveness`],
 //! [`outbox`]) are plain Rust with native unit tests; [`core`] is the browser-facing part.
 
+#![forbid(unsafe_code)]
+
 pub mod backoff;
 pub mod core;
 mod js;

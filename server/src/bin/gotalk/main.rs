@@ -4,6 +4,8 @@
 //! talk to any gotalk server (ours, Go's) over TCP or TLS; `bench` measures throughput and
 //! memory against a raw baseline.
 
+#![forbid(unsafe_code)]
+
 mod bench;
 mod chat;
 mod client;
