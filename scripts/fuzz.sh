@@ -41,7 +41,7 @@ for t in "${targets[@]}"; do
         >"$scratch/$t.log" 2>&1
     rc=$?
     set -e
-    execs="$(awk -F': *' '/stat::number_of_executed_units/ { print $2 }' "$scratch/$t.log")"
+    execs="$(awk '/stat::number_of_executed_units/ { print $NF }' "$scratch/$t.log")"
     if [ "$rc" -ne 0 ]; then
         tail -n 60 "$scratch/$t.log" >&2
         failed+=("$t")
