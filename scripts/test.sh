@@ -61,6 +61,17 @@ cargo test --workspace --locked
 stage "supply chain (cargo deny, npm audit)"
 scripts/supply-chain.sh
 
+# A brief run of every fuzz target (scripts/fuzz.sh), when nightly and cargo-fuzz are here;
+# the committed corpus and crash inputs are replayed on stable by the test stage regardless.
+if cargo +nightly --version >/dev/null 2>&1 && cargo +nightly fuzz --version >/dev/null 2>&1; then
+    stage "fuzz (20 s per target)"
+    scripts/fuzz.sh "${GOTALK_FUZZ_SECONDS:-20}"
+else
+    echo
+    echo "==> fuzz: SKIPPED: needs a nightly toolchain and cargo-fuzz (see scripts/fuzz.sh);"
+    echo "    the corpus and crash regressions were still replayed by the test stage"
+fi
+
 stage "wasm32 build (gotalk-protocol)"
 scripts/wasm-build.sh gotalk-protocol
 

@@ -1,0 +1,5 @@
+//! Fuzz target `decode_frames`: the check is gotalk_fuzz_harness::decode::decode_frames, which
+//! stable `cargo test` also runs on this target's corpus and regressions.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| gotalk_fuzz_harness::decode::decode_frames(data));

@@ -1,0 +1,5 @@
+//! Fuzz target `ws_bridge`: the check is gotalk_fuzz_harness::ws::ws_bridge, which
+//! stable `cargo test` also runs on this target's corpus and regressions.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| gotalk_fuzz_harness::ws::ws_bridge(data));
