@@ -5,6 +5,8 @@
 //! in a workspace crate rather than in `fuzz/` so that stable `cargo test` replays every
 //! committed corpus input and every crash found (`tests/replay.rs`) without nightly.
 
+#![forbid(unsafe_code)]
+
 pub mod decode;
 pub mod relay;
 pub mod runtime;
