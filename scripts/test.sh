@@ -64,7 +64,7 @@ scripts/supply-chain.sh
 # A brief run of every fuzz target (scripts/fuzz.sh), when nightly and cargo-fuzz are here;
 # the committed corpus and crash inputs are replayed on stable by the test stage regardless.
 if cargo +nightly --version >/dev/null 2>&1 && cargo +nightly fuzz --version >/dev/null 2>&1; then
-    stage "fuzz (20 s per target)"
+    stage "fuzz (${GOTALK_FUZZ_SECONDS:-20} s per target)"
     scripts/fuzz.sh "${GOTALK_FUZZ_SECONDS:-20}"
 else
     echo
