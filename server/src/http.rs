@@ -25,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
 
+use crate::per_addr::{AddrLimit, DEFAULT_PER_ADDR};
+
 /// The address a request came in on, in each request's extensions (as axum's
 /// `ConnectInfo<SocketAddr>` holds the peer's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +43,7 @@ pub struct Server {
     app: Router,
     tls: Option<TlsAcceptor>,
     max_connections: usize,
+    max_per_addr: usize,
     header_timeout: Duration,
     max_header_bytes: usize,
     shutdown_timeout: Duration,
@@ -51,6 +54,7 @@ impl std::fmt::Debug for Server {
         f.debug_struct("Server")
             .field("tls", &self.tls.is_some())
             .field("max_connections", &self.max_connections)
+            .field("max_per_addr", &self.max_per_addr)
             .field("header_timeout", &self.header_timeout)
             .field("max_header_bytes", &self.max_header_bytes)
             .field("shutdown_timeout", &self.shutdown_timeout)
@@ -65,6 +69,7 @@ impl Server {
             app,
             tls: None,
             max_connections: 10_000,
+            max_per_addr: DEFAULT_PER_ADDR,
             header_timeout: Duration::from_secs(10),
             max_header_bytes: 32 * 1024,
             shutdown_timeout: Duration::from_secs(10),
@@ -86,6 +91,15 @@ impl Server {
     /// accepting until one closes.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n.clamp(1, Semaphore::MAX_PERMITS);
+        self
+    }
+
+    /// How many HTTP connections one remote address may have open at once (IPv6: one /64),
+    /// not counting WebSockets. Default 1,000; at least 1. Past it, a plain HTTP client is
+    /// answered 429 with `Retry-After` and closed without its request being read; over TLS
+    /// the connection is closed before the TLS handshake.
+    pub fn max_connections_per_addr(mut self, n: usize) -> Self {
+        self.max_per_addr = n.max(1);
         self
     }
 
@@ -121,12 +135,25 @@ impl Server {
     /// None so far: accept errors are logged and retried with a growing pause.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future) -> io::Result<()> {
         let limit = Arc::new(Semaphore::new(self.max_connections));
+        let per_addr = AddrLimit::new(self.max_per_addr);
         let stopping = CancellationToken::new();
         // Cancelled at the deadline: connections still open are dropped.
         let dropping = CancellationToken::new();
         let tasks = TaskTracker::new();
         tokio::pin!(shutdown);
         crate::listen::accept_loop(&listener, limit, shutdown, |stream, peer, permit| {
+            let Some(addr_permit) = per_addr.try_acquire(peer.ip()) else {
+                tracing::debug!(%peer, "http refused: too many connections from its address");
+                let plain = self.tls.is_none();
+                // Holds the global permit until written, so refusals are bounded too.
+                tasks.spawn(async move {
+                    if plain {
+                        crate::listen::refuse(stream, TOO_MANY).await;
+                    }
+                    drop(permit);
+                });
+                return;
+            };
             let server = self.clone();
             let (stopping, dropping) = (stopping.clone(), dropping.clone());
             tasks.spawn(async move {
@@ -150,7 +177,7 @@ impl Server {
                     () = serve => {}
                     () = dropping.cancelled() => {}
                 }
-                drop(permit);
+                drop((permit, addr_permit));
             });
         })
         .await;
@@ -202,6 +229,11 @@ impl Server {
         }
     }
 }
+
+/// What a plain HTTP client over its address's limit is told, before its request is read.
+const TOO_MANY: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 5\r\n\
+    content-type: text/plain; charset=utf-8\r\ncontent-length: 38\r\n\
+    connection: close\r\n\r\ntoo many connections from this address";
 
 /// Serves `app` on `listener` until `shutdown` completes: [`Server`] with its defaults, and
 /// TLS when `tls` is given.

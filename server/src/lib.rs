@@ -62,6 +62,7 @@ pub mod handlers;
 pub mod http;
 mod listen;
 pub mod metrics;
+mod per_addr;
 mod queue;
 pub mod relay;
 pub mod sock;
@@ -82,3 +83,9 @@ pub use sock::{
     ConnInfo, Heartbeat, Sock, StreamInput, StreamOutput, StreamRequest, StreamResponse,
     TransportKind, UpgradeRequest,
 };
+
+/// Locks a table. Every critical section in this crate is a single map or field operation,
+/// so a panic while one is held cannot leave it half-changed: a poisoned lock is used as is.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -80,6 +80,17 @@ pub(crate) async fn accept_loop<F: Future>(
     }
 }
 
+/// Writes `refusal` to a peer turned away by a per-address limit, then closes. A second at
+/// most: a peer that does not read is not waited for.
+pub(crate) async fn refuse(mut stream: TcpStream, refusal: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    let write = async {
+        stream.write_all(refusal).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gotalk_protocol::{Frame, ProtocolErrorCode};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::Semaphore;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -18,6 +19,7 @@ use crate::config::Config;
 pub use crate::connections::Connections;
 use crate::error::{CloseReason, Error};
 use crate::handlers::Handlers;
+use crate::per_addr::{AddrLimit, DEFAULT_PER_ADDR};
 use crate::sock::{ConnInfo, Sock, TransportKind};
 use crate::transport;
 
@@ -28,6 +30,7 @@ pub struct Server {
     config: Arc<Config>,
     tls: Option<TlsAcceptor>,
     max_connections: usize,
+    max_per_addr: usize,
     shutdown_timeout: Duration,
     connections: Connections,
 }
@@ -37,6 +40,7 @@ impl std::fmt::Debug for Server {
         f.debug_struct("Server")
             .field("tls", &self.tls.is_some())
             .field("max_connections", &self.max_connections)
+            .field("max_per_addr", &self.max_per_addr)
             .field("connections", &self.connections.len())
             .finish_non_exhaustive()
     }
@@ -50,6 +54,7 @@ impl Server {
             config: Arc::new(config),
             tls: None,
             max_connections: 10_000,
+            max_per_addr: DEFAULT_PER_ADDR,
             shutdown_timeout: Duration::from_secs(10),
             connections: Connections::default(),
         }
@@ -65,6 +70,17 @@ impl Server {
     /// accepting until one closes; new peers wait in the kernel's backlog.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n.clamp(1, Semaphore::MAX_PERMITS);
+        self
+    }
+
+    /// How many connections one remote address may have open at once (IPv6: one /64).
+    /// Default 1,000; at least 1. A peer past it gets the version, then ProtocolError
+    /// `f00000000` (abnormal), then the connection closes; over TLS it is closed before the
+    /// TLS handshake, which would cost more than the refusal. Behind a proxy every peer
+    /// shares the proxy's address: raise this to the global limit and let the proxy limit
+    /// its clients.
+    pub fn max_connections_per_addr(mut self, n: usize) -> Self {
+        self.max_per_addr = n.max(1);
         self
     }
 
@@ -87,11 +103,25 @@ impl Server {
     /// None so far: accept errors are logged and retried with a growing pause.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future) -> io::Result<()> {
         let limit = Arc::new(Semaphore::new(self.max_connections));
+        let per_addr = AddrLimit::new(self.max_per_addr);
         // Cancelled when shutdown starts, for connections still in their handshake, which
         // the drain below cannot see yet.
         let stopping = CancellationToken::new();
         tokio::pin!(shutdown);
-        crate::listen::accept_loop(&listener, limit, shutdown, |stream, _, permit| {
+        crate::listen::accept_loop(&listener, limit, shutdown, |stream, peer, permit| {
+            let Some(addr_permit) = per_addr.try_acquire(peer.ip()) else {
+                tracing::debug!(%peer, "refused: too many connections from its address");
+                let plain = self.tls.is_none();
+                // The global permit is held until the refusal is written, so refusals are
+                // bounded like connections.
+                tokio::spawn(async move {
+                    if plain {
+                        crate::listen::refuse(stream, &refusal()).await;
+                    }
+                    drop(permit);
+                });
+                return;
+            };
             let server = self.clone();
             let stopping = stopping.clone();
             tokio::spawn(async move {
@@ -100,7 +130,7 @@ impl Server {
                     _ = stopping.cancelled() => None,
                 };
                 if let Some(sock) = started {
-                    sock.attach(permit);
+                    sock.attach((permit, addr_permit));
                     server.connections.insert(&sock);
                     // Shutdown began during the handshake: the drain may have missed it.
                     if stopping.is_cancelled() {
@@ -146,6 +176,15 @@ impl Server {
             }
         }
     }
+}
+
+/// What a peer over its address's limit is told: our version (so a gotalk client reads the
+/// next frame at all), then ProtocolError abnormal.
+fn refusal() -> Vec<u8> {
+    let mut refusal = Vec::with_capacity(12);
+    gotalk_protocol::encode_version(&mut refusal);
+    Frame::ProtocolError { code: ProtocolErrorCode::Abnormal.as_u32() }.encode(&mut refusal);
+    refusal
 }
 
 /// Connects to a gotalk server over plain TCP.

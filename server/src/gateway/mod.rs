@@ -49,6 +49,7 @@ use crate::config::Config;
 use crate::connections::Connections;
 use crate::error::CloseReason;
 use crate::handlers::Handlers;
+use crate::per_addr::{AddrLimit, DEFAULT_PER_ADDR};
 use crate::sock::{ConnInfo, Sock, TransportKind, UpgradeRequest};
 use crate::ws;
 
@@ -107,6 +108,8 @@ pub struct Gateway {
     assets: Assets,
     limit: Arc<Semaphore>,
     max_connections: usize,
+    per_addr: AddrLimit,
+    max_per_addr: usize,
     shutdown_timeout: Duration,
     connections: Connections,
     stopping: CancellationToken,
@@ -119,6 +122,7 @@ impl std::fmt::Debug for Gateway {
         f.debug_struct("Gateway")
             .field("origins", &self.origins)
             .field("max_connections", &self.max_connections)
+            .field("max_per_addr", &self.max_per_addr)
             .field("connections", &self.connections.len())
             .field("assets", &self.assets.len())
             .finish_non_exhaustive()
@@ -145,6 +149,8 @@ impl Gateway {
             assets: Assets::bundle(),
             limit: Arc::new(Semaphore::new(max_connections)),
             max_connections,
+            per_addr: AddrLimit::new(DEFAULT_PER_ADDR),
+            max_per_addr: DEFAULT_PER_ADDR,
             shutdown_timeout: Duration::from_secs(10),
             connections: Connections::default(),
             stopping: CancellationToken::new(),
@@ -207,6 +213,18 @@ impl Gateway {
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n.clamp(1, Semaphore::MAX_PERMITS);
         self.limit = Arc::new(Semaphore::new(self.max_connections));
+        self
+    }
+
+    /// How many WebSockets one remote address may have open at once (IPv6: one /64).
+    /// Default 1,000; at least 1. Past it, upgrades get 429 with `Retry-After`. The address
+    /// is the TCP peer's, from axum's `ConnectInfo<SocketAddr>` (which
+    /// [`http::Server`](crate::http::Server) provides); without it there is no per-address
+    /// count. Behind a proxy every browser shares the proxy's address: raise this to the
+    /// global limit and let the proxy limit its clients.
+    pub fn max_connections_per_addr(mut self, n: usize) -> Self {
+        self.max_per_addr = n.max(1);
+        self.per_addr = AddrLimit::new(self.max_per_addr);
         self
     }
 
@@ -338,6 +356,19 @@ impl Gateway {
         let Ok(permit) = self.limit.clone().try_acquire_owned() else {
             return refuse_busy("too many connections");
         };
+        let addr_permit = match remote {
+            Some(remote) => match self.per_addr.try_acquire(remote.ip()) {
+                Some(place) => Some(place),
+                None => {
+                    tracing::debug!(peer = %remote, "websocket refused: too many from its address");
+                    return refuse_with(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too many connections from this address",
+                    );
+                }
+            },
+            None => None,
+        };
         let config = if self.assume_retry || ws::declares_retry(request.uri.query()) {
             self.config_retry.clone()
         } else {
@@ -362,7 +393,7 @@ impl Gateway {
                 let stop = gateway.stopping.cancelled();
                 match Sock::start_until(reader, writer, handlers, config, info, stop).await {
                     Ok(sock) => {
-                        sock.attach(permit);
+                        sock.attach((permit, addr_permit));
                         gateway.connections.insert(&sock);
                         // Shutdown began as the handshake ended: the drain may have missed it.
                         if gateway.stopping.is_cancelled() {
@@ -379,7 +410,12 @@ impl Gateway {
 }
 
 fn refuse_busy(message: &'static str) -> Response {
-    let mut response = (StatusCode::SERVICE_UNAVAILABLE, message).into_response();
+    refuse_with(StatusCode::SERVICE_UNAVAILABLE, message)
+}
+
+/// A refusal worth retrying later: the status, the reason as text, and `Retry-After`.
+fn refuse_with(status: StatusCode, message: &'static str) -> Response {
+    let mut response = (status, message).into_response();
     response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("5"));
     response
 }

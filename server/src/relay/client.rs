@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use gotalk_protocol::relay::{self as wire, PeerId, Undelivered};
@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::error::Error;
 use crate::handlers::Handlers;
+use crate::lock;
 use crate::sock::Sock;
 
 /// The envelope of a message to send, with the body as JSON text.
@@ -167,11 +168,6 @@ impl Default for Inbox {
             }),
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Each critical section is one map or field operation.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Inbox {

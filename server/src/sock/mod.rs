@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
@@ -36,6 +36,7 @@ pub use serve::{StreamInput, StreamOutput};
 use crate::config::Config;
 use crate::error::{CloseReason, Error};
 use crate::handlers::Handlers;
+use crate::lock;
 use crate::queue::{ByteBudget, OutQueue};
 use crate::transport::{FrameReader, FrameWriter, ReadEvent};
 
@@ -189,12 +190,6 @@ pub(crate) struct Shared {
     span: tracing::Span,
     /// The relay's id for this connection, when the relay is on.
     relay_id: OnceLock<gotalk_protocol::relay::PeerId>,
-}
-
-/// Locks a table. A panic while a table is locked cannot leave it half-changed (every
-/// critical section is a single map operation), so a poisoned lock is used as is.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Sock {

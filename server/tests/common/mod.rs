@@ -197,6 +197,19 @@ pub(crate) fn notification(name: &str, payload: &[u8]) -> Frame {
     }
 }
 
+/// A TCP connection to `addr` from the local address `source`.
+pub(crate) async fn connect_from(
+    addr: SocketAddr,
+    source: std::net::IpAddr,
+) -> io::Result<TcpStream> {
+    let socket = match source {
+        std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(addr).await
+}
+
 /// A hand-driven gotalk peer over a plain [`TcpStream`]: it writes whatever bytes a test
 /// gives it and decodes what comes back with the real [`Decoder`].
 pub(crate) struct WirePeer {
@@ -209,6 +222,13 @@ impl WirePeer {
     /// Connects without sending anything.
     pub(crate) async fn connect_raw(addr: SocketAddr) -> Self {
         let stream = within("tcp connect", TcpStream::connect(addr)).await.expect("tcp connect");
+        WirePeer { stream, buf: BytesMut::new(), decoder: Decoder::new() }
+    }
+
+    /// Connects from `source` (any 127.x.y.z address on Linux), without sending anything:
+    /// for limits per remote address.
+    pub(crate) async fn connect_raw_from(addr: SocketAddr, source: std::net::IpAddr) -> Self {
+        let stream = within("tcp connect", connect_from(addr, source)).await.expect("tcp connect");
         WirePeer { stream, buf: BytesMut::new(), decoder: Decoder::new() }
     }
 

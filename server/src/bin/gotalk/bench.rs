@@ -411,7 +411,7 @@ fn shell_quote(arg: &str) -> String {
 /// killed or until its stdin closes (the parent exited).
 pub(crate) async fn serve_child(kind: &str) -> anyhow::Result<()> {
     let kind = Kind::parse(kind)?;
-    raise_nofile_limit();
+    crate::nofile::raise_open_file_limit();
     let listener = TcpListener::bind("127.0.0.1:0").await.context("cannot bind 127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     {
@@ -460,20 +460,30 @@ fn server_config() -> gotalk::Config {
     config
 }
 
+/// No cap, for the bench servers: every client comes from one address.
+const UNCAPPED: usize = 1 << 20;
+
 /// Serves gotalk over TCP with the `echo` handler and no cap on connections.
 async fn serve_gotalk(listener: TcpListener) -> anyhow::Result<()> {
-    let server =
-        gotalk::tcp::Server::new(echo_handlers(), server_config()).max_connections(1 << 20);
+    let server = gotalk::tcp::Server::new(echo_handlers(), server_config())
+        .max_connections(UNCAPPED)
+        .max_connections_per_addr(UNCAPPED);
     server.run(listener, std::future::pending::<()>()).await?;
     Ok(())
 }
 
 /// Serves gotalk over WebSocket: the gateway at `/gotalk/` with the `echo` handler and no cap
-/// on sockets, in an axum app behind [`gotalk::http::serve`].
+/// on sockets, in an axum app behind [`gotalk::http::Server`].
 async fn serve_gateway(listener: TcpListener) -> anyhow::Result<()> {
-    let gateway = gotalk::Gateway::new(echo_handlers(), server_config()).max_connections(1 << 20);
+    let gateway = gotalk::Gateway::new(echo_handlers(), server_config())
+        .max_connections(UNCAPPED)
+        .max_connections_per_addr(UNCAPPED);
     let app = axum::Router::new().nest_service("/gotalk", gateway.router());
-    gotalk::http::serve(listener, app, None, std::future::pending::<()>()).await?;
+    gotalk::http::Server::new(app)
+        .max_connections(UNCAPPED)
+        .max_connections_per_addr(UNCAPPED)
+        .run(listener, std::future::pending::<()>())
+        .await?;
     Ok(())
 }
 
@@ -552,18 +562,6 @@ async fn raw_ws_echo(stream: TcpStream, batched: bool) {
         }
         if ws.flush().await.is_err() {
             return;
-        }
-    }
-}
-
-/// Raises the soft limit on open files as far as the hard limit allows. Failure is not fatal
-/// here; the idle scenario checks the limit it got.
-fn raise_nofile_limit() -> u64 {
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => limit,
-        Err(e) => {
-            eprintln!("bench: cannot raise the open-file limit: {e}");
-            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(0, |(soft, _)| soft)
         }
     }
 }
@@ -1288,7 +1286,7 @@ async fn idle_scenario(n: usize, transport: Transport) -> anyhow::Result<String>
         "== idle memory: {n} idle gotalk connections{} to one server process",
         transport.tag(" over ", "")
     );
-    let limit = raise_nofile_limit();
+    let limit = crate::nofile::raise_open_file_limit();
     let need = n as u64 + SPARE_FDS;
     ensure!(
         limit >= need,

@@ -10,6 +10,7 @@ mod bench;
 mod chat;
 mod client;
 mod demo_sources;
+mod nofile;
 mod serve;
 
 use std::process::ExitCode;

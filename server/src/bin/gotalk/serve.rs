@@ -52,6 +52,11 @@ pub(crate) struct Args {
     /// How many connections may be open at once, per transport.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
+    /// How many connections one IP address (IPv6: one /64) may have open at once, per
+    /// transport. Behind a proxy, set it to --max-connections: every client shares the
+    /// proxy's address.
+    #[arg(long, default_value_t = 1_000, value_name = "N")]
+    max_connections_per_addr: usize,
     /// Seconds to let requests in flight finish at shutdown.
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
     shutdown_timeout: f64,
@@ -378,6 +383,17 @@ pub(crate) async fn shutdown_signal() {
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    // Each transport may hold --max-connections sockets.
+    let files = crate::nofile::raise_open_file_limit();
+    let wanted = 2 * args.max_connections as u64 + 64;
+    if files < wanted {
+        tracing::warn!(
+            open_files = files,
+            wanted,
+            "the open-file limit is below what --max-connections allows; raise the hard \
+             limit (ulimit -Hn, LimitNOFILE=) or lower --max-connections"
+        );
+    }
     let config = args.limits.config()?;
     let shutdown_timeout = seconds(args.shutdown_timeout)?;
     let tls = match (&args.tls_cert, &args.tls_key) {
@@ -396,15 +412,18 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
 
     let mut tcp = gotalk::tcp::Server::new(handlers.clone(), config.clone())
         .max_connections(args.max_connections)
+        .max_connections_per_addr(args.max_connections_per_addr)
         .shutdown_timeout(shutdown_timeout);
     let mut gateway = Gateway::new(handlers, config)
         .max_connections(args.max_connections)
+        .max_connections_per_addr(args.max_connections_per_addr)
         .shutdown_timeout(shutdown_timeout);
     for origin in &args.allow_origins {
         gateway = gateway.allow_origin(origin);
     }
     let mut http = gotalk::http::Server::new(app(&gateway, tcp.connections()))
         .max_connections(args.max_connections)
+        .max_connections_per_addr(args.max_connections_per_addr)
         .shutdown_timeout(shutdown_timeout);
     if let Some(tls) = &tls {
         tcp = tcp.tls(tls.clone());

@@ -1,0 +1,164 @@
+//! Connections per remote address, at the edge, on every listener: the TCP server, the
+//! gateway's WebSockets and the HTTP server. Two addresses on the loopback (127.0.0.1 and
+//! 127.0.0.2) show that one address at its limit does not hold back another.
+
+mod common;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::web::{WebServer, WsPeer};
+use common::{handlers, within, WirePeer};
+use gotalk::{Config, Error, Handlers};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const HOME: [u8; 4] = [127, 0, 0, 1];
+const OTHER: [u8; 4] = [127, 0, 0, 2];
+
+fn ip(octets: [u8; 4]) -> IpAddr {
+    IpAddr::from(octets)
+}
+
+/// Retries `attempt` until it succeeds: a slot is returned when the server notices a close,
+/// a moment after the client's.
+async fn eventually<F, Fut, T>(what: &str, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    within(what, async {
+        loop {
+            if let Some(done) = attempt().await {
+                return done;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
+
+/// What a TCP peer over its address's limit reads: our version, ProtocolError 0, the end.
+const TCP_REFUSAL: &[u8] = b"01f00000000";
+
+/// A hand-made peer from `source` that got a request answered, or `None` if it was refused
+/// (the refusal starts with the version too, so only an answer tells them apart).
+async fn served_from(addr: std::net::SocketAddr, source: [u8; 4]) -> Option<WirePeer> {
+    let mut peer = WirePeer::connect_raw_from(addr, ip(source)).await;
+    let mut hello = b"01".to_vec();
+    common::request(b"0001", "echo", b"hi").encode(&mut hello);
+    peer.try_write(&hello).await.ok()?;
+    assert_eq!(peer.read_bytes(2).await, b"01");
+    match peer.next_frame().await? {
+        gotalk::protocol::Frame::SingleResult { .. } => Some(peer),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn tcp_peers_past_their_address_limit_get_protocol_error_0_and_others_get_in() {
+    let server = common::serve(
+        gotalk::tcp::Server::new(Arc::new(handlers()), Config::default())
+            .max_connections_per_addr(2),
+    )
+    .await;
+    // At the limit: two from one address are served.
+    let first = common::connect(server.addr).await;
+    let second = common::connect(server.addr).await;
+    assert_eq!(&second.buffer_request("echo", "two").await.unwrap()[..], b"two");
+
+    // One past: the third is told, then closed.
+    let mut third = WirePeer::connect_raw_from(server.addr, ip(HOME)).await;
+    third.expect_end_with(TCP_REFUSAL).await;
+
+    // Our client reports it as the server's protocol error.
+    let refused = gotalk::tcp::connect(server.addr, Arc::new(Handlers::new()), Config::default());
+    let error = match within("refused connect", refused).await {
+        Err(e) => e,
+        Ok(sock) => sock.buffer_request("echo", "x").await.expect_err("refused"),
+    };
+    assert!(matches!(error, Error::Closed(_)), "got {error:?}");
+    assert!(error.to_string().contains("abnormal"), "got {error}");
+
+    // Another address is counted apart.
+    let other = served_from(server.addr, OTHER).await.expect("another address is served");
+
+    // A close returns the address's slot.
+    first.close();
+    let again = eventually("a slot frees", || served_from(server.addr, HOME)).await;
+    drop((again, other, second));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn websockets_past_their_address_limit_get_429_and_others_get_in() {
+    let server =
+        WebServer::start(handlers(), Config::default(), |g| g.max_connections_per_addr(2)).await;
+    let first = server.connect(Handlers::new()).await;
+    let second = server.connect(Handlers::new()).await;
+    assert_eq!(&second.buffer_request("echo", "two").await.unwrap()[..], b"two");
+
+    let refused = WsPeer::upgrade(&server.url(""), &[]).await.err().expect("the third is refused");
+    assert_eq!(
+        (refused.status, refused.body.as_str()),
+        (429, "too many connections from this address")
+    );
+
+    // From another address, the upgrade and the gotalk handshake go through.
+    let stream = common::connect_from(server.http, ip(OTHER)).await.unwrap();
+    let (mut other, _) = tokio_tungstenite::client_async(server.url(""), stream).await.unwrap();
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    other.send(Message::binary(&b"01"[..])).await.unwrap();
+    let reply = within("handshake", other.next()).await.unwrap().unwrap();
+    assert_eq!(reply, Message::binary(&b"01"[..]));
+
+    first.close();
+    eventually("a slot frees", || async { WsPeer::upgrade(&server.url(""), &[]).await.ok() }).await;
+    drop(second);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn http_clients_past_their_address_limit_get_429_unread_and_others_are_served() {
+    let server = WebServer::start_with(
+        handlers(),
+        Config::default(),
+        |g| g,
+        |h| h.max_connections_per_addr(2),
+    )
+    .await;
+    let get = b"GET /gotalk/gotalk.js HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n";
+    // Two idle connections from one address hold its two places.
+    let held = [
+        common::connect_from(server.http, ip(HOME)).await.unwrap(),
+        common::connect_from(server.http, ip(HOME)).await.unwrap(),
+    ];
+    // The third is answered at once, without the server reading its request.
+    let mut third = common::connect_from(server.http, ip(HOME)).await.unwrap();
+    let mut answer = String::new();
+    within("429", third.read_to_string(&mut answer)).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 429 "), "got {answer:?}");
+    assert!(answer.contains("retry-after: 5"), "got {answer:?}");
+    assert!(answer.ends_with("too many connections from this address"), "got {answer:?}");
+
+    // Another address is served.
+    let mut other = common::connect_from(server.http, ip(OTHER)).await.unwrap();
+    other.write_all(get).await.unwrap();
+    let mut answer = Vec::new();
+    within("200", other.read_to_end(&mut answer)).await.unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200 "), "got {:?}", String::from_utf8_lossy(&answer));
+
+    // Closing one of the held connections lets the address in again.
+    drop(held);
+    let served = eventually("a place frees", || async {
+        let mut again = common::connect_from(server.http, ip(HOME)).await.ok()?;
+        again.write_all(get).await.ok()?;
+        let mut answer = Vec::new();
+        again.read_to_end(&mut answer).await.ok()?;
+        answer.starts_with(b"HTTP/1.1 200 ").then_some(())
+    })
+    .await;
+    assert_eq!(served, ());
+    server.stop().await;
+}
