@@ -91,6 +91,37 @@ async fn tcp_peers_past_their_address_limit_get_protocol_error_0_and_others_get_
 }
 
 #[tokio::test]
+async fn tls_peers_past_their_address_limit_are_closed_before_the_tls_handshake() {
+    let (server_tls, client_tls) = common::tls_configs();
+    let server = common::serve(
+        gotalk::tcp::Server::new(Arc::new(handlers()), Config::default())
+            .tls(server_tls)
+            .max_connections_per_addr(1),
+    )
+    .await;
+    let connect = || {
+        gotalk::tcp::connect_tls(
+            server.addr,
+            "localhost",
+            client_tls.clone(),
+            Arc::new(Handlers::new()),
+            Config::default(),
+        )
+    };
+    let first = within("first", connect()).await.expect("the first is served");
+    assert_eq!(&first.buffer_request("echo", "one").await.unwrap()[..], b"one");
+    // The server writes nothing: the refused peer's TLS handshake meets the end.
+    let mut second = WirePeer::connect_raw_from(server.addr, ip(HOME)).await;
+    assert_eq!(second.read_to_end().await, b"");
+    let error = within("second", connect()).await.expect_err("the second is refused");
+    assert!(error.to_string().contains("tls handshake"), "got {error}");
+
+    first.close();
+    eventually("a slot frees", || async { connect().await.ok() }).await;
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn websockets_past_their_address_limit_get_429_and_others_get_in() {
     let server =
         WebServer::start(handlers(), Config::default(), |g| g.max_connections_per_addr(2)).await;
