@@ -31,7 +31,7 @@ impl Live {
         // The read loop enforces the read timeout itself, with ProtocolError 3 and its own
         // close reason; the machine keeps to probes and heartbeats.
         settings.peer_idle_timeout = None;
-        let mut machine = Liveness::new(settings, rand::thread_rng().gen(), Duration::ZERO);
+        let mut machine = Liveness::new(settings, rand::rng().random(), Duration::ZERO);
         machine.handshake(Duration::ZERO);
 
         Live { machine, started: Instant::now() }

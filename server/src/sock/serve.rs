@@ -205,7 +205,7 @@ impl Sock {
     pub(super) fn retry_wait(&self) -> u32 {
         let config = &self.shared.config;
         let (min, max) = (config.retry_wait_min, config.retry_wait_max);
-        let wait = if max > min { rand::thread_rng().gen_range(min..max) } else { min };
+        let wait = if max > min { rand::rng().random_range(min..max) } else { min };
         u32::try_from(wait.as_millis()).unwrap_or(u32::MAX)
     }
 
