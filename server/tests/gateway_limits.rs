@@ -19,6 +19,14 @@ async fn upgrades_past_max_connections_get_503_until_one_closes() {
     let _second = server.connect(Handlers::new()).await;
     let refused = WsPeer::upgrade(&server.url(""), &[]).await.err().expect("the third is refused");
     assert_eq!((refused.status, refused.body.as_str()), (503, "too many connections"));
+    // And it says when to come back.
+    let stream = TcpStream::connect(server.http).await.unwrap();
+    let head = common::raw_ws::RawWs::upgrade(stream, "/gotalk/", &server.http.to_string(), &[])
+        .await
+        .err()
+        .expect("the third is refused");
+    assert_eq!(head.status, 503);
+    assert!(head.text.to_ascii_lowercase().contains("\r\nretry-after: 5\r\n"), "{}", head.text);
 
     first.close();
     first.closed().await;
