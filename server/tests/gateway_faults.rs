@@ -205,7 +205,10 @@ async fn run_drops_http_connections_still_open_at_its_deadline() {
     let request = common::raw_ws::upgrade_request("/gotalk/?hang", &server.http.to_string(), &[]);
     hung.write_all(request.as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopping = tokio::time::Instant::now();
     server.stop().await;
+    let waited = stopping.elapsed();
+    assert!(waited >= Duration::from_millis(200), "dropped before the deadline: {waited:?}");
     let mut buf = [0u8; 256];
     let read = tokio::time::timeout(Duration::from_secs(2), hung.read(&mut buf)).await;
     assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "still open after run returned: {read:?}");

@@ -121,7 +121,7 @@ async fn a_client_slower_than_the_header_timeout_is_disconnected() {
     let started = tokio::time::Instant::now();
     let response = exchange(&mut slow, "GET /gotalk/ HTT").await;
     assert!(started.elapsed() >= Duration::from_millis(300), "closed before the timeout");
-    assert!(!response.contains("400"), "{response}");
+    assert_eq!(response, "", "closed without an answer");
     server.stop().await;
 }
 
