@@ -99,7 +99,10 @@ async fn pending_request_fails_with_the_reason_when_the_server_goes_away() {
     // never-answering handler after 100 ms and closes the connection.
     within("hang starts", started.notified()).await;
     let server_side = server.only_connection().await;
+    let stopping = tokio::time::Instant::now();
     server.stop().await;
+    let waited = stopping.elapsed();
+    assert!(waited >= Duration::from_millis(100), "closed before the deadline: {waited:?}");
     assert!(server_side.is_closed());
     assert_eq!(server_side.close_reason(), Some(CloseReason::Shutdown));
 

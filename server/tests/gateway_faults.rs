@@ -78,6 +78,32 @@ async fn pings_are_answered_within_a_budget_and_a_flood_is_closed() {
 }
 
 #[tokio::test]
+async fn the_ping_burst_is_64_and_the_65th_closes_with_1008() {
+    let server = WebServer::start(handlers(), Config::default(), |g| g).await;
+
+    // A burst of exactly 64, in one write: all taken, and the socket still serves.
+    let mut ws = raw(&server, "/gotalk/", &[]).await;
+    ws.gotalk_handshake().await;
+    ws.frames(PING, b"p", 64).await;
+    ws.frame(BINARY, b"r0001004echo00000002ok").await;
+    assert_eq!(ws.data().await, b"R000100000002");
+    assert_eq!(ws.data().await, b"ok");
+
+    // One more in the same burst (a token takes 125 ms to come back): closed.
+    let mut ws = raw(&server, "/gotalk/", &[]).await;
+    ws.gotalk_handshake().await;
+    ws.frames(PING, b"p", 65).await;
+    let close = loop {
+        match ws.next().await {
+            Got::Frame { opcode: 0xA, .. } => {}
+            other => break close_of(&other),
+        }
+    };
+    assert_eq!(close, (Some(1008), "too many pings".into()));
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_peer_closing_after_its_close_frame_is_answered_and_frees_its_slot() {
     let server = WebServer::start(handlers(), Config::default(), |g| g.max_connections(1)).await;
     let mut ws = raw(&server, "/gotalk/", &[]).await;
@@ -179,7 +205,10 @@ async fn run_drops_http_connections_still_open_at_its_deadline() {
     let request = common::raw_ws::upgrade_request("/gotalk/?hang", &server.http.to_string(), &[]);
     hung.write_all(request.as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopping = tokio::time::Instant::now();
     server.stop().await;
+    let waited = stopping.elapsed();
+    assert!(waited >= Duration::from_millis(200), "dropped before the deadline: {waited:?}");
     let mut buf = [0u8; 256];
     let read = tokio::time::timeout(Duration::from_secs(2), hung.read(&mut buf)).await;
     assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "still open after run returned: {read:?}");
@@ -262,6 +291,45 @@ async fn handlers_see_the_uri_as_requested_and_headers_are_bounded() {
     let refused =
         RawWs::upgrade(stream, "/gotalk/", &host, &[("Cookie", &cookie)]).await.err().unwrap();
     assert_eq!(refused.status, 431);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_head_of_exactly_32_kib_is_served_and_one_unfinished_by_then_gets_431() {
+    let server = WebServer::start(handlers(), Config::default(), |g| g).await;
+    let host = server.http.to_string();
+    let limit = 32 * 1024;
+    // A cookie that makes the whole head, up to its blank line, `len` bytes long.
+    let cookie_for = |len: usize| {
+        let bare = common::raw_ws::upgrade_request("/gotalk/", &host, &[("Cookie", "")]).len();
+        "c".repeat(len - bare)
+    };
+
+    let cookie = cookie_for(limit);
+    let head = common::raw_ws::upgrade_request("/gotalk/", &host, &[("Cookie", &cookie)]);
+    assert_eq!(head.len(), limit);
+    let stream = TcpStream::connect(server.http).await.unwrap();
+    let mut ws = RawWs::upgrade(stream, "/gotalk/", &host, &[("Cookie", &cookie)]).await.unwrap();
+    ws.gotalk_handshake().await;
+
+    // One byte longer, sent up to the limit: the head has not ended within 32 KiB, so it
+    // is refused without waiting for the rest (hyper checks the size between reads).
+    let cookie = cookie_for(limit + 1);
+    let head = common::raw_ws::upgrade_request("/gotalk/", &host, &[("Cookie", &cookie)]);
+    let mut stream = TcpStream::connect(server.http).await.unwrap();
+    stream.write_all(&head.as_bytes()[..limit]).await.unwrap();
+    let mut response = Vec::new();
+    within("the refusal", async {
+        while !response.windows(4).any(|w| w == b"\r\n\r\n") {
+            let mut chunk = [0u8; 1024];
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed without an answer: {:?}", String::from_utf8_lossy(&response));
+            response.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 431"), "{response}");
     server.stop().await;
 }
 

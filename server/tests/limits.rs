@@ -1,6 +1,8 @@
-//! Per-connection limits over real TCP: the request limit answered with a RetryResult (seen
-//! on the wire) and retried automatically by the Rust client, the stream limit, held requests
-//! for peers that cannot take a RetryResult, and the payload limit.
+//! Per-connection limits, each at its edge, over real TCP (and an in-memory pipe where a peer
+//! must stop reading under a paused clock): the request limit answered with a RetryResult (seen
+//! on the wire) and retried automatically by the Rust client, the retries themselves, the
+//! stream limit, held requests for peers that cannot take a RetryResult, the payload and name
+//! limits, the send, notification and stream queues, connections, and the write stall.
 
 mod common;
 
@@ -72,6 +74,33 @@ async fn equal_min_and_max_retry_wait_is_exactly_that_wait() {
 async fn zero_retry_wait_works() {
     let retries = retries_on_the_wire(config(1, 0, 0), 3).await;
     assert!(retries.iter().all(|(_, wait, _)| *wait == 0));
+}
+
+#[tokio::test]
+async fn request_limit_runs_exactly_n_at_once_and_refuses_the_next() {
+    let server = start(common::handlers(), config(3, 100, 200)).await;
+    let mut peer = WirePeer::connect(server.addr).await;
+    // Three slow requests fill the limit of 3; the fourth is one past it.
+    for id in [b"0001", b"0002", b"0003"] {
+        peer.send(&common::request(id, "sleep", b"300")).await;
+    }
+    peer.send(&common::request(b"0004", "sleep", b"1")).await;
+    match peer.frame().await {
+        Frame::RetryResult { id, payload, .. } => {
+            assert_eq!((id, &payload[..]), (Id(*b"0004"), &b"request rate limit"[..]))
+        }
+        other => panic!("expected a RetryResult for the fourth, got {other:?}"),
+    }
+    // All three at the limit ran, and none of them was refused.
+    let mut answered = Vec::new();
+    for _ in 0..3 {
+        match peer.frame().await {
+            Frame::SingleResult { id, payload } if &payload[..] == b"300" => answered.push(id),
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+    answered.sort_by_key(|id| id.0);
+    assert_eq!(answered, [Id(*b"0001"), Id(*b"0002"), Id(*b"0003")]);
 }
 
 /// Handlers with a `slow` op that signals when it starts and records when it finishes, and
@@ -169,15 +198,19 @@ async fn retries_run_out() {
 #[tokio::test]
 async fn stream_limit_refuses_extra_streams_with_a_retry_result() {
     let mut server_config = config(10, 100, 200);
-    server_config.stream_limit(1);
+    server_config.stream_limit(2);
     let server = start(common::handlers(), server_config).await;
     let client = connect(server.addr).await;
 
+    // Two streams open at once: the limit, reached.
     let (mut first_tx, mut first_rx) = client.stream_request("stream-echo", "a").await.unwrap();
     assert_eq!(first_rx.next().await.unwrap(), Some(Bytes::from("a")));
+    let (_second_tx, mut second_rx) = client.stream_request("stream-echo", "b").await.unwrap();
+    assert_eq!(second_rx.next().await.unwrap(), Some(Bytes::from("b")));
 
-    let (_second_tx, second_rx) = client.stream_request("stream-echo", "b").await.unwrap();
-    match within("second stream", second_rx.collect()).await {
+    // The third is one past it.
+    let (_third_tx, third_rx) = client.stream_request("stream-echo", "x").await.unwrap();
+    match within("third stream", third_rx.collect()).await {
         Err(Error::Retry { message, wait, .. }) => {
             assert_eq!(message, "stream rate limit");
             assert!(wait >= Duration::from_millis(100) && wait < Duration::from_millis(200));
@@ -192,7 +225,7 @@ async fn stream_limit_refuses_extra_streams_with_a_retry_result() {
     assert_eq!(first_rx.next().await.unwrap(), None);
     let (mut tx, rx) = client.stream_request("stream-echo", "c").await.unwrap();
     tx.end().await.unwrap();
-    assert_eq!(&within("third stream", rx.collect()).await.unwrap()[..], b"c");
+    assert_eq!(&within("a stream in the freed slot", rx.collect()).await.unwrap()[..], b"c");
 }
 
 #[tokio::test]
@@ -370,30 +403,51 @@ async fn name_over_the_configured_limit_is_a_protocol_error() {
 }
 
 #[tokio::test]
-async fn incoming_stream_overflowing_its_buffer_gets_an_error_result() {
+async fn incoming_stream_buffer_holds_exactly_its_bytes_and_overflows_one_past() {
+    // A handler that reads nothing until the test lets it, then answers with the bytes it got.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let mut handlers = common::handlers();
-    handlers.handle_stream(
-        "late-reader",
-        |_sock, mut input: gotalk::StreamInput, _output: gotalk::StreamOutput| async move {
-            // Let the parts pile up before reading any.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            while input.next().await?.is_some() {}
-            Ok::<_, Error>(())
-        },
-    );
+    {
+        let gate = gate.clone();
+        handlers.handle_stream(
+            "late-reader",
+            move |_sock, mut input: gotalk::StreamInput, mut output: gotalk::StreamOutput| {
+                let gate = gate.clone();
+                async move {
+                    gate.acquire().await.map_err(|e| e.to_string())?.forget();
+                    let mut total = 0;
+                    while let Some(part) = input.next().await.map_err(|e| e.to_string())? {
+                        total += part.len();
+                    }
+                    output.send(total.to_string()).await.map_err(|e| e.to_string())?;
+                    Ok::<_, String>(())
+                }
+            },
+        );
+    }
     let mut config = Config::default();
     config.stream_buffer_bytes(1024);
     let server = start(handlers, config).await;
     let client = connect(server.addr).await;
 
-    let (mut tx, rx) = client.stream_request("late-reader", "first").await.unwrap();
-    for _ in 0..3 {
-        tx.write(vec![b'x'; 600]).await.unwrap();
-    }
-    tx.end().await.unwrap();
-    match within("overflowed stream", rx.collect()).await {
-        Err(Error::Remote(text)) => assert!(text.contains("overflowed"), "got {text:?}"),
-        other => panic!("expected an ErrorResult, got {other:?}"),
+    // Each buffered part costs its bytes plus 64: two of 448 are exactly 1024.
+    for (second, fits) in [(448, true), (449, false)] {
+        let (mut tx, rx) = client.stream_request("late-reader", "").await.unwrap();
+        tx.write(vec![b'x'; 448]).await.unwrap();
+        tx.write(vec![b'x'; second]).await.unwrap();
+        tx.end().await.unwrap();
+        // Answered after both parts were read off the connection: they are buffered (or not).
+        assert_eq!(&client.buffer_request("echo", "sync").await.unwrap()[..], b"sync");
+        gate.add_permits(1);
+        let result = within("the stream's result", rx.collect()).await;
+        if fits {
+            assert_eq!(&result.unwrap()[..], b"896");
+        } else {
+            match result {
+                Err(Error::Remote(text)) => assert!(text.contains("overflowed"), "got {text:?}"),
+                other => panic!("expected an ErrorResult, got {other:?}"),
+            }
+        }
     }
     assert_eq!(&client.buffer_request("echo", "ok").await.unwrap()[..], b"ok");
 }
@@ -548,4 +602,228 @@ async fn peer_that_never_reads_is_dropped_after_the_write_timeout() {
     // Others are still served.
     let client = connect(server.addr).await;
     assert_eq!(&client.buffer_request("echo", "ok").await.unwrap()[..], b"ok");
+}
+
+/// A server that speaks gotalk by hand: it answers each request with a RetryResult (wait 0)
+/// `refusals` times, then with its payload. Returns where it listens.
+async fn refusing_server(refusals: usize) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        stream.write_all(b"01").await.unwrap();
+        let mut version = [0u8; 2];
+        stream.read_exact(&mut version).await.unwrap();
+        assert_eq!(&version, b"01");
+        let mut buf = bytes::BytesMut::new();
+        let mut decoder = gotalk::protocol::Decoder::new();
+        let mut refused = 0;
+        loop {
+            let Some(frame) = decoder.decode(&mut buf).unwrap() else {
+                if stream.read_buf(&mut buf).await.unwrap() == 0 {
+                    return;
+                }
+                continue;
+            };
+            let Frame::SingleRequest { id, payload, .. } = frame else { continue };
+            let answer = if refused < refusals {
+                refused += 1;
+                Frame::RetryResult { id, wait: 0, payload: "busy".into() }
+            } else {
+                Frame::SingleResult { id, payload }
+            };
+            let mut wire = bytes::BytesMut::new();
+            answer.encode(&mut wire);
+            stream.write_all(&wire).await.unwrap();
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn max_retries_sends_again_exactly_that_many_times() {
+    let mut client_config = Config::default();
+    client_config.max_retries(3).heartbeat_interval(None);
+
+    // Refused three times: the third retry is the last allowed, and it is answered.
+    let addr = refusing_server(3).await;
+    let client = connect_with(addr, Handlers::new(), client_config.clone()).await;
+    assert_eq!(
+        &within("three retries", client.buffer_request("x", "ok")).await.unwrap()[..],
+        b"ok"
+    );
+
+    // Refused four times: one past, the caller gets the RetryResult.
+    let addr = refusing_server(4).await;
+    let client = connect_with(addr, Handlers::new(), client_config).await;
+    match within("four refusals", client.buffer_request("x", "ok")).await {
+        Err(Error::Retry { attempts, message, .. }) => {
+            assert_eq!((attempts, message.as_str()), (4, "busy"), "one send and three retries")
+        }
+        other => panic!("expected Error::Retry, got {other:?}"),
+    }
+}
+
+/// A sock for `handlers` on one end of an in-memory pipe that holds `capacity` bytes; the
+/// test drives the other end by hand. The handshake is done.
+async fn sock_on_pipe(
+    handlers: Handlers,
+    config: Config,
+    capacity: usize,
+) -> (gotalk::Sock, tokio::io::DuplexStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (ours, mut theirs) = tokio::io::duplex(capacity);
+    theirs.write_all(b"01").await.unwrap();
+    let (r, w) = gotalk::transport::io(ours);
+    let info = gotalk::sock::ConnInfo::new(gotalk::sock::TransportKind::Memory, None, None);
+    let sock = gotalk::Sock::start(r, w, Arc::new(handlers), Arc::new(config), info)
+        .await
+        .expect("handshake");
+    let mut version = [0u8; 2];
+    theirs.read_exact(&mut version).await.unwrap();
+    assert_eq!(&version, b"01");
+    (sock, theirs)
+}
+
+/// A config without heartbeats or probes, so only what a test sends crosses the pipe.
+fn quiet() -> Config {
+    let mut config = Config::default();
+    config.heartbeat_interval(None);
+    let off = gotalk::LivenessConfig { interval: None, max_unacked: 0, ..config.liveness_config() };
+    config.liveness(off).expect("valid");
+    config
+}
+
+#[tokio::test(start_paused = true)]
+async fn senders_wait_exactly_when_the_send_queue_is_full() {
+    use tokio::io::AsyncReadExt;
+
+    // Every queued message costs its payload plus 64 bytes: two of 448 fill 1024 exactly.
+    let mut config = quiet();
+    config.send_queue_bytes(1024);
+    let (sock, mut peer) = sock_on_pipe(Handlers::new(), config, 64).await;
+    sock.buffer_notify("a", vec![b'a'; 448]).await.unwrap();
+    // One byte more than fits waits (and gives up here, taking nothing).
+    let over =
+        tokio::time::timeout(Duration::from_secs(1), sock.buffer_notify("b", vec![b'b'; 449]));
+    assert!(over.await.is_err(), "1025 bytes queued: the sender should wait");
+    // Exactly the bound does not.
+    let at = tokio::time::timeout(Duration::from_secs(1), sock.buffer_notify("b", vec![b'b'; 448]));
+    at.await.expect("1024 bytes queued: the sender should not wait").unwrap();
+    let next = tokio::spawn({
+        let sock = sock.clone();
+        async move { sock.buffer_notify("c", "").await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!next.is_finished(), "a full queue takes not even an empty message");
+
+    // The peer reads: the queue drains and the waiting sender goes through, in order.
+    let mut wire = Vec::new();
+    let expected = 2 * "n001a000001c0".len() + 2 * 448 + "n001c00000000".len();
+    while wire.len() < expected {
+        let mut chunk = [0u8; 4096];
+        let n = peer.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed");
+        wire.extend_from_slice(&chunk[..n]);
+    }
+    next.await.unwrap().unwrap();
+    assert!(wire.starts_with(b"n001a000001c0aaaa"));
+    assert!(wire.ends_with(b"bbbbn001c00000000"));
+    assert!(!sock.is_closed());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_read_loop_waits_exactly_when_the_notification_queue_is_full() {
+    use tokio::io::AsyncWriteExt;
+
+    // A handler that holds each notification until the test lets it go.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let mut handlers = common::handlers();
+    {
+        let gate = gate.clone();
+        handlers.handle_buffer_notification("hold", move |_sock, _payload| {
+            let gate = gate.clone();
+            async move { gate.acquire().await.unwrap().forget() }
+        });
+    }
+    let mut config = quiet();
+    config.notification_queue_bytes(1024);
+
+    // Two notifications, each costing its payload plus 64 bytes, then a request.
+    for (second, fits) in [(448, true), (449, false)] {
+        let (_sock, mut peer) = sock_on_pipe(handlers.clone(), config.clone(), 64 * 1024).await;
+        let mut wire = bytes::BytesMut::new();
+        common::notification("hold", &[b'x'; 448]).encode(&mut wire);
+        common::notification("hold", &vec![b'x'; second]).encode(&mut wire);
+        common::request(b"0001", "echo", b"read").encode(&mut wire);
+        peer.write_all(&wire).await.unwrap();
+        let mut buf = bytes::BytesMut::new();
+        let answered =
+            tokio::time::timeout(Duration::from_secs(1), pipe_frame(&mut peer, &mut buf));
+        match answered.await {
+            Ok(frame) => {
+                assert!(fits, "{} bytes queued: the read loop should wait", 512 + second + 64);
+                assert_eq!(frame, Frame::SingleResult { id: Id(*b"0001"), payload: "read".into() });
+            }
+            Err(_) => {
+                assert!(!fits, "{} bytes queued: the read loop should go on", 512 + second + 64);
+                // Once the first handler is done, its bytes free and reading resumes.
+                gate.add_permits(1);
+                let frame = within("the request behind", pipe_frame(&mut peer, &mut buf)).await;
+                assert_eq!(frame, Frame::SingleResult { id: Id(*b"0001"), payload: "read".into() });
+            }
+        }
+        gate.add_permits(2);
+    }
+}
+
+/// The next frame from the far end of a pipe.
+async fn pipe_frame(peer: &mut tokio::io::DuplexStream, buf: &mut bytes::BytesMut) -> Frame {
+    use tokio::io::AsyncReadExt;
+
+    let mut decoder = gotalk::protocol::Decoder::new();
+    loop {
+        if let Some(frame) = decoder.decode(buf).expect("valid frame") {
+            return frame;
+        }
+        assert!(peer.read_buf(buf).await.unwrap() > 0, "closed");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_stalled_for_the_write_timeout_closes_the_connection_and_not_before() {
+    use tokio::io::AsyncReadExt;
+
+    let closed_at = Arc::new(std::sync::Mutex::new(None));
+    let mut handlers = Handlers::new();
+    {
+        let closed_at = closed_at.clone();
+        handlers.on_close(move |_sock, reason| {
+            *closed_at.lock().unwrap() = Some((tokio::time::Instant::now(), reason.clone()));
+        });
+    }
+    // The default 30 s. The pipe takes 64 bytes and the peer reads none of them.
+    let (sock, mut peer) = sock_on_pipe(handlers, quiet(), 64).await;
+    let started = tokio::time::Instant::now();
+    sock.buffer_notify("big", vec![b'x'; 4096]).await.unwrap();
+
+    tokio::time::sleep_until(started + Duration::from_secs(30) - Duration::from_millis(1)).await;
+    assert!(!sock.is_closed(), "closed before the write timeout: {:?}", sock.close_reason());
+    // Not `within`: after the close, the last flush may take its own 5 s of virtual time.
+    let reason = tokio::time::timeout(Duration::from_secs(60), sock.closed()).await.unwrap();
+    assert_eq!(reason, gotalk::CloseReason::WriteTimeout(Duration::from_secs(30)));
+    let (at, _) = closed_at.lock().unwrap().clone().expect("on_close ran");
+    let waited = at - started;
+    assert!(waited >= Duration::from_secs(30), "{waited:?}");
+    assert!(waited <= Duration::from_secs(30) + Duration::from_millis(1), "{waited:?}");
+    // The peer sees the connection end (after what had been written).
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), peer.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(rest.len() < "n003big00001000".len() + 4096, "the stalled message was not finished");
 }

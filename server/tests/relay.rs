@@ -503,3 +503,100 @@ async fn a_full_queue_is_an_error_for_a_peer_without_retry_results() {
     drop(stalled_stream);
     server.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_recipient_is_disconnected_exactly_at_the_stall_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // The default 10 s, in memory under a paused clock, without heartbeats or probes.
+    let relay = Relay::new();
+    let mut config = Config::default();
+    config.heartbeat_interval(None).send_queue_bytes(1024);
+    let off = gotalk::LivenessConfig { interval: None, max_unacked: 0, ..config.liveness_config() };
+    config.liveness(off).unwrap();
+    let (closes, mut closed) = tokio::sync::mpsc::unbounded_channel();
+    let mut handlers = relay_handlers(relay.clone());
+    handlers.on_close(move |_sock, reason| {
+        let _ = closes.send((tokio::time::Instant::now(), reason.clone()));
+    });
+    let handlers = Arc::new(handlers);
+
+    // The recipient: a pipe of 64 bytes whose far end reads its id and then nothing more.
+    let (ours, mut theirs) = tokio::io::duplex(64);
+    theirs.write_all(b"01").await.unwrap();
+    let (r, w) = gotalk::transport::io(ours);
+    let info = gotalk::sock::ConnInfo::new(gotalk::sock::TransportKind::Memory, None, None);
+    let recipient = Sock::start(r, w, handlers.clone(), Arc::new(config.clone()), info).await;
+    let recipient = recipient.unwrap();
+    // `01`, then `n003$id` + 8-digit size + `"<36>"`.
+    let mut head = vec![0u8; 2 + 1 + 3 + 3 + 8 + 38];
+    theirs.read_exact(&mut head).await.unwrap();
+    let stalled: PeerId = serde_json::from_slice(&head[17..]).unwrap();
+
+    // The sender, connected in memory too.
+    let (inbox, inbox_handlers) = inbox_handlers();
+    let (_server_side, sender) =
+        Sock::pipe((handlers, Arc::new(config.clone())), (inbox_handlers, Arc::new(config)))
+            .await
+            .unwrap();
+    let _ = inbox.id().await;
+    // The first delivery fills the recipient's send queue and its write stalls; the second
+    // then waits to get in, and the stall clock starts.
+    let body = "y".repeat(8 * 1024);
+    sender.relay(stalled, "t", &body).await.unwrap();
+    sender.relay(stalled, "t", &body).await.unwrap();
+    let started = tokio::time::Instant::now();
+
+    tokio::time::sleep_until(started + Duration::from_secs(10) - Duration::from_millis(1)).await;
+    assert!(!recipient.is_closed(), "gone before the stall timeout");
+    assert_eq!(relay.peers(), 2);
+    let (at, reason) =
+        tokio::time::timeout(Duration::from_secs(60), closed.recv()).await.unwrap().unwrap();
+    assert_eq!(reason, CloseReason::RelayStalled(Duration::from_secs(10)));
+    let waited = at - started;
+    assert!(waited >= Duration::from_secs(10), "{waited:?}");
+    assert!(waited <= Duration::from_secs(10) + Duration::from_millis(1), "{waited:?}");
+    // Its id is free: the sender is told the peer is unknown.
+    let err = sender.relay(stalled, "t", "hello?").await.unwrap_err();
+    assert!(matches!(&err, Error::Remote(text) if text == "unknown peer"), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_topic_keeps_exactly_its_queue_and_counts_what_it_drops() {
+    let server = common::start(relay_handlers(Relay::new()), Config::default()).await;
+    let peer = tcp_peer(server.addr).await;
+    peer.inbox.queue(3);
+    let mut t = peer.inbox.topic("t");
+    let mut sync = peer.inbox.topic("sync");
+    // Deliveries to one connection are handled in order: once `sync` arrives, so have the
+    // ones sent before it.
+    for n in 0..3 {
+        peer.sock.relay(peer.id, "t", &n).await.unwrap();
+    }
+    peer.sock.relay(peer.id, "sync", &0).await.unwrap();
+    within("sync", sync.recv()).await.unwrap();
+    assert_eq!(peer.inbox.dropped(), 0, "three unread fit a queue of three");
+    peer.sock.relay(peer.id, "t", &3).await.unwrap();
+    peer.sock.relay(peer.id, "sync", &1).await.unwrap();
+    within("sync", sync.recv()).await.unwrap();
+    assert_eq!(peer.inbox.dropped(), 1, "the fourth is one past");
+    for n in 0..3 {
+        assert_eq!(within("kept", t.recv()).await.unwrap().json::<i32>().unwrap(), n);
+    }
+    assert!(t.try_recv().is_err(), "nothing past the queue was kept");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_topic_limit_holds_at_its_edge() {
+    let server = common::start(relay_handlers(Relay::new()), Config::default()).await;
+    let peer = tcp_peer(server.addr).await;
+    let at = "t".repeat(255);
+    let mut topic = peer.inbox.topic(&at);
+    peer.sock.relay(peer.id, &at, &1).await.unwrap();
+    assert_eq!(within("255 bytes", topic.recv()).await.unwrap().topic, at);
+    let err = peer.sock.relay(peer.id, &"t".repeat(256), &1).await.unwrap_err();
+    let expected = "bad header: the topic is 256 bytes, the limit is 255";
+    assert!(matches!(&err, Error::Remote(text) if text == expected), "{err:?}");
+    server.stop().await;
+}

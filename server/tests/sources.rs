@@ -646,3 +646,106 @@ async fn a_request_that_never_sends_its_open_prefix_ends_at_the_serving_timeout(
         other => panic!("expected an ErrorResult, got {other:?}"),
     }
 }
+
+/// A server sock with `handlers` and a client sock, connected in memory: with a paused clock,
+/// the service's timers fire at exactly their bound.
+async fn in_memory(handlers: Handlers) -> (Sock, Sock) {
+    let config = Arc::new(Config::default());
+    Sock::pipe((Arc::new(handlers), config.clone()), (Arc::new(Handlers::new()), config))
+        .await
+        .unwrap()
+}
+
+/// Records when it is dropped: a producer's end.
+struct DroppedAt(Arc<std::sync::Mutex<Option<tokio::time::Instant>>>);
+
+impl Drop for DroppedAt {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap() = Some(tokio::time::Instant::now());
+    }
+}
+
+/// Asserts `at - started` is `bound`, to the timer's millisecond.
+fn at_the_bound(started: tokio::time::Instant, at: tokio::time::Instant, bound: Duration) {
+    let waited = at - started;
+    assert!(waited >= bound && waited <= bound + Duration::from_millis(1), "{waited:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_source_without_credit_is_aborted_at_the_stall_timeout_and_not_before() {
+    let dropped = Arc::new(std::sync::Mutex::new(None));
+    let mut handlers = Handlers::new();
+    let d = dropped.clone();
+    SourceService::new(move |_sock, _body| {
+        let guard = DroppedAt(d.clone());
+        let frames = stream::repeat_with(move || {
+            let _alive = &guard;
+            Ok::<_, String>(Bytes::from_static(b"tick"))
+        });
+        async move { Ok::<_, String>(stream::iter([Source::new("stalls", frames)])) }
+    })
+    .register(&mut handlers, "endless");
+    let (_server, client) = in_memory(handlers).await;
+    let options = SourcesOptions::default().frame_window(4);
+    let mut sources = Sources::open(&client, "endless", Bytes::new(), options).await.unwrap();
+    let mut source = sources.next().await.unwrap().unwrap();
+    // The window is spent at once and the reader takes nothing: the default 30 s runs.
+    let started = tokio::time::Instant::now();
+    tokio::time::sleep_until(started + Duration::from_secs(30) - Duration::from_millis(1)).await;
+    assert!(dropped.lock().unwrap().is_none(), "aborted before the stall timeout");
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let at = dropped.lock().unwrap().expect("aborted at the stall timeout");
+    at_the_bound(started, at, Duration::from_secs(30));
+    for _ in 0..4 {
+        assert_eq!(source.next().await.unwrap().unwrap(), "tick");
+    }
+    match source.next().await {
+        Err(SourceError::Aborted(reason)) => assert!(reason.starts_with("stalled"), "{reason}"),
+        other => panic!("expected a stall abort, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sourcing_and_serving_timeouts_end_the_request_at_their_bounds() {
+    // Sourcing: one source, then a service that never yields another (the default 30 s).
+    let mut handlers = Handlers::new();
+    SourceService::new(|_sock, _body| async {
+        let first = Source::new("first", stream::iter([Ok::<_, String>(Bytes::from("one"))]));
+        Ok::<_, String>(stream::iter([first]).chain(stream::pending()))
+    })
+    .register(&mut handlers, "slow");
+    // Serving: two sources that never send a frame (the default 10 minutes).
+    SourceService::new(|_sock, _body| async {
+        let silent = |h: &'static str| Source::new(h, stream::pending::<Result<Bytes, String>>());
+        Ok::<_, String>(stream::iter([silent("a"), silent("b")]))
+    })
+    .register(&mut handlers, "silent");
+    let (_server, client) = in_memory(handlers).await;
+
+    let started = tokio::time::Instant::now();
+    let mut sources = lookup_and_post(&client, "slow", "").await.unwrap();
+    let mut source = sources.next().await.unwrap().unwrap();
+    assert_eq!(source.next().await.unwrap().unwrap(), "one");
+    assert!(source.next().await.unwrap().is_none());
+    match sources.next().await {
+        Err(Error::Remote(message)) => assert_eq!(message, "sourcing timeout"),
+        other => panic!("expected the sourcing timeout, got {other:?}"),
+    }
+    at_the_bound(started, tokio::time::Instant::now(), Duration::from_secs(30));
+
+    let started = tokio::time::Instant::now();
+    let mut sources = lookup_and_post(&client, "silent", "").await.unwrap();
+    let mut open =
+        vec![sources.next().await.unwrap().unwrap(), sources.next().await.unwrap().unwrap()];
+    for source in &mut open {
+        match source.next().await {
+            Err(SourceError::Aborted(reason)) => assert_eq!(reason, "serving timeout"),
+            other => panic!("expected the serving timeout, got {other:?}"),
+        }
+    }
+    at_the_bound(started, tokio::time::Instant::now(), Duration::from_secs(600));
+    match sources.next().await {
+        Err(Error::Remote(message)) => assert_eq!(message, "serving timeout"),
+        other => panic!("expected the serving timeout, got {other:?}"),
+    }
+}

@@ -100,3 +100,51 @@ async fn silent_peer_is_dropped_after_the_handshake_timeout() {
     let client = connect(server.addr).await;
     assert_eq!(&client.buffer_request("echo", "ok").await.unwrap()[..], b"ok");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_handshake_timeout_fires_at_its_bound_counted_from_the_start_not_the_last_byte() {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // The default 10 s, on an in-memory pipe under a paused clock. Half a version just
+    // before the deadline does not put it off: it bounds the whole handshake.
+    for half_a_version in [false, true] {
+        let (ours, mut peer) = tokio::io::duplex(4096);
+        let (r, w) = gotalk::transport::io(ours);
+        let info = gotalk::sock::ConnInfo::new(gotalk::sock::TransportKind::Memory, None, None);
+        let started = tokio::time::Instant::now();
+        let handshake = tokio::spawn(gotalk::Sock::start(
+            r,
+            w,
+            Arc::new(common::handlers()),
+            Arc::new(Config::default()),
+            info,
+        ));
+        let mut version = [0u8; 2];
+        peer.read_exact(&mut version).await.unwrap();
+        assert_eq!(&version, b"01");
+
+        tokio::time::sleep_until(started + Duration::from_secs(10) - Duration::from_millis(1))
+            .await;
+        if half_a_version {
+            peer.write_all(b"0").await.unwrap();
+        }
+        tokio::task::yield_now().await;
+        assert!(!handshake.is_finished(), "gave up before the handshake timeout");
+        let outcome = handshake.await.unwrap();
+        let waited = started.elapsed();
+        assert!(
+            matches!(
+                outcome,
+                Err(Error::Closed(CloseReason::HandshakeTimeout(t))) if t == Duration::from_secs(10)
+            ),
+            "{outcome:?}"
+        );
+        assert!(waited >= Duration::from_secs(10), "{waited:?}");
+        assert!(waited <= Duration::from_secs(10) + Duration::from_millis(1), "{waited:?}");
+        // The peer is told why, then the connection ends.
+        let mut rest = Vec::new();
+        peer.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(String::from_utf8_lossy(&rest), "f00000003");
+    }
+}
