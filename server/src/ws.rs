@@ -631,6 +631,7 @@ pub fn declares_retry(query: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn close_reasons_are_cut_to_fit_a_close_frame() {
@@ -640,5 +641,23 @@ mod tests {
         assert!(long.to_string().starts_with(&text));
         assert_eq!(close_code(&CloseReason::Shutdown), CLOSE_GOING_AWAY);
         assert_eq!(close_code(&CloseReason::Ended), CLOSE_NORMAL);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_ping_budget_refills_eight_a_second_up_to_the_burst() {
+        let mut budget = PingBudget::new();
+        assert!((0..64).all(|_| budget.spend()), "the burst");
+        assert!(!budget.spend(), "one past the burst");
+        // 999 ms earn 7.992 pings: 7 whole ones.
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert!((0..7).all(|_| budget.spend()));
+        assert!(!budget.spend(), "the eighth is not earned yet");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(budget.spend(), "now it is");
+        assert!(!budget.spend());
+        // A long silence refills the burst and no more.
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert!((0..64).all(|_| budget.spend()));
+        assert!(!budget.spend());
     }
 }
