@@ -31,6 +31,7 @@ pub struct Config {
     pub(crate) retry_wait_max: Duration,
     pub(crate) max_retries: u32,
     pub(crate) read_timeout: Option<Duration>,
+    pub(crate) frame_timeout: Option<Duration>,
     pub(crate) handshake_timeout: Duration,
     pub(crate) write_timeout: Duration,
     pub(crate) send_queue_bytes: usize,
@@ -58,6 +59,7 @@ impl Default for Config {
             retry_wait_max: Duration::from_millis(5000),
             max_retries: 5,
             read_timeout: Some(Duration::from_secs(90)),
+            frame_timeout: Some(Duration::from_secs(300)),
             handshake_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
             send_queue_bytes: 4 << 20,
@@ -86,6 +88,7 @@ impl fmt::Debug for Config {
             .field("retry_wait_max", &self.retry_wait_max)
             .field("max_retries", &self.max_retries)
             .field("read_timeout", &self.read_timeout)
+            .field("frame_timeout", &self.frame_timeout)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("write_timeout", &self.write_timeout)
             .field("send_queue_bytes", &self.send_queue_bytes)
@@ -166,6 +169,26 @@ impl Config {
     /// you serve.
     pub fn read_timeout(&mut self, timeout: Option<Duration>) -> &mut Self {
         self.read_timeout = timeout;
+        self
+    }
+
+    /// How long one message may take to arrive, from its first byte to its last. Default
+    /// 5 minutes; then the peer gets ProtocolError 3 and the connection closes. `None` turns
+    /// it off.
+    ///
+    /// The [read timeout](Self::read_timeout) counts from the last byte, so without this a
+    /// peer that trickles a message (one byte a minute, say) would hold its connection and
+    /// the partial message, with the read buffer reserved for the rest of it, for as long as
+    /// it liked. An idle peer holds no partial message, so this never closes a healthy idle
+    /// connection. The default lets a payload at the default 16 MiB limit arrive at 450
+    /// kbit/s (a 3G uplink, with room to spare); over a slower link, or with a larger
+    /// [`max_payload`](Self::max_payload), raise it; with small payloads, lower it.
+    ///
+    /// Over WebSocket it counts from the first whole WebSocket message that starts a gotalk
+    /// message (the transport delivers whole messages); a WebSocket message still on its way
+    /// is bounded by the read timeout, which only whole messages restart.
+    pub fn frame_timeout(&mut self, timeout: Option<Duration>) -> &mut Self {
+        self.frame_timeout = timeout;
         self
     }
 

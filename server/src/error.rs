@@ -28,6 +28,9 @@ pub enum CloseReason {
     UnsupportedVersion(u8),
     /// Nothing arrived within the read timeout; the peer was sent ProtocolError 3.
     ReadTimeout(Duration),
+    /// A message's first byte arrived and its last did not within the frame timeout; the
+    /// peer was sent ProtocolError 3.
+    FrameTimeout(Duration),
     /// The handshake did not complete within the handshake timeout.
     HandshakeTimeout(Duration),
     /// A write did not complete within the write timeout: the peer stopped reading.
@@ -63,6 +66,9 @@ impl fmt::Display for CloseReason {
                 write!(f, "peer speaks unsupported protocol version {v}")
             }
             CloseReason::ReadTimeout(d) => write!(f, "read timeout: nothing received for {d:?}"),
+            CloseReason::FrameTimeout(d) => {
+                write!(f, "frame timeout: a message took longer than {d:?} to arrive")
+            }
             CloseReason::HandshakeTimeout(d) => write!(f, "handshake timeout after {d:?}"),
             CloseReason::WriteTimeout(d) => write!(f, "write timeout: peer not reading for {d:?}"),
             CloseReason::Io(e) => write!(f, "connection error: {e}"),
@@ -77,11 +83,12 @@ impl fmt::Display for CloseReason {
 
 impl CloseReason {
     /// True when the connection closed because the peer stopped answering in time: a read,
-    /// handshake or write timeout, or failed liveness probes.
+    /// frame, handshake or write timeout, or failed liveness probes.
     pub fn is_timeout(&self) -> bool {
         matches!(
             self,
             CloseReason::ReadTimeout(_)
+                | CloseReason::FrameTimeout(_)
                 | CloseReason::HandshakeTimeout(_)
                 | CloseReason::WriteTimeout(_)
                 | CloseReason::PeerDead(_)

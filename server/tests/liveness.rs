@@ -4,15 +4,13 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::proxy::Proxy;
 use common::{connect, connect_with, start, within, WirePeer};
 use gotalk::protocol::{Frame, Id};
 use gotalk::{CloseReason, Config, Error, Handlers, LivenessConfig, LivenessEvent};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 /// Probes after 200 ms of silence, two unanswered allowed: dead within 600 ms.
 fn fast() -> Config {
@@ -27,47 +25,6 @@ fn fast() -> Config {
     config
 }
 
-/// Forwards bytes one way until `swallow` is set; from then on reads and drops them, so the
-/// connection stays open but nothing gets through, not even a close.
-async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    swallow: Arc<AtomicBool>,
-) {
-    let mut buf = vec![0; 16 * 1024];
-    while let Ok(n) = from.read(&mut buf).await {
-        if n == 0 {
-            break;
-        }
-        if !swallow.load(Ordering::SeqCst) && to.write_all(&buf[..n]).await.is_err() {
-            break;
-        }
-    }
-    if swallow.load(Ordering::SeqCst) {
-        // Half-open: even the close does not get through; hold the other side open.
-        std::future::pending::<()>().await;
-    }
-    drop(to);
-}
-
-/// A proxy in front of `target`; returns its address and the switch that makes it swallow.
-async fn proxy(target: std::net::SocketAddr) -> (std::net::SocketAddr, Arc<AtomicBool>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let swallow = Arc::new(AtomicBool::new(false));
-    let s = swallow.clone();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let server = TcpStream::connect(target).await.unwrap();
-            let (cr, cw) = client.into_split();
-            let (sr, sw) = server.into_split();
-            tokio::spawn(pump(cr, sw, s.clone()));
-            tokio::spawn(pump(sr, cw, s.clone()));
-        }
-    });
-    (addr, swallow)
-}
-
 #[tokio::test]
 async fn a_half_open_connection_is_detected_by_both_ends_within_the_bound() {
     let events = Arc::new(Mutex::new(Vec::new()));
@@ -75,8 +32,8 @@ async fn a_half_open_connection_is_detected_by_both_ends_within_the_bound() {
     let seen = events.clone();
     handlers.on_liveness(move |_sock, event| seen.lock().unwrap().push(event));
     let server = start(handlers, fast()).await;
-    let (addr, swallow) = proxy(server.addr).await;
-    let client = connect_with(addr, Handlers::new(), fast()).await;
+    let proxy = Proxy::start(server.addr).await;
+    let client = connect_with(proxy.addr, Handlers::new(), fast()).await;
     let server_side = within("server side", server.only_connection()).await;
 
     // Idle but healthy: probes go out and come back, for a while.
@@ -95,7 +52,7 @@ async fn a_half_open_connection_is_detected_by_both_ends_within_the_bound() {
         async move { client.buffer_request("never", "").await }
     });
     tokio::time::sleep(Duration::from_millis(20)).await;
-    swallow.store(true, Ordering::SeqCst);
+    proxy.swallow();
     let cut = Instant::now();
 
     let client_reason = within("client detects", client.closed()).await;
@@ -215,8 +172,8 @@ async fn ouroboros_cadence_probes_through_traffic_and_a_silent_peer_fails_the_re
     let seen = events.clone();
     handlers.on_liveness(move |_sock, event| seen.lock().unwrap().push((Instant::now(), event)));
     let server = start(handlers, config).await;
-    let (addr, swallow) = proxy(server.addr).await;
-    let client = connect(addr).await;
+    let proxy = Proxy::start(server.addr).await;
+    let client = connect(proxy.addr).await;
     let server_side = within("server side", server.only_connection()).await;
 
     // Busy traffic does not hold the probes back.
@@ -232,7 +189,7 @@ async fn ouroboros_cadence_probes_through_traffic_and_a_silent_peer_fails_the_re
         assert!(!events.iter().any(|(_, e)| *e == LivenessEvent::Suppressed), "{events:?}");
     }
 
-    swallow.store(true, Ordering::SeqCst);
+    proxy.swallow();
     let cut = Instant::now();
     let reason = within("server detects", server_side.closed()).await;
     let after = cut.elapsed();

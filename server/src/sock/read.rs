@@ -8,6 +8,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use gotalk_protocol::{Decoder, Frame, ProtocolErrorCode};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::time::Instant;
 
 use super::{lock, Heartbeat, Sock};
 use crate::error::CloseReason;
@@ -37,9 +38,13 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
     let mut decoder = Decoder::new();
     decoder.max_payload(config.max_payload).max_name_len(config.max_name_len);
     let mut notes = None;
+    // When the message now arriving began to: it must be whole within the frame timeout,
+    // however steadily its bytes trickle in (the read timeout only sees gaps between bytes).
+    let mut frame_started = None;
     let (reason, code) = loop {
         match decoder.decode(&mut buf) {
             Ok(Some(frame)) => {
+                frame_started = None;
                 if let Err(closing) = dispatch(&sock, frame, &mut notes).await {
                     break closing;
                 }
@@ -48,38 +53,70 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
             Ok(None) => {}
             Err(e) => break (CloseReason::from(e), Some(ProtocolErrorCode::InvalidMessage)),
         }
+        // Bytes left over after a dispatch count from now: while the read loop waited on a
+        // full queue, the peer was not the one holding the message up.
+        if decoder.is_mid_message(&buf) {
+            frame_started.get_or_insert_with(Instant::now);
+        } else {
+            frame_started = None;
+        }
+        let frame_deadline = frame_started.zip(config.frame_timeout).map(|(at, t)| at + t);
         let hint = decoder.payload_remaining(buf.len());
         let event = tokio::select! {
             biased;
             _ = sock.shared.cancel.cancelled() => return,
-            event = read_within(config.read_timeout, reader.read(&mut buf, hint)) => event,
+            event = read_within(config.read_timeout, frame_deadline, reader.read(&mut buf, hint)) => event,
         };
         match event {
-            Some(Ok(ReadEvent::Data(_))) => {
+            Ok(Ok(ReadEvent::Data(_))) => {
                 sock.mark_inbound();
                 while let Some(pong) = reader.take_pong() {
                     sock.on_pong(&pong);
                 }
             }
-            Some(Ok(ReadEvent::Eof)) if decoder.is_mid_message(&buf) => {
+            Ok(Ok(ReadEvent::Eof)) if decoder.is_mid_message(&buf) => {
                 break (CloseReason::PeerClosedMidMessage, None)
             }
-            Some(Ok(ReadEvent::Eof)) => break (CloseReason::PeerClosed, None),
-            Some(Err(e)) => break (CloseReason::Io(e.to_string()), None),
-            None => {
+            Ok(Ok(ReadEvent::Eof)) => break (CloseReason::PeerClosed, None),
+            Ok(Err(e)) => break (CloseReason::Io(e.to_string()), None),
+            Err(Expired::Read) => {
                 let timeout = config.read_timeout.unwrap_or_default();
                 break (CloseReason::ReadTimeout(timeout), Some(ProtocolErrorCode::Timeout));
+            }
+            Err(Expired::Frame) => {
+                let timeout = config.frame_timeout.unwrap_or_default();
+                break (CloseReason::FrameTimeout(timeout), Some(ProtocolErrorCode::Timeout));
             }
         }
     };
     sock.close_with(reason, code);
 }
 
-/// Runs a read with the read timeout, if there is one; `None` when it expired.
-async fn read_within<T>(timeout: Option<Duration>, read: impl Future<Output = T>) -> Option<T> {
-    match timeout {
-        Some(t) => tokio::time::timeout(t, read).await.ok(),
-        None => Some(read.await),
+/// Which deadline a read missed.
+enum Expired {
+    /// Nothing arrived within the read timeout.
+    Read,
+    /// The message being received was not whole by its deadline.
+    Frame,
+}
+
+/// Runs a read within the read timeout and the current message's deadline, whichever is
+/// sooner (either may be absent).
+async fn read_within<T>(
+    read_timeout: Option<Duration>,
+    frame_deadline: Option<Instant>,
+    read: impl Future<Output = T>,
+) -> Result<T, Expired> {
+    let read_deadline = read_timeout.map(|t| Instant::now() + t);
+    let deadline = match (read_deadline, frame_deadline) {
+        (Some(r), Some(f)) if f <= r => Some((f, Expired::Frame)),
+        (Some(r), _) => Some((r, Expired::Read)),
+        (None, Some(f)) => Some((f, Expired::Frame)),
+        (None, None) => None,
+    };
+    match deadline {
+        Some((at, expired)) => tokio::time::timeout_at(at, read).await.map_err(|_| expired),
+        None => Ok(read.await),
     }
 }
 

@@ -59,6 +59,32 @@ pub(crate) fn upgrade_request(path: &str, host: &str, headers: &[(&str, &str)]) 
     request
 }
 
+/// One frame on the wire, masked (as a client must) unless `masked` is false.
+pub(crate) fn encode(opcode: u8, fin: bool, payload: &[u8], masked: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + 14);
+    out.push(if fin { 0x80 } else { 0 } | opcode);
+    let mask_bit = if masked { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => out.push(mask_bit | n as u8),
+        n if n < 65536 => {
+            out.push(mask_bit | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(mask_bit | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    if masked {
+        let key = [0x12, 0x34, 0x56, 0x78];
+        out.extend_from_slice(&key);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> RawWs<S> {
     /// Sends the upgrade request and reads the response head (and body, if not 101).
     pub(crate) async fn upgrade(
@@ -97,28 +123,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawWs<S> {
 
     /// Sends one frame, masked (as a client must) unless `masked` is false.
     pub(crate) async fn frame_with(&mut self, opcode: u8, fin: bool, payload: &[u8], masked: bool) {
-        let mut out = Vec::with_capacity(payload.len() + 14);
-        out.push(if fin { 0x80 } else { 0 } | opcode);
-        let mask_bit = if masked { 0x80 } else { 0 };
-        match payload.len() {
-            n if n < 126 => out.push(mask_bit | n as u8),
-            n if n < 65536 => {
-                out.push(mask_bit | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(mask_bit | 127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        if masked {
-            let key = [0x12, 0x34, 0x56, 0x78];
-            out.extend_from_slice(&key);
-            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-        } else {
-            out.extend_from_slice(payload);
-        }
-        self.io.write_all(&out).await.unwrap();
+        self.io.write_all(&encode(opcode, fin, payload, masked)).await.unwrap();
     }
 
     /// Sends `count` copies of a frame in one write.
@@ -126,6 +131,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawWs<S> {
         let mut one = vec![0x80 | opcode, 0x80 | payload.len() as u8, 0, 0, 0, 0];
         one.extend_from_slice(payload);
         self.io.write_all(&one.repeat(count)).await.unwrap();
+    }
+
+    /// Writes `bytes` one at a time, `every` apart, keeping what the server sends meanwhile
+    /// for [`next`](Self::next); stops early once the server has closed the connection.
+    /// Returns how many bytes were written.
+    pub(crate) async fn trickle(&mut self, bytes: &[u8], every: Duration) -> usize {
+        for (i, byte) in bytes.iter().enumerate() {
+            if !self.take_available() || self.io.write_all(&[*byte]).await.is_err() {
+                return i;
+            }
+            tokio::time::sleep(every).await;
+        }
+        bytes.len()
+    }
+
+    /// Moves what has already arrived into the buffer, without waiting, for
+    /// [`next`](Self::next); false once the server has closed the connection.
+    pub(crate) fn take_available(&mut self) -> bool {
+        use futures_util::FutureExt;
+        loop {
+            let mut chunk = [0u8; 4096];
+            match self.io.read(&mut chunk).now_or_never() {
+                None => return true,
+                Some(Ok(0) | Err(_)) => return false,
+                Some(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
     }
 
     /// Sends one masked, final frame.
