@@ -166,7 +166,9 @@ impl Config {
     /// Over WebSocket the transport delivers whole messages, so the clock restarts only when
     /// a message is complete: one message must arrive within the timeout, however slowly its
     /// bytes trickle in. Keep it above the time the largest payload takes on the slowest link
-    /// you serve.
+    /// you serve. Pongs do not restart it (they prove the peer alive to the liveness probes
+    /// only): a peer may send them between the fragments of a message it trickles, and an
+    /// idle peer sends heartbeats anyway.
     pub fn read_timeout(&mut self, timeout: Option<Duration>) -> &mut Self {
         self.read_timeout = timeout;
         self

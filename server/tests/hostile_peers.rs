@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use common::raw_ws::{self, RawWs, BINARY, CLOSE, PING};
+use common::raw_ws::{self, RawWs, BINARY, CLOSE, CONTINUATION, PING, PONG};
 use common::web::WebServer;
 use gotalk::protocol::{Decoder, Frame, ProtocolErrorCode};
 use gotalk::{CloseReason, Config, Handlers, Sock};
@@ -478,6 +478,54 @@ async fn a_request_trickled_as_websocket_messages_is_cut_at_the_frame_timeout() 
     assert_within_a_second(after, 300);
     assert_eq!(reason, CloseReason::FrameTimeout(Duration::from_secs(300)));
     bystander.stop(30).await;
+    server.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_trickled_in_fragments_between_pongs_is_cut_at_the_read_timeout() {
+    // One gotalk request as one WebSocket message of 1-byte fragments, one a second, each
+    // probe answered with a pong between fragments (which the protocol allows). The peer is
+    // alive, so the probes pass; but no byte of the gotalk stream arrives until the message
+    // is whole, and pongs do not restart the read timeout.
+    let mut handlers = common::handlers();
+    let mut closed = closes(&mut handlers);
+    let server = WebServer::start(handlers, Config::default(), |g| g).await;
+    let bystander = Bystander::tcp(server.tcp).await;
+    let mut ws = raw_ws(&server).await;
+
+    let request = echo_request(b"0001", 1000);
+    let started = Instant::now();
+    let (mut fragments, mut pongs) = (0, 0);
+    'trickle: for (i, byte) in request.iter().enumerate() {
+        let opcode = if i == 0 { BINARY } else { CONTINUATION };
+        let fragment = raw_ws::encode(opcode, false, &[*byte], true);
+        if ws.trickle(&fragment, Duration::ZERO).await < fragment.len() {
+            break;
+        }
+        fragments += 1;
+        tokio::time::sleep(SECOND).await;
+        if !ws.take_available() {
+            break;
+        }
+        loop {
+            match ws.next_within(Duration::ZERO).await {
+                raw_ws::Got::Frame { opcode: PING, payload } => {
+                    ws.frame(PONG, &payload).await;
+                    pongs += 1;
+                }
+                raw_ws::Got::Frame { opcode: CLOSE, .. } => break 'trickle,
+                // Heartbeats: the server's own sign of life.
+                raw_ws::Got::Frame { .. } => {}
+                _ => break,
+            }
+        }
+    }
+    assert!(pongs >= 4, "the probes were answered: {pongs} pongs");
+    assert!((89..=91).contains(&fragments), "{fragments} fragments got through");
+    let (after, reason) = next_close(&mut closed, started).await;
+    assert_within_a_second(after, 90);
+    assert_eq!(reason, CloseReason::ReadTimeout(Duration::from_secs(90)));
+    bystander.stop(5).await;
     server.stop().await;
 }
 

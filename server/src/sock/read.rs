@@ -2,7 +2,6 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
@@ -41,10 +40,18 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
     // When the message now arriving began to: it must be whole within the frame timeout,
     // however steadily its bytes trickle in (the read timeout only sees gaps between bytes).
     let mut frame_started = None;
+    // When bytes of the byte stream last arrived. A WebSocket pong proves the peer alive to
+    // the liveness checks but does not move this: pongs can be interleaved with the
+    // fragments of one message, so a peer trickling a message a byte a fragment while it
+    // answers every probe would otherwise never time out. An idle peer keeps it moving with
+    // heartbeats, which every gotalk implementation sends by default.
+    let mut last_data = Instant::now();
     let (reason, code) = loop {
         match decoder.decode(&mut buf) {
             Ok(Some(frame)) => {
                 frame_started = None;
+                // The dispatch may wait on a full queue; that time is not the peer's silence.
+                last_data = Instant::now();
                 if let Err(closing) = dispatch(&sock, frame, &mut notes).await {
                     break closing;
                 }
@@ -61,14 +68,18 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
             frame_started = None;
         }
         let frame_deadline = frame_started.zip(config.frame_timeout).map(|(at, t)| at + t);
+        let read_deadline = config.read_timeout.map(|t| last_data + t);
         let hint = decoder.payload_remaining(buf.len());
         let event = tokio::select! {
             biased;
             _ = sock.shared.cancel.cancelled() => return,
-            event = read_within(config.read_timeout, frame_deadline, reader.read(&mut buf, hint)) => event,
+            event = read_within(read_deadline, frame_deadline, reader.read(&mut buf, hint)) => event,
         };
         match event {
-            Ok(Ok(ReadEvent::Data(_))) => {
+            Ok(Ok(ReadEvent::Data(n))) => {
+                if n > 0 {
+                    last_data = Instant::now();
+                }
                 sock.mark_inbound();
                 while let Some(pong) = reader.take_pong() {
                     sock.on_pong(&pong);
@@ -100,14 +111,13 @@ enum Expired {
     Frame,
 }
 
-/// Runs a read within the read timeout and the current message's deadline, whichever is
+/// Runs a read within the read deadline and the current message's deadline, whichever is
 /// sooner (either may be absent).
 async fn read_within<T>(
-    read_timeout: Option<Duration>,
+    read_deadline: Option<Instant>,
     frame_deadline: Option<Instant>,
     read: impl Future<Output = T>,
 ) -> Result<T, Expired> {
-    let read_deadline = read_timeout.map(|t| Instant::now() + t);
     let deadline = match (read_deadline, frame_deadline) {
         (Some(r), Some(f)) if f <= r => Some((f, Expired::Frame)),
         (Some(r), _) => Some((r, Expired::Read)),
