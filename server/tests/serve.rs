@@ -409,3 +409,31 @@ async fn serve_with_a_certificate_speaks_https_wss_and_tls_tcp_only() {
         gotalk::tcp::connect(tcp_addr.as_str(), Arc::new(Handlers::new()), Config::default());
     assert!(within("plain tcp refused", plain_program).await.is_err());
 }
+
+#[tokio::test]
+async fn frame_timeout_and_max_connections_per_addr_flags_reach_every_listener() {
+    let served = serve_with(&["--frame-timeout", "0.3", "--max-connections-per-addr", "1"]).await;
+    let tcp_addr = served.tcp.trim_start_matches("tcp://").to_owned();
+    // One connection per address: the first is served, a second gets ProtocolError 0.
+    let mut first = TcpStream::connect(tcp_addr.as_str()).await.unwrap();
+    first.write_all(b"01").await.unwrap();
+    let mut version = [0u8; 2];
+    within("version", first.read_exact(&mut version)).await.unwrap();
+    let mut second = TcpStream::connect(tcp_addr.as_str()).await.unwrap();
+    let mut refusal = Vec::new();
+    within("refusal", second.read_to_end(&mut refusal)).await.unwrap();
+    assert_eq!(refusal, b"01f00000000");
+    // The first starts a request and never finishes it: cut at the frame timeout.
+    first.write_all(b"r0001004echo00000010abc").await.unwrap();
+    let mut rest = Vec::new();
+    within("frame timeout", first.read_to_end(&mut rest)).await.unwrap();
+    assert!(rest.ends_with(b"f00000003"), "{:?}", String::from_utf8_lossy(&rest));
+    // The WebSocket listener has its own count per address.
+    let browser = gotalk::ws::connect(&served.ws, Arc::new(Handlers::new()), Config::default())
+        .await
+        .expect("websocket connect");
+    let refused =
+        gotalk::ws::connect(&served.ws, Arc::new(Handlers::new()), Config::default()).await;
+    assert!(refused.unwrap_err().to_string().contains("429"), "the second websocket");
+    drop(browser);
+}

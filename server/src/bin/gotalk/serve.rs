@@ -85,6 +85,9 @@ pub(crate) struct LimitArgs {
     /// Seconds without a byte from a peer before it is disconnected; 0 turns it off.
     #[arg(long, value_name = "SECONDS")]
     read_timeout: Option<f64>,
+    /// Seconds a message may take from its first byte to its last; 0 turns it off.
+    #[arg(long, value_name = "SECONDS")]
+    frame_timeout: Option<f64>,
     /// Seconds between heartbeats; 0 sends none.
     #[arg(long, value_name = "SECONDS")]
     heartbeat: Option<f64>,
@@ -147,6 +150,9 @@ impl LimitArgs {
         }
         if let Some(n) = self.max_payload {
             config.max_payload(n);
+        }
+        if let Some(s) = self.frame_timeout {
+            config.frame_timeout(Some(seconds(s)?).filter(|d| !d.is_zero()));
         }
         if let Some(s) = self.read_timeout {
             config.read_timeout(Some(seconds(s)?).filter(|d| !d.is_zero()));
