@@ -480,6 +480,7 @@ mod tests {
             stream_limit: None,
             max_payload: None,
             read_timeout: None,
+            frame_timeout: None,
             heartbeat: None,
             retry_wait: Some((-1.0, 1.0)),
             liveness: None,
