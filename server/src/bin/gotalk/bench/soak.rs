@@ -865,6 +865,12 @@ pub(super) async fn scenario(args: &Args) -> anyhow::Result<Vec<String>> {
          --max-connections {max_connections} --max-connections-per-addr {max_connections}; \
          heartbeats and liveness probes at their defaults on both sides"
     );
+    if files < 2 * max_connections as u64 + 64 {
+        println!(
+            "(`gotalk serve` will warn that its open-file limit is under 2 x --max-connections: \
+             that is both transports full; this load needs {need})"
+        );
+    }
     let server = Gateway::spawn(max_connections, args.server_cpus.as_deref()).await?;
     run(args, server, window, hold).await
 }
