@@ -62,6 +62,7 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 
+mod soak;
 mod sources;
 
 /// The throughput target: gotalk's round trips/s at least this fraction of the
@@ -142,6 +143,8 @@ pub(crate) struct Args {
     /// over WebSocket.
     #[arg(long, value_enum)]
     baseline: Option<Baseline>,
+    #[command(flatten)]
+    soak: soak::Args,
 }
 
 /// What the benchmark's connections run over.
@@ -189,6 +192,10 @@ enum Scenario {
     /// Frames/s and MB/s of sources (1 and 16 at once) against plain streaming results (not
     /// part of `all`; `--secs` and `--warmup` do not apply: each run is a fixed transfer).
     Sources,
+    /// The real `gotalk serve` holding many WebSocket and TCP clients for a long time, with
+    /// counted requests and connection churn; reports its memory and CPU (not part of `all`;
+    /// set by the `--ws`, `--tcp`, `--hold`, `--requests`, `--churn` options).
+    Soak,
 }
 
 fn positive_secs(s: &str) -> Result<f64, String> {
@@ -366,6 +373,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.scenario == Scenario::Sources {
         summary.extend(sources::scenario(args.transport, args.runs as usize).await?);
+    }
+    if args.scenario == Scenario::Soak {
+        summary.extend(soak::scenario(&args.soak).await?);
     }
     println!("== summary");
     for line in &summary {
