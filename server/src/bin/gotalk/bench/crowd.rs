@@ -81,6 +81,9 @@ struct Client {
     answered: AtomicBool,
 }
 
+/// A client of the crowd: its keepalive and its progress.
+type Member = (KeepAlive, Arc<Client>);
+
 /// The error kinds the tally distinguishes.
 fn kind(e: &Error) -> &'static str {
     match e {
@@ -197,12 +200,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// The crowd's counts now.
-fn snapshot(clients: &[(KeepAlive, Arc<Client>)], tally: &Tally) -> serde_json::Value {
+fn snapshot(clients: &[Member], tally: &Tally) -> serde_json::Value {
     let sent = tally.sent.load(Ordering::SeqCst);
     let answered = tally.answered.load(Ordering::SeqCst);
     let errored = tally.errored();
-    let count =
-        |f: &dyn Fn(&(KeepAlive, Arc<Client>)) -> bool| clients.iter().filter(|c| f(c)).count();
+    let count = |f: &dyn Fn(&Member) -> bool| clients.iter().filter(|c| f(c)).count();
     json!({
         "clients": clients.len(),
         "connected": count(&|(k, _)| k.is_connected()),
