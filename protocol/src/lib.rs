@@ -18,6 +18,9 @@
 //! - [`decode`]: the incremental decoder and its limits.
 //! - [`relay`]: the relay's reserved names and its JSON envelope, validated.
 //! - [`sources`]: many streams answering one request, as tagged parts of one stream.
+//! - [`liveness`]: probes and their answers, as a state machine fed timestamps.
+//! - [`backoff`], [`keepalive`]: when a client reconnects (exponential backoff with jitter),
+//!   shared by the browser client and the Rust keepalive client so both spread a crowd alike.
 //!
 //! # Examples
 //! ```
@@ -40,10 +43,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod decode;
 pub mod encode;
 pub mod frame;
 pub mod hex;
+pub mod keepalive;
 pub mod liveness;
 #[cfg(feature = "relay")]
 pub mod relay;

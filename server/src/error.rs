@@ -153,6 +153,14 @@ pub enum Error {
     /// Connecting failed.
     #[error("connect: {0}")]
     Connect(String),
+    /// A [`KeepAlive`](crate::keepalive::KeepAlive) call waited this long for a connection
+    /// and none came; it was never sent.
+    #[error("no connection within {0:?}; the call was not sent")]
+    NoConnection(Duration),
+    /// This many [`KeepAlive`](crate::keepalive::KeepAlive) calls already wait for a
+    /// connection; this one was not sent.
+    #[error("{0} calls already wait for a connection; the call was not sent")]
+    TooManyWaiting(usize),
 }
 
 impl From<serde_json::Error> for Error {

@@ -29,6 +29,8 @@
 //! - [`tcp`]: the TCP listener and client, with optional TLS.
 //! - [`tls`]: TLS settings from PEM files.
 //! - [`ws`]: the WebSocket transport and client.
+//! - [`keepalive`]: a client connection that reconnects with backoff and holds calls while
+//!   it is down.
 //! - [`error`]: request errors and close reasons.
 //! - [`metrics`]: liveness counts of a registry's connections.
 //!
@@ -60,6 +62,7 @@ pub mod error;
 pub mod gateway;
 pub mod handlers;
 pub mod http;
+pub mod keepalive;
 mod listen;
 pub mod metrics;
 mod per_addr;
@@ -79,6 +82,7 @@ pub use gateway::Gateway;
 pub use gotalk_protocol as protocol;
 pub use gotalk_protocol::liveness::{Event as LivenessEvent, LivenessConfig};
 pub use handlers::Handlers;
+pub use keepalive::KeepAlive;
 pub use sock::{
     ConnInfo, Heartbeat, Sock, StreamInput, StreamOutput, StreamRequest, StreamResponse,
     TransportKind, UpgradeRequest,

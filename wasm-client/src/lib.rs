@@ -7,13 +7,15 @@
 //!
 //! The parts that decide things without I/O ([`backoff`], [`keepalive`], [`liveness`],
 //! [`outbox`]) are plain Rust with native unit tests; [`core`] is the browser-facing part.
+//! The reconnect schedule and its state machine live in `gotalk-protocol`, because the Rust
+//! client (`gotalk::keepalive`) reconnects by the same rules.
 
 #![forbid(unsafe_code)]
 
-pub mod backoff;
+pub use gotalk_protocol::{backoff, keepalive};
+
 pub mod core;
 mod js;
-pub mod keepalive;
 pub mod liveness;
 pub mod outbox;
 pub mod sources;

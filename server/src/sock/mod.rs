@@ -178,6 +178,8 @@ pub(crate) struct Shared {
     cancel: CancellationToken,
     /// Cancelled when the write loop has shut the transport down.
     terminated: CancellationToken,
+    /// Cancelled when the peer says `$done`.
+    peer_done: CancellationToken,
     reason: OnceLock<CloseReason>,
     ending: AtomicBool,
     last_heartbeat: Mutex<Option<Heartbeat>>,
@@ -289,6 +291,7 @@ impl Sock {
             next_id: AtomicU32::new(0),
             cancel: CancellationToken::new(),
             terminated: CancellationToken::new(),
+            peer_done: CancellationToken::new(),
             reason: OnceLock::new(),
             ending: AtomicBool::new(false),
             counters: Mutex::new(Vec::new()),
@@ -370,6 +373,18 @@ impl Sock {
     pub async fn closed(&self) -> CloseReason {
         self.shared.terminated.cancelled().await;
         self.close_reason().unwrap_or(CloseReason::Local)
+    }
+
+    /// True once the peer said `$done`: it is shutting down, answers new requests with a
+    /// RetryResult, and closes the connection once the requests in flight are answered.
+    pub fn peer_done(&self) -> bool {
+        self.shared.peer_done.is_cancelled()
+    }
+
+    /// Waits until the peer says `$done` (see [`peer_done`](Self::peer_done)); never returns
+    /// on a connection that closes without it.
+    pub async fn peer_done_notified(&self) {
+        self.shared.peer_done.cancelled().await;
     }
 
     /// Closes the connection now. Pending requests fail with [`CloseReason::Local`]; frames

@@ -62,6 +62,7 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 
+pub(crate) mod crowd;
 mod soak;
 mod sources;
 

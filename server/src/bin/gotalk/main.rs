@@ -37,6 +37,10 @@ enum Command {
     Listen(client::ListenArgs),
     /// Measure requests/s, latency and memory per connection against a raw baseline.
     Bench(bench::Args),
+    /// Rust keepalive clients loading a server that is killed and restarted under them,
+    /// counting every request (driven by `e2e/tests/kill.spec.ts`).
+    #[command(hide = true)]
+    BenchCrowd(bench::crowd::Args),
     /// A server for `bench` to measure, in a process of its own.
     #[command(hide = true)]
     BenchServer {
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
             Command::Notify(args) => client::notify(args).await,
             Command::Listen(args) => client::listen(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::BenchCrowd(args) => bench::crowd::run(args).await,
             Command::BenchServer { kind } => bench::serve_child(&kind).await,
         }
     });

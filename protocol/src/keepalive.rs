@@ -1,8 +1,10 @@
 //! When to reconnect: the keepalive state machine, free of I/O and clocks.
 //!
-//! The browser side feeds it what happened (opened, closed, came online, became visible) with
-//! the current time and a random number, and it answers with what to do next. Tests drive it
-//! with made-up times.
+//! A client feeds it what happened (opened, closed, and in a browser: came online, became
+//! visible) with the current time and a random number, and it answers with what to do next.
+//! The browser client and the Rust keepalive client (`gotalk::keepalive`, which is always
+//! "online") both use it, so they reconnect by the same rules. Tests drive it with made-up
+//! times.
 
 use crate::backoff::Backoff;
 
@@ -12,7 +14,7 @@ const ONLINE_SPREAD_MS: f64 = 1000.0;
 /// Where a keepalive connection stands.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Phase {
-    /// A WebSocket is being opened.
+    /// A connection is being opened.
     Connecting,
     /// The connection is open.
     Open,
@@ -107,8 +109,8 @@ impl KeepAlive {
         }
     }
 
-    /// The connection (or the attempt) ended at `now`. `online` is `navigator.onLine`; `r`
-    /// is uniform in `[0, 1)`.
+    /// The connection (or the attempt) ended at `now`. `online` is `navigator.onLine` in a
+    /// browser (always true elsewhere); `r` is uniform in `[0, 1)`.
     ///
     /// The backoff starts over after a connection that stayed open for at least the
     /// schedule's minimum delay. One that the server closes sooner than that counts as a
@@ -172,7 +174,7 @@ impl KeepAlive {
         }
     }
 
-    /// The page called `end()`.
+    /// The client was ended (a page's `end()`, a Rust client's `close()`).
     pub fn end(&mut self) {
         self.phase = Phase::Ended;
     }
