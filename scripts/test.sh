@@ -43,6 +43,9 @@ summary() {
     return "$rc"
 }
 trap summary EXIT
+# Killed (a timeout, ctrl-c): exit with the signal's status, so the summary says FAILED.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 stage fmt
 cargo fmt --all -- --check
