@@ -139,12 +139,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawWs<S> {
     /// Returns how many bytes were written.
     pub(crate) async fn trickle(&mut self, bytes: &[u8], every: Duration) -> usize {
         for (i, byte) in bytes.iter().enumerate() {
-            if !self.take_available() || self.io.write_all(&[*byte]).await.is_err() {
+            if !self.deliver(&[*byte]).await {
                 return i;
             }
             tokio::time::sleep(every).await;
         }
         bytes.len()
+    }
+
+    /// Writes `bytes` at once, then gives loopback a real moment to deliver them: under a
+    /// paused clock the runtime may otherwise jump to the next timer before the server's
+    /// socket is readable (a loaded machine defers loopback delivery). False once the
+    /// server has closed the connection.
+    pub(crate) async fn deliver(&mut self, bytes: &[u8]) -> bool {
+        if !self.take_available() || self.io.write_all(bytes).await.is_err() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+        true
     }
 
     /// Moves what has already arrived into the buffer, without waiting, for
