@@ -55,6 +55,16 @@ async fn protocol_violations_are_closed_with_their_rfc_6455_codes() {
     server.stop().await;
 }
 
+/// How the socket was closed, past the pongs it sent first.
+async fn close_after_pongs(ws: &mut RawWs<TcpStream>) -> (Option<u16>, String) {
+    loop {
+        match ws.next().await {
+            Got::Frame { opcode: 0xA, .. } => {}
+            other => return close_of(&other),
+        }
+    }
+}
+
 #[tokio::test]
 async fn pings_are_answered_within_a_budget_and_a_flood_is_closed() {
     let server = WebServer::start(handlers(), Config::default(), |g| g).await;
@@ -67,12 +77,7 @@ async fn pings_are_answered_within_a_budget_and_a_flood_is_closed() {
     // a queue of pongs growing in the server. (One write, small enough for the server to
     // take in one read, so its close is not lost to a reset.)
     ws.frames(PING, b"flood", 100).await;
-    let close = loop {
-        match ws.next().await {
-            Got::Frame { opcode: 0xA, .. } => {}
-            other => break close_of(&other),
-        }
-    };
+    let close = close_after_pongs(&mut ws).await;
     assert_eq!(close, (Some(1008), "too many pings".into()));
     server.stop().await;
 }
@@ -93,12 +98,7 @@ async fn the_ping_burst_is_64_and_the_65th_closes_with_1008() {
     let mut ws = raw(&server, "/gotalk/", &[]).await;
     ws.gotalk_handshake().await;
     ws.frames(PING, b"p", 65).await;
-    let close = loop {
-        match ws.next().await {
-            Got::Frame { opcode: 0xA, .. } => {}
-            other => break close_of(&other),
-        }
-    };
+    let close = close_after_pongs(&mut ws).await;
     assert_eq!(close, (Some(1008), "too many pings".into()));
     server.stop().await;
 }

@@ -7,49 +7,27 @@
 mod common;
 
 use std::collections::HashSet;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::process::ServeProcess;
 use common::within;
 use gotalk::keepalive::Builder;
 use gotalk::protocol::backoff::Backoff;
 use gotalk::{Config, Error, Handlers, KeepAlive};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio_util::sync::CancellationToken;
 
 const CLIENTS: usize = 50;
 
 /// A `gotalk serve` process on the given ports (0: the system picks), with the ports it got.
 async fn serve(http_port: u16, tcp_port: u16) -> (Child, u16, u16) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gotalk"))
-        .args(["serve", "--http", &format!("127.0.0.1:{http_port}")])
-        .args(["--tcp", &format!("127.0.0.1:{tcp_port}")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start gotalk serve");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut banner = Vec::new();
-    for _ in 0..3 {
-        banner
-            .push(within("serve prints its addresses", lines.next_line()).await.unwrap().unwrap());
-    }
-    // `gotalk demo: http://127.0.0.1:P/`, `gotalk websocket: …` (the same port), `gotalk tcp: tcp://127.0.0.1:P`.
-    let port = |line: &str| -> u16 {
-        let port = line.trim().trim_end_matches('/').rsplit(':').next().unwrap();
-        port.parse().unwrap_or_else(|_| panic!("{line:?}"))
-    };
-    assert!(
-        banner[0].starts_with("gotalk demo:") && banner[2].starts_with("gotalk tcp:"),
-        "{banner:?}"
-    );
-    let (http, tcp) = (port(&banner[0]), port(&banner[2]));
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, http, tcp)
+    let http = format!("127.0.0.1:{http_port}");
+    let tcp = format!("127.0.0.1:{tcp_port}");
+    let served = ServeProcess::start(&["--http", &http, "--tcp", &tcp]).await;
+    let ports = (served.http_port(), served.tcp_port());
+    (served.child, ports.0, ports.1)
 }
 
 #[derive(Default)]

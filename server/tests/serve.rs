@@ -4,24 +4,19 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::process::ServeProcess;
 use common::within;
 use gotalk::{CloseReason, Config, Handlers};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 /// The server, and the three URLs it printed.
-struct Served {
-    child: Child,
-    http: String,
-    ws: String,
-    tcp: String,
-}
+type Served = ServeProcess;
 
 async fn serve() -> Served {
     serve_with(&[]).await
@@ -29,39 +24,21 @@ async fn serve() -> Served {
 
 /// As [`serve`], with more arguments for `gotalk serve`.
 async fn serve_with(extra: &[&str]) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gotalk"))
-        .args(["serve", "--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--shutdown-timeout", "5"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start gotalk serve");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut next = async |prefix: &str| {
-        let line = within("serve prints its addresses", lines.next_line()).await.unwrap().unwrap();
-        line.strip_prefix(prefix).unwrap_or_else(|| panic!("{line:?}")).trim().to_owned()
-    };
-    let http = next("gotalk demo:").await;
-    let ws = next("gotalk websocket:").await;
-    let tcp = next("gotalk tcp:").await;
-    // Keep reading, so the server's later output has somewhere to go.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Served { child, http, ws, tcp }
+    let mut args = vec!["--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--shutdown-timeout", "5"];
+    args.extend_from_slice(extra);
+    ServeProcess::start(&args).await
 }
 
-impl Served {
-    /// A browser-like WebSocket client with `browser_handlers`, and a TCP program.
-    async fn connect_both(&self, browser_handlers: Handlers) -> (gotalk::Sock, gotalk::Sock) {
-        let browser = gotalk::ws::connect(&self.ws, Arc::new(browser_handlers), Config::default())
-            .await
-            .expect("websocket connect");
-        let tcp_addr = self.tcp.trim_start_matches("tcp://");
-        let program = gotalk::tcp::connect(tcp_addr, Arc::new(Handlers::new()), Config::default())
-            .await
-            .expect("tcp connect");
-        (browser, program)
-    }
+/// A browser-like WebSocket client with `browser_handlers`, and a TCP program.
+async fn connect_both(served: &Served, browser_handlers: Handlers) -> (gotalk::Sock, gotalk::Sock) {
+    let browser = gotalk::ws::connect(&served.ws, Arc::new(browser_handlers), Config::default())
+        .await
+        .expect("websocket connect");
+    let tcp_addr = served.tcp.trim_start_matches("tcp://");
+    let program = gotalk::tcp::connect(tcp_addr, Arc::new(Handlers::new()), Config::default())
+        .await
+        .expect("tcp connect");
+    (browser, program)
 }
 
 /// A plain HTTP/1.1 GET, returning the whole response.
@@ -86,7 +63,7 @@ async fn stats(http: &str) -> serde_json::Value {
 #[tokio::test]
 async fn stats_count_liveness_probes_and_their_answers_on_both_transports() {
     let served = serve_with(&["--probe-interval", "0.1", "--probe-misses", "3"]).await;
-    let (browser, program) = served.connect_both(Handlers::new()).await;
+    let (browser, program) = connect_both(&served, Handlers::new()).await;
     // Both peers stay quiet, so the server probes them: WebSocket Pings answered by the
     // transport, `$ping` requests answered by the Rust client.
     let answered = |stats: &serde_json::Value, transport: &str| {
@@ -140,7 +117,7 @@ async fn serve_runs_the_demo_over_http_websocket_and_tcp_and_stops_gracefully() 
         let _ = notes_tx.send(payload);
         async {}
     });
-    let (browser, program) = served.connect_both(browser_handlers).await;
+    let (browser, program) = connect_both(&served, browser_handlers).await;
     let tcp_addr = served.tcp.trim_start_matches("tcp://").to_owned();
     let greeting: serde_json::Value =
         browser.request("greet", &serde_json::json!({"name": "browser"})).await.unwrap();
