@@ -63,10 +63,11 @@ test('events: frames of several sources interleave, and each source ends once', 
   expect(got.end).toBeNull();
   expect(got.ends).toEqual({ 0: null, 1: null, 2: null, 3: null });
   expect(got.order.length).toBe(24);
-  // The first shard does not get to finish before the others start: they stream at once.
-  const firstOfLast = got.order.indexOf(3);
-  const lastOfFirst = got.order.lastIndexOf(0);
-  expect(firstOfLast).toBeLessThan(lastOfFirst);
+  // The shards stream at once, not one after another: one after another would switch from
+  // one source to the next exactly 3 times. (Counting switches, rather than comparing two
+  // shards' timings, holds however slow a loaded machine makes any one frame.)
+  const switches = got.order.filter((id, i) => i > 0 && id !== got.order[i - 1]).length;
+  expect(switches).toBeGreaterThan(3);
 });
 
 test('cancelling one source, then all of them', async ({ page, baseURL }) => {
