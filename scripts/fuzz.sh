@@ -6,7 +6,8 @@
 #
 # Needs a nightly toolchain and cargo-fuzz 0.13.2 (`cargo install cargo-fuzz --version 0.13.2
 # --locked`). New inputs go to a scratch directory, so the committed corpus (fuzz/corpus/)
-# only changes by hand: `cargo +nightly fuzz cmin <target>` after copying new inputs in.
+# only changes by hand: copy new inputs in, then `cargo +nightly fuzz cmin -O <target>
+# fuzz/corpus/<target> -- -use_counters=0` (edge coverage only, which keeps it small).
 # A crashing input is left in fuzz/artifacts/<target>/; once fixed, commit it under
 # fuzz/regressions/<target>/, where `cargo test -p gotalk-fuzz-harness` replays it.
 set -euo pipefail
