@@ -11,6 +11,8 @@ use std::time::Duration;
 use gotalk_protocol::liveness::{InvalidLiveness, LivenessConfig};
 use gotalk_protocol::{DEFAULT_MAX_PAYLOAD, MAX_NAME_LEN};
 
+use crate::memory::MemoryBudget;
+
 /// A function that reports this process's load for outgoing heartbeats (0 idle, 0xffff dying).
 pub type LoadFn = Arc<dyn Fn() -> u16 + Send + Sync>;
 
@@ -45,6 +47,8 @@ pub struct Config {
     pub(crate) probe_max_unacked: u32,
     pub(crate) probe_response_timeout: Option<Duration>,
     pub(crate) probes_suppressed_by_activity: bool,
+    pub(crate) memory_budget: MemoryBudget,
+    pub(crate) connection_budget: Option<usize>,
 }
 
 impl Default for Config {
@@ -73,6 +77,8 @@ impl Default for Config {
             probe_max_unacked: probes.max_unacked,
             probe_response_timeout: probes.response_timeout,
             probes_suppressed_by_activity: probes.activity_suppresses_probes,
+            memory_budget: MemoryBudget::default(),
+            connection_budget: None,
         }
     }
 }
@@ -101,6 +107,8 @@ impl fmt::Debug for Config {
             .field("probe_max_unacked", &self.probe_max_unacked)
             .field("probe_response_timeout", &self.probe_response_timeout)
             .field("probes_suppressed_by_activity", &self.probes_suppressed_by_activity)
+            .field("memory_budget", &self.memory_budget)
+            .field("connection_budget", &self.connection_budget_bytes())
             .finish_non_exhaustive()
     }
 }
@@ -307,5 +315,39 @@ impl Config {
     pub fn held_requests(&mut self, n: usize) -> &mut Self {
         self.held_requests = n;
         self
+    }
+
+    /// The budget shared by every connection of the process: the bytes all of them may hold
+    /// on their peers' behalf at once, in sum (see [`crate::memory`] for what is charged).
+    /// Default [`MemoryBudget::process`]: a quarter of the machine's memory, at most 512 MiB.
+    /// When it is spent, reads wait, new requests get a RetryResult and listeners refuse new
+    /// connections; give every config of a process the same one.
+    pub fn memory_budget(&mut self, budget: MemoryBudget) -> &mut Self {
+        self.memory_budget = budget;
+        self
+    }
+
+    /// The bytes one connection may hold on its peer's behalf at once: declared payloads
+    /// being received, requests queued, held or running until their answer is written, stream
+    /// parts in both directions, results being collected, queued notifications, decoded JSON
+    /// parameters. Default 4 times [`max_payload`](Self::max_payload) (64 MiB), and at least
+    /// 1 MiB. When it is
+    /// spent, the connection stops being read from until its next message fits, and a
+    /// request that does not fit is answered with a RetryResult `memory budget` (an
+    /// ErrorResult for peers that cannot take one). A connection that holds nothing can
+    /// always take one message up to the payload limit.
+    pub fn connection_budget(&mut self, bytes: usize) -> &mut Self {
+        self.connection_budget = Some(bytes.max(1));
+        self
+    }
+
+    /// The connection budget in effect (see [`connection_budget`](Self::connection_budget)).
+    pub fn connection_budget_bytes(&self) -> usize {
+        self.connection_budget.unwrap_or((4 * self.max_payload as usize).max(1 << 20))
+    }
+
+    /// The process budget connections with this config draw on.
+    pub fn budget(&self) -> &MemoryBudget {
+        &self.memory_budget
     }
 }

@@ -147,6 +147,10 @@ pub enum Error {
     /// stream's buffer.
     #[error("stream buffer of {0} bytes overflowed; the stream was abandoned")]
     StreamOverflow(usize),
+    /// Holding more of a result or a stream would have spent a memory budget; the call or
+    /// stream was abandoned.
+    #[error("{0}; the call or stream was abandoned")]
+    OverBudget(crate::memory::Exhausted),
     /// The stream was already ended.
     #[error("stream already ended")]
     StreamEnded,

@@ -142,6 +142,12 @@ impl Handlers {
     /// parameters (an empty payload decodes as `null`); its error's text goes to the peer as
     /// an ErrorResult. Parameters that do not decode get the ErrorResult
     /// `invalid parameters: …` without calling the handler.
+    ///
+    /// Decoding is charged to the memory budgets while the handler runs, at a bound on what
+    /// the decoded value can take (about 88 bytes per JSON value, plus the text): parameters
+    /// whose bound does not fit get the ErrorResult `parameters too large to decode …`. Ops
+    /// that take large data should take it as bytes ([`handle_buffer`](Self::handle_buffer))
+    /// or as a stream. Nesting is bounded by serde_json's recursion limit (128 levels).
     pub fn handle<P, R, E, F, Fut>(&mut self, op: &str, f: F) -> &mut Self
     where
         P: DeserializeOwned,
@@ -156,6 +162,12 @@ impl Handlers {
         let f: RequestFn = Arc::new(move |sock, _op, payload| {
             let f = f.clone();
             Box::pin(async move {
+                // What the decoded parameters may take is paid for while the handler runs,
+                // which is as long as it can keep them.
+                let bound = crate::memory::json_decoded_bound(&payload);
+                let _decoded = sock.try_charge(bound).map_err(|exhausted| {
+                    format!("parameters too large to decode ({bound} bytes at most): {exhausted}")
+                })?;
                 let params = params::<P>(&payload)?;
                 json_result(&f(sock, params).await.map_err(|e| e.to_string())?)
             })
@@ -223,19 +235,33 @@ impl Handlers {
         self
     }
 
-    /// Handles notification `name` with a JSON value. A value that does not decode is logged
-    /// and dropped, since a notification has no reply to carry an error.
+    /// Handles notification `name` with a JSON value. A value that does not decode, or whose
+    /// decoded size would not fit the memory budgets, is logged and dropped, since a
+    /// notification has no reply to carry an error.
     pub fn handle_notification<T, F, Fut>(&mut self, name: &str, f: F) -> &mut Self
     where
         T: DeserializeOwned,
         F: Fn(Sock, T) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let f: NotificationFn = Arc::new(move |sock, name, payload| match params::<T>(&payload) {
-            Ok(value) => Box::pin(f(sock, value)),
-            Err(message) => {
-                tracing::warn!(notification = %name, %message, "dropped notification");
-                Box::pin(std::future::ready(()))
+        let f: NotificationFn = Arc::new(move |sock, name, payload| {
+            // As for requests: the decoded value is paid for while its handler runs.
+            let bound = crate::memory::json_decoded_bound(&payload);
+            let decoded = sock.try_charge(bound).map_err(|exhausted| {
+                format!("too large to decode ({bound} bytes at most): {exhausted}")
+            });
+            match decoded.and_then(|charge| Ok((charge, params::<T>(&payload)?))) {
+                Ok((charge, value)) => {
+                    let handled = f(sock, value);
+                    Box::pin(async move {
+                        handled.await;
+                        drop(charge);
+                    })
+                }
+                Err(message) => {
+                    tracing::warn!(notification = %name, %message, "dropped notification");
+                    Box::pin(std::future::ready(()))
+                }
             }
         });
         self.notifications.insert(name.to_owned(), f);

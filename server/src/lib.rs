@@ -33,6 +33,7 @@
 //!   it is down.
 //! - [`error`]: request errors and close reasons.
 //! - [`metrics`]: liveness counts of a registry's connections.
+//! - [`memory`]: the memory budgets every byte held on a peer's behalf is charged to.
 //!
 //! # Examples
 //! ```no_run
@@ -64,6 +65,7 @@ pub mod handlers;
 pub mod http;
 pub mod keepalive;
 mod listen;
+pub mod memory;
 pub mod metrics;
 mod per_addr;
 mod queue;
@@ -82,6 +84,7 @@ pub use gateway::Gateway;
 pub use gotalk_protocol as protocol;
 pub use gotalk_protocol::liveness::{Event as LivenessEvent, LivenessConfig};
 pub use handlers::Handlers;
+pub use memory::MemoryBudget;
 pub use keepalive::KeepAlive;
 pub use sock::{
     ConnInfo, Heartbeat, Sock, StreamInput, StreamOutput, StreamRequest, StreamResponse,

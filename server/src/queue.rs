@@ -9,16 +9,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 
+use crate::memory::{ConnBudget, Exhausted, OVERHEAD};
+
 /// A budget of bytes that senders wait on. A permit is held while its bytes are queued.
 #[derive(Debug, Clone)]
 pub(crate) struct ByteBudget {
     semaphore: Arc<Semaphore>,
     capacity: u32,
 }
-
-/// Bytes every queued message is charged on top of its payload, so empty messages are bounded
-/// too.
-const OVERHEAD: usize = 64;
 
 impl ByteBudget {
     pub(crate) fn new(capacity: usize) -> Self {
@@ -41,18 +39,40 @@ impl ByteBudget {
 }
 
 /// The queue of one stream's parts: unbounded in messages but bounded in bytes, and it never
-/// makes the sender wait. Overflow is the receiver's fault and abandons the stream.
-pub(crate) fn parts<T>(capacity: usize) -> (PartsTx<T>, PartsRx<T>) {
+/// makes the sender wait. Overflow is the receiver's fault and abandons the stream. With a
+/// connection budget, each part is charged to it too, from when it is queued until it is
+/// read.
+pub(crate) fn parts<T>(
+    capacity: usize,
+    budget: Option<Arc<ConnBudget>>,
+) -> (PartsTx<T>, PartsRx<T>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let buffered = Arc::new(AtomicUsize::new(0));
-    (PartsTx { tx, buffered: buffered.clone(), capacity }, PartsRx { rx, buffered })
+    let shared = Arc::new(PartsShared { buffered, budget });
+    (PartsTx { tx, shared: shared.clone(), capacity }, PartsRx { rx, shared })
+}
+
+/// What both sides of [`parts`] count.
+#[derive(Debug)]
+struct PartsShared {
+    buffered: Arc<AtomicUsize>,
+    budget: Option<Arc<ConnBudget>>,
+}
+
+impl PartsShared {
+    fn release(&self, len: usize) {
+        self.buffered.fetch_sub(len, Ordering::AcqRel);
+        if let Some(budget) = &self.budget {
+            budget.release(len);
+        }
+    }
 }
 
 /// The sending side of [`parts`].
 #[derive(Debug)]
 pub(crate) struct PartsTx<T> {
     tx: mpsc::UnboundedSender<(T, usize)>,
-    buffered: Arc<AtomicUsize>,
+    shared: Arc<PartsShared>,
     capacity: usize,
 }
 
@@ -61,6 +81,8 @@ pub(crate) struct PartsTx<T> {
 pub(crate) enum PushError {
     /// The bytes waiting would exceed the capacity.
     Overflow,
+    /// The part does not fit the memory budget.
+    Budget(Exhausted),
     /// The receiver is gone.
     Closed,
 }
@@ -71,13 +93,21 @@ impl<T> PartsTx<T> {
     /// empty queue.
     pub(crate) fn push(&self, item: T, len: usize) -> Result<(), PushError> {
         let len = len.saturating_add(OVERHEAD);
-        let before = self.buffered.fetch_add(len, Ordering::AcqRel);
+        let buffered = &self.shared.buffered;
+        let before = buffered.fetch_add(len, Ordering::AcqRel);
         if before > 0 && before + len > self.capacity {
-            self.buffered.fetch_sub(len, Ordering::AcqRel);
+            buffered.fetch_sub(len, Ordering::AcqRel);
             return Err(PushError::Overflow);
         }
+        if let Some(budget) = &self.shared.budget {
+            if let Err(exhausted) = budget.try_reserve(len) {
+                buffered.fetch_sub(len, Ordering::AcqRel);
+                return Err(PushError::Budget(exhausted));
+            }
+        }
+        // The item carries its length, so whoever takes it out (or drops it) gives it back.
         self.tx.send((item, len)).map_err(|_| {
-            self.buffered.fetch_sub(len, Ordering::AcqRel);
+            self.shared.release(len);
             PushError::Closed
         })
     }
@@ -96,14 +126,25 @@ impl<T> PartsTx<T> {
 #[derive(Debug)]
 pub(crate) struct PartsRx<T> {
     rx: mpsc::UnboundedReceiver<(T, usize)>,
-    buffered: Arc<AtomicUsize>,
+    shared: Arc<PartsShared>,
 }
 
 impl<T> PartsRx<T> {
     pub(crate) async fn recv(&mut self) -> Option<T> {
         let (item, len) = self.rx.recv().await?;
-        self.buffered.fetch_sub(len, Ordering::AcqRel);
+        self.shared.release(len);
         Some(item)
+    }
+}
+
+impl<T> Drop for PartsRx<T> {
+    fn drop(&mut self) {
+        // Parts never read still hold their charge; closing first means none can be added
+        // after the drain.
+        self.rx.close();
+        while let Ok((_, len)) = self.rx.try_recv() {
+            self.shared.release(len);
+        }
     }
 }
 
@@ -171,7 +212,7 @@ mod tests {
 
     #[tokio::test]
     async fn parts_overflow_only_when_not_empty() {
-        let (tx, mut rx) = parts::<u8>(10 + 2 * OVERHEAD);
+        let (tx, mut rx) = parts::<u8>(10 + 2 * OVERHEAD, None);
         assert_eq!(tx.push(1, 1000), Ok(()), "a big part fits an empty queue");
         assert_eq!(tx.push(2, 0), Err(PushError::Overflow));
         assert_eq!(rx.recv().await, Some(1));
@@ -186,9 +227,26 @@ mod tests {
 
     #[tokio::test]
     async fn tiny_parts_are_bounded_by_their_overhead() {
-        let (tx, _rx) = parts::<u8>(64 * 1024);
+        let (tx, _rx) = parts::<u8>(64 * 1024, None);
         let accepted = (0..10_000).take_while(|_| tx.push(0, 1).is_ok()).count();
         assert_eq!(accepted, 64 * 1024 / (1 + OVERHEAD));
+    }
+
+    #[tokio::test]
+    async fn parts_are_charged_until_read_or_dropped() {
+        let process = crate::memory::MemoryBudget::new(1 << 20);
+        let budget = ConnBudget::new(1000 + 2 * OVERHEAD, process.clone());
+        let (tx, mut rx) = parts::<u8>(1 << 20, Some(budget.clone()));
+        tx.push(1, 500).unwrap();
+        tx.push(2, 500).unwrap();
+        assert_eq!(tx.push(3, 0), Err(PushError::Budget(Exhausted::Connection)));
+        assert_eq!(process.used(), 1000 + 2 * OVERHEAD);
+        assert_eq!(rx.recv().await, Some(1));
+        assert_eq!(budget.used(), 500 + OVERHEAD, "a part read is given back");
+        drop(rx);
+        assert_eq!((budget.used(), process.used()), (0, 0), "parts never read too");
+        assert_eq!(tx.push(4, 1), Err(PushError::Closed));
+        assert_eq!(process.used(), 0, "a refused part takes nothing");
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 
 use super::{lock, IdMap, Sock};
 use crate::error::{CloseReason, Error};
+use crate::memory::Charge;
 use crate::queue::{parts, PartsRx, PartsTx, PushError};
 
 /// How the peer answered a single request.
@@ -32,8 +33,12 @@ pub(crate) enum Part {
 
 /// A call waiting for its result.
 pub(crate) enum Call {
-    /// A single request. A streaming result to it is collected, up to the payload limit.
-    Single { tx: oneshot::Sender<Result<Reply, Error>>, collected: Option<BytesMut> },
+    /// A single request. A streaming result to it is collected, up to the payload limit,
+    /// and charged to the memory budgets while it is.
+    Single {
+        tx: oneshot::Sender<Result<Reply, Error>>,
+        collected: Option<(BytesMut, Charge)>,
+    },
     /// A streaming request; its result parts are queued for the reader.
     Stream(PartsTx<Part>),
 }
@@ -196,7 +201,8 @@ impl Sock {
         let op = Name::new(op)?;
         let payload = first.into();
         self.check_size(payload.len())?;
-        let (tx, rx) = parts(self.shared.config.stream_buffer_bytes);
+        let budget = Some(self.shared.budget.clone());
+        let (tx, rx) = parts(self.shared.config.stream_buffer_bytes, budget);
         let id = self.add_call(Call::Stream(tx))?;
         let response = StreamResponse { sock: self.clone(), id, rx, done: false };
         self.send(Frame::StreamRequest { id, op, payload }).await?;
@@ -263,13 +269,25 @@ impl Sock {
             (Frame::StreamResult { payload, .. }, Call::Single { collected, .. })
                 if !payload.is_empty() =>
             {
-                let buf = collected.get_or_insert_with(BytesMut::new);
                 let max = self.shared.config.max_payload as usize;
-                if buf.len() + payload.len() > max {
-                    Some(Err(Error::PayloadTooLarge { size: buf.len() + payload.len(), max }))
+                let held = collected.as_ref().map_or(0, |(buf, _)| buf.len());
+                if held + payload.len() > max {
+                    Some(Err(Error::PayloadTooLarge { size: held + payload.len(), max }))
                 } else {
-                    buf.extend_from_slice(&payload);
-                    None
+                    let charged = match collected {
+                        Some((_, charge)) => charge.grow(payload.len()),
+                        None => self.try_charge(payload.len()).map(|charge| {
+                            *collected = Some((BytesMut::new(), charge));
+                        }),
+                    };
+                    match (charged, collected.as_mut()) {
+                        (Ok(()), Some((buf, _))) => {
+                            buf.extend_from_slice(&payload);
+                            None
+                        }
+                        (Err(exhausted), _) => Some(Err(Error::OverBudget(exhausted))),
+                        (Ok(()), None) => None,
+                    }
                 }
             }
             (Frame::StreamResult { payload, .. }, Call::Stream(tx)) if !payload.is_empty() => {
@@ -277,12 +295,14 @@ impl Sock {
                 match tx.push(Part::Data(payload), len) {
                     Ok(()) => None,
                     Err(PushError::Overflow) => Some(Err(Error::StreamOverflow(tx.capacity()))),
+                    Err(PushError::Budget(exhausted)) => Some(Err(Error::OverBudget(exhausted))),
                     // The reader dropped its StreamResponse; stop tracking the call.
                     Err(PushError::Closed) => Some(Err(Error::StreamEnded)),
                 }
             }
             (Frame::StreamResult { .. }, Call::Single { collected, .. }) => {
-                Some(Ok(Reply::Result(collected.take().unwrap_or_default().freeze())))
+                let all = collected.take().map(|(buf, _charge)| buf.freeze());
+                Some(Ok(Reply::Result(all.unwrap_or_default())))
             }
             // The end of a streaming result: nothing more to deliver but the end itself.
             (Frame::StreamResult { .. }, Call::Stream(_)) => Some(Ok(Reply::Result(Bytes::new()))),

@@ -37,6 +37,7 @@ use crate::config::Config;
 use crate::error::{CloseReason, Error};
 use crate::handlers::Handlers;
 use crate::lock;
+use crate::memory::{Charge, ConnBudget};
 use crate::queue::{ByteBudget, OutQueue};
 use crate::transport::{FrameReader, FrameWriter, ReadEvent};
 
@@ -156,9 +157,10 @@ impl fmt::Debug for Sock {
     }
 }
 
-/// A message for the write loop.
+/// A message for the write loop, with what it holds of the send queue's budget and of the
+/// memory budgets (an answer keeps its request's charge until it is written).
 enum Outbound {
-    Frame(Frame, Option<OwnedSemaphorePermit>),
+    Frame(Frame, Option<OwnedSemaphorePermit>, Option<Charge>),
     /// Write everything before this, then the protocol error if any, then shut down.
     Close(Option<ProtocolErrorCode>),
 }
@@ -169,6 +171,8 @@ pub(crate) struct Shared {
     handlers: Arc<Handlers>,
     out: OutQueue<Outbound>,
     send_budget: ByteBudget,
+    /// What this connection holds on its peer's behalf, within the process budget.
+    budget: Arc<ConnBudget>,
     calls: Mutex<call::Calls>,
     inbound: Mutex<serve::Inbound>,
     /// Signalled when the calls or the inbound table empties, for [`Sock::end`].
@@ -281,6 +285,7 @@ impl Sock {
         let live = Mutex::new(live::Live::new(&config));
         let shared = Arc::new(Shared {
             send_budget: ByteBudget::new(config.send_queue_bytes),
+            budget: ConnBudget::new(config.connection_budget_bytes(), config.memory_budget.clone()),
             info,
             config,
             handlers,
@@ -471,7 +476,7 @@ impl Sock {
         }
         let permit =
             self.shared.send_budget.acquire(frame.payload().len()).await.ok_or_else(closed)?;
-        self.shared.out.push(Outbound::Frame(frame, Some(permit))).map_err(|_| closed())
+        self.shared.out.push(Outbound::Frame(frame, Some(permit), None)).map_err(|_| closed())
     }
 
     /// Keeps `value` alive until the connection's transport has shut down.
@@ -483,6 +488,18 @@ impl Sock {
             return;
         }
         attachments.push(Box::new(value));
+    }
+
+    /// How many bytes this connection holds on its peer's behalf now, charged to its
+    /// [connection budget](Config::connection_budget) and the process's
+    /// [memory budget](Config::memory_budget).
+    pub fn budget_used(&self) -> usize {
+        self.shared.budget.used()
+    }
+
+    /// A charge of `bytes` to this connection's budgets, if they fit now.
+    pub(crate) fn try_charge(&self, bytes: usize) -> Result<Charge, crate::memory::Exhausted> {
+        self.shared.budget.try_charge(bytes)
     }
 
     /// A span for this connection, for handlers' own logs.

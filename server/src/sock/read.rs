@@ -12,10 +12,18 @@ use tokio::time::Instant;
 use super::{lock, Heartbeat, Sock};
 use crate::error::CloseReason;
 use crate::handlers::NotificationFn;
+use crate::memory::{Charge, OVERHEAD};
 use crate::queue::ByteBudget;
 use crate::transport::{FrameReader, ReadEvent};
 
 type Closing = (CloseReason, Option<ProtocolErrorCode>);
+
+/// Messages whose payload is at least this large are charged to the memory budgets as soon
+/// as their header arrives, and the peer is not read from until the charge fits. Smaller
+/// ones are read at once and charged by whatever holds them next: the read buffer up to this
+/// size is part of a connection's idle cost, and a peer sending small messages is never
+/// stalled behind others' large ones.
+const CHARGED_READ: usize = 64 * 1024;
 
 /// A received notification waiting for its handler.
 struct Note {
@@ -23,6 +31,7 @@ struct Note {
     name: String,
     payload: Bytes,
     _permit: OwnedSemaphorePermit,
+    _charge: Charge,
 }
 
 /// The queue to this connection's notification task, made on the first notification so
@@ -46,13 +55,15 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
     // answers every probe would otherwise never time out. An idle peer keeps it moving with
     // heartbeats, which every gotalk implementation sends by default.
     let mut last_data = Instant::now();
+    // The charge for the large message being received, handed on with it once it is whole.
+    let mut reading: Option<Charge> = None;
     let (reason, code) = loop {
         match decoder.decode(&mut buf) {
             Ok(Some(frame)) => {
                 frame_started = None;
                 // The dispatch may wait on a full queue; that time is not the peer's silence.
                 last_data = Instant::now();
-                if let Err(closing) = dispatch(&sock, frame, &mut notes).await {
+                if let Err(closing) = dispatch(&sock, frame, reading.take(), &mut notes).await {
                     break closing;
                 }
                 continue;
@@ -66,6 +77,24 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
             frame_started.get_or_insert_with(Instant::now);
         } else {
             frame_started = None;
+        }
+        if let (None, Some(remaining)) = (&reading, decoder.payload_remaining(buf.len())) {
+            let declared = buf.len() + remaining;
+            if declared >= CHARGED_READ {
+                let asked = Instant::now();
+                let charge = tokio::select! {
+                    biased;
+                    _ = sock.shared.cancel.cancelled() => return,
+                    charge = sock.shared.budget.charge(declared + OVERHEAD) => charge,
+                };
+                reading = Some(charge);
+                if Instant::now() > asked {
+                    // The peer was not read from while it waited for room; its clocks
+                    // restart.
+                    frame_started = Some(Instant::now());
+                    last_data = Instant::now();
+                }
+            }
         }
         let frame_deadline = frame_started.zip(config.frame_timeout).map(|(at, t)| at + t);
         let read_deadline = config.read_timeout.map(|t| last_data + t);
@@ -130,14 +159,23 @@ async fn read_within<T>(
     }
 }
 
-async fn dispatch(sock: &Sock, frame: Frame, notes: &mut Option<Notes>) -> Result<(), Closing> {
+/// Hands a frame to whatever handles it. `carried` is the charge taken while a large frame
+/// was read; whatever holds the payload next keeps it, or takes a charge of its own.
+async fn dispatch(
+    sock: &Sock,
+    frame: Frame,
+    carried: Option<Charge>,
+    notes: &mut Option<Notes>,
+) -> Result<(), Closing> {
     match frame {
         Frame::SingleRequest { .. } | Frame::StreamRequest { .. } if !sock.peer_may_request() => {
             let why = "a request after the peer announced it was done".to_owned();
             Err((CloseReason::InvalidMessage(why), Some(ProtocolErrorCode::InvalidMessage)))
         }
         Frame::SingleRequest { .. } | Frame::StreamRequest { .. } => {
-            sock.on_request(frame).await.map_err(|r| (r, Some(ProtocolErrorCode::InvalidMessage)))
+            sock.on_request(frame, carried)
+                .await
+                .map_err(|r| (r, Some(ProtocolErrorCode::InvalidMessage)))
         }
         Frame::StreamRequestPart { id, payload } => {
             sock.on_request_part(id, payload);
@@ -164,7 +202,7 @@ async fn dispatch(sock: &Sock, frame: Frame, notes: &mut Option<Notes>) -> Resul
             Ok(())
         }
         Frame::Notification { name, payload } => {
-            queue_notification(sock, notes, name.into_string(), payload).await;
+            queue_notification(sock, notes, name.into_string(), payload, carried).await;
             Ok(())
         }
         Frame::Heartbeat { load, time } => {
@@ -186,7 +224,13 @@ async fn dispatch(sock: &Sock, frame: Frame, notes: &mut Option<Notes>) -> Resul
 /// Queues a notification for the connection's notification task, which runs handlers one at
 /// a time so a peer's notifications are handled in the order sent. The read loop waits only
 /// when the queue's byte budget is spent.
-async fn queue_notification(sock: &Sock, notes: &mut Option<Notes>, name: String, payload: Bytes) {
+async fn queue_notification(
+    sock: &Sock,
+    notes: &mut Option<Notes>,
+    name: String,
+    payload: Bytes,
+    carried: Option<Charge>,
+) {
     let Some(handler) = sock.shared.handlers.notification(&name) else {
         tracing::debug!(notification = %name, "no handler for notification");
         return;
@@ -201,7 +245,15 @@ async fn queue_notification(sock: &Sock, notes: &mut Option<Notes>, name: String
         _ = sock.shared.cancel.cancelled() => None,
     };
     let Some(permit) = permit else { return };
-    let _ = notes.tx.send(Note { handler, name, payload, _permit: permit });
+    // Waiting for room here pushes back on the peer, as a full queue does.
+    let charge = match carried {
+        Some(charge) => charge,
+        None => tokio::select! {
+            charge = sock.shared.budget.charge(payload.len() + OVERHEAD) => charge,
+            _ = sock.shared.cancel.cancelled() => return,
+        },
+    };
+    let _ = notes.tx.send(Note { handler, name, payload, _permit: permit, _charge: charge });
 }
 
 async fn notification_loop(mut rx: mpsc::UnboundedReceiver<Note>, sock: Sock) {

@@ -43,7 +43,7 @@ impl Sock {
         let _ = self
             .shared
             .out
-            .push(Outbound::Frame(Frame::Notification { name: name(wire::ID), payload }, None));
+            .push(Outbound::Frame(Frame::Notification { name: name(wire::ID), payload }, None, None));
         tracing::debug!(parent: &self.shared.span, %id, "relay id");
         let drain = drain(self.clone(), mailbox, relay.stall_timeout);
         tokio::spawn(drain.instrument(self.shared.span.clone()));

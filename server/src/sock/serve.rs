@@ -16,6 +16,7 @@ use tracing::Instrument;
 use super::{lock, IdMap, Outbound, Sock};
 use crate::error::{CloseReason, Error};
 use crate::handlers::Route;
+use crate::memory::{Charge, OVERHEAD};
 use crate::queue::{parts, PartsRx, PartsTx, PushError};
 
 type InputTx = PartsTx<Result<Bytes, Error>>;
@@ -36,6 +37,8 @@ struct Held {
     stream: bool,
     route: Route,
     input: Option<InputRx>,
+    /// The request's payload, charged to the memory budgets until its answer is written.
+    charge: Charge,
 }
 
 /// The peer's requests in flight.
@@ -60,9 +63,9 @@ impl Inbound {
 /// What to do with a request that arrived.
 enum Admit {
     Start(Held),
-    Retry(&'static str),
+    Retry(String),
     Held,
-    Refuse(&'static str),
+    Refuse(String),
 }
 
 impl Sock {
@@ -71,7 +74,11 @@ impl Sock {
     /// # Errors
     /// A reused id of a request still in flight is a protocol violation; the caller closes
     /// the connection with ProtocolError 2.
-    pub(super) async fn on_request(&self, frame: Frame) -> Result<(), CloseReason> {
+    pub(super) async fn on_request(
+        &self,
+        frame: Frame,
+        carried: Option<Charge>,
+    ) -> Result<(), CloseReason> {
         let (id, op, payload, stream) = match frame {
             Frame::SingleRequest { id, op, payload } => (id, op, payload, false),
             Frame::StreamRequest { id, op, payload } => (id, op, payload, true),
@@ -106,6 +113,11 @@ impl Sock {
         if stream && config.stream_limit == 0 {
             return self.reply_error(id, "stream requests are disabled".into()).await;
         }
+        // Paid for before it is held: a large one already was, while it was read.
+        let charge = match carried {
+            Some(charge) => Ok(charge),
+            None => self.try_charge(payload.len() + OVERHEAD),
+        };
         let admit = {
             let mut inbound = lock(&self.shared.inbound);
             if inbound.ids.contains_key(&id) {
@@ -113,32 +125,54 @@ impl Sock {
                     "request id {id} reused while still in flight"
                 )));
             }
-            let (input_tx, input_rx) = if stream {
-                let (tx, rx) = parts(config.stream_buffer_bytes);
-                (Some(tx), Some(rx))
-            } else {
-                (None, None)
+            let admit = match charge {
+                Err(exhausted) => budget_refusal(config.peer_understands_retry, exhausted),
+                Ok(charge) => self.admit(&mut inbound, Held {
+                    id,
+                    op,
+                    payload,
+                    stream,
+                    route,
+                    input: None,
+                    charge,
+                }),
             };
-            let held = Held { id, op, payload, stream, route, input: input_rx };
-            let admit = if inbound.held.is_empty()
+            admit
+        };
+        self.answer_admission(id, admit).await
+    }
+
+    /// Decides what becomes of a request that is paid for, under the inbound table's lock.
+    fn admit(&self, inbound: &mut Inbound, mut held: Held) -> Admit {
+        let config = &self.shared.config;
+        let (id, stream) = (held.id, held.stream);
+        let mut input_tx = None;
+        if stream {
+            let (tx, rx) = parts(config.stream_buffer_bytes, Some(self.shared.budget.clone()));
+            input_tx = Some(tx);
+            held.input = Some(rx);
+        }
+        let admit = if inbound.held.is_empty()
                 && inbound.fits(stream, config.request_limit, config.stream_limit)
             {
                 inbound.running += 1;
                 inbound.running_streams += u32::from(stream);
                 Admit::Start(held)
             } else if config.peer_understands_retry {
-                Admit::Retry(if stream { "stream rate limit" } else { "request rate limit" })
+                Admit::Retry(if stream { "stream rate limit" } else { "request rate limit" }.into())
             } else if inbound.held.len() < config.held_requests {
                 inbound.held.push_back(held);
                 Admit::Held
             } else {
-                Admit::Refuse("request rate limit")
+                Admit::Refuse("request rate limit".into())
             };
-            if matches!(admit, Admit::Start(_) | Admit::Held) {
-                inbound.ids.insert(id, Entry { stream, input: input_tx });
-            }
-            admit
-        };
+        if matches!(admit, Admit::Start(_) | Admit::Held) {
+            inbound.ids.insert(id, Entry { stream, input: input_tx });
+        }
+        admit
+    }
+
+    async fn answer_admission(&self, id: Id, admit: Admit) -> Result<(), CloseReason> {
         match admit {
             Admit::Start(held) => {
                 self.spawn_handler(held);
@@ -150,11 +184,11 @@ impl Sock {
             }
             Admit::Retry(message) => {
                 let wait = self.retry_wait();
-                let payload = self.fit_text(message.to_owned());
+                let payload = self.fit_text(message);
                 let _ = self.send(Frame::RetryResult { id, wait, payload }).await;
                 Ok(())
             }
-            Admit::Refuse(message) => self.reply_error(id, message.into()).await,
+            Admit::Refuse(message) => self.reply_error(id, message).await,
         }
     }
 
@@ -176,6 +210,10 @@ impl Sock {
             Ok(()) => {}
             Err(PushError::Overflow) => {
                 let _ = input.push_final(Err(Error::StreamOverflow(input.capacity())));
+                entry.input = None;
+            }
+            Err(PushError::Budget(exhausted)) => {
+                let _ = input.push_final(Err(Error::OverBudget(exhausted)));
                 entry.input = None;
             }
             Err(PushError::Closed) => entry.input = None,
@@ -214,13 +252,19 @@ impl Sock {
     /// once), and the answer is queued before the table can look empty to
     /// [`Sock::end`](super::Sock::end), which closes the connection then. Then starts held
     /// requests that now fit.
-    fn finish(&self, id: Id, answer: Option<Frame>, permit: Option<OwnedSemaphorePermit>) {
+    fn finish(
+        &self,
+        id: Id,
+        answer: Option<Frame>,
+        permit: Option<OwnedSemaphorePermit>,
+        charge: Option<Charge>,
+    ) {
         let config = &self.shared.config;
         let mut start = Vec::new();
         {
             let mut inbound = lock(&self.shared.inbound);
             if let Some(answer) = answer {
-                let _ = self.shared.out.push(Outbound::Frame(answer, permit));
+                let _ = self.shared.out.push(Outbound::Frame(answer, permit, charge));
             }
             if let Some(entry) = inbound.ids.remove(&id) {
                 inbound.running -= 1;
@@ -243,7 +287,7 @@ impl Sock {
         }
     }
 
-    fn spawn_handler(&self, held: Held) {
+    fn spawn_handler(&self, mut held: Held) {
         let id = held.id;
         let span =
             tracing::debug_span!(parent: &self.shared.span, "request", op = %held.op, id = %id);
@@ -252,21 +296,24 @@ impl Sock {
             // The common case gets a task of its own shape: the handler's future and little
             // else, which is much less to allocate and move than the general one.
             Route::Buffer(f) if !held.stream => {
-                let (op, payload) = (held.op.into_string(), held.payload);
+                let (op, payload, charge) = (held.op.into_string(), held.payload, held.charge);
                 // The handler is called inside the task, where a panic is caught, even one
                 // raised before it returns its future.
-                self.spawn_request(id, span, async move {
+                self.spawn_request(id, span, charge, async move {
                     let outcome = f(sock.clone(), op, payload).await;
                     sock.single_result(id, outcome)
                 });
             }
-            _ => self.spawn_request(id, span, async move { sock.run_handler(held).await }),
+            _ => {
+                let charge = std::mem::take(&mut held.charge);
+                self.spawn_request(id, span, charge, async move { sock.run_handler(held).await })
+            }
         }
     }
 
     /// Runs `work` in a task of its own, catching a panic, and sends the frame it returns
     /// once the request is marked finished. Closing the connection drops the work.
-    fn spawn_request<F>(&self, id: Id, span: tracing::Span, work: F)
+    fn spawn_request<F>(&self, id: Id, span: tracing::Span, charge: Charge, work: F)
     where
         F: Future<Output = Frame> + Send + 'static,
     {
@@ -276,7 +323,7 @@ impl Sock {
                 let outcome = tokio::select! {
                     outcome = AssertUnwindSafe(work).catch_unwind() => outcome,
                     _ = sock.shared.cancel.cancelled() => {
-                        sock.finish(id, None, None);
+                        sock.finish(id, None, None, None);
                         return;
                     }
                 };
@@ -292,8 +339,8 @@ impl Sock {
                 // Room in the send queue first; then the answer is queued as the request
                 // leaves the table.
                 match sock.shared.send_budget.acquire(last.payload().len()).await {
-                    Some(permit) => sock.finish(id, Some(last), Some(permit)),
-                    None => sock.finish(id, None, None),
+                    Some(permit) => sock.finish(id, Some(last), Some(permit), Some(charge)),
+                    None => sock.finish(id, None, None, None),
                 }
             }
             .instrument(span),
@@ -317,14 +364,21 @@ impl Sock {
 
     /// Runs the handler and returns the frame that completes the request.
     async fn run_handler(&self, held: Held) -> Frame {
-        let Held { id, op, payload, stream, route, input } = held;
+        let Held { id, op, payload, stream, route, input, .. } = held;
         let error = |message: String| Frame::ErrorResult { id, payload: self.fit_text(message) };
         match route {
             Route::Buffer(f) => {
                 let payload = if stream {
                     // A streaming request to a single-payload handler: gather it first.
                     let mut input = StreamInput::new(input, payload);
-                    match input.gather(self.shared.config.max_payload as usize).await {
+                    let max = self.shared.config.max_payload as usize;
+                    let mut gathered = match self.try_charge(0) {
+                        Ok(charge) => charge,
+                        Err(e) => return error(Error::OverBudget(e).to_string()),
+                    };
+                    // Held until the handler returns, with the gathered payload.
+                    let _gathered = &gathered;
+                    match input.gather_charged(max, Some(&mut gathered)).await {
                         Ok(all) => all,
                         Err(e) => return error(e.to_string()),
                     }
@@ -380,10 +434,22 @@ impl StreamInput {
     /// # Errors
     /// As [`next`](Self::next), and [`Error::PayloadTooLarge`] past `max`.
     pub async fn gather(&mut self, max: usize) -> Result<Bytes, Error> {
+        self.gather_charged(max, None).await
+    }
+
+    /// [`gather`](Self::gather), charging what it gathers to `charge`.
+    async fn gather_charged(
+        &mut self,
+        max: usize,
+        mut charge: Option<&mut Charge>,
+    ) -> Result<Bytes, Error> {
         let mut all = BytesMut::new();
         while let Some(part) = self.next().await? {
             if all.len() + part.len() > max {
                 return Err(Error::PayloadTooLarge { size: all.len() + part.len(), max });
+            }
+            if let Some(charge) = charge.as_deref_mut() {
+                charge.grow(part.len()).map_err(Error::OverBudget)?;
             }
             all.extend_from_slice(&part);
         }
@@ -417,5 +483,16 @@ impl StreamOutput {
     /// The connection this stream belongs to.
     pub fn sock(&self) -> &Sock {
         &self.sock
+    }
+}
+
+/// How a request that does not fit the memory budget is answered: a RetryResult when the peer
+/// can take one (the budget frees as requests finish), else an ErrorResult.
+fn budget_refusal(retry: bool, exhausted: crate::memory::Exhausted) -> Admit {
+    let message = format!("memory budget: {exhausted}");
+    if retry {
+        Admit::Retry(message)
+    } else {
+        Admit::Refuse(message)
     }
 }

@@ -49,11 +49,11 @@ pub(super) async fn write_loop<W: FrameWriter>(mut writer: W, sock: Sock) {
         let mut frames = 0;
         while let Some(item) = next.take() {
             match item {
-                Outbound::Frame(frame, permit) => {
+                Outbound::Frame(frame, permit, charge) => {
                     bytes += frame.encoded_len();
                     frames += 1;
                     writer.buffer_frame(&frame);
-                    permits.extend(permit);
+                    permits.push((permit, charge));
                     pending = true;
                 }
                 Outbound::Close(code) => {
