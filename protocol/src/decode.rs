@@ -125,6 +125,12 @@ impl Decoder {
         self.pending.as_ref().map(|p| p.payload_len.saturating_sub(buffered))
     }
 
+    /// The message whose header has been read and whose payload is still arriving, with an
+    /// empty payload: a reader can tell a result from a request before paying for the rest.
+    pub fn pending_header(&self) -> Option<&Frame> {
+        self.pending.as_ref().map(|p| &p.frame)
+    }
+
     /// True when a message has been started and not finished.
     pub fn is_mid_message(&self, buf: &[u8]) -> bool {
         self.pending.is_some() || !buf.is_empty()

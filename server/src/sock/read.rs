@@ -80,7 +80,12 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
         }
         if let (None, Some(remaining)) = (&reading, decoder.payload_remaining(buf.len())) {
             let declared = buf.len() + remaining;
-            if declared >= CHARGED_READ {
+            if declared >= CHARGED_READ && answers_our_call(decoder.pending_header()) {
+                // A result is paid for if it fits but never waited for: handlers holding
+                // this connection's budget may be waiting for exactly this result. Results
+                // are bounded by the calls this side chose to make.
+                reading = sock.shared.budget.try_charge(declared + OVERHEAD).ok();
+            } else if declared >= CHARGED_READ {
                 let asked = Instant::now();
                 let charge = tokio::select! {
                     biased;
@@ -130,6 +135,19 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
         }
     };
     sock.close_with(reason, code);
+}
+
+/// True for the results of this side's own calls.
+fn answers_our_call(header: Option<&Frame>) -> bool {
+    matches!(
+        header,
+        Some(
+            Frame::SingleResult { .. }
+                | Frame::StreamResult { .. }
+                | Frame::ErrorResult { .. }
+                | Frame::RetryResult { .. }
+        )
+    )
 }
 
 /// Which deadline a read missed.

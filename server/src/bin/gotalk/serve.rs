@@ -105,6 +105,13 @@ pub(crate) struct LimitArgs {
     /// Probes left unanswered before the peer is declared dead.
     #[arg(long, value_name = "N")]
     probe_misses: Option<u32>,
+    /// Bytes every connection together may hold on its peers' behalf (default: a quarter of
+    /// the machine's memory, at most 512 MiB).
+    #[arg(long, value_name = "BYTES")]
+    memory_budget: Option<usize>,
+    /// Bytes one connection may hold on its peer's behalf (default: 4 times --max-payload).
+    #[arg(long, value_name = "BYTES")]
+    connection_budget: Option<usize>,
 }
 
 fn parse_liveness(text: &str) -> Result<LivenessConfig, String> {
@@ -162,6 +169,12 @@ impl LimitArgs {
         }
         if let Some((min, max)) = self.retry_wait {
             config.retry_wait(seconds(min)?, seconds(max)?);
+        }
+        if let Some(bytes) = self.memory_budget {
+            config.memory_budget(gotalk::MemoryBudget::new(bytes));
+        }
+        if let Some(bytes) = self.connection_budget {
+            config.connection_budget(bytes);
         }
         Ok(config)
     }
@@ -333,6 +346,15 @@ struct Stats {
     tcp: usize,
     websocket: usize,
     liveness: PerTransport<LivenessCounts>,
+    memory: Memory,
+}
+
+/// The process memory budget's use, in bytes.
+#[derive(Serialize)]
+struct Memory {
+    capacity: usize,
+    used: usize,
+    peak: usize,
 }
 
 #[derive(Serialize)]
@@ -342,13 +364,18 @@ struct PerTransport<T> {
 }
 
 /// The HTTP app: the demo site at `/`, the gateway at `/gotalk/`, `/stats`.
-fn app(gateway: &Gateway, tcp: Connections) -> Router {
+fn app(gateway: &Gateway, tcp: Connections, budget: gotalk::MemoryBudget) -> Router {
     let ws = gateway.connections();
     let stats = get(move || {
         let stats = Stats {
             tcp: tcp.len(),
             websocket: ws.len(),
             liveness: PerTransport { tcp: tcp.liveness(), websocket: ws.liveness() },
+            memory: Memory {
+                capacity: budget.capacity(),
+                used: budget.used(),
+                peak: budget.peak(),
+            },
         };
         let json = serde_json::to_string(&stats).unwrap_or_default();
         async move { ([(http::header::CONTENT_TYPE, "application/json")], json) }
@@ -427,7 +454,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     for origin in &args.allow_origins {
         gateway = gateway.allow_origin(origin);
     }
-    let mut http = gotalk::http::Server::new(app(&gateway, tcp.connections()))
+    let budget = config.budget().clone();
+    let mut http = gotalk::http::Server::new(app(&gateway, tcp.connections(), budget))
         .max_connections(args.max_connections)
         .max_connections_per_addr(args.max_connections_per_addr)
         .shutdown_timeout(shutdown_timeout);
@@ -486,6 +514,8 @@ mod tests {
             liveness: None,
             probe_interval: None,
             probe_misses: None,
+            memory_budget: None,
+            connection_budget: None,
         };
         assert!(args.config().is_err());
     }
