@@ -428,6 +428,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let config = args.limits.config()?;
+    let budget = config.budget().clone();
     let shutdown_timeout = seconds(args.shutdown_timeout)?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
@@ -454,7 +455,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     for origin in &args.allow_origins {
         gateway = gateway.allow_origin(origin);
     }
-    let budget = config.budget().clone();
     let mut http = gotalk::http::Server::new(app(&gateway, tcp.connections(), budget))
         .max_connections(args.max_connections)
         .max_connections_per_addr(args.max_connections_per_addr)
