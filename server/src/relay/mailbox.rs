@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
+use crate::memory::{ConnBudget, OVERHEAD};
+
 /// The queue of messages waiting for one recipient. Cheap to clone: clones share the queue.
 #[derive(Clone, Debug)]
 pub struct Mailbox {
@@ -21,6 +23,9 @@ struct Inner {
     queue: Mutex<Queue>,
     ready: Notify,
     limit: usize,
+    /// The recipient connection's budget, which queued deliveries are charged to: they are
+    /// held for it, and the sum over every mailbox must stay within the process budget.
+    budget: Option<Arc<ConnBudget>>,
 }
 
 #[derive(Debug, Default)]
@@ -43,12 +48,29 @@ impl Mailbox {
     /// An empty mailbox holding at most `limit` bytes of payload. An empty mailbox takes any
     /// one message, so a message larger than the limit is slow, never undeliverable.
     pub fn new(limit: usize) -> Self {
+        Self::charged(limit, None)
+    }
+
+    /// A mailbox whose deliveries are charged to a connection's memory budget while queued;
+    /// one that does not fit is refused as [`Refused::Full`].
+    pub(crate) fn charged(limit: usize, budget: Option<Arc<ConnBudget>>) -> Self {
         Mailbox {
             inner: Arc::new(Inner {
                 queue: Mutex::new(Queue::default()),
                 ready: Notify::new(),
                 limit,
+                budget,
             }),
+        }
+    }
+
+    fn charge(&self, len: usize) -> bool {
+        self.inner.budget.as_ref().is_none_or(|b| b.try_reserve(len + OVERHEAD).is_ok())
+    }
+
+    fn release(&self, len: usize) {
+        if let Some(budget) = &self.inner.budget {
+            budget.release(len + OVERHEAD);
         }
     }
 
@@ -65,6 +87,9 @@ impl Mailbox {
             }
             let after = queue.bytes.saturating_add(payload.len());
             if queue.bytes > 0 && after > self.inner.limit {
+                return Err(Refused::Full);
+            }
+            if !self.charge(payload.len()) {
                 return Err(Refused::Full);
             }
             queue.bytes = after;
@@ -85,6 +110,7 @@ impl Mailbox {
                 }
                 if let Some(item) = queue.items.pop_front() {
                     queue.bytes -= item.len();
+                    self.release(item.len());
                     return Some(item);
                 }
             }
@@ -100,6 +126,9 @@ impl Mailbox {
             queue.bytes = 0;
             std::mem::take(&mut queue.items)
         };
+        for item in &dropped {
+            self.release(item.len());
+        }
         drop(dropped);
         self.inner.ready.notify_one();
     }

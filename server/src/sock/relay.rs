@@ -36,7 +36,7 @@ impl Sock {
         if self.shared.relay_id.set(id).is_err() {
             return;
         }
-        let mailbox = Mailbox::new(relay.queue_bytes);
+        let mailbox = Mailbox::charged(relay.queue_bytes, Some(self.shared.budget.clone()));
         relay.bus.register(id, mailbox.clone());
         let payload = Bytes::from(format!("\"{id}\""));
         // Queued ahead of the read loop and the on_connect hook, so it is the first message.
