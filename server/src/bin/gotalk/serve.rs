@@ -15,6 +15,7 @@ use gotalk::metrics::LivenessCounts;
 use gotalk::{Config, Connections, Gateway, Handlers, LivenessConfig};
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use tokio::net::TcpListener;
 use tower_http::compression::CompressionLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -190,12 +191,14 @@ struct GreetOut {
     greeting: String,
 }
 
-/// `ask-page`'s input: the request to send back to the caller.
+/// `ask-page`'s input: the request to send back to the caller. The value is only forwarded,
+/// so it stays JSON text: decoded into values, compact JSON (`[],[],…`) would take many times
+/// its size for as long as the page takes to answer.
 #[derive(Deserialize)]
 struct AskIn {
     op: String,
     #[serde(default)]
-    value: serde_json::Value,
+    value: Option<Box<RawValue>>,
 }
 
 /// How long `ask-page` and `stream-to-page` wait for the caller's answer.
@@ -219,7 +222,7 @@ const SLEEP_MAX_MS: u64 = 10_000;
 #[derive(Deserialize)]
 struct StreamToPageIn {
     op: String,
-    parts: Vec<serde_json::Value>,
+    parts: Vec<Box<RawValue>>,
 }
 
 /// Sends `first` and `rest` to the caller's streaming operation `op`, one JSON part each, and
@@ -227,12 +230,13 @@ struct StreamToPageIn {
 async fn stream_to_page(
     sock: &gotalk::Sock,
     op: &str,
-    first: &serde_json::Value,
-    rest: &[serde_json::Value],
-) -> Result<Vec<serde_json::Value>, gotalk::Error> {
-    let (mut request, mut response) = sock.stream_request(op, serde_json::to_vec(first)?).await?;
+    first: &RawValue,
+    rest: &[Box<RawValue>],
+) -> Result<Vec<Box<RawValue>>, gotalk::Error> {
+    let text = |value: &RawValue| Bytes::copy_from_slice(value.get().as_bytes());
+    let (mut request, mut response) = sock.stream_request(op, text(first)).await?;
     for part in rest {
-        request.write(serde_json::to_vec(part)?).await?;
+        request.write(text(part)).await?;
     }
     request.end().await?;
     let mut answer = Vec::new();
@@ -300,7 +304,7 @@ fn demo_handlers(everyone: Connections, chat: Chat) -> Handlers {
         .handle("ask-page", |sock, input: AskIn| async move {
             // The caller's answer is ours, and its ErrorResult is ours too: `Error::Remote`
             // displays as the peer's text alone.
-            let ask = sock.request::<_, serde_json::Value>(&input.op, &input.value);
+            let ask = sock.request::<_, Box<RawValue>>(&input.op, &input.value);
             match tokio::time::timeout(ASK_TIMEOUT, ask).await {
                 Ok(answer) => answer.map_err(|e| e.to_string()),
                 Err(_) => Err(format!("no answer to {:?} within {ASK_TIMEOUT:?}", input.op)),
