@@ -271,3 +271,48 @@ async fn partial_messages_wait_for_room_in_the_process_budget() {
     assert_eq!(lens, vec![15 * MIB; 4]);
     assert!(process.peak() <= 40 * MIB, "peak {}", process.peak());
 }
+
+#[tokio::test]
+async fn relay_deliveries_queued_for_a_recipient_are_charged_to_it() {
+    let process = MemoryBudget::new(256 * MIB);
+    let mut handlers = common::handlers();
+    // Its mailbox would take 1 MiB; the recipient's 64 KiB budget binds first.
+    handlers.relay(gotalk::relay::Relay::new());
+    let mut server_config = config(&process, 64 * 1024);
+    server_config.send_queue_bytes(16 * 1024);
+    let server = start(handlers, server_config).await;
+
+    // The recipient never reads; the sender pipelines 10 KB messages to it.
+    let mut recipient = WirePeer::connect(server.addr).await;
+    let Frame::Notification { payload, .. } = recipient.frame().await else { panic!("no id") };
+    let to: gotalk::protocol::relay::PeerId = serde_json::from_slice(&payload).unwrap();
+    let mut sender = WirePeer::connect(server.addr).await;
+    let _sender_id = sender.frame().await;
+    let body = serde_json::to_string(&"x".repeat(10_000)).unwrap();
+    let envelope = gotalk::protocol::relay::encode_send(to, "t", &body).unwrap();
+    let (mut delivered, mut full) = (0, 0);
+    // Enough to fill the kernel's socket buffers on the way to the recipient too.
+    for n in 0..2000u32 {
+        let op = gotalk::protocol::Name::new("$relay").unwrap();
+        let payload = Bytes::from(envelope.clone());
+        sender.send(&Frame::SingleRequest { id: Id::from_u32(n), op, payload }).await;
+        match sender.frame().await {
+            Frame::SingleResult { .. } => delivered += 1,
+            Frame::RetryResult { payload, .. } => {
+                assert_eq!(&payload[..], b"recipient's queue is full");
+                full += 1;
+                if full == 3 {
+                    break;
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(full, 3, "{delivered} delivered and never a full queue");
+    let sock = server.connections.socks().into_iter().find(|s| s.budget_used() > 0);
+    let held = sock.map_or(0, |s| s.budget_used());
+    assert!(held <= 64 * 1024 && held > 32 * 1024, "the recipient holds {held}");
+    assert!(process.peak() <= 2 * 64 * 1024, "peak {}", process.peak());
+    drop(recipient);
+    bystander_answered(server.addr).await;
+}
