@@ -84,8 +84,8 @@ pub use gateway::Gateway;
 pub use gotalk_protocol as protocol;
 pub use gotalk_protocol::liveness::{Event as LivenessEvent, LivenessConfig};
 pub use handlers::Handlers;
-pub use memory::MemoryBudget;
 pub use keepalive::KeepAlive;
+pub use memory::MemoryBudget;
 pub use sock::{
     ConnInfo, Heartbeat, Sock, StreamInput, StreamOutput, StreamRequest, StreamResponse,
     TransportKind, UpgradeRequest,

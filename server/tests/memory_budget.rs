@@ -149,16 +149,20 @@ async fn a_request_past_the_budget_gets_a_retry_result() {
         assert_eq!(&text[..], b"memory budget: the connection's memory budget is spent");
         assert!(wait >= 500, "a wait to retry after: {wait}");
     }
-    let results = frames.iter().filter(|f| matches!(f, Frame::SingleResult { payload, .. }
-        if &payload[..] == b"10000"));
+    let results = frames.iter().filter(|f| {
+        matches!(f, Frame::SingleResult { payload, .. }
+        if &payload[..] == b"10000")
+    });
     assert_eq!(results.count(), 6);
 }
 
 #[tokio::test]
 async fn a_request_past_the_budget_from_a_peer_without_retry_results_is_an_error() {
     let frames = small_requests_past_the_budget(false).await;
-    let errors = frames.iter().filter(|f| matches!(f, Frame::ErrorResult { payload, .. }
-        if payload.starts_with(b"memory budget")));
+    let errors = frames.iter().filter(|f| {
+        matches!(f, Frame::ErrorResult { payload, .. }
+        if payload.starts_with(b"memory budget"))
+    });
     assert_eq!(errors.count(), 6, "{frames:?}");
     assert!(!frames.iter().any(|f| matches!(f, Frame::RetryResult { .. })));
 }

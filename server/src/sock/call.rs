@@ -35,10 +35,7 @@ pub(crate) enum Part {
 pub(crate) enum Call {
     /// A single request. A streaming result to it is collected, up to the payload limit,
     /// and charged to the memory budgets while it is.
-    Single {
-        tx: oneshot::Sender<Result<Reply, Error>>,
-        collected: Option<(BytesMut, Charge)>,
-    },
+    Single { tx: oneshot::Sender<Result<Reply, Error>>, collected: Option<(BytesMut, Charge)> },
     /// A streaming request; its result parts are queued for the reader.
     Stream(PartsTx<Part>),
 }

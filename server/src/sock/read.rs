@@ -190,11 +190,10 @@ async fn dispatch(
             let why = "a request after the peer announced it was done".to_owned();
             Err((CloseReason::InvalidMessage(why), Some(ProtocolErrorCode::InvalidMessage)))
         }
-        Frame::SingleRequest { .. } | Frame::StreamRequest { .. } => {
-            sock.on_request(frame, carried)
-                .await
-                .map_err(|r| (r, Some(ProtocolErrorCode::InvalidMessage)))
-        }
+        Frame::SingleRequest { .. } | Frame::StreamRequest { .. } => sock
+            .on_request(frame, carried)
+            .await
+            .map_err(|r| (r, Some(ProtocolErrorCode::InvalidMessage))),
         Frame::StreamRequestPart { id, payload } => {
             sock.on_request_part(id, payload);
             Ok(())

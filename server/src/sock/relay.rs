@@ -40,10 +40,11 @@ impl Sock {
         relay.bus.register(id, mailbox.clone());
         let payload = Bytes::from(format!("\"{id}\""));
         // Queued ahead of the read loop and the on_connect hook, so it is the first message.
-        let _ = self
-            .shared
-            .out
-            .push(Outbound::Frame(Frame::Notification { name: name(wire::ID), payload }, None, None));
+        let _ = self.shared.out.push(Outbound::Frame(
+            Frame::Notification { name: name(wire::ID), payload },
+            None,
+            None,
+        ));
         tracing::debug!(parent: &self.shared.span, %id, "relay id");
         let drain = drain(self.clone(), mailbox, relay.stall_timeout);
         tokio::spawn(drain.instrument(self.shared.span.clone()));
