@@ -4,7 +4,7 @@
 //! kind of buffer, but a peer can fill all of them at once, and many peers together can fill
 //! them on every connection. So every byte held on a peer's behalf is also charged to two
 //! budgets: its connection's, and one [`MemoryBudget`] shared by the process. A charge is
-//! taken before the bytes are held and given back when they are freed (a [`Charge`] is
+//! taken before the bytes are held and given back when they are freed (a charge is
 //! released when dropped).
 //!
 //! What is charged: the payload a message header declares, from the moment the header
