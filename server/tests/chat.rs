@@ -207,9 +207,9 @@ async fn churn(served: &ServeProcess, pairs: usize, window: usize) -> Answers {
 /// [`STATE_EVERY`] however many changes there were.
 async fn members_ride_out_churn(served: &ServeProcess) -> Answers {
     let started = Instant::now();
-    let mut alice = Member::page(served, "alice").await;
-    let mut bob = Member::page(served, "bob").await;
-    let mut slow = Member::program(served, "slow", Some(Duration::from_millis(50))).await;
+    let alice = Member::page(served, "alice").await;
+    let bob = Member::page(served, "bob").await;
+    let slow = Member::program(served, "slow", Some(Duration::from_millis(50))).await;
     let mut padding = Vec::new();
     for holder in 0..3 {
         let sock = gotalk::tcp::connect(
@@ -319,4 +319,17 @@ async fn names_are_nfkc_unique_per_room_ignoring_case_and_visible() {
     let names: Vec<&str> =
         members.as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["Alice"]);
+}
+
+#[tokio::test]
+async fn the_flags_set_rooms_per_member_and_joins_and_leaves_per_minute() {
+    let served = serve_with(&["--chat-rooms-per-member", "2", "--chat-room-changes", "3"]).await;
+    // Joining the lobby is the first change and the first room.
+    let program = Member::program(&served, "bot", None).await;
+    program.call("chat.join", json!({"room": "a"})).await.unwrap();
+    let e = program.call("chat.join", json!({"room": "b"})).await.unwrap_err();
+    assert!(e.ends_with("you are in 2 rooms, the most allowed: leave one first"), "{e}");
+    program.call("chat.leave", json!({"room": "a"})).await.unwrap();
+    let e = program.call("chat.join", json!({"room": "b"})).await.unwrap_err();
+    assert!(e.contains("too many joins and leaves: at most 3 a minute; try again in "), "{e}");
 }

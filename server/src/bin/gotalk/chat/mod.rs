@@ -9,17 +9,18 @@
 //!   measures the caller's round trip now.
 //!
 //! Members hear `chat.message`, `chat.members` and `chat.rooms` notifications, and `chat.you`
-//! (their id, name and round trip). Each line of a room's feed (`chat.message`) is sent to
-//! every member of the room, in order; a member [`QUEUE`] lines behind is disconnected. The
-//! others are states, and only the latest counts: a member is sent each at most once every
+//! (their id, name and round trip). Each line of a room's feed (`chat.message`) goes to every
+//! member of the room, in order; a member [`QUEUE`] lines behind is disconnected. The others
+//! are states, of which only the latest counts: a member is sent each at most once every
 //! [`STATE_EVERY`], the newest by then, so however often someone joins and leaves, what waits
-//! for a member is one room list and one member list per room it is in. The server also calls the page: a new WebSocket peer is
-//! sent `chat.ping`, timed (and again every [`PING_EVERY`]); one that answers is a chat page,
-//! so it is asked `chat.name` with a suggested name and renamed to its answer (at once: a page
-//! with no name yet takes the suggestion, and renames itself once its user has chosen). A peer is a
-//! member from its first chat operation (or its first answered ping) until its connection
-//! closes. The rules and limits are in [`rooms`], free of I/O, and what a name may be in
-//! [`names`].
+//! for a member is one room list and one member list per room it is in.
+//!
+//! The server also calls the page: a new WebSocket peer is sent `chat.ping`, timed (and again
+//! every [`PING_EVERY`]); one that answers is a chat page, so it is asked `chat.name` with a
+//! suggested name and renamed to its answer (at once: a page with no name yet takes the
+//! suggestion, and renames itself once its user has chosen). A peer is a member from its
+//! first chat operation (or its first answered ping) until its connection closes. The rules
+//! and limits are in [`rooms`], free of I/O, and what a name may be in [`names`].
 //!
 //! Names are taken in NFKC, trimmed, and refused when they hold controls, bidirectional
 //! controls, zero-width, format or other invisible characters, or mix scripts; two names are
@@ -64,10 +65,10 @@ const PING_TIMEOUT: Duration = Duration::from_secs(10);
 const NAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// Lines of the rooms' feeds waiting for one member's connection. A member that falls this
 /// far behind is disconnected rather than let the chat's memory grow.
-pub(crate) const QUEUE: usize = 256;
+const QUEUE: usize = 256;
 /// The least time between two sends of a member's states (member lists, the room list, its
 /// own `chat.you`); the changes in between reach it as one, the latest.
-pub(crate) const STATE_EVERY: Duration = Duration::from_millis(200);
+const STATE_EVERY: Duration = Duration::from_millis(200);
 
 /// The chat's limits on the command line; each left out keeps its default.
 #[derive(clap::Args, Debug)]
