@@ -333,3 +333,32 @@ async fn the_flags_set_rooms_per_member_and_joins_and_leaves_per_minute() {
     let e = program.call("chat.join", json!({"room": "b"})).await.unwrap_err();
     assert!(e.contains("too many joins and leaves: at most 3 a minute; try again in "), "{e}");
 }
+
+#[tokio::test]
+async fn a_page_that_answers_the_ping_stays_a_member_and_hears_who_it_is() {
+    let served = serve_with(&[]).await;
+    let (you_tx, mut you) = mpsc::unbounded_channel();
+    let mut handlers = Handlers::new();
+    handlers
+        .handle("chat.ping", |_sock, _: Value| async { Ok::<_, String>(Value::Null) })
+        .handle("chat.name", |_sock, _: Value| async { Ok::<_, String>(json!({"name": "quiet"})) })
+        .handle_buffer_notification("chat.you", move |_sock, payload| {
+            let _ = you_tx.send(serde_json::from_slice::<Value>(&payload).unwrap());
+            async {}
+        });
+    let page =
+        gotalk::ws::connect(&served.ws, Arc::new(handlers), Config::default()).await.unwrap();
+    // The page joins nothing: it is a member from its answered ping, under the name it gave,
+    // with the round trip the server measured.
+    let told = within("chat.you", async {
+        loop {
+            let told = you.recv().await.unwrap();
+            if told["name"] == "quiet" && told["rtt_ms"].is_number() {
+                return told;
+            }
+        }
+    })
+    .await;
+    assert_eq!(told["transport"], "websocket");
+    assert!(!page.is_closed());
+}

@@ -475,8 +475,11 @@ impl Chat {
             if chat.ping(&sock).await.is_err() {
                 return;
             }
-            if chat.enter(&sock, None).is_err() {
-                return;
+            // Kept for as long as the connection lives: dropped here, the membership would
+            // remove the page again, from any room its own `chat.join` put it in meanwhile.
+            match chat.enter(&sock, None) {
+                Ok(entered) => entered.stay(&sock),
+                Err(_) => return,
             }
             // The ping is repeated now that the page is a member, so `chat.you` carries it.
             let _ = chat.ping(&sock).await;
