@@ -31,6 +31,8 @@
 
   const me = { id: null, name: saved.get('name') };
   let room = saved.get('room') || 'lobby';
+  /** Whether this connection is in a room yet: a refused name can leave it in none. */
+  let inRoom = false;
   let maxText = 1000;
   /** `seq`s already shown in this room, so a message shown from its result is not shown twice. */
   let shown = new Set();
@@ -107,6 +109,7 @@
   // Every (re)connection joins the room again: a restarted server knows nobody.
   s.on('open', () => {
     $('address').textContent = s.address() || '/gotalk/';
+    inRoom = false;
     join(room);
   });
 
@@ -160,9 +163,17 @@
     try {
       joined = await s.request('chat.join', { room: name, name: me.name || undefined });
     } catch (err) {
-      $('room-error').textContent = err.message;
+      // The server refuses a name (taken in that room, or not allowed) with an error that
+      // begins with "name". A page in no room asks its user for another and joins again
+      // once the server has taken it; it never retries on its own.
+      if (!inRoom && /^name\b/.test(err.message)) {
+        askName({ suggestion: me.name, first: true, error: err.message, rejoin: name });
+      } else {
+        $('room-error').textContent = err.message;
+      }
       return false;
     }
+    inRoom = true;
     room = joined.room;
     saved.set('room', room);
     maxText = joined.max_text_chars;
@@ -361,18 +372,24 @@
   const dialog = $('name-dialog');
   let nameAsked = null;
 
-  /** Opens the name dialog; the name is taken by a `chat.rename` request. */
-  function askName({ suggestion, maxChars, first }) {
+  /**
+   * Opens the name dialog; the name is taken by a `chat.rename` request. With `error` (the
+   * server refused the name the page joined with), the room `rejoin` is joined once the
+   * server takes the new name.
+   */
+  function askName({ suggestion, maxChars, first, error, rejoin }) {
     const input = $('name-input');
     input.value = suggestion || me.name || '';
     if (maxChars) input.maxLength = maxChars;
-    $('name-title').textContent = first ? 'Welcome to gotalk chat' : 'Change your name';
-    $('name-why').textContent = first
-      ? `The server just asked this page what to call you, and suggests ${suggestion}.`
-      : 'Everyone in your room sees the change.';
+    $('name-title').textContent = error ? 'Choose another name' : first ? 'Welcome to gotalk chat' : 'Change your name';
+    $('name-why').textContent = error
+      ? `The server did not let you into # ${rejoin} under this name.`
+      : first
+        ? `The server just asked this page what to call you, and suggests ${suggestion}.`
+        : 'Everyone in your room sees the change.';
     $('name-ok').textContent = first ? 'Start chatting' : 'Save';
-    $('name-error').textContent = '';
-    nameAsked = { first };
+    $('name-error').textContent = error || '';
+    nameAsked = { first, rejoin };
     if (!dialog.open) dialog.showModal();
     input.select();
   }
@@ -382,16 +399,20 @@
     const name = $('name-input').value.trim();
     if (!name || !nameAsked) return;
     // A rename is a request of the page's own, so its ErrorResult can be shown here.
+    let you;
     try {
-      await s.request('chat.rename', { name });
+      you = await s.request('chat.rename', { name });
     } catch (err) {
       $('name-error').textContent = err.message;
       return;
     }
-    me.name = name;
-    saved.set('name', name);
+    // As the server keeps it: fullwidth letters made plain, spaces made single.
+    me.name = you.name;
+    saved.set('name', you.name);
+    const { rejoin } = nameAsked;
     nameAsked = null;
     dialog.close();
+    if (rejoin) join(rejoin);
   });
 
   // Escape keeps the suggestion the first time, and the old name afterwards.

@@ -9,19 +9,41 @@
 //!   measures the caller's round trip now.
 //!
 //! Members hear `chat.message`, `chat.members` and `chat.rooms` notifications, and `chat.you`
-//! (their id, name and round trip). The server also calls the page: a new WebSocket peer is
-//! sent `chat.ping`, timed (and again every [`PING_EVERY`]); one that answers is a chat page,
-//! so it is asked `chat.name` with a suggested name and renamed to its answer (at once: a page
-//! with no name yet takes the suggestion, and renames itself once its user has chosen). A peer is a
-//! member from its first chat operation (or its first answered ping) until its connection
-//! closes. The rules and limits are in [`rooms`], free of I/O.
+//! (their id, name and round trip). Each line of a room's feed (`chat.message`) goes to every
+//! member of the room, in order; a member [`QUEUE`] lines behind is disconnected. The others
+//! are states, of which only the latest counts: a member is sent each at most once every
+//! [`STATE_EVERY`], the newest by then, so however often someone joins and leaves, what waits
+//! for a member is one room list and one member list per room it is in.
+//!
+//! The server also calls the page: a new WebSocket peer is sent `chat.ping`, timed (and again
+//! every [`PING_EVERY`]); one that answers is a chat page, so it is asked `chat.name` with a
+//! suggested name and renamed to its answer (at once: a page with no name yet takes the
+//! suggestion, and renames itself once its user has chosen). A peer is a member from its
+//! first chat operation (or its first answered ping) until its connection closes. The rules
+//! and limits are in [`rooms`], free of I/O, and what a name may be in [`names`].
+//!
+//! Names are taken in NFKC, trimmed, and refused when they hold controls, bidirectional
+//! controls, zero-width, format or other invisible characters, or mix scripts; two names are
+//! the same when they are equal ignoring case, and a name is unique within each room: a join
+//! or a rename that would give a room two `alice`s is refused with `name "alice" is taken in
+//! room "lobby": choose another`. Every refusal of a name begins with `name`, so the page can
+//! tell it from a refused room and ask its user for another. A connection's automatic name
+//! (`guest-7`, `tcp-12`) is its alone.
+//!
+//! Limits, each a `gotalk serve` flag (defaults in brackets): a name's characters
+//! (`--chat-name-chars` [32]), a room name's (`--chat-room-chars` [24]), a message's
+//! (`--chat-text-chars` [1000]), rooms at once, the lobby included (`--chat-rooms` [32]),
+//! messages each room keeps (`--chat-history` [100]), joins and leaves per member per minute,
+//! as a burst or spread out (`--chat-room-changes` [60]), and rooms one member may be in
+//! (`--chat-rooms-per-member` [8]). Each refusal is an ErrorResult that says which.
 //!
 //! Each member comes with its connection's relay id (`peer`), so pages send each other direct
 //! messages through the gateway's relay (topic `chat.dm`): the chat neither sees nor keeps them.
 
+mod names;
 mod rooms;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -29,10 +51,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use gotalk::{Handlers, Sock, TransportKind};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 pub(crate) use rooms::Limits;
-use rooms::{ChatError, ConnId, MemberInfo, Outbox, Rooms, LOBBY};
+use rooms::{ChatError, ConnId, MemberInfo, Note, Outbox, Rooms, LOBBY};
 
 /// How often the server measures a page's round trip.
 pub(crate) const PING_EVERY: Duration = Duration::from_secs(15);
@@ -41,9 +63,12 @@ const PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a page may take to answer `chat.name`. It answers at once (and lets its user
 /// rename later): a request held open would hold up a graceful end of the connection.
 const NAME_TIMEOUT: Duration = Duration::from_secs(10);
-/// Notifications waiting for one member's connection. A member that falls this far behind is
-/// disconnected rather than let the chat's memory grow.
+/// Lines of the rooms' feeds waiting for one member's connection. A member that falls this
+/// far behind is disconnected rather than let the chat's memory grow.
 const QUEUE: usize = 256;
+/// The least time between two sends of a member's states (member lists, the room list, its
+/// own `chat.you`); the changes in between reach it as one, the latest.
+const STATE_EVERY: Duration = Duration::from_millis(200);
 
 /// The chat's limits on the command line; each left out keeps its default.
 #[derive(clap::Args, Debug)]
@@ -63,6 +88,13 @@ pub(crate) struct ChatArgs {
     /// How many messages each chat room keeps for newcomers [default: 100].
     #[arg(long, value_name = "N")]
     chat_history: Option<usize>,
+    /// How many chat joins and leaves one member may make per minute, in a burst or spread
+    /// out [default: 60].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    chat_room_changes: Option<u32>,
+    /// How many chat rooms one member may be in at once [default: 8].
+    #[arg(long, value_name = "N")]
+    chat_rooms_per_member: Option<usize>,
 }
 
 impl ChatArgs {
@@ -84,6 +116,12 @@ impl ChatArgs {
         if let Some(n) = self.chat_history {
             limits = limits.history(n);
         }
+        if let Some(n) = self.chat_room_changes {
+            limits = limits.room_changes(n as usize);
+        }
+        if let Some(n) = self.chat_rooms_per_member {
+            limits = limits.rooms_per_member(n);
+        }
         limits
     }
 }
@@ -98,13 +136,42 @@ struct Inner {
     state: Mutex<State>,
 }
 
-/// A notification on its way to one member: its name and JSON payload.
-type Outgoing = (&'static str, Bytes);
-
 struct State {
     rooms: Rooms,
-    /// Each member's notifications, in order, on their way to its connection.
-    queues: HashMap<ConnId, (mpsc::Sender<Outgoing>, Sock)>,
+    /// What waits for each member's connection.
+    queues: HashMap<ConnId, Mailbox>,
+}
+
+/// What waits for one member's connection, sent by its own task ([`deliver`]).
+struct Mailbox {
+    sock: Sock,
+    /// `chat.message` payloads, in order: each is news, so none replaces another.
+    lines: VecDeque<Bytes>,
+    /// The latest unsent payload of each state the member is shown; a newer one replaces it.
+    states: BTreeMap<StateKey, Bytes>,
+    /// Woken when something is queued, or the mailbox is gone.
+    wake: Arc<Notify>,
+}
+
+/// A state a member is shown, of which only the latest matters.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum StateKey {
+    /// `chat.members` of one room.
+    Members(String),
+    /// `chat.rooms`.
+    Rooms,
+    /// `chat.you`.
+    You,
+}
+
+impl StateKey {
+    fn notification(&self) -> &'static str {
+        match self {
+            StateKey::Members(_) => "chat.members",
+            StateKey::Rooms => "chat.rooms",
+            StateKey::You => "chat.you",
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -187,7 +254,9 @@ impl Drop for Membership {
             let slow = {
                 let mut state = chat.lock();
                 let outbox = state.rooms.disconnect(self.id, now_ms());
-                state.queues.remove(&self.id);
+                if let Some(mailbox) = state.queues.remove(&self.id) {
+                    mailbox.wake.notify_one();
+                }
                 state.dispatch(outbox)
             };
             close_slow(slow);
@@ -207,8 +276,9 @@ fn close_slow(slow: Vec<Sock>) {
 }
 
 impl State {
-    /// Queues each note for its members, in order; returns the connections of members whose
-    /// queue was full, to close once the lock is released.
+    /// Queues each note for its members, encoded once for all of them: lines in order, states
+    /// in place of older ones. Returns the connections of members whose line queue was full,
+    /// to close once the lock is released.
     fn dispatch(&mut self, outbox: Outbox) -> Vec<Sock> {
         let mut slow = Vec::new();
         for (to, note) in outbox {
@@ -219,30 +289,47 @@ impl State {
                     continue;
                 }
             };
+            let state = match note {
+                Note::Message(_) => None,
+                Note::Members { room, .. } => Some(StateKey::Members(room)),
+                Note::Rooms { .. } => Some(StateKey::Rooms),
+            };
             for id in to {
-                self.send(id, note.name(), payload.clone(), &mut slow);
+                match &state {
+                    None => self.send_line(id, payload.clone(), &mut slow),
+                    Some(key) => self.set_state(id, key.clone(), payload.clone()),
+                }
             }
         }
         slow
     }
 
-    fn send(&mut self, id: ConnId, name: &'static str, payload: Bytes, slow: &mut Vec<Sock>) {
-        if let Some((queue, sock)) = self.queues.get(&id) {
-            if queue.try_send((name, payload)).is_err() && !slow.iter().any(|s| s.info().id == id) {
-                slow.push(sock.clone());
+    fn send_line(&mut self, id: ConnId, payload: Bytes, slow: &mut Vec<Sock>) {
+        let Some(mailbox) = self.queues.get_mut(&id) else { return };
+        if mailbox.lines.len() >= QUEUE {
+            if !slow.iter().any(|s| s.info().id == id) {
+                slow.push(mailbox.sock.clone());
             }
+            return;
+        }
+        mailbox.lines.push_back(payload);
+        mailbox.wake.notify_one();
+    }
+
+    fn set_state(&mut self, id: ConnId, key: StateKey, payload: Bytes) {
+        if let Some(mailbox) = self.queues.get_mut(&id) {
+            mailbox.states.insert(key, payload);
+            mailbox.wake.notify_one();
         }
     }
 
     /// Queues `chat.you` for `id`: who the server thinks it is.
-    fn tell_you(&mut self, id: ConnId) -> Vec<Sock> {
-        let mut slow = Vec::new();
+    fn tell_you(&mut self, id: ConnId) {
         if let Some(you) = self.rooms.member(id) {
             if let Ok(json) = serde_json::to_vec(&you) {
-                self.send(id, "chat.you", Bytes::from(json), &mut slow);
+                self.set_state(id, StateKey::You, Bytes::from(json));
             }
         }
-        slow
     }
 }
 
@@ -256,39 +343,50 @@ impl Chat {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes `sock` a member, named `name` if given (else `guest-<id>` for a page,
-    /// `tcp-<id>` and so on for a program), or renames it to `name` if it was one already.
+    /// Makes `sock` a member, named `name` if given (else by its automatic name: `guest-<id>`
+    /// for a page, `tcp-<id>` and so on for a program), or renames it to `name` if it was one
+    /// already.
     ///
     /// The caller finishes its operation, then calls [`Entered::stay`]: a program that says
     /// something and hangs up at once has its message posted before it leaves.
     fn enter(&self, sock: &Sock, name: Option<&str>) -> Result<Entered, ChatError> {
         let id = sock.info().id;
+        let transport = sock.info().transport.to_string();
+        let now = now_ms();
         let (new, slow) = {
             let mut state = self.lock();
-            let name = name.map(|n| state.rooms.check_name(n)).transpose()?;
+            let name = name.map(|n| state.rooms.check_name(id, &transport, n)).transpose()?;
             if state.rooms.contains(id) {
                 let slow = match name {
                     Some(name) => {
-                        let (_, outbox) = state.rooms.rename(id, &name, now_ms())?;
-                        let mut slow = state.dispatch(outbox);
-                        slow.extend(state.tell_you(id));
+                        let (_, outbox) = state.rooms.rename_to(id, name, now)?;
+                        let slow = state.dispatch(outbox);
+                        state.tell_you(id);
                         slow
                     }
                     None => Vec::new(),
                 };
                 (false, slow)
             } else {
-                let transport = sock.info().transport;
-                let name = name.unwrap_or_else(|| match transport {
-                    TransportKind::WebSocket => format!("guest-{id}"),
-                    other => format!("{other}-{id}"),
-                });
                 // The relay id is the page's address for direct messages (`chat.dm`, relayed
                 // page to page without the chat's help).
-                state.rooms.connect(id, name, transport.to_string(), sock.relay_id());
-                let (queue, notes) = mpsc::channel(QUEUE);
-                tokio::spawn(deliver(sock.clone(), notes));
-                state.queues.insert(id, (queue, sock.clone()));
+                state.rooms.connect(id, transport, sock.relay_id(), now);
+                if let Some(name) = name {
+                    // In no room yet, so no one else's name is in the way; undone if it is.
+                    if let Err(e) = state.rooms.rename_to(id, name, now) {
+                        state.rooms.disconnect(id, now);
+                        return Err(e);
+                    }
+                }
+                let wake = Arc::new(Notify::new());
+                let mailbox = Mailbox {
+                    sock: sock.clone(),
+                    lines: VecDeque::new(),
+                    states: BTreeMap::new(),
+                    wake: wake.clone(),
+                };
+                state.queues.insert(id, mailbox);
+                tokio::spawn(deliver(Arc::downgrade(&self.inner), id, sock.clone(), wake));
                 (true, Vec::new())
             }
         };
@@ -325,9 +423,15 @@ impl Chat {
     }
 
     fn leave(&self, sock: &Sock, input: LeaveIn) -> Result<(), ChatError> {
+        let id = sock.info().id;
         let slow = {
             let mut state = self.lock();
-            let outbox = state.rooms.leave(sock.info().id, &input.room, now_ms())?;
+            let room = state.rooms.check_room(&input.room)?;
+            let outbox = state.rooms.leave(id, &room, now_ms())?;
+            // A member list of the room not sent yet is no longer the member's business.
+            if let Some(mailbox) = state.queues.get_mut(&id) {
+                mailbox.states.remove(&StateKey::Members(room));
+            }
             state.dispatch(outbox)
         };
         close_slow(slow);
@@ -338,7 +442,7 @@ impl Chat {
         let entered = self.enter(sock, Some(&input.name))?;
         let member = self.lock().rooms.member(sock.info().id);
         entered.stay(sock);
-        member.ok_or_else(|| ChatError::BadName("gone".into()))
+        member.ok_or_else(|| ChatError::BadName(names::refusal("belongs to members only")))
     }
 
     /// Times a `chat.ping` to `sock`, in milliseconds, and records it if `sock` is a member.
@@ -352,12 +456,9 @@ impl Chat {
         }
         // To a tenth of a millisecond: finer would be noise.
         let rtt_ms = (start.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
-        let slow = {
-            let mut state = self.lock();
-            state.rooms.set_rtt(sock.info().id, rtt_ms);
-            state.tell_you(sock.info().id)
-        };
-        close_slow(slow);
+        let mut state = self.lock();
+        state.rooms.set_rtt(sock.info().id, rtt_ms);
+        state.tell_you(sock.info().id);
         Ok(rtt_ms)
     }
 
@@ -374,8 +475,11 @@ impl Chat {
             if chat.ping(&sock).await.is_err() {
                 return;
             }
-            if chat.enter(&sock, None).is_err() {
-                return;
+            // Kept for as long as the connection lives: dropped here, the membership would
+            // remove the page again, from any room its own `chat.join` put it in meanwhile.
+            match chat.enter(&sock, None) {
+                Ok(entered) => entered.stay(&sock),
+                Err(_) => return,
             }
             // The ping is repeated now that the page is a member, so `chat.you` carries it.
             let _ = chat.ping(&sock).await;
@@ -401,7 +505,7 @@ impl Chat {
                 Ok(entered) => entered.stay(sock),
                 Err(e) => {
                     tracing::info!(id, "chat: the page's name {name:?} was refused: {e}");
-                    close_slow(self.lock().tell_you(id));
+                    self.lock().tell_you(id);
                 }
             },
             Ok(Err(e)) => tracing::info!(id, "chat: no name from the page: {e}"),
@@ -466,12 +570,42 @@ impl Chat {
     }
 }
 
-/// Sends a member's notifications in order until its queue closes (the member left) or its
-/// connection does.
-async fn deliver(sock: Sock, mut notes: mpsc::Receiver<Outgoing>) {
-    while let Some((name, payload)) = notes.recv().await {
-        if sock.buffer_notify(name, payload).await.is_err() {
-            return;
+/// Sends what waits in member `id`'s mailbox until the mailbox goes (the member left) or its
+/// connection closes: lines as they come, in order; states at most once every
+/// [`STATE_EVERY`], each the latest. A connection that reads slowly holds this task in
+/// `buffer_notify`, and meanwhile its states are replaced, not piled up.
+async fn deliver(chat: Weak<Inner>, id: ConnId, sock: Sock, wake: Arc<Notify>) {
+    let mut states_due = tokio::time::Instant::now();
+    loop {
+        let due = tokio::time::Instant::now() >= states_due;
+        let (lines, states, waiting) = {
+            let Some(inner) = chat.upgrade() else { return };
+            let mut state = inner.state.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(mailbox) = state.queues.get_mut(&id) else { return };
+            let lines = std::mem::take(&mut mailbox.lines);
+            let states = if due { std::mem::take(&mut mailbox.states) } else { BTreeMap::new() };
+            (lines, states, !mailbox.states.is_empty())
+        };
+        if lines.is_empty() && states.is_empty() {
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep_until(states_due), if waiting => {}
+                _ = sock.closed() => return,
+            }
+            continue;
+        }
+        if !states.is_empty() {
+            states_due = tokio::time::Instant::now() + STATE_EVERY;
+        }
+        for payload in lines {
+            if sock.buffer_notify("chat.message", payload).await.is_err() {
+                return;
+            }
+        }
+        for (key, payload) in states {
+            if sock.buffer_notify(key.notification(), payload).await.is_err() {
+                return;
+            }
         }
     }
 }

@@ -1,5 +1,7 @@
 //! The chat's state, free of I/O: members keyed by connection, rooms with bounded history,
-//! and for every change the notifications it causes, addressed by connection.
+//! and for every change the notifications it causes, addressed by connection. Names follow
+//! [`names`](super::names) and are unique within each room; how often a member may join and
+//! leave, and how many rooms it may be in, are bounded.
 //!
 //! Kept apart from the sockets so every rule and limit is tested with plain calls and a given
 //! clock; `chat/mod.rs` delivers what these functions return.
@@ -9,6 +11,9 @@ use std::fmt;
 
 use gotalk::relay::PeerId;
 use serde::Serialize;
+use unicode_normalization::UnicodeNormalization;
+
+use super::names::{self, Name};
 
 /// A connection's id (`ConnInfo::id`): one member per connection.
 pub(crate) type ConnId = u64;
@@ -24,11 +29,21 @@ pub(crate) struct Limits {
     text_chars: usize,
     rooms: usize,
     history: usize,
+    room_changes: usize,
+    rooms_per_member: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { name_chars: 32, room_chars: 24, text_chars: 1000, rooms: 32, history: 100 }
+        Limits {
+            name_chars: 32,
+            room_chars: 24,
+            text_chars: 1000,
+            rooms: 32,
+            history: 100,
+            room_changes: 60,
+            rooms_per_member: 8,
+        }
     }
 }
 
@@ -62,13 +77,29 @@ impl Limits {
         self.history = n;
         self
     }
+
+    /// How many joins and leaves one member may make in a minute, in a burst or spread out
+    /// (a token bucket of `n` that refills at `n` a minute). Default 60; at least 1.
+    pub(crate) fn room_changes(mut self, n: usize) -> Self {
+        self.room_changes = n.max(1);
+        self
+    }
+
+    /// How many rooms one member may be in at once. Default 8.
+    pub(crate) fn rooms_per_member(mut self, n: usize) -> Self {
+        self.rooms_per_member = n;
+        self
+    }
 }
 
 /// Why a chat operation was refused; its text is the ErrorResult the peer gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ChatError {
-    /// A name that is empty, too long or has control characters.
+    /// A name the rules of [`names`] refuse, or another connection's automatic name; the text
+    /// begins with `name`.
     BadName(String),
+    /// Someone else in `room` has the name (compared by key).
+    NameTaken { name: String, room: String },
     /// A room name that is empty, too long or has characters other than letters, digits, `-`
     /// and `_`.
     BadRoom(String),
@@ -76,6 +107,10 @@ pub(crate) enum ChatError {
     BadText(String),
     /// Creating one more room would pass the limit.
     TooManyRooms(usize),
+    /// The member is in as many rooms as one may be.
+    InTooManyRooms(usize),
+    /// The member has joined and left as often as it may for now; it may again in `wait_ms`.
+    TooManyChanges { per_minute: usize, wait_ms: u64 },
     /// Leaving a room the connection is not in.
     NotInRoom(String),
 }
@@ -86,9 +121,20 @@ impl fmt::Display for ChatError {
             ChatError::BadName(why) | ChatError::BadRoom(why) | ChatError::BadText(why) => {
                 f.write_str(why)
             }
+            ChatError::NameTaken { name, room } => {
+                write!(f, "name {name:?} is taken in room {room:?}: choose another")
+            }
             ChatError::TooManyRooms(n) => {
                 write!(f, "there are already {n} rooms, the most allowed: join one of them")
             }
+            ChatError::InTooManyRooms(n) => {
+                write!(f, "you are in {n} rooms, the most allowed: leave one first")
+            }
+            ChatError::TooManyChanges { per_minute, wait_ms } => write!(
+                f,
+                "too many joins and leaves: at most {per_minute} a minute; try again in {:.1} s",
+                (*wait_ms as f64 / 1000.0).max(0.1)
+            ),
             ChatError::NotInRoom(room) => write!(f, "you are not in {room:?}"),
         }
     }
@@ -185,18 +231,66 @@ pub(crate) struct Joined {
 }
 
 struct Member {
-    name: String,
+    name: Name,
     transport: String,
     peer: Option<PeerId>,
     rtt_ms: Option<f64>,
     rooms: BTreeSet<String>,
+    changes: Bucket,
+}
+
+/// A token bucket of joins and leaves, refilled by the clock the chat's calls pass in.
+struct Bucket {
+    tokens: f64,
+    at: u64,
+}
+
+impl Bucket {
+    fn full(per_minute: usize, now: u64) -> Self {
+        Bucket { tokens: per_minute as f64, at: now }
+    }
+
+    /// Takes one token, or says how many milliseconds until there is one.
+    fn take(&mut self, per_minute: usize, now: u64) -> Result<(), u64> {
+        let per_ms = per_minute as f64 / 60_000.0;
+        let elapsed = now.saturating_sub(self.at) as f64;
+        self.tokens = (self.tokens + elapsed * per_ms).min(per_minute as f64);
+        self.at = self.at.max(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - self.tokens) / per_ms).ceil() as u64)
+        }
+    }
 }
 
 #[derive(Default)]
 struct Room {
     members: BTreeSet<ConnId>,
+    /// Each member's name key: who has which name here.
+    names: HashMap<String, ConnId>,
     history: VecDeque<Message>,
     last_seq: u64,
+}
+
+/// The name a connection has until it chooses one: `guest-<id>` for a page, `tcp-<id>` and so
+/// on for a program. Unique, since ids are, and kept for that connection alone.
+fn automatic_name(id: ConnId, transport: &str) -> String {
+    match transport {
+        "websocket" => format!("guest-{id}"),
+        other => format!("{other}-{id}"),
+    }
+}
+
+/// True when `key` has the form of an automatic name: `guest-`, or a transport's name and
+/// `-`, then digits.
+fn looks_automatic(key: &str) -> bool {
+    key.split_once('-').is_some_and(|(prefix, digits)| {
+        ["guest", "tcp", "tls", "websocket", "memory"].contains(&prefix)
+            && !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 /// Every member and room.
@@ -223,19 +317,27 @@ impl Rooms {
         self.members.contains_key(&id)
     }
 
-    /// Adds `id` as a member named `name`, reachable through the relay at `peer` if it has an
-    /// id there, in no room yet. Returns false if it already was.
+    /// Adds `id` as a member under its automatic name, reachable through the relay at `peer`
+    /// if it has an id there, in no room yet. Returns false if it already was.
     pub(crate) fn connect(
         &mut self,
         id: ConnId,
-        name: String,
         transport: String,
         peer: Option<PeerId>,
+        now: u64,
     ) -> bool {
         if self.members.contains_key(&id) {
             return false;
         }
-        let member = Member { name, transport, peer, rtt_ms: None, rooms: BTreeSet::new() };
+        let automatic = automatic_name(id, &transport);
+        let member = Member {
+            name: Name { key: automatic.to_lowercase(), shown: automatic },
+            transport,
+            peer,
+            rtt_ms: None,
+            rooms: BTreeSet::new(),
+            changes: Bucket::full(self.limits.room_changes, now),
+        };
         self.members.insert(id, member);
         true
     }
@@ -244,7 +346,7 @@ impl Rooms {
     pub(crate) fn member(&self, id: ConnId) -> Option<MemberInfo> {
         self.members.get(&id).map(|m| MemberInfo {
             id,
-            name: m.name.clone(),
+            name: m.name.shown.clone(),
             transport: m.transport.clone(),
             peer: m.peer,
             rtt_ms: m.rtt_ms,
@@ -277,28 +379,28 @@ impl Rooms {
         members
     }
 
-    /// Checks a name and returns it trimmed.
-    pub(crate) fn check_name(&self, name: &str) -> Result<String, ChatError> {
-        let name = name.trim();
-        let chars = name.chars().count();
-        if chars == 0 {
-            return Err(ChatError::BadName("a name cannot be empty".into()));
+    /// Checks a name that connection `id` over `transport` chose, and returns it normalised
+    /// with its key. Another connection's automatic name is refused, so those stay unique.
+    pub(crate) fn check_name(
+        &self,
+        id: ConnId,
+        transport: &str,
+        name: &str,
+    ) -> Result<Name, ChatError> {
+        let name = names::normalise(name, self.limits.name_chars).map_err(ChatError::BadName)?;
+        if looks_automatic(&name.key) && name.key != automatic_name(id, transport) {
+            return Err(ChatError::BadName(names::refusal(format_args!(
+                "{:?} is the automatic name of another connection",
+                name.shown
+            ))));
         }
-        if chars > self.limits.name_chars {
-            return Err(ChatError::BadName(format!(
-                "a name is at most {} characters; this one has {chars}",
-                self.limits.name_chars
-            )));
-        }
-        if name.chars().any(char::is_control) {
-            return Err(ChatError::BadName("a name cannot hold control characters".into()));
-        }
-        Ok(name.to_owned())
+        Ok(name)
     }
 
-    /// Checks a room name and returns it trimmed and in lower case, so `Lobby` is `lobby`.
+    /// Checks a room name and returns it in NFKC, trimmed and in lower case, so `Lobby` and
+    /// `ｌｏｂｂｙ` are `lobby`.
     pub(crate) fn check_room(&self, room: &str) -> Result<String, ChatError> {
-        let room = room.trim().to_lowercase();
+        let room = room.nfkc().collect::<String>().trim().to_lowercase();
         let chars = room.chars().count();
         if chars == 0 {
             return Err(ChatError::BadRoom("a room name cannot be empty".into()));
@@ -341,7 +443,7 @@ impl Rooms {
         text: String,
         now: u64,
     ) -> Option<(Vec<ConnId>, Message)> {
-        let name = self.members.get(&from)?.name.clone();
+        let name = self.members.get(&from)?.name.shown.clone();
         let history = self.limits.history;
         let state = self.rooms.get_mut(room)?;
         state.last_seq += 1;
@@ -381,20 +483,27 @@ impl Rooms {
     ) -> Result<(Joined, Outbox), ChatError> {
         let room = self.check_room(room)?;
         let mut outbox = Outbox::new();
-        let already = self.members.get(&id).is_some_and(|m| m.rooms.contains(&room));
-        if !already && self.members.contains_key(&id) {
-            if !self.rooms.contains_key(&room) {
-                if self.rooms.len() >= self.limits.rooms {
-                    return Err(ChatError::TooManyRooms(self.limits.rooms));
-                }
-                self.rooms.insert(room.clone(), Room::default());
+        let limits = &self.limits;
+        if let Some(member) = self.members.get_mut(&id).filter(|m| !m.rooms.contains(&room)) {
+            if member.rooms.len() >= limits.rooms_per_member {
+                return Err(ChatError::InTooManyRooms(limits.rooms_per_member));
             }
-            if let Some(state) = self.rooms.get_mut(&room) {
-                state.members.insert(id);
+            let existing = self.rooms.get(&room);
+            if existing.is_none() && self.rooms.len() >= limits.rooms {
+                return Err(ChatError::TooManyRooms(limits.rooms));
             }
-            if let Some(member) = self.members.get_mut(&id) {
-                member.rooms.insert(room.clone());
+            if existing.and_then(|r| r.names.get(&member.name.key)).is_some_and(|&o| o != id) {
+                return Err(ChatError::NameTaken { name: member.name.shown.clone(), room });
             }
+            // Taken last, so a join refused for another reason costs nothing.
+            member.changes.take(limits.room_changes, now).map_err(|wait_ms| {
+                ChatError::TooManyChanges { per_minute: limits.room_changes, wait_ms }
+            })?;
+            member.rooms.insert(room.clone());
+            let key = member.name.key.clone();
+            let state = self.rooms.entry(room.clone()).or_default();
+            state.members.insert(id);
+            state.names.insert(key, id);
             // The newcomer gets the join line in its history, so it goes to the others only.
             if let Some((to, message)) = self.post(&room, Kind::Join, id, String::new(), now) {
                 let others = to.into_iter().filter(|&m| m != id).collect();
@@ -421,9 +530,13 @@ impl Rooms {
     /// Takes `id` out of `room`; an empty room other than the lobby goes away.
     pub(crate) fn leave(&mut self, id: ConnId, room: &str, now: u64) -> Result<Outbox, ChatError> {
         let room = self.check_room(room)?;
-        if !self.members.get(&id).is_some_and(|m| m.rooms.contains(&room)) {
+        let limits = &self.limits;
+        let Some(member) = self.members.get_mut(&id).filter(|m| m.rooms.contains(&room)) else {
             return Err(ChatError::NotInRoom(room));
-        }
+        };
+        member.changes.take(limits.room_changes, now).map_err(|wait_ms| {
+            ChatError::TooManyChanges { per_minute: limits.room_changes, wait_ms }
+        })?;
         Ok(self.leave_room(id, &room, now))
     }
 
@@ -434,12 +547,16 @@ impl Rooms {
             let others = to.into_iter().filter(|&m| m != id).collect();
             outbox.push((others, Note::Message(message)));
         }
-        if let Some(member) = self.members.get_mut(&id) {
+        let key = self.members.get_mut(&id).map(|member| {
             member.rooms.remove(room);
-        }
+            member.name.key.clone()
+        });
         let empty = match self.rooms.get_mut(room) {
             Some(state) => {
                 state.members.remove(&id);
+                if let Some(key) = key {
+                    state.names.remove(&key);
+                }
                 state.members.is_empty()
             }
             None => false,
@@ -453,22 +570,52 @@ impl Rooms {
         outbox
     }
 
-    /// Renames `id` in every room it is in. Returns the name as kept (trimmed).
+    /// Renames `id` in every room it is in, unless the name is taken in one of them. Returns
+    /// the name as kept (normalised). The chat checks first and calls
+    /// [`rename_to`](Self::rename_to); the tests pass raw names here.
+    #[cfg(test)]
     pub(crate) fn rename(
         &mut self,
         id: ConnId,
         name: &str,
         now: u64,
     ) -> Result<(String, Outbox), ChatError> {
-        let name = self.check_name(name)?;
+        let Some(member) = self.members.get(&id) else {
+            return Err(ChatError::BadName(names::refusal("belongs to members only")));
+        };
+        let name = self.check_name(id, &member.transport, name)?;
+        self.rename_to(id, name, now)
+    }
+
+    /// [`rename`](Self::rename) with a name [`check_name`](Self::check_name) has passed.
+    pub(crate) fn rename_to(
+        &mut self,
+        id: ConnId,
+        name: Name,
+        now: u64,
+    ) -> Result<(String, Outbox), ChatError> {
         let Some(member) = self.members.get_mut(&id) else {
-            return Err(ChatError::BadName("only a member has a name".into()));
+            return Err(ChatError::BadName(names::refusal("belongs to members only")));
         };
         if member.name == name {
-            return Ok((name, Outbox::new()));
+            return Ok((name.shown, Outbox::new()));
         }
-        let old = std::mem::replace(&mut member.name, name.clone());
+        for room in &member.rooms {
+            let holder = self.rooms.get(room).and_then(|r| r.names.get(&name.key));
+            if holder.is_some_and(|&other| other != id) {
+                return Err(ChatError::NameTaken { name: name.shown, room: room.clone() });
+            }
+        }
+        let shown = name.shown.clone();
+        let old = std::mem::replace(&mut member.name, name);
         let rooms: Vec<String> = member.rooms.iter().cloned().collect();
+        for room in &rooms {
+            if let Some(state) = self.rooms.get_mut(room) {
+                state.names.remove(&old.key);
+                state.names.insert(member.name.key.clone(), id);
+            }
+        }
+        let old = old.shown;
         let mut outbox = Outbox::new();
         for room in rooms {
             if let Some((to, message)) = self.post(&room, Kind::Rename, id, old.clone(), now) {
@@ -476,7 +623,7 @@ impl Rooms {
             }
             outbox.push(self.members_note(&room));
         }
-        Ok((name, outbox))
+        Ok((shown, outbox))
     }
 
     /// Posts `text` to `room` from `id`, joining the room first if `id` is not in it (a TCP
@@ -523,7 +670,8 @@ mod tests {
     fn rooms(limits: Limits) -> Rooms {
         let mut rooms = Rooms::new(limits);
         for id in 1..=3 {
-            rooms.connect(id, format!("m{id}"), "websocket".into(), Some(peer(id)));
+            rooms.connect(id, "websocket".into(), Some(peer(id)), 0);
+            rooms.rename(id, &format!("m{id}"), 0).unwrap();
         }
         rooms
     }
@@ -607,7 +755,7 @@ mod tests {
         assert_eq!(chat.rename(1, "  Zoë ", 1).unwrap().0, "Zoë");
         assert_eq!(
             chat.rename(1, "Zoëy!", 2).unwrap_err().to_string(),
-            "a name is at most 4 characters; this one has 5"
+            "name is at most 4 characters; this one has 5"
         );
         assert!(chat.rename(1, "", 3).is_err());
         assert!(chat.rename(1, "a\nb", 4).is_err());
@@ -676,8 +824,8 @@ mod tests {
     #[test]
     fn members_carry_their_relay_id_and_one_without_has_none() {
         let mut chat = rooms(Limits::default());
-        assert!(chat.connect(4, "tcp-4".into(), "tcp".into(), None));
-        assert!(!chat.connect(1, "again".into(), "websocket".into(), None), "already a member");
+        assert!(chat.connect(4, "tcp".into(), None, 0));
+        assert!(!chat.connect(1, "websocket".into(), None, 0), "already a member");
         chat.join(1, "lobby", 1).unwrap();
         let (joined, outbox) = chat.join(4, "lobby", 2).unwrap();
         let peers: Vec<(String, Option<PeerId>)> =
@@ -694,5 +842,114 @@ mod tests {
         let json = serde_json::to_value(&joined.members).unwrap();
         assert_eq!(json[0]["peer"], serde_json::json!(peer(1).to_string()));
         assert_eq!(json[1]["peer"], serde_json::Value::Null);
+    }
+
+    fn taken(name: &str, room: &str) -> ChatError {
+        ChatError::NameTaken { name: name.into(), room: room.into() }
+    }
+
+    #[test]
+    fn a_name_is_unique_in_each_room_ignoring_case_and_width() {
+        let mut chat = rooms(Limits::default());
+        chat.rename(1, "alice", 1).unwrap();
+        chat.join(1, "lobby", 1).unwrap();
+        // Another alice may be elsewhere, but not join alice's room.
+        assert_eq!(chat.rename(2, "ａｌｉｃｅ", 2).unwrap().0, "alice");
+        assert_eq!(chat.join(2, "lobby", 2).unwrap_err(), taken("alice", "lobby"));
+        assert_eq!(
+            chat.join(2, "lobby", 2).unwrap_err().to_string(),
+            r#"name "alice" is taken in room "lobby": choose another"#
+        );
+        chat.rename(2, "ALICE", 3).unwrap();
+        assert_eq!(chat.join(2, "lobby", 3).unwrap_err(), taken("ALICE", "lobby"));
+        // Nor may a member of the room rename to it.
+        chat.join(3, "lobby", 4).unwrap();
+        assert_eq!(chat.rename(3, "Alice", 4).unwrap_err(), taken("Alice", "lobby"));
+        // Its owner may change its case; then the old spelling is free for no one else.
+        assert_eq!(chat.rename(1, "Alice", 5).unwrap().0, "Alice");
+        assert_eq!(chat.rename(3, "alice", 5).unwrap_err(), taken("alice", "lobby"));
+        // Once alice has left, or renamed, the name is free.
+        chat.rename(1, "Ada", 6).unwrap();
+        chat.join(2, "lobby", 6).unwrap();
+        chat.leave(2, "lobby", 7).unwrap();
+        chat.rename(3, "alice", 7).unwrap();
+        let names: Vec<String> = chat.members_of("lobby").into_iter().map(|m| m.name).collect();
+        assert_eq!(names, ["Ada", "alice"]);
+        // A refused join changed nothing.
+        assert_eq!(chat.room_list().iter().find(|r| r.name == "lobby").unwrap().members, 2);
+    }
+
+    #[test]
+    fn another_connections_automatic_name_is_refused() {
+        let mut chat = rooms(Limits::default());
+        for other in ["guest-2", "GUEST-2", "tcp-17", "websocket-9", "ｔｌｓ-１"] {
+            let e = chat.rename(1, other, 1).unwrap_err().to_string();
+            assert!(e.ends_with("is the automatic name of another connection"), "{other}: {e}");
+        }
+        // Its own is fine, and so are names that only look a little like one.
+        assert_eq!(chat.rename(1, "Guest-1", 2).unwrap().0, "Guest-1");
+        for fine in ["guest-", "guest-x1", "guests-2", "tcp 17"] {
+            assert!(chat.rename(1, fine, 3).is_ok(), "{fine}");
+        }
+        assert!(chat.connect(12, "tcp".into(), None, 3));
+        assert_eq!(chat.member(12).unwrap().name, "tcp-12");
+    }
+
+    #[test]
+    fn room_changes_at_the_edge_refill_with_time() {
+        // Four a minute: four at once pass, the fifth waits 15 s for the first token back.
+        let mut chat = rooms(Limits::default().room_changes(4));
+        chat.join(1, "a", 0).unwrap();
+        chat.leave(1, "a", 0).unwrap();
+        chat.join(1, "b", 0).unwrap();
+        chat.join(1, "c", 0).unwrap();
+        let e = chat.leave(1, "b", 0).unwrap_err();
+        assert_eq!(e, ChatError::TooManyChanges { per_minute: 4, wait_ms: 15_000 });
+        assert_eq!(
+            e.to_string(),
+            "too many joins and leaves: at most 4 a minute; try again in 15.0 s"
+        );
+        assert!(matches!(
+            chat.join(1, "d", 14_999),
+            Err(ChatError::TooManyChanges { wait_ms: 1, .. })
+        ));
+        // A refused change took nothing: one token at 15 s, one more at 30 s.
+        chat.join(1, "d", 15_000).unwrap();
+        assert!(chat.leave(1, "d", 15_000).is_err());
+        chat.leave(1, "d", 30_000).unwrap();
+        // Joining a room one is in already, and a refused join, cost nothing.
+        chat.join(1, "c", 30_000).unwrap();
+        assert_eq!(
+            chat.join(1, "bad room", 30_000).unwrap_err().to_string(),
+            "\"bad room\": a room name is letters, digits, - and _"
+        );
+        // Each member has its own bucket.
+        for room in ["a", "b", "c", "d"] {
+            chat.join(2, room, 30_000).unwrap();
+        }
+    }
+
+    #[test]
+    fn rooms_per_member_at_the_edge() {
+        let mut chat = rooms(Limits::default().rooms_per_member(2));
+        chat.join(1, "lobby", 1).unwrap();
+        chat.join(1, "a", 1).unwrap();
+        assert_eq!(chat.join(1, "b", 1).unwrap_err(), ChatError::InTooManyRooms(2));
+        assert_eq!(
+            chat.say(1, "b", "hi", 1).unwrap_err().to_string(),
+            "you are in 2 rooms, the most allowed: leave one first"
+        );
+        // Still fine in a room it is in; after leaving one, another.
+        chat.say(1, "a", "hi", 2).unwrap();
+        chat.leave(1, "lobby", 3).unwrap();
+        chat.join(1, "b", 3).unwrap();
+    }
+
+    #[test]
+    fn room_names_are_nfkc() {
+        let mut chat = rooms(Limits::default());
+        assert_eq!(chat.join(1, "ＬＯＢＢＹ", 1).unwrap().0.room, "lobby");
+        assert_eq!(chat.join(1, "ｓｉｄｅ", 1).unwrap().0.room, "side");
+        assert!(chat.join(1, "si\u{200b}de", 1).is_err());
     }
 }
