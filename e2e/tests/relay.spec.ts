@@ -57,6 +57,30 @@ test('two pages exchange a direct message by id', async ({ page, context, baseUR
   await other.close();
 });
 
+test('topics that JSON escapes reach the other page as sent', async ({ page, context, baseURL }) => {
+  const other = await context.newPage();
+  const alice = await connect(page, baseURL!);
+  await connect(other, baseURL!);
+  const topics = ['say "hi"', 'C:\\dir\\', 'two\nlines', 'a\tb', '\u001b[2J\r\u0000', '\n'.repeat(255)];
+  const faults = await other.evaluate(
+    async ([to, topics]) => {
+      const s = (window as any).sock;
+      for (const topic of topics as string[]) await s.relay(to, topic, topic);
+      for (const topic of topics as string[]) s.relayNotify(to, topic, 'again');
+      // The limit counts the decoded topic: 256 newlines are one too many.
+      return s.relay(to, '\n'.repeat(256), 1).then(() => 'resolved', (e: Error) => e.message);
+    },
+    [alice, topics] as const,
+  );
+  expect(faults).toBe('bad header: the topic is 256 bytes, the limit is 255');
+  const got = await received(page, 2 * topics.length);
+  expect(got.map((m) => [m.topic, m.body])).toEqual([
+    ...topics.map((t) => [t, t]),
+    ...topics.map((t) => [t, 'again']),
+  ]);
+  await other.close();
+});
+
 test('faults reject the request and arrive as undelivered notices', async ({ page, baseURL }) => {
   await connect(page, baseURL!);
   const nobody = '00000000-0000-4000-8000-000000000000';

@@ -23,9 +23,9 @@ pub fn relay_envelope(data: &[u8]) {
         assert_eq!(delivery.from, from);
         assert_eq!(delivery.topic, send.topic);
         assert_eq!(delivery.body.get(), send.body.get());
-        let resent = encode_send(send.to, send.topic, send.body.get()).expect("re-encodes");
+        let resent = encode_send(send.to, &send.topic, send.body.get()).expect("re-encodes");
         let again = parse_send(&resent, max_body).expect("a re-encoded envelope parses");
-        assert_eq!((again.to, again.topic), (send.to, send.topic));
+        assert_eq!((again.to, &again.topic), (send.to, &send.topic));
         assert_eq!(again.body.get(), send.body.get());
     }
     let _ = parse_delivery(payload);

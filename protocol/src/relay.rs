@@ -18,9 +18,15 @@
 //! | notification `$relay` | server → peer | `{"from":"<id>","topic":"chat","body":…}` |
 //! | notification `$undelivered` | server → peer | `{"to":"<id>","topic":"chat","error":"unknown peer"}` |
 //!
+//! The id and topic are JSON strings and may use any of JSON's escapes (`\"`, `\\`, `\n`,
+//! `\u00e9`, …), as `JSON.stringify` writes them: the topic is the decoded string, the one
+//! delivered (re-encoded, so the recipient decodes the same string) and the one
+//! [`MAX_TOPIC_LEN`] counts.
+//!
 //! This module parses and validates what a peer sends ([`parse_send`]) and encodes what the
 //! server sends back, so faults are decided in one place: [`Fault`].
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::Error as _;
@@ -41,11 +47,13 @@ pub const QUEUE_FULL: &str = "recipient's queue is full";
 
 /// The default largest body, in bytes of its JSON text: 64 KiB.
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
-/// The largest topic, in bytes of UTF-8. Topics name conversations, not content.
+/// The largest topic, in bytes of UTF-8 once its JSON escapes are decoded. Topics name
+/// conversations, not content.
 pub const MAX_TOPIC_LEN: usize = 255;
 /// Bytes of envelope allowed around a body before the payload counts as too large without
-/// parsing it: the keys, an id, and a topic at its longest with every byte escaped.
-const ENVELOPE_SLACK: usize = 64 + 36 + 6 * MAX_TOPIC_LEN;
+/// parsing it: the keys and punctuation, an id, and a topic at its longest, with every
+/// character of them escaped (`\u0074` is six bytes for one).
+const ENVELOPE_SLACK: usize = 128 + 6 * 36 + 6 * MAX_TOPIC_LEN;
 
 /// A peer's id: a random UUID (version 4), written as 36 lowercase characters.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -136,8 +144,9 @@ impl Serialize for PeerId {
 
 impl<'de> Deserialize<'de> for PeerId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = <&str>::deserialize(d)?;
-        PeerId::parse(text).map_err(D::Error::custom)
+        // Owned only when the text had escapes.
+        let text = Cow::<'de, str>::deserialize(d)?;
+        PeerId::parse(&text).map_err(D::Error::custom)
     }
 }
 
@@ -170,9 +179,10 @@ pub enum Fault {
 pub struct Send<'a> {
     /// The recipient.
     pub to: PeerId,
-    /// The conversation.
+    /// The conversation, decoded: borrowed from the payload, or owned when its JSON text had
+    /// escapes.
     #[serde(borrow)]
-    pub topic: &'a str,
+    pub topic: Cow<'a, str>,
     /// The body's JSON text, forwarded unchanged; JSON `null` when the sender left it out.
     #[serde(borrow, default = "null")]
     pub body: &'a RawValue,
@@ -184,9 +194,9 @@ pub struct Send<'a> {
 pub struct Delivery<'a> {
     /// The sender, as the server knows it.
     pub from: PeerId,
-    /// The conversation.
+    /// The conversation, decoded (owned when its JSON text had escapes).
     #[serde(borrow)]
-    pub topic: &'a str,
+    pub topic: Cow<'a, str>,
     /// The body's JSON text.
     #[serde(borrow)]
     pub body: &'a RawValue,
@@ -212,7 +222,8 @@ fn null() -> &'static RawValue {
 /// # Errors
 /// [`Fault::TooLarge`] for a body over `max_body` bytes (a payload far beyond it is refused
 /// without parsing); [`Fault::BadHeader`] for a payload that is not a valid envelope, a bad
-/// id, or a topic that is empty or over [`MAX_TOPIC_LEN`] bytes.
+/// id, or a topic that is empty or over [`MAX_TOPIC_LEN`] bytes once decoded (a topic that
+/// decodes to a lone UTF-16 surrogate, `"\ud800"`, is not text and is a bad header too).
 pub fn parse_send(payload: &[u8], max_body: usize) -> Result<Send<'_>, Fault> {
     if payload.len() > max_body.saturating_add(ENVELOPE_SLACK) {
         let size = payload.len().saturating_sub(ENVELOPE_SLACK);
@@ -222,7 +233,7 @@ pub fn parse_send(payload: &[u8], max_body: usize) -> Result<Send<'_>, Fault> {
         // The id's own parse error is the clearer one.
         Fault::BadHeader(e.to_string())
     })?;
-    check_topic(send.topic)?;
+    check_topic(&send.topic)?;
     let size = send.body.get().len();
     if size > max_body {
         return Err(Fault::TooLarge { size, max: max_body });
@@ -249,7 +260,7 @@ pub fn check_topic(topic: &str) -> Result<(), Fault> {
 
 /// What a server's recipient gets for `send` from `from`.
 pub fn encode_delivery(from: PeerId, send: &Send<'_>) -> Vec<u8> {
-    let delivery = Delivery { from, topic: send.topic, body: send.body };
+    let delivery = Delivery { from, topic: Cow::Borrowed(&send.topic), body: send.body };
     // Serializing borrowed strings and a raw value into a Vec cannot fail.
     serde_json::to_vec(&delivery).unwrap_or_default()
 }
@@ -262,7 +273,7 @@ pub fn encode_send(to: PeerId, topic: &str, body: &str) -> Result<Vec<u8>, Fault
     check_topic(topic)?;
     let body: &RawValue =
         serde_json::from_str(body).map_err(|e| Fault::BadHeader(format!("body: {e}")))?;
-    Ok(serde_json::to_vec(&Send { to, topic, body }).unwrap_or_default())
+    Ok(serde_json::to_vec(&Send { to, topic: Cow::Borrowed(topic), body }).unwrap_or_default())
 }
 
 /// Parses a delivery, on the recipient's side.
@@ -335,7 +346,87 @@ mod tests {
         let expected = format!(r#"{{"from":"{from}","topic":"chat","body":{{"text":"hi"}}}}"#);
         assert_eq!(String::from_utf8(delivered.clone()).unwrap(), expected);
         let back = parse_delivery(&delivered).unwrap();
-        assert_eq!((back.from, back.topic, back.body.get()), (from, "chat", r#"{"text":"hi"}"#));
+        assert_eq!((back.from, &*back.topic, back.body.get()), (from, "chat", r#"{"text":"hi"}"#));
+        // Without escapes nothing is copied.
+        assert!(matches!(back.topic, Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn topics_with_json_escapes_are_decoded_and_delivered_as_the_same_string() {
+        let to = PeerId::parse(A).unwrap();
+        let from = PeerId::from_random([7; 16]);
+        for (json, topic) in [
+            (r#""say \"hi\"""#, "say \"hi\""),
+            (r#""C:\\dir""#, "C:\\dir"),
+            (r#""two\nlines""#, "two\nlines"),
+            (r#""a\tb""#, "a\tb"),
+            (r#""\r\b\f\/""#, "\r\u{8}\u{c}/"),
+            (r#""\u0074opic \u00e9 \u0000 \u001b[2J""#, "topic é \0 \u{1b}[2J"),
+            (r#""\ud83d\ude00""#, "😀"),
+        ] {
+            let payload = format!(r#"{{"to":"{A}","topic":{json},"body":1}}"#);
+            let send = parse_send(payload.as_bytes(), 10).unwrap_or_else(|e| panic!("{json}: {e}"));
+            assert_eq!(send.topic, topic, "{json}");
+            let delivered = encode_delivery(from, &send);
+            let back = parse_delivery(&delivered).unwrap_or_else(|e| panic!("{json}: {e}"));
+            assert_eq!(back.topic.as_bytes(), topic.as_bytes(), "{json}: delivered");
+            assert_eq!(back.body.get(), "1");
+            // What our clients send round-trips too.
+            let wire = encode_send(to, topic, "1").unwrap();
+            assert_eq!(parse_send(&wire, 10).unwrap().topic, topic, "{json}: sent");
+        }
+    }
+
+    #[test]
+    fn an_escaped_id_parses_and_escapes_that_are_not_text_are_bad_headers() {
+        let escaped = format!("\\u0030{}", &A[1..]);
+        let payload = format!(r#"{{"to":"{escaped}","topic":"t"}}"#);
+        assert_eq!(parse_send(payload.as_bytes(), 10).unwrap().to, PeerId::parse(A).unwrap());
+        // A lone surrogate, no JSON escape, or a raw control character: refused.
+        for json in [r#""\ud800""#, r#""\ude00x""#, r#""\x41""#, r#""\u12""#, "\"a\u{1}b\""] {
+            let payload = format!(r#"{{"to":"{A}","topic":{json},"body":1}}"#);
+            let got = parse_send(payload.as_bytes(), 10);
+            assert!(matches!(got, Err(Fault::BadHeader(_))), "{json}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn the_topic_limit_counts_decoded_bytes() {
+        // Each `\u0074` is six bytes of JSON and one of topic.
+        let at = "\\u0074".repeat(MAX_TOPIC_LEN);
+        let payload = format!(r#"{{"to":"{A}","topic":"{at}","body":1}}"#);
+        assert_eq!(parse_send(payload.as_bytes(), 1).unwrap().topic.len(), MAX_TOPIC_LEN);
+        let over = "\\u0074".repeat(MAX_TOPIC_LEN + 1);
+        let payload = format!(r#"{{"to":"{A}","topic":"{over}","body":1}}"#);
+        assert_eq!(
+            parse_send(payload.as_bytes(), 1).unwrap_err(),
+            Fault::BadHeader(format!("the topic is 256 bytes, the limit is {MAX_TOPIC_LEN}"))
+        );
+        // A topic of newlines at the limit, sent and delivered escaped.
+        let lines = "\n".repeat(MAX_TOPIC_LEN);
+        let wire = encode_send(PeerId::parse(A).unwrap(), &lines, "1").unwrap();
+        let send = parse_send(&wire, 1).unwrap();
+        assert_eq!(send.topic, lines);
+        let delivered = encode_delivery(PeerId::from_random([1; 16]), &send);
+        assert_eq!(parse_delivery(&delivered).unwrap().topic, lines);
+    }
+
+    #[test]
+    fn a_fully_escaped_envelope_with_a_body_at_the_limit_is_parsed() {
+        let esc =
+            |text: &str| text.chars().map(|c| format!("\\u{:04x}", c as u32)).collect::<String>();
+        let body = format!(r#""{}""#, "x".repeat(98));
+        let payload = format!(
+            r#"{{"{}":"{}","{}":"{}","{}":{body}}}"#,
+            esc("to"),
+            esc(A),
+            esc("topic"),
+            esc(&"t".repeat(MAX_TOPIC_LEN)),
+            esc("body"),
+        );
+        let send = parse_send(payload.as_bytes(), 100).unwrap();
+        let got = (send.to, send.topic.len(), send.body.get().len());
+        assert_eq!(got, (PeerId::parse(A).unwrap(), MAX_TOPIC_LEN, 100));
     }
 
     #[test]
@@ -349,7 +440,7 @@ mod tests {
         let to = PeerId::parse(A).unwrap();
         let wire = encode_send(to, "t", "[1, 2]").unwrap();
         let send = parse_send(&wire, DEFAULT_MAX_BODY).unwrap();
-        assert_eq!((send.to, send.topic, send.body.get()), (to, "t", "[1, 2]"));
+        assert_eq!((send.to, &*send.topic, send.body.get()), (to, "t", "[1, 2]"));
         assert!(matches!(encode_send(to, "", "1"), Err(Fault::BadHeader(_))));
         assert!(matches!(encode_send(to, "t", "{"), Err(Fault::BadHeader(_))));
     }

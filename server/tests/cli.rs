@@ -1,10 +1,15 @@
 //! The `gotalk` binary against the interop fixture, both as real processes: results, error
-//! messages and exit statuses of `call`, `notify` and `listen`.
+//! messages and exit statuses of `call`, `notify` and `listen`; and against a hostile server,
+//! whose control characters must not reach the operator's terminal.
+
+mod common;
 
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
+use bytes::Bytes;
+use gotalk::{Config, Handlers};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -134,4 +139,99 @@ async fn listen_prints_notifications_and_notify_sends_them() {
 
     listen.kill().await.ok();
     drop(f.child);
+}
+
+/// What a hostile peer sends to the operator's terminal: a window title, a screen clear, an
+/// OSC 52 clipboard write, a carriage return that hides what came before it, a C1 CSI, a bidi
+/// override, and a line break that would forge the next line.
+const HOSTILE: &str = "\u{1b}]0;pwned\u{7}\u{1b}[2J\u{1b}]52;c;cm0gLXJmIH4=\u{7}ok\rFAKE \
+                       \u{9b}31m \u{202e}gnp.exe\u{202c}\ndone forged";
+
+/// HOSTILE as the commands print it.
+const ESCAPED: &str = "\\u001b]0;pwned\\u0007\\u001b[2J\\u001b]52;c;cm0gLXJmIH4=\\u0007ok\\rFAKE \
+                       \\u009b31m \\u202egnp.exe\\u202c";
+
+/// A server that greets every connection with HOSTILE, as a notification's name and value,
+/// then `done`, and answers `hostile` with HOSTILE as its result or its error.
+async fn hostile_server() -> common::TestServer {
+    let mut handlers = Handlers::new();
+    handlers
+        .on_connect(|sock| async move {
+            let _ = sock.buffer_notify(&format!("x{HOSTILE}"), Bytes::from(HOSTILE)).await;
+            let _ = sock.buffer_notify("done", Bytes::from_static(b"1")).await;
+        })
+        .handle_buffer("hostile", |_sock, _| async { Ok::<_, String>(Bytes::from(HOSTILE)) })
+        .handle_buffer("hostile-error", |_sock, _| async { Err::<Bytes, _>(HOSTILE) });
+    common::start(handlers, Config::default()).await
+}
+
+/// True when `out` carries anything a terminal would act on: C0 controls but `\n` and tab,
+/// DEL, C1 controls, bidi controls.
+fn has_terminal_commands(out: &[u8]) -> bool {
+    String::from_utf8_lossy(out).chars().any(|c| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    })
+}
+
+/// What `gotalk listen` (with `extra` arguments) prints up to the `done` notification.
+async fn listen_output(addr: std::net::SocketAddr, extra: &[&str]) -> Vec<u8> {
+    let mut listen = gotalk()
+        .args(["listen", &format!("tcp://{addr}")])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start listen");
+    let mut stdout = BufReader::new(listen.stdout.take().unwrap());
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        while !out.ends_with(b"\ndone 1\n") {
+            let n = stdout.read_until(b'\n', &mut out).await.unwrap();
+            assert!(n > 0, "listen ended: {}", text(&out));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no `done` from listen: {:?}", text(&out)));
+    listen.kill().await.ok();
+    out
+}
+
+#[tokio::test]
+async fn listen_escapes_what_a_terminal_would_act_on_unless_raw() {
+    let server = hostile_server().await;
+    let out = listen_output(server.addr, &[]).await;
+    assert!(!has_terminal_commands(&out), "{out:?}");
+    // One notification, one line: the peer's line break is escaped too.
+    let expected = format!("x{ESCAPED}\\ndone forged {ESCAPED}\\ndone forged\ndone 1\n");
+    assert_eq!(text(&out), expected);
+
+    let out = listen_output(server.addr, &["--raw"]).await;
+    assert_eq!(text(&out), format!("x{HOSTILE} {HOSTILE}\ndone 1\n"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn call_escapes_the_result_unless_raw_and_errors_always() {
+    let server = hostile_server().await;
+    let url = format!("tcp://{}", server.addr);
+    let out = run(&["call", &url, "hostile"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!has_terminal_commands(&out.stdout), "{:?}", out.stdout);
+    // A result is a block of its own: its line breaks stay.
+    assert_eq!(text(&out.stdout), format!("{ESCAPED}\ndone forged\n"));
+
+    let out = run(&["call", &url, "hostile", "--raw", "not json"]).await;
+    assert_eq!(out.stdout, format!("{HOSTILE}\n").as_bytes());
+
+    // An error message quotes the peer, and is escaped whatever --raw says.
+    for raw in [&[][..], &["--raw"][..]] {
+        let out = run(&[&["call", &url, "hostile-error"][..], raw].concat()).await;
+        assert_eq!(out.status.code(), Some(4));
+        assert!(!has_terminal_commands(&out.stderr), "{:?}", out.stderr);
+        let expected = format!("gotalk: error from server: {ESCAPED}\\ndone forged\n");
+        assert_eq!(text(&out.stderr), expected);
+    }
+    server.stop().await;
 }

@@ -112,7 +112,7 @@ async fn a_client_slower_than_the_header_timeout_is_disconnected() {
     .await;
     // Headers sent in time are served.
     let mut quick = TcpStream::connect(server.http).await.unwrap();
-    let head = "GET /gotalk/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let head = "GET /gotalk/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
     let response = exchange(&mut quick, head).await;
     assert!(response.starts_with("HTTP/1.1 400"), "{response}");
 
@@ -130,7 +130,7 @@ async fn http_connections_past_the_limit_wait_for_a_free_one() {
     let server =
         WebServer::start_with(handlers(), Config::default(), |g| g, |http| http.max_connections(1))
             .await;
-    let head = "GET /gotalk/ HTTP/1.1\r\nHost: x\r\n\r\n";
+    let head = "GET /gotalk/ HTTP/1.1\r\nHost: localhost\r\n\r\n";
     let mut first = TcpStream::connect(server.http).await.unwrap();
     first.write_all(head.as_bytes()).await.unwrap();
     let mut buf = vec![0; 1024];

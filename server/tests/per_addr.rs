@@ -159,7 +159,7 @@ async fn http_clients_past_their_address_limit_get_429_unread_and_others_are_ser
         |h| h.max_connections_per_addr(2),
     )
     .await;
-    let get = b"GET /gotalk/gotalk.js HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n";
+    let get = b"GET /gotalk/gotalk.js HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n";
     // Two idle connections from one address hold its two places.
     let held = [
         common::connect_from(server.http, ip(HOME)).await.unwrap(),

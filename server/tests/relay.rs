@@ -336,6 +336,56 @@ async fn malformed_relay_messages_hurt_nobody_else() {
 }
 
 #[tokio::test]
+async fn topics_with_json_escapes_reach_the_recipient_as_sent() {
+    let web = WebServer::start(relay_handlers(Relay::new()), Config::default(), |g| g).await;
+    let alice = tcp_peer(web.tcp).await;
+    let (inbox, h) = inbox_handlers();
+    let bob = peer_with(gotalk::ws::connect(&web.url(""), h, Config::default()), inbox).await;
+    let at_limit = "\n".repeat(gotalk::relay::MAX_TOPIC_LEN);
+    let topics = [
+        "say \"hi\"",
+        "C:\\dir\\",
+        "two\nlines",
+        "a\tb",
+        "\r\u{8}\u{c}\0\u{1b}[2J\u{7f}",
+        "é 😀 \u{2028}",
+        at_limit.as_str(),
+    ];
+    for topic in topics {
+        let mut rx = bob.inbox.topic(topic);
+        alice.sock.relay(bob.id, topic, &topic).await.unwrap_or_else(|e| panic!("{topic:?}: {e}"));
+        let message = within("the message", rx.recv()).await.unwrap();
+        assert_eq!(message.topic.as_bytes(), topic.as_bytes());
+        assert_eq!((message.from, message.json::<String>().unwrap()), (alice.id, topic.to_owned()));
+        // Fire and forget too.
+        alice.sock.relay_notify(bob.id, topic, &"again").await.unwrap();
+        let message = within("the notification", rx.recv()).await.unwrap();
+        assert_eq!((message.topic.as_str(), &message.body[..]), (topic, &b"\"again\""[..]));
+    }
+
+    // The limit counts the decoded topic: 255 escaped characters pass, 256 do not.
+    let mut wire = WirePeer::connect(web.tcp).await;
+    let Frame::Notification { .. } = wire.frame().await else { panic!("no id") };
+    let mut t = bob.inbox.topic(&"t".repeat(255));
+    for (n, expected) in [(255, None), (256, Some("bad header: the topic is 256 bytes"))] {
+        let topic = "\\u0074".repeat(n);
+        let envelope = format!(r#"{{"to":"{}","topic":"{topic}","body":{n}}}"#, bob.id);
+        wire.send(&request(b"0001", "$relay", envelope.as_bytes())).await;
+        match (wire.frame().await, expected) {
+            (Frame::SingleResult { .. }, None) => {
+                let message = within("the escaped topic", t.recv()).await.unwrap();
+                assert_eq!(message.json::<usize>().unwrap(), 255);
+            }
+            (Frame::ErrorResult { payload, .. }, Some(text)) => {
+                assert!(payload.starts_with(text.as_bytes()), "{payload:?}");
+            }
+            (frame, _) => panic!("{n}: {frame:?}"),
+        }
+    }
+    web.stop().await;
+}
+
+#[tokio::test]
 async fn a_reconnect_gets_a_new_id_and_the_old_one_is_unroutable() {
     let relay = Relay::new();
     let server = common::start(relay_handlers(relay.clone()), Config::default()).await;

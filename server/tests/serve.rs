@@ -44,8 +44,14 @@ async fn connect_both(served: &Served, browser_handlers: Handlers) -> (gotalk::S
 /// A plain HTTP/1.1 GET, returning the whole response.
 async fn get(http: &str, path: &str) -> String {
     let authority = http.trim_start_matches("http://").trim_end_matches('/');
+    get_as(http, path, authority).await
+}
+
+/// [`get`] with `host` in the Host header.
+async fn get_as(http: &str, path: &str, host: &str) -> String {
+    let authority = http.trim_start_matches("http://").trim_end_matches('/');
     let mut stream = TcpStream::connect(authority).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
     let read = within("http response", stream.read_to_string(&mut response)).await;
@@ -99,6 +105,41 @@ async fn serve_refuses_contradictory_liveness_flags() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("invalid liveness settings"), "{stderr}");
+}
+
+#[tokio::test]
+async fn serve_on_loopback_answers_another_host_only_once_allowed() {
+    let served = serve().await;
+    let port = served.http_port();
+    let (evil, local) = (format!("evil.example:{port}"), format!("localhost:{port}"));
+    // The whole site, not only the gateway: a rebinding page reads nothing from it.
+    for path in ["/", "/stats", "/gotalk/gotalk.js"] {
+        let response = get_as(&served.http, path, &evil).await;
+        assert!(response.starts_with("HTTP/1.1 421 "), "{path}: {response}");
+        assert!(response.contains(&format!("host \"{evil}\" is not allowed")), "{response}");
+        let response = get_as(&served.http, path, &local).await;
+        assert!(response.starts_with("HTTP/1.1 200 "), "{path}: {response}");
+    }
+
+    let allowing =
+        serve_with(&["--allow-host", "evil.example", "--allow-host", "*.app.example"]).await;
+    let port = allowing.http_port();
+    for host in [format!("evil.example:{port}"), format!("a.app.example:{port}")] {
+        let response = get_as(&allowing.http, "/", &host).await;
+        assert!(response.starts_with("HTTP/1.1 200 "), "{host}: {response}");
+    }
+    let response = get_as(&allowing.http, "/", &format!("other.example:{port}")).await;
+    assert!(response.starts_with("HTTP/1.1 421 "), "{response}");
+
+    // A port is not part of a name to allow: refused before the server starts.
+    let output = Command::new(env!("CARGO_BIN_EXE_gotalk"))
+        .args(["serve", "--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0"])
+        .args(["--allow-host", "evil.example:80"])
+        .output();
+    let output = within("serve refuses", output).await.unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--allow-host"), "{stderr}");
 }
 
 #[tokio::test]

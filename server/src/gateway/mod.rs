@@ -19,10 +19,12 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Before a socket is opened the request must pass, in order: the origin policy (see
-//! [`Gateway::allow_origin`]), the [`on_connect`](Gateway::on_connect) hook and the
-//! connection limit. Handlers see the upgrade request in [`ConnInfo::request`].
+//! Every request under the mount must first name a host the gateway answers to (see
+//! [`Gateway::allow_host`]). Before a socket is opened the request must then pass, in order:
+//! the origin policy (see [`Gateway::allow_origin`]), the [`on_connect`](Gateway::on_connect)
+//! hook and the connection limit. Handlers see the upgrade request in [`ConnInfo::request`].
 
+mod host;
 mod origin;
 
 use std::future::Future;
@@ -103,6 +105,7 @@ pub struct Gateway {
     config_hold: Arc<Config>,
     assume_retry: bool,
     origins: origin::OriginPolicy,
+    hosts: host::HostPolicy,
     served_over_tls: Option<bool>,
     on_connect: Option<ConnectHook>,
     assets: Assets,
@@ -121,6 +124,7 @@ impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gateway")
             .field("origins", &self.origins)
+            .field("hosts", &self.hosts)
             .field("max_connections", &self.max_connections)
             .field("max_per_addr", &self.max_per_addr)
             .field("connections", &self.connections.len())
@@ -144,6 +148,7 @@ impl Gateway {
             config_hold: Arc::new(hold),
             assume_retry: false,
             origins: origin::OriginPolicy::default(),
+            hosts: host::HostPolicy::default(),
             served_over_tls: None,
             on_connect: None,
             assets: Assets::bundle(),
@@ -168,6 +173,56 @@ impl Gateway {
     pub fn allow_origin(mut self, origin: &str) -> Self {
         assert!(self.origins.allow(origin), "not an origin: {origin:?}");
         self
+    }
+
+    /// Also answers requests whose Host names `host`: `example.com`, `*.example.com` (its
+    /// subdomains, not itself), an IP address (IPv6 with or without brackets), or `*` (any
+    /// host: the check is off). Any port matches; a trailing dot and case do not matter.
+    ///
+    /// This is the defence against DNS rebinding, where a site points its own name at
+    /// 127.0.0.1 so that its pages reach a server on the visitor's machine as if it were
+    /// theirs (the Origin and Host then agree, so the origin check passes). Default: a request
+    /// that arrived at a loopback address must name a loopback host (`localhost`,
+    /// `*.localhost`, 127.0.0.0/8 or `[::1]`) or an allowed one; a request that arrived at any
+    /// other address may name any host until one is allowed, and then only allowed ones. The
+    /// address is the server's side of the connection, [`http::LocalAddr`](crate::http::LocalAddr)
+    /// (which [`http::Server`](crate::http::Server) provides), or else the peer's, from
+    /// `ConnectInfo<SocketAddr>` (a loopback peer reached a loopback address); with neither
+    /// the gateway cannot tell, and only allowed hosts count once one is. A request without a
+    /// Host header (not a browser: browsers always send one) passes.
+    ///
+    /// A refused request gets 421 Misdirected Request, whose text names the host. The check
+    /// covers every request under the mount, gotalk.js included: the files are public, but a
+    /// refusal there is one a developer can read (a refused WebSocket reaches the page only as
+    /// "failed"), and a rebinding page learns nothing from this server. Behind a proxy on the
+    /// same machine, allow the public name the proxy passes on in `Host`. Guard an app's other
+    /// routes with [`check_host`](Self::check_host).
+    ///
+    /// # Panics
+    /// If `host` is none of those forms; check user input with [`valid_host`].
+    pub fn allow_host(mut self, host: &str) -> Self {
+        assert!(self.hosts.allow(host), "not a host name: {host:?}");
+        self
+    }
+
+    /// Checks a request's Host as the gateway does (see [`allow_host`](Self::allow_host)), for
+    /// an app's routes beside the gateway: an `Err` is the 421 to answer with.
+    ///
+    /// # Errors
+    /// A [`Refusal`] (421 Misdirected Request) when the host is not one this gateway answers to.
+    pub fn check_host<B>(&self, request: &http::Request<B>) -> Result<(), Refusal> {
+        let extensions = request.extensions();
+        let arrived_at = extensions
+            .get::<crate::http::LocalAddr>()
+            .map(|l| l.0)
+            .or_else(|| extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0));
+        let on_loopback = arrived_at.is_some_and(|addr| host::is_loopback(addr.ip()));
+        let authority = request.uri().authority().map(|a| a.as_str());
+        let header = request.headers().get(http::header::HOST);
+        self.hosts.check(header, authority, on_loopback).map_err(|refused| {
+            tracing::debug!(reason = %refused.0, "request refused: host");
+            Refusal::new(StatusCode::MISDIRECTED_REQUEST, refused.0)
+        })
     }
 
     /// Says whether pages reach the gateway over TLS, for the same-origin check, when the
@@ -425,8 +480,16 @@ pub fn valid_origin(origin: &str) -> bool {
     origin::is_valid(origin)
 }
 
+/// True when `host` is a valid argument for [`Gateway::allow_host`].
+pub fn valid_host(host: &str) -> bool {
+    host::is_valid(host)
+}
+
 /// Every request under the mount: a bundle file if one has that path, else a WebSocket.
 async fn serve(State(gateway): State<Arc<Gateway>>, request: Request) -> Response {
+    if let Err(refusal) = gateway.check_host(&request) {
+        return refusal.into_response();
+    }
     let path = request.uri().path().trim_start_matches('/');
     let asset =
         gateway.assets.respond(path, request.method(), request.headers(), request.uri().query());

@@ -24,8 +24,8 @@ fn default_port(scheme: &str) -> Option<u16> {
     }
 }
 
-/// Splits `host[:port]`, allowing a bracketed IPv6 address.
-fn split_authority(authority: &str) -> Option<(&str, Option<u16>)> {
+/// Splits `host[:port]`, allowing a bracketed IPv6 address (returned without its brackets).
+pub(super) fn split_authority(authority: &str) -> Option<(&str, Option<u16>)> {
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
         let (host, after) = rest.split_once(']')?;
         match after {

@@ -263,7 +263,7 @@ impl Inbox {
         let message = match wire::parse_delivery(payload) {
             Ok(d) => Message {
                 from: d.from,
-                topic: d.topic.to_owned(),
+                topic: d.topic.into_owned(),
                 body: Bytes::copy_from_slice(d.body.get().as_bytes()),
             },
             Err(fault) => return tracing::warn!(%fault, "relay: ignoring a malformed delivery"),

@@ -49,12 +49,23 @@ impl WebServer {
         gateway: impl FnOnce(Gateway) -> Gateway,
         adjust_http: impl FnOnce(gotalk::http::Server) -> gotalk::http::Server,
     ) -> WebServer {
+        Self::start_at("127.0.0.1:0", handlers, config, gateway, adjust_http).await
+    }
+
+    /// [`start_with`](Self::start_with), both listeners bound to `bind` (`[::1]:0`, say).
+    pub(crate) async fn start_at(
+        bind: &str,
+        handlers: Handlers,
+        config: Config,
+        gateway: impl FnOnce(Gateway) -> Gateway,
+        adjust_http: impl FnOnce(gotalk::http::Server) -> gotalk::http::Server,
+    ) -> WebServer {
         let handlers = Arc::new(handlers);
         let gateway = gateway(Gateway::new(handlers.clone(), config.clone()));
         let tcp_server = gotalk::tcp::Server::new(handlers, config);
         let tcp_connections = tcp_server.connections();
-        let http_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let tcp_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http_listener = TcpListener::bind(bind).await.unwrap();
+        let tcp_listener = TcpListener::bind(bind).await.unwrap();
         let (http, tcp) = (http_listener.local_addr().unwrap(), tcp_listener.local_addr().unwrap());
         let app = axum::Router::new().nest_service("/gotalk", gateway.router());
         let http_server = adjust_http(gotalk::http::Server::new(app));

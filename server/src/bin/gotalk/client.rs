@@ -1,6 +1,7 @@
 //! `call`, `notify` and `listen`: the command line as a gotalk client.
 
 use std::fmt;
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,6 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::Bytes;
 use gotalk::{Config, Error, Handlers, Sock};
+
+use crate::terminal::{self, Lines};
 
 /// How the command failed, as its exit status: 2 for bad input on the command line, 3 when the
 /// server could not be reached, 4 when the peer answered with an error.
@@ -114,7 +117,10 @@ pub(crate) struct CallArgs {
     op: String,
     /// Its parameters as JSON; empty when left out.
     json: Option<String>,
-    /// Send the parameters as raw text instead of checking that they are JSON.
+    /// Bytes as they are, both ways: send the parameters without checking that they are
+    /// JSON, and print the result without escaping its control characters. By default they
+    /// are escaped as JSON escapes them (`\u001b`, `\r`), so a server cannot send commands to
+    /// the terminal and a JSON result stays JSON.
     #[arg(long)]
     raw: bool,
 }
@@ -128,7 +134,7 @@ pub(crate) struct NotifyArgs {
     name: String,
     /// Its value as JSON; empty when left out.
     json: Option<String>,
-    /// Send the value as raw text instead of checking that it is JSON.
+    /// Send the value as it is, without checking that it is JSON.
     #[arg(long)]
     raw: bool,
 }
@@ -141,6 +147,11 @@ pub(crate) struct ListenArgs {
     /// Print only these notifications (repeatable); all when left out.
     #[arg(long = "name", value_name = "NAME")]
     names: Vec<String>,
+    /// Print names and values as they are, control characters and line breaks included. By
+    /// default they are escaped as JSON escapes them (`\u001b`, `\r`, `\n`), so each
+    /// notification is one line and a peer cannot send commands to the terminal.
+    #[arg(long)]
+    raw: bool,
 }
 
 fn payload(json: Option<&str>, raw: bool) -> anyhow::Result<Bytes> {
@@ -213,8 +224,13 @@ pub(crate) async fn call(args: CallArgs) -> anyhow::Result<()> {
     .await;
     sock.close();
     let result = result?;
-    println!("{}", String::from_utf8_lossy(&result));
-    Ok(())
+    let mut out = std::io::stdout().lock();
+    let written = if args.raw {
+        out.write_all(&result).and_then(|()| out.write_all(b"\n"))
+    } else {
+        writeln!(out, "{}", terminal::escape_bytes(&result, Lines::Keep))
+    };
+    written.and_then(|()| out.flush()).map_err(|e| failure(1, format!("writing the result: {e}")))
 }
 
 pub(crate) async fn notify(args: NotifyArgs) -> anyhow::Result<()> {
@@ -228,12 +244,22 @@ pub(crate) async fn notify(args: NotifyArgs) -> anyhow::Result<()> {
 
 pub(crate) async fn listen(args: ListenArgs) -> anyhow::Result<()> {
     let wanted = Arc::new(args.names);
+    let raw = args.raw;
     let mut handlers = Handlers::new();
     handlers.fallback_notification(move |_sock, name, payload| {
         let wanted = wanted.clone();
         async move {
             if wanted.is_empty() || wanted.contains(&name) {
-                println!("{name} {}", String::from_utf8_lossy(&payload));
+                let line = if raw {
+                    [name.as_bytes(), b" ", &payload, b"\n"].concat()
+                } else {
+                    let name = terminal::escape(&name, Lines::Escape);
+                    format!("{name} {}\n", terminal::escape_bytes(&payload, Lines::Escape))
+                        .into_bytes()
+                };
+                // One write per line, so lines from concurrent handlers never interleave. A
+                // reader that went away (a closed pipe) is no reason to stop listening.
+                let _ = std::io::stdout().lock().write_all(&line);
             }
         }
     });

@@ -12,6 +12,7 @@ mod client;
 mod demo_sources;
 mod nofile;
 mod serve;
+mod terminal;
 
 use std::process::ExitCode;
 
@@ -80,7 +81,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("gotalk: {e:#}");
+            // Errors quote what peers said: escaped whatever --raw says, since they are
+            // messages to the operator and not data.
+            eprintln!("gotalk: {}", terminal::escape(&format!("{e:#}"), terminal::Lines::Escape));
             ExitCode::from(client::exit_code(&e))
         }
     }

@@ -6,6 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
@@ -44,6 +47,13 @@ pub(crate) struct Args {
     /// allowed. Repeat for several.
     #[arg(long = "allow-origin", value_name = "ORIGIN", value_parser = parse_origin)]
     allow_origins: Vec<String>,
+    /// Also answer requests for this host name (`chat.example`, `*.chat.example`, an IP
+    /// address, or `*` for any), against DNS rebinding. On a loopback address only loopback
+    /// names (localhost, *.localhost, 127.x, [::1]) are answered by default, elsewhere any
+    /// until one is given. Others get 421. Behind a proxy on this machine, give the public
+    /// name. Repeat for several.
+    #[arg(long = "allow-host", value_name = "NAME", value_parser = parse_host)]
+    allow_hosts: Vec<String>,
     #[command(flatten)]
     limits: LimitArgs,
     #[command(flatten)]
@@ -68,6 +78,16 @@ fn parse_origin(text: &str) -> Result<String, String> {
         Ok(text.to_owned())
     } else {
         Err("expected scheme://host[:port], null or *".into())
+    }
+}
+
+fn parse_host(text: &str) -> Result<String, String> {
+    if gotalk::gateway::valid_host(text) {
+        Ok(text.to_owned())
+    } else {
+        Err("expected a host name without port (example.com, *.example.com), an IP address \
+             or *"
+            .into())
     }
 }
 
@@ -367,8 +387,19 @@ struct PerTransport<T> {
     websocket: T,
 }
 
-/// The HTTP app: the demo site at `/`, the gateway at `/gotalk/`, `/stats`.
+/// The HTTP app: the demo site at `/`, the gateway at `/gotalk/`, `/stats`. The gateway's
+/// host check covers the whole site, so a rebinding page reads nothing from it.
 fn app(gateway: &Gateway, tcp: Connections, budget: gotalk::MemoryBudget) -> Router {
+    let hosts = gateway.clone();
+    let check_host = middleware::from_fn(move |request: Request, next: Next| {
+        let checked = hosts.check_host(&request);
+        async move {
+            match checked {
+                Ok(()) => next.run(request).await,
+                Err(refusal) => refusal.into_response(),
+            }
+        }
+    });
     let ws = gateway.connections();
     let stats = get(move || {
         let stats = Stats {
@@ -388,6 +419,7 @@ fn app(gateway: &Gateway, tcp: Connections, budget: gotalk::MemoryBudget) -> Rou
         .route("/stats", stats.layer(CompressionLayer::new()))
         .nest_service("/gotalk", gateway.router())
         .fallback_service(Assets::site().into_router())
+        .layer(check_host)
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, HTTP_TIMEOUT))
         .layer(TraceLayer::new_for_http())
 }
@@ -458,6 +490,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         .shutdown_timeout(shutdown_timeout);
     for origin in &args.allow_origins {
         gateway = gateway.allow_origin(origin);
+    }
+    for host in &args.allow_hosts {
+        gateway = gateway.allow_host(host);
     }
     let mut http = gotalk::http::Server::new(app(&gateway, tcp.connections(), budget))
         .max_connections(args.max_connections)
