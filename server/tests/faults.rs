@@ -17,7 +17,7 @@ use gotalk::Config;
 use tokio::sync::{mpsc, Notify};
 
 #[tokio::test]
-async fn repeated_stream_request_id_closes_with_protocol_error_and_the_server_survives() {
+async fn a_request_id_already_in_flight_is_answered_with_an_error_and_the_connection_goes_on() {
     let server = start(common::handlers(), Config::default()).await;
     // A well-behaved client with a request in flight on another connection.
     let client = connect(server.addr).await;
@@ -29,20 +29,48 @@ async fn repeated_stream_request_id_closes_with_protocol_error_and_the_server_su
     let mut peer = WirePeer::connect(server.addr).await;
     peer.send(&common::stream_request(b"!000", "stream-echo", b"a")).await;
     assert_eq!(peer.frame().await, Frame::StreamResult { id: Id(*b"!000"), payload: "a".into() });
-    // The same id again while the first stream is still open.
+    // The same id again while the first stream is still open: an ErrorResult, as Go
+    // answers both, and the first stream carries on.
     peer.send(&common::stream_request(b"!000", "stream-echo", b"b")).await;
-    peer.expect_end_with(b"f00000002").await;
+    let Frame::ErrorResult { id, payload } = peer.frame().await else { panic!("not an error") };
+    assert_eq!((id, &payload[..]), (Id(*b"!000"), &b"request id !000 is already in flight"[..]));
+    peer.send(&Frame::StreamRequestPart { id: Id(*b"!000"), payload: "c".into() }).await;
+    assert_eq!(peer.frame().await, Frame::StreamResult { id: Id(*b"!000"), payload: "c".into() });
+    peer.send(&Frame::StreamRequestPart { id: Id(*b"!000"), payload: Bytes::new() }).await;
+    assert_eq!(peer.frame().await, Frame::StreamResult { id: Id(*b"!000"), payload: Bytes::new() });
 
     // The same for a single request id reused while in flight.
-    let mut peer = WirePeer::connect(server.addr).await;
-    peer.send(&common::request(b"0001", "never", b"")).await;
-    peer.send(&common::request(b"0001", "never", b"")).await;
-    peer.expect_end_with(b"f00000002").await;
+    peer.send(&common::request(b"0001", "sleep", b"200")).await;
+    peer.send(&common::request(b"0001", "echo", b"twice")).await;
+    let Frame::ErrorResult { id, .. } = peer.frame().await else { panic!("not an error") };
+    assert_eq!(id, Id(*b"0001"));
+    let Frame::SingleResult { id, payload } = peer.frame().await else { panic!("no result") };
+    assert_eq!((id, &payload[..]), (Id(*b"0001"), &b"200"[..]));
 
-    // The other connection never noticed, and new ones are served.
+    // The other connection never noticed, and the peer is still served.
     assert_eq!(within("in-flight request", in_flight).await.unwrap().unwrap(), 300);
-    let fresh = connect(server.addr).await;
-    assert_eq!(&fresh.buffer_request("echo", "ok").await.unwrap()[..], b"ok");
+    peer.send(&common::request(b"0002", "echo", b"ok")).await;
+    assert_eq!(peer.frame().await, Frame::SingleResult { id: Id(*b"0002"), payload: "ok".into() });
+}
+
+#[tokio::test]
+async fn a_stream_request_with_an_empty_first_part_has_ended_its_input() {
+    // What gotalk.js sends for `streamRequest(op).end()` with nothing written: an `s` with an
+    // empty payload and no `p` after it.
+    let server = start(common::handlers(), Config::default()).await;
+    let mut peer = WirePeer::connect(server.addr).await;
+    peer.send(&common::stream_request(b"!001", "stream-echo", b"")).await;
+    let ended = within("the end of the result", peer.frame()).await;
+    assert_eq!(ended, Frame::StreamResult { id: Id(*b"!001"), payload: Bytes::new() });
+    // A Rust client that opens a stream with nothing and writes later still streams.
+    let client = connect(server.addr).await;
+    let (mut request, response) = client.stream_request("stream-echo", "").await.unwrap();
+    request.write("later").await.unwrap();
+    request.end().await.unwrap();
+    assert_eq!(&within("collect", response.collect()).await.unwrap()[..], b"later");
+    let (mut request, response) = client.stream_request("stream-echo", "").await.unwrap();
+    request.end().await.unwrap();
+    assert_eq!(&within("collect", response.collect()).await.unwrap()[..], b"");
 }
 
 #[tokio::test]

@@ -188,6 +188,10 @@ impl Sock {
     /// RetryResult ends the response with [`Error::Retry`]: the parts already sent cannot be
     /// replayed, so the caller decides.
     ///
+    /// An empty `first` defers the request until the first non-empty write (or the end),
+    /// because on the wire a streaming request with an empty first part is a stream that has
+    /// already ended, as Go and gotalk.js treat it.
+    ///
     /// # Errors
     /// [`Error::NameTooLong`], [`Error::PayloadTooLarge`], [`Error::Ending`], [`Error::Closed`].
     pub async fn stream_request(
@@ -202,8 +206,11 @@ impl Sock {
         let (tx, rx) = parts(self.shared.config.stream_buffer_bytes, budget);
         let id = self.add_call(Call::Stream(tx))?;
         let response = StreamResponse { sock: self.clone(), id, rx, done: false };
-        self.send(Frame::StreamRequest { id, op, payload }).await?;
-        Ok((StreamRequest { sock: self.clone(), id, ended: false }, response))
+        let mut request = StreamRequest { sock: self.clone(), id, ended: false, unsent: Some(op) };
+        if !payload.is_empty() {
+            request.start(payload).await?;
+        }
+        Ok((request, response))
     }
 
     pub(crate) fn check_size(&self, len: usize) -> Result<(), Error> {
@@ -349,6 +356,8 @@ pub struct StreamRequest {
     sock: Sock,
     id: Id,
     ended: bool,
+    /// The op, until the request itself (`s`) has gone out with the first part.
+    unsent: Option<Name>,
 }
 
 impl StreamRequest {
@@ -366,7 +375,16 @@ impl StreamRequest {
             return Ok(());
         }
         self.sock.check_size(payload.len())?;
+        if self.unsent.is_some() {
+            return self.start(payload).await;
+        }
         self.sock.send(Frame::StreamRequestPart { id: self.id, payload }).await
+    }
+
+    /// Sends the request itself with its first part; an empty one ends it at once.
+    async fn start(&mut self, payload: Bytes) -> Result<(), Error> {
+        let Some(op) = self.unsent.take() else { return Ok(()) };
+        self.sock.send(Frame::StreamRequest { id: self.id, op, payload }).await
     }
 
     /// Ends the request stream.
@@ -378,6 +396,9 @@ impl StreamRequest {
             return Err(Error::StreamEnded);
         }
         self.ended = true;
+        if self.unsent.is_some() {
+            return self.start(Bytes::new()).await;
+        }
         self.sock.send(Frame::StreamRequestPart { id: self.id, payload: Bytes::new() }).await
     }
 }
@@ -388,9 +409,13 @@ impl Drop for StreamRequest {
         if !self.ended && !self.sock.is_closed() {
             let sock = self.sock.clone();
             let id = self.id;
+            let frame = match self.unsent.take() {
+                Some(op) => Frame::StreamRequest { id, op, payload: Bytes::new() },
+                None => Frame::StreamRequestPart { id, payload: Bytes::new() },
+            };
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
                 handle.spawn(async move {
-                    let _ = sock.send(Frame::StreamRequestPart { id, payload: Bytes::new() }).await;
+                    let _ = sock.send(frame).await;
                 });
             }
         }

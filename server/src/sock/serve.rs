@@ -71,9 +71,10 @@ enum Admit {
 impl Sock {
     /// Admits a request (`r` or `s`) from the peer: starts it, holds it, or answers it.
     ///
+    /// A request whose id is already in flight is answered with an ErrorResult.
+    ///
     /// # Errors
-    /// A reused id of a request still in flight is a protocol violation; the caller closes
-    /// the connection with ProtocolError 2.
+    /// None today; the signature leaves room for requests that must close the connection.
     pub(super) async fn on_request(
         &self,
         frame: Frame,
@@ -120,12 +121,12 @@ impl Sock {
         };
         let admit = {
             let mut inbound = lock(&self.shared.inbound);
-            if inbound.ids.contains_key(&id) {
-                return Err(CloseReason::InvalidMessage(format!(
-                    "request id {id} reused while still in flight"
-                )));
-            }
             match charge {
+                // Answered, as Go answers it, and the request in flight goes on: closing
+                // would fail every other call on the connection for one peer's slip.
+                _ if inbound.ids.contains_key(&id) => {
+                    Admit::Refuse(format!("request id {id} is already in flight"))
+                }
                 Err(exhausted) => budget_refusal(config.peer_understands_retry, exhausted),
                 Ok(charge) => self.admit(
                     &mut inbound,
@@ -141,7 +142,9 @@ impl Sock {
         let config = &self.shared.config;
         let (id, stream) = (held.id, held.stream);
         let mut input_tx = None;
-        if stream {
+        // A stream request whose first part is empty has already ended its input: that is
+        // what Go and gotalk.js send for a stream ended before anything was written.
+        if stream && !held.payload.is_empty() {
             let (tx, rx) = parts(config.stream_buffer_bytes, Some(self.shared.budget.clone()));
             input_tx = Some(tx);
             held.input = Some(rx);
