@@ -129,7 +129,7 @@ minify() {
     echo "export { Sock, Handlers, EventEmitter };"
     echo "export const { connection, open, handle, handleRequest, handleBufferRequest, handleNotification,"
     echo "  handleBufferNotification, handleStreamRequest, handleBufferStreamRequest, defaultHandlers,"
-    echo "  protocol, ready } = gotalk;"
+    echo "  protocol, ready, Buf, ErrAbnormal, ErrUnsupported, ErrInvalidMsg, ErrTimeout } = gotalk;"
 } >"$work/module.mjs"
 
 minify "$work/classic.js"

@@ -82,7 +82,7 @@ test('a server going away (1001) is rejoined soon, whatever the schedule', async
   await server.start();
   await page.waitForFunction(() => (window as any).s.state === 'open', null, { timeout: 10_000 });
   expect(await page.evaluate(() => (window as any).closes)).toEqual([
-    'gotalk: the connection closed (code 1001)',
+    'gotalk: the connection closed (code 1001: server shutting down)',
   ]);
 });
 

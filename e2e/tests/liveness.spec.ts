@@ -173,7 +173,7 @@ test('a server shutting down says $done: the page hears `done`, then the 1001 cl
   const events = (await log(page)).filter((e) => e.event === 'done' || e.event === 'close');
   expect(events.map((e) => [e.event, e.value])).toEqual([
     ['done', null],
-    ['close', 'gotalk: the connection closed (code 1001)'],
+    ['close', 'gotalk: the connection closed (code 1001: server shutting down)'],
   ]);
   expect(await page.evaluate(() => (window as any).notes)).toEqual([]);
 });

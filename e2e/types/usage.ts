@@ -53,6 +53,22 @@ const version: string = gotalk.version;
 const ready: Promise<void> = gotalk.ready;
 void [version, ready, gotalk.protocol.MsgTypeRetryRes];
 
+// RetryResults until a deadline of the page's choosing.
+gotalk.connection({ retryTimeout: 10_000 }).end();
+
+// What gotalk.js 1.2.1 exports besides the API, as its pages use it.
+const header: Uint8Array = gotalk.protocol.binary.makeMsg(gotalk.protocol.MsgTypeSingleReq, '0001', 'echo', 0, 5);
+const parsed = gotalk.protocol.text.parseMsg('R000100000005');
+const textSock = new gotalk.Sock(undefined, gotalk.protocol.text);
+const kept: gotalk.Protocol<string> | gotalk.Protocol<Uint8Array> = textSock.protocol;
+void [header, parsed.t + parsed.size + (parsed.id?.length ?? 0), gotalk.Buf(4).byteLength, kept];
+const fault: gotalk.ProtocolError = gotalk.ErrTimeout;
+s.on('close', (err) => {
+  if (err?.isGotalkProtocolError && err.code === gotalk.protocol.ErrorTimeout) return fault.message;
+  return err?.closeCode === 1009 ? 'too large' : err?.message;
+});
+gotalk.open('/gotalk/', undefined, gotalk.defaultHandlers, gotalk.protocol.binary).end();
+
 // Sources: async iteration and events.
 async function search(): Promise<number> {
   let n = 0;

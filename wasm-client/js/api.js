@@ -9,26 +9,6 @@
 const gotalk = {};
 gotalk.version = '@VERSION@';
 
-// Constants only: the codec itself lives in Rust.
-gotalk.protocol = Object.freeze({
-  Version: 1,
-  MsgTypeSingleReq: 0x72,
-  MsgTypeStreamReq: 0x73,
-  MsgTypeStreamReqPart: 0x70,
-  MsgTypeSingleRes: 0x52,
-  MsgTypeStreamRes: 0x53,
-  MsgTypeErrorRes: 0x45,
-  MsgTypeRetryRes: 0x65,
-  MsgTypeNotification: 0x6e,
-  MsgTypeHeartbeat: 0x68,
-  MsgTypeProtocolError: 0x66,
-  ErrorAbnormal: 0,
-  ErrorUnsupported: 1,
-  ErrorInvalidMsg: 2,
-  ErrorTimeout: 3,
-  HeartbeatMsgMaxLoad: 0xffff,
-});
-
 // The Core's entry points take a kind first; these mirror wasm-client/src/core/mod.rs.
 const SEND_NOTIFY = 0, SEND_STREAM = 1;
 const ANSWER_RESULT = 0, ANSWER_ERROR = 1, ANSWER_PART = 2, ANSWER_END = 3;
@@ -154,6 +134,108 @@ function messageOf(err) {
   if (err && typeof err.message === 'string') return err.message;
   return String(err);
 }
+
+// ---------------------------------------------------------------------------------------------
+// What gotalk.js 1.2.1 exports besides the API: Buf, the protocol's constants, its header
+// helpers and its protocol errors, with the same shapes. The client itself uses none of the
+// helpers: everything it sends and reads goes through the Rust codec.
+
+// Buf(Uint8Array) is the array itself, Buf(ArrayBuffer) a view of it, Buf(n) n zero bytes.
+gotalk.Buf = function Buf(v) {
+  return v instanceof Uint8Array ? v : new Uint8Array(v);
+};
+
+const utf8out = new TextEncoder();
+
+function hex(n, digits) {
+  return n.toString(16).padStart(digits, '0');
+}
+
+// A hex number of `n` digits at `at` in a header's bytes.
+function hexAt(b, at, n) {
+  const digits = String.fromCharCode(...b.subarray(at, at + n));
+  if (!/^[0-9a-f]+$/i.test(digits)) throw new Error('gotalk: invalid number "' + digits + '" in a header');
+  return parseInt(digits, 16);
+}
+
+// A message header's helpers over Uint8Array (binary) or strings (text), as gotalk.js 1.2.1's
+// protocol.binary and protocol.text: makeMsg(t, id, name, wait, size), parseMsg(header) →
+// {t, id, name, wait, size} (for a heartbeat, wait is the load and size the time),
+// makeHeartbeatMsg(load), makeFixnum(n, digits), versionBuf and parseVersion.
+function headers(bin) {
+  const out = (s) => (bin ? utf8out.encode(s) : s);
+  const bytes = (m) => (typeof m === 'string' ? utf8out.encode(m) : gotalk.Buf(m));
+  return {
+    makeFixnum: (n, digits) => out(hex(n, digits)),
+    versionBuf: out(hex(1, 2)),
+    parseVersion: (v) => hexAt(bytes(v), 0, 2),
+    makeHeartbeatMsg: (load) => out('h' + hex(load, 4) + hex(Math.round(Date.now() / 1000), 8)),
+    makeMsg(t, id, name, wait, size) {
+      const rest = (name ? hex(utf8out.encode(name).length, 3) + name : '') +
+        (t === 0x65 ? hex(wait, 8) : '') + hex(size, 8);
+      id = id && id.length === 4 ? id : '';
+      if (!bin) return String.fromCharCode(t) + id + rest;
+      const idBytes = typeof id === 'string' ? Array.from(id, (c) => c.charCodeAt(0)) : id;
+      const tail = utf8out.encode(rest), b = new Uint8Array(1 + idBytes.length + tail.length);
+      b[0] = t;
+      b.set(idBytes, 1);
+      b.set(tail, 1 + idBytes.length);
+      return b;
+    },
+    parseMsg(m) {
+      const b = bytes(m), t = b[0];
+      let z = 1, id, name, wait = 0;
+      if (t === 0x68) {
+        wait = hexAt(b, 1, 4);
+        z = 5;
+      } else if (t !== 0x6e && t !== 0x66) {
+        id = b.subarray(1, 5);
+        if (!bin) id = text(id);
+        z = 5;
+      }
+      if (t === 0x72 || t === 0x73 || t === 0x6e) {
+        const n = hexAt(b, z, 3);
+        name = text(b.subarray(z + 3, z + 3 + n));
+        z += 3 + n;
+      } else if (t === 0x65) {
+        wait = hexAt(b, z, 8);
+        z += 8;
+      }
+      return { t, id, name, wait, size: hexAt(b, z, 8) };
+    },
+  };
+}
+
+gotalk.protocol = Object.freeze({
+  Version: 1,
+  MsgTypeSingleReq: 0x72,
+  MsgTypeStreamReq: 0x73,
+  MsgTypeStreamReqPart: 0x70,
+  MsgTypeSingleRes: 0x52,
+  MsgTypeStreamRes: 0x53,
+  MsgTypeErrorRes: 0x45,
+  MsgTypeRetryRes: 0x65,
+  MsgTypeNotification: 0x6e,
+  MsgTypeHeartbeat: 0x68,
+  MsgTypeProtocolError: 0x66,
+  ErrorAbnormal: 0,
+  ErrorUnsupported: 1,
+  ErrorInvalidMsg: 2,
+  ErrorTimeout: 3,
+  HeartbeatMsgMaxLoad: 0xffff,
+  binary: headers(true),
+  text: headers(false),
+});
+
+// A close after a protocol error (ours or the server's `f` message) carries an Error marked
+// the same way, with the details of that close in its message.
+function protocolError(code, message) {
+  return Object.assign(new Error(message), { isGotalkProtocolError: true, code });
+}
+gotalk.ErrAbnormal = protocolError(0, 'abnormal protocol error');
+gotalk.ErrUnsupported = protocolError(1, 'unsupported protocol');
+gotalk.ErrInvalidMsg = protocolError(2, 'invalid protocol message');
+gotalk.ErrTimeout = protocolError(3, 'timeout');
 
 // ---------------------------------------------------------------------------------------------
 // Handlers: what a page offers the server.
@@ -308,10 +390,13 @@ function resolveAddress(addr) {
 // ---------------------------------------------------------------------------------------------
 // Sock: one connection, kept alive or not.
 
-function Sock(handlers) {
-  if (!(this instanceof Sock)) return new Sock(handlers);
+// `proto` (gotalk.js 1.2.1's choice of text or binary headers) is kept as `sock.protocol`;
+// the client always writes binary headers, which every gotalk server reads.
+function Sock(handlers, proto) {
+  if (!(this instanceof Sock)) return new Sock(handlers, proto);
   Object.defineProperties(this, {
     handlers: { value: handlers || gotalk.defaultHandlers, enumerable: true },
+    protocol: { value: proto || gotalk.protocol.binary, enumerable: true, writable: true },
     _core: { value: null, writable: true },
     _settings: { value: { heartbeatInterval: 20000, sendBufferLimit: 100 }, writable: true },
     _streams: { value: new Map() },
@@ -405,7 +490,8 @@ Sock.prototype.open = function (addr, cb) {
 
 // openKeepAlive([addr][, options]): stay connected until end(), reconnecting with jittered
 // exponential backoff. options: {min, max, factor, jitter} (ms; defaults 500, 5000, 2, 0.5),
-// maxRetries (RetryResults honoured per request, default 5), sendLimit, maxPayload, and
+// retryTimeout (ms after a request is made that its RetryResults are honoured, default
+// 30000), maxRetries (a bound on them too; none by default), sendLimit, maxPayload, and
 // deadAfter (ms of silence after which the server counts as dead and the connection is given
 // up: event `dead`, then `close`; default twice the server's heartbeat gap + 5 s; 0: never).
 Sock.prototype.openKeepAlive = function (addr, options) {
@@ -813,14 +899,17 @@ const RELAY_NOTES = Object.assign(Object.create(null), {
 // Module-level shortcuts, as in gotalk.js.
 
 // A Sock kept connected (reconnecting as needed) until end().
+// gotalk.js 1.2.1 took a protocol where the options go.
 gotalk.connection = function (addr, handlers, options) {
   if (addr && typeof addr === 'object') {
     options = addr;
     addr = undefined;
   }
-  return new Sock(handlers).openKeepAlive(addr, options);
+  const p = gotalk.protocol;
+  const proto = options === p.text || options === p.binary ? options : undefined;
+  return new Sock(handlers, proto).openKeepAlive(addr, proto ? undefined : options);
 };
 
-gotalk.open = function (addr, cb, handlers) {
-  return new Sock(handlers).open(addr, cb);
+gotalk.open = function (addr, cb, handlers, proto) {
+  return new Sock(handlers, proto).open(addr, cb);
 };

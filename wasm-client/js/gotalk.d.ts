@@ -19,13 +19,53 @@ declare namespace gotalk {
   /** The handlers used by `connection()`, `open()` and the module-level `handle*` functions. */
   const defaultHandlers: Handlers;
 
-  /** A Sock that stays connected, reconnecting as needed, until `end()`. */
-  function connection(addr?: string, handlers?: Handlers, options?: KeepAliveOptions): Sock;
+  /**
+   * A Sock that stays connected, reconnecting as needed, until `end()`. In place of the
+   * options, a `protocol.text` or `protocol.binary` (gotalk.js 1.2.1's third argument) becomes
+   * `sock.protocol`.
+   */
+  function connection(addr?: string, handlers?: Handlers, options?: KeepAliveOptions | Protocol<any>): Sock;
   function connection(options: KeepAliveOptions): Sock;
 
   /** A Sock connected once; `cb` hears the outcome. */
-  function open(addr?: string, cb?: (err: Error | null, s: Sock) => void, handlers?: Handlers): Sock;
+  function open(
+    addr?: string,
+    cb?: (err: Error | null, s: Sock) => void,
+    handlers?: Handlers,
+    proto?: Protocol<any>,
+  ): Sock;
   function open(cb: (err: Error | null, s: Sock) => void): Sock;
+
+  /** `Buf(n)`: n zero bytes; `Buf(buffer)`: a view of an ArrayBuffer; a Uint8Array as is. */
+  function Buf(v: number | ArrayBuffer | Uint8Array): Uint8Array;
+
+  /**
+   * An Error from a protocol error, as gotalk.js 1.2.1 marks it: `code` is one of
+   * `protocol.ErrorAbnormal` (0), `ErrorUnsupported` (1), `ErrorInvalidMsg` (2) or
+   * `ErrorTimeout` (3), or another code a server sent.
+   */
+  interface ProtocolError extends Error {
+    readonly isGotalkProtocolError: true;
+    readonly code: number;
+  }
+
+  /**
+   * Why a connection closed, as the `close` event reports it. After a protocol error (the
+   * server's `f` message, or a fault this client found) it is a ProtocolError; when the
+   * server closed the WebSocket, `closeCode` is its close code (1009: a message of ours was
+   * over the server's size limit) and the message ends with the server's reason.
+   */
+  interface CloseError extends Error {
+    readonly isGotalkProtocolError?: true;
+    readonly code?: number;
+    readonly closeCode?: number;
+  }
+
+  /** Marked as the errors of a close after protocol error 0, 1, 2 or 3 are; compare `code`. */
+  const ErrAbnormal: ProtocolError;
+  const ErrUnsupported: ProtocolError;
+  const ErrInvalidMsg: ProtocolError;
+  const ErrTimeout: ProtocolError;
 
   /** JSON request handler the server can call. An empty `op` registers the fallback. */
   function handle<In = any, Out = any>(op: string, h: RequestHandler<In, Out>): void;
@@ -59,7 +99,13 @@ declare namespace gotalk {
     factor?: number;
     /** The randomised fraction of each delay, 0 to 1. Default 0.5. */
     jitter?: number;
-    /** RetryResults honoured per request before it fails. Default 5. */
+    /**
+     * Milliseconds from a request being made to its deadline: until then each RetryResult's
+     * wait is honoured and the request sent again; a RetryResult whose wait would end past
+     * it fails the request. Default 30000.
+     */
+    retryTimeout?: number;
+    /** At most this many RetryResults honoured per request as well. Default: no bound. */
     maxRetries?: number;
     /** Messages that may wait for the connection. Default 100. */
     sendLimit?: number;
@@ -79,7 +125,7 @@ declare namespace gotalk {
   interface SockEventMap {
     open: null;
     /** null for a normal close, else why. */
-    close: Error | null;
+    close: CloseError | null;
     heartbeat: { time: Date; load: number };
     notification: { name: string; data: Uint8Array };
     state: State;
@@ -126,6 +172,9 @@ declare namespace gotalk {
 
   interface Sock extends EventEmitter<SockEventMap> {
     readonly handlers: Handlers;
+    /** The protocol given to the constructor (default `protocol.binary`); the client writes
+     * binary headers whatever it is, which every gotalk server reads. */
+    protocol: Protocol<any>;
     /** Where the connection stands. */
     readonly state: State;
     /** When the next reconnect attempt is due (ms, as `Date.now()`), or null. */
@@ -232,7 +281,10 @@ declare namespace gotalk {
   }
 
   const Handlers: { new (): Handlers; (): Handlers };
-  const Sock: { new (handlers?: Handlers): Sock; (handlers?: Handlers): Sock };
+  const Sock: {
+    new (handlers?: Handlers, proto?: Protocol<any>): Sock;
+    (handlers?: Handlers, proto?: Protocol<any>): Sock;
+  };
   const EventEmitter: { mixin<T extends object>(obj: T): T & EventEmitter<any> };
 
   const protocol: {
@@ -252,5 +304,33 @@ declare namespace gotalk {
     readonly ErrorInvalidMsg: 2;
     readonly ErrorTimeout: 3;
     readonly HeartbeatMsgMaxLoad: 0xffff;
+    /** gotalk.js 1.2.1's header helpers over bytes. */
+    readonly binary: Protocol<Uint8Array>;
+    /** gotalk.js 1.2.1's header helpers over strings. */
+    readonly text: Protocol<string>;
   };
+
+  /** A message header as `parseMsg` reads it: for a heartbeat, `wait` is the load and `size`
+   * the time (s since the epoch). */
+  interface ParsedMsg<T> {
+    t: number;
+    id?: T;
+    name?: string;
+    wait: number;
+    size: number;
+  }
+
+  /** gotalk.js 1.2.1's helpers for message headers, in bytes or in text. */
+  interface Protocol<T> {
+    /** `n` in hex, `digits` wide. */
+    makeFixnum(n: number, digits: number): T;
+    /** The version handshake. */
+    readonly versionBuf: T;
+    parseVersion(data: T): number;
+    /** Reads a header (without its payload); throws on a malformed number. */
+    parseMsg(data: T): ParsedMsg<T>;
+    /** A header for message type `t` (a char code); `wait` counts only for a RetryResult. */
+    makeMsg(t: number, id: T | string | null, name: string | null, wait: number, size: number): T;
+    makeHeartbeatMsg(load: number): T;
+  }
 }

@@ -22,6 +22,7 @@ use wasm_bindgen::JsCast;
 use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
 use crate::backoff::Backoff;
+use crate::deadline::{Deadline, DEFAULT_RETRY_TIMEOUT_MS};
 use crate::js::{clear_timeout, set_timeout, Host};
 use crate::keepalive::{Closed, KeepAlive, Next};
 use crate::liveness::Silence;
@@ -34,6 +35,8 @@ mod state;
 
 /// WebSocket close code of a server that is restarting or shutting down.
 const CLOSE_GOING_AWAY: u16 = 1001;
+/// WebSocket close code of a server refusing a message over its size limit.
+const CLOSE_TOO_BIG: u16 = 1009;
 /// gotalk.js closes with 4000 + the protocol error code; so do we.
 const CLOSE_PROTOCOL_BASE: u16 = 4000;
 
@@ -56,6 +59,8 @@ struct Call {
     reject: Function,
     /// RetryResults honoured so far.
     retries: u32,
+    /// Past it, a RetryResult fails the call instead of sending it again.
+    deadline: Deadline,
     /// Parts gathered when the peer answers with a streaming result.
     parts: BytesMut,
 }
@@ -125,6 +130,8 @@ struct State {
     check_timer: Option<JsValue>,
     /// An error decided here (a protocol fault) to report when the socket closes.
     close_error: Option<JsValue>,
+    /// The code of a ProtocolError the server sent, reported with its close code and reason.
+    server_fault: Option<u32>,
 
     decoder: Decoder,
     inbuf: BytesMut,
@@ -140,7 +147,10 @@ struct State {
     outbox: Outbox<Outgoing>,
     /// The server said `$done` on this connection: new requests wait for the next one.
     server_done: bool,
+    /// RetryResults honoured per call: no bound unless the page sets `maxRetries`.
     max_retries: u32,
+    /// How long after a call is made RetryResults are honoured (ms).
+    retry_timeout: f64,
     /// Handlers of closed sockets, dropped on a later turn: a handler may be the one
     /// running when its socket is retired.
     graveyard: Vec<Conn>,
@@ -155,6 +165,15 @@ struct State {
 
 fn error(message: &str) -> JsValue {
     js_sys::Error::new(message).into()
+}
+
+/// An Error marked as gotalk.js marks a protocol error, so pages written for it can tell:
+/// `isGotalkProtocolError` and the protocol error `code`.
+fn protocol_error(message: &str, code: u32) -> JsValue {
+    let err = error(message);
+    let _ = js_sys::Reflect::set(&err, &"isGotalkProtocolError".into(), &JsValue::TRUE);
+    let _ = js_sys::Reflect::set(&err, &"code".into(), &f64::from(code).into());
+    err
 }
 
 fn bytes_to_js(bytes: &[u8]) -> Uint8Array {
@@ -240,8 +259,8 @@ impl Core {
     }
 
     /// Connects to `url`; with `keepalive`, reconnects until `end()`. `options` may set
-    /// `min`, `max`, `factor`, `jitter` (the backoff), `maxRetries`, `sendLimit`,
-    /// `maxPayload` and `deadAfter`.
+    /// `min`, `max`, `factor`, `jitter` (the backoff), `retryTimeout`, `maxRetries`,
+    /// `sendLimit`, `maxPayload` and `deadAfter`.
     pub fn open(&self, url: String, keepalive: bool, options: &JsValue) -> Result<(), JsValue> {
         let options = socket::Options::read(options)?;
         let busy = self.inner.with(|s| {
@@ -254,6 +273,9 @@ impl Core {
             s.silence.dead_after(options.dead_after.map(f64::from));
             if let Some(n) = options.max_retries {
                 s.max_retries = n;
+            }
+            if let Some(ms) = options.retry_timeout {
+                s.retry_timeout = f64::from(ms);
             }
             if let Some(n) = options.send_limit {
                 s.outbox.set_limit(n);
@@ -282,8 +304,10 @@ impl Core {
         let mut settle = None;
         let promise = Promise::new(&mut |resolve, reject| settle = Some((resolve, reject)));
         let Some((resolve, reject)) = settle else { return promise };
-        let call = Call { op, payload, resolve, reject, retries: 0, parts: BytesMut::new() };
         self.inner.with(|s| {
+            let deadline = Deadline::new(now(), s.retry_timeout);
+            let parts = BytesMut::new();
+            let call = Call { op, payload, resolve, reject, retries: 0, deadline, parts };
             if let Err((err, item)) = s.write(Outgoing::Request(call)) {
                 s.fail_outgoing(item, &err);
             }

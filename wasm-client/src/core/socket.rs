@@ -7,6 +7,7 @@ use super::*;
 pub(super) struct Options {
     pub(super) backoff: Backoff,
     pub(super) max_retries: Option<u32>,
+    pub(super) retry_timeout: Option<u32>,
     pub(super) send_limit: Option<usize>,
     pub(super) max_payload: Option<u32>,
     pub(super) dead_after: Option<u32>,
@@ -45,6 +46,7 @@ impl Options {
         Ok(Options {
             backoff,
             max_retries: count(options, "maxRetries", "maxRetries")?,
+            retry_timeout: count(options, "retryTimeout", "retryTimeout")?,
             send_limit: count(options, "sendLimit", "sendLimit")?.map(|n| n as usize),
             max_payload: count(options, "maxPayload", "maxPayload")?,
             dead_after: count(options, "deadAfter", "deadAfter")?,
@@ -206,7 +208,7 @@ impl Inner {
         });
         let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |event: CloseEvent| {
             if let Some(inner) = weak.upgrade() {
-                inner.closed(no, Some(event.code()));
+                inner.closed(no, Some((event.code(), event.reason())));
             }
         });
         ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
@@ -319,8 +321,10 @@ impl Inner {
         self.state.borrow_mut().check_timer = Some(timer);
     }
 
-    /// The socket `no` closed (`code` from its close event) or failed to open.
-    fn closed(self: &Rc<Self>, no: u32, code: Option<u16>) {
+    /// The socket `no` closed (with the code and reason of its close event) or failed to
+    /// open.
+    fn closed(self: &Rc<Self>, no: u32, close: Option<(u16, String)>) {
+        let code = close.as_ref().map(|(code, _)| *code);
         let online = self.host.online();
         self.with(|s| {
             if s.conn_no != no {
@@ -346,6 +350,7 @@ impl Inner {
             s.decoder = Decoder::new();
             s.decoder.max_payload(s.max_payload);
 
+            let fault = s.server_fault.take();
             let err = match s.close_error.take() {
                 Some(err) => err,
                 None if !was_connected => {
@@ -353,12 +358,10 @@ impl Inner {
                     message.push_str(&s.url);
                     error(&message)
                 }
-                None if code == Some(1000) => JsValue::NULL,
+                None if code == Some(1000) && fault.is_none() => JsValue::NULL,
                 None => {
-                    let mut message = String::from("gotalk: the connection closed (code ");
-                    message.push_str(&text::decimal(u64::from(code.unwrap_or(1006))));
-                    message.push(')');
-                    error(&message)
+                    let (code, reason) = close.unwrap_or((1006, String::new()));
+                    closed_by_server(fault, code, &reason)
                 }
             };
             for (_, pending) in s.pending.take() {
@@ -418,4 +421,41 @@ impl Inner {
         });
         self.closed(no, None);
     }
+}
+
+/// Why the server closed the connection: the ProtocolError it sent first, if any, then the
+/// close code and the reason it gave. Marked as gotalk.js marks a protocol error when there
+/// was one, and with `closeCode` in any case.
+fn closed_by_server(fault: Option<u32>, code: u16, reason: &str) -> JsValue {
+    let mut message = String::from("gotalk: ");
+    match fault {
+        Some(n) => {
+            message.push_str("the server reported protocol error ");
+            message.push_str(&text::decimal(u64::from(n)));
+            message.push_str(match n {
+                0 => " (abnormal)",
+                1 => " (unsupported protocol)",
+                2 => " (invalid message)",
+                3 => " (timeout)",
+                _ => "",
+            });
+        }
+        None => message.push_str("the connection closed"),
+    }
+    if code == CLOSE_TOO_BIG {
+        message.push_str(": a message was too large for the server");
+    }
+    message.push_str(" (code ");
+    message.push_str(&text::decimal(u64::from(code)));
+    if !reason.is_empty() {
+        message.push_str(": ");
+        message.push_str(reason);
+    }
+    message.push(')');
+    let err = match fault {
+        Some(n) => protocol_error(&message, n),
+        None => error(&message),
+    };
+    let _ = js_sys::Reflect::set(&err, &"closeCode".into(), &f64::from(code).into());
+    err
 }

@@ -23,6 +23,7 @@ impl State {
             heartbeat_ms: 20_000.0,
             check_timer: None,
             close_error: None,
+            server_fault: None,
             decoder,
             inbuf: BytesMut::new(),
             got_version: false,
@@ -33,7 +34,8 @@ impl State {
             incoming: Table::default(),
             outbox: Outbox::default(),
             server_done: false,
-            max_retries: 5,
+            max_retries: u32::MAX,
+            retry_timeout: DEFAULT_RETRY_TIMEOUT_MS,
             graveyard: Vec::new(),
             state_name: "closed",
             effects: Vec::new(),
@@ -206,11 +208,12 @@ impl State {
         }
     }
 
-    /// Sends the protocol error and closes; the close event reports `message`.
+    /// Sends the protocol error and closes; the close event reports `message`, marked as a
+    /// protocol error with its code as gotalk.js marks it.
     fn fail_protocol(&mut self, code: ProtocolErrorCode, message: &str) {
         self.send(&Frame::protocol_error(code));
         if self.close_error.is_none() {
-            self.close_error = Some(error(message));
+            self.close_error = Some(protocol_error(message, code.as_u32()));
         }
         if let Some(conn) = &self.conn {
             let _ = conn.ws.close_with_code(CLOSE_PROTOCOL_BASE + code.as_u32() as u16);
@@ -313,11 +316,10 @@ impl State {
                 let _ = js_sys::Reflect::set(&event, &"load".into(), &f64::from(load).into());
                 self.effects.push(Effect::Emit("heartbeat", event.into()));
             }
+            // Reported once the socket has closed, with the close code and reason the
+            // server gave (a message too large: `f00000002`, then close 1009).
             Frame::ProtocolError { code } => {
-                let mut message = String::from("gotalk: the server reported a protocol error (");
-                message.push_str(&text::decimal(u64::from(code)));
-                message.push(')');
-                self.close_error = Some(error(&message));
+                self.server_fault = Some(code);
                 if let Some(c) = &self.conn {
                     let _ = c.ws.close_with_code(CLOSE_PROTOCOL_BASE + (code.min(999) as u16));
                 }
@@ -376,8 +378,8 @@ impl State {
         }
     }
 
-    /// A RetryResult: send the request again after `wait` ms with a new id, a bounded
-    /// number of times.
+    /// A RetryResult: send the request again after `wait` ms with a new id, as long as it
+    /// goes out by the call's deadline (and within `maxRetries`, when the page set it).
     fn retry(&mut self, id: Id, wait: u32, message: &[u8]) {
         let mut why = String::from("gotalk: the server is busy (");
         why.push_str(&String::from_utf8_lossy(message));
@@ -386,6 +388,14 @@ impl State {
         why.push_str(" ms");
         match self.pending.remove(id) {
             Some(Pending::Single(mut call)) => {
+                if !call.deadline.allows(now(), f64::from(wait)) {
+                    why.push_str(" would pass the call's deadline (retryTimeout ");
+                    why.push_str(&text::decimal(self.retry_timeout as u64));
+                    why.push_str(" ms, after ");
+                    why.push_str(&text::decimal(u64::from(call.retries)));
+                    why.push_str(" retries)");
+                    return self.settle(&call.reject, error(&why));
+                }
                 if call.retries >= self.max_retries {
                     return self.settle(&call.reject, error(&why));
                 }
