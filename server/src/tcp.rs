@@ -109,8 +109,16 @@ impl Server {
         let stopping = CancellationToken::new();
         tokio::pin!(shutdown);
         crate::listen::accept_loop(&listener, limit, shutdown, |stream, peer, permit| {
-            let Some(addr_permit) = per_addr.try_acquire(peer.ip()) else {
-                tracing::debug!(%peer, "refused: too many connections from its address");
+            // Nearly out of memory budget: the connections already open finish what they
+            // hold before new ones add to it.
+            let crowded = self.config.budget().nearly_spent();
+            let addr_permit = per_addr.try_acquire(peer.ip()).filter(|_| !crowded);
+            let Some(addr_permit) = addr_permit else {
+                if crowded {
+                    tracing::warn!(%peer, "refused: the memory budget is nearly spent");
+                } else {
+                    tracing::debug!(%peer, "refused: too many connections from its address");
+                }
                 let plain = self.tls.is_none();
                 // The global permit is held until the refusal is written, so refusals are
                 // bounded like connections.

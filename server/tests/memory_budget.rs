@@ -320,3 +320,46 @@ async fn relay_deliveries_queued_for_a_recipient_are_charged_to_it() {
     drop(recipient);
     bystander_answered(server.addr).await;
 }
+
+#[tokio::test]
+async fn new_connections_are_refused_while_the_process_budget_is_nearly_spent() {
+    let process = MemoryBudget::new(MIB);
+    let server =
+        common::web::WebServer::start(common::handlers(), config(&process, MIB), |g| g).await;
+    // A message declaring 900 KiB, its last byte held back: more than seven eighths of 1 MiB.
+    let mut holder = WirePeer::connect(server.tcp).await;
+    let mut wire = BytesMut::new();
+    let op = gotalk::protocol::Name::new("echo").unwrap();
+    let payload = Bytes::from(vec![b'h'; 900 * 1024]);
+    Frame::SingleRequest { id: Id::from_u32(1), op, payload }.encode(&mut wire);
+    holder.write(&wire[..wire.len() - 1]).await;
+    within("the charge", async {
+        while !process.nearly_spent() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+
+    // A new TCP peer gets the version, ProtocolError 0 and the close; a WebSocket gets 503.
+    let mut refused = WirePeer::connect_raw(server.tcp).await;
+    refused.expect_end_with(b"01f00000000").await;
+    let stream = TcpStream::connect(server.http).await.unwrap();
+    let host = server.http.to_string();
+    let head = common::raw_ws::RawWs::upgrade(stream, "/gotalk/", &host, &[]).await.err();
+    let head = head.expect("the upgrade is refused");
+    assert_eq!(head.status, 503);
+    assert!(head.text.contains("memory budget is nearly spent"), "{}", head.text);
+
+    // Once the message is whole and answered, the budget frees and peers get in again.
+    holder.write(&wire[wire.len() - 1..]).await;
+    assert_eq!(holder.frame().await.payload().len(), 900 * 1024);
+    within("budget freed", async {
+        while process.nearly_spent() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let sock = connect(server.tcp).await;
+    assert_eq!(&sock.buffer_request("echo", "in").await.unwrap()[..], b"in");
+    server.connect(Handlers::new()).await;
+}

@@ -411,6 +411,10 @@ impl Gateway {
         let Ok(permit) = self.limit.clone().try_acquire_owned() else {
             return refuse_busy("too many connections");
         };
+        if self.config_retry.budget().nearly_spent() {
+            tracing::warn!("websocket refused: the memory budget is nearly spent");
+            return refuse_busy("the server's memory budget is nearly spent");
+        }
         let addr_permit = match remote {
             Some(remote) => match self.per_addr.try_acquire(remote.ip()) {
                 Some(place) => Some(place),
