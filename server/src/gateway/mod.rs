@@ -49,7 +49,7 @@ use crate::config::Config;
 use crate::connections::Connections;
 use crate::error::CloseReason;
 use crate::handlers::Handlers;
-use crate::per_addr::{AddrLimit, DEFAULT_PER_ADDR};
+use crate::per_addr::{default_reserve, AddrLimit, Refused, DEFAULT_PER_ADDR};
 use crate::sock::{ConnInfo, Sock, TransportKind, UpgradeRequest};
 use crate::ws;
 
@@ -110,6 +110,7 @@ pub struct Gateway {
     max_connections: usize,
     per_addr: AddrLimit,
     max_per_addr: usize,
+    reserve: Option<usize>,
     shutdown_timeout: Duration,
     connections: Connections,
     stopping: CancellationToken,
@@ -123,6 +124,7 @@ impl std::fmt::Debug for Gateway {
             .field("origins", &self.origins)
             .field("max_connections", &self.max_connections)
             .field("max_per_addr", &self.max_per_addr)
+            .field("reserve", &self.reserve)
             .field("connections", &self.connections.len())
             .field("assets", &self.assets.len())
             .finish_non_exhaustive()
@@ -149,8 +151,13 @@ impl Gateway {
             assets: Assets::bundle(),
             limit: Arc::new(Semaphore::new(max_connections)),
             max_connections,
-            per_addr: AddrLimit::new(DEFAULT_PER_ADDR),
+            per_addr: AddrLimit::new(
+                DEFAULT_PER_ADDR,
+                max_connections,
+                default_reserve(max_connections, DEFAULT_PER_ADDR),
+            ),
             max_per_addr: DEFAULT_PER_ADDR,
+            reserve: None,
             shutdown_timeout: Duration::from_secs(10),
             connections: Connections::default(),
             stopping: CancellationToken::new(),
@@ -213,7 +220,7 @@ impl Gateway {
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n.clamp(1, Semaphore::MAX_PERMITS);
         self.limit = Arc::new(Semaphore::new(self.max_connections));
-        self
+        self.count_per_addr()
     }
 
     /// How many WebSockets one remote address may have open at once (IPv6: one /64).
@@ -224,7 +231,28 @@ impl Gateway {
     /// global limit and let the proxy limit its clients.
     pub fn max_connections_per_addr(mut self, n: usize) -> Self {
         self.max_per_addr = n.max(1);
-        self.per_addr = AddrLimit::new(self.max_per_addr);
+        self.count_per_addr()
+    }
+
+    /// How many of the [`max_connections`](Self::max_connections) places are kept for
+    /// addresses that hold few WebSockets. Default: a tenth of them, or none when
+    /// [`max_connections_per_addr`](Self::max_connections_per_addr) lets one address take
+    /// every place (behind a proxy). Once `max_connections - reserve` are open, an upgrade
+    /// from an address holding a tenth of the reserve or more (at least 1) gets 503 with
+    /// `Retry-After`, and one from an address holding fewer still gets in. Like the
+    /// per-address limit, it needs the peer's address (axum's `ConnectInfo`). 0 turns it
+    /// off.
+    pub fn connection_reserve(mut self, n: usize) -> Self {
+        self.reserve = Some(n);
+        self.count_per_addr()
+    }
+
+    /// A fresh count per address for the current limits.
+    fn count_per_addr(mut self) -> Self {
+        let reserve = self
+            .reserve
+            .unwrap_or_else(|| default_reserve(self.max_connections, self.max_per_addr));
+        self.per_addr = AddrLimit::new(self.max_per_addr, self.max_connections, reserve);
         self
     }
 
@@ -358,13 +386,17 @@ impl Gateway {
         };
         let addr_permit = match remote {
             Some(remote) => match self.per_addr.try_acquire(remote.ip()) {
-                Some(place) => Some(place),
-                None => {
+                Ok(place) => Some(place),
+                Err(Refused::AddressFull) => {
                     tracing::debug!(peer = %remote, "websocket refused: too many from its address");
                     return refuse_with(
                         StatusCode::TOO_MANY_REQUESTS,
                         "too many connections from this address",
                     );
+                }
+                Err(Refused::Crowded) => {
+                    tracing::debug!(peer = %remote, "websocket refused a reserved place");
+                    return refuse_busy("too many connections");
                 }
             },
             None => None,
