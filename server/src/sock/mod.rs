@@ -6,9 +6,11 @@
 //! task, started on the first notification.
 //!
 //! Layout: `read` (the read loop and dispatch of results), `write` (the write loop and
-//! heartbeats), `call` (requests this side sends), `serve` (requests the peer sends).
+//! heartbeats), `call` (requests this side sends), `serve` (requests the peer sends),
+//! `half_close` (answering a peer that stopped sending).
 
 mod call;
+mod half_close;
 mod live;
 mod read;
 mod relay;

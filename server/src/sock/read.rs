@@ -88,7 +88,7 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
             Ok(Ok(ReadEvent::Eof)) if decoder.is_mid_message(&buf) => {
                 break (CloseReason::PeerClosedMidMessage, None)
             }
-            Ok(Ok(ReadEvent::Eof)) => break (CloseReason::PeerClosed, None),
+            Ok(Ok(ReadEvent::Eof)) => break sock.answer_after_fin(&mut reader).await,
             Ok(Err(e)) => break (CloseReason::Io(e.to_string()), None),
             Err(Expired::Read) => {
                 let timeout = config.read_timeout.unwrap_or_default();

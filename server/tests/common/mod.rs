@@ -252,6 +252,12 @@ impl WirePeer {
         self.stream.write_all(bytes).await
     }
 
+    /// Shuts down the sending side (a TCP FIN), as `nc -N` does after its input: the peer
+    /// reads the end while this side can still read.
+    pub(crate) async fn shutdown_write(&mut self) {
+        self.stream.shutdown().await.expect("shut down the sending side");
+    }
+
     /// Encodes and writes one frame.
     pub(crate) async fn send(&mut self, frame: &Frame) {
         let mut wire = BytesMut::new();
