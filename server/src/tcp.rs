@@ -104,7 +104,8 @@ impl Server {
     }
 
     /// How long shutdown waits for requests in flight before closing connections. Default
-    /// 10 s.
+    /// 10 s. It bounds the whole shutdown: at the deadline, writes still pending to peers
+    /// that do not read are given up rather than waited out (the write timeout).
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
         self

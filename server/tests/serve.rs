@@ -416,6 +416,41 @@ async fn frame_timeout_and_max_connections_per_addr_flags_reach_every_listener()
 }
 
 #[tokio::test]
+async fn sigterm_exits_within_the_shutdown_timeout_with_peers_that_never_read() {
+    let mut served = ServeProcess::start(&[
+        "--http",
+        "127.0.0.1:0",
+        "--tcp",
+        "127.0.0.1:0",
+        "--shutdown-timeout",
+        "2",
+    ])
+    .await;
+    let tcp_addr = served.tcp.trim_start_matches("tcp://").parse().unwrap();
+    let http_addr = format!("127.0.0.1:{}", served.http_port()).parse().unwrap();
+    // Both ask for 16 MiB of echoes and never read: the server's writes to them stall, and
+    // the write timeout (30 s) is far past the shutdown timeout.
+    let tcp = common::never_reads::tcp(tcp_addr);
+    let ws = common::never_reads::websocket(http_addr);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let pid = served.child.id().unwrap().to_string();
+    let started = tokio::time::Instant::now();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(40), served.child.wait())
+        .await
+        .expect("serve exits at last")
+        .unwrap();
+    let took = started.elapsed();
+    eprintln!("serve exited {took:?} after SIGTERM");
+    assert_eq!(status.code(), Some(0), "exit status after SIGTERM");
+    assert!(took < Duration::from_secs(5), "serve took {took:?} to exit with --shutdown-timeout 2");
+    tcp.abort();
+    ws.abort();
+}
+
+#[tokio::test]
 async fn the_connection_reserve_flag_reaches_every_listener() {
     // 4 places, 2 kept for addresses holding none: 127.0.0.1 gets two, 127.0.0.2 one more.
     let served = serve_with(&[

@@ -256,7 +256,9 @@ impl Gateway {
         self
     }
 
-    /// How long [`shutdown`](Self::shutdown) waits for requests in flight. Default 10 s.
+    /// How long [`shutdown`](Self::shutdown) waits for requests in flight. Default 10 s. It
+    /// bounds the whole shutdown: at the deadline, writes still pending to peers that do not
+    /// read are given up rather than waited out (the write timeout).
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
         self
@@ -275,12 +277,15 @@ impl Gateway {
 
     /// Stops taking new sockets, lets requests in flight finish (up to the shutdown timeout),
     /// then closes every socket with 1001, "going away"; sockets still in their gotalk
-    /// handshake get 1001 at once.
+    /// handshake get 1001 at once. Returns within the shutdown timeout: what a peer that
+    /// does not read has not taken by then is dropped.
     pub async fn shutdown(&self) {
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
         self.stopping.cancel();
         self.handshakes.close();
-        self.handshakes.wait().await;
-        self.connections.drain(self.shutdown_timeout).await;
+        let _ = tokio::time::timeout_at(deadline, self.handshakes.wait()).await;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.connections.drain(left).await;
     }
 
     /// A future that completes when `signal` does, after marking the gateway as stopping so

@@ -180,6 +180,9 @@ pub(crate) struct Shared {
     cancel: CancellationToken,
     /// Cancelled when the write loop has shut the transport down.
     terminated: CancellationToken,
+    /// Cancelled to stop writing now, flushed or not: a shutdown past its deadline must not
+    /// wait out a peer that does not read.
+    abort: CancellationToken,
     /// Cancelled when the peer says `$done`.
     peer_done: CancellationToken,
     reason: OnceLock<CloseReason>,
@@ -293,6 +296,7 @@ impl Sock {
             next_id: AtomicU32::new(0),
             cancel: CancellationToken::new(),
             terminated: CancellationToken::new(),
+            abort: CancellationToken::new(),
             peer_done: CancellationToken::new(),
             reason: OnceLock::new(),
             ending: AtomicBool::new(false),
@@ -463,6 +467,14 @@ impl Sock {
         if let Some(on_close) = &self.shared.handlers.on_close {
             crate::handlers::call_hook("on_close", || on_close(self, &reason));
         }
+    }
+
+    /// Closes with `reason` (unless closed already) and stops writing at once: a write that
+    /// cannot finish now is given up and the transport dropped, so [`closed`](Self::closed)
+    /// completes without waiting for the write timeout.
+    pub(crate) fn abort(&self, reason: CloseReason) {
+        self.close_with(reason, None);
+        self.shared.abort.cancel();
     }
 
     /// Queues a frame for the write loop, waiting while the send queue is full.

@@ -5,6 +5,7 @@
 // Every test binary compiles this module and each uses a different subset of it.
 #![allow(dead_code)]
 
+pub(crate) mod never_reads;
 pub(crate) mod process;
 pub(crate) mod proxy;
 pub(crate) mod raw_ws;
