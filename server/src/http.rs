@@ -155,6 +155,7 @@ impl Server {
     pub async fn run(self, listener: TcpListener, shutdown: impl Future) -> io::Result<()> {
         let limit = Arc::new(Semaphore::new(self.max_connections));
         let per_addr = AddrLimit::new(self.max_per_addr, self.max_connections, self.reserve());
+        let refuser = crate::listen::Refuser::new();
         let stopping = CancellationToken::new();
         // Cancelled at the deadline: connections still open are dropped.
         let dropping = CancellationToken::new();
@@ -170,12 +171,14 @@ impl Server {
                         Refused::AddressFull => TOO_MANY,
                         Refused::Crowded => BUSY,
                     };
-                    // Holds the global permit until written, so refusals are bounded too.
+                    let (dropping, refuser) = (dropping.clone(), refuser.clone());
                     tasks.spawn(async move {
                         if plain {
-                            crate::listen::refuse(stream, answer).await;
+                            tokio::select! {
+                                () = refuser.refuse(stream, answer, permit) => {}
+                                () = dropping.cancelled() => {}
+                            }
                         }
-                        drop(permit);
                     });
                     return;
                 }

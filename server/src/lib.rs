@@ -63,6 +63,7 @@ pub mod gateway;
 pub mod handlers;
 pub mod http;
 pub mod keepalive;
+mod linger;
 mod listen;
 pub mod metrics;
 mod per_addr;

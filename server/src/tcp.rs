@@ -124,6 +124,7 @@ impl Server {
     pub async fn run(self, listener: TcpListener, shutdown: impl Future) -> io::Result<()> {
         let limit = Arc::new(Semaphore::new(self.max_connections));
         let per_addr = AddrLimit::new(self.max_per_addr, self.max_connections, self.reserve());
+        let refuser = crate::listen::Refuser::new();
         // Cancelled when shutdown starts, for connections still in their handshake, which
         // the drain below cannot see yet.
         let stopping = CancellationToken::new();
@@ -134,13 +135,11 @@ impl Server {
                 Err(refused) => {
                     tracing::debug!(%peer, ?refused, "refused: too many connections");
                     let plain = self.tls.is_none();
-                    // The global permit is held until the refusal is written, so refusals
-                    // are bounded like connections.
+                    let refuser = refuser.clone();
                     tokio::spawn(async move {
                         if plain {
-                            crate::listen::refuse(stream, &refusal()).await;
+                            refuser.refuse(stream, &refusal(), permit).await;
                         }
-                        drop(permit);
                     });
                     return;
                 }

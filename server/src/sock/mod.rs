@@ -7,10 +7,12 @@
 //!
 //! Layout: `read` (the read loop and dispatch of results), `write` (the write loop and
 //! heartbeats), `call` (requests this side sends), `serve` (requests the peer sends),
-//! `half_close` (answering a peer that stopped sending).
+//! `half_close` (answering a peer that stopped sending), `linger` (letting the peer read why
+//! it was cut).
 
 mod call;
 mod half_close;
+mod linger;
 mod live;
 mod read;
 mod relay;
@@ -280,6 +282,14 @@ impl Sock {
                 let _ = tokio::time::timeout(Duration::from_secs(1), writer.flush()).await;
             }
             let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown(&reason)).await;
+            // A peer that sent a wrong version may be sending more; one that timed out is not.
+            let sent_more = matches!(
+                code,
+                Some(ProtocolErrorCode::Unsupported | ProtocolErrorCode::InvalidMessage)
+            );
+            if sent_more && info.transport != TransportKind::WebSocket {
+                crate::linger::discard_input(&mut reader, &mut buf).await;
+            }
             return Err(Error::Closed(reason));
         }
 

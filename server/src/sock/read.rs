@@ -101,6 +101,9 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
         }
     };
     sock.close_with(reason, code);
+    if code.is_some() {
+        sock.linger(&mut reader, &mut buf).await;
+    }
 }
 
 /// Which deadline a read missed.
