@@ -60,7 +60,8 @@ impl Connections {
     }
 
     /// Ends every connection gracefully, waiting up to `deadline` for requests in flight,
-    /// then closes what is left.
+    /// then closes what is left at once: writes still pending then (to a peer that does not
+    /// read) are given up, so the drain takes no longer than `deadline`.
     pub async fn drain(&self, deadline: Duration) {
         let socks = self.socks();
         let ending = socks.iter().map(|sock| {
@@ -70,7 +71,7 @@ impl Connections {
                     .await
                     .is_err()
                 {
-                    sock.close_with(CloseReason::Shutdown, None);
+                    sock.abort(CloseReason::Shutdown);
                     sock.closed().await;
                 }
             }

@@ -44,6 +44,9 @@ pub enum CloseReason {
     PeerDead(String),
     /// The relay's recipient took no message from its queue for this long.
     RelayStalled(Duration),
+    /// The peer shut down its sending side, and the requests it had sent were not all
+    /// answered within this long (the write timeout); it was sent ProtocolError 3.
+    AnswerTimeout(Duration),
 }
 
 impl fmt::Display for CloseReason {
@@ -77,6 +80,9 @@ impl fmt::Display for CloseReason {
             CloseReason::RelayStalled(d) => {
                 write!(f, "relay recipient stalled: no message taken for {d:?}")
             }
+            CloseReason::AnswerTimeout(d) => {
+                write!(f, "peer stopped sending; its requests were not answered within {d:?}")
+            }
         }
     }
 }
@@ -93,6 +99,7 @@ impl CloseReason {
                 | CloseReason::WriteTimeout(_)
                 | CloseReason::PeerDead(_)
                 | CloseReason::RelayStalled(_)
+                | CloseReason::AnswerTimeout(_)
         )
     }
 }

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
 
-use crate::per_addr::{AddrLimit, DEFAULT_PER_ADDR};
+use crate::per_addr::{default_reserve, AddrLimit, Refused, DEFAULT_PER_ADDR};
 
 /// The address a request came in on, in each request's extensions (as axum's
 /// `ConnectInfo<SocketAddr>` holds the peer's).
@@ -44,6 +44,7 @@ pub struct Server {
     tls: Option<TlsAcceptor>,
     max_connections: usize,
     max_per_addr: usize,
+    reserve: Option<usize>,
     header_timeout: Duration,
     max_header_bytes: usize,
     shutdown_timeout: Duration,
@@ -55,6 +56,7 @@ impl std::fmt::Debug for Server {
             .field("tls", &self.tls.is_some())
             .field("max_connections", &self.max_connections)
             .field("max_per_addr", &self.max_per_addr)
+            .field("reserve", &self.reserve())
             .field("header_timeout", &self.header_timeout)
             .field("max_header_bytes", &self.max_header_bytes)
             .field("shutdown_timeout", &self.shutdown_timeout)
@@ -70,6 +72,7 @@ impl Server {
             tls: None,
             max_connections: 10_000,
             max_per_addr: DEFAULT_PER_ADDR,
+            reserve: None,
             header_timeout: Duration::from_secs(10),
             max_header_bytes: 32 * 1024,
             shutdown_timeout: Duration::from_secs(10),
@@ -101,6 +104,22 @@ impl Server {
     pub fn max_connections_per_addr(mut self, n: usize) -> Self {
         self.max_per_addr = n.max(1);
         self
+    }
+
+    /// How many of the [`max_connections`](Self::max_connections) places are kept for
+    /// addresses that hold few connections. Default: a tenth of them, or none when
+    /// [`max_connections_per_addr`](Self::max_connections_per_addr) lets one address take
+    /// every place (behind a proxy). Once `max_connections - reserve` are open, a client from
+    /// an address holding a tenth of the reserve or more (at least 1) is answered 503 with
+    /// `Retry-After` before its request is read (over TLS: closed before the handshake), and
+    /// one from an address holding fewer still gets in. 0 turns it off.
+    pub fn connection_reserve(mut self, n: usize) -> Self {
+        self.reserve = Some(n);
+        self
+    }
+
+    fn reserve(&self) -> usize {
+        self.reserve.unwrap_or_else(|| default_reserve(self.max_connections, self.max_per_addr))
     }
 
     /// How long a client may take to send a request's headers, and the TLS handshake.
@@ -135,24 +154,34 @@ impl Server {
     /// None so far: accept errors are logged and retried with a growing pause.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future) -> io::Result<()> {
         let limit = Arc::new(Semaphore::new(self.max_connections));
-        let per_addr = AddrLimit::new(self.max_per_addr);
+        let per_addr = AddrLimit::new(self.max_per_addr, self.max_connections, self.reserve());
+        let refuser = crate::listen::Refuser::new();
         let stopping = CancellationToken::new();
         // Cancelled at the deadline: connections still open are dropped.
         let dropping = CancellationToken::new();
         let tasks = TaskTracker::new();
         tokio::pin!(shutdown);
         crate::listen::accept_loop(&listener, limit, shutdown, |stream, peer, permit| {
-            let Some(addr_permit) = per_addr.try_acquire(peer.ip()) else {
-                tracing::debug!(%peer, "http refused: too many connections from its address");
-                let plain = self.tls.is_none();
-                // Holds the global permit until written, so refusals are bounded too.
-                tasks.spawn(async move {
-                    if plain {
-                        crate::listen::refuse(stream, TOO_MANY).await;
-                    }
-                    drop(permit);
-                });
-                return;
+            let addr_permit = match per_addr.try_acquire(peer.ip()) {
+                Ok(addr_permit) => addr_permit,
+                Err(refused) => {
+                    tracing::debug!(%peer, ?refused, "http refused: too many connections");
+                    let plain = self.tls.is_none();
+                    let answer = match refused {
+                        Refused::AddressFull => TOO_MANY,
+                        Refused::Crowded => BUSY,
+                    };
+                    let (dropping, refuser) = (dropping.clone(), refuser.clone());
+                    tasks.spawn(async move {
+                        if plain {
+                            tokio::select! {
+                                () = refuser.refuse(stream, answer, permit) => {}
+                                () = dropping.cancelled() => {}
+                            }
+                        }
+                    });
+                    return;
+                }
             };
             let server = self.clone();
             let (stopping, dropping) = (stopping.clone(), dropping.clone());
@@ -234,6 +263,11 @@ impl Server {
 const TOO_MANY: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 5\r\n\
     content-type: text/plain; charset=utf-8\r\ncontent-length: 38\r\n\
     connection: close\r\n\r\ntoo many connections from this address";
+
+/// What a plain HTTP client refused a reserved place is told, before its request is read.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 5\r\n\
+    content-type: text/plain; charset=utf-8\r\ncontent-length: 20\r\n\
+    connection: close\r\n\r\ntoo many connections";
 
 /// Serves `app` on `listener` until `shutdown` completes: [`Server`] with its defaults, and
 /// TLS when `tls` is given.

@@ -64,6 +64,7 @@ pub mod gateway;
 pub mod handlers;
 pub mod http;
 pub mod keepalive;
+mod linger;
 mod listen;
 pub mod memory;
 pub mod metrics;

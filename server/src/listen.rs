@@ -80,15 +80,48 @@ pub(crate) async fn accept_loop<F: Future>(
     }
 }
 
-/// Writes `refusal` to a peer turned away by a per-address limit, then closes. A second at
-/// most: a peer that does not read is not waited for.
-pub(crate) async fn refuse(mut stream: TcpStream, refusal: &[u8]) {
-    use tokio::io::AsyncWriteExt;
-    let write = async {
-        stream.write_all(refusal).await?;
-        stream.shutdown().await
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+/// How many refused peers a listener reads from at once (see `crate::linger`). Refused peers
+/// are not bounded by the per-address limits as connections are, so past this they are
+/// closed without lingering: a flood of refused connections costs no more sockets than this,
+/// nor any of the listener's places.
+const LINGERING_REFUSALS: usize = 256;
+
+/// Turns peers away with a message they can read.
+#[derive(Clone, Debug)]
+pub(crate) struct Refuser {
+    lingering: Arc<Semaphore>,
+}
+
+impl Refuser {
+    pub(crate) fn new() -> Self {
+        Refuser { lingering: Arc::new(Semaphore::new(LINGERING_REFUSALS)) }
+    }
+
+    /// Writes `refusal` to a peer turned away by a per-address limit or the reserve,
+    /// holding `place` (the listener's permit) meanwhile so refusals count against the
+    /// listener's limit as connections do. The write gets a second at most: a peer that
+    /// does not read is not waited for. Then the place is given back and, while fewer than
+    /// [`LINGERING_REFUSALS`] do, the peer is read from for a while so it reads the refusal
+    /// rather than a reset.
+    pub(crate) async fn refuse(
+        &self,
+        stream: TcpStream,
+        refusal: &[u8],
+        place: OwnedSemaphorePermit,
+    ) {
+        use tokio::io::AsyncWriteExt;
+        let (reader, mut writer) = stream.into_split();
+        let write = async {
+            writer.write_all(refusal).await?;
+            writer.shutdown().await
+        };
+        let written = tokio::time::timeout(Duration::from_secs(1), write).await;
+        drop(place);
+        if let (Ok(Ok(())), Ok(_lingering)) = (written, self.lingering.try_acquire()) {
+            let mut reader = crate::transport::TcpReader(reader);
+            crate::linger::discard_input(&mut reader, &mut bytes::BytesMut::new()).await;
+        }
+    }
 }
 
 #[cfg(test)]

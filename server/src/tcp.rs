@@ -19,7 +19,7 @@ use crate::config::Config;
 pub use crate::connections::Connections;
 use crate::error::{CloseReason, Error};
 use crate::handlers::Handlers;
-use crate::per_addr::{AddrLimit, DEFAULT_PER_ADDR};
+use crate::per_addr::{default_reserve, AddrLimit, DEFAULT_PER_ADDR};
 use crate::sock::{ConnInfo, Sock, TransportKind};
 use crate::transport;
 
@@ -31,6 +31,7 @@ pub struct Server {
     tls: Option<TlsAcceptor>,
     max_connections: usize,
     max_per_addr: usize,
+    reserve: Option<usize>,
     shutdown_timeout: Duration,
     connections: Connections,
 }
@@ -41,6 +42,7 @@ impl std::fmt::Debug for Server {
             .field("tls", &self.tls.is_some())
             .field("max_connections", &self.max_connections)
             .field("max_per_addr", &self.max_per_addr)
+            .field("reserve", &self.reserve())
             .field("connections", &self.connections.len())
             .finish_non_exhaustive()
     }
@@ -55,6 +57,7 @@ impl Server {
             tls: None,
             max_connections: 10_000,
             max_per_addr: DEFAULT_PER_ADDR,
+            reserve: None,
             shutdown_timeout: Duration::from_secs(10),
             connections: Connections::default(),
         }
@@ -84,8 +87,25 @@ impl Server {
         self
     }
 
+    /// How many of the [`max_connections`](Self::max_connections) places are kept for
+    /// addresses that hold few connections. Default: a tenth of them, or none when
+    /// [`max_connections_per_addr`](Self::max_connections_per_addr) lets one address take
+    /// every place (behind a proxy). Once `max_connections - reserve` are open, a peer from
+    /// an address holding a tenth of the reserve or more (at least 1) is refused as one past
+    /// its address's limit is, and one from an address holding fewer still gets in: a few
+    /// addresses filling the listener cannot lock out the others. 0 turns it off.
+    pub fn connection_reserve(mut self, n: usize) -> Self {
+        self.reserve = Some(n);
+        self
+    }
+
+    fn reserve(&self) -> usize {
+        self.reserve.unwrap_or_else(|| default_reserve(self.max_connections, self.max_per_addr))
+    }
+
     /// How long shutdown waits for requests in flight before closing connections. Default
-    /// 10 s.
+    /// 10 s. It bounds the whole shutdown: at the deadline, writes still pending to peers
+    /// that do not read are given up rather than waited out (the write timeout).
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
         self
@@ -103,7 +123,8 @@ impl Server {
     /// None so far: accept errors are logged and retried with a growing pause.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future) -> io::Result<()> {
         let limit = Arc::new(Semaphore::new(self.max_connections));
-        let per_addr = AddrLimit::new(self.max_per_addr);
+        let per_addr = AddrLimit::new(self.max_per_addr, self.max_connections, self.reserve());
+        let refuser = crate::listen::Refuser::new();
         // Cancelled when shutdown starts, for connections still in their handshake, which
         // the drain below cannot see yet.
         let stopping = CancellationToken::new();
@@ -112,23 +133,25 @@ impl Server {
             // Nearly out of memory budget: the connections already open finish what they
             // hold before new ones add to it.
             let crowded = self.config.budget().nearly_spent();
-            let addr_permit = per_addr.try_acquire(peer.ip()).filter(|_| !crowded);
-            let Some(addr_permit) = addr_permit else {
-                if crowded {
-                    tracing::warn!(%peer, "refused: the memory budget is nearly spent");
-                } else {
-                    tracing::debug!(%peer, "refused: too many connections from its address");
-                }
-                let plain = self.tls.is_none();
-                // The global permit is held until the refusal is written, so refusals are
-                // bounded like connections.
-                tokio::spawn(async move {
-                    if plain {
-                        crate::listen::refuse(stream, &refusal()).await;
+            let admitted = if crowded { None } else { Some(per_addr.try_acquire(peer.ip())) };
+            let addr_permit = match admitted {
+                Some(Ok(addr_permit)) => addr_permit,
+                refused => {
+                    match refused {
+                        None => tracing::warn!(%peer, "refused: the memory budget is nearly spent"),
+                        Some(refused) => {
+                            tracing::debug!(%peer, ?refused, "refused: too many connections")
+                        }
                     }
-                    drop(permit);
-                });
-                return;
+                    let plain = self.tls.is_none();
+                    let refuser = refuser.clone();
+                    tokio::spawn(async move {
+                        if plain {
+                            refuser.refuse(stream, &refusal(), permit).await;
+                        }
+                    });
+                    return;
+                }
             };
             let server = self.clone();
             let stopping = stopping.clone();
@@ -186,8 +209,8 @@ impl Server {
     }
 }
 
-/// What a peer over its address's limit is told: our version (so a gotalk client reads the
-/// next frame at all), then ProtocolError abnormal.
+/// What a peer over its address's limit, or refused a reserved place, is told: our version
+/// (so a gotalk client reads the next frame at all), then ProtocolError abnormal.
 fn refusal() -> Vec<u8> {
     let mut refusal = Vec::with_capacity(12);
     gotalk_protocol::encode_version(&mut refusal);

@@ -52,6 +52,13 @@ pub trait FrameReader: Send + 'static {
     fn take_pong(&mut self) -> Option<Bytes> {
         None
     }
+
+    /// Completes when the transport reports an error after the peer's end of stream: a
+    /// peer that closed entirely answers what is written to it with a reset, while one that
+    /// only stopped sending takes it. Transports that cannot tell never complete.
+    fn failed(&mut self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
 }
 
 /// The writing half of a transport. Frames are buffered, then flushed as one batch.
@@ -114,6 +121,12 @@ impl FrameReader for TcpReader {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    async fn failed(&mut self) {
+        // Error readiness is reported by the kernel whatever is being waited for; an error
+        // in waiting means the socket is unusable too.
+        let _ = self.0.ready(tokio::io::Interest::ERROR).await;
     }
 }
 

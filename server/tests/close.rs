@@ -284,3 +284,51 @@ async fn shutdown_also_ends_connections_still_in_their_handshake() {
     );
     assert!(connections.is_empty());
 }
+
+/// How long a stalled peer gets to stall the server's writes before the shutdown starts.
+const STALL: Duration = Duration::from_millis(500);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shutdown_timeout_bounds_the_tcp_servers_run_with_a_peer_that_never_reads() {
+    let deadline = Duration::from_millis(300);
+    let server = serve(
+        Server::new(Arc::new(common::handlers()), Config::default()).shutdown_timeout(deadline),
+    )
+    .await;
+    let stalled = common::never_reads::tcp(server.addr);
+    tokio::time::sleep(STALL).await;
+    assert_eq!(server.connections.len(), 1);
+    // The write timeout (30 s) is not waited for: past the deadline the stalled write is
+    // given up.
+    let started = tokio::time::Instant::now();
+    server.stop().await;
+    let took = started.elapsed();
+    assert!(
+        took >= deadline && took < deadline + Duration::from_secs(1),
+        "run returned after {took:?}"
+    );
+    stalled.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shutdown_timeout_bounds_the_gateways_run_with_a_websocket_that_never_reads() {
+    let deadline = Duration::from_millis(300);
+    let server = common::web::WebServer::start_with(
+        common::handlers(),
+        Config::default(),
+        |g| g.shutdown_timeout(deadline),
+        |h| h.shutdown_timeout(deadline),
+    )
+    .await;
+    let stalled = common::never_reads::websocket(server.http);
+    tokio::time::sleep(STALL).await;
+    assert_eq!(server.gateway.connections().len(), 1);
+    let started = tokio::time::Instant::now();
+    server.stop().await;
+    let took = started.elapsed();
+    assert!(
+        took >= deadline && took < deadline + Duration::from_secs(1),
+        "run returned after {took:?}"
+    );
+    stalled.abort();
+}

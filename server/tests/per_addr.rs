@@ -193,3 +193,171 @@ async fn http_clients_past_their_address_limit_get_429_unread_and_others_are_ser
     assert_eq!(served, ());
     server.stop().await;
 }
+
+// ---- Fair admission: the last places of a listener go to addresses holding few ----
+
+const THIRD: [u8; 4] = [127, 0, 0, 3];
+const FOURTH: [u8; 4] = [127, 0, 0, 4];
+
+/// Opens served connections from `source` until one is refused or `n` are open.
+async fn fill_from(addr: std::net::SocketAddr, source: [u8; 4], n: usize) -> Vec<WirePeer> {
+    let mut open = Vec::new();
+    while open.len() < n {
+        match served_from(addr, source).await {
+            Some(peer) => open.push(peer),
+            None => break,
+        }
+    }
+    open
+}
+
+#[tokio::test]
+async fn two_addresses_filling_the_tcp_listener_leave_its_reserve_to_others() {
+    // 20 places, 10 per address: two addresses could hold all of them. The default reserve
+    // is a tenth of the places (2), shared by addresses holding fewer than a tenth of it
+    // (at least 1): here, by addresses holding none.
+    let server = common::serve(
+        gotalk::tcp::Server::new(Arc::new(handlers()), Config::default())
+            .max_connections(20)
+            .max_connections_per_addr(10),
+    )
+    .await;
+    let home = fill_from(server.addr, HOME, 10).await;
+    assert_eq!(home.len(), 10, "below the reserve, an address gets its own limit");
+    // The second gets the places up to the reserve (18 open), then is refused as the per-address
+    // limit refuses: version, ProtocolError 0, close.
+    let other = fill_from(server.addr, OTHER, 10).await;
+    assert_eq!(other.len(), 8, "the reserve is not for an address holding many");
+    let mut refused = WirePeer::connect_raw_from(server.addr, ip(OTHER)).await;
+    refused.expect_end_with(TCP_REFUSAL).await;
+
+    // A bystander holding none gets in and is answered; holding one, its next is refused.
+    let third = served_from(server.addr, THIRD).await.expect("a place from the reserve");
+    assert!(served_from(server.addr, THIRD).await.is_none(), "one reserved place each");
+    let fourth = served_from(server.addr, FOURTH).await.expect("the last place");
+    assert_eq!(server.connections.len(), 20);
+
+    // A place that frees below the reserve is anyone's again.
+    drop(home);
+    let again = eventually("places free", || served_from(server.addr, OTHER)).await;
+    drop((again, other, third, fourth));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_tcp_reserve_is_set_by_its_setter_and_zero_turns_it_off() {
+    let listener = |reserve| {
+        gotalk::tcp::Server::new(Arc::new(handlers()), Config::default())
+            .max_connections(20)
+            .max_connections_per_addr(20)
+            .connection_reserve(reserve)
+    };
+    // 5 kept: one address gets 15, the 16th is refused; another gets one place.
+    let server = common::serve(listener(5)).await;
+    let home = fill_from(server.addr, HOME, 20).await;
+    assert_eq!(home.len(), 15);
+    let other = fill_from(server.addr, OTHER, 20).await;
+    assert_eq!(other.len(), 1);
+    drop((home, other));
+    server.stop().await;
+
+    // None kept: one address may take every place.
+    let server = common::serve(listener(0)).await;
+    let home = fill_from(server.addr, HOME, 20).await;
+    assert_eq!(home.len(), 20);
+    drop(home);
+    server.stop().await;
+}
+
+/// A WebSocket from `source` with the gotalk handshake done, or the refusal's status and
+/// `Retry-After`.
+async fn websocket_from(
+    server: &WebServer,
+    source: [u8; 4],
+) -> Result<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>, (u16, Option<String>, String)>
+{
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{self, Message};
+    let stream = common::connect_from(server.http, ip(source)).await.unwrap();
+    match within("upgrade", tokio_tungstenite::client_async(server.url(""), stream)).await {
+        Ok((mut socket, _)) => {
+            socket.send(Message::binary(&b"01"[..])).await.unwrap();
+            let reply = within("handshake", socket.next()).await.unwrap().unwrap();
+            assert_eq!(reply, Message::binary(&b"01"[..]));
+            Ok(socket)
+        }
+        Err(tungstenite::Error::Http(response)) => {
+            let retry = response.headers().get("retry-after");
+            let retry = retry.map(|v| v.to_str().unwrap().to_owned());
+            let body = response.body().as_deref().unwrap_or_default();
+            Err((response.status().as_u16(), retry, String::from_utf8_lossy(body).into_owned()))
+        }
+        Err(e) => panic!("upgrade failed: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn two_addresses_filling_the_gateway_leave_its_reserve_to_others() {
+    let server = WebServer::start(handlers(), Config::default(), |g| {
+        g.max_connections(20).max_connections_per_addr(10)
+    })
+    .await;
+    let mut open = Vec::new();
+    for _ in 0..10 {
+        open.push(websocket_from(&server, HOME).await.expect("below the reserve"));
+    }
+    for _ in 0..8 {
+        open.push(websocket_from(&server, OTHER).await.expect("up to the reserve"));
+    }
+    let refused = websocket_from(&server, OTHER).await.expect_err("into the reserve");
+    assert_eq!(refused, (503, Some("5".to_owned()), "too many connections".to_owned()));
+
+    let third = websocket_from(&server, THIRD).await.expect("a place from the reserve");
+    assert_eq!(websocket_from(&server, THIRD).await.err().map(|r| r.0), Some(503));
+    let fourth = websocket_from(&server, FOURTH).await.expect("the last place");
+    // Each is registered as its handshake ends, a moment after the client's.
+    let gateway = server.gateway.clone();
+    eventually("20 open", || {
+        let open = gateway.connections().len();
+        async move { (open == 20).then_some(()) }
+    })
+    .await;
+    drop((open, third, fourth));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn two_addresses_filling_the_http_server_leave_its_reserve_to_others() {
+    let server = WebServer::start_with(
+        handlers(),
+        Config::default(),
+        |g| g,
+        |h| h.max_connections(20).max_connections_per_addr(10),
+    )
+    .await;
+    // Idle connections hold their places; each is accepted in turn, so each is counted
+    // before the next.
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        held.push(common::connect_from(server.http, ip(HOME)).await.unwrap());
+    }
+    for _ in 0..8 {
+        held.push(common::connect_from(server.http, ip(OTHER)).await.unwrap());
+    }
+    // Into the reserve from an address holding many: 503, before its request is read.
+    let mut refused = common::connect_from(server.http, ip(OTHER)).await.unwrap();
+    let mut answer = String::new();
+    within("503", refused.read_to_string(&mut answer)).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503 "), "got {answer:?}");
+    assert!(answer.contains("retry-after: 5"), "got {answer:?}");
+
+    // An address holding none is served.
+    let get = b"GET /gotalk/gotalk.js HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n";
+    let mut third = common::connect_from(server.http, ip(THIRD)).await.unwrap();
+    third.write_all(get).await.unwrap();
+    let mut answer = Vec::new();
+    within("200", third.read_to_end(&mut answer)).await.unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200 "), "got {:?}", String::from_utf8_lossy(&answer));
+    drop(held);
+    server.stop().await;
+}

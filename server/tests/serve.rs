@@ -455,3 +455,83 @@ async fn frame_timeout_and_max_connections_per_addr_flags_reach_every_listener()
     assert!(refused.unwrap_err().to_string().contains("429"), "the second websocket");
     drop(browser);
 }
+
+#[tokio::test]
+async fn sigterm_exits_within_the_shutdown_timeout_with_peers_that_never_read() {
+    let mut served = ServeProcess::start(&[
+        "--http",
+        "127.0.0.1:0",
+        "--tcp",
+        "127.0.0.1:0",
+        "--shutdown-timeout",
+        "2",
+    ])
+    .await;
+    let tcp_addr = served.tcp.trim_start_matches("tcp://").parse().unwrap();
+    let http_addr = format!("127.0.0.1:{}", served.http_port()).parse().unwrap();
+    // Both ask for 16 MiB of echoes and never read: the server's writes to them stall, and
+    // the write timeout (30 s) is far past the shutdown timeout.
+    let tcp = common::never_reads::tcp(tcp_addr);
+    let ws = common::never_reads::websocket(http_addr);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let pid = served.child.id().unwrap().to_string();
+    let started = tokio::time::Instant::now();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(40), served.child.wait())
+        .await
+        .expect("serve exits at last")
+        .unwrap();
+    let took = started.elapsed();
+    eprintln!("serve exited {took:?} after SIGTERM");
+    assert_eq!(status.code(), Some(0), "exit status after SIGTERM");
+    assert!(took < Duration::from_secs(5), "serve took {took:?} to exit with --shutdown-timeout 2");
+    tcp.abort();
+    ws.abort();
+}
+
+#[tokio::test]
+async fn the_connection_reserve_flag_reaches_every_listener() {
+    // 4 places, 2 kept for addresses holding none: 127.0.0.1 gets two, 127.0.0.2 one more.
+    let served = serve_with(&[
+        "--max-connections",
+        "4",
+        "--max-connections-per-addr",
+        "4",
+        "--connection-reserve",
+        "2",
+    ])
+    .await;
+    let other: std::net::IpAddr = [127, 0, 0, 2].into();
+    let tcp_addr: std::net::SocketAddr = served.tcp.trim_start_matches("tcp://").parse().unwrap();
+    // A gotalk client over a connection from `source`, if it is answered.
+    let program = |source: std::net::IpAddr| async move {
+        let stream = common::connect_from(tcp_addr, source).await.unwrap();
+        let info = gotalk::ConnInfo::new(gotalk::TransportKind::Tcp, None, None);
+        let (r, w) = gotalk::transport::tcp(stream);
+        let config = Arc::new(Config::default());
+        let sock = gotalk::Sock::start(r, w, Arc::new(Handlers::new()), config, info).await.ok()?;
+        within("echo", sock.buffer_request("echo", "hi")).await.ok().map(|_| sock)
+    };
+    let home: std::net::IpAddr = [127, 0, 0, 1].into();
+    let held = [program(home).await.expect("first"), program(home).await.expect("second")];
+    assert!(program(home).await.is_none(), "into the reserve");
+    let other = program(other).await.expect("an address holding none");
+
+    let ws = || gotalk::ws::connect(&served.ws, Arc::new(Handlers::new()), Config::default());
+    let browsers = [ws().await.expect("first"), ws().await.expect("second")];
+    let refused = ws().await.expect_err("into the reserve");
+    assert!(refused.to_string().contains("503"), "{refused}");
+
+    let http_addr = format!("127.0.0.1:{}", served.http_port());
+    let idle = [
+        TcpStream::connect(&http_addr).await.unwrap(),
+        TcpStream::connect(&http_addr).await.unwrap(),
+    ];
+    let mut busy = TcpStream::connect(&http_addr).await.unwrap();
+    let mut answer = String::new();
+    within("503", busy.read_to_string(&mut answer)).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    drop((held, other, browsers, idle));
+}

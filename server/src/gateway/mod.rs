@@ -51,7 +51,7 @@ use crate::config::Config;
 use crate::connections::Connections;
 use crate::error::CloseReason;
 use crate::handlers::Handlers;
-use crate::per_addr::{AddrLimit, DEFAULT_PER_ADDR};
+use crate::per_addr::{default_reserve, AddrLimit, Refused, DEFAULT_PER_ADDR};
 use crate::sock::{ConnInfo, Sock, TransportKind, UpgradeRequest};
 use crate::ws;
 
@@ -113,6 +113,7 @@ pub struct Gateway {
     max_connections: usize,
     per_addr: AddrLimit,
     max_per_addr: usize,
+    reserve: Option<usize>,
     shutdown_timeout: Duration,
     connections: Connections,
     stopping: CancellationToken,
@@ -127,6 +128,7 @@ impl std::fmt::Debug for Gateway {
             .field("hosts", &self.hosts)
             .field("max_connections", &self.max_connections)
             .field("max_per_addr", &self.max_per_addr)
+            .field("reserve", &self.reserve)
             .field("connections", &self.connections.len())
             .field("assets", &self.assets.len())
             .finish_non_exhaustive()
@@ -154,8 +156,13 @@ impl Gateway {
             assets: Assets::bundle(),
             limit: Arc::new(Semaphore::new(max_connections)),
             max_connections,
-            per_addr: AddrLimit::new(DEFAULT_PER_ADDR),
+            per_addr: AddrLimit::new(
+                DEFAULT_PER_ADDR,
+                max_connections,
+                default_reserve(max_connections, DEFAULT_PER_ADDR),
+            ),
             max_per_addr: DEFAULT_PER_ADDR,
+            reserve: None,
             shutdown_timeout: Duration::from_secs(10),
             connections: Connections::default(),
             stopping: CancellationToken::new(),
@@ -268,7 +275,7 @@ impl Gateway {
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n.clamp(1, Semaphore::MAX_PERMITS);
         self.limit = Arc::new(Semaphore::new(self.max_connections));
-        self
+        self.count_per_addr()
     }
 
     /// How many WebSockets one remote address may have open at once (IPv6: one /64).
@@ -279,11 +286,34 @@ impl Gateway {
     /// global limit and let the proxy limit its clients.
     pub fn max_connections_per_addr(mut self, n: usize) -> Self {
         self.max_per_addr = n.max(1);
-        self.per_addr = AddrLimit::new(self.max_per_addr);
+        self.count_per_addr()
+    }
+
+    /// How many of the [`max_connections`](Self::max_connections) places are kept for
+    /// addresses that hold few WebSockets. Default: a tenth of them, or none when
+    /// [`max_connections_per_addr`](Self::max_connections_per_addr) lets one address take
+    /// every place (behind a proxy). Once `max_connections - reserve` are open, an upgrade
+    /// from an address holding a tenth of the reserve or more (at least 1) gets 503 with
+    /// `Retry-After`, and one from an address holding fewer still gets in. Like the
+    /// per-address limit, it needs the peer's address (axum's `ConnectInfo`). 0 turns it
+    /// off.
+    pub fn connection_reserve(mut self, n: usize) -> Self {
+        self.reserve = Some(n);
+        self.count_per_addr()
+    }
+
+    /// A fresh count per address for the current limits.
+    fn count_per_addr(mut self) -> Self {
+        let reserve = self
+            .reserve
+            .unwrap_or_else(|| default_reserve(self.max_connections, self.max_per_addr));
+        self.per_addr = AddrLimit::new(self.max_per_addr, self.max_connections, reserve);
         self
     }
 
-    /// How long [`shutdown`](Self::shutdown) waits for requests in flight. Default 10 s.
+    /// How long [`shutdown`](Self::shutdown) waits for requests in flight. Default 10 s. It
+    /// bounds the whole shutdown: at the deadline, writes still pending to peers that do not
+    /// read are given up rather than waited out (the write timeout).
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
         self
@@ -302,12 +332,15 @@ impl Gateway {
 
     /// Stops taking new sockets, lets requests in flight finish (up to the shutdown timeout),
     /// then closes every socket with 1001, "going away"; sockets still in their gotalk
-    /// handshake get 1001 at once.
+    /// handshake get 1001 at once. Returns within the shutdown timeout: what a peer that
+    /// does not read has not taken by then is dropped.
     pub async fn shutdown(&self) {
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
         self.stopping.cancel();
         self.handshakes.close();
-        self.handshakes.wait().await;
-        self.connections.drain(self.shutdown_timeout).await;
+        let _ = tokio::time::timeout_at(deadline, self.handshakes.wait()).await;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.connections.drain(left).await;
     }
 
     /// A future that completes when `signal` does, after marking the gateway as stopping so
@@ -417,13 +450,17 @@ impl Gateway {
         }
         let addr_permit = match remote {
             Some(remote) => match self.per_addr.try_acquire(remote.ip()) {
-                Some(place) => Some(place),
-                None => {
+                Ok(place) => Some(place),
+                Err(Refused::AddressFull) => {
                     tracing::debug!(peer = %remote, "websocket refused: too many from its address");
                     return refuse_with(
                         StatusCode::TOO_MANY_REQUESTS,
                         "too many connections from this address",
                     );
+                }
+                Err(Refused::Crowded) => {
+                    tracing::debug!(peer = %remote, "websocket refused a reserved place");
+                    return refuse_busy("too many connections");
                 }
             },
             None => None,

@@ -57,6 +57,8 @@ impl Call {
 #[derive(Default)]
 pub(crate) struct Calls {
     map: IdMap<Call>,
+    /// Set once the peer can no longer answer: new calls fail at once with this.
+    refused: Option<CloseReason>,
 }
 
 impl Calls {
@@ -235,6 +237,9 @@ impl Sock {
         if self.is_closed() {
             return Err(self.closed_error());
         }
+        if let Some(reason) = &calls.refused {
+            return Err(Error::Closed(reason.clone()));
+        }
         loop {
             let id = Id::from_u32(self.shared.next_id.fetch_add(1, Ordering::Relaxed));
             if let std::collections::hash_map::Entry::Vacant(slot) = calls.map.entry(id) {
@@ -253,8 +258,13 @@ impl Sock {
         call
     }
 
+    /// Fails every call in flight, and every call made from now on, with `reason`.
     pub(super) fn fail_calls(&self, reason: &CloseReason) {
-        let calls = std::mem::take(&mut lock(&self.shared.calls).map);
+        let calls = {
+            let mut calls = lock(&self.shared.calls);
+            calls.refused.get_or_insert_with(|| reason.clone());
+            std::mem::take(&mut calls.map)
+        };
         for (_, call) in calls {
             call.fail(Error::Closed(reason.clone()));
         }

@@ -6,9 +6,13 @@
 //! task, started on the first notification.
 //!
 //! Layout: `read` (the read loop and dispatch of results), `write` (the write loop and
-//! heartbeats), `call` (requests this side sends), `serve` (requests the peer sends).
+//! heartbeats), `call` (requests this side sends), `serve` (requests the peer sends),
+//! `half_close` (answering a peer that stopped sending), `linger` (letting the peer read why
+//! it was cut).
 
 mod call;
+mod half_close;
+mod linger;
 mod live;
 mod read;
 mod relay;
@@ -182,6 +186,9 @@ pub(crate) struct Shared {
     cancel: CancellationToken,
     /// Cancelled when the write loop has shut the transport down.
     terminated: CancellationToken,
+    /// Cancelled to stop writing now, flushed or not: a shutdown past its deadline must not
+    /// wait out a peer that does not read.
+    abort: CancellationToken,
     /// Cancelled when the peer says `$done`.
     peer_done: CancellationToken,
     reason: OnceLock<CloseReason>,
@@ -279,6 +286,14 @@ impl Sock {
                 let _ = tokio::time::timeout(Duration::from_secs(1), writer.flush()).await;
             }
             let _ = tokio::time::timeout(Duration::from_secs(1), writer.shutdown(&reason)).await;
+            // A peer that sent a wrong version may be sending more; one that timed out is not.
+            let sent_more = matches!(
+                code,
+                Some(ProtocolErrorCode::Unsupported | ProtocolErrorCode::InvalidMessage)
+            );
+            if sent_more && info.transport != TransportKind::WebSocket {
+                crate::linger::discard_input(&mut reader, &mut buf).await;
+            }
             return Err(Error::Closed(reason));
         }
 
@@ -296,6 +311,7 @@ impl Sock {
             next_id: AtomicU32::new(0),
             cancel: CancellationToken::new(),
             terminated: CancellationToken::new(),
+            abort: CancellationToken::new(),
             peer_done: CancellationToken::new(),
             reason: OnceLock::new(),
             ending: AtomicBool::new(false),
@@ -466,6 +482,14 @@ impl Sock {
         if let Some(on_close) = &self.shared.handlers.on_close {
             crate::handlers::call_hook("on_close", || on_close(self, &reason));
         }
+    }
+
+    /// Closes with `reason` (unless closed already) and stops writing at once: a write that
+    /// cannot finish now is given up and the transport dropped, so [`closed`](Self::closed)
+    /// completes without waiting for the write timeout.
+    pub(crate) fn abort(&self, reason: CloseReason) {
+        self.close_with(reason, None);
+        self.shared.abort.cancel();
     }
 
     /// Queues a frame for the write loop, waiting while the send queue is full.

@@ -122,7 +122,7 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
             Ok(Ok(ReadEvent::Eof)) if decoder.is_mid_message(&buf) => {
                 break (CloseReason::PeerClosedMidMessage, None)
             }
-            Ok(Ok(ReadEvent::Eof)) => break (CloseReason::PeerClosed, None),
+            Ok(Ok(ReadEvent::Eof)) => break sock.answer_after_fin(&mut reader).await,
             Ok(Err(e)) => break (CloseReason::Io(e.to_string()), None),
             Err(Expired::Read) => {
                 let timeout = config.read_timeout.unwrap_or_default();
@@ -135,6 +135,9 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
         }
     };
     sock.close_with(reason, code);
+    if code.is_some() {
+        sock.linger(&mut reader, &mut buf).await;
+    }
 }
 
 /// True for the results of this side's own calls.

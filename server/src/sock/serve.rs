@@ -217,6 +217,17 @@ impl Sock {
         }
     }
 
+    /// Ends the input of every request stream still open with `error`: the peer can no
+    /// longer send their parts, and their handlers must not wait for them.
+    pub(super) fn fail_open_inputs(&self, error: Error) {
+        let mut inbound = lock(&self.shared.inbound);
+        for entry in inbound.ids.values_mut() {
+            if let Some(input) = entry.input.take() {
+                let _ = input.push_final(Err(error.clone()));
+            }
+        }
+    }
+
     async fn reply_error(&self, id: Id, message: String) -> Result<(), CloseReason> {
         let _ = self.send(Frame::ErrorResult { id, payload: self.fit_text(message) }).await;
         Ok(())

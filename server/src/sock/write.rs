@@ -1,6 +1,7 @@
 //! The write loop: frames from every sender, batched into one flush, plus what liveness
 //! asks for (heartbeats, probes).
 
+use std::future::Future;
 use std::time::Duration;
 
 use gotalk_protocol::Frame;
@@ -72,21 +73,24 @@ pub(super) async fn write_loop<W: FrameWriter>(mut writer: W, sock: Sock) {
                 writer.buffer_frame(&Frame::protocol_error(code));
             }
             let limit = config.write_timeout.min(CLOSE_FLUSH);
-            let _ = tokio::time::timeout(limit, writer.flush()).await;
-            let reason = sock.close_reason().unwrap_or(CloseReason::Local);
-            let _ = tokio::time::timeout(limit, writer.shutdown(&reason)).await;
+            if unless_aborted(&sock, limit, writer.flush()).await.is_some() {
+                let reason = sock.close_reason().unwrap_or(CloseReason::Local);
+                let _ = unless_aborted(&sock, limit, writer.shutdown(&reason)).await;
+            }
             break;
         }
-        match tokio::time::timeout(config.write_timeout, writer.flush()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
+        match unless_aborted(&sock, config.write_timeout, writer.flush()).await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
                 sock.close_with(CloseReason::Io(e.to_string()), None);
                 break;
             }
-            Err(_) => {
+            // Given up at a deadline (a shutdown's): the transport is dropped as it is.
+            None if sock.shared.abort.is_cancelled() => break,
+            None => {
                 let reason = CloseReason::WriteTimeout(config.write_timeout);
                 sock.close_with(reason.clone(), None);
-                let _ = tokio::time::timeout(CLOSE_FLUSH, writer.shutdown(&reason)).await;
+                let _ = unless_aborted(&sock, CLOSE_FLUSH, writer.shutdown(&reason)).await;
                 break;
             }
         }
@@ -99,6 +103,21 @@ pub(super) async fn write_loop<W: FrameWriter>(mut writer: W, sock: Sock) {
     sock.shared.terminated.cancel();
     let attachments = std::mem::take(&mut *super::lock(&sock.shared.attachments));
     drop(attachments);
+}
+
+/// Runs a write within `limit`, unless the connection is aborted first: `None` then, or at
+/// the limit. A write that can finish at once (a close frame into an empty socket buffer)
+/// still does after an abort.
+async fn unless_aborted<T>(
+    sock: &Sock,
+    limit: Duration,
+    write: impl Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        done = tokio::time::timeout(limit, write) => done.ok(),
+        _ = sock.shared.abort.cancelled() => None,
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

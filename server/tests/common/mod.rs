@@ -5,6 +5,7 @@
 // Every test binary compiles this module and each uses a different subset of it.
 #![allow(dead_code)]
 
+pub(crate) mod never_reads;
 pub(crate) mod process;
 pub(crate) mod proxy;
 pub(crate) mod raw_ws;
@@ -250,6 +251,12 @@ impl WirePeer {
     /// Writes raw bytes to a server that may already have closed the connection.
     pub(crate) async fn try_write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.write_all(bytes).await
+    }
+
+    /// Shuts down the sending side (a TCP FIN), as `nc -N` does after its input: the peer
+    /// reads the end while this side can still read.
+    pub(crate) async fn shutdown_write(&mut self) {
+        self.stream.shutdown().await.expect("shut down the sending side");
     }
 
     /// Encodes and writes one frame.

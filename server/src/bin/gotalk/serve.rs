@@ -68,6 +68,11 @@ pub(crate) struct Args {
     /// proxy's address.
     #[arg(long, default_value_t = 1_000, value_name = "N")]
     max_connections_per_addr: usize,
+    /// Of --max-connections, how many places are kept for addresses holding few connections:
+    /// near full, an address holding a tenth of this or more is refused first. Default: a
+    /// tenth of --max-connections, or 0 when --max-connections-per-addr is as large.
+    #[arg(long, value_name = "N")]
+    connection_reserve: Option<usize>,
     /// Seconds to let requests in flight finish at shutdown.
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
     shutdown_timeout: f64,
@@ -494,10 +499,18 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     for host in &args.allow_hosts {
         gateway = gateway.allow_host(host);
     }
+    // Before the router takes its copy of the gateway.
+    if let Some(reserve) = args.connection_reserve {
+        gateway = gateway.connection_reserve(reserve);
+    }
     let mut http = gotalk::http::Server::new(app(&gateway, tcp.connections(), budget))
         .max_connections(args.max_connections)
         .max_connections_per_addr(args.max_connections_per_addr)
         .shutdown_timeout(shutdown_timeout);
+    if let Some(reserve) = args.connection_reserve {
+        tcp = tcp.connection_reserve(reserve);
+        http = http.connection_reserve(reserve);
+    }
     if let Some(tls) = &tls {
         tcp = tcp.tls(tls.clone());
         http = http.tls(tls.clone());
