@@ -56,6 +56,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 stage doc
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
+# The real-peer tests in `cargo test` run gotalk.js in Node with e2e/'s `ws` package, and
+# build the original Go gotalk with `go` (Debian's golang-go; .ci/run installs it).
+stage "node modules (e2e/)"
+(cd e2e && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
+
 stage test
 cargo test --workspace --locked
 
@@ -102,7 +107,6 @@ stage "e2e (Playwright)"
 cargo build -p gotalk --locked
 (
     cd e2e
-    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
     # The TypeScript declarations served with the bundle, against the API as pages use it.
     npx tsc -p types
     npx playwright test

@@ -19,6 +19,8 @@
 //! - [`relay`]: the relay's reserved names and its JSON envelope, validated.
 //! - [`sources`]: many streams answering one request, as tagged parts of one stream.
 //! - [`liveness`]: probes and their answers, as a state machine fed timestamps.
+//! - [`reserved`]: which peers may be sent the reserved `$` messages, and the hello by which
+//!   our peers recognise each other.
 //! - [`backoff`], [`keepalive`]: when a client reconnects (exponential backoff with jitter),
 //!   shared by the browser client and the Rust keepalive client so both spread a crowd alike.
 //!
@@ -52,6 +54,7 @@ pub mod keepalive;
 pub mod liveness;
 #[cfg(feature = "relay")]
 pub mod relay;
+pub mod reserved;
 pub mod retry;
 pub mod sources;
 

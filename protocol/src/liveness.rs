@@ -402,6 +402,16 @@ impl Liveness {
         }
     }
 
+    /// The probe `cookie` was not sent: the peer has no way to answer one that its
+    /// application would not see (over TCP, a peer that does not know the reserved request).
+    /// It is forgotten as if never issued; the rule still bounds the peer's silence, so such a
+    /// peer stays alive only by its own traffic and heartbeats.
+    pub fn withhold(&mut self, cookie: Cookie) {
+        let Some((_, n)) = Cookie::parts(&cookie.0) else { return };
+        self.unacked.retain(|p| p.n != n);
+        self.events.retain(|e| *e != Event::ProbeSent(cookie));
+    }
+
     /// The peer said it is done (the reserved notification).
     pub fn peer_done(&mut self) {
         if !self.peer_done {
@@ -758,6 +768,29 @@ mod tests {
         assert_eq!(l.unacked(), 0);
         assert_eq!(l.rtt(), None);
         assert_eq!(l.take_events(), [Event::Acked { rtt: ms(40), verified: false }]);
+    }
+
+    #[test]
+    fn withheld_probes_are_forgotten_and_the_rule_still_bounds_the_silence() {
+        let mut l = probing(15, 2, true);
+        let (mut withheld, mut deaths) = (vec![], vec![]);
+        for t in 1..=600 {
+            while let Some(action) = l.poll(s(t)) {
+                match action {
+                    Action::Probe(cookie) => {
+                        withheld.push(s(t));
+                        l.withhold(cookie);
+                        assert_eq!(l.unacked(), 0);
+                        assert_eq!(l.take_events(), [], "no ProbeSent for a probe not sent");
+                    }
+                    Action::Dead(death) => deaths.push((s(t), death)),
+                    Action::Heartbeat(_) => {}
+                }
+            }
+        }
+        assert_eq!(withheld, [s(15), s(30)]);
+        // The same moment as a silent peer whose probes went out (the test above).
+        assert_eq!(deaths, [(s(45), Death::Unanswered { unacked: 0, silent: s(45) })]);
     }
 
     #[test]

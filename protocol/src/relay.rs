@@ -1,7 +1,8 @@
 //! The relay's wire format: peers address each other by id and topic through a server.
 //!
 //! A server that relays gives every connection a random [`PeerId`] and tells it first, with
-//! the reserved notification [`ID`]. A peer sends a message to another with the reserved
+//! the reserved notification [`ID`], to a peer known to understand it (see
+//! [`crate::reserved`]). A peer sends a message to another with the reserved
 //! request [`SEND`] (acknowledged: the result means the message was queued for the recipient)
 //! or the reserved notification of the same name (fire and forget: a failure comes back as the
 //! notification [`UNDELIVERED`]). The recipient gets the notification [`SEND`] carrying the
@@ -33,7 +34,8 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
-/// The notification that tells a peer its id; the server sends it before anything else.
+/// The notification that tells a peer its id; the server sends it to a peer of ours as soon
+/// as it knows the peer is one (see [`crate::reserved`]).
 pub const ID: &str = "$id";
 /// The request that asks the server for the caller's id. It is not `$`-prefixed because the
 /// relay's specification names it; a server with the relay on answers it before any handler.

@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run -p gotalk --example interop -- --tcp 127.0.0.1:0 [--http 127.0.0.1:0]
 //!     [--request-limit N] [--stream-limit N] [--min-wait MS] [--max-wait MS]
-//!     [--read-timeout S] [--heartbeat S]
+//!     [--read-timeout S] [--heartbeat S] [--probe-interval S]
 //! ```
 //!
 //! It prints `tcp <addr>` on stdout once listening, then `http <addr>` when `--http` is given,
@@ -12,8 +12,9 @@
 //! connect it notifies `hello` with `{"msg":"welcome","transport":"tcp"}` (or
 //! `"websocket"`). Operations:
 //! `echo`, `echo-json`, `greet`, `fail`, `panic`, `empty`, `sleep`, `notify-me`,
-//! `reverse-echo`, `close-me`, and the streams `stream-echo` and `stream-fail`; the
-//! notification `echo-note` is answered with `echo-note-reply`.
+//! `reverse-echo`, `close-me`, `end-me` (ends the connection gracefully, as a server shutting
+//! down does), and the streams `stream-echo` and `stream-fail`; the notification `echo-note`
+//! is answered with `echo-note-reply`.
 
 #![forbid(unsafe_code)]
 
@@ -54,6 +55,9 @@ struct Args {
     /// Seconds between heartbeats; 0 sends none.
     #[arg(long)]
     heartbeat: Option<f64>,
+    /// Seconds of silence before a liveness probe (two may go unanswered).
+    #[arg(long)]
+    probe_interval: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -84,6 +88,10 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(s) = args.heartbeat {
         config.heartbeat_interval(Some(Duration::try_from_secs_f64(s)?));
+    }
+    if let Some(s) = args.probe_interval {
+        let interval = Some(Duration::try_from_secs_f64(s)?);
+        config.liveness(gotalk::LivenessConfig { interval, ..config.liveness_config() })?;
     }
     Ok(config)
 }
@@ -127,6 +135,14 @@ fn handlers() -> Handlers {
                 Some(code) => sock.close_with_error(ProtocolErrorCode::from_u32(code)),
                 None => sock.close(),
             }
+        });
+        Ok::<_, String>(Bytes::new())
+    })
+    .handle_buffer("end-me", |sock, _payload| async move {
+        // After the answer is written: ending waits for the requests in flight, this one too.
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            sock.end().await;
         });
         Ok::<_, String>(Bytes::new())
     })

@@ -49,6 +49,9 @@ pub struct Config {
     pub(crate) probes_suppressed_by_activity: bool,
     pub(crate) memory_budget: MemoryBudget,
     pub(crate) connection_budget: Option<usize>,
+    /// False on connections a server accepted: they say the hello only in reply to the
+    /// peer's, so that another implementation's client never gets one.
+    pub(crate) hello_first: bool,
 }
 
 impl Default for Config {
@@ -79,6 +82,7 @@ impl Default for Config {
             probes_suppressed_by_activity: probes.activity_suppresses_probes,
             memory_budget: MemoryBudget::default(),
             connection_budget: None,
+            hello_first: true,
         }
     }
 }
@@ -269,10 +273,12 @@ impl Config {
     /// [`LivenessConfig::gateway_default`]: a probe after 15 s of silence, two unanswered
     /// allowed, so a dead peer is found within 45 s of its last byte.
     ///
-    /// Probes go out as WebSocket Pings carrying a cookie, which browsers answer themselves,
-    /// or as the reserved request `$ping` over other transports, which our peers answer
-    /// automatically (a peer without it answers with an ErrorResult, which still shows it is
-    /// alive). A dead peer is sent ProtocolError 3, the connection closes with
+    /// Probes go out as WebSocket Pings carrying a cookie, which browsers and WebSocket
+    /// libraries answer themselves, or as the reserved request `$ping` over other transports,
+    /// which our peers answer automatically. A peer not known to understand it (see
+    /// [`Sock::peer_understands_reserved`](crate::Sock::peer_understands_reserved)) is not
+    /// probed over those: its own traffic and heartbeats must arrive within the bound. A dead
+    /// peer is sent ProtocolError 3, the connection closes with
     /// [`CloseReason::PeerDead`](crate::CloseReason::PeerDead), and its pending requests
     /// fail with that reason.
     ///

@@ -333,7 +333,9 @@ impl Handlers {
     }
 
     /// Turns the relay on for every connection these handlers serve, on every transport:
-    /// each gets a random id (the notification `$id`), and the reserved request `whoami` and
+    /// each gets a random id (told with the notification `$id` to clients of ours, see
+    /// [`Sock::peer_understands_reserved`](crate::Sock::peer_understands_reserved)), and the
+    /// reserved request `whoami` and
     /// request or notification `$relay` are answered by the relay before any handler of
     /// the same name. See [`crate::relay`].
     pub fn relay(&mut self, relay: crate::relay::Relay) -> &mut Self {

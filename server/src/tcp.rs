@@ -50,7 +50,8 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     /// A server for `handlers`, with `config` for every connection.
-    pub fn new(handlers: Arc<Handlers>, config: Config) -> Self {
+    pub fn new(handlers: Arc<Handlers>, mut config: Config) -> Self {
+        config.hello_first = false;
         Server {
             handlers,
             config: Arc::new(config),

@@ -468,6 +468,17 @@ fn close_text(reason: &CloseReason) -> String {
 pub struct Connector {
     tls: Option<Arc<rustls::ClientConfig>>,
     headers: http::HeaderMap,
+    origin: Origin,
+}
+
+/// The `Origin` a [`Connector`] sends.
+#[derive(Clone, Debug, Default)]
+enum Origin {
+    /// The URL's own origin: `http://host:port` for `ws://host:port/…`.
+    #[default]
+    OfUrl,
+    Given(http::HeaderValue),
+    None,
 }
 
 impl std::fmt::Debug for Connector {
@@ -475,6 +486,7 @@ impl std::fmt::Debug for Connector {
         f.debug_struct("Connector")
             .field("tls", &self.tls.is_some())
             .field("headers", &self.headers)
+            .field("origin", &self.origin)
             .finish()
     }
 }
@@ -491,7 +503,8 @@ impl Connector {
         self
     }
 
-    /// A header to send with the upgrade request: an `Origin`, a cookie, a bearer token.
+    /// A header to send with the upgrade request: a cookie, a bearer token. An `Origin`
+    /// given here replaces the default one (see [`origin`](Self::origin)).
     ///
     /// # Panics
     /// If `name` or `value` is not a valid header name or value.
@@ -499,6 +512,25 @@ impl Connector {
         let name = http::HeaderName::from_bytes(name.as_bytes()).expect("valid header name");
         let value = http::HeaderValue::from_str(value).expect("valid header value");
         self.headers.append(name, value);
+        self
+    }
+
+    /// The `Origin` to send, such as `https://app.example`. Default: the URL's own origin,
+    /// `http://host:port` for `ws://host:port/…` and `https://…` for `wss://`, which a
+    /// gotalk-rs gateway takes for its own and Go's gotalk requires (it refuses an upgrade
+    /// without one with 403).
+    ///
+    /// # Panics
+    /// If `origin` is not a valid header value.
+    pub fn origin(mut self, origin: &str) -> Self {
+        self.origin = Origin::Given(http::HeaderValue::from_str(origin).expect("valid origin"));
+        self
+    }
+
+    /// Sends no `Origin`, as programs did before browsers: a gotalk-rs gateway allows it,
+    /// Go's gotalk refuses it.
+    pub fn no_origin(mut self) -> Self {
+        self.origin = Origin::None;
         self
     }
 
@@ -529,6 +561,15 @@ impl Connector {
             uri.clone().into_client_request().map_err(|e| Error::Connect(e.to_string()))?;
         for (name, value) in &self.headers {
             request.headers_mut().append(name, value.clone());
+        }
+        let origin = match &self.origin {
+            _ if self.headers.contains_key(http::header::ORIGIN) => None,
+            Origin::OfUrl => url_origin(&uri, secure),
+            Origin::Given(value) => Some(value.clone()),
+            Origin::None => None,
+        };
+        if let Some(origin) = origin {
+            request.headers_mut().insert(http::header::ORIGIN, origin);
         }
 
         let stream = TcpStream::connect((host.as_str(), port))
@@ -565,6 +606,15 @@ impl Connector {
             Socket::Tls(socket) => start(socket, handlers, config, info).await,
         }
     }
+}
+
+/// The origin of a `ws://` or `wss://` URL, as a page served from the same host and port
+/// over http or https would send it.
+fn url_origin(uri: &http::Uri, secure: bool) -> Option<http::HeaderValue> {
+    let authority = uri.authority()?.as_str();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, rest)| rest);
+    let scheme = if secure { "https" } else { "http" };
+    http::HeaderValue::from_str(&format!("{scheme}://{host_port}")).ok()
 }
 
 /// A client socket, plain or over TLS. One lives for a moment while connecting, so the
@@ -641,6 +691,18 @@ mod tests {
         assert!(long.to_string().starts_with(&text));
         assert_eq!(close_code(&CloseReason::Shutdown), CLOSE_GOING_AWAY);
         assert_eq!(close_code(&CloseReason::Ended), CLOSE_NORMAL);
+    }
+
+    #[test]
+    fn the_default_origin_is_the_urls_own() {
+        let origin = |url: &str, secure| {
+            let uri: http::Uri = url.parse().unwrap();
+            url_origin(&uri, secure).map(|v| v.to_str().unwrap().to_owned())
+        };
+        assert_eq!(origin("ws://127.0.0.1:1234/gotalk/", false).unwrap(), "http://127.0.0.1:1234");
+        assert_eq!(origin("wss://example.com/gotalk/?a=1", true).unwrap(), "https://example.com");
+        assert_eq!(origin("ws://[::1]:8080/", false).unwrap(), "http://[::1]:8080");
+        assert_eq!(origin("ws://user:pw@h:1/", false).unwrap(), "http://h:1");
     }
 
     #[tokio::test(start_paused = true)]

@@ -346,7 +346,10 @@ async fn a_client_that_cannot_take_retry_results_has_requests_held_not_dropped()
 async fn graceful_shutdown_finishes_requests_in_flight_then_closes_with_going_away() {
     let server = WebServer::start(handlers(), Config::default(), |g| g).await;
     let client = server.connect(Handlers::new()).await;
-    let mut watcher = WsPeer::connect(&server.url("")).await;
+    // A watcher that declares itself one of ours, as the browser client does, and one that
+    // does not, as gotalk.js.
+    let mut watcher = WsPeer::connect(&server.url("gotalk-retry=1")).await;
+    let mut original = WsPeer::connect(&server.url("")).await;
     let in_flight = tokio::spawn({
         let client = client.clone();
         async move { client.request::<_, u64>("sleep", &300u64).await }
@@ -355,7 +358,8 @@ async fn graceful_shutdown_finishes_requests_in_flight_then_closes_with_going_aw
     server.begin_stop();
 
     assert_eq!(within("request in flight", in_flight).await.unwrap().unwrap(), 300);
-    // The drain is announced first: the reserved notification `$done`, then the close.
+    // The drain is announced first to a client of ours: the reserved notification `$done`,
+    // then the close.
     match within("$done", watcher.message()).await {
         Message::Binary(header) => {
             assert_eq!(&header[..], b"n005$done00000000");
@@ -363,6 +367,9 @@ async fn graceful_shutdown_finishes_requests_in_flight_then_closes_with_going_aw
         other => panic!("expected $done, got {other:?}"),
     }
     let close = within("close frame", watcher.expect_close()).await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1001);
+    // gotalk.js would hand `$done` to its catch-all handler: it only sees the close.
+    let close = within("close frame", original.expect_close()).await.expect("a close frame");
     assert_eq!(u16::from(close.code), 1001);
     assert_eq!(client.closed().await, gotalk::CloseReason::PeerClosed);
     let http = server.http;

@@ -81,7 +81,8 @@ async fn a_request_after_done_is_a_protocol_error() {
     let mut peer = WirePeer::connect(server.addr).await;
     peer.write(b"n005$done00000000").await;
     peer.write(b"r0001004echo00000002hi").await;
-    peer.expect_end_with(b"f00000002").await;
+    // `$done` shows the peer is one of ours: the server says its hello back.
+    peer.expect_end_with(b"R$hi!00000000f00000002").await;
 }
 
 #[tokio::test]
@@ -93,6 +94,9 @@ async fn ping_is_answered_past_the_request_limit() {
     // The only slot is taken by a request that never ends; the probe is still echoed.
     peer.write(b"r0001005never00000000").await;
     peer.write(b"r0002005$ping00000008cookie42").await;
+    // A `$ping` shows the peer is one of ours: the server says its hello back first.
+    let hello = within("hello", peer.frame()).await;
+    assert_eq!(hello, gotalk::protocol::reserved::hello());
     let echo = within("echo", peer.frame()).await;
     assert_eq!(echo, Frame::SingleResult { id: Id(*b"0002"), payload: "cookie42".into() });
 }

@@ -287,10 +287,10 @@ async fn relay_deliveries_queued_for_a_recipient_are_charged_to_it() {
     let server = start(handlers, server_config).await;
 
     // The recipient never reads; the sender pipelines 10 KB messages to it.
-    let mut recipient = WirePeer::connect(server.addr).await;
+    let mut recipient = WirePeer::connect_ours(server.addr).await;
     let Frame::Notification { payload, .. } = recipient.frame().await else { panic!("no id") };
     let to: gotalk::protocol::relay::PeerId = serde_json::from_slice(&payload).unwrap();
-    let mut sender = WirePeer::connect(server.addr).await;
+    let mut sender = WirePeer::connect_ours(server.addr).await;
     let _sender_id = sender.frame().await;
     let body = serde_json::to_string(&"x".repeat(10_000)).unwrap();
     let envelope = gotalk::protocol::relay::encode_send(to, "t", &body).unwrap();

@@ -189,10 +189,10 @@ async fn a_hundred_peers_on_every_transport_lose_and_duplicate_nothing() {
 }
 
 #[tokio::test]
-async fn the_id_comes_first_and_whoami_answers_it() {
+async fn the_id_comes_first_to_our_clients_and_whoami_answers_it() {
     let relay = Relay::new();
     let server = common::start(relay_handlers(relay.clone()), Config::default()).await;
-    let mut wire = WirePeer::connect(server.addr).await;
+    let mut wire = WirePeer::connect_ours(server.addr).await;
     let Frame::Notification { name, payload } = wire.frame().await else {
         panic!("the first message is not a notification");
     };
@@ -205,6 +205,15 @@ async fn the_id_comes_first_and_whoami_answers_it() {
     let peer = tcp_peer(server.addr).await;
     assert_eq!(within("whoami", peer.sock.whoami()).await.unwrap(), peer.id);
     assert_eq!(relay.peers(), 2);
+
+    // A client that did not say the hello (Go's) is not told `$id`, which its catch-all
+    // handler would get; it has an id all the same, and whoami answers it.
+    let mut go = WirePeer::connect(server.addr).await;
+    go.send(&request(b"0001", "whoami", b"")).await;
+    let Frame::SingleResult { payload, .. } = go.frame().await else { panic!("not a result") };
+    let id: PeerId = serde_json::from_slice(&payload).unwrap();
+    assert_ne!(id, peer.id);
+    assert_eq!(relay.peers(), 3);
     server.stop().await;
 }
 
@@ -290,7 +299,7 @@ async fn malformed_relay_messages_hurt_nobody_else() {
     let mut bob_chat = bob.inbox.topic("chat");
 
     // A wire peer sends short and malformed envelopes, as request and as notification.
-    let mut wire = WirePeer::connect(server.addr).await;
+    let mut wire = WirePeer::connect_ours(server.addr).await;
     let Frame::Notification { payload, .. } = wire.frame().await else { panic!("no id") };
     let wire_id: PeerId = serde_json::from_slice(&payload).unwrap();
     let bob_id = bob.id.to_string();
@@ -455,6 +464,10 @@ async fn a_refusal_looks_like_an_unknown_peer() {
     server.stop().await;
 }
 
+/// Where the id's JSON starts in what a client of ours first reads: `01`, the hello, then
+/// `n003$id` and an 8-digit size.
+const ID_AT: usize = 2 + common::HELLO.len() + 1 + 3 + 3 + 8;
+
 /// A peer that completes the handshake, reads its id, then never reads again, with a small
 /// receive buffer so the server's writes back up quickly.
 async fn stalled_peer(addr: SocketAddr) -> (tokio::net::TcpStream, PeerId) {
@@ -463,10 +476,11 @@ async fn stalled_peer(addr: SocketAddr) -> (tokio::net::TcpStream, PeerId) {
     socket.set_recv_buffer_size(4096).unwrap();
     let mut stream = socket.connect(addr).await.unwrap();
     stream.write_all(b"01").await.unwrap();
-    // `01`, then `n003$id` + 8-digit size + `"<36>"`.
-    let mut head = vec![0u8; 2 + 1 + 3 + 3 + 8 + 38];
+    stream.write_all(common::HELLO).await.unwrap();
+    // `01`, the hello, then `n003$id` + 8-digit size + `"<36>"`.
+    let mut head = vec![0u8; ID_AT + 38];
     within("the id", stream.read_exact(&mut head)).await.unwrap();
-    let id: PeerId = serde_json::from_slice(&head[17..]).unwrap();
+    let id: PeerId = serde_json::from_slice(&head[ID_AT..]).unwrap();
     (stream, id)
 }
 
@@ -574,14 +588,15 @@ async fn a_recipient_is_disconnected_exactly_at_the_stall_timeout() {
     // The recipient: a pipe of 64 bytes whose far end reads its id and then nothing more.
     let (ours, mut theirs) = tokio::io::duplex(64);
     theirs.write_all(b"01").await.unwrap();
+    theirs.write_all(common::HELLO).await.unwrap();
     let (r, w) = gotalk::transport::io(ours);
     let info = gotalk::sock::ConnInfo::new(gotalk::sock::TransportKind::Memory, None, None);
     let recipient = Sock::start(r, w, handlers.clone(), Arc::new(config.clone()), info).await;
     let recipient = recipient.unwrap();
-    // `01`, then `n003$id` + 8-digit size + `"<36>"`.
-    let mut head = vec![0u8; 2 + 1 + 3 + 3 + 8 + 38];
+    // `01`, the hello, then `n003$id` + 8-digit size + `"<36>"`.
+    let mut head = vec![0u8; ID_AT + 38];
     theirs.read_exact(&mut head).await.unwrap();
-    let stalled: PeerId = serde_json::from_slice(&head[17..]).unwrap();
+    let stalled: PeerId = serde_json::from_slice(&head[ID_AT..]).unwrap();
 
     // The sender, connected in memory too.
     let (inbox, inbox_handlers) = inbox_handlers();

@@ -138,7 +138,8 @@ impl std::fmt::Debug for Gateway {
 impl Gateway {
     /// A gateway for `handlers`, with `config` for every connection. Pass the same `handlers`
     /// to the TCP [`Server`](crate::tcp::Server) to serve both transports from one registry.
-    pub fn new(handlers: Arc<Handlers>, config: Config) -> Self {
+    pub fn new(handlers: Arc<Handlers>, mut config: Config) -> Self {
+        config.hello_first = false;
         let mut retry = config.clone();
         retry.peer_understands_retry(true);
         let mut hold = config;

@@ -3,8 +3,8 @@
 //!
 //! Turn it on with [`Handlers::relay`](crate::Handlers::relay); since one registry serves
 //! every transport, TCP, TLS and WebSocket peers all reach each other. Each connection gets a
-//! random [`PeerId`] when it opens, is told it first (the notification `$id`) and can ask for
-//! it again (the request `whoami`). A reconnect gets a new id. The wire format is in
+//! random [`PeerId`] when it opens; a client of ours is told it first (the notification
+//! `$id`), and any client can ask for it (the request `whoami`). A reconnect gets a new id. The wire format is in
 //! [`gotalk_protocol::relay`].
 //!
 //! Messages are validated before they are forwarded, carry the sender's id as the server

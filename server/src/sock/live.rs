@@ -1,6 +1,8 @@
 //! Liveness for one connection: drives `gotalk_protocol::liveness` (probes, heartbeats,
-//! dead-peer detection) from the read and write loops, and answers the reserved messages.
+//! dead-peer detection) from the read and write loops, answers the reserved messages, and
+//! learns whether the peer understands them (`gotalk_protocol::reserved`).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +19,17 @@ use crate::metrics::LivenessCounters;
 use crate::transport::FrameWriter;
 
 pub(crate) use gotalk_protocol::liveness::{DONE, PING_OP};
+
+/// True for a message only a peer of ours sends: the hello, or a reserved request or
+/// notification.
+pub(super) fn from_our_peer(frame: &Frame) -> bool {
+    use gotalk_protocol::relay::SEND;
+    match frame {
+        Frame::SingleRequest { op, .. } => matches!(op.as_str(), PING_OP | SEND),
+        Frame::Notification { name, .. } => matches!(name.as_str(), DONE | SEND),
+        other => gotalk_protocol::reserved::is_hello(other),
+    }
+}
 
 /// The liveness state of a connection and its clock.
 pub(super) struct Live {
@@ -56,19 +69,44 @@ impl Sock {
     }
 
     /// A probe's answer arrived (a WebSocket pong, or the result of `$ping`). A cookie this
-    /// connection never sent closes it with ProtocolError 2.
-    pub(super) fn on_pong(&self, echo: &[u8]) {
+    /// connection never sent closes it with ProtocolError 2. True when it answered a probe
+    /// still waiting, with its cookie.
+    pub(super) fn on_pong(&self, echo: &[u8]) -> bool {
         let (result, events) = {
             let mut live = lock(&self.shared.live);
             let now = live.now();
             (live.machine.pong(now, echo), live.machine.take_events())
         };
+        let answered = events.iter().any(|e| matches!(e, Event::Acked { verified: true, .. }));
         self.report(events);
         if let Err(wrong) = result {
             self.close_with(
                 CloseReason::InvalidMessage(wrong.to_string()),
                 Some(ProtocolErrorCode::InvalidMessage),
             );
+        }
+        answered
+    }
+
+    /// Whether a pong answering one of this side's probes restarts the read timeout. Not on
+    /// a connection a server accepted over WebSocket: pongs may come between the fragments
+    /// of a message trickled a byte at a time, and answering pings is automatic in every
+    /// WebSocket library, so there only data restarts it. A client's peer is the server it
+    /// chose to reach, and a server that sends nothing while idle (Go's, by default) is
+    /// alive exactly as long as it answers.
+    pub(super) fn pongs_restart_read_timeout(&self) -> bool {
+        self.shared.info.request.is_none()
+    }
+
+    /// The peer showed that it understands the reserved messages. A server answers its
+    /// hello with its own, and the relay's `$id`, held back until now, goes out.
+    pub(super) fn peer_understands_reserved_now(&self) {
+        if !self.shared.hello_said.swap(true, Ordering::AcqRel) {
+            let hello = gotalk_protocol::reserved::hello();
+            let _ = self.shared.out.push(super::Outbound::Frame(hello, None, None));
+        }
+        if !self.shared.peer_understands_reserved.swap(true, Ordering::AcqRel) {
+            self.relay_announce();
         }
     }
 
@@ -97,7 +135,7 @@ impl Sock {
     /// (returns true when it buffered any), `$ping` requests go out on a task of their own,
     /// and a dead peer closes the connection.
     pub(super) fn drive_liveness<W: FrameWriter>(&self, writer: &mut W) -> bool {
-        let (actions, events) = {
+        let (actions, mut events) = {
             let mut live = lock(&self.shared.live);
             let now = live.now();
             let mut actions = Vec::new();
@@ -117,8 +155,14 @@ impl Sock {
                 Action::Probe(cookie) => {
                     if writer.buffer_ping(&cookie.0) {
                         buffered = true;
-                    } else {
+                    } else if self.peer_understands_reserved() {
                         self.probe_with_request(cookie);
+                    } else {
+                        // Another implementation would see `$ping` in its handlers. Its own
+                        // traffic and heartbeats (Go's client sends one every 20 s) have to
+                        // show it alive within the rule's bound.
+                        lock(&self.shared.live).machine.withhold(cookie);
+                        events.retain(|e| *e != Event::ProbeSent(cookie));
                     }
                 }
                 Action::Dead(death) => {
@@ -132,13 +176,15 @@ impl Sock {
         buffered
     }
 
-    /// Probes with the reserved request. An ErrorResult (a peer without `$ping`, such as
-    /// Go's) still shows the peer is alive.
+    /// Probes with the reserved request. An ErrorResult (a peer without `$ping`) still shows
+    /// the peer is alive.
     fn probe_with_request(&self, cookie: Cookie) {
         let sock = self.clone();
         tokio::spawn(async move {
             match sock.buffer_request(PING_OP, Bytes::copy_from_slice(&cookie.0)).await {
-                Ok(echo) => sock.on_pong(&echo),
+                Ok(echo) => {
+                    sock.on_pong(&echo);
+                }
                 Err(Error::Remote(_)) => {
                     let events = {
                         let mut live = lock(&sock.shared.live);

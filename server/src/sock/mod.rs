@@ -191,6 +191,11 @@ pub(crate) struct Shared {
     abort: CancellationToken,
     /// Cancelled when the peer says `$done`.
     peer_done: CancellationToken,
+    /// True once the peer is known to understand the reserved `$` messages (see
+    /// [`Sock::peer_understands_reserved`]); until then none is sent to it.
+    peer_understands_reserved: AtomicBool,
+    /// True once this side has said its hello: with its version, or in reply to the peer's.
+    hello_said: AtomicBool,
     reason: OnceLock<CloseReason>,
     ending: AtomicBool,
     last_heartbeat: Mutex<Option<Heartbeat>>,
@@ -245,6 +250,11 @@ impl Sock {
         let mut buf = BytesMut::new();
         let handshake = async {
             writer.buffer_version();
+            if config.hello_first {
+                // Tells a server of ours that this side understands the reserved messages;
+                // every other implementation drops it unseen.
+                writer.buffer_frame(&gotalk_protocol::reserved::hello());
+            }
             writer.flush().await.map_err(|e| CloseReason::Io(e.to_string()))?;
             loop {
                 match decode_version(&mut buf) {
@@ -298,6 +308,11 @@ impl Sock {
         }
 
         let live = Mutex::new(live::Live::new(&config));
+        let hello_first = config.hello_first;
+        // The browser client sends no hello; it declares itself in the URL, as it does for
+        // RetryResult.
+        let declared =
+            info.request.as_ref().is_some_and(|r| gotalk_protocol::retry::declared(r.uri.query()));
         let shared = Arc::new(Shared {
             send_budget: ByteBudget::new(config.send_queue_bytes),
             budget: ConnBudget::new(config.connection_budget_bytes(), config.memory_budget.clone()),
@@ -313,6 +328,8 @@ impl Sock {
             terminated: CancellationToken::new(),
             abort: CancellationToken::new(),
             peer_done: CancellationToken::new(),
+            peer_understands_reserved: AtomicBool::new(declared),
+            hello_said: AtomicBool::new(hello_first),
             reason: OnceLock::new(),
             ending: AtomicBool::new(false),
             counters: Mutex::new(Vec::new()),
@@ -402,6 +419,18 @@ impl Sock {
         self.shared.peer_done.is_cancelled()
     }
 
+    /// True once the peer is known to understand the reserved messages (`$ping`, `$done`,
+    /// the relay's `$id`): it is one of ours. It sent the hello (our clients send it after
+    /// their version, our servers in reply), or one of those messages, or it is a WebSocket
+    /// client that declared [`RETRY_QUERY`](crate::ws::RETRY_QUERY) in its URL, as the
+    /// browser client does. Until then none of them is sent to it, since the original Go
+    /// gotalk and gotalk.js would hand them to the application's catch-all handlers: it is
+    /// not probed over TCP (over WebSocket, pings need no reserved name), and it is not told
+    /// `$done`.
+    pub fn peer_understands_reserved(&self) -> bool {
+        self.shared.peer_understands_reserved.load(Ordering::Acquire)
+    }
+
     /// Waits until the peer says `$done` (see [`peer_done`](Self::peer_done)); never returns
     /// on a connection that closes without it.
     pub async fn peer_done_notified(&self) {
@@ -428,9 +457,9 @@ impl Sock {
 
     /// [`end`](Self::end), closing with `reason` once the requests in flight are answered.
     pub(crate) async fn end_with(&self, reason: CloseReason) {
-        if !self.shared.ending.swap(true, Ordering::AcqRel) {
+        if !self.shared.ending.swap(true, Ordering::AcqRel) && self.peer_understands_reserved() {
             // Tell the peer first: it stops sending requests, and a browser knows the close
-            // that follows is not a failure. Peers without a handler for it ignore it.
+            // that follows is not a failure.
             let _ = self
                 .send(Frame::Notification {
                     name: gotalk_protocol::Name::new(live::DONE).expect("a short name"),

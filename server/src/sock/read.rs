@@ -49,11 +49,12 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
     // When the message now arriving began to: it must be whole within the frame timeout,
     // however steadily its bytes trickle in (the read timeout only sees gaps between bytes).
     let mut frame_started = None;
-    // When bytes of the byte stream last arrived. A WebSocket pong proves the peer alive to
-    // the liveness checks but does not move this: pongs can be interleaved with the
-    // fragments of one message, so a peer trickling a message a byte a fragment while it
-    // answers every probe would otherwise never time out. An idle peer keeps it moving with
-    // heartbeats, which every gotalk implementation sends by default.
+    // When bytes of the byte stream last arrived. On a server, a WebSocket pong proves the
+    // peer alive to the liveness checks but does not move this: pongs can be interleaved
+    // with the fragments of one message, so a peer trickling a message a byte a fragment
+    // while it answers every probe would otherwise never time out. An idle client keeps it
+    // moving with heartbeats, which every gotalk client sends by default. On a client, the
+    // answer to one of its own probes moves it (see `pongs_restart_read_timeout`).
     let mut last_data = Instant::now();
     // The charge for the large message being received, handed on with it once it is whole.
     let mut reading: Option<Charge> = None;
@@ -116,7 +117,9 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
                 }
                 sock.mark_inbound();
                 while let Some(pong) = reader.take_pong() {
-                    sock.on_pong(&pong);
+                    if sock.on_pong(&pong) && sock.pongs_restart_read_timeout() {
+                        last_data = Instant::now();
+                    }
                 }
             }
             Ok(Ok(ReadEvent::Eof)) if decoder.is_mid_message(&buf) => {
@@ -188,6 +191,12 @@ async fn dispatch(
     carried: Option<Charge>,
     notes: &mut Option<Notes>,
 ) -> Result<(), Closing> {
+    if super::live::from_our_peer(&frame) {
+        sock.peer_understands_reserved_now();
+        if gotalk_protocol::reserved::is_hello(&frame) {
+            return Ok(());
+        }
+    }
     match frame {
         Frame::SingleRequest { .. } | Frame::StreamRequest { .. } if !sock.peer_may_request() => {
             let why = "a request after the peer announced it was done".to_owned();

@@ -29,8 +29,8 @@ impl Sock {
         self.shared.relay_id.get().copied()
     }
 
-    /// Gives a new connection its id: registered, told to the peer before any other message,
-    /// and its mailbox drained into the connection by a task of its own.
+    /// Gives a new connection its id: registered, told to a peer that understands the
+    /// reserved messages, and its mailbox drained into the connection by a task of its own.
     pub(super) fn relay_attach(&self, relay: &Relay) {
         let id = PeerId::from_random(rand::random());
         if self.shared.relay_id.set(id).is_err() {
@@ -38,16 +38,26 @@ impl Sock {
         }
         let mailbox = Mailbox::charged(relay.queue_bytes, Some(self.shared.budget.clone()));
         relay.bus.register(id, mailbox.clone());
+        tracing::debug!(parent: &self.shared.span, %id, "relay id");
+        if self.peer_understands_reserved() {
+            // Queued ahead of the read loop and the on_connect hook, so it is the first
+            // message after the hello.
+            self.relay_announce();
+        }
+        let drain = drain(self.clone(), mailbox, relay.stall_timeout);
+        tokio::spawn(drain.instrument(self.shared.span.clone()));
+    }
+
+    /// Tells the peer its id with `$id`, on a server with the relay on. A peer learned to
+    /// understand it only from its hello (over TCP) hears it as soon as that arrives.
+    pub(super) fn relay_announce(&self) {
+        let Some(id) = self.relay_id() else { return };
         let payload = Bytes::from(format!("\"{id}\""));
-        // Queued ahead of the read loop and the on_connect hook, so it is the first message.
         let _ = self.shared.out.push(Outbound::Frame(
             Frame::Notification { name: name(wire::ID), payload },
             None,
             None,
         ));
-        tracing::debug!(parent: &self.shared.span, %id, "relay id");
-        let drain = drain(self.clone(), mailbox, relay.stall_timeout);
-        tokio::spawn(drain.instrument(self.shared.span.clone()));
     }
 
     /// Removes the connection's id: nothing more is routed to it.

@@ -213,6 +213,10 @@ pub(crate) async fn connect_from(
     socket.connect(addr).await
 }
 
+/// The hello our clients say after their version, and our servers in reply
+/// (`gotalk::protocol::reserved`).
+pub(crate) const HELLO: &[u8] = b"R$hi!00000000";
+
 /// A hand-driven gotalk peer over a plain [`TcpStream`]: it writes whatever bytes a test
 /// gives it and decodes what comes back with the real [`Decoder`].
 pub(crate) struct WirePeer {
@@ -240,6 +244,18 @@ impl WirePeer {
         let mut peer = Self::connect_raw(addr).await;
         peer.write(b"01").await;
         assert_eq!(peer.read_bytes(2).await, b"01", "the server's protocol version");
+        peer
+    }
+
+    /// Connects as a client of ours: sends `01` and the hello, expects `01` and the server's
+    /// hello in reply. The server then sends it the reserved messages (`$id`, `$ping`,
+    /// `$done`) that another implementation's client never gets.
+    pub(crate) async fn connect_ours(addr: SocketAddr) -> Self {
+        let mut peer = Self::connect_raw(addr).await;
+        peer.write(b"01").await;
+        peer.write(HELLO).await;
+        assert_eq!(peer.read_bytes(2).await, b"01", "the server's protocol version");
+        assert_eq!(peer.read_bytes(HELLO.len()).await, HELLO, "the server's hello");
         peer
     }
 

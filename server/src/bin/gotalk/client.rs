@@ -106,6 +106,14 @@ pub(crate) struct Target {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
     timeout: f64,
+    /// For ws:// and wss:// urls: the Origin header to send. Default: the url's own origin
+    /// (http://host:port for ws://host:port/…, https:// for wss://), which a gotalk-rs
+    /// gateway takes for its own and Go's gotalk requires.
+    #[arg(long, value_name = "ORIGIN", conflicts_with = "no_origin")]
+    origin: Option<String>,
+    /// For ws:// and wss:// urls: send no Origin header (Go's gotalk refuses that).
+    #[arg(long)]
+    no_origin: bool,
 }
 
 /// `gotalk call`.
@@ -174,6 +182,22 @@ async fn connect(target: &Target, handlers: Handlers) -> anyhow::Result<Sock> {
         let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
         gotalk::tls::client_config(&pem).map_err(|e| failure(2, format!("{}: {e}", ca.display())))
     };
+    let mut connector = gotalk::ws::Connector::new();
+    match (&target.origin, target.no_origin, &url) {
+        (None, false, _) => {}
+        (_, _, Url::Tcp(_) | Url::Tls { .. }) => {
+            return Err(failure(
+                2,
+                format!("{url}: an Origin is sent only to ws:// and wss:// urls"),
+            ));
+        }
+        (Some(origin), _, _) => {
+            http::HeaderValue::from_str(origin)
+                .map_err(|_| failure(2, format!("invalid --origin {origin:?}")))?;
+            connector = connector.origin(origin);
+        }
+        (None, true, _) => connector = connector.no_origin(),
+    }
     let connecting = async {
         match &url {
             Url::Tcp(addr) => gotalk::tcp::connect(addr.as_str(), handlers, config).await,
@@ -181,9 +205,9 @@ async fn connect(target: &Target, handlers: Handlers) -> anyhow::Result<Sock> {
                 gotalk::tcp::connect_tls(addr.as_str(), host, tls()?, handlers, config).await
             }
             Url::Ws(ws) if ws.starts_with("wss:") => {
-                gotalk::ws::Connector::new().tls(tls()?).connect(ws, handlers, config).await
+                connector.tls(tls()?).connect(ws, handlers, config).await
             }
-            Url::Ws(ws) => gotalk::ws::connect(ws, handlers, config).await,
+            Url::Ws(ws) => connector.connect(ws, handlers, config).await,
         }
         .map_err(|e| failure(3, format!("cannot connect to {url}: {}", connect_error(&e))))
     };
