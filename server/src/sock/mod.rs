@@ -242,7 +242,7 @@ impl Sock {
                     Err(e) => return Err(CloseReason::InvalidMessage(e.to_string())),
                 }
                 match reader.read(&mut buf, Some(2)).await {
-                    Ok(ReadEvent::Data(_)) => {}
+                    Ok(ReadEvent::Data(_) | ReadEvent::Partial(_)) => {}
                     Ok(ReadEvent::Eof) => return Err(CloseReason::PeerClosed),
                     Err(e) => return Err(CloseReason::Io(e.to_string())),
                 }
@@ -270,6 +270,9 @@ impl Sock {
         };
         if let Err((reason, code)) = outcome {
             span.in_scope(|| tracing::debug!(%reason, "handshake failed"));
+            // Done with reading: a transport that reads on while it closes (a WebSocket waits
+            // for the peer's Close) takes the reading side back.
+            drop(reader);
             if let Some(code) = code {
                 writer.buffer_frame(&Frame::protocol_error(code));
                 let _ = tokio::time::timeout(Duration::from_secs(1), writer.flush()).await;
