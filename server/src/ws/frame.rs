@@ -193,7 +193,7 @@ impl Decoder {
     pub(crate) fn drain(&mut self) {
         self.draining = true;
         if let Some(payload) = &mut self.payload {
-            payload.skip = payload.opcode < CLOSE;
+            payload.skip |= !is_control(payload.opcode);
         }
     }
 
@@ -235,7 +235,7 @@ impl Decoder {
             let bytes = cursor.read..cursor.read + n;
             cursor.read += n;
             payload.remaining -= n as u64;
-            if payload.opcode >= CLOSE && !payload.skip {
+            if is_control(payload.opcode) && !payload.skip {
                 let start = self.control.len();
                 self.control.extend_from_slice(&buf[bytes]);
                 unmask(&mut self.control[start..], payload.mask, payload.phase);
@@ -327,27 +327,28 @@ impl Decoder {
         self.control.clear();
         match checked {
             Ok(()) => {
-                payload.skip = self.draining && opcode < CLOSE;
+                payload.skip = self.draining && !is_control(opcode);
                 self.payload = Some(payload);
                 Ok(())
             }
             Err(violation) => {
                 // The frame is still passed over whole, so a draining close finds the next.
                 self.payload = Some(Payload { skip: true, ..payload });
+                if self.draining {
+                    return Ok(());
+                }
                 Err(self.fail(violation))
             }
         }
     }
 
     /// Checks a frame's header against the rules and the message in progress.
+    /// While draining, only what keeps a control frame small is checked: the rest is skipped.
     fn check(&mut self, frame: &Payload, reserved: bool, masked: bool) -> Result<(), Violation> {
-        if self.draining {
-            return Ok(());
-        }
-        if reserved {
+        if reserved && !self.draining {
             return Err(Violation::ReservedBits);
         }
-        if !masked {
+        if !masked && !self.draining {
             return Err(Violation::Unmasked);
         }
         match frame.opcode {
@@ -356,6 +357,7 @@ impl Decoder {
                 Err(Violation::ControlTooLong)
             }
             CLOSE | PING | PONG => Ok(()),
+            _ if self.draining => Ok(()),
             CONTINUATION => {
                 let message = self.message.as_mut().ok_or(Violation::UnexpectedContinuation)?;
                 message.len = message.len.saturating_add(frame.remaining);
@@ -380,17 +382,17 @@ impl Decoder {
 
     /// The frame's last byte has come.
     fn end_frame(&mut self, frame: Payload) -> Result<Option<Control>, Violation> {
-        if frame.opcode < CLOSE {
-            if frame.fin && !frame.skip {
+        if frame.skip {
+            return Ok(None);
+        }
+        if !is_control(frame.opcode) {
+            if frame.fin {
                 let message = self.message.take();
                 if message.is_some_and(|m| m.text) && self.utf8.finish().is_err() {
                     return Err(self.fail(Violation::InvalidUtf8));
                 }
                 self.ended = true;
             }
-            return Ok(None);
-        }
-        if frame.skip {
             return Ok(None);
         }
         let payload = std::mem::take(&mut self.control);
@@ -404,6 +406,11 @@ impl Decoder {
             },
         }))
     }
+}
+
+/// True for the opcodes of control frames (other opcodes from 0xB up are reserved).
+fn is_control(opcode: u8) -> bool {
+    matches!(opcode, CLOSE | PING | PONG)
 }
 
 /// The code of a close frame's payload, checked with its reason.
@@ -678,10 +685,16 @@ mod tests {
             too_big[50..].to_vec(),
             client(TEXT, true, b"\xff not checked", KEY),
             client(0x5, true, b"nor this", KEY),
+            client(0xB, true, b"nor a reserved control opcode", KEY),
+            client(PING, true, &[1; 1000], KEY),
+            client(PING, true, b"pinged while closing", KEY),
             client(CLOSE, true, &4000u16.to_be_bytes(), KEY),
         ]
         .concat();
         let mut cursor = Cursor::default();
+        let ping = Control::Ping(Bytes::from_static(b"pinged while closing"));
+        assert_eq!(decoder.decode(&mut rest, &mut cursor), Ok(Some(ping)));
+        assert!(decoder.control.capacity() <= MAX_CONTROL, "the long ping was not collected");
         let got = decoder.decode(&mut rest, &mut cursor);
         assert_eq!(got, Ok(Some(Control::Close(Some(4000)))));
         assert_eq!(cursor.written, 0, "nothing is kept");

@@ -8,7 +8,8 @@
 //!   yet whole are [`ReadEvent::Partial`]: only a whole message shows the peer is alive.
 //! - **Writing** copies headers and small payloads into one batch and passes large payloads
 //!   by reference (one vectored write), so a broadcast to many sockets holds one copy of its
-//!   payload; after a flush nothing but a small batch buffer is kept.
+//!   payload; once a batch is written its buffers are given back, so an idle socket keeps
+//!   none.
 //! - **Pings** are answered by the reader when the connection is free, and otherwise by the
 //!   writer when its flush ends. Only the latest ping not yet answered gets its pong (RFC 6455
 //!   allows it), so a peer that pings without reading cannot grow a queue of them.
