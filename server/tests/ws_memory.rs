@@ -3,9 +3,10 @@
 //! carried, in or out, and a broadcast holds one copy of its payload, not one per socket.
 //!
 //! Each socket moves its 16 MiB in turn, so what the process keeps from one is measured
-//! rather than many at once; the allocator may keep a few freed payloads for reuse, which is
-//! why the bounds are a few payloads in total, against one or two payloads *per socket* for a
-//! transport that keeps its buffers.
+//! rather than many at once. The allocator keeps some freed memory for reuse (a payload's
+//! worth in each of its per-thread arenas), which is why the bounds are a few payloads in
+//! total ([`FEW`]), against one or two payloads *per socket* for a transport that keeps its
+//! buffers: 20 sockets that each kept 16 MiB would hold 320 MiB.
 
 mod common;
 
@@ -18,6 +19,8 @@ use tokio::net::TcpStream;
 const SOCKETS: usize = 20;
 const PAYLOAD: usize = 16 << 20;
 const MIB: usize = 1 << 20;
+/// The most the server may grow by, in payloads, whatever the number of sockets.
+const FEW: usize = 5;
 
 /// `gotalk serve` with nothing sent unasked (heartbeats, probes), so raw sockets stay idle.
 async fn serve() -> ServeProcess {
@@ -124,7 +127,7 @@ async fn idle_websockets_keep_no_buffer_sized_by_a_16_mib_message_or_echo() {
     }
     let after_in = settled_rss(&served).await;
     let grown = report("after 16 MiB in on each socket", before, after_in);
-    assert!(grown <= 3 * PAYLOAD, "the idle sockets grew the server by {} MiB", grown / MIB);
+    assert!(grown <= FEW * PAYLOAD, "the idle sockets grew the server by {} MiB", grown / MIB);
 
     // 16 MiB in and out on each socket.
     for ws in &mut sockets {
@@ -132,7 +135,7 @@ async fn idle_websockets_keep_no_buffer_sized_by_a_16_mib_message_or_echo() {
     }
     let after_echo = settled_rss(&served).await;
     let grown = report("after a 16 MiB echo on each socket", before, after_echo);
-    assert!(grown <= 3 * PAYLOAD, "the idle sockets grew the server by {} MiB", grown / MIB);
+    assert!(grown <= FEW * PAYLOAD, "the idle sockets grew the server by {} MiB", grown / MIB);
 
     // The sockets are still open, and serve.
     for ws in &mut sockets {
@@ -172,10 +175,10 @@ async fn a_16_mib_broadcast_to_20_idle_websockets_holds_one_copy_not_twenty() {
     let peak = status(&served, "VmHWM:");
     eprintln!("peak: {} MiB before, {} MiB during", peak_before / MIB, peak / MIB);
     let grown = report("after a 16 MiB broadcast", before, after);
-    assert!(grown <= 3 * PAYLOAD, "the idle sockets grew the server by {} MiB", grown / MIB);
+    assert!(grown <= FEW * PAYLOAD, "the idle sockets grew the server by {} MiB", grown / MIB);
     let peak_grown = peak.saturating_sub(before);
     assert!(
-        peak_grown <= 5 * PAYLOAD,
+        peak_grown <= (FEW + 1) * PAYLOAD,
         "the broadcast took {} MiB at its peak, for {} MiB sent to {SOCKETS} sockets",
         peak_grown / MIB,
         PAYLOAD / MIB

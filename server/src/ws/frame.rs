@@ -725,6 +725,57 @@ mod tests {
         assert_eq!(empty, [0x88, 0]);
     }
 
+    /// A frame as a client might send it, rules broken now and then.
+    fn any_frame() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let opcode = prop_oneof![
+            6 => prop::sample::select(vec![CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG]),
+            1 => prop::sample::select(vec![0x3, 0x7, 0xB, 0xF]),
+        ];
+        let payload = prop_oneof![
+            4 => prop::collection::vec(any::<u8>(), 0..40),
+            2 => ".{0,30}".prop_map(String::into_bytes),
+            1 => prop::collection::vec(any::<u8>(), 100..300),
+            1 => (1000u16..1012).prop_map(|code| code.to_be_bytes().to_vec()),
+        ];
+        let flags = prop_oneof![8 => Just(0u8), 1 => prop::sample::select(vec![0x10, 0x40])];
+        (opcode, any::<bool>(), prop::bool::weighted(0.95), flags, payload, any::<[u8; 4]>())
+            .prop_map(|(opcode, fin, masked, rsv, payload, key)| {
+                let mut frame = client(opcode | rsv, fin, &payload, key);
+                if !masked {
+                    frame[1] &= 0x7f;
+                    frame.drain(frame.len() - payload.len() - 4..frame.len() - payload.len());
+                    frame.truncate(frame.len() - payload.len());
+                    frame.extend_from_slice(&payload);
+                }
+                frame
+            })
+    }
+
+    proptest::proptest! {
+        /// However the bytes are cut, the decoder sees the same controls and the same first
+        /// violation, and writes the same data (up to where a violation stops it), and never
+        /// panics.
+        #[test]
+        fn any_cut_decodes_as_the_whole(
+            frames in proptest::collection::vec(any_frame(), 0..10),
+            garbage in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..8),
+            piece in 1usize..64,
+        ) {
+            let wire = [frames.concat(), garbage].concat();
+            let (whole_data, whole_controls, whole_violation) = decode_in_pieces(&wire, wire.len(), 200);
+            let (data, controls, violation) = decode_in_pieces(&wire, piece, 200);
+            proptest::prop_assert_eq!(violation, whole_violation);
+            proptest::prop_assert_eq!(controls, whole_controls);
+            if violation.is_none() {
+                proptest::prop_assert_eq!(data, whole_data);
+            } else {
+                let n = data.len().min(whole_data.len());
+                proptest::prop_assert_eq!(&data[..n], &whole_data[..n]);
+            }
+        }
+    }
+
     #[test]
     fn unmasking_matches_the_byte_by_byte_rule_at_every_phase() {
         let data: Vec<u8> = (0..=255).collect();
