@@ -628,6 +628,24 @@ mod tests {
         assert_eq!(received(&mut peer).await, [(frame::CLOSE, close)]);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_never_answers_our_close_is_read_for_the_linger_and_no_longer() {
+        let (reader, mut writer, mut peer) = pair();
+        drop(reader);
+        let started = Instant::now();
+        // The peer keeps sending data, never its Close.
+        let chatter = tokio::spawn(async move {
+            let message = client(frame::BINARY, true, b"still talking");
+            while peer.write_all(&message).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        writer.shutdown(&CloseReason::Local).await.unwrap();
+        assert_eq!(started.elapsed(), LINGER);
+        drop(writer);
+        chatter.await.unwrap();
+    }
+
     #[tokio::test]
     async fn the_peers_close_is_answered_with_its_code_and_ends_the_reads() {
         let (mut reader, mut writer, mut peer) = pair();
