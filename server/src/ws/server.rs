@@ -18,6 +18,8 @@
 //!   half is then read and discarded until the peer's Close or its end, for at most
 //!   [`LINGER`]: closing a socket with unread bytes resets it, and the reset would destroy
 //!   the Close that tells the peer why (a message too big, sent while it is still sending).
+//!   A peer silent for [`LINGER_QUIET`] is taken to have nothing more to send: closing then
+//!   leaves nothing unread.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -53,6 +55,9 @@ const MAX_SLICES: usize = 64;
 
 /// How long a closing socket keeps reading, for the peer's Close, after sending its own.
 pub(crate) const LINGER: Duration = Duration::from_secs(2);
+
+/// How long a lingering close waits for more from a peer that has gone quiet.
+pub(crate) const LINGER_QUIET: Duration = Duration::from_millis(500);
 
 /// What a lingering close reads into at a time.
 const LINGER_READ: usize = 4 * 1024;
@@ -361,8 +366,9 @@ impl<S> ServerWriter<S> {
 }
 
 impl<S: AsyncRead> ServerWriter<S> {
-    /// Reads and discards what the peer still sends, until its Close or its end, for at most
-    /// [`LINGER`], once the reader has handed its half back (unless the peer is done).
+    /// Reads and discards what the peer still sends, until its Close, its end or a silence of
+    /// [`LINGER_QUIET`], for at most [`LINGER`], once the reader has handed its half back
+    /// (unless the peer is done).
     async fn linger(&self) {
         let deadline = Instant::now() + LINGER;
         let returned = async {
@@ -386,7 +392,8 @@ impl<S: AsyncRead> ServerWriter<S> {
         let mut scratch = BytesMut::with_capacity(LINGER_READ);
         loop {
             scratch.clear();
-            match tokio::time::timeout_at(deadline, io.read_buf(&mut scratch)).await {
+            let wait = deadline.min(Instant::now() + LINGER_QUIET);
+            match tokio::time::timeout_at(wait, io.read_buf(&mut scratch)).await {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return,
             }
@@ -629,7 +636,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_peer_that_never_answers_our_close_is_read_for_the_linger_and_no_longer() {
+    async fn a_peer_that_never_answers_our_close_is_read_until_quiet_for_the_linger_at_most() {
         let (reader, mut writer, mut peer) = pair();
         drop(reader);
         let started = Instant::now();
@@ -644,6 +651,13 @@ mod tests {
         assert_eq!(started.elapsed(), LINGER);
         drop(writer);
         chatter.await.unwrap();
+
+        // A peer that says nothing more is given up on once it has been quiet a while.
+        let (reader, mut writer, _peer) = pair();
+        drop(reader);
+        let started = Instant::now();
+        writer.shutdown(&CloseReason::Local).await.unwrap();
+        assert_eq!(started.elapsed(), LINGER_QUIET);
     }
 
     #[tokio::test]
