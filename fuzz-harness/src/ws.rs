@@ -1,25 +1,23 @@
-//! The WebSocket framing bridge: WebSocket messages in, the gotalk byte stream out, into a
-//! real sock.
+//! The WebSocket framing bridge: WebSocket frames or messages in, the gotalk byte stream out,
+//! into a real sock.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use gotalk::sock::{ConnInfo, TransportKind};
 use gotalk::{Config, Sock};
 use tokio::io::AsyncWriteExt;
-use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame, Role};
+use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::WebSocketStream;
 
 use crate::runtime::run;
 use crate::sock::{config, server_handlers};
 
 /// The first byte picks the mode, the rest is the input:
-/// - even: raw bytes on the wire of a server-side WebSocket (tungstenite parses the frames,
-///   masked as a client's must be), bridged into a sock;
+/// - even: raw bytes on the wire of the gateway's side of a WebSocket (its own framing
+///   parses them, masked as a client's must be), into a sock;
 /// - odd: a sequence of messages, each a kind byte, a length byte and that many bytes, fed
-///   straight to the transport's reader, then the end of the stream.
+///   straight to the message-stream reader our client uses, then the end of the stream.
 ///
 /// Checks that nothing panics and that the sock closes once the messages end.
 pub fn ws_bridge(data: &[u8]) {
@@ -35,14 +33,7 @@ pub fn ws_bridge(data: &[u8]) {
 async fn raw(wire: Vec<u8>) {
     let config = config();
     let (ours, mut theirs) = tokio::io::duplex(16 * 1024);
-    let socket = WebSocketStream::from_raw_socket(
-        ours,
-        Role::Server,
-        Some(gotalk::ws::socket_config(&config)),
-    )
-    .await;
-    let (sink, stream) = socket.split();
-    let (r, w) = gotalk::ws::pair(stream, sink);
+    let (r, w) = gotalk::ws::server(ours, &config);
     let peer = tokio::spawn(async move {
         let (mut rd, mut wr) = tokio::io::split(&mut theirs);
         let drain = async {

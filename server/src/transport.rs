@@ -25,14 +25,20 @@ const COPY_LIMIT: usize = 8 * 1024;
 const MAX_READ: usize = 64 * 1024;
 
 /// The least a read reserves, so small messages don't cost one read each.
-const MIN_READ: usize = 4 * 1024;
+pub(crate) const MIN_READ: usize = 4 * 1024;
 
 /// What a read produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ReadEvent {
-    /// This many bytes were appended to the buffer.
+    /// This many bytes were appended to the buffer (or, with 0, the peer proved itself alive
+    /// without sending any: a WebSocket pong).
     Data(usize),
+    /// This many bytes were appended to the buffer, but the transport's own message carrying
+    /// them is not whole yet. They are part of the byte stream like any other, but do not
+    /// show the peer is alive: over WebSocket only a whole message does, since a peer
+    /// trickling one frame cannot answer a probe until the frame ends.
+    Partial(usize),
     /// The peer closed its side cleanly.
     Eof,
 }
@@ -80,7 +86,8 @@ pub trait FrameWriter: Send + 'static {
     fn shutdown(&mut self, reason: &CloseReason) -> impl Future<Output = io::Result<()>> + Send;
 }
 
-fn read_size(hint: Option<usize>) -> usize {
+/// How much a read reserves, for a message that still needs `hint` bytes.
+pub(crate) fn read_size(hint: Option<usize>) -> usize {
     hint.unwrap_or(0).clamp(MIN_READ, MAX_READ)
 }
 

@@ -26,6 +26,7 @@
 
 mod host;
 mod origin;
+mod upgrade;
 
 use std::future::Future;
 use std::io;
@@ -35,12 +36,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, FromRequestParts, OriginalUri, Request, State};
+use axum::extract::{ConnectInfo, OriginalUri, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::FutureExt;
 use http::StatusCode;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -396,9 +397,9 @@ impl Gateway {
             return refuse_busy("server shutting down");
         }
         let (mut parts, _body) = request.into_parts();
-        let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        let upgrade = match upgrade::check(&mut parts) {
             Ok(upgrade) => upgrade,
-            Err(rejection) => return rejection.into_response(),
+            Err(refused) => return refused.into_response(),
         };
         let secure = self
             .served_over_tls
@@ -471,38 +472,38 @@ impl Gateway {
         } else {
             self.config_hold.clone()
         };
-        let socket_config = ws::socket_config(&config);
         let info =
             ConnInfo::new(TransportKind::WebSocket, remote, local).with_request(request.into());
         let gateway = self.clone();
         let handshake = self.handshakes.token();
-        upgrade
-            .read_buffer_size(socket_config.read_buffer_size)
-            .write_buffer_size(socket_config.write_buffer_size)
-            .max_write_buffer_size(socket_config.max_write_buffer_size)
-            .max_message_size(ws::max_message_size(&config))
-            .max_frame_size(ws::max_message_size(&config))
-            .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
-            .on_upgrade(move |socket| async move {
-                let (sink, stream) = socket.split();
-                let (reader, writer) = ws::pair(stream, sink);
-                let handlers = gateway.handlers.clone();
-                let stop = gateway.stopping.cancelled();
-                match Sock::start_until(reader, writer, handlers, config, info, stop).await {
-                    Ok(sock) => {
-                        sock.attach((permit, addr_permit));
-                        gateway.connections.insert(&sock);
-                        // Shutdown began as the handshake ended: the drain may have missed it.
-                        if gateway.stopping.is_cancelled() {
-                            sock.close_with(CloseReason::Shutdown, None);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!(peer = ?remote, error = %e, "gotalk handshake failed")
+        let response = upgrade.accept();
+        tokio::spawn(async move {
+            let upgraded = match upgrade.on_upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(e) => {
+                    tracing::debug!(error = %e, "websocket upgrade failed");
+                    return;
+                }
+            };
+            let (reader, writer) = ws::server(TokioIo::new(upgraded), &config);
+            let handlers = gateway.handlers.clone();
+            let stop = gateway.stopping.cancelled();
+            match Sock::start_until(reader, writer, handlers, config, info, stop).await {
+                Ok(sock) => {
+                    sock.attach((permit, addr_permit));
+                    gateway.connections.insert(&sock);
+                    // Shutdown began as the handshake ended: the drain may have missed it.
+                    if gateway.stopping.is_cancelled() {
+                        sock.close_with(CloseReason::Shutdown, None);
                     }
                 }
-                drop(handshake);
-            })
+                Err(e) => {
+                    tracing::debug!(peer = ?remote, error = %e, "gotalk handshake failed")
+                }
+            }
+            drop(handshake);
+        });
+        response
     }
 }
 

@@ -263,7 +263,7 @@ impl Sock {
                     Err(e) => return Err(CloseReason::InvalidMessage(e.to_string())),
                 }
                 match reader.read(&mut buf, Some(2)).await {
-                    Ok(ReadEvent::Data(_)) => {}
+                    Ok(ReadEvent::Data(_) | ReadEvent::Partial(_)) => {}
                     Ok(ReadEvent::Eof) => return Err(CloseReason::PeerClosed),
                     Err(e) => return Err(CloseReason::Io(e.to_string())),
                 }
@@ -291,6 +291,16 @@ impl Sock {
         };
         if let Err((reason, code)) = outcome {
             span.in_scope(|| tracing::debug!(%reason, "handshake failed"));
+            // Done with reading: a transport that reads on while it closes (a WebSocket waits
+            // for the peer's Close) takes the reading side back. Others discard the peer's
+            // input below, after the reason went out.
+            let websocket = info.transport == TransportKind::WebSocket;
+            let mut reader = if websocket {
+                drop(reader);
+                None
+            } else {
+                Some(reader)
+            };
             if let Some(code) = code {
                 writer.buffer_frame(&Frame::protocol_error(code));
                 let _ = tokio::time::timeout(Duration::from_secs(1), writer.flush()).await;
@@ -301,8 +311,8 @@ impl Sock {
                 code,
                 Some(ProtocolErrorCode::Unsupported | ProtocolErrorCode::InvalidMessage)
             );
-            if sent_more && info.transport != TransportKind::WebSocket {
-                crate::linger::discard_input(&mut reader, &mut buf).await;
+            if let Some(reader) = reader.as_mut().filter(|_| sent_more) {
+                crate::linger::discard_input(reader, &mut buf).await;
             }
             return Err(Error::Closed(reason));
         }

@@ -122,6 +122,8 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
                     }
                 }
             }
+            // Decoded at once, but only a whole transport message shows the peer is alive.
+            Ok(Ok(ReadEvent::Partial(_))) => {}
             Ok(Ok(ReadEvent::Eof)) if decoder.is_mid_message(&buf) => {
                 break (CloseReason::PeerClosedMidMessage, None)
             }

@@ -122,6 +122,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawWs<S> {
         Ok(RawWs { io, buf: rest })
     }
 
+    /// The stream and what was read from it but not yet taken, to split it.
+    pub(crate) fn into_parts(self) -> (S, Vec<u8>) {
+        (self.io, self.buf)
+    }
+
+    /// A client over `io`, past the upgrade, with `buf` already read from it.
+    pub(crate) fn from_parts(io: S, buf: Vec<u8>) -> RawWs<S> {
+        RawWs { io, buf }
+    }
+
     /// Sends one frame, masked (as a client must) unless `masked` is false.
     pub(crate) async fn frame_with(&mut self, opcode: u8, fin: bool, payload: &[u8], masked: bool) {
         self.io.write_all(&encode(opcode, fin, payload, masked)).await.unwrap();
@@ -196,29 +206,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawWs<S> {
         Ok(())
     }
 
-    /// The next frame from the server (any opcode), or how the stream ended.
-    pub(crate) async fn next_within(&mut self, wait: Duration) -> Got {
-        if let Err(got) = self.fill(2, wait).await {
-            return got;
-        }
+    /// The next frame's opcode, payload length and header length, once its header is in.
+    async fn header_within(&mut self, wait: Duration) -> Result<(u8, usize, usize), Got> {
+        self.fill(2, wait).await?;
         let opcode = self.buf[0] & 0x0f;
         let len7 = (self.buf[1] & 0x7f) as usize;
-        let (len, header) = match len7 {
+        Ok(match len7 {
             126 => {
-                if let Err(got) = self.fill(4, wait).await {
-                    return got;
-                }
-                (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
+                self.fill(4, wait).await?;
+                (opcode, u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
             }
             127 => {
-                if let Err(got) = self.fill(10, wait).await {
-                    return got;
-                }
+                self.fill(10, wait).await?;
                 let mut b = [0u8; 8];
                 b.copy_from_slice(&self.buf[2..10]);
-                (u64::from_be_bytes(b) as usize, 10)
+                (opcode, u64::from_be_bytes(b) as usize, 10)
             }
-            n => (n, 2),
+            n => (opcode, n, 2),
+        })
+    }
+
+    /// The next frame from the server (any opcode), or how the stream ended.
+    pub(crate) async fn next_within(&mut self, wait: Duration) -> Got {
+        let (opcode, len, header) = match self.header_within(wait).await {
+            Ok(header) => header,
+            Err(got) => return got,
         };
         if let Err(got) = self.fill(header + len, wait).await {
             return got;
@@ -241,6 +253,57 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawWs<S> {
                 Got::Frame { opcode: TEXT | BINARY, payload } => return payload,
                 other => panic!("expected data, got {other:?}"),
             }
+        }
+    }
+
+    /// Reads the next data frame without keeping its payload (skipping pings and pongs), for
+    /// payloads too large to hold; returns its opcode and length.
+    pub(crate) async fn skip_data(&mut self) -> (u8, usize) {
+        let wait = Duration::from_secs(30);
+        loop {
+            let (opcode, len, header) = self.header_within(wait).await.expect("a frame");
+            if opcode == PING || opcode == PONG {
+                self.fill(header + len, wait).await.expect("a control frame");
+                self.buf.drain(..header + len);
+                continue;
+            }
+            let mut left = (header + len).saturating_sub(self.buf.len());
+            self.buf.drain(..(header + len).min(self.buf.len()));
+            let mut chunk = vec![0u8; 256 * 1024];
+            while left > 0 {
+                let n = tokio::time::timeout(wait, self.io.read(&mut chunk))
+                    .await
+                    .expect("the payload in time")
+                    .expect("the payload");
+                assert!(n > 0, "the server closed in a payload");
+                // What is past this frame belongs to the next.
+                self.buf.extend_from_slice(&chunk[left.min(n)..n]);
+                left -= left.min(n);
+            }
+            return (opcode, len);
+        }
+    }
+
+    /// Sends a masked frame whose payload is `parts` one after another, with the all-zero
+    /// mask key, so a large payload goes on the wire as it is, without a masked copy.
+    pub(crate) async fn frame_zero_key(&mut self, opcode: u8, parts: &[&[u8]]) {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let mut header = vec![0x80 | opcode];
+        match len {
+            n if n < 126 => header.push(0x80 | n as u8),
+            n if n < 65536 => {
+                header.push(0x80 | 126);
+                header.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                header.push(0x80 | 127);
+                header.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        header.extend_from_slice(&[0, 0, 0, 0]);
+        self.io.write_all(&header).await.unwrap();
+        for part in parts {
+            self.io.write_all(part).await.unwrap();
         }
     }
 

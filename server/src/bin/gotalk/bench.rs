@@ -28,8 +28,9 @@
 //!   `--baseline batched` (or `both`), `raw-ws-batch` is measured too: the same, but both ends
 //!   queue every message that is ready with `SinkExt::feed` and flush once, as gotalk does.
 //!
-//! Both sides of both kinds use [`gotalk::ws::socket_config`] with the default [`gotalk::Config`]
-//! (4 KiB read buffer, 64 KiB write buffer), so the comparison isolates gotalk's own cost.
+//! The clients of both kinds and the raw-ws server use [`gotalk::ws::socket_config`] with the
+//! default [`gotalk::Config`] (4 KiB read buffer, 64 KiB write buffer); the gateway frames its
+//! side itself ([`gotalk::ws::server`]), with no buffer of its own beyond what a message needs.
 //!
 //! Throughput scenarios keep `depth` round trips in flight on each of `conns` connections for
 //! a fixed time and report round trips per second and latency percentiles, per run and as

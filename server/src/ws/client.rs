@@ -1,20 +1,9 @@
-//! The WebSocket transport, and a WebSocket client.
+//! The WebSocket transport over a stream of messages, and our WebSocket client.
 //!
-//! gotalk over WebSocket has two rules that real peers depend on:
-//! - **Writing:** `01`, every header and every non-empty payload each go in a binary message of
-//!   their own. The original gotalk.js parses each message as exactly one header and takes the
-//!   next message as its payload. The messages of one batch are flushed together, so the split
-//!   costs bytes (a frame header of 2 to 10 per message) but no extra system calls.
-//! - **Reading:** text and binary messages are one continuous byte stream. A message may hold
-//!   a header and its payload, several whole frames, or part of one; gotalk.js sends headers
-//!   as binary messages and JSON payloads as text.
-//!
-//! The transport works over axum's server-side socket and tokio-tungstenite's client socket
-//! alike, through [`WsMessage`].
-//!
-//! Our clients declare that they understand RetryResult by adding [`RETRY_QUERY`] to the URL
-//! they connect to; the gateway holds requests over the limit for clients that don't, since
-//! the original gotalk.js would fail them.
+//! [`WsReader`] and [`WsWriter`] adapt any stream and sink of WebSocket messages (through
+//! [`WsMessage`]) to a sock's reader and writer. Our client uses them over tokio-tungstenite;
+//! the gateway does not (it frames the upgraded connection itself, see
+//! [`server()`](super::server())), so the tungstenite settings here are the client's.
 
 use std::fmt::Display;
 use std::io;
@@ -34,44 +23,28 @@ use crate::handlers::Handlers;
 use crate::sock::{ConnInfo, Sock, TransportKind};
 use crate::transport::{FrameReader, FrameWriter, ReadEvent};
 
-/// The query parameter by which a client declares that it understands RetryResult.
-pub const RETRY_QUERY: &str = gotalk_protocol::retry::QUERY;
+use super::pings::{PingBudget, MAX_PONGS};
+use super::{
+    close_code, close_text, max_message_size, CLOSE_INVALID_DATA, CLOSE_POLICY,
+    CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG,
+};
 
-/// The WebSocket close code for a normal close.
-pub const CLOSE_NORMAL: u16 = 1000;
-/// The WebSocket close code for a server shutting down ("going away"); clients may reconnect
-/// soon, to the restarted server.
-pub const CLOSE_GOING_AWAY: u16 = 1001;
-/// The WebSocket close code for a protocol error.
-pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
-/// The WebSocket close code for a peer that broke a rule of this server (too many pings).
-pub const CLOSE_POLICY: u16 = 1008;
-/// The WebSocket close code for a text message that is not UTF-8.
-pub const CLOSE_INVALID_DATA: u16 = 1007;
-/// The WebSocket close code for a message over the size limit.
-pub const CLOSE_TOO_BIG: u16 = 1009;
-
-/// Read buffer per connection. tungstenite allocates it up front and keeps it for the life of
-/// the connection (its default, 128 KiB, would be most of an idle connection's memory), and
-/// reads at most this much per system call. Measured with `gotalk bench --transport ws`:
-/// 1 KiB saves 3 KiB per idle connection but costs 40% of the throughput of 64 KiB payloads;
-/// 8 KiB gains 8% on them for 4 KiB more per connection; 32-byte messages don't notice.
+/// Read buffer of a client connection. tungstenite allocates it up front and keeps it for the
+/// life of the connection (its default, 128 KiB, would be most of an idle connection's
+/// memory), and reads at most this much per system call. Measured with
+/// `gotalk bench --transport ws` when the gateway used it too: 1 KiB saves 3 KiB per idle
+/// connection but costs 40% of the throughput of 64 KiB payloads; 8 KiB gains 8% on them for
+/// 4 KiB more per connection; 32-byte messages don't notice.
 ///
 /// tungstenite's buffers grow to fit the largest message a connection has carried and do not
-/// shrink (axum gives no control below whole messages), so a socket that once moved a
-/// payload of N bytes keeps up to about 2 × N. Where many sockets are idle, keep
-/// `Config::max_payload` for WebSockets to what the application needs.
+/// shrink, so a client socket that once moved a payload of N bytes keeps up to about 2 × N.
+/// The gateway's sockets do not (see [`server()`](super::server())).
 pub const READ_BUFFER: usize = 4 * 1024;
-/// How many bytes of queued messages make tungstenite write without waiting for the flush.
+/// How many bytes of queued messages make a client's tungstenite write without waiting for the
+/// flush.
 pub const WRITE_BUFFER: usize = 64 * 1024;
 
-/// The largest WebSocket message accepted: one payload at the limit plus its header (a header
-/// is at most 4,115 bytes, with a name at its 4,095-byte maximum).
-pub fn max_message_size(config: &Config) -> usize {
-    (config.max_payload as usize).saturating_add(8 * 1024)
-}
-
-/// tungstenite settings for a connection with `config`.
+/// tungstenite settings for a client connection with `config`.
 pub fn socket_config(config: &Config) -> WebSocketConfig {
     let max = max_message_size(config);
     WebSocketConfig::default()
@@ -87,18 +60,6 @@ pub fn socket_config(config: &Config) -> WebSocketConfig {
 /// forever; at the cap tungstenite keeps only the latest pong.
 pub fn max_write_buffer(config: &Config) -> usize {
     WRITE_BUFFER + max_message_size(config) + 1024
-}
-
-/// The close code that tells a WebSocket peer why a connection closed.
-pub fn close_code(reason: &CloseReason) -> u16 {
-    match reason {
-        CloseReason::Shutdown => CLOSE_GOING_AWAY,
-        CloseReason::PeerProtocolError(_)
-        | CloseReason::LocalProtocolError(_)
-        | CloseReason::InvalidMessage(_)
-        | CloseReason::UnsupportedVersion(_) => CLOSE_PROTOCOL_ERROR,
-        _ => CLOSE_NORMAL,
-    }
 }
 
 /// What the transport needs from a WebSocket message type.
@@ -238,38 +199,6 @@ pub fn pair<St, Si, M>(stream: St, sink: Si) -> (WsReader<St>, WsWriter<Si, M>) 
 /// The most bytes one read gathers from messages that have already arrived.
 const MAX_GATHER: usize = 64 * 1024;
 
-/// Pings a peer may send in a burst, and per second after it. Each ping queues a pong, and a
-/// peer that floods pings without reading would grow that queue; browsers cannot send pings
-/// at all, and other clients send one every few seconds.
-const PING_BURST: f64 = 64.0;
-const PINGS_PER_SECOND: f64 = 8.0;
-
-/// A token bucket for pings.
-#[derive(Debug)]
-struct PingBudget {
-    tokens: f64,
-    at: tokio::time::Instant,
-}
-
-impl PingBudget {
-    fn new() -> Self {
-        PingBudget { tokens: PING_BURST, at: tokio::time::Instant::now() }
-    }
-
-    /// Spends one ping; false when the peer is over its budget.
-    fn spend(&mut self) -> bool {
-        let now = tokio::time::Instant::now();
-        let earned = now.duration_since(self.at).as_secs_f64() * PINGS_PER_SECOND;
-        self.tokens = (self.tokens + earned).min(PING_BURST);
-        self.at = now;
-        if self.tokens < 1.0 {
-            return false;
-        }
-        self.tokens -= 1.0;
-        true
-    }
-}
-
 /// Reads the gotalk byte stream out of a stream of WebSocket messages.
 #[derive(Debug)]
 pub struct WsReader<S> {
@@ -281,10 +210,6 @@ pub struct WsReader<S> {
     /// Pongs received, for the liveness checks; only the latest few are kept.
     pongs: Vec<Bytes>,
 }
-
-/// The pongs a reader keeps until the read loop takes them: the answers to our probes come
-/// one at a time, so more than this are unsolicited.
-const MAX_PONGS: usize = 4;
 
 impl<S> WsReader<S> {
     /// Wraps a stream of WebSocket messages. See [`pair`] for one linked to its writer.
@@ -448,19 +373,6 @@ where
         let closed = self.sink.close().await.map_err(io_error);
         sent.and(closed)
     }
-}
-
-/// A close frame's reason is at most 123 bytes.
-fn close_text(reason: &CloseReason) -> String {
-    let mut text = reason.to_string();
-    if text.len() > 123 {
-        let mut end = 123;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-    }
-    text
 }
 
 /// How to reach a WebSocket server.
@@ -673,25 +585,9 @@ pub async fn connect(url: &str, handlers: Arc<Handlers>, config: Config) -> Resu
     Connector::new().connect(url, handlers, config).await
 }
 
-/// True when a request's query declares that the client understands RetryResult.
-pub fn declares_retry(query: Option<&str>) -> bool {
-    gotalk_protocol::retry::declared(query)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn close_reasons_are_cut_to_fit_a_close_frame() {
-        let long = CloseReason::Io("é".repeat(100));
-        let text = close_text(&long);
-        assert!(text.len() <= 123 && text.len() >= 121, "{}", text.len());
-        assert!(long.to_string().starts_with(&text));
-        assert_eq!(close_code(&CloseReason::Shutdown), CLOSE_GOING_AWAY);
-        assert_eq!(close_code(&CloseReason::Ended), CLOSE_NORMAL);
-    }
 
     #[test]
     fn the_default_origin_is_the_urls_own() {
@@ -703,23 +599,5 @@ mod tests {
         assert_eq!(origin("wss://example.com/gotalk/?a=1", true).unwrap(), "https://example.com");
         assert_eq!(origin("ws://[::1]:8080/", false).unwrap(), "http://[::1]:8080");
         assert_eq!(origin("ws://user:pw@h:1/", false).unwrap(), "http://h:1");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_ping_budget_refills_eight_a_second_up_to_the_burst() {
-        let mut budget = PingBudget::new();
-        assert!((0..64).all(|_| budget.spend()), "the burst");
-        assert!(!budget.spend(), "one past the burst");
-        // 999 ms earn 7.992 pings: 7 whole ones.
-        tokio::time::advance(Duration::from_millis(999)).await;
-        assert!((0..7).all(|_| budget.spend()));
-        assert!(!budget.spend(), "the eighth is not earned yet");
-        tokio::time::advance(Duration::from_millis(1)).await;
-        assert!(budget.spend(), "now it is");
-        assert!(!budget.spend());
-        // A long silence refills the burst and no more.
-        tokio::time::advance(Duration::from_secs(3600)).await;
-        assert!((0..64).all(|_| budget.spend()));
-        assert!(!budget.spend());
     }
 }
