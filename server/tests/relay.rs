@@ -373,7 +373,7 @@ async fn topics_with_json_escapes_reach_the_recipient_as_sent() {
     }
 
     // The limit counts the decoded topic: 255 escaped characters pass, 256 do not.
-    let mut wire = WirePeer::connect(web.tcp).await;
+    let mut wire = WirePeer::connect_ours(web.tcp).await;
     let Frame::Notification { .. } = wire.frame().await else { panic!("no id") };
     let mut t = bob.inbox.topic(&"t".repeat(255));
     for (n, expected) in [(255, None), (256, Some("bad header: the topic is 256 bytes"))] {
