@@ -125,19 +125,13 @@ impl Sock {
                     "request id {id} reused while still in flight"
                 )));
             }
-            let admit = match charge {
+            match charge {
                 Err(exhausted) => budget_refusal(config.peer_understands_retry, exhausted),
-                Ok(charge) => self.admit(&mut inbound, Held {
-                    id,
-                    op,
-                    payload,
-                    stream,
-                    route,
-                    input: None,
-                    charge,
-                }),
-            };
-            admit
+                Ok(charge) => self.admit(
+                    &mut inbound,
+                    Held { id, op, payload, stream, route, input: None, charge },
+                ),
+            }
         };
         self.answer_admission(id, admit).await
     }
@@ -153,19 +147,19 @@ impl Sock {
             held.input = Some(rx);
         }
         let admit = if inbound.held.is_empty()
-                && inbound.fits(stream, config.request_limit, config.stream_limit)
-            {
-                inbound.running += 1;
-                inbound.running_streams += u32::from(stream);
-                Admit::Start(held)
-            } else if config.peer_understands_retry {
-                Admit::Retry(if stream { "stream rate limit" } else { "request rate limit" }.into())
-            } else if inbound.held.len() < config.held_requests {
-                inbound.held.push_back(held);
-                Admit::Held
-            } else {
-                Admit::Refuse("request rate limit".into())
-            };
+            && inbound.fits(stream, config.request_limit, config.stream_limit)
+        {
+            inbound.running += 1;
+            inbound.running_streams += u32::from(stream);
+            Admit::Start(held)
+        } else if config.peer_understands_retry {
+            Admit::Retry(if stream { "stream rate limit" } else { "request rate limit" }.into())
+        } else if inbound.held.len() < config.held_requests {
+            inbound.held.push_back(held);
+            Admit::Held
+        } else {
+            Admit::Refuse("request rate limit".into())
+        };
         if matches!(admit, Admit::Start(_) | Admit::Held) {
             inbound.ids.insert(id, Entry { stream, input: input_tx });
         }
