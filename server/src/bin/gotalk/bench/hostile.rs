@@ -867,29 +867,35 @@ async fn exhaust(target: &Target) -> anyhow::Result<Held> {
 // ---------------------------------------------------------------------------------------------
 // One attack on a server of its own.
 
-/// The highest VmHWM seen, kept after the process is gone.
+/// The highest VmHWM and VmPeak seen, kept after the process is gone.
 struct PeakWatch {
-    peak: Arc<AtomicU64>,
+    peaks: Arc<[AtomicU64; 2]>,
     stop: CancellationToken,
 }
 
 impl PeakWatch {
     fn start(pid: u32) -> PeakWatch {
-        let (peak, stop) = (Arc::new(AtomicU64::new(0)), CancellationToken::new());
-        let (max, token) = (peak.clone(), stop.clone());
+        let peaks = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+        let stop = CancellationToken::new();
+        let (max, token) = (peaks.clone(), stop.clone());
         tokio::spawn(async move {
             let pid = pid.to_string();
             while !token.is_cancelled() {
-                max.fetch_max(ProcSample::of(&pid).hwm, Ordering::Relaxed);
+                let now = ProcSample::of(&pid);
+                max[0].fetch_max(now.hwm, Ordering::Relaxed);
+                max[1].fetch_max(now.vm_peak, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
-        PeakWatch { peak, stop }
+        PeakWatch { peaks, stop }
     }
 
-    fn peak(&self, pid: u32) -> u64 {
-        let now = ProcSample::of(&pid.to_string()).hwm;
-        self.peak.fetch_max(now, Ordering::Relaxed).max(now)
+    /// The peak resident and mapped bytes so far.
+    fn peaks(&self, pid: u32) -> (u64, u64) {
+        let now = ProcSample::of(&pid.to_string());
+        let rss = self.peaks[0].fetch_max(now.hwm, Ordering::Relaxed).max(now.hwm);
+        let mapped = self.peaks[1].fetch_max(now.vm_peak, Ordering::Relaxed).max(now.vm_peak);
+        (rss, mapped)
     }
 }
 
@@ -909,6 +915,8 @@ struct Row {
     before: u64,
     during: Option<u64>,
     peak: u64,
+    /// The peak of the address space (VmPeak), which `--address-space-limit` caps.
+    mapped: u64,
     /// RSS before + the process budget + the idle cost of the attack's connections.
     allowed: Option<u64>,
     after: Option<u64>,
@@ -986,7 +994,7 @@ async fn run_one(
     // The attackers leave.
     drop(held);
     let left = Instant::now();
-    let peak = watch.peak(pid);
+    let (peak, _) = watch.peaks(pid);
     println!(
         "{tag} RSS before {}, during {}, peak {}; bystander {}{}",
         Mib(before),
@@ -1015,7 +1023,7 @@ async fn run_one(
             tokio::time::sleep(Duration::from_secs(1).min(end - now)).await;
         }
         let budget_peak = budget_stat(&server, "peak").await;
-        let peak = watch.peak(pid);
+        let (peak, mapped) = watch.peaks(pid);
         exit = exit.or_else(|| server.exited().map(describe));
         server.stop().await;
         println!(
@@ -1034,6 +1042,7 @@ async fn run_one(
             before,
             during,
             peak,
+            mapped,
             allowed,
             after: if exit.is_none() { after } else { None },
             back_after,
@@ -1121,21 +1130,22 @@ fn print_table(rows: &[Row], args: &HostileArgs) {
     println!(
         "== hostile result (MiB; peak = VmHWM; allowed = before + the process budget + 16 KiB \
          per TCP and 24 KiB per WebSocket connection held; after = {:.0} s after the attackers \
-         left)",
+         left; mapped = VmPeak, the most address space mapped, which --address-space-limit \
+         caps)",
         args.hostile_after
     );
     println!(
         "| # | attack | before | during | peak | allowed | after | back ≤10 % | bystander \
-         answered/failed | bystander p99 | server | budget peak |"
+         answered/failed | bystander p99 | server | budget peak | mapped |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for row in rows {
         let over = match row.allowed {
             Some(allowed) if row.peak > allowed => " (over)",
             _ => "",
         };
         println!(
-            "| {} | {} | {} | {} | {}{over} | {} | {} | {} | {}/{} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {}{over} | {} | {} | {} | {}/{} | {} | {} | {} | {} |",
             row.attack.number(),
             row.attack.name(),
             mib(Some(row.before)),
@@ -1149,6 +1159,7 @@ fn print_table(rows: &[Row], args: &HostileArgs) {
             row.bystander.p99().map_or("-".into(), |d| format!("{:.1} ms", d.as_secs_f64() * 1e3)),
             row.exit.as_deref().unwrap_or("alive"),
             mib(row.budget_peak),
+            mib(Some(row.mapped)),
         );
     }
     println!();
@@ -1191,11 +1202,13 @@ fn summarize(rows: &[Row], args: &HostileArgs) -> anyhow::Result<Vec<String>> {
     }
     println!();
     let peak = rows.iter().map(|r| r.peak).max().unwrap_or(0);
+    let mapped = rows.iter().map(|r| r.mapped).max().unwrap_or(0);
     let summary = format!(
-        "hostile: {n} attacks at scale {}{}; highest peak RSS {}; {}",
+        "hostile: {n} attacks at scale {}{}; highest peak RSS {}, address space {}; {}",
         args.hostile_scale,
         args.address_space_limit.map_or(String::new(), |b| format!(", prlimit --as={b}")),
         Mib(peak),
+        Mib(mapped),
         lines.join("; ")
     );
     let died: Vec<String> = rows

@@ -351,6 +351,8 @@ pub(super) struct ProcSample {
     pub(super) rss: u64,
     /// VmHWM, the peak of VmRSS, bytes.
     pub(super) hwm: u64,
+    /// VmPeak, the peak of the address space mapped, bytes: what `ulimit -v` limits.
+    pub(super) vm_peak: u64,
     /// User and system CPU time, seconds, of every thread it ever ran.
     pub(super) cpu: f64,
 }
@@ -366,7 +368,7 @@ impl ProcSample {
             .ok()
             .and_then(|stat| stat_cpu_secs(&stat))
             .unwrap_or(0.0);
-        ProcSample { rss: kib("VmRSS:"), hwm: kib("VmHWM:"), cpu }
+        ProcSample { rss: kib("VmRSS:"), hwm: kib("VmHWM:"), vm_peak: kib("VmPeak:"), cpu }
     }
 }
 
