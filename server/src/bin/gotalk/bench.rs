@@ -64,6 +64,7 @@ use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 
 pub(crate) mod crowd;
+mod hostile;
 mod soak;
 mod sources;
 
@@ -107,7 +108,16 @@ scenario opens WebSocket connections through the gotalk handshake.
 On a machine with few cores, pin the benchmark to one core, for example \
 `taskset -c 0 gotalk bench`: an idle virtual CPU sleeps, and a client and server on different \
 cores give numbers that swing several times between runs. The server processes inherit the \
-affinity.")]
+affinity.
+
+`--scenario hostile` runs each attack of a hostile peer (`--attacks json,held,results,streams,\
+partial,ws-buffers,broadcast,exhaust`, numbered 1-7 and 9 in its table) against the real \
+`gotalk serve` with its default settings, a fresh server each, and reports the server's RSS \
+before, during and at its peak (VmHWM), RSS `--hostile-after` seconds after the attackers \
+left, the bystander's answers, failures and p99, how the server ended, and its memory \
+budget's peak from /stats. `--hostile-scale 0.01 --hostile-hold 1 --hostile-after 1` is a \
+quick check; `--address-space-limit 1073741824` runs every server under \
+`prlimit --as=1073741824` (twice the default 512 MiB budget).")]
 pub(crate) struct Args {
     /// What the connections run over: `tcp` (gotalk's TCP server against a raw tokio TCP
     /// echo) or `ws` (gotalk's WebSocket gateway against a raw tokio-tungstenite echo).
@@ -146,7 +156,9 @@ pub(crate) struct Args {
     #[arg(long, value_enum)]
     baseline: Option<Baseline>,
     #[command(flatten)]
-    soak: soak::Args,
+    soak: soak::SoakArgs,
+    #[command(flatten)]
+    hostile: hostile::HostileArgs,
 }
 
 /// What the benchmark's connections run over.
@@ -198,6 +210,12 @@ enum Scenario {
     /// counted requests and connection churn; reports its memory and CPU (not part of `all`;
     /// set by the `--ws`, `--tcp`, `--hold`, `--requests`, `--churn` options).
     Soak,
+    /// Each attack of a hostile peer on the real `gotalk serve` with its default settings,
+    /// a fresh server each, while a bystander calls `echo` every 200 ms; reports the server's
+    /// memory during and after each, whether it survived, and the bystander's answers (not
+    /// part of `all`; set by the `--attacks`, `--hostile-*`, `--exhaust-per-addr` and
+    /// `--address-space-limit` options).
+    Hostile,
 }
 
 fn positive_secs(s: &str) -> Result<f64, String> {
@@ -378,6 +396,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.scenario == Scenario::Soak {
         summary.extend(soak::scenario(&args.soak).await?);
+    }
+    if args.scenario == Scenario::Hostile {
+        summary.extend(hostile::scenario(&args.hostile).await?);
     }
     println!("== summary");
     for line in &summary {

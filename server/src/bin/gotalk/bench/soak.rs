@@ -56,7 +56,7 @@ const USER_HZ: f64 = 100.0;
 
 /// The soak's settings (used with `--scenario soak`).
 #[derive(clap::Args, Debug)]
-pub(crate) struct Args {
+pub(crate) struct SoakArgs {
     /// Soak: WebSocket clients held open.
     #[arg(long = "ws", value_name = "N", default_value_t = 10_000)]
     ws: u32,
@@ -232,40 +232,39 @@ pub(super) fn churn_source(i: u64) -> Ipv4Addr {
 // The server: `gotalk serve` in a child process.
 
 /// `gotalk serve` running as a child process, and where it listens.
-struct Gateway {
+pub(super) struct Gateway {
     child: Child,
-    pid: u32,
-    http: SocketAddr,
-    tcp: SocketAddr,
+    pub(super) pid: u32,
+    pub(super) http: SocketAddr,
+    pub(super) tcp: SocketAddr,
 }
 
 impl Gateway {
-    async fn spawn(max_connections: usize, cpus: Option<&str>) -> anyhow::Result<Gateway> {
+    /// Starts `gotalk serve --http 127.0.0.1:0 --tcp 127.0.0.1:0` with `flags` after those,
+    /// through `launcher` (a command that execs the rest of its arguments, such as
+    /// `taskset -c 1` or `prlimit --as=BYTES`) when it is not empty.
+    pub(super) async fn spawn(flags: &[String], launcher: &[String]) -> anyhow::Result<Gateway> {
         let exe = std::env::current_exe().context("cannot find this program to start a server")?;
-        let limit = max_connections.to_string();
-        let serve = [
-            "serve",
-            "--http",
-            "127.0.0.1:0",
-            "--tcp",
-            "127.0.0.1:0",
-            "--max-connections",
-            &limit,
-            "--max-connections-per-addr",
-            &limit,
-        ];
-        let mut command = match cpus {
-            Some(cpus) => {
-                // taskset execs the server, so the child's pid is the server's.
-                let mut command = Command::new("taskset");
-                command.args(["-c", cpus]).arg(&exe);
+        let serve: Vec<String> = ["serve", "--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0"]
+            .into_iter()
+            .map(String::from)
+            .chain(flags.iter().cloned())
+            .collect();
+        let mut command = match launcher.split_first() {
+            // The launcher execs the server, so the child's pid is the server's.
+            Some((program, rest)) => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(&exe);
                 command
             }
             None => Command::new(&exe),
         };
-        command.args(serve);
-        let shown: Vec<String> = std::iter::once(exe.display().to_string())
-            .chain(serve.iter().map(|s| s.to_string()))
+        command.args(&serve);
+        let shown: Vec<String> = launcher
+            .iter()
+            .cloned()
+            .chain(std::iter::once(exe.display().to_string()))
+            .chain(serve.iter().cloned())
             .map(|a| shell_quote(&a))
             .collect();
         println!("server: {}", shown.join(" "));
@@ -311,16 +310,16 @@ impl Gateway {
         Ok(Gateway { child, pid, http, tcp })
     }
 
-    fn ws_url(&self) -> String {
+    pub(super) fn ws_url(&self) -> String {
         format!("ws://{}/gotalk/", self.http)
     }
 
-    fn sample(&self) -> ProcSample {
+    pub(super) fn sample(&self) -> ProcSample {
         ProcSample::of(&self.pid.to_string())
     }
 
     /// `/stats`: open connections and liveness counts per transport, as JSON.
-    async fn stats(&self) -> anyhow::Result<serde_json::Value> {
+    pub(super) async fn stats(&self) -> anyhow::Result<serde_json::Value> {
         let mut stream = TcpStream::connect(self.http).await?;
         let request =
             format!("GET /stats HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.http);
@@ -335,24 +334,31 @@ impl Gateway {
         Ok(serde_json::from_str(body)?)
     }
 
-    async fn stop(mut self) {
+    /// How the server exited, if it has.
+    pub(super) fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    pub(super) async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
 }
 
 /// Memory and CPU time of one process.
 #[derive(Debug, Clone, Copy, Default)]
-struct ProcSample {
+pub(super) struct ProcSample {
     /// VmRSS, bytes.
-    rss: u64,
+    pub(super) rss: u64,
     /// VmHWM, the peak of VmRSS, bytes.
-    hwm: u64,
+    pub(super) hwm: u64,
+    /// VmPeak, the peak of the address space mapped, bytes: what `ulimit -v` limits.
+    pub(super) vm_peak: u64,
     /// User and system CPU time, seconds, of every thread it ever ran.
-    cpu: f64,
+    pub(super) cpu: f64,
 }
 
 impl ProcSample {
-    fn of(pid: &str) -> ProcSample {
+    pub(super) fn of(pid: &str) -> ProcSample {
         let kib = |name| {
             proc_status_field(pid, name)
                 .and_then(|v| v.trim_end_matches("kB").trim().parse::<u64>().ok())
@@ -362,13 +368,13 @@ impl ProcSample {
             .ok()
             .and_then(|stat| stat_cpu_secs(&stat))
             .unwrap_or(0.0);
-        ProcSample { rss: kib("VmRSS:"), hwm: kib("VmHWM:"), cpu }
+        ProcSample { rss: kib("VmRSS:"), hwm: kib("VmHWM:"), vm_peak: kib("VmPeak:"), cpu }
     }
 }
 
 /// The server's resident memory once it stops changing: sampled every 250 ms until two
 /// samples agree within 0.5 %, for at most 10 s.
-async fn settled_rss(server: &Gateway) -> u64 {
+pub(super) async fn settled_rss(server: &Gateway) -> u64 {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut last = server.sample().rss;
     for _ in 0..40 {
@@ -815,7 +821,7 @@ struct Sample {
 }
 
 /// Bytes shown in MiB.
-struct Mib(u64);
+pub(super) struct Mib(pub(super) u64);
 
 impl std::fmt::Display for Mib {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -825,7 +831,7 @@ impl std::fmt::Display for Mib {
 
 /// Runs the soak; returns summary lines, or fails when anything was dropped, lost or
 /// duplicated.
-pub(super) async fn scenario(args: &Args) -> anyhow::Result<Vec<String>> {
+pub(super) async fn scenario(args: &SoakArgs) -> anyhow::Result<Vec<String>> {
     let (ws, tcp) = (args.ws as usize, args.tcp as usize);
     let churn_cap = (args.churn * CHURN_IN_FLIGHT_SECS) as usize;
     let hold = Duration::from_secs_f64(args.hold);
@@ -871,12 +877,19 @@ pub(super) async fn scenario(args: &Args) -> anyhow::Result<Vec<String>> {
              that is both transports full; this load needs {need})"
         );
     }
-    let server = Gateway::spawn(max_connections, args.server_cpus.as_deref()).await?;
+    let limit = max_connections.to_string();
+    let flags =
+        ["--max-connections", &limit, "--max-connections-per-addr", &limit].map(String::from);
+    let launcher: Vec<String> = match &args.server_cpus {
+        Some(cpus) => vec!["taskset".into(), "-c".into(), cpus.clone()],
+        None => Vec::new(),
+    };
+    let server = Gateway::spawn(&flags, &launcher).await?;
     run(args, server, window, hold).await
 }
 
 async fn run(
-    args: &Args,
+    args: &SoakArgs,
     server: Gateway,
     window: Duration,
     hold: Duration,
