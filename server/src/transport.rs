@@ -120,7 +120,9 @@ impl FrameReader for TcpReader {
                 Ok(0) => return Ok(ReadEvent::Eof),
                 Ok(n) => return Ok(ReadEvent::Data(n)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if buf.is_empty() {
+                    // Between messages; in the middle of one, the buffer may hold the room
+                    // the read loop reserved (and paid for) for the rest of its payload.
+                    if buf.is_empty() && hint.is_none() {
                         *buf = BytesMut::new();
                     }
                     self.0.readable().await?;

@@ -94,6 +94,9 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
                     charge = sock.shared.budget.charge(declared + OVERHEAD) => charge,
                 };
                 reading = Some(charge);
+                // Paid for in full, so held in full now: a buffer grown read by read would
+                // double past the payload and copy it on the way.
+                buf.reserve(remaining);
                 if Instant::now() > asked {
                     // The peer was not read from while it waited for room; its clocks
                     // restart.
