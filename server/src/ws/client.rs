@@ -89,30 +89,6 @@ pub enum WsEvent {
     Control,
 }
 
-impl WsMessage for axum::extract::ws::Message {
-    fn binary(data: Bytes) -> Self {
-        Self::Binary(data)
-    }
-
-    fn close(code: u16, reason: String) -> Self {
-        Self::Close(Some(axum::extract::ws::CloseFrame { code, reason: reason.into() }))
-    }
-
-    fn ping(data: Bytes) -> Self {
-        Self::Ping(data)
-    }
-
-    fn into_event(self) -> WsEvent {
-        match self {
-            Self::Binary(data) => WsEvent::Data(data),
-            Self::Text(text) => WsEvent::Data(Bytes::from(text)),
-            Self::Close(_) => WsEvent::Close,
-            Self::Ping(_) => WsEvent::Ping,
-            Self::Pong(data) => WsEvent::Pong(data),
-        }
-    }
-}
-
 impl WsMessage for tungstenite::Message {
     fn binary(data: Bytes) -> Self {
         Self::Binary(data)
@@ -161,12 +137,6 @@ impl WsError for tungstenite::Error {
             }
             _ => None,
         }
-    }
-}
-
-impl WsError for axum::Error {
-    fn violation(&self) -> Option<(u16, &'static str)> {
-        std::error::Error::source(self)?.downcast_ref::<tungstenite::Error>()?.violation()
     }
 }
 
