@@ -94,9 +94,13 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
                     charge = sock.shared.budget.charge(declared + OVERHEAD) => charge,
                 };
                 reading = Some(charge);
-                // Paid for in full, so held in full now: a buffer grown read by read would
-                // double past the payload and copy it on the way.
-                buf.reserve(remaining);
+                // Paid for in full, so held in full now, in a buffer of exactly its size: one
+                // grown read by read would double past the payload and copy it on the way,
+                // and one that kept the consumed header in front would take the allocator's
+                // next size class up. Only the payload's first bytes are here to move.
+                let mut exact = BytesMut::with_capacity(declared);
+                exact.extend_from_slice(&buf);
+                buf = exact;
                 if Instant::now() > asked {
                     // The peer was not read from while it waited for room; its clocks
                     // restart.
