@@ -91,13 +91,25 @@ pub(crate) fn read_size(hint: Option<usize>) -> usize {
     hint.unwrap_or(0).clamp(MIN_READ, MAX_READ)
 }
 
+/// Makes room in `buf` for the next read: at least [`MIN_READ`] bytes, unless the rest of a
+/// large message already has room. The read loop gives a large message its whole buffer when
+/// it pays for it; growing that buffer for the message's last bytes would copy the message
+/// into one twice its size.
+pub(crate) fn make_room(buf: &mut BytesMut, hint: Option<usize>) {
+    let spare = buf.capacity() - buf.len();
+    let rest_fits = buf.capacity() >= MAX_READ && hint.is_some_and(|rest| rest <= spare);
+    if spare < MIN_READ && !rest_fits {
+        buf.reserve(read_size(hint));
+    }
+}
+
 /// Reads from any [`AsyncRead`] (TLS streams, in-memory duplex pipes).
 #[derive(Debug)]
 pub struct IoReader<R>(pub R);
 
 impl<R: AsyncRead + Unpin + Send + 'static> FrameReader for IoReader<R> {
     async fn read(&mut self, buf: &mut BytesMut, hint: Option<usize>) -> io::Result<ReadEvent> {
-        buf.reserve(read_size(hint));
+        make_room(buf, hint);
         match self.0.read_buf(buf).await? {
             0 => Ok(ReadEvent::Eof),
             n => Ok(ReadEvent::Data(n)),
@@ -113,9 +125,7 @@ pub struct TcpReader(pub OwnedReadHalf);
 impl FrameReader for TcpReader {
     async fn read(&mut self, buf: &mut BytesMut, hint: Option<usize>) -> io::Result<ReadEvent> {
         loop {
-            if buf.capacity() - buf.len() < MIN_READ {
-                buf.reserve(read_size(hint));
-            }
+            make_room(buf, hint);
             match self.0.try_read_buf(buf) {
                 Ok(0) => return Ok(ReadEvent::Eof),
                 Ok(n) => return Ok(ReadEvent::Data(n)),

@@ -40,7 +40,7 @@ use super::{close_code, close_text, max_message_size, CLOSE_POLICY};
 use crate::config::Config;
 use crate::error::CloseReason;
 use crate::lock;
-use crate::transport::{read_size, FrameReader, FrameWriter, ReadEvent, MIN_READ};
+use crate::transport::{make_room, FrameReader, FrameWriter, ReadEvent};
 
 /// Payloads at least this large are written from their own buffer instead of being copied
 /// into the batch.
@@ -272,16 +272,14 @@ where
             self.answer_ping().await?;
             let Some(io) = self.io.as_mut() else { return Ok(ReadEvent::Eof) };
             let start = buf.len();
-            let size = read_size(hint);
             let read = std::future::poll_fn(|cx| {
-                if buf.capacity() - buf.len() < MIN_READ {
-                    buf.reserve(size);
-                }
+                make_room(buf, hint);
                 match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf) {
                     Poll::Pending => {
                         // Give the buffer back while waiting, so an idle connection holds
-                        // none; it is reserved again when bytes come.
-                        if buf.is_empty() {
+                        // none; it is reserved again when bytes come. Not in the middle of a
+                        // message: it may hold the room paid for the rest of it.
+                        if buf.is_empty() && hint.is_none() {
                             *buf = BytesMut::new();
                         }
                         Poll::Pending
