@@ -251,10 +251,20 @@ async fn partial_messages_wait_for_room_in_the_process_budget() {
         });
         peers.push((read, sent));
     }
+    let finished = |peers: &[(_, tokio::task::JoinHandle<_>)]| {
+        peers.iter().filter(|(_, sent)| sent.is_finished()).count()
+    };
+    within("two peers read in full", async {
+        while finished(&peers) < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    // And no third, however long it waits.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(finished(&peers), 2);
     let used = process.used();
     assert!((30 * MIB..=40 * MIB).contains(&used), "{used} bytes charged");
-    assert_eq!(peers.iter().filter(|(_, sent)| sent.is_finished()).count(), 2);
     bystander_answered(server.addr).await;
     // As each held message completes and is answered, a waiting peer is read: all four are
     // answered in the end, and the budget never went past its capacity.
