@@ -107,13 +107,14 @@ async fn held_requests_are_bounded_in_bytes() {
     bystander_answered(server.addr).await;
 }
 
-/// Sends twelve 10 KB requests to an op that holds them, on a connection budget of 64 KiB:
+/// Sends twelve 10 KB requests to an op that holds them (long enough for all twelve to
+/// arrive while the first six are held, however busy the machine), on a budget of 64 KiB:
 /// six fit (with their 64 bytes of overhead each), and how the other six are answered.
 async fn small_requests_past_the_budget(retry: bool) -> Vec<Frame> {
     let process = MemoryBudget::new(256 * MIB);
     let mut handlers = common::handlers();
     handlers.handle_buffer("hold", |_sock, payload: Bytes| async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         Ok::<_, String>(Bytes::from(payload.len().to_string()))
     });
     let mut server_config = config(&process, 64 * 1024);
