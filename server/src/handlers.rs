@@ -126,6 +126,15 @@ fn params<P: DeserializeOwned>(payload: &[u8]) -> Result<P, String> {
     crate::sock::from_json(payload).map_err(|e| format!("invalid parameters: {e}"))
 }
 
+/// Pays for what decoding `payload` as JSON may take (see
+/// [`json_decoded_bound`](crate::memory::json_decoded_bound)), for as long as the charge is
+/// kept.
+fn charge_decoding(sock: &Sock, payload: &[u8]) -> Result<crate::memory::Charge, String> {
+    let bound = crate::memory::json_decoded_bound(payload);
+    sock.try_charge(bound)
+        .map_err(|exhausted| format!("too large to decode ({bound} bytes at most): {exhausted}"))
+}
+
 fn json_result<R: Serialize>(value: &R) -> Result<Bytes, String> {
     serde_json::to_vec(value)
         .map(Bytes::from)
@@ -164,10 +173,8 @@ impl Handlers {
             Box::pin(async move {
                 // What the decoded parameters may take is paid for while the handler runs,
                 // which is as long as it can keep them.
-                let bound = crate::memory::json_decoded_bound(&payload);
-                let _decoded = sock.try_charge(bound).map_err(|exhausted| {
-                    format!("parameters too large to decode ({bound} bytes at most): {exhausted}")
-                })?;
+                let _decoded =
+                    charge_decoding(&sock, &payload).map_err(|e| format!("parameters {e}"))?;
                 let params = params::<P>(&payload)?;
                 json_result(&f(sock, params).await.map_err(|e| e.to_string())?)
             })
@@ -246,11 +253,9 @@ impl Handlers {
     {
         let f: NotificationFn = Arc::new(move |sock, name, payload| {
             // As for requests: the decoded value is paid for while its handler runs.
-            let bound = crate::memory::json_decoded_bound(&payload);
-            let decoded = sock.try_charge(bound).map_err(|exhausted| {
-                format!("too large to decode ({bound} bytes at most): {exhausted}")
-            });
-            match decoded.and_then(|charge| Ok((charge, params::<T>(&payload)?))) {
+            match charge_decoding(&sock, &payload)
+                .and_then(|charge| Ok((charge, params::<T>(&payload)?)))
+            {
                 Ok((charge, value)) => {
                     let handled = f(sock, value);
                     Box::pin(async move {

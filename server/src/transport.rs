@@ -22,7 +22,7 @@ use crate::error::CloseReason;
 const COPY_LIMIT: usize = 8 * 1024;
 
 /// The most a single read asks for.
-const MAX_READ: usize = 64 * 1024;
+pub(crate) const MAX_READ: usize = 64 * 1024;
 
 /// The least a read reserves, so small messages don't cost one read each.
 pub(crate) const MIN_READ: usize = 4 * 1024;
@@ -97,9 +97,19 @@ pub(crate) fn read_size(hint: Option<usize>) -> usize {
 /// into one twice its size.
 pub(crate) fn make_room(buf: &mut BytesMut, hint: Option<usize>) {
     let spare = buf.capacity() - buf.len();
+    // A buffer this large was made for one message (the read loop's exact buffer).
     let rest_fits = buf.capacity() >= MAX_READ && hint.is_some_and(|rest| rest <= spare);
     if spare < MIN_READ && !rest_fits {
         buf.reserve(read_size(hint));
+    }
+}
+
+/// Gives the read buffer back while a reader waits between messages, so an idle connection
+/// holds none. Not in the middle of one: the buffer may hold the room the read loop reserved
+/// (and paid for) for the rest of its payload.
+pub(crate) fn release_if_idle(buf: &mut BytesMut, hint: Option<usize>) {
+    if buf.is_empty() && hint.is_none() {
+        *buf = BytesMut::new();
     }
 }
 
@@ -130,11 +140,7 @@ impl FrameReader for TcpReader {
                 Ok(0) => return Ok(ReadEvent::Eof),
                 Ok(n) => return Ok(ReadEvent::Data(n)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // Between messages; in the middle of one, the buffer may hold the room
-                    // the read loop reserved (and paid for) for the rest of its payload.
-                    if buf.is_empty() && hint.is_none() {
-                        *buf = BytesMut::new();
-                    }
+                    release_if_idle(buf, hint);
                     self.0.readable().await?;
                 }
                 Err(e) => return Err(e),

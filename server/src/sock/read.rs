@@ -23,7 +23,7 @@ type Closing = (CloseReason, Option<ProtocolErrorCode>);
 /// ones are read at once and charged by whatever holds them next: the read buffer up to this
 /// size is part of a connection's idle cost, and a peer sending small messages is never
 /// stalled behind others' large ones.
-const CHARGED_READ: usize = 64 * 1024;
+const CHARGED_READ: usize = crate::transport::MAX_READ;
 
 /// A received notification waiting for its handler.
 struct Note {

@@ -40,7 +40,7 @@ use super::{close_code, close_text, max_message_size, CLOSE_POLICY};
 use crate::config::Config;
 use crate::error::CloseReason;
 use crate::lock;
-use crate::transport::{make_room, FrameReader, FrameWriter, ReadEvent};
+use crate::transport::{make_room, release_if_idle, FrameReader, FrameWriter, ReadEvent};
 
 /// Payloads at least this large are written from their own buffer instead of being copied
 /// into the batch.
@@ -53,8 +53,9 @@ const BATCH: usize = 4 * 1024;
 /// The most buffers one vectored write takes.
 const MAX_SLICES: usize = 64;
 
-/// How long a closing socket keeps reading, for the peer's Close, after sending its own.
-pub(crate) const LINGER: Duration = Duration::from_secs(2);
+/// How long a closing socket keeps reading, for the peer's Close, after sending its own: as
+/// long as a TCP connection reads on after its ProtocolError.
+pub(crate) const LINGER: Duration = crate::linger::LINGER_TIME;
 
 /// How long a lingering close waits for more from a peer that has gone quiet.
 pub(crate) const LINGER_QUIET: Duration = Duration::from_millis(500);
@@ -276,12 +277,7 @@ where
                 make_room(buf, hint);
                 match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf) {
                     Poll::Pending => {
-                        // Give the buffer back while waiting, so an idle connection holds
-                        // none; it is reserved again when bytes come. Not in the middle of a
-                        // message: it may hold the room paid for the rest of it.
-                        if buf.is_empty() && hint.is_none() {
-                            *buf = BytesMut::new();
-                        }
+                        release_if_idle(buf, hint);
                         Poll::Pending
                     }
                     ready => ready,
