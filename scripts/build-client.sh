@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # Builds the browser client bundle (gotalk.js, gotalk.mjs, gotalk_bg.wasm, gotalk.d.ts).
 #
-#   scripts/build-client.sh            # build into static/gotalk/ (commit the result)
+#   scripts/build-client.sh            # build into crates/gateway/client/ (commit the result)
 #   scripts/build-client.sh --check    # build into target/client-bundle/; fail if the
 #                                      # committed bundle is stale or the build is too big
 #
 # Needs: the wasm32 target (scripts/wasm-build.sh finds or installs it), wasm-bindgen at the
 # version of the wasm-bindgen crate in Cargo.lock (GOTALK_INSTALL_TOOLS=1 installs it), and
 # Node.js with npm for wasm-opt, which comes from binaryen's npm package, pinned in
-# wasm-client/package-lock.json. (Debian's binaryen 108 predates the final reference-types
+# crates/wasm/package-lock.json. (Debian's binaryen 108 predates the final reference-types
 # encoding: it rewrites wasm-bindgen's externref table as anyref, which browsers reject.)
 #
 # Staleness is judged by a hash of the inputs (sources, Cargo.lock, this script, tool
-# versions), kept in static/gotalk/.inputs, not by the output bytes: the rustup and Debian
+# versions), kept in crates/gateway/client/.inputs, not by the output bytes: the rustup and Debian
 # compilers produce different wasm from the same sources.
 set -euo pipefail
 
@@ -28,7 +28,7 @@ esac
 # The gzipped size budget for gotalk.js plus the wasm, in bytes.
 budget=$((40 * 1000))
 # The committed bundle; the test command points this at a stale copy to see the check fail.
-committed="${GOTALK_COMMITTED_BUNDLE:-static/gotalk}"
+committed="${GOTALK_COMMITTED_BUNDLE:-crates/gateway/client}"
 
 bindgen_version() {
     awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock
@@ -47,21 +47,21 @@ install_tools() {
         cargo install wasm-bindgen-cli --version "$want"
     fi
     # npm ci only when the lock file changed since the last install.
-    local stamp=wasm-client/node_modules/.installed-lock
-    if ! cmp -s wasm-client/package-lock.json "$stamp"; then
-        (cd wasm-client && npm ci --no-audit --no-fund)
-        cp wasm-client/package-lock.json "$stamp"
+    local stamp=crates/wasm/node_modules/.installed-lock
+    if ! cmp -s crates/wasm/package-lock.json "$stamp"; then
+        (cd crates/wasm && npm ci --no-audit --no-fund)
+        cp crates/wasm/package-lock.json "$stamp"
     fi
 }
 
 wasm_opt() {
-    node wasm-client/node_modules/binaryen/bin/wasm-opt "$@"
+    node crates/wasm/node_modules/binaryen/bin/wasm-opt "$@"
 }
 
 # One line per input file with its hash, then the tool versions; hashed again by the caller.
 inputs() {
     git ls-files -co --exclude-standard -- \
-        wasm-client protocol/src protocol/Cargo.toml Cargo.toml Cargo.lock \
+        crates/wasm crates/protocol/src crates/protocol/Cargo.toml Cargo.toml Cargo.lock \
         scripts/build-client.sh scripts/wasm-build.sh |
         LC_ALL=C sort | xargs sha256sum
     echo "wasm-bindgen $(bindgen_version)"
@@ -72,8 +72,8 @@ hash="$(inputs | sha256sum | awk '{print $1}')"
 if [ "$mode" = check ]; then
     have="$(cat "$committed/.inputs" 2>/dev/null || echo none)"
     if [ "$have" != "$hash" ]; then
-        echo "build-client: static/gotalk/ is stale: its inputs hash $have, the sources hash $hash." >&2
-        echo "build-client: run scripts/build-client.sh and commit static/gotalk/." >&2
+        echo "build-client: crates/gateway/client/ is stale: its inputs hash $have, the sources hash $hash." >&2
+        echo "build-client: run scripts/build-client.sh and commit crates/gateway/client/." >&2
         exit 1
     fi
 fi
@@ -98,17 +98,17 @@ wasm_opt -Oz --converge --strip-debug --strip-producers \
     -o "$work/gotalk_bg.opt.wasm" "$work/gotalk_bg.wasm"
 
 version="$(awk -F'"' '/^version = / { print $2; exit }' Cargo.toml)"
-api="$(sed "s/@VERSION@/$version/" wasm-client/js/api.js)"
+api="$(sed "s/@VERSION@/$version/" crates/wasm/js/api.js)"
 glue="$(cat "$work/gotalk.js")"
 banner="// gotalk.js $version: the gotalk browser client, in Rust compiled to wasm (gotalk_bg.wasm).
-// Built by scripts/build-client.sh from wasm-client/; do not edit."
+// Built by scripts/build-client.sh from crates/wasm/; do not edit."
 
 # terser compresses and renames locals; property names (the page's API) are left alone.
 # It reads the whole script, so the entries are assembled first and minified after.
 minify() {
     local input="$1"
     shift
-    node wasm-client/node_modules/terser/bin/terser "$input" --ecma 2020 --compress --mangle "$@" \
+    node crates/wasm/node_modules/terser/bin/terser "$input" --ecma 2020 --compress --mangle "$@" \
         -o "$input.min"
 }
 
@@ -149,7 +149,7 @@ mkdir -p "$out"
     echo
 } >"$out/gotalk.mjs"
 cp "$work/gotalk_bg.opt.wasm" "$out/gotalk_bg.wasm"
-cp wasm-client/js/gotalk.d.ts "$out/gotalk.d.ts"
+cp crates/wasm/js/gotalk.d.ts "$out/gotalk.d.ts"
 echo "$hash" >"$out/.inputs"
 
 js_gz=$(gzip -9 -c "$out/gotalk.js" | wc -c)
@@ -167,7 +167,7 @@ if [ "$mode" = check ]; then
     for f in gotalk.js gotalk.mjs gotalk_bg.wasm gotalk.d.ts; do
         [ -s "$committed/$f" ] || { echo "build-client: $committed/$f is missing" >&2; exit 1; }
     done
-    echo "build-client: static/gotalk/ is current"
+    echo "build-client: crates/gateway/client/ is current"
 else
     echo "build-client: wrote $out/"
 fi

@@ -7,7 +7,7 @@
 # - #![forbid(unsafe_code)] at the top of each of our crate roots.
 # - cargo deny check bans licenses sources (deny.toml): always; these need only crates.io.
 # - cargo deny check advisories: needs the RustSec database from GitHub.
-# - npm audit --audit-level=high in e2e/ and wasm-client/: needs npm's audit endpoint.
+# - npm audit --audit-level=high in e2e/ and crates/wasm/: needs npm's audit endpoint.
 #
 # A check whose service cannot be reached is reported as NOT CHECKED, never as passed, and
 # the script still exits 0 so that an offline machine can run the rest of the suite; set
@@ -59,7 +59,7 @@ fi
 
 # npm audit prints a JSON object with a top-level "error" (and no "vulnerabilities") when
 # the endpoint itself failed; with findings it lists them under "vulnerabilities".
-for dir in e2e wasm-client; do
+for dir in e2e crates/wasm; do
     if (cd "$dir" && npm audit --audit-level=high --json >"$log" 2>/dev/null); then
         echo "npm audit ($dir): no high or critical advisories"
         continue

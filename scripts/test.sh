@@ -85,13 +85,13 @@ scripts/wasm-build.sh gotalk-protocol
 
 # Rebuilds the browser client (scripts/build-client.sh --check, into target/client-bundle/):
 # fails when it no longer builds, when it is over its size budget, or when the bundle
-# committed in static/gotalk/ is stale (judged by a hash of its inputs, since the rustup and
+# committed in crates/gateway/client/ is stale (judged by a hash of its inputs, since the rustup and
 # Debian wasm routes produce different bytes).
-stage "browser client bundle (wasm-client)"
+stage "browser client bundle (crates/wasm)"
 scripts/build-client.sh --check
 # And the check must catch a stale bundle: a copy whose recorded inputs differ is refused.
 stale="$(mktemp -d)"
-cp -r static/gotalk/. "$stale"
+cp -r crates/gateway/client/. "$stale"
 echo 0000 >"$stale/.inputs"
 if GOTALK_COMMITTED_BUNDLE="$stale" scripts/build-client.sh --check 2>"$stale/err" >/dev/null \
     || ! grep -q "is stale" "$stale/err"; then
@@ -101,7 +101,7 @@ if GOTALK_COMMITTED_BUNDLE="$stale" scripts/build-client.sh --check 2>"$stale/er
 fi
 rm -rf "$stale"
 
-# The real server binary (which embeds static/, the bundle included) in the system's
+# The real server binary (which embeds the bundle and the demo page) in the system's
 # Chromium ($CHROMIUM, by default /usr/bin/chromium); outputs go to e2e/out/.
 stage "e2e (Playwright)"
 cargo build -p gotalk --locked

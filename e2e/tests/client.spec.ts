@@ -9,7 +9,7 @@ import type { Page } from '@playwright/test';
 import { test, expect } from '../fixtures';
 
 // The client's global, as gotalk.d.ts declares it (types only: nothing is imported).
-declare const gotalk: typeof import('../../static/gotalk/gotalk').default;
+declare const gotalk: typeof import('../../crates/gateway/client/gotalk').default;
 
 /** An empty script, in place of one the page would load. */
 const EMPTY_SCRIPT = { contentType: 'text/javascript; charset=utf-8', body: '' };

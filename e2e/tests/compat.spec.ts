@@ -12,7 +12,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { test, expect } from '../fixtures';
 import { repoRoot } from '../server';
 
-declare const gotalk: typeof import('../../static/gotalk/gotalk').default;
+declare const gotalk: typeof import('../../crates/gateway/client/gotalk').default;
 
 /** The original gotalk.js 1.2.1: `$GOTALK_PEERS` (default `../shared/peers`, beside the repository). */
 const ORIGINAL = path.join(

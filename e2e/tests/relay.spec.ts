@@ -7,7 +7,7 @@ import type { Page } from '@playwright/test';
 import { test, expect } from '../fixtures';
 
 // The client's global, as gotalk.d.ts declares it (types only: nothing is imported).
-declare const gotalk: typeof import('../../static/gotalk/gotalk').default;
+declare const gotalk: typeof import('../../crates/gateway/client/gotalk').default;
 
 /** Opens the demo page without its script, waits for the wasm, connects, and returns the id. */
 async function connect(page: Page, origin: string): Promise<string> {

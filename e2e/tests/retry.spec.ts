@@ -7,7 +7,7 @@
 import type { Page } from '@playwright/test';
 import { test, expect } from '../fixtures';
 
-declare const gotalk: typeof import('../../static/gotalk/gotalk').default;
+declare const gotalk: typeof import('../../crates/gateway/client/gotalk').default;
 
 async function load(page: Page, origin: string): Promise<void> {
   await page.route(new URL('/demo.js', origin).href, (route) =>

@@ -6,7 +6,7 @@
 import type { Page } from '@playwright/test';
 import { test, expect } from '../fixtures';
 
-declare const gotalk: typeof import('../../static/gotalk/gotalk').default;
+declare const gotalk: typeof import('../../crates/gateway/client/gotalk').default;
 
 /** The demo page with its own script held back, so the page's only sock is the test's. */
 async function load(page: Page, origin: string): Promise<void> {

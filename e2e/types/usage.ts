@@ -1,7 +1,7 @@
 // Type-checks gotalk.d.ts (the declarations served at /gotalk/gotalk.d.ts) against the API as
 // pages use it; `npx tsc -p types` in scripts/test.sh fails when the two drift apart.
 
-import gotalk from '../../static/gotalk/gotalk';
+import gotalk from '../../crates/gateway/client/gotalk';
 
 gotalk.handle<{ name: string }, { greeting: string }>('greet', (value, result) => {
   if (!value.name) return result.error('no name');

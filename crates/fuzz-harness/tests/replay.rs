@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use gotalk_fuzz_harness::TARGETS;
 
 fn inputs(kind: &str, target: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz").join(kind).join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz").join(kind).join(target);
     let Ok(entries) = fs::read_dir(&dir) else { return Vec::new() };
     let mut files: Vec<PathBuf> =
         entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_file()).collect();

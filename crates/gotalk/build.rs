@@ -13,21 +13,23 @@ use std::{env, fs, io};
 
 fn main() -> io::Result<()> {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let static_dir = manifest_dir.join("..").join("static");
-    // Cargo scans a directory named here recursively, so adding, removing or editing any file
-    // under static/ reruns this script. Naming any path turns off cargo's default of rerunning
-    // on every change in the package, so build.rs itself is listed too.
-    println!("cargo:rerun-if-changed=../static");
+    // The browser bundle is served under gotalk/, the demo page at the root.
+    let sources = [
+        (manifest_dir.join("../gateway/client"), "gotalk/"),
+        (manifest_dir.join("../../examples/demo/page"), ""),
+    ];
     println!("cargo:rerun-if-changed=build.rs");
-
     let mut files = Vec::new();
-    // A missing static/ embeds nothing rather than failing the build: the browser bundle is
-    // built separately and a checkout may not have it yet. (Cargo then reruns this script on
-    // every build, since the path it watches is missing; that costs a few milliseconds.)
-    if static_dir.is_dir() {
-        let root = static_dir.canonicalize()?;
-        walk(&root, "", &mut files)?;
+    for (dir, prefix) in &sources {
+        // Cargo scans a directory named here recursively, so adding, removing or editing any
+        // file under it reruns this script.
+        println!("cargo:rerun-if-changed={}", dir.display());
+        if dir.is_dir() {
+            let root = dir.canonicalize()?;
+            walk(&root, prefix, &mut files)?;
+        }
     }
+    files.sort();
 
     let mut out = String::from(
         "/// Every file under `static/`, as (path relative to `static/`, contents), sorted by \

@@ -589,8 +589,9 @@ async fn folders_serve_their_index() {
 
 #[tokio::test]
 async fn the_embedded_site_serves_static_index_html() {
-    let on_disk = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../static/index.html"))
-        .expect("static/index.html");
+    let on_disk =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/demo/page/index.html"))
+            .expect("static/index.html");
     assert!(Assets::embedded().contains("index.html"));
     assert!(Assets::site().contains("index.html"));
     assert!(!Assets::bundle().contains("index.html"));
