@@ -259,6 +259,14 @@ impl Config {
         self
     }
 
+    /// Whether this side sends the hello that tells a server of ours it understands the
+    /// reserved messages (on by default, for clients). Servers turn it off: they answer the
+    /// peer's hello instead.
+    pub fn hello_first(&mut self, yes: bool) -> &mut Self {
+        self.hello_first = yes;
+        self
+    }
+
     /// Whether the peer can take a RetryResult. Default true, as for Go peers. The original
     /// gotalk.js cannot, so the WebSocket gateway sets this per connection. Requests from a
     /// peer that cannot are held (see [`held_requests`](Self::held_requests)) instead.

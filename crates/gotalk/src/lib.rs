@@ -5,8 +5,8 @@
 //! single TCP or WebSocket connection, in the wire format of the Go package and gotalk.js,
 //! byte for byte. This crate is the Rust peer: a [`Sock`] per connection, a shared
 //! [`Handlers`] registry, per-connection limits in [`Config`], the TCP (and TLS) transport,
-//! and the [`Gateway`]: gotalk over WebSocket for browsers, as an axum router, on the same
-//! registry as TCP.
+//! and WebSocket framing for clients and for servers. The `gotalk-gateway` crate serves it to
+//! browsers from an axum app, on the same registry as TCP.
 //!
 //! Unlike the reference peers, every limit is enforced before memory is spent: payload size,
 //! name length, requests and streams in flight, queued bytes, handshake, read and write
@@ -15,16 +15,14 @@
 //! ended.
 //!
 //! # Layout
-//! - [`gateway`]: gotalk over WebSocket for browsers, as an axum router to mount.
-//! - [`assets`]: the browser client bundle and the demo site, served from memory.
 //! - [`handlers`]: the registry of operations and notifications.
-//! - [`http`]: an HTTP(S) server for axum apps, with graceful shutdown.
 //! - [`relay`]: peers address each other by id and topic through the server.
 //! - [`sources`]: one request answered by many streams (sources), each with a header and
 //!   frames, with credit, limits and timeouts.
 //! - [`sock`]: one connection: requests both ways, streams, notifications, heartbeats.
 //! - [`config`]: limits, timeouts and heartbeat settings.
 //! - [`connections`]: the live connections of a listener or gateway.
+//! - [`listen`]: accepting connections within limits, shared by every listener.
 //! - [`transport`]: byte streams (TCP, TLS, in-memory) as frame readers and writers.
 //! - [`tcp`]: the TCP listener and client, with optional TLS.
 //! - [`tls`]: TLS settings from PEM files.
@@ -56,16 +54,13 @@
 
 #![forbid(unsafe_code)]
 
-pub mod assets;
 pub mod config;
 pub mod connections;
 pub mod error;
-pub mod gateway;
 pub mod handlers;
-pub mod http;
 pub mod keepalive;
 mod linger;
-mod listen;
+pub mod listen;
 pub mod memory;
 pub mod metrics;
 mod per_addr;
@@ -81,7 +76,6 @@ pub mod ws;
 pub use config::Config;
 pub use connections::Connections;
 pub use error::{CloseReason, Error};
-pub use gateway::Gateway;
 pub use gotalk_protocol as protocol;
 pub use gotalk_protocol::liveness::{Event as LivenessEvent, LivenessConfig};
 pub use handlers::Handlers;

@@ -1,4 +1,7 @@
-//! The accept loop shared by the TCP listener and the HTTP server.
+//! Accepting connections within limits: the accept loop, per-address limits and refusals,
+//! shared by the TCP listener and the gateway's HTTP server.
+
+pub use crate::per_addr::{default_reserve, AddrLimit, AddrPermit, Refused, DEFAULT_PER_ADDR};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -44,7 +47,7 @@ impl AcceptBackoff {
 /// Accepts connections until `shutdown` completes, each holding a permit from `limit`. At the
 /// limit the loop stops accepting until a permit is returned, so new peers wait in the
 /// kernel's backlog instead of costing memory here.
-pub(crate) async fn accept_loop<F: Future>(
+pub async fn accept_loop<F: Future>(
     listener: &TcpListener,
     limit: Arc<Semaphore>,
     mut shutdown: Pin<&mut F>,
@@ -88,12 +91,19 @@ const LINGERING_REFUSALS: usize = 256;
 
 /// Turns peers away with a message they can read.
 #[derive(Clone, Debug)]
-pub(crate) struct Refuser {
+pub struct Refuser {
     lingering: Arc<Semaphore>,
 }
 
+impl Default for Refuser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Refuser {
-    pub(crate) fn new() -> Self {
+    /// A refuser that lets at most a few hundred refused peers linger at once.
+    pub fn new() -> Self {
         Refuser { lingering: Arc::new(Semaphore::new(LINGERING_REFUSALS)) }
     }
 
@@ -103,12 +113,7 @@ impl Refuser {
     /// does not read is not waited for. Then the place is given back and, while fewer than
     /// [`LINGERING_REFUSALS`] do, the peer is read from for a while so it reads the refusal
     /// rather than a reset.
-    pub(crate) async fn refuse(
-        &self,
-        stream: TcpStream,
-        refusal: &[u8],
-        place: OwnedSemaphorePermit,
-    ) {
+    pub async fn refuse(&self, stream: TcpStream, refusal: &[u8], place: OwnedSemaphorePermit) {
         use tokio::io::AsyncWriteExt;
         let (reader, mut writer) = stream.into_split();
         let write = async {

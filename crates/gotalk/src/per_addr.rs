@@ -20,12 +20,12 @@ use crate::lock;
 
 /// The default for every listener: generous enough for an office behind one NAT address,
 /// a tenth of the default global limit, so at least ten addresses share it.
-pub(crate) const DEFAULT_PER_ADDR: usize = 1_000;
+pub const DEFAULT_PER_ADDR: usize = 1_000;
 
 /// The reserve when none is set: a tenth of the places, or none when one address may take
 /// every place (behind a proxy every peer shares its address, and a reserve would only
 /// shrink the listener).
-pub(crate) fn default_reserve(max_connections: usize, max_per_addr: usize) -> usize {
+pub fn default_reserve(max_connections: usize, max_per_addr: usize) -> usize {
     if max_per_addr >= max_connections {
         0
     } else {
@@ -35,7 +35,7 @@ pub(crate) fn default_reserve(max_connections: usize, max_per_addr: usize) -> us
 
 /// Why a connection was not given a place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refused {
+pub enum Refused {
     /// Its address holds its limit already.
     AddressFull,
     /// The listener is into its reserve, and the address holds too many for a reserved place.
@@ -44,7 +44,7 @@ pub(crate) enum Refused {
 
 /// Counts open connections per address, shared by every clone.
 #[derive(Clone, Debug)]
-pub(crate) struct AddrLimit {
+pub struct AddrLimit {
     max: usize,
     /// From this many open connections on, only addresses holding fewer than `share` get in.
     crowded_at: usize,
@@ -60,7 +60,7 @@ struct Open {
 
 /// One connection's place in its address's count, returned on drop.
 #[derive(Debug)]
-pub(crate) struct AddrPermit {
+pub struct AddrPermit {
     key: IpAddr,
     open: Arc<Mutex<Open>>,
 }
@@ -69,7 +69,7 @@ impl AddrLimit {
     /// At most `max_per_addr` connections per address (at least 1), and of `max_connections`
     /// places the last `reserve` only for addresses holding fewer than a tenth of the
     /// reserve (at least 1). A reserve of 0 turns that off.
-    pub(crate) fn new(max_per_addr: usize, max_connections: usize, reserve: usize) -> Self {
+    pub fn new(max_per_addr: usize, max_connections: usize, reserve: usize) -> Self {
         let crowded_at =
             if reserve == 0 { usize::MAX } else { max_connections.saturating_sub(reserve) };
         AddrLimit {
@@ -81,7 +81,7 @@ impl AddrLimit {
     }
 
     /// A place for one more connection from `ip`, or why not.
-    pub(crate) fn try_acquire(&self, ip: IpAddr) -> Result<AddrPermit, Refused> {
+    pub fn try_acquire(&self, ip: IpAddr) -> Result<AddrPermit, Refused> {
         let key = key(ip);
         let mut open = lock(&self.open);
         let held = open.per_addr.get(&key).copied().unwrap_or(0);

@@ -233,7 +233,7 @@ impl Sock {
     /// [`start`](Self::start), giving up when `stop` completes first: the handshake fails
     /// with [`CloseReason::Shutdown`], which the transport passes on (a WebSocket closes with
     /// 1001).
-    pub(crate) async fn start_until<R: FrameReader, W: FrameWriter>(
+    pub async fn start_until<R: FrameReader, W: FrameWriter>(
         mut reader: R,
         mut writer: W,
         handlers: Arc<Handlers>,
@@ -505,7 +505,7 @@ impl Sock {
 
     /// Starts closing: records the reason once, stops the read loop and the handlers, fails
     /// every pending request, and tells the write loop to finish with `code`.
-    pub(crate) fn close_with(&self, reason: CloseReason, code: Option<ProtocolErrorCode>) {
+    pub fn close_with(&self, reason: CloseReason, code: Option<ProtocolErrorCode>) {
         if self.shared.reason.set(reason.clone()).is_err() {
             return;
         }

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
 
-use crate::per_addr::{default_reserve, AddrLimit, Refused, DEFAULT_PER_ADDR};
+use gotalk::listen::{default_reserve, AddrLimit, Refused, DEFAULT_PER_ADDR};
 
 /// The address a request came in on, in each request's extensions (as axum's
 /// `ConnectInfo<SocketAddr>` holds the peer's).
@@ -155,13 +155,13 @@ impl Server {
     pub async fn run(self, listener: TcpListener, shutdown: impl Future) -> io::Result<()> {
         let limit = Arc::new(Semaphore::new(self.max_connections));
         let per_addr = AddrLimit::new(self.max_per_addr, self.max_connections, self.reserve());
-        let refuser = crate::listen::Refuser::new();
+        let refuser = gotalk::listen::Refuser::new();
         let stopping = CancellationToken::new();
         // Cancelled at the deadline: connections still open are dropped.
         let dropping = CancellationToken::new();
         let tasks = TaskTracker::new();
         tokio::pin!(shutdown);
-        crate::listen::accept_loop(&listener, limit, shutdown, |stream, peer, permit| {
+        gotalk::listen::accept_loop(&listener, limit, shutdown, |stream, peer, permit| {
             let addr_permit = match per_addr.try_acquire(peer.ip()) {
                 Ok(addr_permit) => addr_permit,
                 Err(refused) => {

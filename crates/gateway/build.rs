@@ -15,7 +15,7 @@ fn main() -> io::Result<()> {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     // The browser bundle is served under gotalk/, the demo page at the root.
     let sources = [
-        (manifest_dir.join("../gateway/client"), "gotalk/"),
+        (manifest_dir.join("client"), "gotalk/"),
         (manifest_dir.join("../../examples/demo/page"), ""),
     ];
     println!("cargo:rerun-if-changed=build.rs");

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use common::within;
 use gotalk::keepalive::{Builder, Event, DEFAULT_MAX_WAITING, DEFAULT_WAIT_TIMEOUT};
 use gotalk::protocol::backoff::Backoff;
-use gotalk::{CloseReason, Config, Error, Gateway, Handlers, KeepAlive, Sock};
+use gotalk::{CloseReason, Config, Error, Handlers, KeepAlive, Sock};
+use gotalk_gateway::Gateway;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -80,7 +81,7 @@ impl Server {
             let (gateway, stop) = (gateway.clone(), stop.clone());
             async move {
                 let tcp = Some((tcp_server, tcp_listener));
-                let http = gotalk::http::Server::new(app);
+                let http = gotalk_gateway::http::Server::new(app);
                 gateway.run(http, http_listener, tcp, stop.cancelled_owned()).await.unwrap();
             }
         });

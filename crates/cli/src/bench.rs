@@ -19,8 +19,8 @@
 //!     fair baseline.
 //!
 //! With `--transport ws` the same is measured over WebSocket:
-//! - `gotalk`: the [`gotalk::Gateway`] mounted at `/gotalk` in an axum app served by
-//!   [`gotalk::http::serve`], loaded by `gotalk::ws::connect` clients exactly as over TCP;
+//! - `gotalk`: the [`gotalk_gateway::Gateway`] mounted at `/gotalk` in an axum app served by
+//!   [`gotalk_gateway::http::serve`], loaded by `gotalk::ws::connect` clients exactly as over TCP;
 //! - `raw-ws`: a tokio-tungstenite echo server (each text or binary message sent back with
 //!   `SinkExt::send`), loaded by a tokio-tungstenite client that keeps `depth` binary messages
 //!   in flight per connection, sending one with `SinkExt::send` as each returns: what a
@@ -506,13 +506,13 @@ async fn serve_gotalk(listener: TcpListener) -> anyhow::Result<()> {
 }
 
 /// Serves gotalk over WebSocket: the gateway at `/gotalk/` with the `echo` handler and no cap
-/// on sockets, in an axum app behind [`gotalk::http::Server`].
+/// on sockets, in an axum app behind [`gotalk_gateway::http::Server`].
 async fn serve_gateway(listener: TcpListener) -> anyhow::Result<()> {
-    let gateway = gotalk::Gateway::new(echo_handlers(), server_config())
+    let gateway = gotalk_gateway::Gateway::new(echo_handlers(), server_config())
         .max_connections(UNCAPPED)
         .max_connections_per_addr(UNCAPPED);
     let app = axum::Router::new().nest_service("/gotalk", gateway.router());
-    gotalk::http::Server::new(app)
+    gotalk_gateway::http::Server::new(app)
         .max_connections(UNCAPPED)
         .max_connections_per_addr(UNCAPPED)
         .run(listener, std::future::pending::<()>())

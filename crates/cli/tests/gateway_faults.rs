@@ -11,8 +11,8 @@ use std::time::Duration;
 use common::raw_ws::{Got, RawWs, BINARY, CLOSE, PING, TEXT};
 use common::web::WebServer;
 use common::{handlers, tls_configs, within};
-use gotalk::gateway::Refusal;
 use gotalk::{CloseReason, Config, Error, Handlers};
+use gotalk_gateway::Refusal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -162,7 +162,7 @@ async fn shutdown_closes_sockets_still_in_the_handshake_with_1001() {
 }
 
 /// A hook that never finishes unless the query says otherwise.
-fn hanging_hook(g: gotalk::Gateway) -> gotalk::Gateway {
+fn hanging_hook(g: gotalk_gateway::Gateway) -> gotalk_gateway::Gateway {
     g.on_connect(|request: gotalk::UpgradeRequest| async move {
         if request.uri.query() == Some("hang") {
             std::future::pending::<()>().await;

@@ -10,8 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::web::{WebServer, WsPeer};
 use common::{handlers, within};
-use gotalk::gateway::Refusal;
 use gotalk::{Config, Error, Handlers, Sock, StreamInput, StreamOutput, TransportKind};
+use gotalk_gateway::Refusal;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Handlers for the client side: `client-echo`, and `client-stream` which upper-cases parts.

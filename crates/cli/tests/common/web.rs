@@ -7,7 +7,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use gotalk::tcp::Connections;
-use gotalk::{Config, Gateway, Handlers, Sock};
+use gotalk::{Config, Handlers, Sock};
+use gotalk_gateway::Gateway;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -47,7 +48,7 @@ impl WebServer {
         handlers: Handlers,
         config: Config,
         gateway: impl FnOnce(Gateway) -> Gateway,
-        adjust_http: impl FnOnce(gotalk::http::Server) -> gotalk::http::Server,
+        adjust_http: impl FnOnce(gotalk_gateway::http::Server) -> gotalk_gateway::http::Server,
     ) -> WebServer {
         Self::start_at("127.0.0.1:0", handlers, config, gateway, adjust_http).await
     }
@@ -58,7 +59,7 @@ impl WebServer {
         handlers: Handlers,
         config: Config,
         gateway: impl FnOnce(Gateway) -> Gateway,
-        adjust_http: impl FnOnce(gotalk::http::Server) -> gotalk::http::Server,
+        adjust_http: impl FnOnce(gotalk_gateway::http::Server) -> gotalk_gateway::http::Server,
     ) -> WebServer {
         let handlers = Arc::new(handlers);
         let gateway = gateway(Gateway::new(handlers.clone(), config.clone()));
@@ -68,7 +69,7 @@ impl WebServer {
         let tcp_listener = TcpListener::bind(bind).await.unwrap();
         let (http, tcp) = (http_listener.local_addr().unwrap(), tcp_listener.local_addr().unwrap());
         let app = axum::Router::new().nest_service("/gotalk", gateway.router());
-        let http_server = adjust_http(gotalk::http::Server::new(app));
+        let http_server = adjust_http(gotalk_gateway::http::Server::new(app));
         let stop = CancellationToken::new();
         let handle = tokio::spawn({
             let (gateway, stop) = (gateway.clone(), stop.clone());

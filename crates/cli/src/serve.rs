@@ -13,9 +13,10 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use futures_util::future::join_all;
-use gotalk::assets::Assets;
 use gotalk::metrics::LivenessCounts;
-use gotalk::{Config, Connections, Gateway, Handlers, LivenessConfig};
+use gotalk::{Config, Connections, Handlers, LivenessConfig};
+use gotalk_gateway::assets::Assets;
+use gotalk_gateway::Gateway;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -79,7 +80,7 @@ pub(crate) struct Args {
 }
 
 fn parse_origin(text: &str) -> Result<String, String> {
-    if gotalk::gateway::valid_origin(text) {
+    if gotalk_gateway::valid_origin(text) {
         Ok(text.to_owned())
     } else {
         Err("expected scheme://host[:port], null or *".into())
@@ -87,7 +88,7 @@ fn parse_origin(text: &str) -> Result<String, String> {
 }
 
 fn parse_host(text: &str) -> Result<String, String> {
-    if gotalk::gateway::valid_host(text) {
+    if gotalk_gateway::valid_host(text) {
         Ok(text.to_owned())
     } else {
         Err("expected a host name without port (example.com, *.example.com), an IP address \
@@ -503,7 +504,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(reserve) = args.connection_reserve {
         gateway = gateway.connection_reserve(reserve);
     }
-    let mut http = gotalk::http::Server::new(app(&gateway, tcp.connections(), budget))
+    let mut http = gotalk_gateway::http::Server::new(app(&gateway, tcp.connections(), budget))
         .max_connections(args.max_connections)
         .max_connections_per_addr(args.max_connections_per_addr)
         .shutdown_timeout(shutdown_timeout);

@@ -11,10 +11,10 @@
 //! # async fn demo() -> std::io::Result<()> {
 //! let mut handlers = gotalk::Handlers::new();
 //! handlers.handle("echo", |_sock, text: String| async move { Ok::<_, String>(text) });
-//! let gateway = gotalk::Gateway::new(Arc::new(handlers), Default::default());
+//! let gateway = gotalk_gateway::Gateway::new(Arc::new(handlers), Default::default());
 //! let app = axum::Router::new().nest_service("/gotalk", gateway.router());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:1234").await?;
-//! let http = gotalk::http::Server::new(app);
+//! let http = gotalk_gateway::http::Server::new(app);
 //! gateway.run(http, listener, None, tokio::signal::ctrl_c()).await?;
 //! # Ok(()) }
 //! ```
@@ -24,9 +24,15 @@
 //! the origin policy (see [`Gateway::allow_origin`]), the [`on_connect`](Gateway::on_connect)
 //! hook and the connection limit. Handlers see the upgrade request in [`ConnInfo::request`].
 
+#![forbid(unsafe_code)]
+
+pub mod assets;
 mod host;
+pub mod http;
 mod origin;
 mod upgrade;
+
+pub use assets::Assets;
 
 use std::future::Future;
 use std::io;
@@ -36,25 +42,24 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ::http::StatusCode;
 use axum::extract::{ConnectInfo, OriginalUri, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use futures_util::FutureExt;
-use http::StatusCode;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::assets::Assets;
-use crate::config::Config;
-use crate::connections::Connections;
-use crate::error::CloseReason;
-use crate::handlers::Handlers;
-use crate::per_addr::{default_reserve, AddrLimit, Refused, DEFAULT_PER_ADDR};
-use crate::sock::{ConnInfo, Sock, TransportKind, UpgradeRequest};
-use crate::ws;
+use gotalk::listen::{default_reserve, AddrLimit, Refused, DEFAULT_PER_ADDR};
+use gotalk::ws;
+use gotalk::CloseReason;
+use gotalk::Config;
+use gotalk::Connections;
+use gotalk::Handlers;
+use gotalk::{ConnInfo, Sock, TransportKind, UpgradeRequest};
 
 /// A refusal of a WebSocket upgrade, sent as an HTTP response with this status and text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,9 +143,9 @@ impl std::fmt::Debug for Gateway {
 
 impl Gateway {
     /// A gateway for `handlers`, with `config` for every connection. Pass the same `handlers`
-    /// to the TCP [`Server`](crate::tcp::Server) to serve both transports from one registry.
+    /// to the TCP [`Server`](gotalk::tcp::Server) to serve both transports from one registry.
     pub fn new(handlers: Arc<Handlers>, mut config: Config) -> Self {
-        config.hello_first = false;
+        config.hello_first(false);
         let mut retry = config.clone();
         retry.peer_understands_retry(true);
         let mut hold = config;
@@ -219,7 +224,7 @@ impl Gateway {
     ///
     /// # Errors
     /// A [`Refusal`] (421 Misdirected Request) when the host is not one this gateway answers to.
-    pub fn check_host<B>(&self, request: &http::Request<B>) -> Result<(), Refusal> {
+    pub fn check_host<B>(&self, request: &::http::Request<B>) -> Result<(), Refusal> {
         let extensions = request.extensions();
         let arrived_at = extensions
             .get::<crate::http::LocalAddr>()
@@ -227,7 +232,7 @@ impl Gateway {
             .or_else(|| extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0));
         let on_loopback = arrived_at.is_some_and(|addr| host::is_loopback(addr.ip()));
         let authority = request.uri().authority().map(|a| a.as_str());
-        let header = request.headers().get(http::header::HOST);
+        let header = request.headers().get(::http::header::HOST);
         self.hosts.check(header, authority, on_loopback).map_err(|refused| {
             tracing::debug!(reason = %refused.0, "request refused: host");
             Refusal::new(StatusCode::MISDIRECTED_REQUEST, refused.0)
@@ -362,12 +367,12 @@ impl Gateway {
     ///
     /// # Errors
     /// As [`http::Server::run`](crate::http::Server::run) and
-    /// [`tcp::Server::run`](crate::tcp::Server::run).
+    /// [`tcp::Server::run`](gotalk::tcp::Server::run).
     pub async fn run(
         &self,
         http: crate::http::Server,
         listener: TcpListener,
-        tcp: Option<(crate::tcp::Server, TcpListener)>,
+        tcp: Option<(gotalk::tcp::Server, TcpListener)>,
         shutdown: impl Future,
     ) -> io::Result<()> {
         let stop = CancellationToken::new();
@@ -420,7 +425,7 @@ impl Gateway {
             // A panicking hook costs this request a 500, not the HTTP connection's task; a hook
             // that hangs gets the handshake's deadline.
             let checked = AssertUnwindSafe(async { hook(request).await }).catch_unwind();
-            let deadline = self.config_hold.handshake_timeout;
+            let deadline = self.config_hold.liveness_config().handshake_timeout;
             request = match tokio::time::timeout(deadline, checked).await {
                 Ok(Ok(Ok(request))) => request,
                 Ok(Ok(Err(refusal))) => {
@@ -514,7 +519,9 @@ fn refuse_busy(message: &'static str) -> Response {
 /// A refusal worth retrying later: the status, the reason as text, and `Retry-After`.
 fn refuse_with(status: StatusCode, message: &'static str) -> Response {
     let mut response = (status, message).into_response();
-    response.headers_mut().insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("5"));
+    response
+        .headers_mut()
+        .insert(::http::header::RETRY_AFTER, ::http::HeaderValue::from_static("5"));
     response
 }
 

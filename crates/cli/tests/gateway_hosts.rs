@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use common::handlers;
 use common::raw_ws::{Head, RawWs};
 use common::web::WebServer;
-use gotalk::{Config, Gateway};
+use gotalk::Config;
+use gotalk_gateway::Gateway;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -125,7 +126,7 @@ async fn an_ipv6_loopback_listener_checks_hosts_too() {
 fn request(host: &str, local: Option<&str>, peer: Option<&str>) -> http::Request<()> {
     let mut request = http::Request::get("/gotalk/").header("host", host).body(()).unwrap();
     if let Some(local) = local {
-        request.extensions_mut().insert(gotalk::http::LocalAddr(local.parse().unwrap()));
+        request.extensions_mut().insert(gotalk_gateway::http::LocalAddr(local.parse().unwrap()));
     }
     if let Some(peer) = peer {
         let peer: SocketAddr = peer.parse().unwrap();
@@ -161,9 +162,9 @@ fn elsewhere_any_host_is_served_until_one_is_allowed() {
 #[test]
 fn allow_host_takes_names_addresses_and_wildcards_only() {
     for good in ["example.com", "*.example.com", "*", "10.0.0.1", "::1", "[::1]"] {
-        assert!(gotalk::gateway::valid_host(good), "{good}");
+        assert!(gotalk_gateway::valid_host(good), "{good}");
     }
     for bad in ["", "example.com:80", "http://example.com", "a b", "*.", "[127.0.0.1]"] {
-        assert!(!gotalk::gateway::valid_host(bad), "{bad}");
+        assert!(!gotalk_gateway::valid_host(bad), "{bad}");
     }
 }

@@ -177,11 +177,11 @@ async fn main() -> anyhow::Result<()> {
         server.run(listener, tokio::signal::ctrl_c()).await?;
         return Ok(());
     };
-    let gateway = gotalk::Gateway::new(handlers, config);
+    let gateway = gotalk_gateway::Gateway::new(handlers, config);
     let app = axum::Router::new().nest_service("/gotalk", gateway.router());
     let http_listener = tokio::net::TcpListener::bind(http).await?;
     println!("http {}", http_listener.local_addr()?);
-    let http = gotalk::http::Server::new(app);
+    let http = gotalk_gateway::http::Server::new(app);
     gateway.run(http, http_listener, Some((server, listener)), tokio::signal::ctrl_c()).await?;
     Ok(())
 }
