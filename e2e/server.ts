@@ -1,4 +1,5 @@
-// The real `gotalk serve` binary as a child process, for the tests' fixtures.
+// The real server binary (`gotalk-e2e serve`: `gotalk serve` with the demo and the fixture
+// operations, from crates/tests) as a child process, for the tests' fixtures.
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -8,8 +9,14 @@ import * as readline from 'node:readline';
 /** The repository's root, which `GOTALK_BIN` is resolved against. */
 export const repoRoot = path.resolve(__dirname, '..');
 
-/** The server binary: `$GOTALK_BIN`, or the debug build. */
-export const gotalkBin = path.resolve(repoRoot, process.env.GOTALK_BIN || 'target/debug/gotalk');
+/** The server binary: `$GOTALK_BIN`, or the debug build of `gotalk-e2e`. */
+export const gotalkBin = path.resolve(repoRoot, process.env.GOTALK_BIN || 'target/debug/gotalk-e2e');
+
+/** The benchmark binary (its hidden `bench-crowd`): `$GOTALK_BENCH_BIN`, or the debug build. */
+export const benchBin = path.resolve(
+  repoRoot,
+  process.env.GOTALK_BENCH_BIN || 'target/debug/gotalk-bench',
+);
 
 /** How long the server may take to print its addresses, or to exit once asked. */
 const WAIT_MS = 10_000;

@@ -104,7 +104,7 @@ rm -rf "$stale"
 # The real server binary (which embeds the bundle and the demo page) in the system's
 # Chromium ($CHROMIUM, by default /usr/bin/chromium); outputs go to e2e/out/.
 stage "e2e (Playwright)"
-cargo build -p gotalk-cli --locked
+cargo build -p gotalk-tests -p gotalk-bench --locked
 (
     cd e2e
     # The TypeScript declarations served with the bundle, against the API as pages use it.

@@ -1,8 +1,9 @@
-//! Embeds the repository's `static/` folder into the crate.
+//! Embeds the browser client bundle (`client/`) into the crate.
 //!
 //! Writes `$OUT_DIR/embedded.rs`: one `static` slice of `(path, bytes)` pairs, where `path` is
-//! relative to `static/` with forward slashes and `bytes` is an `include_bytes!` of the file, so
-//! the compiler (not this script) reads the contents and the binary serves them from memory.
+//! `gotalk/` and the file's path in `client/` with forward slashes and `bytes` is an
+//! `include_bytes!` of the file, so the compiler (not this script) reads the contents and the
+//! binary serves them from memory.
 //! `src/assets.rs` includes the generated file.
 
 #![forbid(unsafe_code)]
@@ -11,29 +12,36 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::{env, fs, io};
 
+/// Files of the client folder that are not served.
+const NOT_SERVED: [&str; 2] = ["package.json", "README.md"];
+
 fn main() -> io::Result<()> {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    // The browser bundle is served under gotalk/, the demo page at the root.
-    let sources = [
-        (manifest_dir.join("client"), "gotalk/"),
-        (manifest_dir.join("../../examples/demo/page"), ""),
-    ];
+    // The browser bundle, in this package so that a packaged crate carries it. It is built by
+    // the repository's scripts/build-client.sh and committed; a build without it would serve
+    // pages no client, so it fails instead.
+    let client = manifest_dir.join("client");
+    // Cargo scans a directory named here recursively, so adding, removing or editing any file
+    // under it reruns this script. Naming any path turns off cargo's default of rerunning on
+    // every change in the package, so build.rs itself is listed too.
+    println!("cargo:rerun-if-changed=client");
     println!("cargo:rerun-if-changed=build.rs");
     let mut files = Vec::new();
-    for (dir, prefix) in &sources {
-        // Cargo scans a directory named here recursively, so adding, removing or editing any
-        // file under it reruns this script.
-        println!("cargo:rerun-if-changed={}", dir.display());
-        if dir.is_dir() {
-            let root = dir.canonicalize()?;
-            walk(&root, prefix, &mut files)?;
+    if client.is_dir() {
+        walk(&client.canonicalize()?, "gotalk/", &mut files)?;
+    }
+    for needed in ["gotalk/gotalk.js", "gotalk/gotalk_bg.wasm"] {
+        if !files.iter().any(|(relative, _)| relative == needed) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} has no {needed}: run scripts/build-client.sh", client.display()),
+            ));
         }
     }
-    files.sort();
 
     let mut out = String::from(
-        "/// Every file under `static/`, as (path relative to `static/`, contents), sorted by \
-         path.\n\
+        "/// Every file of the client bundle, as (`gotalk/` + path in `client/`, contents), \
+         sorted by path.\n\
          static EMBEDDED: &[(&str, &[u8])] = &[\n",
     );
     for (relative, absolute) in &files {
@@ -57,8 +65,9 @@ fn walk(dir: &Path, prefix: &str, files: &mut Vec<(String, String)>) -> io::Resu
             println!("cargo:warning=static/: skipping {}: name is not UTF-8", path.display());
             continue;
         };
-        // Hidden files are editor swap files, .DS_Store, .gitignore and the like, never content.
-        if name.starts_with('.') {
+        // Hidden files are editor swap files, .DS_Store, .gitignore and the like, never content;
+        // the npm package's manifest and readme describe the folder, they are not the client.
+        if name.starts_with('.') || (prefix == "gotalk/" && NOT_SERVED.contains(&name.as_str())) {
             continue;
         }
         // Assets only serves paths that a request path could name exactly; a backslash would be

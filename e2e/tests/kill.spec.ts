@@ -1,5 +1,5 @@
 // The server killed with SIGKILL under load, and restarted on the same ports: a crowd of
-// 1,000 Rust keepalive clients (`gotalk bench-crowd`, half TCP, half WebSocket) and five
+// 1,000 Rust keepalive clients (`gotalk-bench bench-crowd`, half TCP, half WebSocket) and five
 // pages using the browser keepalive all come back, and every request any of them made was
 // answered or failed with an error: none lost, none answered twice. Prints the figures.
 
@@ -7,7 +7,7 @@ import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import * as readline from 'node:readline';
 import type { Page } from '@playwright/test';
 import { test, expect } from '../fixtures';
-import { gotalkBin, repoRoot } from '../server';
+import { benchBin, repoRoot } from '../server';
 
 const CLIENTS = 1_000;
 const PAGES = 5;
@@ -28,7 +28,7 @@ class Crowd {
 
   constructor(tcp: string, ws: string) {
     this.child = spawn(
-      gotalkBin,
+      benchBin,
       [
         'bench-crowd',
         '--tcp', tcp,

@@ -4,7 +4,7 @@
 
 /// Raises the soft limit on open files as far as the hard limit allows, and returns the
 /// limit in force. A failure is reported and the current limit returned.
-pub(crate) fn raise_open_file_limit() -> u64 {
+pub fn raise_open_file_limit() -> u64 {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => limit,
         Err(e) => {

@@ -1,5 +1,8 @@
-//! `gotalk serve`: the gateway on embedded defaults: the demo page and gotalk over WebSocket
-//! on HTTP, gotalk over TCP beside it, one registry of demo operations for both.
+//! `gotalk serve`: the gateway on embedded defaults: gotalk over WebSocket on HTTP, gotalk over
+//! TCP beside it, one registry for both with the relay on.
+//!
+//! [`run`] takes the registry and the site to serve, so an application (the demo, the test
+//! servers) runs its operations behind the same flags and listeners.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,26 +14,21 @@ use axum::middleware::{self, Next};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use bytes::Bytes;
-use futures_util::future::join_all;
 use gotalk::metrics::LivenessCounts;
 use gotalk::{Config, Connections, Handlers, LivenessConfig};
 use gotalk_gateway::assets::Assets;
 use gotalk_gateway::Gateway;
 use http::StatusCode;
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use serde::Serialize;
 use tokio::net::TcpListener;
 use tower_http::compression::CompressionLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::chat::Chat;
-
 /// `gotalk serve`.
 #[derive(clap::Args, Debug)]
-pub(crate) struct Args {
-    /// Where HTTP listens: the demo page at `/`, gotalk over WebSocket at `/gotalk/`.
+pub struct Args {
+    /// Where HTTP listens: gotalk over WebSocket at `/gotalk/`, the site (if any) at `/`.
     #[arg(long, default_value = "127.0.0.1:1234", value_name = "ADDR")]
     http: String,
     /// Where gotalk over TCP listens.
@@ -57,8 +55,6 @@ pub(crate) struct Args {
     allow_hosts: Vec<String>,
     #[command(flatten)]
     limits: LimitArgs,
-    #[command(flatten)]
-    chat: crate::chat::ChatArgs,
     #[command(flatten)]
     relay: RelayArgs,
     /// How many connections may be open at once, per transport.
@@ -207,71 +203,6 @@ impl LimitArgs {
     }
 }
 
-#[derive(Deserialize)]
-struct GreetIn {
-    name: String,
-}
-
-#[derive(Serialize)]
-struct GreetOut {
-    greeting: String,
-}
-
-/// `ask-page`'s input: the request to send back to the caller. The value is only forwarded,
-/// so it stays JSON text: decoded into values, compact JSON (`[],[],…`) would take many times
-/// its size for as long as the page takes to answer.
-#[derive(Deserialize)]
-struct AskIn {
-    op: String,
-    #[serde(default)]
-    value: Option<Box<RawValue>>,
-}
-
-/// How long `ask-page` and `stream-to-page` wait for the caller's answer.
-const ASK_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// `sleep`'s input and output: how long to wait, in milliseconds.
-#[derive(Deserialize)]
-struct SleepIn {
-    ms: u64,
-}
-
-#[derive(Serialize)]
-struct SleepOut {
-    slept: u64,
-}
-
-/// The longest `sleep`, in milliseconds.
-const SLEEP_MAX_MS: u64 = 10_000;
-
-/// `stream-to-page`'s input: the caller's streaming operation and the parts to send it.
-#[derive(Deserialize)]
-struct StreamToPageIn {
-    op: String,
-    parts: Vec<Box<RawValue>>,
-}
-
-/// Sends `first` and `rest` to the caller's streaming operation `op`, one JSON part each, and
-/// collects the JSON parts of its result.
-async fn stream_to_page(
-    sock: &gotalk::Sock,
-    op: &str,
-    first: &RawValue,
-    rest: &[Box<RawValue>],
-) -> Result<Vec<Box<RawValue>>, gotalk::Error> {
-    let text = |value: &RawValue| Bytes::copy_from_slice(value.get().as_bytes());
-    let (mut request, mut response) = sock.stream_request(op, text(first)).await?;
-    for part in rest {
-        request.write(text(part)).await?;
-    }
-    request.end().await?;
-    let mut answer = Vec::new();
-    while let Some(part) = response.next().await? {
-        answer.push(serde_json::from_slice(&part)?);
-    }
-    Ok(answer)
-}
-
 /// The relay's limits: every connection gets an id and can message others by id and topic.
 #[derive(clap::Args, Debug)]
 pub(crate) struct RelayArgs {
@@ -302,74 +233,6 @@ impl RelayArgs {
     }
 }
 
-/// The operations `serve` offers out of the box:
-/// - `echo` (bytes) returns its payload; `greet` (`{"name"}`) returns `{"greeting"}`;
-///   `stream-echo` streams each part back.
-/// - `broadcast` (bytes) sends the notification `broadcast` with the payload to every
-///   connection, browser or program, through `everyone`, and returns how many it reached.
-/// - `ask-page` (`{"op", "value"}`) calls the caller back, the way a server asks a page for
-///   something, and returns its answer; `stream-to-page` (`{"op", "parts": [...]}`) does the
-///   same with a streaming request of one JSON part each, and returns the result's parts.
-/// - `sleep` (`{"ms"}`, at most 10 s) returns `{"slept"}` once that time has passed, to hold
-///   a request in flight.
-/// - `search` (a source service, see `demo_sources`) fans a query out to four shards;
-/// - the chat's `chat.*` operations (see `chat.rs`).
-fn demo_handlers(everyone: Connections, chat: Chat) -> Handlers {
-    let mut handlers = Handlers::new();
-    let registry = everyone.clone();
-    chat.register(&mut handlers);
-    handlers
-        .on_connect(move |sock| {
-            registry.insert(&sock);
-            chat.on_connect(sock)
-        })
-        .handle_buffer("echo", |_sock, payload| async move { Ok::<_, String>(payload) })
-        .handle("greet", |_sock, input: GreetIn| async move {
-            Ok::<_, String>(GreetOut { greeting: format!("Hello {}", input.name) })
-        })
-        .handle("ask-page", |sock, input: AskIn| async move {
-            // The caller's answer is ours, and its ErrorResult is ours too: `Error::Remote`
-            // displays as the peer's text alone.
-            let ask = sock.request::<_, Box<RawValue>>(&input.op, &input.value);
-            match tokio::time::timeout(ASK_TIMEOUT, ask).await {
-                Ok(answer) => answer.map_err(|e| e.to_string()),
-                Err(_) => Err(format!("no answer to {:?} within {ASK_TIMEOUT:?}", input.op)),
-            }
-        })
-        .handle("stream-to-page", |sock, input: StreamToPageIn| async move {
-            // A stream request carries its first part, so there must be one.
-            let [first, rest @ ..] = input.parts.as_slice() else {
-                return Err("parts is empty: a stream has at least one part".to_owned());
-            };
-            let exchange = stream_to_page(&sock, &input.op, first, rest);
-            match tokio::time::timeout(ASK_TIMEOUT, exchange).await {
-                Ok(answer) => answer.map_err(|e| e.to_string()),
-                Err(_) => Err(format!("no answer to {:?} within {ASK_TIMEOUT:?}", input.op)),
-            }
-        })
-        .handle("sleep", |_sock, input: SleepIn| async move {
-            let ms = input.ms.min(SLEEP_MAX_MS);
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            Ok::<_, String>(SleepOut { slept: ms })
-        })
-        .handle_stream("stream-echo", |_sock, mut input, mut output| async move {
-            while let Some(part) = input.next().await? {
-                output.send(part).await?;
-            }
-            Ok::<_, gotalk::Error>(())
-        })
-        .handle_buffer("broadcast", move |_sock, message: Bytes| {
-            let socks = everyone.socks();
-            async move {
-                let sends = socks.iter().map(|s| s.buffer_notify("broadcast", message.clone()));
-                let reached = join_all(sends).await.into_iter().filter(Result::is_ok).count();
-                Ok::<_, String>(Bytes::from(reached.to_string()))
-            }
-        });
-    crate::demo_sources::register(&mut handlers);
-    handlers
-}
-
 /// Open connections per transport, and what liveness saw on each, as JSON.
 #[derive(Serialize)]
 struct Stats {
@@ -395,7 +258,12 @@ struct PerTransport<T> {
 
 /// The HTTP app: the demo site at `/`, the gateway at `/gotalk/`, `/stats`. The gateway's
 /// host check covers the whole site, so a rebinding page reads nothing from it.
-fn app(gateway: &Gateway, tcp: Connections, budget: gotalk::MemoryBudget) -> Router {
+fn app(
+    gateway: &Gateway,
+    tcp: Connections,
+    budget: gotalk::MemoryBudget,
+    site: Option<Assets>,
+) -> Router {
     let hosts = gateway.clone();
     let check_host = middleware::from_fn(move |request: Request, next: Next| {
         let checked = hosts.check_host(&request);
@@ -421,10 +289,14 @@ fn app(gateway: &Gateway, tcp: Connections, budget: gotalk::MemoryBudget) -> Rou
         let json = serde_json::to_string(&stats).unwrap_or_default();
         async move { ([(http::header::CONTENT_TYPE, "application/json")], json) }
     });
-    Router::new()
+    let router = Router::new()
         .route("/stats", stats.layer(CompressionLayer::new()))
-        .nest_service("/gotalk", gateway.router())
-        .fallback_service(Assets::site().into_router())
+        .nest_service("/gotalk", gateway.router());
+    let router = match site {
+        Some(site) => router.fallback_service(site.into_router()),
+        None => router,
+    };
+    router
         .layer(check_host)
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, HTTP_TIMEOUT))
         .layer(TraceLayer::new_for_http())
@@ -457,7 +329,9 @@ pub(crate) async fn shutdown_signal() {
 /// response is immediate.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+/// Serves `handlers` (with the relay added) over WebSocket and TCP, and `site` at `/`, as
+/// `args` say, until ctrl-c or SIGTERM.
+pub async fn run(args: Args, mut handlers: Handlers, site: Option<Assets>) -> anyhow::Result<()> {
     // Each transport may hold --max-connections sockets.
     let files = crate::nofile::raise_open_file_limit();
     let wanted = 2 * args.max_connections as u64 + 64;
@@ -481,8 +355,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    let everyone = Connections::default();
-    let mut handlers = demo_handlers(everyone, Chat::new(args.chat.limits()));
     handlers.relay(args.relay.relay()?);
     let handlers = Arc::new(handlers);
 
@@ -504,10 +376,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(reserve) = args.connection_reserve {
         gateway = gateway.connection_reserve(reserve);
     }
-    let mut http = gotalk_gateway::http::Server::new(app(&gateway, tcp.connections(), budget))
-        .max_connections(args.max_connections)
-        .max_connections_per_addr(args.max_connections_per_addr)
-        .shutdown_timeout(shutdown_timeout);
+    let has_site = site.is_some();
+    let mut http =
+        gotalk_gateway::http::Server::new(app(&gateway, tcp.connections(), budget, site))
+            .max_connections(args.max_connections)
+            .max_connections_per_addr(args.max_connections_per_addr)
+            .shutdown_timeout(shutdown_timeout);
     if let Some(reserve) = args.connection_reserve {
         tcp = tcp.connection_reserve(reserve);
         http = http.connection_reserve(reserve);
@@ -526,17 +400,18 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let (http_addr, tcp_addr) = (http_listener.local_addr()?, tcp_listener.local_addr()?);
     let (web, ws, raw) =
         if tls.is_some() { ("https", "wss", "tls") } else { ("http", "ws", "tcp") };
-    tracing::info!(
-        "demo on {web}://{http_addr}/, gotalk on {ws}://{http_addr}/gotalk/ and {raw}://{tcp_addr}"
-    );
+    tracing::info!("gotalk on {ws}://{http_addr}/gotalk/ and {raw}://{tcp_addr}");
     // A server outlives whoever reads its stdout: a closed pipe must not stop it, so write
     // errors are ignored (`println!` would panic).
-    let banner = format!(
-        "gotalk demo:      {web}://{http_addr}/\n\
-         gotalk websocket: {ws}://{http_addr}/gotalk/\n\
+    let mut banner = String::new();
+    if has_site {
+        banner.push_str(&format!("gotalk demo:      {web}://{http_addr}/\n"));
+    }
+    banner.push_str(&format!(
+        "gotalk websocket: {ws}://{http_addr}/gotalk/\n\
          gotalk tcp:       {raw}://{tcp_addr}\n\
-         try: gotalk call {raw}://{tcp_addr} greet '{{\"name\":\"you\"}}'\n"
-    );
+         try: gotalk call {raw}://{tcp_addr} whoami\n"
+    ));
     let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
 
     gateway.run(http, http_listener, Some((tcp, tcp_listener)), shutdown_signal()).await?;

@@ -1,6 +1,6 @@
-//! Static files served from memory: the browser client bundle and the demo site.
+//! Static files served from memory: the browser client bundle, and any site an app adds.
 //!
-//! Every file under the repository's `static/` folder is compiled into the binary (see
+//! The browser client bundle (this package's `client/` folder) is compiled into the binary (see
 //! `build.rs`), so the server needs no files at run time and the client it serves always matches
 //! the server that serves it. [`Assets`] compresses each file once, when it is added (gzip and
 //! brotli, each kept only if smaller), and gives each representation its own strong ETag: a
@@ -39,10 +39,10 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 
-// Defines `EMBEDDED`: every file under static/ as (path relative to static/, contents).
+// Defines `EMBEDDED`: every file of the bundle as (`gotalk/` + path in client/, contents).
 include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
 
-/// The folder of `static/` that holds the browser client bundle; the rest is the demo site.
+/// The folder the bundle's files are embedded under.
 const BUNDLE_PREFIX: &str = "gotalk/";
 
 /// For an unversioned URL: the file name carries no version and gotalk.js must match its wasm
@@ -120,10 +120,10 @@ impl Assets {
         self
     }
 
-    /// Every file under static/ compiled into the binary (paths relative to static/).
+    /// Every file compiled into the binary: the bundle, under `gotalk/`.
     ///
-    /// The files are compressed on the first call (of this, [`bundle`](Self::bundle) or
-    /// [`site`](Self::site)) and shared by every later one. Brotli at quality 11 (release
+    /// The files are compressed on the first call (of this or [`bundle`](Self::bundle)) and
+    /// shared by every later one. Brotli at quality 11 (release
     /// builds) takes about a second per MB, so make the first call at start-up, outside async
     /// tasks (or in `spawn_blocking`).
     pub fn embedded() -> Self {
@@ -142,11 +142,6 @@ impl Assets {
     /// The browser client bundle: the embedded files under `gotalk/`, with that prefix removed.
     pub fn bundle() -> Self {
         Self::embedded().under(BUNDLE_PREFIX)
-    }
-
-    /// The embedded demo site: every embedded file not under `gotalk/`.
-    pub fn site() -> Self {
-        Self::embedded().outside(BUNDLE_PREFIX)
     }
 
     /// How many files the set holds.
@@ -251,17 +246,6 @@ impl Assets {
             .iter()
             .filter_map(|(path, file)| Some((path.strip_prefix(prefix)?.to_owned(), file.clone())))
             .filter(|(path, _)| !path.is_empty())
-            .collect();
-        Assets { files: Arc::new(files) }
-    }
-
-    /// The files not under `prefix`.
-    fn outside(&self, prefix: &str) -> Self {
-        let files = self
-            .files
-            .iter()
-            .filter(|(path, _)| !path.starts_with(prefix))
-            .map(|(path, file)| (path.clone(), file.clone()))
             .collect();
         Assets { files: Arc::new(files) }
     }
@@ -858,7 +842,7 @@ mod tests {
     }
 
     #[test]
-    fn bundle_and_site_split_on_the_prefix() {
+    fn the_bundle_is_the_files_under_the_prefix() {
         let mut all = Assets::new();
         all.insert("index.html", "<p>demo</p>")
             .insert("gotalk/gotalk.js", "export {}")
@@ -869,10 +853,6 @@ mod tests {
         paths.sort_unstable();
         assert_eq!(paths, ["gotalk.js", "gotalk_bg.wasm"]);
         assert_eq!(bundle.version("gotalk.js"), all.version("gotalk/gotalk.js"));
-        let site = all.outside(BUNDLE_PREFIX);
-        let mut paths: Vec<&str> = site.paths().collect();
-        paths.sort_unstable();
-        assert_eq!(paths, ["gotalkish.txt", "index.html"]);
     }
 
     #[test]
@@ -898,6 +878,6 @@ mod tests {
     fn embedded_files_match_the_generated_table() {
         let embedded = Assets::embedded();
         assert_eq!(embedded.len(), EMBEDDED.len());
-        assert_eq!(Assets::bundle().len() + Assets::site().len(), embedded.len());
+        assert_eq!(Assets::bundle().len(), embedded.len());
     }
 }

@@ -1,8 +1,8 @@
 //! Sources from Rust: a log tail of several files, served and read over one TCP connection.
 //!
 //! ```text
-//! cargo run -p gotalk --example sources                  # serves and reads itself
-//! cargo run -p gotalk --example sources -- 127.0.0.1:1235 search harbour
+//! cargo run -p gotalk-example-sources                     # serves and reads itself
+//! cargo run -p gotalk-example-sources -- 127.0.0.1:1235 search harbour
 //! ```
 //!
 //! With no arguments it starts a server whose `tail` service answers with one source per

@@ -1080,7 +1080,7 @@ pub(super) async fn scenario(args: &HostileArgs) -> anyhow::Result<Vec<String>> 
     if attacks.contains(&Attack::Exhaust) {
         // Every attacking connection is a descriptor here and one in the server, which
         // inherits our limit.
-        let files = crate::nofile::raise_open_file_limit();
+        let files = gotalk_cli::nofile::raise_open_file_limit();
         let need = (sizes.per_addr * usize::from(EXHAUST_ADDRS)) as u64 + SPARE_FDS;
         ensure!(
             files >= need,

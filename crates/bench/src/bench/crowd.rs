@@ -98,7 +98,7 @@ fn kind(e: &Error) -> &'static str {
 
 /// Runs the crowd until stdin closes or a signal comes, then prints the tally.
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
-    crate::nofile::raise_open_file_limit();
+    gotalk_cli::nofile::raise_open_file_limit();
     let tally = Arc::new(Tally::default());
     let stop = tokio_util::sync::CancellationToken::new();
     let mark: Arc<Mutex<Option<Instant>>> = Arc::default();

@@ -444,7 +444,7 @@ fn shell_quote(arg: &str) -> String {
 /// killed or until its stdin closes (the parent exited).
 pub(crate) async fn serve_child(kind: &str) -> anyhow::Result<()> {
     let kind = Kind::parse(kind)?;
-    crate::nofile::raise_open_file_limit();
+    gotalk_cli::nofile::raise_open_file_limit();
     let listener = TcpListener::bind("127.0.0.1:0").await.context("cannot bind 127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     {
@@ -1319,7 +1319,7 @@ async fn idle_scenario(n: usize, transport: Transport) -> anyhow::Result<String>
         "== idle memory: {n} idle gotalk connections{} to one server process",
         transport.tag(" over ", "")
     );
-    let limit = crate::nofile::raise_open_file_limit();
+    let limit = gotalk_cli::nofile::raise_open_file_limit();
     let need = n as u64 + SPARE_FDS;
     ensure!(
         limit >= need,

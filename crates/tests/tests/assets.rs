@@ -588,15 +588,15 @@ async fn folders_serve_their_index() {
 }
 
 #[tokio::test]
-async fn the_embedded_site_serves_static_index_html() {
+async fn the_demo_site_serves_its_index_html() {
     let on_disk =
         std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/demo/page/index.html"))
-            .expect("static/index.html");
-    assert!(Assets::embedded().contains("index.html"));
-    assert!(Assets::site().contains("index.html"));
+            .expect("examples/demo/page/index.html");
+    assert!(gotalk_demo::site().contains("index.html"));
+    assert!(!Assets::embedded().contains("index.html"));
     assert!(!Assets::bundle().contains("index.html"));
 
-    let site = serve(Assets::site()).await;
+    let site = serve(gotalk_demo::site()).await;
     let reply = site.get("/", &[]).await;
     assert_eq!(reply.status, 200);
     assert_eq!(reply.must("content-type"), "text/html; charset=utf-8");

@@ -1,5 +1,5 @@
-//! `gotalk bench --scenario hostile` at a tiny scale, through the real binary: every attack
-//! still runs against a real `gotalk serve`, the server survives each, the bystander beside
+//! `gotalk-bench --scenario hostile` at a tiny scale, through the real binary: every attack
+//! still runs against a real `gotalk serve` (the fixture operations behind it), the server survives each, the bystander beside
 //! it is answered every time, and the table has a row per attack.
 
 use std::process::Command;
@@ -10,12 +10,12 @@ const ATTACKS: [&str; 8] =
 
 #[test]
 fn every_hostile_attack_runs_and_the_server_survives_it_at_a_tiny_scale() {
-    let output = Command::new(env!("CARGO_BIN_EXE_gotalk"))
-        .args(["bench", "--scenario", "hostile", "--hostile-scale", "0.01"])
+    let output = Command::new(env!("CARGO_BIN_EXE_gotalk-bench"))
+        .args(["--scenario", "hostile", "--hostile-scale", "0.01"])
         .args(["--hostile-hold", "1", "--hostile-after", "1", "--exhaust-per-addr", "3"])
         .env("RUST_LOG", "error")
         .output()
-        .expect("run gotalk bench");
+        .expect("run gotalk-bench");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{}\n{stdout}\n{stderr}", output.status);

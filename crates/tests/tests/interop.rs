@@ -1,4 +1,4 @@
-//! The interop fixture (`examples/interop`) as a real process, driven by the Rust client: the
+//! The interop fixture (`gotalk-interop`) as a real process, driven by the Rust client: the
 //! operations that call back, notify and close, and the limit flags other implementations
 //! are tested with.
 
@@ -32,8 +32,7 @@ async fn fixture_ws() -> (Child, String) {
 
 /// The fixture with `args`, and the lines it printed when it started listening.
 async fn fixture_lines(args: &[&str]) -> (Child, Vec<String>) {
-    let path =
-        PathBuf::from(env!("CARGO_BIN_EXE_gotalk")).with_file_name("examples").join("interop");
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_gotalk-interop"));
     let mut child = Command::new(path)
         .args(["--tcp", "127.0.0.1:0"])
         .args(args)
@@ -41,7 +40,7 @@ async fn fixture_lines(args: &[&str]) -> (Child, Vec<String>) {
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .expect("start examples/interop (built by cargo test)");
+        .expect("start gotalk-interop");
     let expected = if args.contains(&"--http") { 2 } else { 1 };
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let mut printed = Vec::new();

@@ -16,13 +16,12 @@ use tokio::process::{Child, Command};
 const WAIT: Duration = Duration::from_secs(20);
 
 fn gotalk() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_gotalk"))
+    Command::new(env!("CARGO_BIN_EXE_gotalk-e2e"))
 }
 
-/// `cargo test` builds the examples next to the binaries' `deps` folder.
+/// The interop fixture, a binary of this package.
 fn interop_path() -> PathBuf {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_gotalk"));
-    bin.with_file_name("examples").join("interop")
+    PathBuf::from(env!("CARGO_BIN_EXE_gotalk-interop"))
 }
 
 /// The interop fixture on port 0, and the address it printed.
@@ -38,7 +37,7 @@ async fn fixture() -> Fixture {
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
-        .expect("start examples/interop (built by cargo test)");
+        .expect("start gotalk-interop");
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
     tokio::time::timeout(WAIT, BufReader::new(stdout).read_line(&mut line))

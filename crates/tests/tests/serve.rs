@@ -97,7 +97,7 @@ async fn stats_count_liveness_probes_and_their_answers_on_both_transports() {
 
 #[tokio::test]
 async fn serve_refuses_contradictory_liveness_flags() {
-    let output = Command::new(env!("CARGO_BIN_EXE_gotalk"))
+    let output = Command::new(env!("CARGO_BIN_EXE_gotalk-e2e"))
         .args(["serve", "--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0"])
         .args(["--liveness", "libvirt", "--probe-interval", "0", "--probe-misses", "2"])
         .output();
@@ -132,7 +132,7 @@ async fn serve_on_loopback_answers_another_host_only_once_allowed() {
     assert!(response.starts_with("HTTP/1.1 421 "), "{response}");
 
     // A port is not part of a name to allow: refused before the server starts.
-    let output = Command::new(env!("CARGO_BIN_EXE_gotalk"))
+    let output = Command::new(env!("CARGO_BIN_EXE_gotalk-e2e"))
         .args(["serve", "--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0"])
         .args(["--allow-host", "evil.example:80"])
         .output();
@@ -406,7 +406,7 @@ async fn serve_with_a_certificate_speaks_https_wss_and_tls_tcp_only() {
 
     // The CLI client, trusting the certificate with --ca, over both secure transports.
     for url in [served.tcp.as_str(), served.ws.as_str()] {
-        let call = Command::new(env!("CARGO_BIN_EXE_gotalk"))
+        let call = Command::new(env!("CARGO_BIN_EXE_gotalk-e2e"))
             .args(["call", "--ca", cert_arg, url, "greet", r#"{"name":"cli"}"#])
             .output();
         let out = within("gotalk call", call).await.unwrap();

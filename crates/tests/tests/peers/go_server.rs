@@ -17,7 +17,7 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// Runs `gotalk ARGS…` to its end: its exit code, stdout and stderr.
 async fn gotalk(args: &[&str]) -> (i32, String, String) {
-    let run = Command::new(env!("CARGO_BIN_EXE_gotalk")).args(args).kill_on_drop(true).output();
+    let run = Command::new(env!("CARGO_BIN_EXE_gotalk-e2e")).args(args).kill_on_drop(true).output();
     let out = tokio::time::timeout(WAIT, run).await.expect("gotalk finishes").expect("run gotalk");
     let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_owned();
     (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
@@ -54,7 +54,7 @@ async fn the_commands_against_the_go_server() {
         assert_eq!(code, 0, "{url}: {err}");
 
         // listen prints what the Go server broadcasts.
-        let mut command = Command::new(env!("CARGO_BIN_EXE_gotalk"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_gotalk-e2e"));
         command.args(["listen", url]);
         let mut listen = Process::start("gotalk listen", command);
         // The listener is connected once the Go server has two connections to reach.

@@ -849,7 +849,7 @@ pub(super) async fn scenario(args: &SoakArgs) -> anyhow::Result<Vec<String>> {
     );
 
     // Every connection is a descriptor here and one in the server, which inherits our limit.
-    let files = crate::nofile::raise_open_file_limit();
+    let files = gotalk_cli::nofile::raise_open_file_limit();
     let need = (ws + tcp + churn_cap) as u64 + SPARE_FDS;
     ensure!(
         files >= need,

@@ -72,7 +72,7 @@ const STATE_EVERY: Duration = Duration::from_millis(200);
 
 /// The chat's limits on the command line; each left out keeps its default.
 #[derive(clap::Args, Debug)]
-pub(crate) struct ChatArgs {
+pub struct ChatArgs {
     /// The longest chat name, in characters [default: 32].
     #[arg(long, value_name = "N")]
     chat_name_chars: Option<usize>,

@@ -23,7 +23,7 @@ pub(crate) struct ServeProcess {
 impl ServeProcess {
     /// Starts `gotalk serve` with `args` and reads its banner.
     pub(crate) async fn start(args: &[&str]) -> ServeProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gotalk"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gotalk-e2e"))
             .arg("serve")
             .args(args)
             .stdout(Stdio::piped())

@@ -51,13 +51,12 @@ impl Server {
         format!("http://{}", self.http)
     }
 
-    /// Our interop fixture (`examples/interop`) over TCP and WebSocket.
+    /// Our interop fixture (`gotalk-interop`) over TCP and WebSocket.
     async fn fixture(args: &[&str]) -> Server {
-        let path =
-            PathBuf::from(env!("CARGO_BIN_EXE_gotalk")).with_file_name("examples").join("interop");
+        let path = PathBuf::from(env!("CARGO_BIN_EXE_gotalk-interop"));
         let mut command = Command::new(path);
         command.args(["--tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"]).args(args);
-        Self::start("examples/interop", command).await
+        Self::start("gotalk-interop", command).await
     }
 
     /// The Go server (`gopeer serve`), or `None` when Go is missing (outside CI).
@@ -76,7 +75,7 @@ impl Server {
 
     /// The real `gotalk serve` with `args`, on the given ports (0: the system picks).
     async fn gotalk_serve(http_port: u16, tcp_port: u16, args: &[&str]) -> Server {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_gotalk"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_gotalk-e2e"));
         command
             .arg("serve")
             .args(["--http", &format!("127.0.0.1:{http_port}")])

@@ -1,0 +1,85 @@
+//! `gotalk-bench`: throughput, latency and memory of gotalk against raw baselines, and the
+//! soak, crowd and hostile-peer scenarios.
+//!
+//! `gotalk-bench [OPTIONS]` runs the benchmark (`--scenario` picks one). The hidden
+//! subcommands are the processes it starts: `bench-server` (a server to measure), `serve`
+//! (`gotalk serve` with the fixture operations, for the soak and hostile scenarios) and
+//! `bench-crowd` (keepalive clients loading a server that is killed under them, driven by
+//! `e2e/tests/kill.spec.ts`).
+
+#![forbid(unsafe_code)]
+
+mod bench;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+// The allocator `gotalk` ships with, so what the scenarios measure holds for it.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Measures requests/s, latency and memory per connection against a raw baseline.
+#[derive(Parser, Debug)]
+#[command(name = "gotalk-bench", version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    bench: bench::Args,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Rust keepalive clients loading a server that is killed and restarted under them,
+    /// counting every request (driven by `e2e/tests/kill.spec.ts`).
+    #[command(hide = true)]
+    BenchCrowd(bench::crowd::Args),
+    /// A server for the benchmark to measure, in a process of its own.
+    #[command(hide = true)]
+    BenchServer {
+        /// `gotalk`, `raw`, `gotalk-ws` or `raw-ws`.
+        #[arg(long)]
+        kind: String,
+    },
+    /// `gotalk serve` with the fixture operations, for the soak and hostile scenarios.
+    #[command(hide = true)]
+    Serve(Box<gotalk_cli::serve::Args>),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    gotalk_cli::init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("gotalk-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            None => bench::run(cli.bench).await,
+            Some(Command::BenchCrowd(args)) => bench::crowd::run(args).await,
+            Some(Command::BenchServer { kind }) => bench::serve_child(&kind).await,
+            Some(Command::Serve(args)) => {
+                let everyone = gotalk::Connections::default();
+                let mut handlers = gotalk::Handlers::new();
+                let registry = everyone.clone();
+                handlers.on_connect(move |sock| {
+                    registry.insert(&sock);
+                    async {}
+                });
+                gotalk_tests::fixtures::register(&mut handlers, everyone);
+                gotalk_cli::serve::run(*args, handlers, None).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gotalk-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The `gotalk` command: `serve` runs the gateway (WebSocket and TCP, one registry, the relay
+//! on) on embedded defaults; `call`, `notify` and `listen` talk to any gotalk server (ours,
+//! Go's) over TCP, TLS or WebSocket.
+//!
+//! As a library it lets an application ship the same command with its own operations:
+//! [`main`] parses the command line and runs the subcommand, calling back for `serve` with
+//! the application's flags beside [`serve::Args`]. The demo and the test servers are built
+//! this way.
+
+#![forbid(unsafe_code)]
+
+mod client;
+pub mod nofile;
+pub mod serve;
+mod terminal;
+
+use std::future::Future;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// gotalk for Rust: bidirectional requests, streams and notifications over one connection.
+#[derive(Parser, Debug)]
+#[command(name = "gotalk", version, about)]
+struct Cli<S: clap::Args> {
+    #[command(subcommand)]
+    command: Command<S>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command<S: clap::Args> {
+    /// Run the gotalk server: gotalk over WebSocket and TCP, one registry, the relay on.
+    Serve(Box<S>),
+    /// Call an operation and print its result.
+    Call(client::CallArgs),
+    /// Send a notification.
+    Notify(client::NotifyArgs),
+    /// Print notifications as they arrive, until the connection closes or ctrl-c.
+    Listen(client::ListenArgs),
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Runs the `gotalk` command: parses the command line (with `S` as `serve`'s flags), starts
+/// logging and the runtime, and runs the subcommand, `serve` through `serve`. Errors are
+/// printed, escaped, and turned into the exit code.
+pub fn main<S, F, Fut>(serve: F) -> ExitCode
+where
+    S: clap::Args,
+    F: FnOnce(S) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    let cli = Cli::<S>::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("gotalk: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(*args).await,
+            Command::Call(args) => client::call(args).await,
+            Command::Notify(args) => client::notify(args).await,
+            Command::Listen(args) => client::listen(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Errors quote what peers said: escaped whatever --raw says, since they are
+            // messages to the operator and not data.
+            eprintln!("gotalk: {}", terminal::escape(&format!("{e:#}"), terminal::Lines::Escape));
+            ExitCode::from(client::exit_code(&e))
+        }
+    }
+}

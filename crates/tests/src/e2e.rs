@@ -1,0 +1,29 @@
+//! The e2e server: `gotalk serve` with the demo and the fixture operations on one registry.
+
+use gotalk::{Connections, Handlers};
+
+/// `gotalk-e2e serve`'s own flags, besides `gotalk serve`'s.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    serve: gotalk_cli::serve::Args,
+    #[command(flatten)]
+    demo: gotalk_demo::Args,
+}
+
+/// The demo's registry with the fixtures added; every connection is in the one `broadcast`
+/// reaches.
+pub fn handlers(demo: &gotalk_demo::Args) -> Handlers {
+    let everyone = Connections::default();
+    let mut handlers = gotalk_demo::handlers(demo, Some(everyone.clone()));
+    crate::fixtures::register(&mut handlers, everyone);
+    handlers
+}
+
+/// Runs `gotalk-e2e`: the `gotalk` command whose `serve` serves [`handlers`] and the demo page.
+pub fn main() -> std::process::ExitCode {
+    gotalk_cli::main(|args: Args| async move {
+        let handlers = handlers(&args.demo);
+        gotalk_cli::serve::run(args.serve, handlers, Some(gotalk_demo::site())).await
+    })
+}

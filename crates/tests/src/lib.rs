@@ -1,0 +1,13 @@
+//! What the tests share: the fixture operations, and the servers built from them.
+//!
+//! - [`fixtures`]: the operations every test server offers.
+//! - [`e2e`]: the server the browser tests and the process tests run (`gotalk-e2e`): the demo
+//!   (chat, search, its page) and the fixtures, behind `gotalk serve`'s flags.
+//!
+//! The binaries `gotalk-e2e` and `gotalk-interop` (a server other implementations are tested
+//! against) are this package's; integration tests find them with `env!("CARGO_BIN_EXE_…")`.
+
+#![forbid(unsafe_code)]
+
+pub mod e2e;
+pub mod fixtures;

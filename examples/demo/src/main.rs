@@ -1,0 +1,19 @@
+//! `gotalk-demo serve`: the demo on `gotalk serve`'s defaults, at http://127.0.0.1:1234/.
+
+#![forbid(unsafe_code)]
+
+fn main() -> std::process::ExitCode {
+    gotalk_cli::main(|args: Args| async move {
+        let handlers = gotalk_demo::handlers(&args.demo, None);
+        gotalk_cli::serve::run(args.serve, handlers, Some(gotalk_demo::site())).await
+    })
+}
+
+/// `serve`'s flags and the chat's.
+#[derive(clap::Args, Debug)]
+struct Args {
+    #[command(flatten)]
+    serve: gotalk_cli::serve::Args,
+    #[command(flatten)]
+    demo: gotalk_demo::Args,
+}
