@@ -39,6 +39,14 @@ enum Command<S: clap::Args> {
     Listen(client::ListenArgs),
 }
 
+/// The command line as clap sees it, with `S` as `serve`'s flags: for help text, completions,
+/// or a test that the flags of an application's `S` do not clash with `gotalk serve`'s
+/// (`command::<S>().debug_assert()`).
+pub fn command<S: clap::Args>() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::<S>::command()
+}
+
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging() {
     tracing_subscriber::fmt()
@@ -84,5 +92,13 @@ where
             eprintln!("gotalk: {}", terminal::escape(&format!("{e:#}"), terminal::Lines::Escape));
             ExitCode::from(client::exit_code(&e))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::command::<super::serve::Args>().debug_assert();
     }
 }

@@ -4,7 +4,7 @@ use gotalk::{Connections, Handlers};
 
 /// `gotalk-e2e serve`'s own flags, besides `gotalk serve`'s.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub struct E2eArgs {
     #[command(flatten)]
     serve: gotalk_cli::serve::Args,
     #[command(flatten)]
@@ -22,8 +22,16 @@ pub fn handlers(demo: &gotalk_demo::Args) -> Handlers {
 
 /// Runs `gotalk-e2e`: the `gotalk` command whose `serve` serves [`handlers`] and the demo page.
 pub fn main() -> std::process::ExitCode {
-    gotalk_cli::main(|args: Args| async move {
+    gotalk_cli::main(|args: E2eArgs| async move {
         let handlers = handlers(&args.demo);
         gotalk_cli::serve::run(args.serve, handlers, Some(gotalk_demo::site())).await
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_demo_and_serve_flags_do_not_clash() {
+        gotalk_cli::command::<super::E2eArgs>().debug_assert();
+    }
 }

@@ -3,7 +3,7 @@
 #![forbid(unsafe_code)]
 
 fn main() -> std::process::ExitCode {
-    gotalk_cli::main(|args: Args| async move {
+    gotalk_cli::main(|args: DemoArgs| async move {
         let handlers = gotalk_demo::handlers(&args.demo, None);
         gotalk_cli::serve::run(args.serve, handlers, Some(gotalk_demo::site())).await
     })
@@ -11,9 +11,17 @@ fn main() -> std::process::ExitCode {
 
 /// `serve`'s flags and the chat's.
 #[derive(clap::Args, Debug)]
-struct Args {
+struct DemoArgs {
     #[command(flatten)]
     serve: gotalk_cli::serve::Args,
     #[command(flatten)]
     demo: gotalk_demo::Args,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_chat_and_serve_flags_do_not_clash() {
+        gotalk_cli::command::<super::DemoArgs>().debug_assert();
+    }
 }
