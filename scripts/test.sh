@@ -3,8 +3,9 @@
 #
 #   scripts/test.sh
 #
-# Needs rustup's stable toolchain with rustfmt and clippy. The wasm32 stage adds the
-# rustup target, or falls back to Debian's packages (see scripts/wasm-build.sh).
+# Needs Debian with rustup; the first stage (scripts/setup.sh) installs the rest, or nothing
+# when it is all there. The wasm32 target comes from rustup, or Debian's packages stand in
+# (see scripts/wasm-build.sh).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -46,6 +47,9 @@ trap summary EXIT
 # Killed (a timeout, ctrl-c): exit with the signal's status, so the summary says FAILED.
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+stage setup
+scripts/setup.sh
 
 stage fmt
 cargo fmt --all -- --check
