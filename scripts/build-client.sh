@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Builds the browser client bundle (gotalk.js, gotalk.mjs, gotalk_bg.wasm, gotalk.d.ts).
+# Builds the browser client bundle: gotalk.js (a classic script), gotalk.mjs (an ES module),
+# gotalk_bg.wasm, their types gotalk.d.ts and gotalk.d.mts, and the package.json and README.md
+# that make the folder an npm package (`npm pack crates/gateway/client`).
 #
 #   scripts/build-client.sh            # build into crates/gateway/client/ (commit the result)
 #   scripts/build-client.sh --check    # build into target/client-bundle/; fail if the
@@ -97,7 +99,11 @@ wasm_opt -Oz --converge --strip-debug --strip-producers \
     --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
     -o "$work/gotalk_bg.opt.wasm" "$work/gotalk_bg.wasm"
 
-version="$(awk -F'"' '/^version = / { print $2; exit }' Cargo.toml)"
+# The workspace's [workspace.package] values; the package.json below repeats them.
+workspace_value() {
+    awk -F'"' -v key="$1" '$1 == key " = " { print $2; exit }' Cargo.toml
+}
+version="$(workspace_value version)"
 api="$(sed "s/@VERSION@/$version/" crates/wasm/js/api.js)"
 glue="$(cat "$work/gotalk.js")"
 banner="// gotalk.js $version: the gotalk browser client, in Rust compiled to wasm (gotalk_bg.wasm).
@@ -116,6 +122,7 @@ minify() {
     echo "(function () {"
     echo "'use strict';"
     echo "const scriptUrl = (typeof document !== 'undefined' && document.currentScript && document.currentScript.src) || '';"
+    echo "const defaultWasm = () => new URL('gotalk_bg.wasm', scriptUrl || (typeof location !== 'undefined' ? location.href : 'http://localhost/'));"
     echo "$glue"
     echo "$api"
     echo "globalThis.gotalk = gotalk;"
@@ -123,13 +130,17 @@ minify() {
 } >"$work/classic.js"
 {
     echo "const scriptUrl = import.meta.url;"
+    # Literally this expression, which bundlers (Vite, webpack 5, Parcel…) take for an asset
+    # they emit beside the bundle, rewriting the URL.
+    echo "const defaultWasm = () => new URL('./gotalk_bg.wasm', import.meta.url);"
     echo "$glue"
     echo "$api"
     echo "export default gotalk;"
     echo "export { Sock, Handlers, EventEmitter };"
-    echo "export const { connection, open, handle, handleRequest, handleBufferRequest, handleNotification,"
-    echo "  handleBufferNotification, handleStreamRequest, handleBufferStreamRequest, defaultHandlers,"
-    echo "  protocol, ready, Buf, ErrAbnormal, ErrUnsupported, ErrInvalidMsg, ErrTimeout } = gotalk;"
+    # gotalk.d.mts declares each of these; e2e/tests/bundler.spec.ts checks the two agree.
+    echo "export const { version, ready, configure, connection, open, defaultHandlers, handle, handleRequest,"
+    echo "  handleBufferRequest, handleNotification, handleBufferNotification, handleStreamRequest,"
+    echo "  handleBufferStreamRequest, protocol, Buf, ErrAbnormal, ErrUnsupported, ErrInvalidMsg, ErrTimeout } = gotalk;"
 } >"$work/module.mjs"
 
 minify "$work/classic.js"
@@ -149,7 +160,28 @@ mkdir -p "$out"
     echo
 } >"$out/gotalk.mjs"
 cp "$work/gotalk_bg.opt.wasm" "$out/gotalk_bg.wasm"
-cp crates/wasm/js/gotalk.d.ts "$out/gotalk.d.ts"
+cp crates/wasm/js/gotalk.d.ts crates/wasm/js/gotalk.d.mts crates/wasm/js/README.md "$out/"
+# "type": "module" makes TypeScript read gotalk.d.ts as the ES module gotalk.d.mts imports.
+cat >"$out/package.json" <<EOF
+{
+  "name": "gotalk-client",
+  "version": "$version",
+  "description": "The gotalk browser client: Rust compiled to wasm, with the gotalk.js API",
+  "license": "$(workspace_value license)",
+  "repository": "$(workspace_value repository)",
+  "type": "module",
+  "main": "./gotalk.mjs",
+  "types": "./gotalk.d.mts",
+  "exports": {
+    ".": { "types": "./gotalk.d.mts", "default": "./gotalk.mjs" },
+    "./gotalk.mjs": { "types": "./gotalk.d.mts", "default": "./gotalk.mjs" },
+    "./gotalk.js": { "types": "./gotalk.d.ts", "default": "./gotalk.js" },
+    "./gotalk_bg.wasm": "./gotalk_bg.wasm",
+    "./package.json": "./package.json"
+  },
+  "files": ["gotalk.mjs", "gotalk.d.mts", "gotalk.js", "gotalk.d.ts", "gotalk_bg.wasm"]
+}
+EOF
 echo "$hash" >"$out/.inputs"
 
 js_gz=$(gzip -9 -c "$out/gotalk.js" | wc -c)
@@ -164,7 +196,7 @@ if [ "$total" -gt "$budget" ]; then
 fi
 
 if [ "$mode" = check ]; then
-    for f in gotalk.js gotalk.mjs gotalk_bg.wasm gotalk.d.ts; do
+    for f in gotalk.js gotalk.mjs gotalk_bg.wasm gotalk.d.ts gotalk.d.mts package.json README.md; do
         [ -s "$committed/$f" ] || { echo "build-client: $committed/$f is missing" >&2; exit 1; }
     done
     echo "build-client: crates/gateway/client/ is current"

@@ -53,6 +53,9 @@ const version: string = gotalk.version;
 const ready: Promise<void> = gotalk.ready;
 void [version, ready, gotalk.protocol.MsgTypeRetryRes];
 
+// A page that serves gotalk.js apart from its server.
+gotalk.configure({ wasm: '/static/gotalk_bg.wasm', address: 'wss://example.com/gotalk/' }).connection().end();
+
 // RetryResults until a deadline of the page's choosing.
 gotalk.connection({ retryTimeout: 10_000 }).end();
 

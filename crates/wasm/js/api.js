@@ -1,7 +1,8 @@
 // The gotalk.js API, on top of the Rust client (wasm_bindgen's `Core`).
 //
 // scripts/build-client.sh wraps this file: before it come `scriptUrl` (where this script was
-// loaded from) and wasm-bindgen's loader (`wasm_bindgen`); after it, the classic script
+// loaded from), `defaultWasm()` (where gotalk_bg.wasm is unless the page says otherwise) and
+// wasm-bindgen's loader (`wasm_bindgen`); after it, the classic script
 // assigns `globalThis.gotalk` and the module exports it. Everything on the wire happens in
 // Rust; this file keeps the shape of the original gotalk.js API: handler tables, events,
 // JSON, and the calls a page makes before the wasm has loaded.
@@ -334,35 +335,70 @@ gotalk.handleBufferStreamRequest = (op, h) =>
   gotalk.defaultHandlers.handleBufferStreamRequest(op, h);
 
 // ---------------------------------------------------------------------------------------------
-// Loading the wasm. Calls made before it is ready wait here, in order.
+// Loading the wasm. Calls made before it is ready wait here, in order. It starts loading at
+// the first call that needs it, or once the page has had its turn to configure() it: after
+// the document is parsed and the task that ran this script is over (a bundle's code runs in
+// that task, an inline script after gotalk.js before the document is parsed).
 
+let wasmSource;
+let loading = false;
 let loaded = false;
 let loadError = null;
 const waiting = [];
+let readySettled;
+
+gotalk.ready = new Promise((resolve, reject) => (readySettled = (err) => (err ? reject(err) : resolve())));
+
+function load() {
+  if (loading) return;
+  loading = true;
+  const source = wasmSource || defaultWasm();
+  const where = typeof source === 'string' || source instanceof URL ? source : 'the wasm given to configure';
+  wasm_bindgen({ module_or_path: source })
+    .catch((err) => {
+      loadError = new Error('gotalk: could not load ' + where + ': ' + messageOf(err));
+    })
+    .then(() => {
+      loaded = true;
+      for (const fn of waiting.splice(0)) guard(fn);
+      readySettled(loadError);
+    });
+}
 
 function whenReady(fn) {
   if (loaded) {
     fn();
   } else {
     waiting.push(fn);
+    load();
   }
 }
 
-const wasmUrl = new URL('gotalk_bg.wasm', scriptUrl || (typeof location !== 'undefined' ? location.href : 'http://localhost/'));
+function loadSoon() {
+  setTimeout(load);
+}
 
-gotalk.ready = wasm_bindgen({ module_or_path: wasmUrl })
-  .catch((err) => {
-    loadError = new Error('gotalk: could not load ' + wasmUrl + ': ' + messageOf(err));
-  })
-  .then(() => {
-    loaded = true;
-    for (const fn of waiting.splice(0)) guard(fn);
-    if (loadError) throw loadError;
-  });
+if (typeof document !== 'undefined' && document.readyState === 'loading') {
+  document.addEventListener('DOMContentLoaded', loadSoon);
+} else {
+  loadSoon();
+}
+
+// configure({wasm, address}) for a page that serves or bundles gotalk.js apart from its
+// server. `wasm` (a URL, or a Response, bytes or a WebAssembly.Module, or a promise of one)
+// only until the wasm starts loading; `address` is the default address from then on.
+gotalk.configure = function (options) {
+  if (options.wasm !== undefined) {
+    if (loading) throw new Error('gotalk: configure({ wasm }) comes too late: the wasm is loading already');
+    wasmSource = options.wasm;
+  }
+  if (options.address !== undefined) gotalk.defaultResponderAddress = options.address;
+  return gotalk;
+};
 
 // ---------------------------------------------------------------------------------------------
 // Addresses. By default, the folder gotalk.js was served from (ws://host/gotalk/ for
-// /gotalk/gotalk.js), as the original does.
+// /gotalk/gotalk.js), as the original does; a bundled page sets its own with configure().
 
 function wsUrl(url) {
   if (url.protocol === 'http:') url.protocol = 'ws:';
@@ -412,10 +448,12 @@ EventEmitter.mixin(Sock.prototype);
 gotalk.Sock = Sock;
 
 // Runs fn(core) now, or once the wasm has loaded. Before then a Sock is "connecting" if an
-// open was asked for.
-Sock.prototype._with = function (fn) {
+// open was asked for. When the wasm could not load, fail(err) runs instead, after the call
+// (so a listener the page adds next hears it); by default a Sock that was connecting closes
+// with the error, and any other call throws it.
+Sock.prototype._with = function (fn, fail) {
   whenReady(() => {
-    if (loadError) throw loadError;
+    if (loadError) return queueMicrotask(() => (fail || this._failed).call(this, loadError));
     if (!this._core) {
       const core = new wasm_bindgen.Core(hostFor(this));
       core.set(SET_HEARTBEAT_MS, this._settings.heartbeatInterval);
@@ -424,6 +462,13 @@ Sock.prototype._with = function (fn) {
     }
     fn(this._core);
   });
+};
+
+Sock.prototype._failed = function (err) {
+  if (!this._opening) throw err;
+  this._opening = false;
+  this.emit('close', err);
+  this.emit('state', 'closed');
 };
 
 // Like _with, for calls that answer with a promise.
@@ -534,7 +579,7 @@ Sock.prototype._unwatch = function () {
 Sock.prototype.end = function () {
   this._opening = false;
   this._unwatch();
-  this._with((core) => core.end());
+  this._with((core) => core.end(), () => {});
 };
 
 Sock.prototype.address = function () {
@@ -601,8 +646,17 @@ StreamRequest.prototype.write = function (buf) {
     this._ended = true;
     buf = null;
   }
-  this._sock._streams.set(this.id, this);
-  this._sock._with((core) => core.send(SEND_STREAM, this.id, this.op, buf));
+  const streams = this._sock._streams;
+  streams.set(this.id, this);
+  this._sock._with(
+    (core) => core.send(SEND_STREAM, this.id, this.op, buf),
+    (err) => {
+      if (streams.delete(this.id)) {
+        this._ended = true;
+        this.emit('end', err);
+      }
+    },
+  );
 };
 
 StreamRequest.prototype.end = function () {

@@ -1,7 +1,9 @@
-// TypeScript declarations for gotalk.js / gotalk.mjs, the gotalk browser client.
+// TypeScript declarations for gotalk.js, the gotalk browser client as a classic script.
 //
 //   <script src="/gotalk/gotalk.js"></script>       → the global `gotalk`
-//   import gotalk from '/gotalk/gotalk.mjs'          → the same object as a module
+//
+// gotalk.d.mts declares the ES module (gotalk.mjs): this object as its default export, and
+// its functions as named exports.
 
 export default gotalk;
 export as namespace gotalk;
@@ -9,12 +11,36 @@ export as namespace gotalk;
 declare namespace gotalk {
   /** This library's version. */
   const version: string;
-  /** Resolves once the wasm has loaded; calls made before then wait for it. */
+  /**
+   * Resolves once the wasm has loaded, or rejects with the Error saying why it could not;
+   * calls made before then wait for it. It starts loading at the first call that needs it, or
+   * once the document is parsed and the task that ran gotalk.js is over.
+   */
   const ready: Promise<void>;
-  /** The folder gotalk.js was served from, as a ws:// or wss:// URL. */
+  /**
+   * The address connections use when given none: by default the folder gotalk.js was served
+   * from, as a ws:// or wss:// URL. `configure({ address })` sets it too.
+   */
   let defaultResponderAddress: string;
   /** When true (pages on localhost), gotalk logs warnings about ignored input. */
   let developmentMode: boolean;
+
+  /**
+   * Where the client comes from and connects to, for a page that bundles gotalk or serves it
+   * apart from its gotalk server. Returns `gotalk`.
+   */
+  function configure(options: Configuration): typeof gotalk;
+
+  interface Configuration {
+    /**
+     * gotalk_bg.wasm: its URL, or the module itself or its bytes (or a promise of them). By
+     * default the gotalk_bg.wasm beside gotalk.js (or beside gotalk.mjs, which bundlers see
+     * and emit). Only before the wasm starts loading: after that, configure throws.
+     */
+    wasm?: string | URL | Request | Response | BufferSource | WebAssembly.Module | Promise<Response | BufferSource | WebAssembly.Module>;
+    /** The default address from now on (`defaultResponderAddress`): a ws://, wss://, http(s):// or relative URL. */
+    address?: string;
+  }
 
   /** The handlers used by `connection()`, `open()` and the module-level `handle*` functions. */
   const defaultHandlers: Handlers;
@@ -124,7 +150,7 @@ declare namespace gotalk {
 
   interface SockEventMap {
     open: null;
-    /** null for a normal close, else why. */
+    /** null for a normal close, else why (the Error from `ready` when the wasm could not load). */
     close: CloseError | null;
     heartbeat: { time: Date; load: number };
     notification: { name: string; data: Uint8Array };
