@@ -105,6 +105,11 @@ if GOTALK_COMMITTED_BUNDLE="$stale" scripts/build-client.sh --check 2>"$stale/er
 fi
 rm -rf "$stale"
 
+# Every publishable crate packaged as crates.io would, and an app built against the packages
+# (its page is run by e2e/tests/packaged.spec.ts below).
+stage "cargo package, an app on the packages"
+scripts/package-check.sh
+
 # The real server binary (which embeds the bundle and the demo page) in the system's
 # Chromium ($CHROMIUM, by default /usr/bin/chromium); outputs go to e2e/out/.
 stage "e2e (Playwright)"

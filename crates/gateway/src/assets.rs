@@ -563,7 +563,7 @@ fn content_type(path: &str) -> &'static str {
         "js" | "mjs" => "application/javascript; charset=utf-8",
         "wasm" => "application/wasm",
         // Covers `.d.ts` as well.
-        "ts" => "application/typescript; charset=utf-8",
+        "ts" | "mts" => "application/typescript; charset=utf-8",
         "html" | "htm" => "text/html; charset=utf-8",
         "css" => "text/css; charset=utf-8",
         "json" | "map" => "application/json",
@@ -805,6 +805,7 @@ mod tests {
         assert_eq!(content_type("gotalk.mjs"), "application/javascript; charset=utf-8");
         assert_eq!(content_type("gotalk_bg.wasm"), "application/wasm");
         assert_eq!(content_type("gotalk.d.ts"), "application/typescript; charset=utf-8");
+        assert_eq!(content_type("gotalk.d.mts"), "application/typescript; charset=utf-8");
         assert_eq!(content_type("INDEX.HTML"), "text/html; charset=utf-8");
         assert_eq!(content_type("a.js.map"), "application/json");
         assert_eq!(content_type("favicon.ico"), "image/x-icon");
