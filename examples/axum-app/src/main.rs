@@ -38,6 +38,7 @@ struct Health {
 const PAGE: &str = r#"<!DOCTYPE html>
 <meta charset="utf-8">
 <title>gotalk in an axum app</title>
+<link rel="icon" href="data:,">
 <script src="/gotalk/gotalk.js"></script>
 <p id="answer">…</p>
 <script>
