@@ -16,7 +16,7 @@ use axum::routing::get;
 use axum::Router;
 use gotalk::metrics::LivenessCounts;
 use gotalk::{Config, Connections, Handlers, LivenessConfig};
-use gotalk_gateway::assets::Assets;
+use gotalk_gateway::Assets;
 use gotalk_gateway::Gateway;
 use http::StatusCode;
 use serde::Serialize;

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
-use gotalk::sock::{ConnInfo, TransportKind};
 use gotalk::sources::{Source, SourceService, Sources, SourcesOptions};
 use gotalk::{Config, Handlers, Sock};
+use gotalk::{ConnInfo, TransportKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 use crate::runtime::run;

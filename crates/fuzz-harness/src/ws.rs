@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use gotalk::sock::{ConnInfo, TransportKind};
 use gotalk::{Config, Sock};
+use gotalk::{ConnInfo, TransportKind};
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
 use tokio_tungstenite::tungstenite::{self, Message};

@@ -13,7 +13,7 @@
 //!
 //! # Examples
 //! ```
-//! use gotalk_gateway::assets::Assets;
+//! use gotalk_gateway::Assets;
 //!
 //! let mut assets = Assets::new();
 //! assets.insert("index.html", "<!DOCTYPE html><title>hi</title>");

@@ -26,7 +26,7 @@
 
 #![forbid(unsafe_code)]
 
-pub mod assets;
+mod assets;
 mod host;
 pub mod http;
 mod origin;
@@ -199,8 +199,8 @@ impl Gateway {
     /// that arrived at a loopback address must name a loopback host (`localhost`,
     /// `*.localhost`, 127.0.0.0/8 or `[::1]`) or an allowed one; a request that arrived at any
     /// other address may name any host until one is allowed, and then only allowed ones. The
-    /// address is the server's side of the connection, [`http::LocalAddr`](crate::http::LocalAddr)
-    /// (which [`http::Server`](crate::http::Server) provides), or else the peer's, from
+    /// address is the server's side of the connection, [`http::LocalAddr`]
+    /// (which [`http::Server`] provides), or else the peer's, from
     /// `ConnectInfo<SocketAddr>` (a loopback peer reached a loopback address); with neither
     /// the gateway cannot tell, and only allowed hosts count once one is. A request without a
     /// Host header (not a browser: browsers always send one) passes.
@@ -241,7 +241,7 @@ impl Gateway {
 
     /// Says whether pages reach the gateway over TLS, for the same-origin check, when the
     /// server cannot tell: behind a proxy that terminates TLS, or on an axum server that does
-    /// not set [`http::Secure`](crate::http::Secure). With neither, the check compares host
+    /// not set [`http::Secure`]. With neither, the check compares host
     /// and port only.
     pub fn served_over_tls(mut self, yes: bool) -> Self {
         self.served_over_tls = Some(yes);
@@ -288,7 +288,7 @@ impl Gateway {
     /// How many WebSockets one remote address may have open at once (IPv6: one /64).
     /// Default 1,000; at least 1. Past it, upgrades get 429 with `Retry-After`. The address
     /// is the TCP peer's, from axum's `ConnectInfo<SocketAddr>` (which
-    /// [`http::Server`](crate::http::Server) provides); without it there is no per-address
+    /// [`http::Server`] provides); without it there is no per-address
     /// count. Behind a proxy every browser shares the proxy's address: raise this to the
     /// global limit and let the proxy limit its clients.
     pub fn max_connections_per_addr(mut self, n: usize) -> Self {
@@ -366,7 +366,7 @@ impl Gateway {
     /// drain together: HTTP requests, WebSockets (closed with 1001) and TCP connections.
     ///
     /// # Errors
-    /// As [`http::Server::run`](crate::http::Server::run) and
+    /// As [`http::Server::run`] and
     /// [`tcp::Server::run`](gotalk::tcp::Server::run).
     pub async fn run(
         &self,

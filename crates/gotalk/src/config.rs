@@ -14,7 +14,7 @@ use gotalk_protocol::{DEFAULT_MAX_PAYLOAD, MAX_NAME_LEN};
 use crate::memory::MemoryBudget;
 
 /// A function that reports this process's load for outgoing heartbeats (0 idle, 0xffff dying).
-pub type LoadFn = Arc<dyn Fn() -> u16 + Send + Sync>;
+pub(crate) type LoadFn = Arc<dyn Fn() -> u16 + Send + Sync>;
 
 /// Settings for one connection. Cheap to clone; setters chain.
 ///
@@ -332,7 +332,7 @@ impl Config {
     }
 
     /// The budget shared by every connection of the process: the bytes all of them may hold
-    /// on their peers' behalf at once, in sum (see [`crate::memory`] for what is charged).
+    /// on their peers' behalf at once, in sum (see [`MemoryBudget`](crate::MemoryBudget) for what is charged).
     /// Default [`MemoryBudget::process`]: a quarter of the machine's memory, at most 512 MiB.
     /// When it is spent, reads wait, new requests get a RetryResult and listeners refuse new
     /// connections; give every config of a process the same one.

@@ -15,23 +15,22 @@
 //! ended.
 //!
 //! # Layout
-//! - [`handlers`]: the registry of operations and notifications.
+//! The types of one connection are at the root: [`Sock`] (requests both ways, streams,
+//! notifications, heartbeats), [`Handlers`] (the registry of operations and notifications),
+//! [`Config`] (limits, timeouts, liveness), [`Connections`] (the live connections of a
+//! listener or gateway), [`Error`] and [`CloseReason`], and [`MemoryBudget`] (what every byte
+//! held on a peer's behalf is charged to). Each has this one path. The modules:
+//! - [`tcp`]: the TCP listener and client, with optional TLS; [`tls`]: TLS settings from PEM.
+//! - [`ws`]: WebSocket framing for servers (the gateway) and the WebSocket client.
+//! - [`keepalive`]: a client connection that reconnects with backoff and holds calls while
+//!   it is down.
 //! - [`relay`]: peers address each other by id and topic through the server.
 //! - [`sources`]: one request answered by many streams (sources), each with a header and
 //!   frames, with credit, limits and timeouts.
-//! - [`sock`]: one connection: requests both ways, streams, notifications, heartbeats.
-//! - [`config`]: limits, timeouts and heartbeat settings.
-//! - [`connections`]: the live connections of a listener or gateway.
 //! - [`listen`]: accepting connections within limits, shared by every listener.
 //! - [`transport`]: byte streams (TCP, TLS, in-memory) as frame readers and writers.
-//! - [`tcp`]: the TCP listener and client, with optional TLS.
-//! - [`tls`]: TLS settings from PEM files.
-//! - [`ws`]: the WebSocket transport and client.
-//! - [`keepalive`]: a client connection that reconnects with backoff and holds calls while
-//!   it is down.
-//! - [`error`]: request errors and close reasons.
 //! - [`metrics`]: liveness counts of a registry's connections.
-//! - [`memory`]: the memory budgets every byte held on a peer's behalf is charged to.
+//! - [`protocol`]: the wire codec (the `gotalk-protocol` crate).
 //!
 //! # Examples
 //! ```no_run
@@ -54,19 +53,19 @@
 
 #![forbid(unsafe_code)]
 
-pub mod config;
-pub mod connections;
-pub mod error;
-pub mod handlers;
+mod config;
+mod connections;
+mod error;
+mod handlers;
 pub mod keepalive;
 mod linger;
 pub mod listen;
-pub mod memory;
+mod memory;
 pub mod metrics;
 mod per_addr;
 mod queue;
 pub mod relay;
-pub mod sock;
+mod sock;
 pub mod sources;
 pub mod tcp;
 pub mod tls;
@@ -79,8 +78,7 @@ pub use error::{CloseReason, Error};
 pub use gotalk_protocol as protocol;
 pub use gotalk_protocol::liveness::{Event as LivenessEvent, LivenessConfig};
 pub use handlers::Handlers;
-pub use keepalive::KeepAlive;
-pub use memory::MemoryBudget;
+pub use memory::{Exhausted, MemoryBudget, DEFAULT_PROCESS_BUDGET};
 pub use sock::{
     ConnInfo, Heartbeat, Sock, StreamInput, StreamOutput, StreamRequest, StreamResponse,
     TransportKind, UpgradeRequest,

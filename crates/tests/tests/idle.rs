@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use gotalk::protocol::{encode_version, Decoder, Frame};
-use gotalk::sock::{ConnInfo, TransportKind};
 use gotalk::{CloseReason, Config, Handlers, LivenessConfig, Sock};
+use gotalk::{ConnInfo, TransportKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 /// The hello a client of ours says after its version (`gotalk::protocol::reserved`).

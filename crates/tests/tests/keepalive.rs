@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::within;
+use gotalk::keepalive::KeepAlive;
 use gotalk::keepalive::{Builder, Event, DEFAULT_MAX_WAITING, DEFAULT_WAIT_TIMEOUT};
 use gotalk::protocol::backoff::Backoff;
-use gotalk::{CloseReason, Config, Error, Handlers, KeepAlive, Sock};
+use gotalk::{CloseReason, Config, Error, Handlers, Sock};
 use gotalk_gateway::Gateway;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;

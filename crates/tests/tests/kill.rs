@@ -14,8 +14,9 @@ use std::time::Duration;
 use common::process::ServeProcess;
 use common::within;
 use gotalk::keepalive::Builder;
+use gotalk::keepalive::KeepAlive;
 use gotalk::protocol::backoff::Backoff;
-use gotalk::{Config, Error, Handlers, KeepAlive};
+use gotalk::{Config, Error, Handlers};
 use tokio::process::Child;
 use tokio_util::sync::CancellationToken;
 

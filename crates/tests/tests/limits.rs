@@ -679,7 +679,7 @@ async fn sock_on_pipe(
     let (ours, mut theirs) = tokio::io::duplex(capacity);
     theirs.write_all(b"01").await.unwrap();
     let (r, w) = gotalk::transport::io(ours);
-    let info = gotalk::sock::ConnInfo::new(gotalk::sock::TransportKind::Memory, None, None);
+    let info = gotalk::ConnInfo::new(gotalk::TransportKind::Memory, None, None);
     let sock = gotalk::Sock::start(r, w, Arc::new(handlers), Arc::new(config), info)
         .await
         .expect("handshake");

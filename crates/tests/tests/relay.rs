@@ -590,7 +590,7 @@ async fn a_recipient_is_disconnected_exactly_at_the_stall_timeout() {
     theirs.write_all(b"01").await.unwrap();
     theirs.write_all(common::HELLO).await.unwrap();
     let (r, w) = gotalk::transport::io(ours);
-    let info = gotalk::sock::ConnInfo::new(gotalk::sock::TransportKind::Memory, None, None);
+    let info = gotalk::ConnInfo::new(gotalk::TransportKind::Memory, None, None);
     let recipient = Sock::start(r, w, handlers.clone(), Arc::new(config.clone()), info).await;
     let recipient = recipient.unwrap();
     // `01`, the hello, then `n003$id` + 8-digit size + `"<36>"`.

@@ -111,7 +111,7 @@ async fn the_handshake_timeout_fires_at_its_bound_counted_from_the_start_not_the
     for half_a_version in [false, true] {
         let (ours, mut peer) = tokio::io::duplex(4096);
         let (r, w) = gotalk::transport::io(ours);
-        let info = gotalk::sock::ConnInfo::new(gotalk::sock::TransportKind::Memory, None, None);
+        let info = gotalk::ConnInfo::new(gotalk::TransportKind::Memory, None, None);
         let started = tokio::time::Instant::now();
         let handshake = tokio::spawn(gotalk::Sock::start(
             r,

@@ -20,8 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use gotalk::keepalive::KeepAlive;
 use gotalk::keepalive::{Builder, Event};
-use gotalk::{Config, Error, Handlers, KeepAlive};
+use gotalk::{Config, Error, Handlers};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::task::JoinSet;
