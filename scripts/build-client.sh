@@ -13,8 +13,8 @@
 # crates/wasm/package-lock.json. (Debian's binaryen 108 predates the final reference-types
 # encoding: it rewrites wasm-bindgen's externref table as anyref, which browsers reject.)
 #
-# Staleness is judged by a hash of the inputs (sources, Cargo.lock, this script, tool
-# versions), kept in crates/gateway/client/.inputs, not by the output bytes: the rustup and Debian
+# Staleness is judged by a hash of the inputs (sources, the wasm's dependency tree, the
+# workspace's profiles, this script, tool versions), kept in crates/gateway/client/.inputs, not by the output bytes: the rustup and Debian
 # compilers produce different wasm from the same sources.
 set -euo pipefail
 
@@ -60,12 +60,19 @@ wasm_opt() {
     node crates/wasm/node_modules/binaryen/bin/wasm-opt "$@"
 }
 
-# One line per input file with its hash, then the tool versions; hashed again by the caller.
+# One line per input file with its hash, then what the wasm is built with from the workspace:
+# every crate in its tree with version and features (not all of Cargo.lock, which changes
+# with any crate's dependencies), the root manifest's settings without its member list and
+# dependency table, and the tool versions. Hashed again by the caller.
 inputs() {
     git ls-files -co --exclude-standard -- \
-        crates/wasm crates/protocol/src crates/protocol/Cargo.toml Cargo.toml Cargo.lock \
+        crates/wasm crates/protocol/src crates/protocol/Cargo.toml \
         scripts/build-client.sh scripts/wasm-build.sh |
-        LC_ALL=C sort | xargs sha256sum
+        grep -v '^crates/wasm/node_modules/' | LC_ALL=C sort | xargs sha256sum
+    cargo tree --locked -p gotalk-wasm --target wasm32-unknown-unknown -e normal,build \
+        --prefix none -f '{p} {f}' | sed 's| (/[^)]*)||; s| (\*)$||' | LC_ALL=C sort -u
+    # [workspace.package], lints and profiles: everything but [workspace] and its dependencies.
+    awk '/^\[/ { keep = ($0 != "[workspace]" && $0 != "[workspace.dependencies]") } keep' Cargo.toml
     echo "wasm-bindgen $(bindgen_version)"
 }
 
