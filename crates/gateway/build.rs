@@ -39,19 +39,56 @@ fn main() -> io::Result<()> {
         }
     }
 
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
     let mut out = String::from(
-        "/// Every file of the client bundle, as (`gotalk/` + path in `client/`, contents), \
-         sorted by path.\n\
-         static EMBEDDED: &[(&str, &[u8])] = &[\n",
+        "/// Every file of the client bundle, sorted by path.\n\
+         static EMBEDDED: &[Embedded] = &[\n",
     );
-    for (relative, absolute) in &files {
+    for (index, (relative, absolute)) in files.iter().enumerate() {
+        let body = fs::read(absolute)?;
+        // Compressed here, once per build, so a server starts without spending a second of
+        // brotli per megabyte; the bundle is text and wasm, both worth it.
+        let compressed = |suffix: &str, bytes: Vec<u8>| -> io::Result<String> {
+            if bytes.len() >= body.len() {
+                return Ok("None".to_owned());
+            }
+            let path = out_dir.join(format!("bundle-{index}.{suffix}"));
+            fs::write(&path, bytes)?;
+            Ok(format!("Some(include_bytes!({:?}))", path.to_str().expect("OUT_DIR is UTF-8")))
+        };
+        let gzip = compressed("gz", gzip(&body)?)?;
+        let br = compressed("br", brotli(&body)?)?;
         // `{:?}` of a str is a valid Rust string literal with every special character escaped.
-        writeln!(out, "    ({relative:?}, include_bytes!({absolute:?})),").expect("String write");
+        writeln!(
+            out,
+            "    Embedded {{ path: {relative:?}, body: include_bytes!({absolute:?}), \
+             gzip: {gzip}, br: {br} }},"
+        )
+        .expect("String write");
     }
     out.push_str("];\n");
-
-    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
     fs::write(out_dir.join("embedded.rs"), out)
+}
+
+/// `body` gzipped at level 9.
+fn gzip(body: &[u8]) -> io::Result<Vec<u8>> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(9));
+    encoder.write_all(body)?;
+    encoder.finish()
+}
+
+/// `body` as brotli at its best quality, with a 4 MiB window.
+fn brotli(body: &[u8]) -> io::Result<Vec<u8>> {
+    let params = brotli::enc::BrotliEncoderParams {
+        quality: 11,
+        lgwin: 22,
+        size_hint: body.len(),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    brotli::BrotliCompress(&mut &body[..], &mut out, &params)?;
+    Ok(out)
 }
 
 /// Appends every file under `dir` to `files` as (relative path, absolute path), in sorted

@@ -39,7 +39,17 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 
-// Defines `EMBEDDED`: every file of the bundle as (`gotalk/` + path in client/, contents).
+/// A file compiled into the crate, with the compressed forms the build script made (each
+/// only when smaller than `body`).
+struct Embedded {
+    /// `gotalk/` and the path in `client/`.
+    path: &'static str,
+    body: &'static [u8],
+    gzip: Option<&'static [u8]>,
+    br: Option<&'static [u8]>,
+}
+
+// Defines `EMBEDDED`: every file of the bundle.
 include!(concat!(env!("OUT_DIR"), "/embedded.rs"));
 
 /// The folder the bundle's files are embedded under.
@@ -122,17 +132,22 @@ impl Assets {
 
     /// Every file compiled into the binary: the bundle, under `gotalk/`.
     ///
-    /// The files are compressed on the first call (of this or [`bundle`](Self::bundle)) and
-    /// shared by every later one. Brotli at quality 11 (release
-    /// builds) takes about a second per MB, so make the first call at start-up, outside async
-    /// tasks (or in `spawn_blocking`).
+    /// The files were compressed when the crate was built (gzip level 9, brotli quality 11);
+    /// the first call only hashes them for their ETags, and every later one shares the set.
     pub fn embedded() -> Self {
         static EMBEDDED_ASSETS: OnceLock<Assets> = OnceLock::new();
         EMBEDDED_ASSETS
             .get_or_init(|| {
                 let mut assets = Assets::new();
-                for (path, body) in EMBEDDED {
-                    assets.insert(path, Bytes::from_static(body));
+                for embedded in EMBEDDED {
+                    let file = File::precompressed(
+                        HeaderValue::from_static(content_type(embedded.path)),
+                        Bytes::from_static(embedded.body),
+                        embedded.gzip.map(Bytes::from_static),
+                        embedded.br.map(Bytes::from_static),
+                    );
+                    let files = Arc::make_mut(&mut assets.files);
+                    files.insert(embedded.path.to_owned(), Arc::new(file));
                 }
                 assets
             })
@@ -294,6 +309,23 @@ impl File {
             (None, None)
         };
         File { content_type, version, identity: Representation::new(body), gzip, br }
+    }
+
+    /// A file whose compressed forms were made already (each only if smaller).
+    fn precompressed(
+        content_type: HeaderValue,
+        body: Bytes,
+        gzip: Option<Bytes>,
+        br: Option<Bytes>,
+    ) -> Self {
+        let digest = ring::digest::digest(&ring::digest::SHA256, &body);
+        File {
+            content_type,
+            version: hex(&digest.as_ref()[..8]),
+            identity: Representation::new(body),
+            gzip: gzip.map(Representation::new),
+            br: br.map(Representation::new),
+        }
     }
 
     fn get(&self, coding: Coding) -> Option<&Representation> {
@@ -873,6 +905,24 @@ mod tests {
     #[should_panic(expected = "not a clean relative path")]
     fn inserting_an_unclean_path_panics() {
         Assets::new().insert("../secret", "x");
+    }
+
+    #[test]
+    fn the_bundle_was_compressed_when_the_crate_was_built() {
+        use std::io::Read as _;
+        assert!(EMBEDDED.iter().any(|e| e.path == "gotalk/gotalk_bg.wasm"));
+        for embedded in EMBEDDED {
+            let (Some(gzip), Some(br)) = (embedded.gzip, embedded.br) else {
+                panic!("{}: text and wasm compress, so both forms must be there", embedded.path);
+            };
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(gzip).read_to_end(&mut out).expect("valid gzip");
+            assert_eq!(out, embedded.body, "{}", embedded.path);
+            out.clear();
+            brotli::Decompressor::new(br, 4096).read_to_end(&mut out).expect("valid brotli");
+            assert_eq!(out, embedded.body, "{}", embedded.path);
+            assert!(br.len() < gzip.len(), "{}: brotli at quality 11 beats gzip", embedded.path);
+        }
     }
 
     #[test]
