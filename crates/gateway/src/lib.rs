@@ -6,27 +6,54 @@
 //! uses. gotalk.js connects to the folder its script came from, so `/gotalk/gotalk.js` talks
 //! to `ws://host/gotalk/`.
 //!
-//! ```no_run
+//! ```rust,no_run
 //! use std::sync::Arc;
-//! # async fn demo() -> std::io::Result<()> {
-//! let mut handlers = gotalk::Handlers::new();
-//! handlers.handle("echo", |_sock, text: String| async move { Ok::<_, String>(text) });
-//! let gateway = gotalk_gateway::Gateway::new(Arc::new(handlers), Default::default());
-//! let app = axum::Router::new().nest_service("/gotalk", gateway.router());
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:1234").await?;
-//! let http = gotalk_gateway::http::Server::new(app);
-//! gateway.run(http, listener, None, tokio::signal::ctrl_c()).await?;
-//! # Ok(()) }
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     // One registry of operations for browsers and programs alike.
+//!     let mut handlers = gotalk::Handlers::new();
+//!     handlers.handle("greet", |_sock, name: String| async move {
+//!         Ok::<_, String>(format!("Hello {name}"))
+//!     });
+//!     let handlers = Arc::new(handlers);
+//!
+//!     // Browsers: gotalk over WebSocket at /gotalk/, the client at /gotalk/gotalk.js.
+//!     let gateway = gotalk_gateway::Gateway::new(handlers.clone(), gotalk::Config::default());
+//!     let app = axum::Router::new()
+//!         .nest_service("/gotalk", gateway.router())
+//!         .route("/", axum::routing::get(|| async { axum::response::Html(PAGE) }));
+//!
+//!     // Programs: gotalk over TCP, on the same handlers.
+//!     let tcp = gotalk::tcp::Server::new(handlers, gotalk::Config::default());
+//!
+//!     let http_listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//!     let tcp_listener = tokio::net::TcpListener::bind("127.0.0.1:8081").await?;
+//!     let http = gotalk_gateway::http::Server::new(app);
+//!     // Until ctrl-c; then both drain: requests in flight finish, WebSockets close with 1001.
+//!     gateway.run(http, http_listener, Some((tcp, tcp_listener)), tokio::signal::ctrl_c()).await
+//! }
+//!
+//! const PAGE: &str = r#"<!DOCTYPE html>
+//! <script src="/gotalk/gotalk.js"></script>
+//! <script>
+//!   gotalk.connection().request('greet', 'you').then((greeting) => document.body.append(greeting));
+//! </script>"#;
 //! ```
 //!
 //! Every request under the mount must first name a host the gateway answers to (see
 //! [`Gateway::allow_host`]). Before a socket is opened the request must then pass, in order:
 //! the origin policy (see [`Gateway::allow_origin`]), the [`on_connect`](Gateway::on_connect)
 //! hook and the connection limit. Handlers see the upgrade request in [`ConnInfo::request`].
+//!
+//! The guides: [serving browsers](docs::gateway) (origins, hosts, RetryResult, framing,
+//! shutting down) and [the browser client](docs::browser) (gotalk.js, its npm package, the
+//! bundle). This example is the repository README's; `examples/axum-app` is a complete app.
 
 #![forbid(unsafe_code)]
 
 pub mod assets;
+pub mod docs;
 mod host;
 pub mod http;
 mod origin;
@@ -199,8 +226,8 @@ impl Gateway {
     /// that arrived at a loopback address must name a loopback host (`localhost`,
     /// `*.localhost`, 127.0.0.0/8 or `[::1]`) or an allowed one; a request that arrived at any
     /// other address may name any host until one is allowed, and then only allowed ones. The
-    /// address is the server's side of the connection, [`http::LocalAddr`](crate::http::LocalAddr)
-    /// (which [`http::Server`](crate::http::Server) provides), or else the peer's, from
+    /// address is the server's side of the connection, [`http::LocalAddr`]
+    /// (which [`http::Server`] provides), or else the peer's, from
     /// `ConnectInfo<SocketAddr>` (a loopback peer reached a loopback address); with neither
     /// the gateway cannot tell, and only allowed hosts count once one is. A request without a
     /// Host header (not a browser: browsers always send one) passes.
@@ -241,7 +268,7 @@ impl Gateway {
 
     /// Says whether pages reach the gateway over TLS, for the same-origin check, when the
     /// server cannot tell: behind a proxy that terminates TLS, or on an axum server that does
-    /// not set [`http::Secure`](crate::http::Secure). With neither, the check compares host
+    /// not set [`http::Secure`]. With neither, the check compares host
     /// and port only.
     pub fn served_over_tls(mut self, yes: bool) -> Self {
         self.served_over_tls = Some(yes);
@@ -288,7 +315,7 @@ impl Gateway {
     /// How many WebSockets one remote address may have open at once (IPv6: one /64).
     /// Default 1,000; at least 1. Past it, upgrades get 429 with `Retry-After`. The address
     /// is the TCP peer's, from axum's `ConnectInfo<SocketAddr>` (which
-    /// [`http::Server`](crate::http::Server) provides); without it there is no per-address
+    /// [`http::Server`] provides); without it there is no per-address
     /// count. Behind a proxy every browser shares the proxy's address: raise this to the
     /// global limit and let the proxy limit its clients.
     pub fn max_connections_per_addr(mut self, n: usize) -> Self {

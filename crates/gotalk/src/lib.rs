@@ -32,6 +32,10 @@
 //! - [`error`]: request errors and close reasons.
 //! - [`metrics`]: liveness counts of a registry's connections.
 //! - [`memory`]: the memory budgets every byte held on a peer's behalf is charged to.
+//! - [`docs`]: the guides, one topic each: [using the library](docs::usage),
+//!   [memory budgets](docs::memory), [liveness](docs::liveness), [the relay](docs::relay),
+//!   [sources](docs::sources), [the keepalive client](docs::keepalive). The limits table and
+//!   the project's other documents are in the repository's `docs/` folder.
 //!
 //! # Examples
 //! ```no_run
@@ -56,6 +60,7 @@
 
 pub mod config;
 pub mod connections;
+pub mod docs;
 pub mod error;
 pub mod handlers;
 pub mod keepalive;
