@@ -59,6 +59,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 stage doc
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+# The README's example is a copy of a doc test; it must not drift from it.
+scripts/readme-example.sh
 
 # The real-peer tests in `cargo test` run gotalk.js in Node with e2e/'s `ws` package, and
 # build the original Go gotalk with `go` (Debian's golang-go; .ci/run installs it).

@@ -5,11 +5,12 @@
 //! As a library it lets an application ship the same command with its own operations:
 //! [`main`] parses the command line and runs the subcommand, calling back for `serve` with
 //! the application's flags beside [`serve::Args`]. The demo and the test servers are built
-//! this way.
+//! this way. The guide: [the `gotalk` command](docs::command).
 
 #![forbid(unsafe_code)]
 
 mod client;
+pub mod docs;
 pub mod nofile;
 pub mod serve;
 mod terminal;

@@ -10,9 +10,9 @@
 // 30 s after each attack, from 24 MiB before it. With jemalloc every attack's server was back
 // under its RSS before the attack within 20 s. mimalloc (default options) idled at 73-93 MiB
 // and kept 69 MiB-2 GiB. Throughput and idle memory per connection stayed within 10 % of the
-// old glibc build (README, Performance). The cost: 16 MiB payloads fall in jemalloc's 20 MiB
+// old glibc build (docs/performance.md). The cost: 16 MiB payloads fall in jemalloc's 20 MiB
 // size class and freed ranges stay mapped, so more address space is mapped than with glibc;
-// under `ulimit -v` that matters until the budget bounds every attack (README, Performance).
+// under `ulimit -v` that matters until the budget bounds every attack (docs/performance.md).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

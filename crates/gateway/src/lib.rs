@@ -6,27 +6,54 @@
 //! uses. gotalk.js connects to the folder its script came from, so `/gotalk/gotalk.js` talks
 //! to `ws://host/gotalk/`.
 //!
-//! ```no_run
+//! ```rust,no_run
 //! use std::sync::Arc;
-//! # async fn demo() -> std::io::Result<()> {
-//! let mut handlers = gotalk::Handlers::new();
-//! handlers.handle("echo", |_sock, text: String| async move { Ok::<_, String>(text) });
-//! let gateway = gotalk_gateway::Gateway::new(Arc::new(handlers), Default::default());
-//! let app = axum::Router::new().nest_service("/gotalk", gateway.router());
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:1234").await?;
-//! let http = gotalk_gateway::http::Server::new(app);
-//! gateway.run(http, listener, None, tokio::signal::ctrl_c()).await?;
-//! # Ok(()) }
+//!
+//! #[tokio::main]
+//! async fn main() -> std::io::Result<()> {
+//!     // One registry of operations for browsers and programs alike.
+//!     let mut handlers = gotalk::Handlers::new();
+//!     handlers.handle("greet", |_sock, name: String| async move {
+//!         Ok::<_, String>(format!("Hello {name}"))
+//!     });
+//!     let handlers = Arc::new(handlers);
+//!
+//!     // Browsers: gotalk over WebSocket at /gotalk/, the client at /gotalk/gotalk.js.
+//!     let gateway = gotalk_gateway::Gateway::new(handlers.clone(), gotalk::Config::default());
+//!     let app = axum::Router::new()
+//!         .nest_service("/gotalk", gateway.router())
+//!         .route("/", axum::routing::get(|| async { axum::response::Html(PAGE) }));
+//!
+//!     // Programs: gotalk over TCP, on the same handlers.
+//!     let tcp = gotalk::tcp::Server::new(handlers, gotalk::Config::default());
+//!
+//!     let http_listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//!     let tcp_listener = tokio::net::TcpListener::bind("127.0.0.1:8081").await?;
+//!     let http = gotalk_gateway::http::Server::new(app);
+//!     // Until ctrl-c; then both drain: requests in flight finish, WebSockets close with 1001.
+//!     gateway.run(http, http_listener, Some((tcp, tcp_listener)), tokio::signal::ctrl_c()).await
+//! }
+//!
+//! const PAGE: &str = r#"<!DOCTYPE html>
+//! <script src="/gotalk/gotalk.js"></script>
+//! <script>
+//!   gotalk.connection().request('greet', 'you').then((greeting) => document.body.append(greeting));
+//! </script>"#;
 //! ```
 //!
 //! Every request under the mount must first name a host the gateway answers to (see
 //! [`Gateway::allow_host`]). Before a socket is opened the request must then pass, in order:
 //! the origin policy (see [`Gateway::allow_origin`]), the [`on_connect`](Gateway::on_connect)
 //! hook and the connection limit. Handlers see the upgrade request in [`ConnInfo::request`].
+//!
+//! The guides: [serving browsers](docs::gateway) (origins, hosts, RetryResult, framing,
+//! shutting down) and [the browser client](docs::browser) (gotalk.js, its npm package, the
+//! bundle). This example is the repository README's; `examples/axum-app` is a complete app.
 
 #![forbid(unsafe_code)]
 
 mod assets;
+pub mod docs;
 mod host;
 pub mod http;
 mod origin;

@@ -31,6 +31,10 @@
 //! - [`transport`]: byte streams (TCP, TLS, in-memory) as frame readers and writers.
 //! - [`metrics`]: liveness counts of a registry's connections.
 //! - [`protocol`]: the wire codec (the `gotalk-protocol` crate).
+//! - [`docs`]: the guides, one topic each: [using the library](docs::usage),
+//!   [memory budgets](docs::memory), [liveness](docs::liveness), [the relay](docs::relay),
+//!   [sources](docs::sources), [the keepalive client](docs::keepalive). The limits table and
+//!   the project's other documents are in the repository's `docs/` folder.
 //!
 //! # Examples
 //! ```no_run
@@ -55,6 +59,7 @@
 
 mod config;
 mod connections;
+pub mod docs;
 mod error;
 mod handlers;
 pub mod keepalive;

@@ -17,7 +17,8 @@
 //! - [`encode`]: writing frames and the version handshake.
 //! - [`decode`]: the incremental decoder and its limits.
 //! - [`relay`]: the relay's reserved names and its JSON envelope, validated.
-//! - [`sources`]: many streams answering one request, as tagged parts of one stream.
+//! - [`sources`]: many streams answering one request, as tagged parts of one stream (the
+//!   whole mapping: [`docs::sources`]).
 //! - [`liveness`]: probes and their answers, as a state machine fed timestamps.
 //! - [`reserved`]: which peers may be sent the reserved `$` messages, and the hello by which
 //!   our peers recognise each other.
@@ -47,6 +48,7 @@
 
 pub mod backoff;
 pub mod decode;
+pub mod docs;
 pub mod encode;
 pub mod frame;
 pub mod hex;

@@ -15,7 +15,7 @@
 //! Every number is fixed-width lowercase hex, as in the rest of gotalk, so a part's layout is
 //! a one-byte tag, an eight-digit source id, then the rest. Decoding is strict: a part that
 //! is too short, has a bad number, an unknown tag, a zero credit or a reason that is not UTF-8
-//! is an error, never a guess. See `docs/sources.md` for the whole mapping.
+//! is an error, never a guess. See [`crate::docs::sources`] for the whole mapping.
 
 use crate::hex::{parse_hex, write_hex};
 

@@ -66,7 +66,7 @@ use tokio_util::sync::CancellationToken;
 use super::soak::{settled_rss, Gateway, Mib, ProcSample};
 use super::{SPARE_FDS, TARGET_IDLE_BYTES, TARGET_IDLE_WS_BYTES};
 
-// What `gotalk serve` allows by default (the README's Limits table): the attacks are sized
+// What `gotalk serve` allows by default (docs/limits.md): the attacks are sized
 // from these.
 /// The payload limit.
 const PAYLOAD_LIMIT: usize = 16 << 20;

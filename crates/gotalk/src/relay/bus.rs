@@ -4,8 +4,9 @@
 //! A gateway instance registers each of its connections' mailboxes and asks the bus to
 //! deliver to an id. With one process, the bus is a map. With several processes behind a
 //! load balancer, an implementation over a message bus (Redis pub/sub, NATS) keeps which
-//! instance owns each id and carries deliveries between them; the README's Relay section
-//! describes that design. Nothing else in the relay knows which it is talking to.
+//! instance owns each id and carries deliveries between them; the relay guide
+//! ([`crate::docs::relay`]) describes that design. Nothing else in the relay knows which it is
+//! talking to.
 
 use std::collections::HashMap;
 use std::future::Future;

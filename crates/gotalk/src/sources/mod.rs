@@ -4,7 +4,8 @@
 //! artefacts: the answer is a stream of *sources*, each a header and a stream of frames, and
 //! each ending either completed or aborted. All of it travels inside one gotalk streaming
 //! request on the connection the request came in on, so it works over TCP and WebSocket and
-//! from the browser; the wire mapping is `gotalk_protocol::sources` (and `docs/sources.md`).
+//! from the browser; the wire mapping is `gotalk_protocol::sources` (and
+//! [`gotalk_protocol::docs::sources`]).
 //!
 //! The server side is a [`SourceService`] registered under an op name. The service returns a
 //! stream of [`Source`]s; a scheduler announces them while fewer than

@@ -1,7 +1,7 @@
 //! A gotalk server that other implementations are tested against.
 //!
 //! ```text
-//! cargo run -p gotalk --example interop -- --tcp 127.0.0.1:0 [--http 127.0.0.1:0]
+//! cargo run -p gotalk-tests --bin gotalk-interop -- --tcp 127.0.0.1:0 [--http 127.0.0.1:0]
 //!     [--request-limit N] [--stream-limit N] [--min-wait MS] [--max-wait MS]
 //!     [--read-timeout S] [--heartbeat S] [--probe-interval S]
 //! ```

@@ -11,8 +11,8 @@
 //!
 //! The Go peer is built by the first test that needs it (`tools::gopeer`). The known faults
 //! of the originals (`../shared/PROTOCOL-NOTES.md`) are expected, never fixed. The fixture
-//! is the `interop` example, which a plain `cargo test` builds; run alone, build it first:
-//! `cargo build -p gotalk --example interop && cargo test -p gotalk --test peers`.
+//! is this package's `gotalk-interop` binary, which cargo builds for the test, so it runs
+//! alone: `cargo test -p gotalk-tests --test peers`.
 
 #[path = "../common/mod.rs"]
 mod common;
