@@ -58,7 +58,7 @@ export class GotalkServer {
   async start(): Promise<void> {
     if (this.child) throw new Error('gotalk serve is already running');
     if (!existsSync(gotalkBin)) {
-      throw new Error(`${gotalkBin} does not exist: run \`cargo build -p gotalk\` (or set GOTALK_BIN)`);
+      throw new Error(`${gotalkBin} does not exist: run \`cargo build -p gotalk-tests\` (or set GOTALK_BIN)`);
     }
     const args = [
       'serve',

@@ -1,4 +1,4 @@
-//! `gotalk bench`: a load generator that measures gotalk against a raw echo baseline, over TCP
+//! `gotalk-bench`: a load generator that measures gotalk against a raw echo baseline, over TCP
 //! or WebSocket.
 //!
 //! Every server runs in a child process of its own (this program, started again with the
@@ -106,7 +106,7 @@ socket settings. `--baseline batched` measures `raw-ws-batch` instead, where bot
 scenario opens WebSocket connections through the gotalk handshake.
 
 On a machine with few cores, pin the benchmark to one core, for example \
-`taskset -c 0 gotalk bench`: an idle virtual CPU sleeps, and a client and server on different \
+`taskset -c 0 gotalk-bench`: an idle virtual CPU sleeps, and a client and server on different \
 cores give numbers that swing several times between runs. The server processes inherit the \
 affinity.
 
@@ -192,7 +192,7 @@ enum Baseline {
     Both,
 }
 
-/// The scenarios `gotalk bench` can run.
+/// The scenarios `gotalk-bench` can run.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 enum Scenario {
     /// Round trips/s and latency, gotalk against the raw baseline.
@@ -329,7 +329,7 @@ impl Load {
     }
 }
 
-/// Runs `gotalk bench`.
+/// Runs `gotalk-bench`.
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     print_header();
     let throughput =
@@ -438,7 +438,7 @@ fn shell_quote(arg: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The server side: a child process running `gotalk bench-server --kind <kind>`.
+// The server side: a child process running `gotalk-bench bench-server --kind <kind>`.
 
 /// Runs a bench server: binds `127.0.0.1:0`, prints its address on stdout, and serves until
 /// killed or until its stdin closes (the parent exited).
@@ -959,7 +959,7 @@ async fn load_gotalk(
             Transport::Tcp => gotalk::tcp::connect(server.addr, handlers, config).await,
             Transport::Ws => gotalk::ws::connect(&gateway_url(server.addr), handlers, config).await,
         };
-        socks.push(sock.context("cannot connect to the gotalk bench server")?);
+        socks.push(sock.context("cannot connect to the benchmark's gotalk server")?);
     }
     let window = Window::after(shape.warmup, shape.secs);
     let cpu = cpu_probe(server, window);

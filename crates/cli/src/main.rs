@@ -6,7 +6,7 @@
 // feature; dirty pages decay over 10 s), instead of glibc's malloc. glibc raises its mmap
 // threshold after each large free (up to 32 MiB), so once peers have sent 16 MiB messages,
 // buffers of that size come from heaps it rarely trims: measured with
-// `gotalk bench --scenario hostile`, a server with no connection left still held 29-338 MiB
+// `gotalk-bench --scenario hostile`, a server with no connection left still held 29-338 MiB
 // 30 s after each attack, from 24 MiB before it. With jemalloc every attack's server was back
 // under its RSS before the attack within 20 s. mimalloc (default options) idled at 73-93 MiB
 // and kept 69 MiB-2 GiB. Throughput and idle memory per connection stayed within 10 % of the

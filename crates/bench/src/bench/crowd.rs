@@ -1,4 +1,4 @@
-//! `gotalk bench-crowd`: a crowd of Rust keepalive clients loading a server that is killed
+//! `gotalk-bench bench-crowd`: a crowd of Rust keepalive clients loading a server that is killed
 //! and restarted under it, counting every request until each is answered or has failed.
 //!
 //! Half the clients use TCP and half WebSocket. Each sends `echo` requests one after another,
@@ -27,7 +27,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::task::JoinSet;
 
-/// Options of `gotalk bench-crowd`.
+/// Options of `gotalk-bench bench-crowd`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
     /// The server's TCP address (`host:port`).

@@ -1,4 +1,4 @@
-//! `gotalk bench --scenario hostile`: what hostile peers make the real `gotalk serve` hold,
+//! `gotalk-bench --scenario hostile`: what hostile peers make the real `gotalk serve` hold,
 //! with its default settings, while a well-behaved client beside them keeps calling `echo`.
 //!
 //! Each attack gets a server of its own (this program, started again with `serve` and no

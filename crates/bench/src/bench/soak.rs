@@ -1,4 +1,4 @@
-//! `gotalk bench --scenario soak`: many clients held on the real gateway for a long time,
+//! `gotalk-bench --scenario soak`: many clients held on the real gateway for a long time,
 //! with a counted stream of requests and a steady churn of short connections.
 //!
 //! The server is `gotalk serve` itself (this program, started again with `serve` on ports the

@@ -1,4 +1,4 @@
-//! `gotalk bench --scenario sources`: frames/s and MB/s of sources, against plain streaming
+//! `gotalk-bench --scenario sources`: frames/s and MB/s of sources, against plain streaming
 //! results carrying the same frames on the same connection, in the same run.
 //!
 //! The server's `bench-sources` answers with N sources, each a stream of one frame repeated a

@@ -32,7 +32,7 @@ use super::{
 /// Read buffer of a client connection. tungstenite allocates it up front and keeps it for the
 /// life of the connection (its default, 128 KiB, would be most of an idle connection's
 /// memory), and reads at most this much per system call. Measured with
-/// `gotalk bench --transport ws` when the gateway used it too: 1 KiB saves 3 KiB per idle
+/// `gotalk-bench --transport ws` when the gateway used it too: 1 KiB saves 3 KiB per idle
 /// connection but costs 40% of the throughput of 64 KiB payloads; 8 KiB gains 8% on them for
 /// 4 KiB more per connection; 32-byte messages don't notice.
 ///
