@@ -39,10 +39,10 @@ use super::{
 /// tungstenite's buffers grow to fit the largest message a connection has carried and do not
 /// shrink, so a client socket that once moved a payload of N bytes keeps up to about 2 × N.
 /// The gateway's sockets do not (see [`server()`](super::server())).
-pub const READ_BUFFER: usize = 4 * 1024;
+pub(crate) const READ_BUFFER: usize = 4 * 1024;
 /// How many bytes of queued messages make a client's tungstenite write without waiting for the
 /// flush.
-pub const WRITE_BUFFER: usize = 64 * 1024;
+pub(crate) const WRITE_BUFFER: usize = 64 * 1024;
 
 /// tungstenite settings for a client connection with `config`.
 pub fn socket_config(config: &Config) -> WebSocketConfig {
@@ -58,7 +58,7 @@ pub fn socket_config(config: &Config) -> WebSocketConfig {
 /// The most tungstenite may hold unwritten: a full batch plus one message at the limit.
 /// Without a cap, a peer that sends pings and never reads would grow the queue of pongs
 /// forever; at the cap tungstenite keeps only the latest pong.
-pub fn max_write_buffer(config: &Config) -> usize {
+pub(crate) fn max_write_buffer(config: &Config) -> usize {
     WRITE_BUFFER + max_message_size(config) + 1024
 }
 

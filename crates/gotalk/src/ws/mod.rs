@@ -34,8 +34,7 @@ mod server;
 mod utf8;
 
 pub use client::{
-    connect, max_write_buffer, pair, socket_config, Connector, WsError, WsEvent, WsMessage,
-    WsReader, WsWriter, READ_BUFFER, WRITE_BUFFER,
+    connect, pair, socket_config, Connector, WsError, WsEvent, WsMessage, WsReader, WsWriter,
 };
 pub use server::{server, ServerReader, ServerWriter};
 
