@@ -11,8 +11,7 @@
 //!
 //! The Go peer is built by the first test that needs it (`tools::gopeer`). The known faults
 //! of the originals (`../shared/PROTOCOL-NOTES.md`) are expected, never fixed. The fixture
-//! is the `interop` example, which a plain `cargo test` builds; run alone, build it first:
-//! `cargo build -p gotalk --example interop && cargo test -p gotalk --test peers`.
+//! is this package's `gotalk-interop`, which cargo builds for this test.
 
 #[path = "../common/mod.rs"]
 mod common;
