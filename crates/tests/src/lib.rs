@@ -1,6 +1,6 @@
 //! What the tests share: the fixture operations, and the servers built from them.
 //!
-//! - [`fixtures`]: the operations every test server offers.
+//! - [`fixtures`]: the operations every test server offers, the integration tests' included.
 //! - [`e2e`]: the server the browser tests and the process tests run (`gotalk-e2e`): the demo
 //!   (chat, search, its page) and the fixtures, behind `gotalk serve`'s flags.
 //!

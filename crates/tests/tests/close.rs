@@ -165,13 +165,6 @@ async fn handler_closing_with_a_protocol_error_fails_the_callers_request_with_it
         std::future::pending::<()>().await;
         Ok::<_, String>(Bytes::new())
     });
-    handlers.handle_buffer("close-me", |sock: Sock, _| async move {
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            sock.close();
-        });
-        Ok::<_, String>(Bytes::new())
-    });
     let server = start(handlers, Config::default()).await;
 
     let client = connect(server.addr).await;

@@ -10,23 +10,15 @@
 //! so a test can start it on port 0. With `--http` the same operations are served over
 //! WebSocket at `ws://<addr>/gotalk/` (and the browser client at `/gotalk/gotalk.js`). On
 //! connect it notifies `hello` with `{"msg":"welcome","transport":"tcp"}` (or
-//! `"websocket"`). Operations:
-//! `echo`, `echo-json`, `greet`, `fail`, `panic`, `empty`, `sleep`, `notify-me`,
-//! `reverse-echo`, `close-me`, `end-me` (ends the connection gracefully, as a server shutting
-//! down does), and the streams `stream-echo` and `stream-fail`; the notification `echo-note`
-//! is answered with `echo-note-reply`.
+//! `"websocket"`). The operations are the fixtures (`gotalk_tests::fixtures`).
 
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use clap::Parser;
-use gotalk::protocol::ProtocolErrorCode;
-use gotalk::{Config, Handlers};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use gotalk::{Config, Connections, Handlers};
 
 /// Command line of the interop fixture.
 #[derive(Parser, Debug)]
@@ -60,16 +52,6 @@ struct Args {
     probe_interval: Option<f64>,
 }
 
-#[derive(Deserialize)]
-struct GreetIn {
-    name: String,
-}
-
-#[derive(Serialize)]
-struct GreetOut {
-    greeting: String,
-}
-
 fn config(args: &Args) -> anyhow::Result<Config> {
     let mut config = Config::default();
     if let Some(n) = args.request_limit {
@@ -96,71 +78,20 @@ fn config(args: &Args) -> anyhow::Result<Config> {
     Ok(config)
 }
 
+/// The fixture operations, with `hello` on connect; `broadcast` reaches every connection.
 fn handlers() -> Handlers {
+    let everyone = Connections::default();
     let mut h = Handlers::new();
-    h.on_connect(|sock| async move {
-        let transport = sock.info().transport.to_string();
-        let hello = serde_json::json!({ "msg": "welcome", "transport": transport });
-        let _ = sock.notify("hello", &hello).await;
-    })
-    .handle_buffer("echo", |_sock, payload| async move { Ok::<_, String>(payload) })
-    .handle("echo-json", |_sock, value: Value| async move { Ok::<_, String>(value) })
-    .handle("greet", |_sock, input: GreetIn| async move {
-        Ok::<_, String>(GreetOut { greeting: format!("Hello {}", input.name) })
-    })
-    .handle_buffer("fail", |_sock, _payload| async move { Err::<Bytes, _>("intentional failure") })
-    .handle_buffer("panic", |_sock, _payload| async move {
-        if true {
-            panic!("intentional panic");
+    let registry = everyone.clone();
+    h.on_connect(move |sock| {
+        registry.insert(&sock);
+        async move {
+            let transport = sock.info().transport.to_string();
+            let hello = serde_json::json!({ "msg": "welcome", "transport": transport });
+            let _ = sock.notify("hello", &hello).await;
         }
-        Ok::<Bytes, String>(Bytes::new())
-    })
-    .handle_buffer("empty", |_sock, _payload| async move { Ok::<_, String>(Bytes::new()) })
-    .handle("sleep", |_sock, ms: u64| async move {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-        Ok::<_, String>(ms)
-    })
-    .handle_buffer("notify-me", |sock, payload| async move {
-        sock.buffer_notify("notified", payload).await.map_err(|e| e.to_string())?;
-        Ok::<_, String>(Bytes::new())
-    })
-    .handle_buffer("reverse-echo", |sock, payload| async move {
-        sock.buffer_request("client-echo", payload).await.map_err(|e| e.to_string())
-    })
-    .handle_buffer("close-me", |sock, payload| async move {
-        let code = std::str::from_utf8(&payload).ok().and_then(|s| s.trim().parse::<u32>().ok());
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            match code.filter(|c| *c <= 3) {
-                Some(code) => sock.close_with_error(ProtocolErrorCode::from_u32(code)),
-                None => sock.close(),
-            }
-        });
-        Ok::<_, String>(Bytes::new())
-    })
-    .handle_buffer("end-me", |sock, _payload| async move {
-        // After the answer is written: ending waits for the requests in flight, this one too.
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            sock.end().await;
-        });
-        Ok::<_, String>(Bytes::new())
-    })
-    .handle_stream("stream-echo", |_sock, mut input, mut output| async move {
-        while let Some(part) = input.next().await? {
-            output.send(part).await?;
-        }
-        Ok::<_, gotalk::Error>(())
-    })
-    .handle_stream("stream-fail", |_sock, mut input, mut output| async move {
-        if let Some(part) = input.next().await.map_err(|e| e.to_string())? {
-            output.send(part).await.map_err(|e| e.to_string())?;
-        }
-        Err::<(), _>("intentional stream failure".to_string())
-    })
-    .handle_buffer_notification("echo-note", |sock, payload| async move {
-        let _ = sock.buffer_notify("echo-note-reply", payload).await;
     });
+    gotalk_tests::fixtures::register(&mut h, everyone);
     h
 }
 

@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests: a real server on `127.0.0.1:0`, a Rust client for
-//! it, a registry of test operations, and a raw-TCP "wire peer" that speaks gotalk by hand so a
+//! it, the fixture operations, and a raw-TCP "wire peer" that speaks gotalk by hand so a
 //! test can send exact (or malicious) bytes and read exactly what the server answers.
 
 // Every test binary compiles this module and each uses a different subset of it.
@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use gotalk::protocol::{Decoder, Frame, Id, Name};
 use gotalk::tcp::{Connections, Server};
-use gotalk::{Config, Handlers, Sock, StreamInput, StreamOutput};
+use gotalk::{Config, Handlers, Sock};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -103,75 +103,9 @@ pub(crate) async fn connect(addr: SocketAddr) -> Sock {
     connect_with(addr, Handlers::new(), Config::default()).await
 }
 
-/// The operations most tests call, modelled on the interop fixture in the issue:
-/// `echo` (bytes), `echo-json`, `greet`, `fail`, `panic` (with a message), `empty`, `sleep` (ms),
-/// `notify-me`, `reverse-echo` (calls the caller's `client-echo`), `never` (never answers),
-/// streaming `stream-echo` and `stream-fail`, and the notification `echo-note`.
+/// The fixture operations, which most tests serve (see [`gotalk_tests::fixtures`]).
 pub(crate) fn handlers() -> Handlers {
-    #[derive(serde::Deserialize)]
-    struct GreetIn {
-        name: String,
-    }
-    #[derive(serde::Serialize)]
-    struct GreetOut {
-        greeting: String,
-    }
-
-    let mut h = Handlers::new();
-    h.handle_buffer("echo", |_sock, payload: Bytes| async move { Ok::<_, String>(payload) });
-    h.handle("echo-json", |_sock, value: serde_json::Value| async move { Ok::<_, String>(value) });
-    h.handle("greet", |_sock, input: GreetIn| async move {
-        Ok::<_, String>(GreetOut { greeting: format!("Hello {}", input.name) })
-    });
-    h.handle(
-        "fail",
-        |_sock, _: serde_json::Value| async move { Err::<(), _>("intentional failure") },
-    );
-    // Panics with its parameter as the message, unless that is empty.
-    h.handle("panic", |_sock, message: String| async move {
-        if !message.is_empty() {
-            panic!("{message}");
-        }
-        Ok::<_, String>(message)
-    });
-    h.handle_buffer("empty", |_sock, _| async move { Ok::<_, String>(Bytes::new()) });
-    h.handle("sleep", |_sock, ms: u64| async move {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-        Ok::<_, String>(ms)
-    });
-    h.handle_buffer("notify-me", |sock: Sock, payload: Bytes| async move {
-        sock.buffer_notify("notified", payload).await?;
-        Ok::<_, gotalk::Error>(Bytes::new())
-    });
-    h.handle_buffer("reverse-echo", |sock: Sock, payload: Bytes| async move {
-        sock.buffer_request("client-echo", payload).await
-    });
-    h.handle_buffer("never", |_sock, _| async move {
-        std::future::pending::<()>().await;
-        Ok::<_, String>(Bytes::new())
-    });
-    h.handle_stream(
-        "stream-echo",
-        |_sock, mut input: StreamInput, mut output: StreamOutput| async move {
-            while let Some(part) = input.next().await? {
-                output.send(part).await?;
-            }
-            Ok::<_, gotalk::Error>(())
-        },
-    );
-    h.handle_stream(
-        "stream-fail",
-        |_sock, mut input: StreamInput, mut output: StreamOutput| async move {
-            if let Some(part) = input.next().await.map_err(|e| e.to_string())? {
-                output.send(part).await.map_err(|e| e.to_string())?;
-            }
-            Err::<(), _>("intentional stream failure".to_string())
-        },
-    );
-    h.handle_buffer_notification("echo-note", |sock: Sock, payload: Bytes| async move {
-        let _ = sock.buffer_notify("echo-note-reply", payload).await;
-    });
-    h
+    gotalk_tests::fixtures::handlers()
 }
 
 /// A `r` frame.
