@@ -488,9 +488,7 @@ fn echo_handlers() -> Arc<gotalk::Handlers> {
 /// The settings of the gotalk servers under test: the defaults, but for a request limit well
 /// above what the benchmark keeps in flight.
 fn server_config() -> gotalk::Config {
-    let mut config = gotalk::Config::default();
-    config.request_limit(SERVER_REQUEST_LIMIT);
-    config
+    gotalk::Config::default().request_limit(SERVER_REQUEST_LIMIT)
 }
 
 /// No cap, for the bench servers: every client comes from one address.
@@ -949,8 +947,7 @@ async fn load_gotalk(
     transport: Transport,
 ) -> anyhow::Result<RunResult> {
     let handlers = Arc::new(gotalk::Handlers::new());
-    let mut config = gotalk::Config::default();
-    config.heartbeat_interval(None);
+    let config = gotalk::Config::default().heartbeat_interval(None);
     let payload = Bytes::from(vec![b'x'; shape.size]);
     let mut socks = Vec::with_capacity(shape.conns);
     for _ in 0..shape.conns {
@@ -997,8 +994,7 @@ async fn load_relay(
     shape: &Shape,
     transport: Transport,
 ) -> anyhow::Result<RunResult> {
-    let mut config = gotalk::Config::default();
-    config.heartbeat_interval(None);
+    let config = gotalk::Config::default().heartbeat_interval(None);
     // A JSON string of `size` bytes of JSON text.
     let body = "x".repeat(shape.size.saturating_sub(2));
     let connect = |handlers: Arc<gotalk::Handlers>| {

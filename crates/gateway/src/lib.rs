@@ -144,12 +144,10 @@ impl std::fmt::Debug for Gateway {
 impl Gateway {
     /// A gateway for `handlers`, with `config` for every connection. Pass the same `handlers`
     /// to the TCP [`Server`](gotalk::tcp::Server) to serve both transports from one registry.
-    pub fn new(handlers: Arc<Handlers>, mut config: Config) -> Self {
-        config.hello_first(false);
-        let mut retry = config.clone();
-        retry.peer_understands_retry(true);
-        let mut hold = config;
-        hold.peer_understands_retry(false);
+    pub fn new(handlers: Arc<Handlers>, config: Config) -> Self {
+        let config = config.hello_first(false);
+        let retry = config.clone().peer_understands_retry(true);
+        let hold = config.peer_understands_retry(false);
         let max_connections = 10_000;
         Gateway {
             handlers,

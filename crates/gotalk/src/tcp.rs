@@ -187,8 +187,10 @@ impl Server {
                 Sock::start(r, w, self.handlers.clone(), self.config.clone(), info).await
             }
             Some(acceptor) => {
-                let handshake =
-                    tokio::time::timeout(self.config.handshake_timeout, acceptor.accept(stream));
+                let handshake = tokio::time::timeout(
+                    self.config.liveness.handshake_timeout,
+                    acceptor.accept(stream),
+                );
                 match handshake.await {
                     Ok(Ok(tls)) => {
                         let info = ConnInfo::new(TransportKind::Tls, remote, local);
@@ -253,7 +255,7 @@ pub async fn connect_tls(
     let _ = stream.set_nodelay(true);
     let info = ConnInfo::new(TransportKind::Tls, stream.peer_addr().ok(), stream.local_addr().ok());
     let handshake = TlsConnector::from(tls).connect(name, stream);
-    let tls_stream = tokio::time::timeout(config.handshake_timeout, handshake)
+    let tls_stream = tokio::time::timeout(config.liveness.handshake_timeout, handshake)
         .await
         .map_err(|_| Error::Connect("tls handshake timed out".into()))?
         .map_err(|e| Error::Connect(format!("tls handshake: {e}")))?;

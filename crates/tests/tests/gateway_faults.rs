@@ -34,8 +34,7 @@ fn close_of(got: &Got) -> (Option<u16>, String) {
 
 #[tokio::test]
 async fn protocol_violations_are_closed_with_their_rfc_6455_codes() {
-    let mut config = Config::default();
-    config.max_payload(1000);
+    let config = Config::default().max_payload(1000);
     let server = WebServer::start(handlers(), config, |g| g).await;
 
     let mut ws = raw(&server, "/gotalk/", &[]).await;
@@ -125,8 +124,7 @@ async fn a_peer_closing_after_its_close_frame_is_answered_and_frees_its_slot() {
 
 #[tokio::test]
 async fn a_close_or_silence_during_the_gotalk_handshake_is_answered() {
-    let mut config = Config::default();
-    config.handshake_timeout(Duration::from_millis(300));
+    let config = Config::default().handshake_timeout(Duration::from_millis(300));
     let server = WebServer::start(handlers(), config, |g| g.max_connections(1)).await;
 
     let mut ws = raw(&server, "/gotalk/", &[]).await;
@@ -173,8 +171,7 @@ fn hanging_hook(g: gotalk_gateway::Gateway) -> gotalk_gateway::Gateway {
 
 #[tokio::test]
 async fn a_hanging_on_connect_hook_gets_503_at_the_deadline_and_holds_no_socket_slot() {
-    let mut config = Config::default();
-    config.handshake_timeout(Duration::from_millis(300));
+    let config = Config::default().handshake_timeout(Duration::from_millis(300));
     let server = WebServer::start(handlers(), config, |g| hanging_hook(g.max_connections(1))).await;
     let hung = tokio::spawn({
         let (addr, host) = (server.http, server.http.to_string());
@@ -342,8 +339,7 @@ async fn a_server_that_upgrades_but_never_answers_01_fails_the_gotalk_handshake(
         let _ws = tokio_tungstenite::accept_async(stream).await.unwrap();
         std::future::pending::<()>().await;
     });
-    let mut config = Config::default();
-    config.handshake_timeout(Duration::from_millis(300));
+    let config = Config::default().handshake_timeout(Duration::from_millis(300));
     let url = format!("ws://{addr}/gotalk/");
     let err = gotalk::ws::connect(&url, Arc::new(Handlers::new()), config).await.unwrap_err();
     assert!(matches!(err, Error::Closed(CloseReason::HandshakeTimeout(_))), "{err:?}");

@@ -48,8 +48,7 @@ fn notifications(count: usize, size: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn a_websocket_message_may_hold_one_payload_at_the_limit_and_no_more() {
-    let mut config = Config::default();
-    config.max_payload(1000);
+    let config = Config::default().max_payload(1000);
     let limit = gotalk::ws::max_message_size(&config);
     assert_eq!(limit, 1000 + 8192);
     let server = WebServer::start(handlers(), config, |g| g).await;

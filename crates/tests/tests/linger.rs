@@ -54,8 +54,7 @@ async fn a_peer_writing_its_whole_oversized_payload_before_reading_reads_protoco
 async fn our_client_sending_an_oversized_payload_learns_it_broke_the_servers_limit() {
     let server = start(common::handlers(), Config::default()).await;
     // The client allows more than the server does.
-    let mut config = Config::default();
-    config.max_payload(32 << 20);
+    let config = Config::default().max_payload(32 << 20);
     let client = common::connect_with(server.addr, gotalk::Handlers::new(), config).await;
     let error = within("the answer", client.buffer_request("echo", vec![b'x'; 17 << 20]))
         .await
