@@ -492,13 +492,16 @@ fn server_config() -> gotalk::Config {
 }
 
 /// No cap, for the bench servers: every client comes from one address.
-const UNCAPPED: usize = 1 << 20;
+fn uncapped() -> gotalk::listen::ListenerLimits {
+    const UNCAPPED: usize = 1 << 20;
+    gotalk::listen::ListenerLimits::default()
+        .max_connections(UNCAPPED)
+        .max_connections_per_addr(UNCAPPED)
+}
 
 /// Serves gotalk over TCP with the `echo` handler and no cap on connections.
 async fn serve_gotalk(listener: TcpListener) -> anyhow::Result<()> {
-    let server = gotalk::tcp::Server::new(echo_handlers(), server_config())
-        .max_connections(UNCAPPED)
-        .max_connections_per_addr(UNCAPPED);
+    let server = gotalk::tcp::Server::new(echo_handlers(), server_config()).limits(uncapped());
     server.run(listener, std::future::pending::<()>()).await?;
     Ok(())
 }
@@ -506,13 +509,10 @@ async fn serve_gotalk(listener: TcpListener) -> anyhow::Result<()> {
 /// Serves gotalk over WebSocket: the gateway at `/gotalk/` with the `echo` handler and no cap
 /// on sockets, in an axum app behind [`gotalk_gateway::http::Server`].
 async fn serve_gateway(listener: TcpListener) -> anyhow::Result<()> {
-    let gateway = gotalk_gateway::Gateway::new(echo_handlers(), server_config())
-        .max_connections(UNCAPPED)
-        .max_connections_per_addr(UNCAPPED);
+    let gateway = gotalk_gateway::Gateway::new(echo_handlers(), server_config()).limits(uncapped());
     let app = axum::Router::new().nest_service("/gotalk", gateway.router());
     gotalk_gateway::http::Server::new(app)
-        .max_connections(UNCAPPED)
-        .max_connections_per_addr(UNCAPPED)
+        .limits(uncapped())
         .run(listener, std::future::pending::<()>())
         .await?;
     Ok(())

@@ -14,6 +14,7 @@ use axum::middleware::{self, Next};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use gotalk::listen::ListenerLimits;
 use gotalk::metrics::LivenessCounts;
 use gotalk::{Config, Connections, Handlers, LivenessConfig};
 use gotalk_gateway::assets::Assets;
@@ -73,6 +74,20 @@ pub struct Args {
     /// Seconds to let requests in flight finish at shutdown.
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
     shutdown_timeout: f64,
+}
+
+impl Args {
+    /// The limits every listener of the command takes: TCP, HTTP and WebSocket.
+    fn listener_limits(&self) -> anyhow::Result<ListenerLimits> {
+        let mut limits = ListenerLimits::default()
+            .max_connections(self.max_connections)
+            .max_connections_per_addr(self.max_connections_per_addr)
+            .shutdown_timeout(seconds(self.shutdown_timeout)?);
+        if let Some(reserve) = self.connection_reserve {
+            limits = limits.connection_reserve(reserve);
+        }
+        Ok(limits)
+    }
 }
 
 fn parse_origin(text: &str) -> Result<String, String> {
@@ -345,7 +360,7 @@ pub async fn run(args: Args, mut handlers: Handlers, site: Option<Assets>) -> an
     }
     let config = args.limits.config()?;
     let budget = config.budget().clone();
-    let shutdown_timeout = seconds(args.shutdown_timeout)?;
+    let limits = args.listener_limits()?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let cert =
@@ -358,34 +373,19 @@ pub async fn run(args: Args, mut handlers: Handlers, site: Option<Assets>) -> an
     handlers.relay(args.relay.relay()?);
     let handlers = Arc::new(handlers);
 
-    let mut tcp = gotalk::tcp::Server::new(handlers.clone(), config.clone())
-        .max_connections(args.max_connections)
-        .max_connections_per_addr(args.max_connections_per_addr)
-        .shutdown_timeout(shutdown_timeout);
-    let mut gateway = Gateway::new(handlers, config)
-        .max_connections(args.max_connections)
-        .max_connections_per_addr(args.max_connections_per_addr)
-        .shutdown_timeout(shutdown_timeout);
+    // Each transport counts its own connections under the same limits.
+    let mut tcp = gotalk::tcp::Server::new(handlers.clone(), config.clone()).limits(limits);
+    let mut gateway = Gateway::new(handlers, config).limits(limits);
     for origin in &args.allow_origins {
         gateway = gateway.allow_origin(origin);
     }
     for host in &args.allow_hosts {
         gateway = gateway.allow_host(host);
     }
-    // Before the router takes its copy of the gateway.
-    if let Some(reserve) = args.connection_reserve {
-        gateway = gateway.connection_reserve(reserve);
-    }
     let has_site = site.is_some();
     let mut http =
         gotalk_gateway::http::Server::new(app(&gateway, tcp.connections(), budget, site))
-            .max_connections(args.max_connections)
-            .max_connections_per_addr(args.max_connections_per_addr)
-            .shutdown_timeout(shutdown_timeout);
-    if let Some(reserve) = args.connection_reserve {
-        tcp = tcp.connection_reserve(reserve);
-        http = http.connection_reserve(reserve);
-    }
+            .limits(limits);
     if let Some(tls) = &tls {
         tcp = tcp.tls(tls.clone());
         http = http.tls(tls.clone());

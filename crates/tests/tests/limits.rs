@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{connect, connect_with, start, within, WirePeer};
+use gotalk::listen::ListenerLimits;
 use gotalk::protocol::{Frame, Id};
 use gotalk::{Config, Error, Handlers};
 use tokio::sync::Notify;
@@ -483,7 +484,7 @@ async fn outgoing_stream_result_overflowing_the_readers_buffer_fails_that_stream
 async fn max_connections_makes_new_peers_wait_until_one_closes() {
     let server = common::serve(
         gotalk::tcp::Server::new(Arc::new(common::handlers()), Config::default())
-            .max_connections(1),
+            .limits(ListenerLimits::default().max_connections(1)),
     )
     .await;
     let first = connect(server.addr).await;
@@ -505,7 +506,7 @@ async fn max_connections_makes_new_peers_wait_until_one_closes() {
 async fn connection_slots_are_returned_however_connections_end() {
     let server = common::serve(
         gotalk::tcp::Server::new(Arc::new(common::handlers()), Config::default())
-            .max_connections(4),
+            .limits(ListenerLimits::default().max_connections(4)),
     )
     .await;
     // Many short connections that end every which way, in waves of 32 at a time (more

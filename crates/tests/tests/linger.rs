@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{start, within};
+use gotalk::listen::ListenerLimits;
 use gotalk::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -111,7 +112,7 @@ async fn a_peer_that_keeps_sending_fast_is_dropped_past_32_mib() {
 async fn a_peer_over_its_address_limit_that_writes_before_reading_reads_the_refusal() {
     let server = common::serve(
         gotalk::tcp::Server::new(Arc::new(common::handlers()), Config::default())
-            .max_connections_per_addr(1),
+            .limits(ListenerLimits::default().max_connections_per_addr(1)),
     )
     .await;
     let _first = common::connect(server.addr).await;
@@ -132,7 +133,7 @@ async fn a_peer_over_its_address_limit_that_writes_before_reading_reads_the_refu
 async fn a_listener_reads_from_at_most_256_refused_peers_at_once() {
     let server = common::serve(
         gotalk::tcp::Server::new(Arc::new(common::handlers()), Config::default())
-            .max_connections_per_addr(1),
+            .limits(ListenerLimits::default().max_connections_per_addr(1)),
     )
     .await;
     let _first = common::connect(server.addr).await;
