@@ -34,6 +34,11 @@ mod upgrade;
 
 pub use assets::Assets;
 
+/// The example in `docs/builders.md`, compiled as a doc test (it needs both crates).
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/builders.md")]
+struct BuildersDoc;
+
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
