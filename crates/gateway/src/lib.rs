@@ -186,8 +186,8 @@ impl Gateway {
     /// that arrived at a loopback address must name a loopback host (`localhost`,
     /// `*.localhost`, 127.0.0.0/8 or `[::1]`) or an allowed one; a request that arrived at any
     /// other address may name any host until one is allowed, and then only allowed ones. The
-    /// address is the server's side of the connection, [`http::LocalAddr`](crate::http::LocalAddr)
-    /// (which [`http::Server`](crate::http::Server) provides), or else the peer's, from
+    /// address is the server's side of the connection, [`http::LocalAddr`]
+    /// (which [`http::Server`] provides), or else the peer's, from
     /// `ConnectInfo<SocketAddr>` (a loopback peer reached a loopback address); with neither
     /// the gateway cannot tell, and only allowed hosts count once one is. A request without a
     /// Host header (not a browser: browsers always send one) passes.
@@ -228,7 +228,7 @@ impl Gateway {
 
     /// Says whether pages reach the gateway over TLS, for the same-origin check, when the
     /// server cannot tell: behind a proxy that terminates TLS, or on an axum server that does
-    /// not set [`http::Secure`](crate::http::Secure). With neither, the check compares host
+    /// not set [`http::Secure`]. With neither, the check compares host
     /// and port only.
     pub fn served_over_tls(mut self, yes: bool) -> Self {
         self.served_over_tls = Some(yes);
@@ -269,7 +269,7 @@ impl Gateway {
     /// [`ListenerLimits::default`]. Past the limit, or refused a reserved place, an upgrade
     /// gets 503 with `Retry-After`; past its address's limit, 429 with `Retry-After`. The
     /// address is the TCP peer's, from axum's `ConnectInfo<SocketAddr>` (which
-    /// [`http::Server`](crate::http::Server) provides); without it there is no per-address
+    /// [`http::Server`] provides); without it there is no per-address
     /// count nor reserve. Set it before taking the [`router`](Self::router): the count
     /// starts afresh here.
     pub fn limits(mut self, limits: ListenerLimits) -> Self {

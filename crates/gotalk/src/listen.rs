@@ -222,7 +222,7 @@ impl Refuser {
     /// holding `place` (the listener's permit) meanwhile so refusals count against the
     /// listener's limit as connections do. The write gets a second at most: a peer that
     /// does not read is not waited for. Then the place is given back and, while fewer than
-    /// [`LINGERING_REFUSALS`] do, the peer is read from for a while so it reads the refusal
+    /// `LINGERING_REFUSALS` do, the peer is read from for a while so it reads the refusal
     /// rather than a reset.
     pub async fn refuse(&self, stream: TcpStream, refusal: &[u8], place: OwnedSemaphorePermit) {
         use tokio::io::AsyncWriteExt;
