@@ -465,7 +465,9 @@ mod tests {
             connection_budget: None,
         };
         let live = |args: LimitArgs| args.config().unwrap().liveness_config();
+        // The preset named as the default is the default, read timeout (90 s) included.
         let default = Config::default().liveness_config();
+        assert_eq!(default.peer_idle_timeout, Some(Duration::from_secs(90)));
         assert_eq!(live(args("gateway", None, None)), default);
         let libvirt = live(args("libvirt", Some(30.0), Some(0.0)));
         assert_eq!(libvirt.peer_idle_timeout, Some(Duration::from_secs(30)));

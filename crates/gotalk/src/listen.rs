@@ -245,6 +245,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_default_limits_hold_at_their_edges() {
+        let places = ListenerLimits::default().places();
+        assert_eq!(places.total.available_permits(), 10_000);
+        assert_eq!(places.shutdown_timeout, Duration::from_secs(10));
+        let ip = std::net::IpAddr::from([192, 0, 2, 1]);
+        let held: Vec<_> = (0..1_000).map(|_| places.per_addr.try_acquire(ip).unwrap()).collect();
+        assert_eq!(places.per_addr.try_acquire(ip).unwrap_err(), Refused::AddressFull);
+        drop(held);
+    }
+
+    #[test]
+    fn limits_below_one_are_one() {
+        let places =
+            ListenerLimits::default().max_connections(0).max_connections_per_addr(0).places();
+        assert_eq!(places.total.available_permits(), 1);
+        let ip = std::net::IpAddr::from([192, 0, 2, 1]);
+        let _one = places.per_addr.try_acquire(ip).unwrap();
+        assert_eq!(places.per_addr.try_acquire(ip).unwrap_err(), Refused::AddressFull);
+    }
+
+    #[test]
     fn backoff_doubles_from_100_ms_to_30_s_and_resets_on_success() {
         let mut backoff = AcceptBackoff::new();
         let pauses: Vec<u64> = (0..12).map(|_| backoff.failed().as_millis() as u64).collect();
