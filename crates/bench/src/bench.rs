@@ -488,19 +488,20 @@ fn echo_handlers() -> Arc<gotalk::Handlers> {
 /// The settings of the gotalk servers under test: the defaults, but for a request limit well
 /// above what the benchmark keeps in flight.
 fn server_config() -> gotalk::Config {
-    let mut config = gotalk::Config::default();
-    config.request_limit(SERVER_REQUEST_LIMIT);
-    config
+    gotalk::Config::default().request_limit(SERVER_REQUEST_LIMIT)
 }
 
 /// No cap, for the bench servers: every client comes from one address.
-const UNCAPPED: usize = 1 << 20;
+fn uncapped() -> gotalk::listen::ListenerLimits {
+    const UNCAPPED: usize = 1 << 20;
+    gotalk::listen::ListenerLimits::default()
+        .max_connections(UNCAPPED)
+        .max_connections_per_addr(UNCAPPED)
+}
 
 /// Serves gotalk over TCP with the `echo` handler and no cap on connections.
 async fn serve_gotalk(listener: TcpListener) -> anyhow::Result<()> {
-    let server = gotalk::tcp::Server::new(echo_handlers(), server_config())
-        .max_connections(UNCAPPED)
-        .max_connections_per_addr(UNCAPPED);
+    let server = gotalk::tcp::Server::new(echo_handlers(), server_config()).limits(uncapped());
     server.run(listener, std::future::pending::<()>()).await?;
     Ok(())
 }
@@ -508,13 +509,10 @@ async fn serve_gotalk(listener: TcpListener) -> anyhow::Result<()> {
 /// Serves gotalk over WebSocket: the gateway at `/gotalk/` with the `echo` handler and no cap
 /// on sockets, in an axum app behind [`gotalk_gateway::http::Server`].
 async fn serve_gateway(listener: TcpListener) -> anyhow::Result<()> {
-    let gateway = gotalk_gateway::Gateway::new(echo_handlers(), server_config())
-        .max_connections(UNCAPPED)
-        .max_connections_per_addr(UNCAPPED);
+    let gateway = gotalk_gateway::Gateway::new(echo_handlers(), server_config()).limits(uncapped());
     let app = axum::Router::new().nest_service("/gotalk", gateway.router());
     gotalk_gateway::http::Server::new(app)
-        .max_connections(UNCAPPED)
-        .max_connections_per_addr(UNCAPPED)
+        .limits(uncapped())
         .run(listener, std::future::pending::<()>())
         .await?;
     Ok(())
@@ -949,8 +947,7 @@ async fn load_gotalk(
     transport: Transport,
 ) -> anyhow::Result<RunResult> {
     let handlers = Arc::new(gotalk::Handlers::new());
-    let mut config = gotalk::Config::default();
-    config.heartbeat_interval(None);
+    let config = gotalk::Config::default().heartbeat_interval(None);
     let payload = Bytes::from(vec![b'x'; shape.size]);
     let mut socks = Vec::with_capacity(shape.conns);
     for _ in 0..shape.conns {
@@ -997,8 +994,7 @@ async fn load_relay(
     shape: &Shape,
     transport: Transport,
 ) -> anyhow::Result<RunResult> {
-    let mut config = gotalk::Config::default();
-    config.heartbeat_interval(None);
+    let config = gotalk::Config::default().heartbeat_interval(None);
     // A JSON string of `size` bytes of JSON text.
     let body = "x".repeat(shape.size.saturating_sub(2));
     let connect = |handlers: Arc<gotalk::Handlers>| {

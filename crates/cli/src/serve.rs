@@ -14,6 +14,7 @@ use axum::middleware::{self, Next};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use gotalk::listen::ListenerLimits;
 use gotalk::metrics::LivenessCounts;
 use gotalk::{Config, Connections, Handlers, LivenessConfig};
 use gotalk_gateway::Assets;
@@ -73,6 +74,20 @@ pub struct Args {
     /// Seconds to let requests in flight finish at shutdown.
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
     shutdown_timeout: f64,
+}
+
+impl Args {
+    /// The limits every listener of the command takes: TCP, HTTP and WebSocket.
+    fn listener_limits(&self) -> anyhow::Result<ListenerLimits> {
+        let mut limits = ListenerLimits::default()
+            .max_connections(self.max_connections)
+            .max_connections_per_addr(self.max_connections_per_addr)
+            .shutdown_timeout(seconds(self.shutdown_timeout)?);
+        if let Some(reserve) = self.connection_reserve {
+            limits = limits.connection_reserve(reserve);
+        }
+        Ok(limits)
+    }
 }
 
 fn parse_origin(text: &str) -> Result<String, String> {
@@ -162,42 +177,42 @@ fn seconds(s: f64) -> anyhow::Result<Duration> {
 impl LimitArgs {
     pub(crate) fn config(&self) -> anyhow::Result<Config> {
         let mut config = Config::default();
-        // Liveness first: the preset also carries the read timeout and heartbeats, which
-        // their own flags below override.
-        let mut liveness = self.liveness.unwrap_or_else(|| config.liveness_config());
+        // The flags for single liveness settings (--read-timeout, --heartbeat) win over the
+        // preset whatever the order: the config keeps them apart.
+        let mut liveness = self.liveness.unwrap_or_default();
         if let Some(s) = self.probe_interval {
             liveness.interval = Some(seconds(s)?).filter(|d| !d.is_zero());
         }
         if let Some(n) = self.probe_misses {
             liveness.max_unacked = n;
         }
-        config.liveness(liveness).context("invalid liveness settings")?;
-        if let Some(n) = self.request_limit {
-            config.request_limit(n);
-        }
-        if let Some(n) = self.stream_limit {
-            config.stream_limit(n);
-        }
-        if let Some(n) = self.max_payload {
-            config.max_payload(n);
-        }
-        if let Some(s) = self.frame_timeout {
-            config.frame_timeout(Some(seconds(s)?).filter(|d| !d.is_zero()));
-        }
+        config = config.liveness(liveness).context("invalid liveness settings")?;
         if let Some(s) = self.read_timeout {
-            config.read_timeout(Some(seconds(s)?).filter(|d| !d.is_zero()));
+            config = config.read_timeout(Some(seconds(s)?).filter(|d| !d.is_zero()));
         }
         if let Some(s) = self.heartbeat {
-            config.heartbeat_interval(Some(seconds(s)?));
+            config = config.heartbeat_interval(Some(seconds(s)?));
+        }
+        if let Some(n) = self.request_limit {
+            config = config.request_limit(n);
+        }
+        if let Some(n) = self.stream_limit {
+            config = config.stream_limit(n);
+        }
+        if let Some(n) = self.max_payload {
+            config = config.max_payload(n);
+        }
+        if let Some(s) = self.frame_timeout {
+            config = config.frame_timeout(Some(seconds(s)?).filter(|d| !d.is_zero()));
         }
         if let Some((min, max)) = self.retry_wait {
-            config.retry_wait(seconds(min)?, seconds(max)?);
+            config = config.retry_wait(seconds(min)?, seconds(max)?);
         }
         if let Some(bytes) = self.memory_budget {
-            config.memory_budget(gotalk::MemoryBudget::new(bytes));
+            config = config.memory_budget(gotalk::MemoryBudget::new(bytes));
         }
         if let Some(bytes) = self.connection_budget {
-            config.connection_budget(bytes);
+            config = config.connection_budget(bytes);
         }
         Ok(config)
     }
@@ -221,13 +236,13 @@ impl RelayArgs {
     pub(crate) fn relay(&self) -> anyhow::Result<gotalk::relay::Relay> {
         let mut relay = gotalk::relay::Relay::new();
         if let Some(bytes) = self.relay_max_body {
-            relay.max_body(bytes);
+            relay = relay.max_body(bytes);
         }
         if let Some(bytes) = self.relay_queue {
-            relay.queue_bytes(bytes);
+            relay = relay.queue_bytes(bytes);
         }
         if let Some(s) = self.relay_stall {
-            relay.stall_timeout(seconds(s)?);
+            relay = relay.stall_timeout(seconds(s)?);
         }
         Ok(relay)
     }
@@ -345,7 +360,7 @@ pub async fn run(args: Args, mut handlers: Handlers, site: Option<Assets>) -> an
     }
     let config = args.limits.config()?;
     let budget = config.budget().clone();
-    let shutdown_timeout = seconds(args.shutdown_timeout)?;
+    let limits = args.listener_limits()?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let cert =
@@ -358,34 +373,19 @@ pub async fn run(args: Args, mut handlers: Handlers, site: Option<Assets>) -> an
     handlers.relay(args.relay.relay()?);
     let handlers = Arc::new(handlers);
 
-    let mut tcp = gotalk::tcp::Server::new(handlers.clone(), config.clone())
-        .max_connections(args.max_connections)
-        .max_connections_per_addr(args.max_connections_per_addr)
-        .shutdown_timeout(shutdown_timeout);
-    let mut gateway = Gateway::new(handlers, config)
-        .max_connections(args.max_connections)
-        .max_connections_per_addr(args.max_connections_per_addr)
-        .shutdown_timeout(shutdown_timeout);
+    // Each transport counts its own connections under the same limits.
+    let mut tcp = gotalk::tcp::Server::new(handlers.clone(), config.clone()).limits(limits);
+    let mut gateway = Gateway::new(handlers, config).limits(limits);
     for origin in &args.allow_origins {
         gateway = gateway.allow_origin(origin);
     }
     for host in &args.allow_hosts {
         gateway = gateway.allow_host(host);
     }
-    // Before the router takes its copy of the gateway.
-    if let Some(reserve) = args.connection_reserve {
-        gateway = gateway.connection_reserve(reserve);
-    }
     let has_site = site.is_some();
     let mut http =
         gotalk_gateway::http::Server::new(app(&gateway, tcp.connections(), budget, site))
-            .max_connections(args.max_connections)
-            .max_connections_per_addr(args.max_connections_per_addr)
-            .shutdown_timeout(shutdown_timeout);
-    if let Some(reserve) = args.connection_reserve {
-        tcp = tcp.connection_reserve(reserve);
-        http = http.connection_reserve(reserve);
-    }
+            .limits(limits);
     if let Some(tls) = &tls {
         tcp = tcp.tls(tls.clone());
         http = http.tls(tls.clone());
@@ -446,6 +446,41 @@ mod tests {
             connection_budget: None,
         };
         assert!(args.config().is_err());
+    }
+
+    #[test]
+    fn a_liveness_preset_keeps_the_read_timeout_and_heartbeats_given() {
+        let args = |liveness: &str, read_timeout: Option<f64>, heartbeat: Option<f64>| LimitArgs {
+            request_limit: None,
+            stream_limit: None,
+            max_payload: None,
+            read_timeout,
+            frame_timeout: None,
+            heartbeat,
+            retry_wait: None,
+            liveness: Some(parse_liveness(liveness).unwrap()),
+            probe_interval: None,
+            probe_misses: None,
+            memory_budget: None,
+            connection_budget: None,
+        };
+        let live = |args: LimitArgs| args.config().unwrap().liveness_config();
+        // The preset named as the default is the default, read timeout (90 s) included.
+        let default = Config::default().liveness_config();
+        assert_eq!(default.peer_idle_timeout, Some(Duration::from_secs(90)));
+        assert_eq!(live(args("gateway", None, None)), default);
+        let libvirt = live(args("libvirt", Some(30.0), Some(0.0)));
+        assert_eq!(libvirt.peer_idle_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(libvirt.heartbeat_interval, None);
+        assert_eq!(libvirt.interval, LivenessConfig::libvirt().interval);
+        let off = live(args("off", Some(30.0), None));
+        assert_eq!(
+            off,
+            LivenessConfig {
+                peer_idle_timeout: Some(Duration::from_secs(30)),
+                ..LivenessConfig::disabled()
+            }
+        );
     }
 
     #[test]

@@ -19,8 +19,7 @@ pub const CLOSE_WITHIN: Duration = Duration::from_secs(120);
 /// Limits small enough that fuzz inputs of a few KiB reach them, and timeouts short enough
 /// that an input which idles the sock reaches them too.
 pub fn config() -> Config {
-    let mut config = Config::default();
-    config
+    Config::default()
         .max_payload(4096)
         .max_name_len(64)
         .request_limit(4)
@@ -31,8 +30,7 @@ pub fn config() -> Config {
         .stream_buffer_bytes(8192)
         .handshake_timeout(Duration::from_secs(5))
         .read_timeout(Some(Duration::from_secs(30)))
-        .write_timeout(Duration::from_secs(10));
-    config
+        .write_timeout(Duration::from_secs(10))
 }
 
 /// Handlers like the demo server's: plain and JSON requests, a stream, one that calls the peer

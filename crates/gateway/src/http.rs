@@ -19,13 +19,12 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
 
-use gotalk::listen::{default_reserve, AddrLimit, Refused, DEFAULT_PER_ADDR};
+use gotalk::listen::{ListenerLimits, Refused};
 
 /// The address a request came in on, in each request's extensions (as axum's
 /// `ConnectInfo<SocketAddr>` holds the peer's).
@@ -42,24 +41,18 @@ pub struct Secure(pub bool);
 pub struct Server {
     app: Router,
     tls: Option<TlsAcceptor>,
-    max_connections: usize,
-    max_per_addr: usize,
-    reserve: Option<usize>,
+    limits: ListenerLimits,
     header_timeout: Duration,
     max_header_bytes: usize,
-    shutdown_timeout: Duration,
 }
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
             .field("tls", &self.tls.is_some())
-            .field("max_connections", &self.max_connections)
-            .field("max_per_addr", &self.max_per_addr)
-            .field("reserve", &self.reserve())
+            .field("limits", &self.limits)
             .field("header_timeout", &self.header_timeout)
             .field("max_header_bytes", &self.max_header_bytes)
-            .field("shutdown_timeout", &self.shutdown_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -70,12 +63,9 @@ impl Server {
         Server {
             app,
             tls: None,
-            max_connections: 10_000,
-            max_per_addr: DEFAULT_PER_ADDR,
-            reserve: None,
+            limits: ListenerLimits::default(),
             header_timeout: Duration::from_secs(10),
             max_header_bytes: 32 * 1024,
-            shutdown_timeout: Duration::from_secs(10),
         }
     }
 
@@ -89,37 +79,16 @@ impl Server {
         self
     }
 
-    /// How many HTTP connections may be open at once, not counting those upgraded to
-    /// WebSockets (the gateway limits those). Default 10,000; past it the listener stops
-    /// accepting until one closes.
-    pub fn max_connections(mut self, n: usize) -> Self {
-        self.max_connections = n.clamp(1, Semaphore::MAX_PERMITS);
+    /// How many HTTP connections may be open, from one address and in all, and how long
+    /// shutdown waits for requests in flight. Default [`ListenerLimits::default`].
+    /// Connections upgraded to WebSockets are not counted here (the gateway counts those,
+    /// under its own limits). A plain HTTP client past its address's limit is answered 429
+    /// with `Retry-After`, one refused a reserved place 503 with `Retry-After`, both closed
+    /// without their request being read; over TLS the connection is closed before the TLS
+    /// handshake. At the shutdown deadline, connections still open are dropped.
+    pub fn limits(mut self, limits: ListenerLimits) -> Self {
+        self.limits = limits;
         self
-    }
-
-    /// How many HTTP connections one remote address may have open at once (IPv6: one /64),
-    /// not counting WebSockets. Default 1,000; at least 1. Past it, a plain HTTP client is
-    /// answered 429 with `Retry-After` and closed without its request being read; over TLS
-    /// the connection is closed before the TLS handshake.
-    pub fn max_connections_per_addr(mut self, n: usize) -> Self {
-        self.max_per_addr = n.max(1);
-        self
-    }
-
-    /// How many of the [`max_connections`](Self::max_connections) places are kept for
-    /// addresses that hold few connections. Default: a tenth of them, or none when
-    /// [`max_connections_per_addr`](Self::max_connections_per_addr) lets one address take
-    /// every place (behind a proxy). Once `max_connections - reserve` are open, a client from
-    /// an address holding a tenth of the reserve or more (at least 1) is answered 503 with
-    /// `Retry-After` before its request is read (over TLS: closed before the handshake), and
-    /// one from an address holding fewer still gets in. 0 turns it off.
-    pub fn connection_reserve(mut self, n: usize) -> Self {
-        self.reserve = Some(n);
-        self
-    }
-
-    fn reserve(&self) -> usize {
-        self.reserve.unwrap_or_else(|| default_reserve(self.max_connections, self.max_per_addr))
     }
 
     /// How long a client may take to send a request's headers, and the TLS handshake.
@@ -139,12 +108,6 @@ impl Server {
         self
     }
 
-    /// How long shutdown waits for requests in flight. Default 10 s.
-    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown_timeout = timeout;
-        self
-    }
-
     /// Accepts connections until `shutdown` completes, then stops accepting, lets requests in
     /// flight finish (up to the shutdown timeout), drops the connections still open, and
     /// returns. WebSockets already upgraded are not waited for: end them with
@@ -153,15 +116,15 @@ impl Server {
     /// # Errors
     /// None so far: accept errors are logged and retried with a growing pause.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future) -> io::Result<()> {
-        let limit = Arc::new(Semaphore::new(self.max_connections));
-        let per_addr = AddrLimit::new(self.max_per_addr, self.max_connections, self.reserve());
+        let places = self.limits.places();
+        let per_addr = places.per_addr;
         let refuser = gotalk::listen::Refuser::new();
         let stopping = CancellationToken::new();
         // Cancelled at the deadline: connections still open are dropped.
         let dropping = CancellationToken::new();
         let tasks = TaskTracker::new();
         tokio::pin!(shutdown);
-        gotalk::listen::accept_loop(&listener, limit, shutdown, |stream, peer, permit| {
+        gotalk::listen::accept_loop(&listener, places.total, shutdown, |stream, peer, permit| {
             let addr_permit = match per_addr.try_acquire(peer.ip()) {
                 Ok(addr_permit) => addr_permit,
                 Err(refused) => {
@@ -213,7 +176,7 @@ impl Server {
         drop(listener);
         stopping.cancel();
         tasks.close();
-        if tokio::time::timeout(self.shutdown_timeout, tasks.wait()).await.is_err() {
+        if tokio::time::timeout(places.shutdown_timeout, tasks.wait()).await.is_err() {
             tracing::info!(open = tasks.len(), "dropping http connections open past the deadline");
             dropping.cancel();
             tasks.wait().await;

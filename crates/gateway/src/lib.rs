@@ -61,13 +61,17 @@ mod upgrade;
 
 pub use assets::Assets;
 
+/// The example in `docs/builders.md`, compiled as a doc test (it needs both crates).
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/builders.md")]
+struct BuildersDoc;
+
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use ::http::StatusCode;
 use axum::extract::{ConnectInfo, OriginalUri, Request, State};
@@ -76,11 +80,10 @@ use axum::Router;
 use futures_util::FutureExt;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use gotalk::listen::{default_reserve, AddrLimit, Refused, DEFAULT_PER_ADDR};
+use gotalk::listen::{ListenerLimits, Places, Refused};
 use gotalk::ws;
 use gotalk::CloseReason;
 use gotalk::Config;
@@ -142,12 +145,8 @@ pub struct Gateway {
     served_over_tls: Option<bool>,
     on_connect: Option<ConnectHook>,
     assets: Assets,
-    limit: Arc<Semaphore>,
-    max_connections: usize,
-    per_addr: AddrLimit,
-    max_per_addr: usize,
-    reserve: Option<usize>,
-    shutdown_timeout: Duration,
+    limits: ListenerLimits,
+    places: Places,
     connections: Connections,
     stopping: CancellationToken,
     /// Sockets in their gotalk handshake, not yet among the connections.
@@ -159,9 +158,7 @@ impl std::fmt::Debug for Gateway {
         f.debug_struct("Gateway")
             .field("origins", &self.origins)
             .field("hosts", &self.hosts)
-            .field("max_connections", &self.max_connections)
-            .field("max_per_addr", &self.max_per_addr)
-            .field("reserve", &self.reserve)
+            .field("limits", &self.limits)
             .field("connections", &self.connections.len())
             .field("assets", &self.assets.len())
             .finish_non_exhaustive()
@@ -171,13 +168,11 @@ impl std::fmt::Debug for Gateway {
 impl Gateway {
     /// A gateway for `handlers`, with `config` for every connection. Pass the same `handlers`
     /// to the TCP [`Server`](gotalk::tcp::Server) to serve both transports from one registry.
-    pub fn new(handlers: Arc<Handlers>, mut config: Config) -> Self {
-        config.hello_first(false);
-        let mut retry = config.clone();
-        retry.peer_understands_retry(true);
-        let mut hold = config;
-        hold.peer_understands_retry(false);
-        let max_connections = 10_000;
+    pub fn new(handlers: Arc<Handlers>, config: Config) -> Self {
+        let config = config.hello_first(false);
+        let retry = config.clone().peer_understands_retry(true);
+        let hold = config.peer_understands_retry(false);
+        let limits = ListenerLimits::default();
         Gateway {
             handlers,
             config_retry: Arc::new(retry),
@@ -188,16 +183,8 @@ impl Gateway {
             served_over_tls: None,
             on_connect: None,
             assets: Assets::bundle(),
-            limit: Arc::new(Semaphore::new(max_connections)),
-            max_connections,
-            per_addr: AddrLimit::new(
-                DEFAULT_PER_ADDR,
-                max_connections,
-                default_reserve(max_connections, DEFAULT_PER_ADDR),
-            ),
-            max_per_addr: DEFAULT_PER_ADDR,
-            reserve: None,
-            shutdown_timeout: Duration::from_secs(10),
+            limits,
+            places: limits.places(),
             connections: Connections::default(),
             stopping: CancellationToken::new(),
             handshakes: TaskTracker::new(),
@@ -304,52 +291,17 @@ impl Gateway {
         self
     }
 
-    /// How many WebSockets may be open at once. Default 10,000. Past it, upgrades get 503
-    /// with `Retry-After`.
-    pub fn max_connections(mut self, n: usize) -> Self {
-        self.max_connections = n.clamp(1, Semaphore::MAX_PERMITS);
-        self.limit = Arc::new(Semaphore::new(self.max_connections));
-        self.count_per_addr()
-    }
-
-    /// How many WebSockets one remote address may have open at once (IPv6: one /64).
-    /// Default 1,000; at least 1. Past it, upgrades get 429 with `Retry-After`. The address
-    /// is the TCP peer's, from axum's `ConnectInfo<SocketAddr>` (which
+    /// How many WebSockets may be open, from one address and in all, and how long
+    /// [`shutdown`](Self::shutdown) waits for requests in flight. Default
+    /// [`ListenerLimits::default`]. Past the limit, or refused a reserved place, an upgrade
+    /// gets 503 with `Retry-After`; past its address's limit, 429 with `Retry-After`. The
+    /// address is the TCP peer's, from axum's `ConnectInfo<SocketAddr>` (which
     /// [`http::Server`] provides); without it there is no per-address
-    /// count. Behind a proxy every browser shares the proxy's address: raise this to the
-    /// global limit and let the proxy limit its clients.
-    pub fn max_connections_per_addr(mut self, n: usize) -> Self {
-        self.max_per_addr = n.max(1);
-        self.count_per_addr()
-    }
-
-    /// How many of the [`max_connections`](Self::max_connections) places are kept for
-    /// addresses that hold few WebSockets. Default: a tenth of them, or none when
-    /// [`max_connections_per_addr`](Self::max_connections_per_addr) lets one address take
-    /// every place (behind a proxy). Once `max_connections - reserve` are open, an upgrade
-    /// from an address holding a tenth of the reserve or more (at least 1) gets 503 with
-    /// `Retry-After`, and one from an address holding fewer still gets in. Like the
-    /// per-address limit, it needs the peer's address (axum's `ConnectInfo`). 0 turns it
-    /// off.
-    pub fn connection_reserve(mut self, n: usize) -> Self {
-        self.reserve = Some(n);
-        self.count_per_addr()
-    }
-
-    /// A fresh count per address for the current limits.
-    fn count_per_addr(mut self) -> Self {
-        let reserve = self
-            .reserve
-            .unwrap_or_else(|| default_reserve(self.max_connections, self.max_per_addr));
-        self.per_addr = AddrLimit::new(self.max_per_addr, self.max_connections, reserve);
-        self
-    }
-
-    /// How long [`shutdown`](Self::shutdown) waits for requests in flight. Default 10 s. It
-    /// bounds the whole shutdown: at the deadline, writes still pending to peers that do not
-    /// read are given up rather than waited out (the write timeout).
-    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown_timeout = timeout;
+    /// count nor reserve. Set it before taking the [`router`](Self::router): the count
+    /// starts afresh here.
+    pub fn limits(mut self, limits: ListenerLimits) -> Self {
+        self.limits = limits;
+        self.places = limits.places();
         self
     }
 
@@ -369,7 +321,7 @@ impl Gateway {
     /// handshake get 1001 at once. Returns within the shutdown timeout: what a peer that
     /// does not read has not taken by then is dropped.
     pub async fn shutdown(&self) {
-        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        let deadline = tokio::time::Instant::now() + self.places.shutdown_timeout;
         self.stopping.cancel();
         self.handshakes.close();
         let _ = tokio::time::timeout_at(deadline, self.handshakes.wait()).await;
@@ -475,7 +427,7 @@ impl Gateway {
         }
         // Taken after the hook, so a slow hook does not hold a socket's place (the HTTP
         // server's connection limit bounds how many hooks run at once).
-        let Ok(permit) = self.limit.clone().try_acquire_owned() else {
+        let Ok(permit) = self.places.total.clone().try_acquire_owned() else {
             return refuse_busy("too many connections");
         };
         if self.config_retry.budget().nearly_spent() {
@@ -483,7 +435,7 @@ impl Gateway {
             return refuse_busy("the server's memory budget is nearly spent");
         }
         let addr_permit = match remote {
-            Some(remote) => match self.per_addr.try_acquire(remote.ip()) {
+            Some(remote) => match self.places.per_addr.try_acquire(remote.ip()) {
                 Ok(place) => Some(place),
                 Err(Refused::AddressFull) => {
                     tracing::debug!(peer = %remote, "websocket refused: too many from its address");

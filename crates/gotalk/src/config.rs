@@ -16,14 +16,23 @@ use crate::memory::MemoryBudget;
 /// A function that reports this process's load for outgoing heartbeats (0 idle, 0xffff dying).
 pub(crate) type LoadFn = Arc<dyn Fn() -> u16 + Send + Sync>;
 
-/// Settings for one connection. Cheap to clone; setters chain.
+/// Settings for one connection. Cheap to clone; setters take and return it by value (see
+/// `docs/builders.md`).
 ///
 /// ```
 /// use std::time::Duration;
-/// let mut config = gotalk::Config::default();
-/// config.request_limit(64).heartbeat_interval(Some(Duration::from_secs(10)));
+/// use gotalk::{Config, LivenessConfig};
+///
+/// let config = Config::default()
+///     .request_limit(64)
+///     .read_timeout(Some(Duration::from_secs(30)))
+///     .liveness(LivenessConfig::libvirt())?;
+/// // The read timeout's own setter wins over the preset, whichever came first.
+/// assert_eq!(config.liveness_config().peer_idle_timeout, Some(Duration::from_secs(30)));
+/// # Ok::<(), gotalk::protocol::liveness::InvalidLiveness>(())
 /// ```
 #[derive(Clone)]
+#[must_use]
 pub struct Config {
     pub(crate) max_payload: u32,
     pub(crate) max_name_len: usize,
@@ -32,21 +41,20 @@ pub struct Config {
     pub(crate) retry_wait_min: Duration,
     pub(crate) retry_wait_max: Duration,
     pub(crate) max_retries: u32,
-    pub(crate) read_timeout: Option<Duration>,
     pub(crate) frame_timeout: Option<Duration>,
-    pub(crate) handshake_timeout: Duration,
     pub(crate) write_timeout: Duration,
     pub(crate) send_queue_bytes: usize,
     pub(crate) notification_queue_bytes: usize,
     pub(crate) stream_buffer_bytes: usize,
-    pub(crate) heartbeat_interval: Option<Duration>,
+    /// The one owner of the liveness settings: probes, the read timeout
+    /// (`peer_idle_timeout`), the handshake timeout and heartbeats.
+    pub(crate) liveness: LivenessConfig,
+    /// Which liveness settings were given their own setter, so a later preset leaves them be.
+    pinned: Pinned,
+    /// When set, reports the load in heartbeats instead of `liveness.heartbeat_load`.
     pub(crate) heartbeat_load: Option<LoadFn>,
     pub(crate) peer_understands_retry: bool,
     pub(crate) held_requests: usize,
-    pub(crate) probe_interval: Option<Duration>,
-    pub(crate) probe_max_unacked: u32,
-    pub(crate) probe_response_timeout: Option<Duration>,
-    pub(crate) probes_suppressed_by_activity: bool,
     pub(crate) memory_budget: MemoryBudget,
     pub(crate) connection_budget: Option<usize>,
     /// False on connections a server accepted: they say the hello only in reply to the
@@ -54,9 +62,16 @@ pub struct Config {
     pub(crate) hello_first: bool,
 }
 
+/// The liveness settings that have a setter of their own on [`Config`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Pinned {
+    read_timeout: bool,
+    handshake_timeout: bool,
+    heartbeat_interval: bool,
+}
+
 impl Default for Config {
     fn default() -> Self {
-        let probes = LivenessConfig::gateway_default();
         Config {
             max_payload: DEFAULT_MAX_PAYLOAD,
             max_name_len: MAX_NAME_LEN,
@@ -65,21 +80,16 @@ impl Default for Config {
             retry_wait_min: Duration::from_millis(500),
             retry_wait_max: Duration::from_millis(5000),
             max_retries: 5,
-            read_timeout: Some(Duration::from_secs(90)),
             frame_timeout: Some(Duration::from_secs(300)),
-            handshake_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
             send_queue_bytes: 4 << 20,
             notification_queue_bytes: 1 << 20,
             stream_buffer_bytes: 16 << 20,
-            heartbeat_interval: Some(Duration::from_secs(20)),
+            liveness: LivenessConfig::gateway_default(),
+            pinned: Pinned::default(),
             heartbeat_load: None,
             peer_understands_retry: true,
             held_requests: 256,
-            probe_interval: probes.interval,
-            probe_max_unacked: probes.max_unacked,
-            probe_response_timeout: probes.response_timeout,
-            probes_suppressed_by_activity: probes.activity_suppresses_probes,
             memory_budget: MemoryBudget::default(),
             connection_budget: None,
             hello_first: true,
@@ -97,20 +107,15 @@ impl fmt::Debug for Config {
             .field("retry_wait_min", &self.retry_wait_min)
             .field("retry_wait_max", &self.retry_wait_max)
             .field("max_retries", &self.max_retries)
-            .field("read_timeout", &self.read_timeout)
             .field("frame_timeout", &self.frame_timeout)
-            .field("handshake_timeout", &self.handshake_timeout)
             .field("write_timeout", &self.write_timeout)
             .field("send_queue_bytes", &self.send_queue_bytes)
             .field("notification_queue_bytes", &self.notification_queue_bytes)
             .field("stream_buffer_bytes", &self.stream_buffer_bytes)
-            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("liveness", &self.liveness)
+            .field("heartbeat_load", &self.heartbeat_load.is_some())
             .field("peer_understands_retry", &self.peer_understands_retry)
             .field("held_requests", &self.held_requests)
-            .field("probe_interval", &self.probe_interval)
-            .field("probe_max_unacked", &self.probe_max_unacked)
-            .field("probe_response_timeout", &self.probe_response_timeout)
-            .field("probes_suppressed_by_activity", &self.probes_suppressed_by_activity)
             .field("memory_budget", &self.memory_budget)
             .field("connection_budget", &self.connection_budget_bytes())
             .finish_non_exhaustive()
@@ -124,14 +129,14 @@ impl Config {
     /// anything is allocated for the payload. A local send of a larger payload fails with
     /// [`Error::PayloadTooLarge`](crate::Error::PayloadTooLarge); a handler's larger result
     /// is answered with an ErrorResult instead, and error text is cut to fit.
-    pub fn max_payload(&mut self, bytes: u32) -> &mut Self {
+    pub fn max_payload(mut self, bytes: u32) -> Self {
         self.max_payload = bytes;
         self
     }
 
     /// The longest operation or notification name accepted from the peer. Default and ceiling
     /// 4095 bytes, the most the wire can carry. A longer name gets ProtocolError 2.
-    pub fn max_name_len(&mut self, bytes: usize) -> &mut Self {
+    pub fn max_name_len(mut self, bytes: usize) -> Self {
         self.max_name_len = bytes.min(MAX_NAME_LEN);
         self
     }
@@ -139,7 +144,7 @@ impl Config {
     /// How many of the peer's requests (single and streaming together) are handled at once.
     /// Default 128. Past it, the peer gets a RetryResult with a random wait (see
     /// [`retry_wait`](Self::retry_wait)) and the text `request rate limit`.
-    pub fn request_limit(&mut self, n: u32) -> &mut Self {
+    pub fn request_limit(mut self, n: u32) -> Self {
         self.request_limit = n;
         self
     }
@@ -148,7 +153,7 @@ impl Config {
     /// [`request_limit`](Self::request_limit) too. Default 32. Past it, the peer gets a
     /// RetryResult `stream rate limit`; 0 turns streams off, and every stream request gets the
     /// ErrorResult `stream requests are disabled` (a retry could never succeed).
-    pub fn stream_limit(&mut self, n: u32) -> &mut Self {
+    pub fn stream_limit(mut self, n: u32) -> Self {
         self.stream_limit = n;
         self
     }
@@ -156,7 +161,7 @@ impl Config {
     /// The range `[min, max)` a RetryResult's wait is drawn from when a limit is reached.
     /// Default 500 ms to 5 s, as the Go package. Equal values send exactly that wait; `max`
     /// below `min` is taken as `min`.
-    pub fn retry_wait(&mut self, min: Duration, max: Duration) -> &mut Self {
+    pub fn retry_wait(mut self, min: Duration, max: Duration) -> Self {
         self.retry_wait_min = min;
         self.retry_wait_max = max.max(min);
         self
@@ -165,7 +170,7 @@ impl Config {
     /// How many times a request answered with a RetryResult is sent again, each after the
     /// wait the peer asked for. Default 5; 0 reports the first RetryResult as
     /// [`Error::Retry`](crate::Error::Retry).
-    pub fn max_retries(&mut self, n: u32) -> &mut Self {
+    pub fn max_retries(mut self, n: u32) -> Self {
         self.max_retries = n;
         self
     }
@@ -181,8 +186,12 @@ impl Config {
     /// you serve. Pongs do not restart it (they prove the peer alive to the liveness probes
     /// only): a peer may send them between the fragments of a message it trickles, and an
     /// idle peer sends heartbeats anyway.
-    pub fn read_timeout(&mut self, timeout: Option<Duration>) -> &mut Self {
-        self.read_timeout = timeout;
+    ///
+    /// This is the liveness settings' `peer_idle_timeout` (see [`liveness`](Self::liveness)),
+    /// and wins over it in either order.
+    pub fn read_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.liveness.peer_idle_timeout = timeout;
+        self.pinned.read_timeout = true;
         self
     }
 
@@ -201,21 +210,26 @@ impl Config {
     /// Over WebSocket it counts from the first whole WebSocket message that starts a gotalk
     /// message (the transport delivers whole messages); a WebSocket message still on its way
     /// is bounded by the read timeout, which only whole messages restart.
-    pub fn frame_timeout(&mut self, timeout: Option<Duration>) -> &mut Self {
+    pub fn frame_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.frame_timeout = timeout;
         self
     }
 
     /// How long the peer has to send its protocol version after the connection opens.
-    /// Default 10 s; then the connection closes with ProtocolError 3.
-    pub fn handshake_timeout(&mut self, timeout: Duration) -> &mut Self {
-        self.handshake_timeout = timeout;
+    /// Default 10 s; then the connection closes with ProtocolError 3. It also bounds a TLS
+    /// handshake and the gateway's `on_connect` hook.
+    ///
+    /// This is the liveness settings' `handshake_timeout` (see [`liveness`](Self::liveness)),
+    /// and wins over it in either order.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.liveness.handshake_timeout = timeout;
+        self.pinned.handshake_timeout = true;
         self
     }
 
     /// How long one write may stall because the peer does not read. Default 30 s; then the
     /// connection closes.
-    pub fn write_timeout(&mut self, timeout: Duration) -> &mut Self {
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
         self.write_timeout = timeout;
         self
     }
@@ -223,7 +237,7 @@ impl Config {
     /// How many bytes of outgoing messages may wait to be written. Default 4 MiB. When full,
     /// senders (handlers, requests, the read loop's replies) wait: a peer that does not read
     /// its results stops being read from. One message larger than this still goes out alone.
-    pub fn send_queue_bytes(&mut self, bytes: usize) -> &mut Self {
+    pub fn send_queue_bytes(mut self, bytes: usize) -> Self {
         self.send_queue_bytes = bytes.max(1);
         self
     }
@@ -231,7 +245,7 @@ impl Config {
     /// How many bytes of received notifications may wait for their handlers. Default 1 MiB.
     /// Notifications from one peer are handled in order, off the read loop; only when this
     /// fills does the read loop wait, which pushes back on the peer through the transport.
-    pub fn notification_queue_bytes(&mut self, bytes: usize) -> &mut Self {
+    pub fn notification_queue_bytes(mut self, bytes: usize) -> Self {
         self.notification_queue_bytes = bytes.max(1);
         self
     }
@@ -241,20 +255,26 @@ impl Config {
     /// with an ErrorResult, an outgoing one fails with
     /// [`Error::StreamOverflow`](crate::Error::StreamOverflow). A part larger than this is
     /// still accepted into an empty buffer.
-    pub fn stream_buffer_bytes(&mut self, bytes: usize) -> &mut Self {
+    pub fn stream_buffer_bytes(mut self, bytes: usize) -> Self {
         self.stream_buffer_bytes = bytes.max(1);
         self
     }
 
     /// How often a heartbeat is sent. Default 20 s, as Go and gotalk.js, which keeps a Go peer
-    /// with its default 30 s read timeout connected while idle. `None` sends none.
-    pub fn heartbeat_interval(&mut self, interval: Option<Duration>) -> &mut Self {
-        self.heartbeat_interval = interval.filter(|d| !d.is_zero());
+    /// with its default 30 s read timeout connected while idle. `None` (or zero) sends none.
+    ///
+    /// This is the liveness settings' `heartbeat_interval` (see [`liveness`](Self::liveness)),
+    /// and wins over it in either order.
+    pub fn heartbeat_interval(mut self, interval: Option<Duration>) -> Self {
+        self.liveness.heartbeat_interval = interval.filter(|d| !d.is_zero());
+        self.pinned.heartbeat_interval = true;
         self
     }
 
-    /// Where the load in outgoing heartbeats comes from. Default: always 0.
-    pub fn heartbeat_load(&mut self, load: impl Fn() -> u16 + Send + Sync + 'static) -> &mut Self {
+    /// Where the load in outgoing heartbeats comes from, asked at each heartbeat. Default:
+    /// the liveness settings' fixed `heartbeat_load` (0); this function, once set, takes its
+    /// place whatever [`liveness`](Self::liveness) is given, before or after.
+    pub fn heartbeat_load(mut self, load: impl Fn() -> u16 + Send + Sync + 'static) -> Self {
         self.heartbeat_load = Some(Arc::new(load));
         self
     }
@@ -262,7 +282,7 @@ impl Config {
     /// Whether this side sends the hello that tells a server of ours it understands the
     /// reserved messages (on by default, for clients). Servers turn it off: they answer the
     /// peer's hello instead.
-    pub fn hello_first(&mut self, yes: bool) -> &mut Self {
+    pub fn hello_first(mut self, yes: bool) -> Self {
         self.hello_first = yes;
         self
     }
@@ -270,16 +290,23 @@ impl Config {
     /// Whether the peer can take a RetryResult. Default true, as for Go peers. The original
     /// gotalk.js cannot, so the WebSocket gateway sets this per connection. Requests from a
     /// peer that cannot are held (see [`held_requests`](Self::held_requests)) instead.
-    pub fn peer_understands_retry(&mut self, yes: bool) -> &mut Self {
+    pub fn peer_understands_retry(mut self, yes: bool) -> Self {
         self.peer_understands_retry = yes;
         self
     }
 
     /// Dead-peer detection, all at once: probes (`interval`, `max_unacked`,
     /// `response_timeout`, `activity_suppresses_probes`), the read timeout
-    /// (`peer_idle_timeout`), the handshake timeout and heartbeats. Default
+    /// (`peer_idle_timeout`), the handshake timeout, heartbeats and their fixed load. Default
     /// [`LivenessConfig::gateway_default`]: a probe after 15 s of silence, two unanswered
-    /// allowed, so a dead peer is found within 45 s of its last byte.
+    /// allowed, so a dead peer is found within 45 s of its last byte; the 90 s read timeout,
+    /// the 10 s handshake timeout and heartbeats every 20 s, as documented on their setters.
+    ///
+    /// This config owns one set of liveness settings. A preset replaces all of them except
+    /// those given their own setter on this config ([`read_timeout`](Self::read_timeout),
+    /// [`handshake_timeout`](Self::handshake_timeout),
+    /// [`heartbeat_interval`](Self::heartbeat_interval)): those keep their value whether
+    /// they were set before or after, so the order of calls never matters.
     ///
     /// Probes go out as WebSocket Pings carrying a cookie, which browsers and WebSocket
     /// libraries answer themselves, or as the reserved request `$ping` over other transports,
@@ -291,42 +318,38 @@ impl Config {
     /// fail with that reason.
     ///
     /// # Errors
-    /// The contradiction [`LivenessConfig::validate`] found; nothing is changed.
-    pub fn liveness(&mut self, liveness: LivenessConfig) -> Result<&mut Self, InvalidLiveness> {
+    /// The contradiction [`LivenessConfig::validate`] found in `liveness`.
+    pub fn liveness(mut self, liveness: LivenessConfig) -> Result<Self, InvalidLiveness> {
         liveness.validate()?;
-        self.probe_interval = liveness.interval;
-        self.probe_max_unacked = liveness.max_unacked;
-        self.probe_response_timeout = liveness.response_timeout;
-        self.probes_suppressed_by_activity = liveness.activity_suppresses_probes;
-        self.read_timeout = liveness.peer_idle_timeout;
-        self.handshake_timeout = liveness.handshake_timeout;
-        self.heartbeat_interval = liveness.heartbeat_interval;
-        if liveness.heartbeat_load != 0 {
-            let load = liveness.heartbeat_load;
-            self.heartbeat_load = Some(Arc::new(move || load));
+        let own = std::mem::replace(&mut self.liveness, liveness);
+        if self.pinned.read_timeout {
+            self.liveness.peer_idle_timeout = own.peer_idle_timeout;
+        }
+        if self.pinned.handshake_timeout {
+            self.liveness.handshake_timeout = own.handshake_timeout;
+        }
+        if self.pinned.heartbeat_interval {
+            self.liveness.heartbeat_interval = own.heartbeat_interval;
         }
         Ok(self)
     }
 
-    /// The liveness settings in effect (the heartbeat load as of now).
+    /// The load to report in a heartbeat now: the function's, or else the fixed one.
+    pub(crate) fn heartbeat_load_now(&self) -> u16 {
+        self.heartbeat_load.as_ref().map_or(self.liveness.heartbeat_load, |load| load())
+    }
+
+    /// The liveness settings in effect. Its `heartbeat_load` is the fixed one; a
+    /// [`heartbeat_load`](Self::heartbeat_load) function, if set, reports instead.
     pub fn liveness_config(&self) -> LivenessConfig {
-        LivenessConfig {
-            interval: self.probe_interval,
-            max_unacked: self.probe_max_unacked,
-            response_timeout: self.probe_response_timeout,
-            activity_suppresses_probes: self.probes_suppressed_by_activity,
-            peer_idle_timeout: self.read_timeout,
-            handshake_timeout: self.handshake_timeout,
-            heartbeat_interval: self.heartbeat_interval,
-            heartbeat_load: self.heartbeat_load.as_ref().map_or(0, |load| load()),
-        }
+        self.liveness
     }
 
     /// For a peer that cannot take a RetryResult: how many requests past the limits are held,
     /// in order, until a slot frees. Default 256. The read loop keeps reading meanwhile, so
     /// results the handlers wait for still arrive. Past this bound the peer gets an
     /// ErrorResult `request rate limit`, never a silent drop.
-    pub fn held_requests(&mut self, n: usize) -> &mut Self {
+    pub fn held_requests(mut self, n: usize) -> Self {
         self.held_requests = n;
         self
     }
@@ -336,7 +359,7 @@ impl Config {
     /// Default [`MemoryBudget::process`]: a quarter of the machine's memory, at most 512 MiB.
     /// When it is spent, reads wait, new requests get a RetryResult and listeners refuse new
     /// connections; give every config of a process the same one.
-    pub fn memory_budget(&mut self, budget: MemoryBudget) -> &mut Self {
+    pub fn memory_budget(mut self, budget: MemoryBudget) -> Self {
         self.memory_budget = budget;
         self
     }
@@ -350,7 +373,7 @@ impl Config {
     /// request that does not fit is answered with a RetryResult `memory budget` (an
     /// ErrorResult for peers that cannot take one). A connection that holds nothing can
     /// always take one message up to the payload limit.
-    pub fn connection_budget(&mut self, bytes: usize) -> &mut Self {
+    pub fn connection_budget(mut self, bytes: usize) -> Self {
         self.connection_budget = Some(bytes.max(1));
         self
     }
@@ -363,5 +386,75 @@ impl Config {
     /// The process budget connections with this config draw on.
     pub fn budget(&self) -> &MemoryBudget {
         &self.memory_budget
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(secs: u64) -> Duration {
+        Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn the_default_liveness_is_the_default_config_s() {
+        let default = Config::default().liveness_config();
+        assert_eq!(default, LivenessConfig::default());
+        assert_eq!(default.peer_idle_timeout, Some(s(90)));
+        let config = Config::default().liveness(LivenessConfig::gateway_default()).unwrap();
+        assert_eq!(config.liveness_config(), default);
+    }
+
+    /// Every order of the same setter calls gives the same settings: a setting's own setter
+    /// wins over a preset, before or after it.
+    #[test]
+    fn liveness_settings_do_not_depend_on_the_order_of_calls() {
+        type Step = fn(Config) -> Config;
+        let steps: [Step; 5] = [
+            |c| c.read_timeout(Some(s(30))),
+            |c| c.handshake_timeout(s(4)),
+            |c| c.heartbeat_interval(None),
+            |c| {
+                c.liveness(LivenessConfig { heartbeat_load: 3, ..LivenessConfig::libvirt() })
+                    .unwrap()
+            },
+            |c| c.heartbeat_load(|| 7),
+        ];
+        let expected = LivenessConfig {
+            peer_idle_timeout: Some(s(30)),
+            handshake_timeout: s(4),
+            heartbeat_interval: None,
+            heartbeat_load: 3,
+            ..LivenessConfig::libvirt()
+        };
+        let mut order: Vec<usize> = (0..steps.len()).collect();
+        for_each_permutation(&mut order, 0, &mut |order| {
+            let config = order.iter().fold(Config::default(), |c, &i| steps[i](c));
+            assert_eq!(config.liveness_config(), expected, "order {order:?}");
+            assert_eq!(config.heartbeat_load_now(), 7, "order {order:?}");
+        });
+    }
+
+    #[test]
+    fn a_preset_is_checked_alone_and_refused_whole() {
+        let bad = LivenessConfig { interval: None, ..LivenessConfig::gateway_default() };
+        let refused = Config::default().read_timeout(Some(s(30))).liveness(bad);
+        assert_eq!(refused.err(), Some(InvalidLiveness::ProbesWithoutInterval));
+        // A read timeout under the probe interval is the config's own business, not a
+        // contradiction in the preset.
+        let config = Config::default().read_timeout(Some(s(1))).liveness(LivenessConfig::libvirt());
+        assert_eq!(config.unwrap().liveness_config().peer_idle_timeout, Some(s(1)));
+    }
+
+    fn for_each_permutation(items: &mut [usize], k: usize, f: &mut impl FnMut(&[usize])) {
+        if k == items.len() {
+            return f(items);
+        }
+        for i in k..items.len() {
+            items.swap(k, i);
+            for_each_permutation(items, k + 1, f);
+            items.swap(k, i);
+        }
     }
 }

@@ -142,7 +142,7 @@ impl Builder {
         let addr = addr.into();
         Self::new(move || {
             let (addr, handlers, config) = (addr.clone(), handlers.clone(), config.clone());
-            bounded(config.handshake_timeout, async move {
+            bounded(config.liveness.handshake_timeout, async move {
                 crate::tcp::connect(addr.as_str(), handlers, config).await
             })
         })
@@ -165,7 +165,7 @@ impl Builder {
         Self::new(move || {
             let (addr, name, tls) = (addr.clone(), name.clone(), tls.clone());
             let (handlers, config) = (handlers.clone(), config.clone());
-            bounded(config.handshake_timeout, async move {
+            bounded(config.liveness.handshake_timeout, async move {
                 crate::tcp::connect_tls(addr.as_str(), &name, tls, handlers, config).await
             })
         })
@@ -183,7 +183,7 @@ impl Builder {
         Self::new(move || {
             let (connector, url) = (connector.clone(), url.clone());
             let (handlers, config) = (handlers.clone(), config.clone());
-            bounded(config.handshake_timeout, async move {
+            bounded(config.liveness.handshake_timeout, async move {
                 connector.connect(&url, handlers, config).await
             })
         })

@@ -63,8 +63,8 @@ impl std::fmt::Display for Exhausted {
 ///
 /// ```
 /// let budget = gotalk::MemoryBudget::new(256 << 20);
-/// let mut config = gotalk::Config::default();
-/// config.memory_budget(budget.clone()).connection_budget(32 << 20);
+/// let config = gotalk::Config::default().memory_budget(budget.clone()).connection_budget(32 << 20);
+/// assert_eq!(config.budget().capacity(), budget.capacity());
 /// assert_eq!(budget.used(), 0);
 /// ```
 #[derive(Clone)]

@@ -20,12 +20,12 @@ use crate::lock;
 
 /// The default for every listener: generous enough for an office behind one NAT address,
 /// a tenth of the default global limit, so at least ten addresses share it.
-pub const DEFAULT_PER_ADDR: usize = 1_000;
+pub(crate) const DEFAULT_PER_ADDR: usize = 1_000;
 
 /// The reserve when none is set: a tenth of the places, or none when one address may take
 /// every place (behind a proxy every peer shares its address, and a reserve would only
 /// shrink the listener).
-pub fn default_reserve(max_connections: usize, max_per_addr: usize) -> usize {
+pub(crate) fn default_reserve(max_connections: usize, max_per_addr: usize) -> usize {
     if max_per_addr >= max_connections {
         0
     } else {

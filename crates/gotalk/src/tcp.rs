@@ -7,11 +7,9 @@
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
 
 use gotalk_protocol::{Frame, ProtocolErrorCode};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::sync::Semaphore;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::sync::CancellationToken;
 
@@ -19,7 +17,7 @@ use crate::config::Config;
 pub use crate::connections::Connections;
 use crate::error::{CloseReason, Error};
 use crate::handlers::Handlers;
-use crate::per_addr::{default_reserve, AddrLimit, DEFAULT_PER_ADDR};
+use crate::listen::ListenerLimits;
 use crate::sock::{ConnInfo, Sock, TransportKind};
 use crate::transport;
 
@@ -29,10 +27,7 @@ pub struct Server {
     handlers: Arc<Handlers>,
     config: Arc<Config>,
     tls: Option<TlsAcceptor>,
-    max_connections: usize,
-    max_per_addr: usize,
-    reserve: Option<usize>,
-    shutdown_timeout: Duration,
+    limits: ListenerLimits,
     connections: Connections,
 }
 
@@ -40,9 +35,7 @@ impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
             .field("tls", &self.tls.is_some())
-            .field("max_connections", &self.max_connections)
-            .field("max_per_addr", &self.max_per_addr)
-            .field("reserve", &self.reserve())
+            .field("limits", &self.limits)
             .field("connections", &self.connections.len())
             .finish_non_exhaustive()
     }
@@ -56,10 +49,7 @@ impl Server {
             handlers,
             config: Arc::new(config),
             tls: None,
-            max_connections: 10_000,
-            max_per_addr: DEFAULT_PER_ADDR,
-            reserve: None,
-            shutdown_timeout: Duration::from_secs(10),
+            limits: ListenerLimits::default(),
             connections: Connections::default(),
         }
     }
@@ -70,45 +60,13 @@ impl Server {
         self
     }
 
-    /// How many connections may be open at once. Default 10,000. Past it the listener stops
-    /// accepting until one closes; new peers wait in the kernel's backlog.
-    pub fn max_connections(mut self, n: usize) -> Self {
-        self.max_connections = n.clamp(1, Semaphore::MAX_PERMITS);
-        self
-    }
-
-    /// How many connections one remote address may have open at once (IPv6: one /64).
-    /// Default 1,000; at least 1. A peer past it gets the version, then ProtocolError
-    /// `f00000000` (abnormal), then the connection closes; over TLS it is closed before the
-    /// TLS handshake, which would cost more than the refusal. Behind a proxy every peer
-    /// shares the proxy's address: raise this to the global limit and let the proxy limit
-    /// its clients.
-    pub fn max_connections_per_addr(mut self, n: usize) -> Self {
-        self.max_per_addr = n.max(1);
-        self
-    }
-
-    /// How many of the [`max_connections`](Self::max_connections) places are kept for
-    /// addresses that hold few connections. Default: a tenth of them, or none when
-    /// [`max_connections_per_addr`](Self::max_connections_per_addr) lets one address take
-    /// every place (behind a proxy). Once `max_connections - reserve` are open, a peer from
-    /// an address holding a tenth of the reserve or more (at least 1) is refused as one past
-    /// its address's limit is, and one from an address holding fewer still gets in: a few
-    /// addresses filling the listener cannot lock out the others. 0 turns it off.
-    pub fn connection_reserve(mut self, n: usize) -> Self {
-        self.reserve = Some(n);
-        self
-    }
-
-    fn reserve(&self) -> usize {
-        self.reserve.unwrap_or_else(|| default_reserve(self.max_connections, self.max_per_addr))
-    }
-
-    /// How long shutdown waits for requests in flight before closing connections. Default
-    /// 10 s. It bounds the whole shutdown: at the deadline, writes still pending to peers
-    /// that do not read are given up rather than waited out (the write timeout).
-    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown_timeout = timeout;
+    /// How many connections may be open, from one address and in all, and how long
+    /// shutdown waits. Default [`ListenerLimits::default`]. A peer past the per-address limit
+    /// or refused a reserved place gets the version, then ProtocolError `f00000000`
+    /// (abnormal), then the connection closes; over TLS it is closed before the TLS
+    /// handshake.
+    pub fn limits(mut self, limits: ListenerLimits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -118,19 +76,19 @@ impl Server {
     }
 
     /// Accepts connections until `shutdown` completes, then stops accepting and drains the
-    /// open connections (see [`shutdown_timeout`](Self::shutdown_timeout)).
+    /// open connections (see [`ListenerLimits::shutdown_timeout`]).
     ///
     /// # Errors
     /// None so far: accept errors are logged and retried with a growing pause.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future) -> io::Result<()> {
-        let limit = Arc::new(Semaphore::new(self.max_connections));
-        let per_addr = AddrLimit::new(self.max_per_addr, self.max_connections, self.reserve());
+        let places = self.limits.places();
+        let per_addr = places.per_addr;
         let refuser = crate::listen::Refuser::new();
         // Cancelled when shutdown starts, for connections still in their handshake, which
         // the drain below cannot see yet.
         let stopping = CancellationToken::new();
         tokio::pin!(shutdown);
-        crate::listen::accept_loop(&listener, limit, shutdown, |stream, peer, permit| {
+        crate::listen::accept_loop(&listener, places.total, shutdown, |stream, peer, permit| {
             // Nearly out of memory budget: the connections already open finish what they
             // hold before new ones add to it.
             let crowded = self.config.budget().nearly_spent();
@@ -174,7 +132,7 @@ impl Server {
         .await;
         drop(listener);
         stopping.cancel();
-        self.connections.drain(self.shutdown_timeout).await;
+        self.connections.drain(places.shutdown_timeout).await;
         Ok(())
     }
 
@@ -187,8 +145,10 @@ impl Server {
                 Sock::start(r, w, self.handlers.clone(), self.config.clone(), info).await
             }
             Some(acceptor) => {
-                let handshake =
-                    tokio::time::timeout(self.config.handshake_timeout, acceptor.accept(stream));
+                let handshake = tokio::time::timeout(
+                    self.config.liveness.handshake_timeout,
+                    acceptor.accept(stream),
+                );
                 match handshake.await {
                     Ok(Ok(tls)) => {
                         let info = ConnInfo::new(TransportKind::Tls, remote, local);
@@ -253,7 +213,7 @@ pub async fn connect_tls(
     let _ = stream.set_nodelay(true);
     let info = ConnInfo::new(TransportKind::Tls, stream.peer_addr().ok(), stream.local_addr().ok());
     let handshake = TlsConnector::from(tls).connect(name, stream);
-    let tls_stream = tokio::time::timeout(config.handshake_timeout, handshake)
+    let tls_stream = tokio::time::timeout(config.liveness.handshake_timeout, handshake)
         .await
         .map_err(|_| Error::Connect("tls handshake timed out".into()))?
         .map_err(|e| Error::Connect(format!("tls handshake: {e}")))?;

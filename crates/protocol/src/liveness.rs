@@ -100,14 +100,16 @@ pub enum InvalidLiveness {
 
 impl LivenessConfig {
     /// The gateway's default: a probe after 15 s of silence, two unanswered probes allowed,
-    /// so a dead peer is found within 45 s; heartbeats every 20 s, as Go and gotalk.js.
+    /// so a dead peer is found within 45 s; nothing at all for 90 s (the core's read
+    /// timeout) closes the connection whatever the probes say; heartbeats every 20 s, as Go
+    /// and gotalk.js.
     pub fn gateway_default() -> Self {
         LivenessConfig {
             interval: Some(Duration::from_secs(15)),
             max_unacked: 2,
             response_timeout: None,
             activity_suppresses_probes: true,
-            peer_idle_timeout: None,
+            peer_idle_timeout: Some(Duration::from_secs(90)),
             handshake_timeout: Duration::from_secs(10),
             heartbeat_interval: Some(Duration::from_secs(20)),
             heartbeat_load: 0,
@@ -566,6 +568,7 @@ mod tests {
             interval: Some(s(interval)),
             max_unacked,
             activity_suppresses_probes: suppress,
+            peer_idle_timeout: None,
             heartbeat_interval: None,
             ..LivenessConfig::gateway_default()
         };

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{connect, serve, start, within, WirePeer};
+use gotalk::listen::ListenerLimits;
 use gotalk::protocol::ProtocolErrorCode;
 use gotalk::tcp::Server;
 use gotalk::{CloseReason, Config, Error, Sock};
@@ -86,7 +87,7 @@ async fn pending_request_fails_with_the_reason_when_the_server_goes_away() {
     }
     let server = serve(
         Server::new(Arc::new(handlers), Config::default())
-            .shutdown_timeout(Duration::from_millis(100)),
+            .limits(ListenerLimits::default().shutdown_timeout(Duration::from_millis(100))),
     )
     .await;
     let client = connect(server.addr).await;
@@ -285,7 +286,8 @@ const STALL: Duration = Duration::from_millis(500);
 async fn the_shutdown_timeout_bounds_the_tcp_servers_run_with_a_peer_that_never_reads() {
     let deadline = Duration::from_millis(300);
     let server = serve(
-        Server::new(Arc::new(common::handlers()), Config::default()).shutdown_timeout(deadline),
+        Server::new(Arc::new(common::handlers()), Config::default())
+            .limits(ListenerLimits::default().shutdown_timeout(deadline)),
     )
     .await;
     let stalled = common::never_reads::tcp(server.addr);
@@ -309,8 +311,8 @@ async fn the_shutdown_timeout_bounds_the_gateways_run_with_a_websocket_that_neve
     let server = common::web::WebServer::start_with(
         common::handlers(),
         Config::default(),
-        |g| g.shutdown_timeout(deadline),
-        |h| h.shutdown_timeout(deadline),
+        |g| g.limits(ListenerLimits::default().shutdown_timeout(deadline)),
+        |h| h.limits(ListenerLimits::default().shutdown_timeout(deadline)),
     )
     .await;
     let stalled = common::never_reads::websocket(server.http);

@@ -61,9 +61,7 @@ fn handlers(running: Arc<AtomicUsize>) -> Handlers {
 /// No heartbeats either way, so the only bytes on the wire after the handshake are the
 /// test's (liveness probes wait for 15 s of silence, longer than a test lasts).
 fn quiet() -> Config {
-    let mut config = Config::default();
-    config.heartbeat_interval(None);
-    config
+    Config::default().heartbeat_interval(None)
 }
 
 async fn connect(transport: Transport, addr: std::net::SocketAddr) -> Sock {

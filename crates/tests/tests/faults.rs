@@ -99,11 +99,11 @@ async fn an_id_may_be_reused_once_its_request_is_answered() {
 
 #[tokio::test]
 async fn equal_min_and_max_retry_wait_keeps_serving() {
-    let mut config = Config::default();
-    config.request_limit(2).retry_wait(Duration::from_millis(20), Duration::from_millis(20));
+    let config = Config::default()
+        .request_limit(2)
+        .retry_wait(Duration::from_millis(20), Duration::from_millis(20));
     let server = start(common::handlers(), config).await;
-    let mut client_config = Config::default();
-    client_config.max_retries(100);
+    let client_config = Config::default().max_retries(100);
     let client = common::connect_with(server.addr, gotalk::Handlers::new(), client_config).await;
 
     // Far past the limit, over and over: every request is retried after exactly the wait

@@ -289,8 +289,9 @@ async fn pings_are_answered() {
 
 #[tokio::test]
 async fn a_client_that_cannot_take_retry_results_has_requests_held_not_dropped() {
-    let mut config = Config::default();
-    config.request_limit(2).retry_wait(Duration::from_millis(10), Duration::from_millis(40));
+    let config = Config::default()
+        .request_limit(2)
+        .retry_wait(Duration::from_millis(10), Duration::from_millis(40));
     let server = WebServer::start(handlers(), config, |g| g).await;
 
     // Like gotalk.js: no declaration in the URL, so the overflow waits for a free slot.

@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::raw_ws::{Got, RawWs, BINARY, CLOSE, PING, TEXT};
 use common::web::WebServer;
 use common::{handlers, tls_configs, within};
+use gotalk::listen::ListenerLimits;
 use gotalk::{CloseReason, Config, Error, Handlers};
 use gotalk_gateway::Refusal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,8 +35,7 @@ fn close_of(got: &Got) -> (Option<u16>, String) {
 
 #[tokio::test]
 async fn protocol_violations_are_closed_with_their_rfc_6455_codes() {
-    let mut config = Config::default();
-    config.max_payload(1000);
+    let config = Config::default().max_payload(1000);
     let server = WebServer::start(handlers(), config, |g| g).await;
 
     let mut ws = raw(&server, "/gotalk/", &[]).await;
@@ -105,7 +105,10 @@ async fn the_ping_burst_is_64_and_the_65th_closes_with_1008() {
 
 #[tokio::test]
 async fn a_peer_closing_after_its_close_frame_is_answered_and_frees_its_slot() {
-    let server = WebServer::start(handlers(), Config::default(), |g| g.max_connections(1)).await;
+    let server = WebServer::start(handlers(), Config::default(), |g| {
+        g.limits(ListenerLimits::default().max_connections(1))
+    })
+    .await;
     let mut ws = raw(&server, "/gotalk/", &[]).await;
     ws.gotalk_handshake().await;
     ws.close(4000).await;
@@ -125,9 +128,11 @@ async fn a_peer_closing_after_its_close_frame_is_answered_and_frees_its_slot() {
 
 #[tokio::test]
 async fn a_close_or_silence_during_the_gotalk_handshake_is_answered() {
-    let mut config = Config::default();
-    config.handshake_timeout(Duration::from_millis(300));
-    let server = WebServer::start(handlers(), config, |g| g.max_connections(1)).await;
+    let config = Config::default().handshake_timeout(Duration::from_millis(300));
+    let server = WebServer::start(handlers(), config, |g| {
+        g.limits(ListenerLimits::default().max_connections(1))
+    })
+    .await;
 
     let mut ws = raw(&server, "/gotalk/", &[]).await;
     assert_eq!(ws.data().await, b"01");
@@ -173,9 +178,11 @@ fn hanging_hook(g: gotalk_gateway::Gateway) -> gotalk_gateway::Gateway {
 
 #[tokio::test]
 async fn a_hanging_on_connect_hook_gets_503_at_the_deadline_and_holds_no_socket_slot() {
-    let mut config = Config::default();
-    config.handshake_timeout(Duration::from_millis(300));
-    let server = WebServer::start(handlers(), config, |g| hanging_hook(g.max_connections(1))).await;
+    let config = Config::default().handshake_timeout(Duration::from_millis(300));
+    let server = WebServer::start(handlers(), config, |g| {
+        hanging_hook(g.limits(ListenerLimits::default().max_connections(1)))
+    })
+    .await;
     let hung = tokio::spawn({
         let (addr, host) = (server.http, server.http.to_string());
         async move {
@@ -198,7 +205,7 @@ async fn a_hanging_on_connect_hook_gets_503_at_the_deadline_and_holds_no_socket_
 #[tokio::test]
 async fn run_drops_http_connections_still_open_at_its_deadline() {
     let server = WebServer::start_with(handlers(), Config::default(), hanging_hook, |http| {
-        http.shutdown_timeout(Duration::from_millis(200))
+        http.limits(ListenerLimits::default().shutdown_timeout(Duration::from_millis(200)))
     })
     .await;
     let mut hung = TcpStream::connect(server.http).await.unwrap();
@@ -342,8 +349,7 @@ async fn a_server_that_upgrades_but_never_answers_01_fails_the_gotalk_handshake(
         let _ws = tokio_tungstenite::accept_async(stream).await.unwrap();
         std::future::pending::<()>().await;
     });
-    let mut config = Config::default();
-    config.handshake_timeout(Duration::from_millis(300));
+    let config = Config::default().handshake_timeout(Duration::from_millis(300));
     let url = format!("ws://{addr}/gotalk/");
     let err = gotalk::ws::connect(&url, Arc::new(Handlers::new()), config).await.unwrap_err();
     assert!(matches!(err, Error::Closed(CloseReason::HandshakeTimeout(_))), "{err:?}");

@@ -130,8 +130,7 @@ fn notifications(count: usize, size: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn the_message_limit_counts_every_fragment() {
-    let mut config = Config::default();
-    config.max_payload(1000);
+    let config = Config::default().max_payload(1000);
     let limit = gotalk::ws::max_message_size(&config);
     let server = WebServer::start(handlers(), config, |g| g).await;
 
@@ -192,8 +191,7 @@ async fn a_client_that_sends_01_and_its_close_in_one_write_gets_a_close_back_eve
 
 #[tokio::test]
 async fn a_message_over_the_limit_is_closed_with_1009_and_no_reset_while_the_client_sends() {
-    let mut config = Config::default();
-    config.max_payload(1000);
+    let config = Config::default().max_payload(1000);
     let server = WebServer::start(handlers(), config, |g| g).await;
     for attempt in 0..10 {
         let mut ws = raw(&server).await;

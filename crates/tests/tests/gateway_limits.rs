@@ -8,13 +8,17 @@ use std::time::Duration;
 
 use common::web::{WebServer, WsPeer};
 use common::{handlers, within};
+use gotalk::listen::ListenerLimits;
 use gotalk::{CloseReason, Config, Error, Handlers};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[tokio::test]
 async fn upgrades_past_max_connections_get_503_until_one_closes() {
-    let server = WebServer::start(handlers(), Config::default(), |g| g.max_connections(2)).await;
+    let server = WebServer::start(handlers(), Config::default(), |g| {
+        g.limits(ListenerLimits::default().max_connections(2))
+    })
+    .await;
     let first = server.connect(Handlers::new()).await;
     let _second = server.connect(Handlers::new()).await;
     let refused = WsPeer::upgrade(&server.url(""), &[]).await.err().expect("the third is refused");
@@ -48,8 +52,7 @@ fn notifications(count: usize, size: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn a_websocket_message_may_hold_one_payload_at_the_limit_and_no_more() {
-    let mut config = Config::default();
-    config.max_payload(1000);
+    let config = Config::default().max_payload(1000);
     let limit = gotalk::ws::max_message_size(&config);
     assert_eq!(limit, 1000 + 8192);
     let server = WebServer::start(handlers(), config, |g| g).await;
@@ -74,7 +77,7 @@ async fn a_websocket_message_may_hold_one_payload_at_the_limit_and_no_more() {
 #[tokio::test]
 async fn shutdown_closes_what_outlasts_its_deadline() {
     let server = WebServer::start(handlers(), Config::default(), |g| {
-        g.shutdown_timeout(Duration::from_millis(200))
+        g.limits(ListenerLimits::default().shutdown_timeout(Duration::from_millis(200)))
     })
     .await;
     let client = server.connect(Handlers::new()).await;
@@ -127,9 +130,13 @@ async fn a_client_slower_than_the_header_timeout_is_disconnected() {
 
 #[tokio::test]
 async fn http_connections_past_the_limit_wait_for_a_free_one() {
-    let server =
-        WebServer::start_with(handlers(), Config::default(), |g| g, |http| http.max_connections(1))
-            .await;
+    let server = WebServer::start_with(
+        handlers(),
+        Config::default(),
+        |g| g,
+        |http| http.limits(ListenerLimits::default().max_connections(1)),
+    )
+    .await;
     let head = "GET /gotalk/ HTTP/1.1\r\nHost: localhost\r\n\r\n";
     let mut first = TcpStream::connect(server.http).await.unwrap();
     first.write_all(head.as_bytes()).await.unwrap();

@@ -124,8 +124,7 @@ async fn requests_still_running_a_write_timeout_after_the_fin_are_cut_with_proto
         let _ = tx.send(reason.clone());
     });
     let limit = Duration::from_millis(300);
-    let mut config = Config::default();
-    config.write_timeout(limit);
+    let config = Config::default().write_timeout(limit);
     let server = common::start(handlers, config).await;
     let mut peer = WirePeer::connect(server.addr).await;
     let fin = Instant::now();

@@ -15,9 +15,9 @@ fn now() -> u32 {
 }
 
 fn heartbeat_every(ms: u64, load: u16) -> Config {
-    let mut config = Config::default();
-    config.heartbeat_interval(Some(Duration::from_millis(ms))).heartbeat_load(move || load);
-    config
+    Config::default()
+        .heartbeat_interval(Some(Duration::from_millis(ms)))
+        .heartbeat_load(move || load)
 }
 
 #[tokio::test]
@@ -28,8 +28,7 @@ async fn client_sees_server_heartbeats_and_on_heartbeat_fires() {
     handlers.on_heartbeat(move |_sock, heartbeat| {
         let _ = tx.send(heartbeat);
     });
-    let mut config = Config::default();
-    config.heartbeat_interval(None);
+    let config = Config::default().heartbeat_interval(None);
     let client = connect_with(server.addr, handlers, config).await;
     assert_eq!(client.last_heartbeat(), None, "nothing before the first interval");
 
@@ -103,8 +102,8 @@ async fn heartbeats_on_the_wire_are_thirteen_bytes_of_lowercase_hex() {
 
 #[tokio::test]
 async fn no_heartbeats_when_turned_off() {
-    let mut config = Config::default();
-    config.heartbeat_interval(None).read_timeout(Some(Duration::from_millis(300)));
+    let config =
+        Config::default().heartbeat_interval(None).read_timeout(Some(Duration::from_millis(300)));
     let server = start(common::handlers(), config).await;
     // The raw peer hears nothing at all until the read timeout closes the connection.
     let mut peer = WirePeer::connect(server.addr).await;

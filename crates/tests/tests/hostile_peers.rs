@@ -295,8 +295,7 @@ async fn write_spread(peer: &mut common::WirePeer, bytes: &[u8], pieces: usize, 
 // depend on when the runtime notices each byte.
 #[tokio::test]
 async fn a_message_whole_within_the_frame_timeout_passes_and_one_past_it_is_cut() {
-    let mut config = Config::default();
-    config.frame_timeout(Some(Duration::from_millis(600)));
+    let config = Config::default().frame_timeout(Some(Duration::from_millis(600)));
     let mut handlers = common::handlers();
     let mut closed = closes(&mut handlers);
     let server = common::start(handlers, config).await;
@@ -330,8 +329,7 @@ async fn a_message_whole_within_the_frame_timeout_passes_and_one_past_it_is_cut(
 #[tokio::test(start_paused = true)]
 async fn without_a_frame_timeout_a_trickle_holds_its_connection_past_the_read_timeout() {
     // Why the frame timeout exists: the read timeout counts from the last byte.
-    let mut config = Config::default();
-    config.frame_timeout(None);
+    let config = Config::default().frame_timeout(None);
     let server = common::start(common::handlers(), config).await;
     let mut peer = Trickler::connect(server.addr).await;
     peer.stream.write_all(b"01").await.unwrap();
@@ -449,7 +447,7 @@ async fn with_probes_off_a_trickled_websocket_frame_is_cut_at_the_read_timeout()
     let mut config = Config::default();
     let no_probes =
         gotalk::LivenessConfig { interval: None, max_unacked: 0, ..config.liveness_config() };
-    config.liveness(no_probes).expect("valid");
+    config = config.liveness(no_probes).expect("valid");
     let mut handlers = common::handlers();
     let mut closed = closes(&mut handlers);
     let server = WebServer::start(handlers, config, |g| g).await;

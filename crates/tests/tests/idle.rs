@@ -82,8 +82,7 @@ async fn go_peer_with_a_30s_read_deadline_stays_connected_while_idle() {
 #[tokio::test(start_paused = true)]
 async fn silent_peer_is_declared_dead_by_the_probes_within_their_bound() {
     for ours in [true, false] {
-        let mut config = Config::default();
-        config.heartbeat_interval(None);
+        let config = Config::default().heartbeat_interval(None);
         let (sock, mut peer) = idle_sock(config, ours).await;
         let started = tokio::time::Instant::now();
         let mut rest = Vec::new();
@@ -105,10 +104,9 @@ async fn silent_peer_is_declared_dead_by_the_probes_within_their_bound() {
 
 #[tokio::test(start_paused = true)]
 async fn with_probes_off_a_silent_peer_is_dropped_by_the_read_timeout_with_protocol_error_3() {
-    let mut config = Config::default();
-    config.heartbeat_interval(None);
+    let mut config = Config::default().heartbeat_interval(None);
     let no_probes = LivenessConfig { interval: None, max_unacked: 0, ..config.liveness_config() };
-    config.liveness(no_probes).expect("valid");
+    config = config.liveness(no_probes).expect("valid");
     let (sock, mut peer) = idle_sock(config, true).await;
     let started = tokio::time::Instant::now();
     let mut rest = Vec::new();

@@ -159,8 +159,7 @@ async fn request_limit_flags_give_retry_results_that_the_client_honours() {
     assert_eq!(slow.await.unwrap().unwrap(), 300);
 
     // Without retries the RetryResult itself comes back, with the fixture's wait.
-    let mut config = Config::default();
-    config.max_retries(0);
+    let config = Config::default().max_retries(0);
     let (strict, _notes) = client(&addr, config).await;
     let slow = tokio::spawn({
         let sock = strict.clone();

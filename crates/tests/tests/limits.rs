@@ -12,16 +12,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{connect, connect_with, start, within, WirePeer};
+use gotalk::listen::ListenerLimits;
 use gotalk::protocol::{Frame, Id};
 use gotalk::{Config, Error, Handlers};
 use tokio::sync::Notify;
 
 fn config(request_limit: u32, min_ms: u64, max_ms: u64) -> Config {
-    let mut config = Config::default();
-    config
+    Config::default()
         .request_limit(request_limit)
-        .retry_wait(Duration::from_millis(min_ms), Duration::from_millis(max_ms));
-    config
+        .retry_wait(Duration::from_millis(min_ms), Duration::from_millis(max_ms))
 }
 
 /// Sends one slow request and then `extra` quick ones from a raw peer, and returns the
@@ -135,8 +134,7 @@ async fn client_retries_automatically_and_succeeds() {
     let (handlers, started) = slow_and_quick();
     let server = start(handlers, config(1, 50, 80)).await;
     // Enough retries that a slow machine can't run out of them while `slow` runs.
-    let mut client_config = Config::default();
-    client_config.max_retries(50);
+    let client_config = Config::default().max_retries(50);
     let client = connect_with(server.addr, Handlers::new(), client_config).await;
 
     let slow = tokio::spawn({
@@ -156,8 +154,7 @@ async fn client_retries_automatically_and_succeeds() {
 async fn max_retries_zero_reports_the_retry_result() {
     let (handlers, started) = slow_and_quick();
     let server = start(handlers, config(1, 300, 400)).await;
-    let mut client_config = Config::default();
-    client_config.max_retries(0);
+    let client_config = Config::default().max_retries(0);
     let client = connect_with(server.addr, Handlers::new(), client_config).await;
 
     let slow = tokio::spawn({
@@ -180,8 +177,7 @@ async fn max_retries_zero_reports_the_retry_result() {
 async fn retries_run_out() {
     let (handlers, started) = slow_and_quick();
     let server = start(handlers, config(1, 10, 20)).await;
-    let mut client_config = Config::default();
-    client_config.max_retries(2);
+    let client_config = Config::default().max_retries(2);
     let client = connect_with(server.addr, Handlers::new(), client_config).await;
 
     let _slow = tokio::spawn({
@@ -197,8 +193,7 @@ async fn retries_run_out() {
 
 #[tokio::test]
 async fn stream_limit_refuses_extra_streams_with_a_retry_result() {
-    let mut server_config = config(10, 100, 200);
-    server_config.stream_limit(2);
+    let server_config = config(10, 100, 200).stream_limit(2);
     let server = start(common::handlers(), server_config).await;
     let client = connect(server.addr).await;
 
@@ -230,8 +225,7 @@ async fn stream_limit_refuses_extra_streams_with_a_retry_result() {
 
 #[tokio::test]
 async fn stream_limit_zero_disables_streams() {
-    let mut server_config = Config::default();
-    server_config.stream_limit(0);
+    let server_config = Config::default().stream_limit(0);
     let server = start(common::handlers(), server_config).await;
     let client = connect(server.addr).await;
     let (_tx, rx) = client.stream_request("stream-echo", "a").await.unwrap();
@@ -263,8 +257,10 @@ fn holding_server(request_limit: u32, held: usize) -> (Handlers, Config, Arc<Ato
             }
         });
     }
-    let mut config = Config::default();
-    config.request_limit(request_limit).peer_understands_retry(false).held_requests(held);
+    let config = Config::default()
+        .request_limit(request_limit)
+        .peer_understands_retry(false)
+        .held_requests(held);
     (handlers, config, peak)
 }
 
@@ -309,8 +305,7 @@ async fn held_requests_never_get_a_retry_result_and_overflow_gets_an_error() {
 
 #[tokio::test]
 async fn payload_over_the_configured_limit_is_a_protocol_error() {
-    let mut config = Config::default();
-    config.max_payload(1024);
+    let config = Config::default().max_payload(1024);
     let server = start(common::handlers(), config).await;
 
     // At the limit is fine.
@@ -342,8 +337,7 @@ async fn handler_result_over_the_payload_limit_becomes_an_error_result() {
     handlers.handle_buffer("big", |_sock, _| async move {
         Ok::<_, String>(Bytes::from(vec![b'x'; 2000]))
     });
-    let mut config = Config::default();
-    config.max_payload(1024);
+    let config = Config::default().max_payload(1024);
     let server = start(handlers, config.clone()).await;
     let client = connect_with(server.addr, Handlers::new(), config).await;
 
@@ -361,8 +355,7 @@ async fn handler_result_over_the_payload_limit_becomes_an_error_result() {
 async fn error_text_over_the_payload_limit_is_cut_to_fit() {
     let mut handlers = common::handlers();
     handlers.handle("long-error", |_sock, ()| async move { Err::<(), _>("é".repeat(100)) });
-    let mut config = Config::default();
-    config.max_payload(64);
+    let config = Config::default().max_payload(64);
     let server = start(handlers, config.clone()).await;
     let client = connect_with(server.addr, Handlers::new(), config).await;
 
@@ -392,8 +385,7 @@ async fn error_text_over_the_payload_limit_is_cut_to_fit() {
 
 #[tokio::test]
 async fn name_over_the_configured_limit_is_a_protocol_error() {
-    let mut config = Config::default();
-    config.max_name_len(8);
+    let config = Config::default().max_name_len(8);
     let server = start(common::handlers(), config).await;
     let mut peer = WirePeer::connect(server.addr).await;
     peer.write(b"r0001008echo-xyz00000000").await;
@@ -425,8 +417,7 @@ async fn incoming_stream_buffer_holds_exactly_its_bytes_and_overflows_one_past()
             },
         );
     }
-    let mut config = Config::default();
-    config.stream_buffer_bytes(1024);
+    let config = Config::default().stream_buffer_bytes(1024);
     let server = start(handlers, config).await;
     let client = connect(server.addr).await;
 
@@ -466,8 +457,7 @@ async fn outgoing_stream_result_overflowing_the_readers_buffer_fails_that_stream
         },
     );
     let server = start(handlers, Config::default()).await;
-    let mut config = Config::default();
-    config.stream_buffer_bytes(1024);
+    let config = Config::default().stream_buffer_bytes(1024);
     let client = connect_with(server.addr, Handlers::new(), config).await;
 
     let (mut tx, mut rx) = client.stream_request("flood", "go").await.unwrap();
@@ -494,7 +484,7 @@ async fn outgoing_stream_result_overflowing_the_readers_buffer_fails_that_stream
 async fn max_connections_makes_new_peers_wait_until_one_closes() {
     let server = common::serve(
         gotalk::tcp::Server::new(Arc::new(common::handlers()), Config::default())
-            .max_connections(1),
+            .limits(ListenerLimits::default().max_connections(1)),
     )
     .await;
     let first = connect(server.addr).await;
@@ -516,7 +506,7 @@ async fn max_connections_makes_new_peers_wait_until_one_closes() {
 async fn connection_slots_are_returned_however_connections_end() {
     let server = common::serve(
         gotalk::tcp::Server::new(Arc::new(common::handlers()), Config::default())
-            .max_connections(4),
+            .limits(ListenerLimits::default().max_connections(4)),
     )
     .await;
     // Many short connections that end every which way, in waves of 32 at a time (more
@@ -579,8 +569,8 @@ async fn peer_that_never_reads_is_dropped_after_the_write_timeout() {
     handlers.on_close(move |_sock, reason| {
         let _ = tx.send(reason.clone());
     });
-    let mut config = Config::default();
-    config.write_timeout(Duration::from_millis(300)).send_queue_bytes(64 * 1024);
+    let config =
+        Config::default().write_timeout(Duration::from_millis(300)).send_queue_bytes(64 * 1024);
     let server = start(handlers, config).await;
 
     // Writes echo requests as fast as it can and never reads a byte of the results. Once
@@ -645,8 +635,7 @@ async fn refusing_server(refusals: usize) -> std::net::SocketAddr {
 
 #[tokio::test]
 async fn max_retries_sends_again_exactly_that_many_times() {
-    let mut client_config = Config::default();
-    client_config.max_retries(3).heartbeat_interval(None);
+    let client_config = Config::default().max_retries(3).heartbeat_interval(None);
 
     // Refused three times: the third retry is the last allowed, and it is answered.
     let addr = refusing_server(3).await;
@@ -692,10 +681,9 @@ async fn sock_on_pipe(
 
 /// A config without heartbeats or probes, so only what a test sends crosses the pipe.
 fn quiet() -> Config {
-    let mut config = Config::default();
-    config.heartbeat_interval(None);
+    let mut config = Config::default().heartbeat_interval(None);
     let off = gotalk::LivenessConfig { interval: None, max_unacked: 0, ..config.liveness_config() };
-    config.liveness(off).expect("valid");
+    config = config.liveness(off).expect("valid");
     config
 }
 
@@ -704,8 +692,7 @@ async fn senders_wait_exactly_when_the_send_queue_is_full() {
     use tokio::io::AsyncReadExt;
 
     // Every queued message costs its payload plus 64 bytes: two of 448 fill 1024 exactly.
-    let mut config = quiet();
-    config.send_queue_bytes(1024);
+    let config = quiet().send_queue_bytes(1024);
     let (sock, mut peer) = sock_on_pipe(Handlers::new(), config, 64).await;
     sock.buffer_notify("a", vec![b'a'; 448]).await.unwrap();
     // One byte more than fits waits (and gives up here, taking nothing).
@@ -751,8 +738,7 @@ async fn the_read_loop_waits_exactly_when_the_notification_queue_is_full() {
             async move { gate.acquire().await.unwrap().forget() }
         });
     }
-    let mut config = quiet();
-    config.notification_queue_bytes(1024);
+    let config = quiet().notification_queue_bytes(1024);
 
     // Two notifications, each costing its payload plus 64 bytes, then a request.
     for (second, fits) in [(448, true), (449, false)] {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{start, within};
+use gotalk::listen::ListenerLimits;
 use gotalk::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -54,8 +55,7 @@ async fn a_peer_writing_its_whole_oversized_payload_before_reading_reads_protoco
 async fn our_client_sending_an_oversized_payload_learns_it_broke_the_servers_limit() {
     let server = start(common::handlers(), Config::default()).await;
     // The client allows more than the server does.
-    let mut config = Config::default();
-    config.max_payload(32 << 20);
+    let config = Config::default().max_payload(32 << 20);
     let client = common::connect_with(server.addr, gotalk::Handlers::new(), config).await;
     let error = within("the answer", client.buffer_request("echo", vec![b'x'; 17 << 20]))
         .await
@@ -112,7 +112,7 @@ async fn a_peer_that_keeps_sending_fast_is_dropped_past_32_mib() {
 async fn a_peer_over_its_address_limit_that_writes_before_reading_reads_the_refusal() {
     let server = common::serve(
         gotalk::tcp::Server::new(Arc::new(common::handlers()), Config::default())
-            .max_connections_per_addr(1),
+            .limits(ListenerLimits::default().max_connections_per_addr(1)),
     )
     .await;
     let _first = common::connect(server.addr).await;
@@ -133,7 +133,7 @@ async fn a_peer_over_its_address_limit_that_writes_before_reading_reads_the_refu
 async fn a_listener_reads_from_at_most_256_refused_peers_at_once() {
     let server = common::serve(
         gotalk::tcp::Server::new(Arc::new(common::handlers()), Config::default())
-            .max_connections_per_addr(1),
+            .limits(ListenerLimits::default().max_connections_per_addr(1)),
     )
     .await;
     let _first = common::connect(server.addr).await;

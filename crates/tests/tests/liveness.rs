@@ -21,7 +21,7 @@ fn fast() -> Config {
         heartbeat_interval: None,
         ..LivenessConfig::gateway_default()
     };
-    config.liveness(liveness).expect("valid");
+    config = config.liveness(liveness).expect("valid");
     config
 }
 
@@ -87,8 +87,7 @@ async fn a_request_after_done_is_a_protocol_error() {
 
 #[tokio::test]
 async fn ping_is_answered_past_the_request_limit() {
-    let mut config = Config::default();
-    config.request_limit(1);
+    let config = Config::default().request_limit(1);
     let server = start(common::handlers(), config).await;
     let mut peer = WirePeer::connect(server.addr).await;
     // The only slot is taken by a request that never ends; the probe is still echoed.
@@ -112,8 +111,7 @@ async fn watching_client(
             let _ = done_tx.send(true);
         }
     });
-    let mut config = Config::default();
-    config.max_retries(0);
+    let config = Config::default().max_retries(0);
     (connect_with(addr, handlers, config).await, done)
 }
 
@@ -148,8 +146,7 @@ async fn a_draining_server_answers_what_is_in_flight_and_asks_new_requests_to_re
 
 #[tokio::test]
 async fn a_draining_server_still_serves_a_peer_that_cannot_retry() {
-    let mut config = Config::default();
-    config.peer_understands_retry(false);
+    let config = Config::default().peer_understands_retry(false);
     let (client, in_flight, stopping) = draining(config).await;
     let during = within("during the drain", client.request::<_, u64>("sleep", &10)).await;
     assert_eq!(during.unwrap(), 10);
@@ -170,7 +167,7 @@ async fn ouroboros_cadence_probes_through_traffic_and_a_silent_peer_fails_the_re
         heartbeat_interval: None,
         ..LivenessConfig::ouroboros()
     };
-    config.liveness(liveness).expect("valid");
+    config = config.liveness(liveness).expect("valid");
     let events = Arc::new(Mutex::new(Vec::new()));
     let mut handlers = common::handlers();
     let seen = events.clone();

@@ -17,9 +17,7 @@ use tokio::net::TcpStream;
 const MIB: usize = 1 << 20;
 
 fn config(process: &MemoryBudget, connection: usize) -> Config {
-    let mut config = Config::default();
-    config.memory_budget(process.clone()).connection_budget(connection);
-    config
+    Config::default().memory_budget(process.clone()).connection_budget(connection)
 }
 
 /// A bystander on a connection of its own is still answered.
@@ -87,8 +85,7 @@ async fn json_that_decodes_past_the_budget_is_refused_before_decoding() {
 #[tokio::test]
 async fn held_requests_are_bounded_in_bytes() {
     let process = MemoryBudget::new(256 * MIB);
-    let mut server_config = config(&process, 8 * MIB);
-    server_config.peer_understands_retry(false).request_limit(2);
+    let server_config = config(&process, 8 * MIB).peer_understands_retry(false).request_limit(2);
     let server = start(common::handlers(), server_config).await;
     let client = connect(server.addr).await;
 
@@ -117,8 +114,7 @@ async fn small_requests_past_the_budget(retry: bool) -> Vec<Frame> {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         Ok::<_, String>(Bytes::from(payload.len().to_string()))
     });
-    let mut server_config = config(&process, 64 * 1024);
-    server_config.peer_understands_retry(retry);
+    let server_config = config(&process, 64 * 1024).peer_understands_retry(retry);
     let server = start(handlers, server_config).await;
     let mut peer = WirePeer::connect(server.addr).await;
     for n in 0..12u32 {
@@ -293,8 +289,7 @@ async fn relay_deliveries_queued_for_a_recipient_are_charged_to_it() {
     let mut handlers = common::handlers();
     // Its mailbox would take 1 MiB; the recipient's 64 KiB budget binds first.
     handlers.relay(gotalk::relay::Relay::new());
-    let mut server_config = config(&process, 64 * 1024);
-    server_config.send_queue_bytes(16 * 1024);
+    let server_config = config(&process, 64 * 1024).send_queue_bytes(16 * 1024);
     let server = start(handlers, server_config).await;
 
     // The recipient never reads; the sender pipelines 10 KB messages to it.

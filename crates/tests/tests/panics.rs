@@ -36,8 +36,7 @@ async fn handler_panicking_before_its_future_gets_an_error_result() {
 
 #[tokio::test]
 async fn held_request_panicking_before_its_future_costs_no_other_answer() {
-    let mut config = Config::default();
-    config.request_limit(1).peer_understands_retry(false);
+    let config = Config::default().request_limit(1).peer_understands_retry(false);
     let server = start(with_sync_panic(), config).await;
     let mut peer = WirePeer::connect(server.addr).await;
     // 0001 runs; 0002 (the panicking one) and 0003 wait for its slot.
@@ -91,8 +90,7 @@ async fn panicking_connection_hooks_leave_the_connection_working() {
         .on_heartbeat(|_sock, _heartbeat| panic!("on_heartbeat panics"))
         .on_close(|_sock, _reason| panic!("on_close panics"));
     let server = start(handlers, Config::default()).await;
-    let mut config = Config::default();
-    config.heartbeat_interval(Some(Duration::from_millis(20)));
+    let config = Config::default().heartbeat_interval(Some(Duration::from_millis(20)));
     let client = connect_with(server.addr, Handlers::new(), config).await;
     // Several heartbeats reach the panicking hook while requests go on.
     for _ in 0..5 {

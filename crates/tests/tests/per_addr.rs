@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::web::{WebServer, WsPeer};
 use common::{handlers, within, WirePeer};
+use gotalk::listen::ListenerLimits;
 use gotalk::{Config, Error, Handlers};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -59,7 +60,7 @@ async fn served_from(addr: std::net::SocketAddr, source: [u8; 4]) -> Option<Wire
 async fn tcp_peers_past_their_address_limit_get_protocol_error_0_and_others_get_in() {
     let server = common::serve(
         gotalk::tcp::Server::new(Arc::new(handlers()), Config::default())
-            .max_connections_per_addr(2),
+            .limits(ListenerLimits::default().max_connections_per_addr(2)),
     )
     .await;
     // At the limit: two from one address are served.
@@ -96,7 +97,7 @@ async fn tls_peers_past_their_address_limit_are_closed_before_the_tls_handshake(
     let server = common::serve(
         gotalk::tcp::Server::new(Arc::new(handlers()), Config::default())
             .tls(server_tls)
-            .max_connections_per_addr(1),
+            .limits(ListenerLimits::default().max_connections_per_addr(1)),
     )
     .await;
     let connect = || {
@@ -123,8 +124,10 @@ async fn tls_peers_past_their_address_limit_are_closed_before_the_tls_handshake(
 
 #[tokio::test]
 async fn websockets_past_their_address_limit_get_429_and_others_get_in() {
-    let server =
-        WebServer::start(handlers(), Config::default(), |g| g.max_connections_per_addr(2)).await;
+    let server = WebServer::start(handlers(), Config::default(), |g| {
+        g.limits(ListenerLimits::default().max_connections_per_addr(2))
+    })
+    .await;
     let first = server.connect(Handlers::new()).await;
     let second = server.connect(Handlers::new()).await;
     assert_eq!(&second.buffer_request("echo", "two").await.unwrap()[..], b"two");
@@ -156,7 +159,7 @@ async fn http_clients_past_their_address_limit_get_429_unread_and_others_are_ser
         handlers(),
         Config::default(),
         |g| g,
-        |h| h.max_connections_per_addr(2),
+        |h| h.limits(ListenerLimits::default().max_connections_per_addr(2)),
     )
     .await;
     let get = b"GET /gotalk/gotalk.js HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n";
@@ -218,8 +221,7 @@ async fn two_addresses_filling_the_tcp_listener_leave_its_reserve_to_others() {
     // (at least 1): here, by addresses holding none.
     let server = common::serve(
         gotalk::tcp::Server::new(Arc::new(handlers()), Config::default())
-            .max_connections(20)
-            .max_connections_per_addr(10),
+            .limits(ListenerLimits::default().max_connections(20).max_connections_per_addr(10)),
     )
     .await;
     let home = fill_from(server.addr, HOME, 10).await;
@@ -247,10 +249,12 @@ async fn two_addresses_filling_the_tcp_listener_leave_its_reserve_to_others() {
 #[tokio::test]
 async fn the_tcp_reserve_is_set_by_its_setter_and_zero_turns_it_off() {
     let listener = |reserve| {
-        gotalk::tcp::Server::new(Arc::new(handlers()), Config::default())
-            .max_connections(20)
-            .max_connections_per_addr(20)
-            .connection_reserve(reserve)
+        gotalk::tcp::Server::new(Arc::new(handlers()), Config::default()).limits(
+            ListenerLimits::default()
+                .max_connections(20)
+                .max_connections_per_addr(20)
+                .connection_reserve(reserve),
+        )
     };
     // 5 kept: one address gets 15, the 16th is refused; another gets one place.
     let server = common::serve(listener(5)).await;
@@ -299,7 +303,7 @@ async fn websocket_from(
 #[tokio::test]
 async fn two_addresses_filling_the_gateway_leave_its_reserve_to_others() {
     let server = WebServer::start(handlers(), Config::default(), |g| {
-        g.max_connections(20).max_connections_per_addr(10)
+        g.limits(ListenerLimits::default().max_connections(20).max_connections_per_addr(10))
     })
     .await;
     let mut open = Vec::new();
@@ -332,7 +336,7 @@ async fn two_addresses_filling_the_http_server_leave_its_reserve_to_others() {
         handlers(),
         Config::default(),
         |g| g,
-        |h| h.max_connections(20).max_connections_per_addr(10),
+        |h| h.limits(ListenerLimits::default().max_connections(20).max_connections_per_addr(10)),
     )
     .await;
     // Idle connections hold their places; each is accepted in turn, so each is counted

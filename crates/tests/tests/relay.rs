@@ -278,8 +278,7 @@ async fn the_default_body_limit_holds_at_its_edge() {
 
 #[tokio::test]
 async fn the_body_limit_setter_holds_at_its_edge() {
-    let mut relay = Relay::new();
-    relay.max_body(1000);
+    let relay = Relay::new().max_body(1000);
     let server = common::start(relay_handlers(relay), Config::default()).await;
     let peer = tcp_peer(server.addr).await;
     let mut t = peer.inbox.topic("t");
@@ -438,8 +437,7 @@ async fn a_reconnect_gets_a_new_id_and_the_old_one_is_unroutable() {
 async fn a_refusal_looks_like_an_unknown_peer() {
     // Peers may send to each other only in one direction: to ids in the allowed set.
     let allowed: Arc<Mutex<HashSet<PeerId>>> = Arc::default();
-    let mut relay = Relay::new();
-    relay.authorize({
+    let relay = Relay::new().authorize({
         let allowed = allowed.clone();
         move |_sender, to| allowed.lock().unwrap().contains(&to)
     });
@@ -487,24 +485,21 @@ async fn stalled_peer(addr: SocketAddr) -> (tokio::net::TcpStream, PeerId) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_recipient_never_blocks_its_senders_and_is_disconnected() {
     let stall = Duration::from_secs(3);
-    let mut relay = Relay::new();
-    relay.queue_bytes(64 * 1024).stall_timeout(stall);
+    let relay = Relay::new().queue_bytes(64 * 1024).stall_timeout(stall);
     let reasons: Arc<Mutex<Vec<CloseReason>>> = Arc::default();
     let mut handlers = relay_handlers(relay.clone());
     handlers.on_close({
         let reasons = reasons.clone();
         move |_sock, reason| reasons.lock().unwrap().push(reason.clone())
     });
-    let mut config = Config::default();
-    config.send_queue_bytes(16 * 1024);
+    let config = Config::default().send_queue_bytes(16 * 1024);
     let server = common::start(handlers, config).await;
 
     let (stalled_stream, stalled) = stalled_peer(server.addr).await;
     let healthy = tcp_peer(server.addr).await;
     let mut healthy_chat = healthy.inbox.topic("chat");
     // No retries: the test sees each "queue full" itself.
-    let mut no_retry = Config::default();
-    no_retry.max_retries(0);
+    let no_retry = Config::default().max_retries(0);
     let sender = tcp_peer_with(server.addr, no_retry).await;
 
     // Fill the stalled peer's socket, send queue and mailbox until the relay says it is full.
@@ -550,10 +545,8 @@ async fn a_stalled_recipient_never_blocks_its_senders_and_is_disconnected() {
 
 #[tokio::test]
 async fn a_full_queue_is_an_error_for_a_peer_without_retry_results() {
-    let mut relay = Relay::new();
-    relay.queue_bytes(1);
-    let mut config = Config::default();
-    config.peer_understands_retry(false).send_queue_bytes(1);
+    let relay = Relay::new().queue_bytes(1);
+    let config = Config::default().peer_understands_retry(false).send_queue_bytes(1);
     let server = common::start(relay_handlers(relay), config).await;
     let (stalled_stream, stalled) = stalled_peer(server.addr).await;
     let sender = tcp_peer(server.addr).await;
@@ -574,10 +567,9 @@ async fn a_recipient_is_disconnected_exactly_at_the_stall_timeout() {
 
     // The default 10 s, in memory under a paused clock, without heartbeats or probes.
     let relay = Relay::new();
-    let mut config = Config::default();
-    config.heartbeat_interval(None).send_queue_bytes(1024);
+    let mut config = Config::default().heartbeat_interval(None).send_queue_bytes(1024);
     let off = gotalk::LivenessConfig { interval: None, max_unacked: 0, ..config.liveness_config() };
-    config.liveness(off).unwrap();
+    config = config.liveness(off).unwrap();
     let (closes, mut closed) = tokio::sync::mpsc::unbounded_channel();
     let mut handlers = relay_handlers(relay.clone());
     handlers.on_close(move |_sock, reason| {

@@ -269,8 +269,7 @@ async fn wire_peer_sees_results_in_completion_order_with_its_own_ids() {
 #[tokio::test]
 async fn local_payload_limit_is_checked_before_sending() {
     let server = start(common::handlers(), Config::default()).await;
-    let mut config = Config::default();
-    config.max_payload(16);
+    let config = Config::default().max_payload(16);
     let client = connect_with(server.addr, Handlers::new(), config).await;
 
     match client.buffer_request("echo", vec![0u8; 17]).await {

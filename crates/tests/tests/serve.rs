@@ -300,8 +300,7 @@ async fn stream_to_page_streams_to_the_caller_and_returns_its_parts() {
 async fn sleep_holds_a_request_and_retry_wait_sets_the_retry_results_wait() {
     let served = serve_with(&["--request-limit", "1", "--retry-wait", "0.25"]).await;
     // No retries, so the first RetryResult comes back as the error, with its wait.
-    let mut config = Config::default();
-    config.max_retries(0);
+    let config = Config::default().max_retries(0);
     let tcp_addr = served.tcp.trim_start_matches("tcp://").to_owned();
     let program = gotalk::tcp::connect(tcp_addr.as_str(), Arc::new(Handlers::new()), config)
         .await

@@ -145,8 +145,7 @@ async fn stream_request_to_a_buffer_only_handler_is_gathered() {
 
 #[tokio::test]
 async fn dropping_an_unfinished_stream_frees_it_on_both_sides() {
-    let mut config = Config::default();
-    config.stream_limit(1);
+    let config = Config::default().stream_limit(1);
     let server = start(common::handlers(), config).await;
     let client = connect(server.addr).await;
 

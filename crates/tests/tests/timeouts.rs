@@ -10,9 +10,7 @@ use gotalk::{CloseReason, Config, Error, Handlers};
 use tokio::sync::mpsc;
 
 fn read_timeout(ms: u64) -> Config {
-    let mut config = Config::default();
-    config.read_timeout(Some(Duration::from_millis(ms)));
-    config
+    Config::default().read_timeout(Some(Duration::from_millis(ms)))
 }
 
 #[tokio::test]
@@ -48,8 +46,7 @@ async fn read_timeout_counts_from_the_last_byte_not_the_last_message() {
 #[tokio::test]
 async fn rust_client_without_heartbeats_is_timed_out_and_its_pending_request_says_why() {
     let server = start(common::handlers(), read_timeout(250)).await;
-    let mut config = Config::default();
-    config.heartbeat_interval(None);
+    let config = Config::default().heartbeat_interval(None);
     let client = connect_with(server.addr, Handlers::new(), config).await;
 
     // A request the server never answers is pending when the server gives up on the client.
@@ -70,8 +67,7 @@ async fn rust_client_without_heartbeats_is_timed_out_and_its_pending_request_say
 #[tokio::test]
 async fn rust_client_heartbeats_keep_it_connected_past_the_read_timeout() {
     let server = start(common::handlers(), read_timeout(300)).await;
-    let mut config = Config::default();
-    config.heartbeat_interval(Some(Duration::from_millis(50)));
+    let config = Config::default().heartbeat_interval(Some(Duration::from_millis(50)));
     let client = connect_with(server.addr, Handlers::new(), config).await;
 
     // Two and a half read timeouts' worth of idleness, bridged only by heartbeats.
@@ -82,8 +78,7 @@ async fn rust_client_heartbeats_keep_it_connected_past_the_read_timeout() {
 
 #[tokio::test]
 async fn silent_peer_is_dropped_after_the_handshake_timeout() {
-    let mut config = Config::default();
-    config.handshake_timeout(Duration::from_millis(200)).read_timeout(None);
+    let config = Config::default().handshake_timeout(Duration::from_millis(200)).read_timeout(None);
     let server = start(common::handlers(), config).await;
 
     // Never sends its version: gets ours, then a timeout error, then the close.

@@ -116,8 +116,7 @@ async fn wrong_server_name_fails_to_connect() {
 #[tokio::test]
 async fn plain_tcp_client_cannot_talk_to_a_tls_server() {
     let (server_tls, _) = tls_configs();
-    let mut config = Config::default();
-    config.handshake_timeout(std::time::Duration::from_millis(500));
+    let config = Config::default().handshake_timeout(std::time::Duration::from_millis(500));
     let server = serve(Server::new(Arc::new(common::handlers()), config).tls(server_tls)).await;
 
     // `01` is not a TLS ClientHello: the server drops the connection instead of answering.

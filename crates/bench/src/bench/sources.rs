@@ -145,7 +145,7 @@ async fn measure(
 ) -> anyhow::Result<f64> {
     let mut config = gotalk::Config::default();
     // The baseline has no flow control: its buffer must hold the whole transfer.
-    config.stream_buffer_bytes(RUN_BYTES + (64 << 20));
+    config = config.stream_buffer_bytes(RUN_BYTES + (64 << 20));
     let handlers = Arc::new(Handlers::new());
     let sock: Sock = match transport {
         Transport::Tcp => gotalk::tcp::connect(server.addr, handlers, config).await?,

@@ -39,8 +39,7 @@ type AuthorizeFn = Arc<dyn Fn(&Sock, PeerId) -> bool + Send + Sync>;
 /// ```
 /// use gotalk::relay::Relay;
 ///
-/// let mut relay = Relay::new();
-/// relay.max_body(16 * 1024).authorize(|sender, to| {
+/// let relay = Relay::new().max_body(16 * 1024).authorize(|sender, to| {
 ///     // Say, only peers that logged in may send; refusals look like unknown peers.
 ///     sender.info().request.is_some() && to != sender.relay_id().unwrap_or(to)
 /// });
@@ -48,6 +47,7 @@ type AuthorizeFn = Arc<dyn Fn(&Sock, PeerId) -> bool + Send + Sync>;
 /// handlers.relay(relay);
 /// ```
 #[derive(Clone)]
+#[must_use]
 pub struct Relay {
     pub(crate) max_body: usize,
     pub(crate) queue_bytes: usize,
@@ -88,7 +88,7 @@ impl Relay {
 
     /// The largest body, in bytes of its JSON text. Default 64 KiB ([`DEFAULT_MAX_BODY`]).
     /// A larger one is refused with the fault `too large`.
-    pub fn max_body(&mut self, bytes: usize) -> &mut Self {
+    pub fn max_body(mut self, bytes: usize) -> Self {
         self.max_body = bytes;
         self
     }
@@ -96,7 +96,7 @@ impl Relay {
     /// The bytes of deliveries one recipient's queue may hold. Default 1 MiB. Past it,
     /// senders get a RetryResult `recipient's queue is full` (an ErrorResult for a peer that
     /// cannot take one). An empty queue takes any one message.
-    pub fn queue_bytes(&mut self, bytes: usize) -> &mut Self {
+    pub fn queue_bytes(mut self, bytes: usize) -> Self {
         self.queue_bytes = bytes;
         self
     }
@@ -106,7 +106,7 @@ impl Relay {
     /// 10 s.
     ///
     /// [`CloseReason::RelayStalled`]: crate::CloseReason::RelayStalled
-    pub fn stall_timeout(&mut self, timeout: Duration) -> &mut Self {
+    pub fn stall_timeout(mut self, timeout: Duration) -> Self {
         self.stall_timeout = timeout;
         self
     }
@@ -114,16 +114,13 @@ impl Relay {
     /// Decides whether the connection `sender` may send to the peer `to`; by default anyone
     /// may send to anyone. A refusal gets the same `unknown peer` fault as an id nobody has,
     /// so it reveals nothing. Called on the sender's read loop: it must not block.
-    pub fn authorize(
-        &mut self,
-        f: impl Fn(&Sock, PeerId) -> bool + Send + Sync + 'static,
-    ) -> &mut Self {
+    pub fn authorize(mut self, f: impl Fn(&Sock, PeerId) -> bool + Send + Sync + 'static) -> Self {
         self.authorize = Some(Arc::new(f));
         self
     }
 
     /// The registry and delivery to use. Default: a [`LocalBus`], for one process.
-    pub fn bus(&mut self, bus: Arc<dyn Bus>) -> &mut Self {
+    pub fn bus(mut self, bus: Arc<dyn Bus>) -> Self {
         self.bus = bus;
         self
     }

@@ -53,7 +53,7 @@ impl Sock {
                 }
                 _ = probe.tick() => {
                     // Past the send budget: at most one per tick until the deadline.
-                    let load = self.shared.config.heartbeat_load.as_ref().map_or(0, |f| f());
+                    let load = self.shared.config.heartbeat_load_now();
                     let heartbeat = Frame::Heartbeat { load, time: unix_time() };
                     let _ = self.shared.out.push(Outbound::Frame(heartbeat, None, None));
                 }

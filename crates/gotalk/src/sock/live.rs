@@ -147,8 +147,8 @@ impl Sock {
         let mut buffered = false;
         for action in actions {
             match action {
-                Action::Heartbeat(load) => {
-                    let load = self.shared.config.heartbeat_load.as_ref().map_or(load, |f| f());
+                Action::Heartbeat(_) => {
+                    let load = self.shared.config.heartbeat_load_now();
                     writer.buffer_frame(&Frame::Heartbeat { load, time: unix_time() });
                     buffered = true;
                 }

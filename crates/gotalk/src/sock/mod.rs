@@ -271,7 +271,7 @@ impl Sock {
         };
         let handshake = async {
             tokio::select! {
-                outcome = tokio::time::timeout(config.handshake_timeout, handshake) => outcome,
+                outcome = tokio::time::timeout(config.liveness.handshake_timeout, handshake) => outcome,
                 _ = stop => Ok(Err(CloseReason::Shutdown)),
             }
         };
@@ -285,7 +285,7 @@ impl Sock {
             }
             Ok(Err(reason)) => Err((reason, None)),
             Err(_) => Err((
-                CloseReason::HandshakeTimeout(config.handshake_timeout),
+                CloseReason::HandshakeTimeout(config.liveness.handshake_timeout),
                 Some(ProtocolErrorCode::Timeout),
             )),
         };

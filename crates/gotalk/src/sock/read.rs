@@ -110,7 +110,7 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
             }
         }
         let frame_deadline = frame_started.zip(config.frame_timeout).map(|(at, t)| at + t);
-        let read_deadline = config.read_timeout.map(|t| last_data + t);
+        let read_deadline = config.liveness.peer_idle_timeout.map(|t| last_data + t);
         let hint = decoder.payload_remaining(buf.len());
         let event = tokio::select! {
             biased;
@@ -137,7 +137,7 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
             Ok(Ok(ReadEvent::Eof)) => break sock.answer_after_fin(&mut reader).await,
             Ok(Err(e)) => break (CloseReason::Io(e.to_string()), None),
             Err(Expired::Read) => {
-                let timeout = config.read_timeout.unwrap_or_default();
+                let timeout = config.liveness.peer_idle_timeout.unwrap_or_default();
                 break (CloseReason::ReadTimeout(timeout), Some(ProtocolErrorCode::Timeout));
             }
             Err(Expired::Frame) => {

@@ -460,7 +460,7 @@ impl Connector {
         let _ = stream.set_nodelay(true);
         let (remote, local) = (stream.peer_addr().ok(), stream.local_addr().ok());
         let info = ConnInfo::new(TransportKind::WebSocket, remote, local);
-        let timeout = config.handshake_timeout;
+        let timeout = config.liveness.handshake_timeout;
         let socket_config = socket_config(&config);
         let upgrade = async {
             if !secure {

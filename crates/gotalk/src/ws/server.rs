@@ -509,8 +509,7 @@ mod tests {
 
     fn pair() -> (ServerReader<DuplexStream>, ServerWriter<DuplexStream>, DuplexStream) {
         let (ours, theirs) = tokio::io::duplex(1 << 20);
-        let mut config = Config::default();
-        config.max_payload(1000);
+        let config = Config::default().max_payload(1000);
         let (r, w) = server(ours, &config);
         (r, w, theirs)
     }

@@ -55,25 +55,27 @@ struct Args {
 fn config(args: &Args) -> anyhow::Result<Config> {
     let mut config = Config::default();
     if let Some(n) = args.request_limit {
-        config.request_limit(n);
+        config = config.request_limit(n);
     }
     if let Some(n) = args.stream_limit {
-        config.stream_limit(n);
+        config = config.stream_limit(n);
     }
     if args.min_wait.is_some() || args.max_wait.is_some() {
         let min = Duration::from_millis(args.min_wait.unwrap_or(500));
         let max = Duration::from_millis(args.max_wait.unwrap_or(5000));
-        config.retry_wait(min, max);
+        config = config.retry_wait(min, max);
     }
     if let Some(s) = args.read_timeout {
-        config.read_timeout(Some(Duration::try_from_secs_f64(s)?).filter(|d| !d.is_zero()));
+        config =
+            config.read_timeout(Some(Duration::try_from_secs_f64(s)?).filter(|d| !d.is_zero()));
     }
     if let Some(s) = args.heartbeat {
-        config.heartbeat_interval(Some(Duration::try_from_secs_f64(s)?));
+        config = config.heartbeat_interval(Some(Duration::try_from_secs_f64(s)?));
     }
     if let Some(s) = args.probe_interval {
         let interval = Some(Duration::try_from_secs_f64(s)?);
-        config.liveness(gotalk::LivenessConfig { interval, ..config.liveness_config() })?;
+        let liveness = gotalk::LivenessConfig { interval, ..config.liveness_config() };
+        config = config.liveness(liveness)?;
     }
     Ok(config)
 }

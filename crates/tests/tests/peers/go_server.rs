@@ -161,15 +161,13 @@ async fn the_library_against_the_go_server() {
 
 /// Liveness that probes after `interval` of silence and gives up after `misses` more.
 fn probing(interval: Duration, misses: u32) -> Config {
-    let mut config = Config::default();
-    config
+    Config::default()
         .liveness(LivenessConfig {
             interval: Some(interval),
             max_unacked: misses,
             ..LivenessConfig::gateway_default()
         })
-        .expect("valid liveness settings");
-    config
+        .expect("valid liveness settings")
 }
 
 /// Idle clients of Go servers, on shortened clocks (the defaults would take minutes: a read
@@ -187,8 +185,7 @@ async fn idle_clients_of_go_servers() {
     let idle = Duration::from_secs(7);
 
     // WebSocket, silent server: a read timeout of 3 s, probes after 1 s of silence.
-    let mut config = probing(Duration::from_secs(1), 2);
-    config.read_timeout(Some(Duration::from_secs(3)));
+    let config = probing(Duration::from_secs(1), 2).read_timeout(Some(Duration::from_secs(3)));
     let (ws, _) = client(&silent.ws(), config).await;
     // TCP, a server heartbeating every 2 s: probes after 1 s, dead after 4 s of silence.
     let (tcp_beating, _) =
