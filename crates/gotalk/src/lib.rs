@@ -57,6 +57,7 @@
 pub mod config;
 pub mod connections;
 pub mod error;
+mod extension;
 pub mod handlers;
 pub mod keepalive;
 mod linger;
@@ -65,8 +66,10 @@ pub mod memory;
 pub mod metrics;
 mod per_addr;
 mod queue;
+#[cfg(feature = "relay")]
 pub mod relay;
 pub mod sock;
+#[cfg(feature = "sources")]
 pub mod sources;
 pub mod tcp;
 pub mod tls;
@@ -76,6 +79,7 @@ pub mod ws;
 pub use config::Config;
 pub use connections::Connections;
 pub use error::{CloseReason, Error};
+pub use extension::{Answer, Extension};
 pub use gotalk_protocol as protocol;
 pub use gotalk_protocol::liveness::{Event as LivenessEvent, LivenessConfig};
 pub use handlers::Handlers;
