@@ -16,9 +16,8 @@
 //!
 //! # Layout
 //! - [`handlers`]: the registry of operations and notifications.
-//! - [`relay`]: peers address each other by id and topic through the server.
-//! - [`sources`]: one request answered by many streams (sources), each with a header and
-//!   frames, with credit, limits and timeouts.
+//! - [`Extension`]: the point add-ons plug into: hooks on every connection, and request and
+//!   notification names they answer ahead of the handlers.
 //! - [`sock`]: one connection: requests both ways, streams, notifications, heartbeats.
 //! - [`config`]: limits, timeouts and heartbeat settings.
 //! - [`connections`]: the live connections of a listener or gateway.
@@ -32,6 +31,14 @@
 //! - [`error`]: request errors and close reasons.
 //! - [`metrics`]: liveness counts of a registry's connections.
 //! - [`memory`]: the memory budgets every byte held on a peer's behalf is charged to.
+//!
+//! # Features
+//! The add-ons are built on the extension point and the public API, each behind a cargo
+//! feature, on by default; without them the core builds alone.
+//! - `relay`: the module `relay`: peers address each other by id and topic through the
+//!   server.
+//! - `sources`: the module `sources`: one request answered by many streams (sources), each
+//!   with a header and frames, with credit, limits and timeouts.
 //!
 //! # Examples
 //! ```no_run
