@@ -9,7 +9,6 @@
 //! ([`Sock::set_state`]), and a connection it closes carries [`CloseReason::Extension`].
 
 use std::any::TypeId;
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -132,12 +131,28 @@ pub enum Answer {
     Retry(String),
 }
 
-/// The extensions of a registry, with the names they claim.
+type Claims = Vec<(&'static str, Arc<dyn Extension>)>;
+
+/// The extensions of a registry, with the names they claim. Every request and notification
+/// is looked up here first; there are a few names at most, so a scan beats hashing the name.
 #[derive(Clone, Default)]
 pub(crate) struct Extensions {
     list: Vec<(TypeId, Arc<dyn Extension>)>,
-    requests: HashMap<&'static str, Arc<dyn Extension>>,
-    notifications: HashMap<&'static str, Arc<dyn Extension>>,
+    requests: Claims,
+    notifications: Claims,
+}
+
+/// The extension that claims `name`.
+fn claimant<'a>(claims: &'a Claims, name: &str) -> Option<&'a Arc<dyn Extension>> {
+    claims.iter().find(|(claimed, _)| *claimed == name).map(|(_, extension)| extension)
+}
+
+/// Claims `names` for `extension`, taking them from whoever claimed them before.
+fn claim(claims: &mut Claims, names: &[&'static str], extension: &Arc<dyn Extension>) {
+    for name in names {
+        claims.retain(|(claimed, _)| claimed != name);
+        claims.push((name, extension.clone()));
+    }
 }
 
 impl Extensions {
@@ -152,12 +167,8 @@ impl Extensions {
         self.requests.clear();
         self.notifications.clear();
         for (_, extension) in &self.list {
-            for name in extension.requests() {
-                self.requests.insert(name, extension.clone());
-            }
-            for name in extension.notifications() {
-                self.notifications.insert(name, extension.clone());
-            }
+            claim(&mut self.requests, extension.requests(), extension);
+            claim(&mut self.notifications, extension.notifications(), extension);
         }
     }
 
@@ -167,18 +178,12 @@ impl Extensions {
 
     /// The extension that answers requests for `op`.
     pub(crate) fn request(&self, op: &str) -> Option<&Arc<dyn Extension>> {
-        if self.requests.is_empty() {
-            return None;
-        }
-        self.requests.get(op)
+        claimant(&self.requests, op)
     }
 
     /// The extension that handles notification `name`.
     pub(crate) fn notification(&self, name: &str) -> Option<&Arc<dyn Extension>> {
-        if self.notifications.is_empty() {
-            return None;
-        }
-        self.notifications.get(name)
+        claimant(&self.notifications, name)
     }
 
     /// True for a reserved request an extension claims: only a peer of ours sends one.
@@ -189,5 +194,41 @@ impl Extensions {
     /// True for a reserved notification an extension claims.
     pub(crate) fn reserves_notification(&self, name: &str) -> bool {
         name.starts_with('$') && self.notification(name).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Wide;
+    impl Extension for Wide {
+        fn requests(&self) -> &'static [&'static str] {
+            &["x", "$wide"]
+        }
+    }
+
+    struct Narrow;
+    impl Extension for Narrow {
+        fn requests(&self) -> &'static [&'static str] {
+            &["x"]
+        }
+    }
+
+    #[test]
+    fn a_name_goes_to_the_extension_added_last_and_each_kind_is_held_once() {
+        let mut extensions = Extensions::default();
+        extensions.add(Wide);
+        extensions.add(Narrow);
+        extensions.add(Wide);
+        assert_eq!(extensions.iter().count(), 2, "the second Wide replaced the first");
+        let claimant = |op| extensions.request(op).map(|e| e.requests().len());
+        assert_eq!(claimant("x"), Some(1), "Narrow was added after Wide took its place");
+        assert_eq!(claimant("$wide"), Some(2));
+        assert_eq!(claimant("y"), None);
+        assert!(extensions.reserves_request("$wide"));
+        assert!(!extensions.reserves_request("x"), "not a reserved name");
+        assert!(!extensions.reserves_request("$other"), "claimed by nobody");
+        assert!(extensions.notification("x").is_none());
     }
 }

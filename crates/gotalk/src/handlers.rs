@@ -3,7 +3,8 @@
 //! One [`Handlers`] is built at start-up and shared, behind an `Arc`, by every connection of
 //! every transport, so a TCP peer and a browser reach the same operations. There are three
 //! tables (requests, streaming requests and notifications), each with an optional fallback
-//! for names it does not list, plus connection-level hooks.
+//! for names it does not list, plus connection-level hooks and the
+//! [extensions](crate::Extension) that plug into every connection.
 //!
 //! A request for an op registered only as a streaming handler runs that handler with a
 //! one-part input; a streaming request for an op registered only as a single handler is

@@ -92,17 +92,17 @@ impl Sock {
             let _ = self.send(Frame::SingleResult { id, payload }).await;
             return Ok(());
         }
-        if let Some(extension) = self.shared.handlers.extensions.request(op.as_str()) {
-            if !stream {
-                // Answered here, past the limits and the drain, as `$ping` is: an
-                // extension's request only checks and queues.
-                let answer = async { extension.request(self, op.as_str(), payload).await };
-                let answer = AssertUnwindSafe(answer).catch_unwind().await.unwrap_or_else(|_| {
-                    tracing::error!(parent: &self.shared.span, %op, "extension panicked");
-                    Answer::Error("handler panicked".into())
-                });
-                return self.answer(id, answer).await;
-            }
+        if let Some(extension) =
+            self.shared.handlers.extensions.request(op.as_str()).filter(|_| !stream)
+        {
+            // Answered here, past the limits and the drain, as `$ping` is: an extension's
+            // request only checks and queues.
+            let answer = async { extension.request(self, op.as_str(), payload).await };
+            let answer = AssertUnwindSafe(answer).catch_unwind().await.unwrap_or_else(|_| {
+                tracing::error!(parent: &self.shared.span, %op, "extension panicked");
+                Answer::Error("handler panicked".into())
+            });
+            return self.answer(id, answer).await;
         }
         let Some(route) = self.shared.handlers.route(op.as_str(), stream) else {
             let message = format!("unknown operation {:?}", op.as_str());
