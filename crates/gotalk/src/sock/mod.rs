@@ -413,13 +413,13 @@ impl Sock {
     }
 
     /// True once the peer is known to understand the reserved messages (`$ping`, `$done`,
-    /// and those of [extensions](crate::Extension)): it is one of ours. It sent the hello (our clients send it after
-    /// their version, our servers in reply), or one of those messages, or it is a WebSocket
-    /// client that declared [`RETRY_QUERY`](crate::ws::RETRY_QUERY) in its URL, as the
-    /// browser client does. Until then none of them is sent to it, since the original Go
-    /// gotalk and gotalk.js would hand them to the application's catch-all handlers: it is
-    /// not probed over TCP (over WebSocket, pings need no reserved name), and it is not told
-    /// `$done`.
+    /// and the `$` names of [extensions](crate::Extension)): it is one of ours. It sent the
+    /// hello (our clients send it after their version, our servers in reply), or one of those
+    /// messages, or it is a WebSocket client that declared
+    /// [`RETRY_QUERY`](crate::ws::RETRY_QUERY) in its URL, as the browser client does. Until
+    /// then none of them is sent to it, since the original Go gotalk and gotalk.js would hand
+    /// them to the application's catch-all handlers: it is not probed over TCP (over
+    /// WebSocket, pings need no reserved name), and it is not told `$done`.
     pub fn peer_understands_reserved(&self) -> bool {
         self.shared.peer_understands_reserved.load(Ordering::Acquire)
     }
@@ -539,7 +539,7 @@ impl Sock {
     /// The value of type `T` kept with [`set_state`](Self::set_state), if any.
     pub fn state<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
         let state = lock(&self.shared.state);
-        state.iter().find_map(|kept| kept.clone().downcast::<T>().ok())
+        state.iter().find(|kept| kept.is::<T>()).and_then(|kept| kept.clone().downcast().ok())
     }
 
     /// Queues `frame` past the send queue's budget and without waiting: a short reserved
