@@ -8,7 +8,8 @@
 //! Layout: `read` (the read loop and dispatch of results), `write` (the write loop and
 //! heartbeats), `call` (requests this side sends), `serve` (requests the peer sends),
 //! `half_close` (answering a peer that stopped sending), `linger` (letting the peer read why
-//! it was cut).
+//! it was cut), `live` (liveness and the reserved messages), `state` (values kept with the
+//! connection).
 
 mod call;
 mod half_close;
@@ -16,6 +17,7 @@ mod linger;
 mod live;
 mod read;
 mod serve;
+mod state;
 mod write;
 
 use std::any::Any;
@@ -206,7 +208,7 @@ pub(crate) struct Shared {
     attachments: Mutex<Vec<Box<dyn Any + Send + Sync>>>,
     span: tracing::Span,
     /// Values kept with the connection, one per type (see [`Sock::set_state`]).
-    state: Mutex<Vec<Arc<dyn Any + Send + Sync>>>,
+    state: state::State,
 }
 
 impl Sock {
@@ -346,7 +348,7 @@ impl Sock {
             live,
             attachments: Mutex::new(Vec::new()),
             span: span.clone(),
-            state: Mutex::new(Vec::new()),
+            state: state::State::default(),
         });
         let sock = Sock { shared };
         tracing::debug!(parent: &span, "connected");
@@ -528,18 +530,13 @@ impl Sock {
     /// # Errors
     /// `value`, when the connection already keeps a `T`.
     pub fn set_state<T: Any + Send + Sync>(&self, value: T) -> Result<(), T> {
-        let mut state = lock(&self.shared.state);
-        if state.iter().any(|kept| kept.is::<T>()) {
-            return Err(value);
-        }
-        state.push(Arc::new(value));
-        Ok(())
+        self.shared.state.set(value)
     }
 
-    /// The value of type `T` kept with [`set_state`](Self::set_state), if any.
-    pub fn state<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
-        let state = lock(&self.shared.state);
-        state.iter().find(|kept| kept.is::<T>()).and_then(|kept| kept.clone().downcast().ok())
+    /// The value of type `T` kept with [`set_state`](Self::set_state), if any. It takes no
+    /// lock.
+    pub fn state<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.shared.state.get()
     }
 
     /// Queues `frame` past the send queue's budget and without waiting: a short reserved
