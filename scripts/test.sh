@@ -56,6 +56,8 @@ cargo fmt --all -- --check
 
 stage clippy
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The core without its add-ons (relay, sources) must build, and lint, on its own.
+cargo clippy -p gotalk --no-default-features --all-targets --locked -- -D warnings
 
 stage doc
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked

@@ -10,9 +10,11 @@ pub mod memory {}
 #[doc = include_str!("../docs/liveness.md")]
 pub mod liveness {}
 
+#[cfg(feature = "relay")]
 #[doc = include_str!("../docs/relay.md")]
 pub mod relay {}
 
+#[cfg(feature = "sources")]
 #[doc = include_str!("../docs/sources.md")]
 pub mod sources {}
 

@@ -42,11 +42,19 @@ pub enum CloseReason {
     /// Liveness checks declared the peer dead (unanswered probes, a probe timeout); it was
     /// sent ProtocolError 3.
     PeerDead(String),
-    /// The relay's recipient took no message from its queue for this long.
-    RelayStalled(Duration),
     /// The peer shut down its sending side, and the requests it had sent were not all
     /// answered within this long (the write timeout); it was sent ProtocolError 3.
     AnswerTimeout(Duration),
+    /// An [extension](crate::Extension) closed the connection.
+    Extension {
+        /// The extension's name, to tell its reasons from others'.
+        name: &'static str,
+        /// What happened, as the reason displays.
+        detail: String,
+        /// True when the peer stopped keeping up in time, as for the timeouts (see
+        /// [`is_timeout`](CloseReason::is_timeout)).
+        timeout: bool,
+    },
 }
 
 impl fmt::Display for CloseReason {
@@ -77,19 +85,17 @@ impl fmt::Display for CloseReason {
             CloseReason::Io(e) => write!(f, "connection error: {e}"),
             CloseReason::Shutdown => f.write_str("server shutting down"),
             CloseReason::PeerDead(why) => write!(f, "timeout: peer declared dead: {why}"),
-            CloseReason::RelayStalled(d) => {
-                write!(f, "relay recipient stalled: no message taken for {d:?}")
-            }
             CloseReason::AnswerTimeout(d) => {
                 write!(f, "peer stopped sending; its requests were not answered within {d:?}")
             }
+            CloseReason::Extension { detail, .. } => f.write_str(detail),
         }
     }
 }
 
 impl CloseReason {
     /// True when the connection closed because the peer stopped answering in time: a read,
-    /// frame, handshake or write timeout, or failed liveness probes.
+    /// frame, handshake or write timeout, failed liveness probes, or an extension's timeout.
     pub fn is_timeout(&self) -> bool {
         matches!(
             self,
@@ -98,8 +104,8 @@ impl CloseReason {
                 | CloseReason::HandshakeTimeout(_)
                 | CloseReason::WriteTimeout(_)
                 | CloseReason::PeerDead(_)
-                | CloseReason::RelayStalled(_)
                 | CloseReason::AnswerTimeout(_)
+                | CloseReason::Extension { timeout: true, .. }
         )
     }
 }

@@ -3,7 +3,8 @@
 //! One [`Handlers`] is built at start-up and shared, behind an `Arc`, by every connection of
 //! every transport, so a TCP peer and a browser reach the same operations. There are three
 //! tables (requests, streaming requests and notifications), each with an optional fallback
-//! for names it does not list, plus connection-level hooks.
+//! for names it does not list, plus connection-level hooks and the
+//! [extensions](crate::Extension) that plug into every connection.
 //!
 //! A request for an op registered only as a streaming handler runs that handler with a
 //! one-part input; a streaming request for an op registered only as a single handler is
@@ -18,8 +19,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::error::CloseReason;
+use crate::extension::{Extension, Extensions};
 use crate::sock::{Heartbeat, Sock, StreamInput, StreamOutput};
 use crate::LivenessEvent;
 
@@ -92,11 +95,11 @@ pub struct Handlers {
     fallback: Op,
     notifications: HashMap<String, NotificationFn>,
     notification_fallback: Option<NotificationFn>,
-    pub(crate) on_connect: Option<ConnectFn>,
-    pub(crate) on_close: Option<CloseFn>,
+    on_connect: Option<ConnectFn>,
+    on_close: Option<CloseFn>,
     pub(crate) on_heartbeat: Option<HeartbeatFn>,
     pub(crate) on_liveness: Option<LivenessFn>,
-    pub(crate) relay: Option<Arc<crate::relay::Relay>>,
+    pub(crate) extensions: Extensions,
 }
 
 impl fmt::Debug for Handlers {
@@ -337,15 +340,47 @@ impl Handlers {
         self
     }
 
-    /// Turns the relay on for every connection these handlers serve, on every transport:
-    /// each gets a random id (told with the notification `$id` to clients of ours, see
-    /// [`Sock::peer_understands_reserved`](crate::Sock::peer_understands_reserved)), and the
-    /// reserved request `whoami` and
-    /// request or notification `$relay` are answered by the relay before any handler of
-    /// the same name. See [`crate::relay`].
-    pub fn relay(&mut self, relay: crate::relay::Relay) -> &mut Self {
-        self.relay = Some(Arc::new(relay));
+    /// Plugs `extension` into every connection these handlers serve, on every transport, in
+    /// place of an extension of the same type. See [`Extension`].
+    pub fn extension(&mut self, extension: impl Extension) -> &mut Self {
+        self.extensions.add(extension);
         self
+    }
+
+    /// A connection has started: the extensions attach, then the `on_connect` hook runs,
+    /// before the read loop starts, so its synchronous part (a registry insert) precedes
+    /// every handler of this connection; its future runs in a task of its own. A panic in
+    /// either ends only the hook.
+    pub(crate) fn connected(&self, sock: &Sock) {
+        for extension in self.extensions.iter() {
+            call_hook("extension attach", || extension.attach(sock));
+        }
+        if let Some(on_connect) = &self.on_connect {
+            let s = sock.clone();
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on_connect(s))) {
+                Ok(hook) => {
+                    tokio::spawn(hook.instrument(sock.span().clone()));
+                }
+                Err(_) => tracing::error!(parent: sock.span(), "on_connect panicked"),
+            }
+        }
+    }
+
+    /// A connection has started closing: the extensions detach, then `on_close` runs.
+    pub(crate) fn closing(&self, sock: &Sock, reason: &CloseReason) {
+        for extension in self.extensions.iter() {
+            call_hook("extension detach", || extension.detach(sock, reason));
+        }
+        if let Some(on_close) = &self.on_close {
+            call_hook("on_close", || on_close(sock, reason));
+        }
+    }
+
+    /// The peer has shown that it understands the reserved messages.
+    pub(crate) fn peer_understands_reserved(&self, sock: &Sock) {
+        for extension in self.extensions.iter() {
+            call_hook("extension", || extension.peer_understands_reserved(sock));
+        }
     }
 
     /// The handler for a request of `op`: the op's own, else the fallback. A fallback only

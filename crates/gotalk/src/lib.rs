@@ -24,17 +24,25 @@
 //! - [`ws`]: WebSocket framing for servers (the gateway) and the WebSocket client.
 //! - [`keepalive`]: a client connection that reconnects with backoff and holds calls while
 //!   it is down.
-//! - [`relay`]: peers address each other by id and topic through the server.
-//! - [`sources`]: one request answered by many streams (sources), each with a header and
-//!   frames, with credit, limits and timeouts.
+//! - [`Extension`]: the point add-ons plug into: hooks on every connection, and request and
+//!   notification names they answer ahead of the handlers (the relay and sources below are
+//!   built on it).
 //! - [`listen`]: accepting connections within limits, shared by every listener.
 //! - [`transport`]: byte streams (TCP, TLS, in-memory) as frame readers and writers.
 //! - [`metrics`]: liveness counts of a registry's connections.
 //! - [`protocol`]: the wire codec (the `gotalk-protocol` crate).
 //! - [`docs`]: the guides, one topic each: [using the library](docs::usage),
-//!   [memory budgets](docs::memory), [liveness](docs::liveness), [the relay](docs::relay),
-//!   [sources](docs::sources), [the keepalive client](docs::keepalive). The limits table and
+//!   [memory budgets](docs::memory), [liveness](docs::liveness), the relay (`docs::relay`),
+//!   sources (`docs::sources`), [the keepalive client](docs::keepalive). The limits table and
 //!   the project's other documents are in the repository's `docs/` folder.
+//!
+//! # Features
+//! The add-ons are built on the extension point and the public API, each behind a cargo
+//! feature, on by default; without them the core builds alone.
+//! - `relay`: the module `relay`: peers address each other by id and topic through the
+//!   server.
+//! - `sources`: the module `sources`: one request answered by many streams (sources), each
+//!   with a header and frames, with credit, limits and timeouts.
 //!
 //! # Examples
 //! ```no_run
@@ -61,6 +69,7 @@ mod config;
 mod connections;
 pub mod docs;
 mod error;
+mod extension;
 mod handlers;
 pub mod keepalive;
 mod linger;
@@ -69,8 +78,10 @@ mod memory;
 pub mod metrics;
 mod per_addr;
 mod queue;
+#[cfg(feature = "relay")]
 pub mod relay;
 mod sock;
+#[cfg(feature = "sources")]
 pub mod sources;
 pub mod tcp;
 pub mod tls;
@@ -80,6 +91,7 @@ pub mod ws;
 pub use config::Config;
 pub use connections::Connections;
 pub use error::{CloseReason, Error};
+pub use extension::{Answer, Extension};
 pub use gotalk_protocol as protocol;
 pub use gotalk_protocol::liveness::{Event as LivenessEvent, LivenessConfig};
 pub use handlers::Handlers;

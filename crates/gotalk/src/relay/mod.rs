@@ -1,24 +1,27 @@
 //! The relay: every connection gets a random id, and peers send each other messages by id and
 //! topic through the server, as signalling for WebRTC needs.
 //!
-//! Turn it on with [`Handlers::relay`](crate::Handlers::relay); since one registry serves
-//! every transport, TCP, TLS and WebSocket peers all reach each other. Each connection gets a
+//! Turn it on with [`Handlers::relay`](crate::Handlers::relay); it plugs into every
+//! connection as an [`Extension`](crate::Extension), and since one registry serves every
+//! transport, TCP, TLS and WebSocket peers all reach each other. Each connection gets a
 //! random [`PeerId`] when it opens; a client of ours is told it first (the notification
-//! `$id`), and any client can ask for it (the request `whoami`). A reconnect gets a new id. The wire format is in
-//! [`gotalk_protocol::relay`].
+//! `$id`), and any client can ask for it (the request `whoami`). A reconnect gets a new id.
+//! The wire format is in [`gotalk_protocol::relay`].
 //!
 //! Messages are validated before they are forwarded, carry the sender's id as the server
 //! knows it, and go into the recipient's [`Mailbox`], bounded in bytes. A sender never waits
 //! on a recipient: a full mailbox answers "queue full" (a RetryResult) at once, and a
 //! recipient that takes no message for [`Relay::stall_timeout`] is disconnected.
 //!
-//! Layout: `bus` (the registry and delivery, behind the [`Bus`] trait so several gateway
-//! processes can share one), `mailbox` (one recipient's queue), `client` (the Rust client's
-//! side: sending from a [`Sock`] and the [`Inbox`] that receives).
+//! Layout: `server` (the extension: ids, the reserved messages, draining mailboxes), `bus`
+//! (the registry and delivery, behind the [`Bus`] trait so several gateway processes can
+//! share one), `mailbox` (one recipient's queue), `client` (the Rust client's side: sending
+//! from a [`Sock`] and the [`Inbox`] that receives).
 
 mod bus;
 mod client;
 mod mailbox;
+mod server;
 
 use std::fmt;
 use std::sync::Arc;
@@ -29,6 +32,7 @@ pub use client::{Inbox, Message, Topic};
 pub use gotalk_protocol::relay::{Fault, PeerId, Undelivered, DEFAULT_MAX_BODY, MAX_TOPIC_LEN};
 pub use mailbox::{Mailbox, Refused};
 
+use crate::handlers::Handlers;
 use crate::sock::Sock;
 
 type AuthorizeFn = Arc<dyn Fn(&Sock, PeerId) -> bool + Send + Sync>;
@@ -128,5 +132,16 @@ impl Relay {
     /// How many connections of this process are registered, one per live connection.
     pub fn peers(&self) -> usize {
         self.bus.local_peers()
+    }
+}
+
+impl Handlers {
+    /// Turns the relay on for every connection these handlers serve, on every transport:
+    /// each gets a random id (told with the notification `$id` to clients of ours, see
+    /// [`Sock::peer_understands_reserved`]), and the reserved request `whoami` and request or
+    /// notification `$relay` are answered by the relay before any handler of the same name.
+    /// A second call replaces the relay. See [`crate::relay`].
+    pub fn relay(&mut self, relay: Relay) -> &mut Self {
+        self.extension(relay)
     }
 }

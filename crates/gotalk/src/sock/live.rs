@@ -15,18 +15,22 @@ use tokio::time::Instant;
 use super::{lock, unix_time, Sock};
 use crate::config::Config;
 use crate::error::{CloseReason, Error};
+use crate::handlers::Handlers;
 use crate::metrics::LivenessCounters;
 use crate::transport::FrameWriter;
 
 pub(crate) use gotalk_protocol::liveness::{DONE, PING_OP};
 
 /// True for a message only a peer of ours sends: the hello, or a reserved request or
-/// notification.
-pub(super) fn from_our_peer(frame: &Frame) -> bool {
-    use gotalk_protocol::relay::SEND;
+/// notification, this module's or one an extension claims.
+pub(super) fn from_our_peer(frame: &Frame, handlers: &Handlers) -> bool {
     match frame {
-        Frame::SingleRequest { op, .. } => matches!(op.as_str(), PING_OP | SEND),
-        Frame::Notification { name, .. } => matches!(name.as_str(), DONE | SEND),
+        Frame::SingleRequest { op, .. } => {
+            op.as_str() == PING_OP || handlers.extensions.reserves_request(op.as_str())
+        }
+        Frame::Notification { name, .. } => {
+            name.as_str() == DONE || handlers.extensions.reserves_notification(name.as_str())
+        }
         other => gotalk_protocol::reserved::is_hello(other),
     }
 }
@@ -99,14 +103,13 @@ impl Sock {
     }
 
     /// The peer showed that it understands the reserved messages. A server answers its
-    /// hello with its own, and the relay's `$id`, held back until now, goes out.
+    /// hello with its own, and the extensions may now send theirs.
     pub(super) fn peer_understands_reserved_now(&self) {
         if !self.shared.hello_said.swap(true, Ordering::AcqRel) {
-            let hello = gotalk_protocol::reserved::hello();
-            let _ = self.shared.out.push(super::Outbound::Frame(hello, None, None));
+            self.send_now(gotalk_protocol::reserved::hello());
         }
         if !self.shared.peer_understands_reserved.swap(true, Ordering::AcqRel) {
-            self.relay_announce();
+            self.shared.handlers.peer_understands_reserved(self);
         }
     }
 

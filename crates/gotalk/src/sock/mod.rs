@@ -8,15 +8,16 @@
 //! Layout: `read` (the read loop and dispatch of results), `write` (the write loop and
 //! heartbeats), `call` (requests this side sends), `serve` (requests the peer sends),
 //! `half_close` (answering a peer that stopped sending), `linger` (letting the peer read why
-//! it was cut).
+//! it was cut), `live` (liveness and the reserved messages), `state` (values kept with the
+//! connection).
 
 mod call;
 mod half_close;
 mod linger;
 mod live;
 mod read;
-mod relay;
 mod serve;
+mod state;
 mod write;
 
 use std::any::Any;
@@ -206,8 +207,8 @@ pub(crate) struct Shared {
     /// registry entries. Dropped when the write loop ends.
     attachments: Mutex<Vec<Box<dyn Any + Send + Sync>>>,
     span: tracing::Span,
-    /// The relay's id for this connection, when the relay is on.
-    relay_id: OnceLock<gotalk_protocol::relay::PeerId>,
+    /// Values kept with the connection, one per type (see [`Sock::set_state`]).
+    state: state::State,
 }
 
 impl Sock {
@@ -347,28 +348,12 @@ impl Sock {
             live,
             attachments: Mutex::new(Vec::new()),
             span: span.clone(),
-            relay_id: OnceLock::new(),
+            state: state::State::default(),
         });
         let sock = Sock { shared };
         tracing::debug!(parent: &span, "connected");
         tokio::spawn(write::write_loop(writer, sock.clone()).instrument(span.clone()));
-        if let Some(relay) = &sock.shared.handlers.relay {
-            // Before the hook and the read loop: the id is the first message, and registered
-            // before anything can be sent to or by this connection.
-            sock.relay_attach(relay);
-        }
-        if let Some(on_connect) = sock.shared.handlers.on_connect.clone() {
-            // The hook is called before the read loop starts, so its synchronous part (a
-            // registry insert) precedes every handler of this connection; its future runs in
-            // a task of its own. A panic in either ends only the hook.
-            let s = sock.clone();
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| on_connect(s))) {
-                Ok(hook) => {
-                    tokio::spawn(hook.instrument(span.clone()));
-                }
-                Err(_) => tracing::error!(parent: &span, "on_connect panicked"),
-            }
-        }
+        sock.shared.handlers.connected(&sock);
         tokio::spawn(read::read_loop(reader, buf, sock.clone()).instrument(span));
         Ok(sock)
     }
@@ -430,13 +415,13 @@ impl Sock {
     }
 
     /// True once the peer is known to understand the reserved messages (`$ping`, `$done`,
-    /// the relay's `$id`): it is one of ours. It sent the hello (our clients send it after
-    /// their version, our servers in reply), or one of those messages, or it is a WebSocket
-    /// client that declared [`RETRY_QUERY`](crate::ws::RETRY_QUERY) in its URL, as the
-    /// browser client does. Until then none of them is sent to it, since the original Go
-    /// gotalk and gotalk.js would hand them to the application's catch-all handlers: it is
-    /// not probed over TCP (over WebSocket, pings need no reserved name), and it is not told
-    /// `$done`.
+    /// and the `$` names of [extensions](crate::Extension)): it is one of ours. It sent the
+    /// hello (our clients send it after their version, our servers in reply), or one of those
+    /// messages, or it is a WebSocket client that declared
+    /// [`RETRY_QUERY`](crate::ws::RETRY_QUERY) in its URL, as the browser client does. Until
+    /// then none of them is sent to it, since the original Go gotalk and gotalk.js would hand
+    /// them to the application's catch-all handlers: it is not probed over TCP (over
+    /// WebSocket, pings need no reserved name), and it is not told `$done`.
     pub fn peer_understands_reserved(&self) -> bool {
         self.shared.peer_understands_reserved.load(Ordering::Acquire)
     }
@@ -515,12 +500,7 @@ impl Sock {
         self.shared.send_budget.close();
         let _ = self.shared.out.push(Outbound::Close(code));
         self.shared.idle.notify_waiters();
-        if let Some(relay) = &self.shared.handlers.relay {
-            self.relay_detach(relay);
-        }
-        if let Some(on_close) = &self.shared.handlers.on_close {
-            crate::handlers::call_hook("on_close", || on_close(self, &reason));
-        }
+        self.shared.handlers.closing(self, &reason);
     }
 
     /// Closes with `reason` (unless closed already) and stops writing at once: a write that
@@ -540,6 +520,37 @@ impl Sock {
         let permit =
             self.shared.send_budget.acquire(frame.payload().len()).await.ok_or_else(closed)?;
         self.shared.out.push(Outbound::Frame(frame, Some(permit), None)).map_err(|_| closed())
+    }
+
+    /// Keeps `value` with this connection, for whoever has the connection and knows the
+    /// type: what an [extension](crate::Extension) keeps per connection, say. One value per
+    /// type: a second one is refused and given back. It lives as long as the connection's
+    /// [`Sock`]s, so it must not hold one.
+    ///
+    /// # Errors
+    /// `value`, when the connection already keeps a `T`.
+    pub fn set_state<T: Any + Send + Sync>(&self, value: T) -> Result<(), T> {
+        self.shared.state.set(value)
+    }
+
+    /// The value of type `T` kept with [`set_state`](Self::set_state), if any. It takes no
+    /// lock.
+    pub fn state<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.shared.state.get()
+    }
+
+    /// Queues `frame` past the send queue's budget and without waiting: a short reserved
+    /// message that goes out before anything else this side sends after it.
+    pub(crate) fn send_now(&self, frame: Frame) {
+        let _ = self.shared.out.push(Outbound::Frame(frame, None, None));
+    }
+
+    /// The budgets this connection's memory is charged to, for what holds bytes on its
+    /// behalf outside the sock.
+    // Used by add-ons, which a build may leave out.
+    #[allow(dead_code)]
+    pub(crate) fn conn_budget(&self) -> &Arc<ConnBudget> {
+        &self.shared.budget
     }
 
     /// Keeps `value` alive until the connection's transport has shut down.

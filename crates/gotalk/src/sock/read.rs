@@ -200,7 +200,7 @@ async fn dispatch(
     carried: Option<Charge>,
     notes: &mut Option<Notes>,
 ) -> Result<(), Closing> {
-    if super::live::from_our_peer(&frame) {
+    if super::live::from_our_peer(&frame, &sock.shared.handlers) {
         sock.peer_understands_reserved_now();
         if gotalk_protocol::reserved::is_hello(&frame) {
             return Ok(());
@@ -230,17 +230,19 @@ async fn dispatch(
             sock.on_peer_done();
             Ok(())
         }
-        Frame::Notification { name, payload }
-            if name.as_str() == gotalk_protocol::relay::SEND
-                && sock.shared.handlers.relay.is_some() =>
-        {
-            if let Some(relay) = sock.shared.handlers.relay.clone() {
-                sock.relay_notification(&relay, &payload).await;
-            }
-            Ok(())
-        }
         Frame::Notification { name, payload } => {
-            queue_notification(sock, notes, name.into_string(), payload, carried).await;
+            match sock.shared.handlers.extensions.notification(name.as_str()) {
+                // On the read loop, in order with the peer's requests: an extension's
+                // notification only checks and queues.
+                Some(extension) => {
+                    let handled =
+                        async { extension.notification(sock, name.as_str(), payload).await };
+                    if AssertUnwindSafe(handled).catch_unwind().await.is_err() {
+                        tracing::error!(notification = %name, "extension panicked");
+                    }
+                }
+                None => queue_notification(sock, notes, name.into_string(), payload, carried).await,
+            }
             Ok(())
         }
         Frame::Heartbeat { load, time } => {

@@ -15,6 +15,7 @@ use tracing::Instrument;
 
 use super::{lock, IdMap, Outbound, Sock};
 use crate::error::{CloseReason, Error};
+use crate::extension::Answer;
 use crate::handlers::Route;
 use crate::memory::{Charge, OVERHEAD};
 use crate::queue::{parts, PartsRx, PartsTx, PushError};
@@ -91,10 +92,17 @@ impl Sock {
             let _ = self.send(Frame::SingleResult { id, payload }).await;
             return Ok(());
         }
-        if let Some(relay) = &self.shared.handlers.relay {
-            if !stream && self.relay_request(relay, id, op.as_str(), &payload).await {
-                return Ok(());
-            }
+        if let Some(extension) =
+            self.shared.handlers.extensions.request(op.as_str()).filter(|_| !stream)
+        {
+            // Answered here, past the limits and the drain, as `$ping` is: an extension's
+            // request only checks and queues.
+            let answer = async { extension.request(self, op.as_str(), payload).await };
+            let answer = AssertUnwindSafe(answer).catch_unwind().await.unwrap_or_else(|_| {
+                tracing::error!(parent: &self.shared.span, %op, "extension panicked");
+                Answer::Error("handler panicked".into())
+            });
+            return self.answer(id, answer).await;
         }
         let Some(route) = self.shared.handlers.route(op.as_str(), stream) else {
             let message = format!("unknown operation {:?}", op.as_str());
@@ -228,6 +236,22 @@ impl Sock {
         }
     }
 
+    /// Sends an extension's answer to request `id`.
+    async fn answer(&self, id: Id, answer: Answer) -> Result<(), CloseReason> {
+        let frame = match answer {
+            Answer::Result(payload) => Frame::SingleResult { id, payload },
+            Answer::Retry(message) if self.shared.config.peer_understands_retry => {
+                let wait = self.retry_wait();
+                Frame::RetryResult { id, wait, payload: self.fit_text(message) }
+            }
+            Answer::Error(message) | Answer::Retry(message) => {
+                return self.reply_error(id, message).await;
+            }
+        };
+        let _ = self.send(frame).await;
+        Ok(())
+    }
+
     async fn reply_error(&self, id: Id, message: String) -> Result<(), CloseReason> {
         let _ = self.send(Frame::ErrorResult { id, payload: self.fit_text(message) }).await;
         Ok(())
@@ -248,7 +272,7 @@ impl Sock {
         Bytes::from(message)
     }
 
-    pub(super) fn retry_wait(&self) -> u32 {
+    fn retry_wait(&self) -> u32 {
         let config = &self.shared.config;
         let (min, max) = (config.retry_wait_min, config.retry_wait_max);
         let wait = if max > min { rand::rng().random_range(min..max) } else { min };

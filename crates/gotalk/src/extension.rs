@@ -1,0 +1,234 @@
+//! The extension point: how an add-on joins every connection a registry serves, so the core
+//! needs to know nothing about it.
+//!
+//! An [`Extension`] is registered on [`Handlers`](crate::Handlers) with
+//! [`extension`](crate::Handlers::extension). It hears when each connection starts and when it
+//! starts closing, and when the peer turns out to understand the reserved messages; it may
+//! claim request and notification names, which it then answers on the read loop ahead of any
+//! handler. What it keeps per connection goes in the connection's state
+//! ([`Sock::set_state`]), and a connection it closes carries [`CloseReason::Extension`].
+
+use std::any::TypeId;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::error::CloseReason;
+use crate::sock::Sock;
+
+/// An add-on that plugs into every connection of the [`Handlers`](crate::Handlers) it is
+/// registered on, over every transport.
+///
+/// Every hook runs on the connection's own tasks (the synchronous ones also inside
+/// [`Sock::close_with`]), so none may block; a hook that panics is logged and the connection
+/// goes on.
+///
+/// ```
+/// use std::pin::Pin;
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use gotalk::{Answer, CloseReason, Extension, Sock};
+///
+/// /// Counts open connections and answers `$open` with the count.
+/// #[derive(Default)]
+/// struct Gauge(AtomicUsize);
+///
+/// impl Extension for Gauge {
+///     fn requests(&self) -> &'static [&'static str] {
+///         &["$open"]
+///     }
+///     fn attach(&self, _sock: &Sock) {
+///         self.0.fetch_add(1, Ordering::Relaxed);
+///     }
+///     fn detach(&self, _sock: &Sock, _reason: &CloseReason) {
+///         self.0.fetch_sub(1, Ordering::Relaxed);
+///     }
+///     fn request<'a>(
+///         &'a self,
+///         _sock: &'a Sock,
+///         _op: &'a str,
+///         _payload: bytes::Bytes,
+///     ) -> Pin<Box<dyn std::future::Future<Output = Answer> + Send + 'a>> {
+///         let open = self.0.load(Ordering::Relaxed).to_string();
+///         Box::pin(std::future::ready(Answer::Result(open.into())))
+///     }
+/// }
+///
+/// let mut handlers = gotalk::Handlers::new();
+/// handlers.extension(Gauge::default());
+/// ```
+pub trait Extension: Send + Sync + 'static {
+    /// The single requests this extension answers with [`request`](Self::request), ahead of
+    /// any handler of the same name. A name that begins with `$` is reserved: receiving it
+    /// shows that the peer is one of ours (see [`Sock::peer_understands_reserved`]).
+    fn requests(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// The notifications this extension handles with [`notification`](Self::notification),
+    /// ahead of any handler of the same name; `$` names as for [`requests`](Self::requests).
+    fn notifications(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// A connection has started: its handshake is done, and neither the registry's
+    /// `on_connect` hook nor the read loop has run yet, so nothing has arrived from the peer
+    /// and a frame sent now is the first after the handshake.
+    fn attach(&self, sock: &Sock) {
+        let _ = sock;
+    }
+
+    /// The peer has just shown that it understands the reserved messages (after
+    /// [`attach`](Self::attach); once per connection, and never for a peer that already did
+    /// when the connection started).
+    fn peer_understands_reserved(&self, sock: &Sock) {
+        let _ = sock;
+    }
+
+    /// Answers a request for one of [`requests`](Self::requests). It runs on the read loop,
+    /// past the request limits, so it must only check and queue, never wait on another peer.
+    fn request<'a>(
+        &'a self,
+        sock: &'a Sock,
+        op: &'a str,
+        payload: Bytes,
+    ) -> Pin<Box<dyn Future<Output = Answer> + Send + 'a>> {
+        let _ = (sock, payload);
+        Box::pin(std::future::ready(Answer::Error(format!("unknown operation {op:?}"))))
+    }
+
+    /// Handles a notification for one of [`notifications`](Self::notifications), on the read
+    /// loop, as [`request`](Self::request).
+    fn notification<'a>(
+        &'a self,
+        sock: &'a Sock,
+        name: &'a str,
+        payload: Bytes,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        let _ = (sock, name, payload);
+        Box::pin(std::future::ready(()))
+    }
+
+    /// The connection has started closing, for `reason`: nothing more should be routed to it.
+    /// Called once, before the registry's `on_close` hook.
+    fn detach(&self, sock: &Sock, reason: &CloseReason) {
+        let _ = (sock, reason);
+    }
+}
+
+/// What an [`Extension`] answers a request with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Answer {
+    /// A result with this payload.
+    Result(Bytes),
+    /// An ErrorResult with this text.
+    Error(String),
+    /// Not now: a RetryResult with this text, after the connection's
+    /// [retry wait](crate::Config::retry_wait), for a peer that takes one; an ErrorResult with
+    /// the text for another.
+    Retry(String),
+}
+
+type Claims = Vec<(&'static str, Arc<dyn Extension>)>;
+
+/// The extensions of a registry, with the names they claim. Every request and notification
+/// is looked up here first; there are a few names at most, so a scan beats hashing the name.
+#[derive(Clone, Default)]
+pub(crate) struct Extensions {
+    list: Vec<(TypeId, Arc<dyn Extension>)>,
+    requests: Claims,
+    notifications: Claims,
+}
+
+/// The extension that claims `name`.
+fn claimant<'a>(claims: &'a Claims, name: &str) -> Option<&'a Arc<dyn Extension>> {
+    claims.iter().find(|(claimed, _)| *claimed == name).map(|(_, extension)| extension)
+}
+
+/// Claims `names` for `extension`, taking them from whoever claimed them before.
+fn claim(claims: &mut Claims, names: &[&'static str], extension: &Arc<dyn Extension>) {
+    for name in names {
+        claims.retain(|(claimed, _)| claimed != name);
+        claims.push((name, extension.clone()));
+    }
+}
+
+impl Extensions {
+    /// Adds `extension`, in place of one of the same type: a registry holds each kind once.
+    /// A name two extensions claim goes to the one added last.
+    pub(crate) fn add<E: Extension>(&mut self, extension: E) {
+        let entry = (TypeId::of::<E>(), Arc::new(extension) as Arc<dyn Extension>);
+        match self.list.iter_mut().find(|(kind, _)| *kind == entry.0) {
+            Some(slot) => *slot = entry,
+            None => self.list.push(entry),
+        }
+        self.requests.clear();
+        self.notifications.clear();
+        for (_, extension) in &self.list {
+            claim(&mut self.requests, extension.requests(), extension);
+            claim(&mut self.notifications, extension.notifications(), extension);
+        }
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<dyn Extension>> {
+        self.list.iter().map(|(_, extension)| extension)
+    }
+
+    /// The extension that answers requests for `op`.
+    pub(crate) fn request(&self, op: &str) -> Option<&Arc<dyn Extension>> {
+        claimant(&self.requests, op)
+    }
+
+    /// The extension that handles notification `name`.
+    pub(crate) fn notification(&self, name: &str) -> Option<&Arc<dyn Extension>> {
+        claimant(&self.notifications, name)
+    }
+
+    /// True for a reserved request an extension claims: only a peer of ours sends one.
+    pub(crate) fn reserves_request(&self, op: &str) -> bool {
+        op.starts_with('$') && self.request(op).is_some()
+    }
+
+    /// True for a reserved notification an extension claims.
+    pub(crate) fn reserves_notification(&self, name: &str) -> bool {
+        name.starts_with('$') && self.notification(name).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Wide;
+    impl Extension for Wide {
+        fn requests(&self) -> &'static [&'static str] {
+            &["x", "$wide"]
+        }
+    }
+
+    struct Narrow;
+    impl Extension for Narrow {
+        fn requests(&self) -> &'static [&'static str] {
+            &["x"]
+        }
+    }
+
+    #[test]
+    fn a_name_goes_to_the_extension_added_last_and_each_kind_is_held_once() {
+        let mut extensions = Extensions::default();
+        extensions.add(Wide);
+        extensions.add(Narrow);
+        extensions.add(Wide);
+        assert_eq!(extensions.iter().count(), 2, "the second Wide replaced the first");
+        let claimant = |op| extensions.request(op).map(|e| e.requests().len());
+        assert_eq!(claimant("x"), Some(1), "Narrow was added after Wide took its place");
+        assert_eq!(claimant("$wide"), Some(2));
+        assert_eq!(claimant("y"), None);
+        assert!(extensions.reserves_request("$wide"));
+        assert!(!extensions.reserves_request("x"), "not a reserved name");
+        assert!(!extensions.reserves_request("$other"), "claimed by nobody");
+        assert!(extensions.notification("x").is_none());
+    }
+}
