@@ -17,6 +17,15 @@ cd "$(dirname "$0")/.."
 publishable=(gotalk-protocol gotalk gotalk-gateway gotalk-cli)
 args=()
 for crate in "${publishable[@]}"; do args+=(-p "$crate"); done
+# cargo verifies each package against the others through a registry in target/package/,
+# and keeps what it unpacks from there under $CARGO_HOME by name and version only: a second
+# run would build against the first run's packages. So both go before packaging.
+rm -rf target/package
+cargo_home="${CARGO_HOME:-$HOME/.cargo}"
+for crate in "${publishable[@]}"; do
+    # Local registries' folders are named for a registry without a name: "-<hash>".
+    rm -rf "$cargo_home"/registry/src/-*/"$crate"-[0-9]* "$cargo_home"/registry/cache/-*/"$crate"-[0-9]*
+done
 # --allow-dirty: a developer checks the tree as it is; CI's clone is clean anyway.
 cargo package --locked --allow-dirty "${args[@]}"
 
@@ -56,7 +65,9 @@ publish = false
 [dependencies]
 gotalk = "$version"
 gotalk-gateway = "$version"
-$(sed -n 's/^\(axum\|tokio\|serde\|serde_json\|tracing-subscriber\) = /\1 = /p' Cargo.toml)
+$(sed -n 's/^\(axum\|serde\|serde_json\|tracing-subscriber\) = /\1 = /p' Cargo.toml)
+# The workspace's tokio line is the core's minimum; the app adds what examples/axum-app does.
+tokio = { version = "1.40", features = ["rt-multi-thread", "macros", "net", "signal"] }
 
 # The packaged crates, as a registry would hand them out.
 [patch.crates-io]
