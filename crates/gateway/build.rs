@@ -12,6 +12,10 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::{env, fs, io};
 
+// The encoders the crate itself uses, so the bundle is compressed as any other file would be.
+#[path = "src/compress.rs"]
+mod compress;
+
 /// Files of the client folder that are not served.
 const NOT_SERVED: [&str; 2] = ["package.json", "README.md"];
 
@@ -56,8 +60,8 @@ fn main() -> io::Result<()> {
             fs::write(&path, bytes)?;
             Ok(format!("Some(include_bytes!({:?}))", path.to_str().expect("OUT_DIR is UTF-8")))
         };
-        let gzip = compressed("gz", gzip(&body)?)?;
-        let br = compressed("br", brotli(&body)?)?;
+        let gzip = compressed("gz", compress::gzip(&body)?)?;
+        let br = compressed("br", compress::brotli(&body, 11)?)?;
         // `{:?}` of a str is a valid Rust string literal with every special character escaped.
         writeln!(
             out,
@@ -68,27 +72,6 @@ fn main() -> io::Result<()> {
     }
     out.push_str("];\n");
     fs::write(out_dir.join("embedded.rs"), out)
-}
-
-/// `body` gzipped at level 9.
-fn gzip(body: &[u8]) -> io::Result<Vec<u8>> {
-    use std::io::Write as _;
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(9));
-    encoder.write_all(body)?;
-    encoder.finish()
-}
-
-/// `body` as brotli at its best quality, with a 4 MiB window.
-fn brotli(body: &[u8]) -> io::Result<Vec<u8>> {
-    let params = brotli::enc::BrotliEncoderParams {
-        quality: 11,
-        lgwin: 22,
-        size_hint: body.len(),
-        ..Default::default()
-    };
-    let mut out = Vec::new();
-    brotli::BrotliCompress(&mut &body[..], &mut out, &params)?;
-    Ok(out)
 }
 
 /// Appends every file under `dir` to `files` as (relative path, absolute path), in sorted

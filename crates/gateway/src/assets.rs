@@ -25,7 +25,6 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
-use std::io::Write as _;
 use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;
@@ -38,6 +37,8 @@ use http::header::{
     IF_NONE_MATCH, VARY, X_CONTENT_TYPE_OPTIONS,
 };
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+
+use crate::compress;
 
 /// A file compiled into the crate, with the compressed forms the build script made (each
 /// only when smaller than `body`).
@@ -295,20 +296,17 @@ impl Representation {
 
 impl File {
     fn new(content_type: HeaderValue, body: Bytes) -> Self {
-        let digest = ring::digest::digest(&ring::digest::SHA256, &body);
-        let version = hex(&digest.as_ref()[..8]);
         let (gzip, br) = if worth_compressing(&content_type) {
-            // A variant that is not smaller would only cost bytes and a Vary header.
-            let smaller = |compressed: Option<Vec<u8>>| {
-                compressed
-                    .filter(|c| c.len() < body.len())
-                    .map(|c| Representation::new(Bytes::from(c)))
+            // A variant that is not smaller would only cost bytes and a Vary header. The
+            // encoders write to memory, so they do not fail.
+            let smaller = |compressed: std::io::Result<Vec<u8>>| {
+                compressed.ok().filter(|c| c.len() < body.len()).map(Bytes::from)
             };
-            (smaller(gzip(&body)), smaller(brotli(&body)))
+            (smaller(compress::gzip(&body)), smaller(compress::brotli(&body, BROTLI_QUALITY)))
         } else {
             (None, None)
         };
-        File { content_type, version, identity: Representation::new(body), gzip, br }
+        Self::precompressed(content_type, body, gzip, br)
     }
 
     /// A file whose compressed forms were made already (each only if smaller).
@@ -620,30 +618,11 @@ fn worth_compressing(content_type: &HeaderValue) -> bool {
     )
 }
 
-/// `body` gzipped at level 9; None if the encoder fails (it writes to memory, so it does not).
-fn gzip(body: &[u8]) -> Option<Vec<u8>> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(9));
-    encoder.write_all(body).ok()?;
-    encoder.finish().ok()
-}
-
 /// Brotli's quality: the best in release builds. Unoptimised, quality 11 takes seconds for a
 /// few hundred kilobytes, which would make every debug start of the server (and every test
-/// that starts one) wait; quality 5 is within a few percent of its size, in milliseconds.
+/// that starts one) wait; quality 5 is within a few percent of its size, in milliseconds. (The
+/// embedded bundle is compressed at 11 by the build script either way.)
 const BROTLI_QUALITY: i32 = if cfg!(debug_assertions) { 5 } else { 11 };
-
-/// `body` as brotli with a 4 MiB window; None if the encoder fails.
-fn brotli(body: &[u8]) -> Option<Vec<u8>> {
-    let params = brotli::enc::BrotliEncoderParams {
-        quality: BROTLI_QUALITY,
-        lgwin: 22,
-        size_hint: body.len(),
-        ..Default::default()
-    };
-    let mut out = Vec::new();
-    brotli::BrotliCompress(&mut &body[..], &mut out, &params).ok()?;
-    Some(out)
-}
 
 /// Lower-case hex of `bytes`.
 fn hex(bytes: &[u8]) -> String {

@@ -53,6 +53,7 @@
 #![forbid(unsafe_code)]
 
 mod assets;
+mod compress;
 pub mod docs;
 mod host;
 pub mod http;
