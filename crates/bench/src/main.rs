@@ -49,15 +49,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    gotalk_cli::init_logging();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("gotalk-bench: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
+    gotalk_cli::run("gotalk-bench", async {
         match cli.command {
             None => bench::run(cli.bench).await,
             Some(Command::BenchCrowd(args)) => bench::crowd::run(args).await,
@@ -74,12 +66,5 @@ fn main() -> ExitCode {
                 gotalk_cli::serve::run(*args, handlers, None).await
             }
         }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("gotalk-bench: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }

@@ -69,28 +69,32 @@ where
     Fut: Future<Output = anyhow::Result<()>>,
 {
     let cli = Cli::<S>::parse();
-    init_logging();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("gotalk: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
+    run("gotalk", async {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
             Command::Call(args) => client::call(args).await,
             Command::Notify(args) => client::notify(args).await,
             Command::Listen(args) => client::listen(args).await,
         }
-    });
-    match result {
+    })
+}
+
+/// Starts logging and a runtime, runs `work` on it, and turns its outcome into an exit code:
+/// an error is printed after `name: `, escaped (errors quote what peers said, and are
+/// messages to the operator, not data), with the exit code a failed call chose.
+pub fn run(name: &str, work: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+    init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{name}: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(work) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // Errors quote what peers said: escaped whatever --raw says, since they are
-            // messages to the operator and not data.
-            eprintln!("gotalk: {}", terminal::escape(&format!("{e:#}"), terminal::Lines::Escape));
+            eprintln!("{name}: {}", terminal::escape(&format!("{e:#}"), terminal::Lines::Escape));
             ExitCode::from(client::exit_code(&e))
         }
     }
