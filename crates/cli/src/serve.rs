@@ -230,6 +230,10 @@ pub(crate) struct RelayArgs {
     /// Seconds a relay recipient may take no message before it is disconnected [default: 10].
     #[arg(long, value_name = "SECONDS")]
     relay_stall: Option<f64>,
+    /// Relayed messages one connection may have on their way to other instances at once
+    /// [default: 64].
+    #[arg(long, value_name = "N")]
+    relay_in_flight: Option<usize>,
 }
 
 impl RelayArgs {
@@ -243,6 +247,9 @@ impl RelayArgs {
         }
         if let Some(s) = self.relay_stall {
             relay = relay.stall_timeout(seconds(s)?);
+        }
+        if let Some(n) = self.relay_in_flight {
+            relay = relay.max_in_flight(n);
         }
         Ok(relay)
     }

@@ -118,7 +118,7 @@ pub trait Extension: Send + Sync + 'static {
 }
 
 /// What an [`Extension`] answers a request with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum Answer {
     /// A result with this payload.
@@ -129,6 +129,27 @@ pub enum Answer {
     /// [retry wait](crate::Config::retry_wait), for a peer that takes one; an ErrorResult with
     /// the text for another.
     Retry(String),
+    /// The answer this future gives, sent when it is ready. The read loop goes on meanwhile,
+    /// so an extension that waits on something slow (a bus between instances) holds up none of
+    /// the peer's other messages; the extension bounds how many such answers a connection may
+    /// have pending, and one still pending when the connection closes is dropped.
+    Later(Later),
+}
+
+/// An answer to come: see [`Answer::Later`].
+pub struct Later(pub(crate) Pin<Box<dyn Future<Output = Answer> + Send>>);
+
+impl Later {
+    /// The answer `future` will give.
+    pub fn new(future: impl Future<Output = Answer> + Send + 'static) -> Self {
+        Later(Box::pin(future))
+    }
+}
+
+impl std::fmt::Debug for Later {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Later(..)")
+    }
 }
 
 type Claims = Vec<(&'static str, Arc<dyn Extension>)>;

@@ -19,6 +19,13 @@
 //! | notification `$relay` | server → peer | `{"from":"<id>","topic":"chat","body":…}` |
 //! | notification `$undelivered` | server → peer | `{"to":"<id>","topic":"chat","error":"unknown peer"}` |
 //!
+//! A request is answered with an empty result once the message is in the recipient's queue,
+//! with a RetryResult [`QUEUE_FULL`] or [`UNAVAILABLE`] when it went nowhere and may be sent
+//! again, and with an ErrorResult otherwise: a [`Fault`], or [`TIMEOUT`] when a gateway of a
+//! cluster handed it to the bus between instances and heard nothing back (it may have been
+//! delivered). A peer that cannot take a RetryResult gets those texts as ErrorResults; the
+//! notification form reports each as the `error` of an [`UNDELIVERED`] notice.
+//!
 //! The id and topic are JSON strings and may use any of JSON's escapes (`\"`, `\\`, `\n`,
 //! `\u00e9`, …), as `JSON.stringify` writes them: the topic is the decoded string, the one
 //! delivered (re-encoded, so the recipient decodes the same string) and the one
@@ -46,6 +53,14 @@ pub const SEND: &str = "$relay";
 pub const UNDELIVERED: &str = "$undelivered";
 /// The RetryResult text when the recipient's queue is full.
 pub const QUEUE_FULL: &str = "recipient's queue is full";
+/// The RetryResult text when a gateway of a cluster could not hand the message to the bus
+/// between instances (the bus is down, or the sender has too many messages on their way): it
+/// went nowhere, so sending it again is safe.
+pub const UNAVAILABLE: &str = "relay unavailable";
+/// The ErrorResult text when the bus took the message but no answer came back in time from
+/// the recipient's instance: it may have been delivered, so sending it again may deliver it
+/// twice.
+pub const TIMEOUT: &str = "relay timeout";
 
 /// The default largest body, in bytes of its JSON text: 64 KiB.
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024;

@@ -3,11 +3,17 @@
 //! Senders push and learn at once whether the message fit; the recipient's connection drains
 //! it in a task of its own. A stalled recipient therefore fills only its own mailbox, and its
 //! senders get "queue full" (a RetryResult) instead of waiting behind it.
+//!
+//! The same queue carries what the recipient's [groups](super::Group) publish. Nobody can be
+//! told that a group message did not fit, so one that does not marks the mailbox
+//! [overflowed](Next::Overflowed): its connection is closed, and the application sees a
+//! member leave instead of a member that silently missed messages.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
+use gotalk_protocol::Name;
 use tokio::sync::Notify;
 
 use crate::memory::{ConnBudget, OVERHEAD};
@@ -30,9 +36,30 @@ struct Inner {
 
 #[derive(Debug, Default)]
 struct Queue {
-    items: VecDeque<Bytes>,
+    items: VecDeque<Next>,
     bytes: usize,
     closed: bool,
+    overflowed: bool,
+}
+
+/// What a mailbox hands its recipient's connection next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// A relayed message: the payload of a `$relay` notification.
+    Relay(Bytes),
+    /// A group's message: a notification of this name.
+    Note(Name, Bytes),
+    /// A group message did not fit: the recipient has fallen behind.
+    Overflowed,
+}
+
+impl Next {
+    fn len(&self) -> usize {
+        match self {
+            Next::Relay(payload) | Next::Note(_, payload) => payload.len(),
+            Next::Overflowed => 0,
+        }
+    }
 }
 
 /// Why a message did not go into a [`Mailbox`].
@@ -80,33 +107,56 @@ impl Mailbox {
     /// [`Refused::Full`] when it would take the mailbox past its limit, [`Refused::Closed`]
     /// once the recipient has gone.
     pub fn push(&self, payload: Bytes) -> Result<(), Refused> {
+        self.queue(Next::Relay(payload))
+    }
+
+    /// Queues a group's message, the notification `name`, without waiting. One that does not
+    /// fit marks the mailbox overflowed, so its connection closes.
+    ///
+    /// # Errors
+    /// As [`push`](Self::push).
+    pub fn push_note(&self, name: Name, payload: Bytes) -> Result<(), Refused> {
+        let refused = self.queue(Next::Note(name, payload));
+        if refused == Err(Refused::Full) {
+            self.lock().overflowed = true;
+            self.inner.ready.notify_one();
+        }
+        refused
+    }
+
+    fn queue(&self, item: Next) -> Result<(), Refused> {
         {
             let mut queue = self.lock();
             if queue.closed {
                 return Err(Refused::Closed);
             }
-            let after = queue.bytes.saturating_add(payload.len());
+            let len = item.len();
+            let after = queue.bytes.saturating_add(len);
             if queue.bytes > 0 && after > self.inner.limit {
                 return Err(Refused::Full);
             }
-            if !self.charge(payload.len()) {
+            if !self.charge(len) {
                 return Err(Refused::Full);
             }
             queue.bytes = after;
-            queue.items.push_back(payload);
+            queue.items.push_back(item);
         }
         self.inner.ready.notify_one();
         Ok(())
     }
 
-    /// The next payload, waiting for one; `None` once closed.
-    pub(crate) async fn next(&self) -> Option<Bytes> {
+    /// The next item, waiting for one; `None` once closed. An overflow comes out ahead of
+    /// whatever is queued: the connection it ends cannot use the rest.
+    pub(crate) async fn next(&self) -> Option<Next> {
         loop {
             let ready = self.inner.ready.notified();
             {
                 let mut queue = self.lock();
                 if queue.closed {
                     return None;
+                }
+                if queue.overflowed {
+                    return Some(Next::Overflowed);
                 }
                 if let Some(item) = queue.items.pop_front() {
                     queue.bytes -= item.len();
@@ -177,11 +227,23 @@ mod tests {
         mailbox.push(Bytes::from_static(b"ab")).unwrap();
         mailbox.push(Bytes::from_static(b"cdefghij")).unwrap();
         assert_eq!(mailbox.push(bytes(1)), Err(Refused::Full));
-        assert_eq!(mailbox.next().await.unwrap(), "ab");
+        assert_eq!(mailbox.next().await.unwrap(), Next::Relay("ab".into()));
         assert_eq!(mailbox.queued_bytes(), 8);
         mailbox.push(bytes(2)).unwrap();
-        assert_eq!(mailbox.next().await.unwrap(), "cdefghij");
-        assert_eq!(mailbox.next().await.unwrap(), "xx");
+        assert_eq!(mailbox.next().await.unwrap(), Next::Relay("cdefghij".into()));
+        assert_eq!(mailbox.next().await.unwrap(), Next::Relay("xx".into()));
+    }
+
+    #[tokio::test]
+    async fn a_group_message_that_does_not_fit_overflows_the_mailbox() {
+        let mailbox = Mailbox::new(10);
+        let name = Name::new("room.message").unwrap();
+        mailbox.push_note(name.clone(), bytes(10)).unwrap();
+        assert_eq!(mailbox.push(bytes(1)), Err(Refused::Full), "a relay is refused, no more");
+        assert_eq!(mailbox.next().await.unwrap(), Next::Note(name.clone(), bytes(10)));
+        mailbox.push_note(name.clone(), bytes(10)).unwrap();
+        assert_eq!(mailbox.push_note(name, bytes(1)), Err(Refused::Full));
+        assert_eq!(mailbox.next().await.unwrap(), Next::Overflowed, "ahead of what is queued");
     }
 
     #[tokio::test]

@@ -13,13 +13,21 @@
 //! on a recipient: a full mailbox answers "queue full" (a RetryResult) at once, and a
 //! recipient that takes no message for [`Relay::stall_timeout`] is disconnected.
 //!
+//! The application can put connections in [groups](Group) (rooms, topics) and publish to a
+//! group or to everyone; each member's connection receives the notification through the same
+//! bounded queue, and a member too far behind is disconnected. Who is in a group, with what
+//! the application said about each member, is [`Relay::members`]; a group can keep its last
+//! messages for newcomers ([`Note::keep`], [`Relay::history`]).
+//!
 //! Layout: `server` (the extension: ids, the reserved messages, draining mailboxes), `bus`
-//! (the registry and delivery, behind the [`Bus`] trait so several gateway processes can
-//! share one), `mailbox` (one recipient's queue), `client` (the Rust client's side: sending
-//! from a [`Sock`] and the [`Inbox`] that receives).
+//! (the registry, groups and delivery, behind the [`Bus`] trait so several gateway processes
+//! can share them), `group` (group names, messages and members), `mailbox` (one recipient's
+//! queue), `client` (the Rust client's side: sending from a [`Sock`] and the [`Inbox`] that
+//! receives).
 
 mod bus;
 mod client;
+mod group;
 mod mailbox;
 mod server;
 
@@ -27,9 +35,15 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use bus::{Bus, Delivering, LocalBus, Undeliverable};
+use bytes::Bytes;
+
+pub use bus::{
+    push_note, undeliverable, Bus, BusState, Delivering, Fetching, LocalBus, Registering, Roster,
+    Undeliverable,
+};
 pub use client::{Inbox, Message, Topic};
 pub use gotalk_protocol::relay::{Fault, PeerId, Undelivered, DEFAULT_MAX_BODY, MAX_TOPIC_LEN};
+pub use group::{BadGroup, Group, Member, Note, MAX_GROUP_LEN, MAX_KEEP, MAX_META};
 pub use mailbox::{Mailbox, Refused};
 
 use crate::handlers::Handlers;
@@ -56,6 +70,7 @@ pub struct Relay {
     pub(crate) max_body: usize,
     pub(crate) queue_bytes: usize,
     pub(crate) stall_timeout: Duration,
+    pub(crate) max_in_flight: usize,
     pub(crate) authorize: Option<AuthorizeFn>,
     pub(crate) bus: Arc<dyn Bus>,
 }
@@ -66,6 +81,7 @@ impl fmt::Debug for Relay {
             .field("max_body", &self.max_body)
             .field("queue_bytes", &self.queue_bytes)
             .field("stall_timeout", &self.stall_timeout)
+            .field("max_in_flight", &self.max_in_flight)
             .field("authorize", &self.authorize.is_some())
             .field("peers", &self.bus.local_peers())
             .finish()
@@ -78,6 +94,7 @@ impl Default for Relay {
             max_body: DEFAULT_MAX_BODY,
             queue_bytes: 1024 * 1024,
             stall_timeout: Duration::from_secs(10),
+            max_in_flight: 64,
             authorize: None,
             bus: Arc::new(LocalBus::new()),
         }
@@ -115,6 +132,16 @@ impl Relay {
         self
     }
 
+    /// How many messages one connection may have on their way to other instances of a
+    /// cluster at once, their outcome still to come. Default 64. Past it, the sender gets a
+    /// RetryResult `relay unavailable` at once: a slow bus costs each sender a bounded amount
+    /// of memory, and never holds up its other messages. (With one process every delivery's
+    /// outcome is known at once, so this never applies.)
+    pub fn max_in_flight(mut self, count: usize) -> Self {
+        self.max_in_flight = count;
+        self
+    }
+
     /// Decides whether the connection `sender` may send to the peer `to`; by default anyone
     /// may send to anyone. A refusal gets the same `unknown peer` fault as an id nobody has,
     /// so it reveals nothing. Called on the sender's read loop: it must not block.
@@ -133,6 +160,84 @@ impl Relay {
     pub fn peers(&self) -> usize {
         self.bus.local_peers()
     }
+
+    /// Puts the connection `sock` in `group`, described to the other members by `meta` (JSON
+    /// text the application chooses, at most [`MAX_META`] bytes, or empty); joining again
+    /// updates the description. It leaves every group when it closes.
+    ///
+    /// # Errors
+    /// [`JoinError::NoRelay`] for a connection the relay does not serve (one of another
+    /// registry, or one already closed), [`JoinError::MetaTooLarge`] past [`MAX_META`].
+    pub fn join(
+        &self,
+        sock: &Sock,
+        group: &Group,
+        meta: impl Into<Bytes>,
+    ) -> Result<(), JoinError> {
+        let meta = meta.into();
+        if meta.len() > MAX_META {
+            return Err(JoinError::MetaTooLarge(meta.len()));
+        }
+        let peer = sock.relay_id().filter(|_| !sock.is_closed()).ok_or(JoinError::NoRelay)?;
+        self.bus.join(group, Member { peer, meta });
+        Ok(())
+    }
+
+    /// Takes the connection `sock` out of `group`.
+    pub fn leave(&self, sock: &Sock, group: &Group) {
+        if let Some(peer) = sock.relay_id() {
+            self.bus.leave(group, peer);
+        }
+    }
+
+    /// Sends `note` to every member of `group`, on every instance, at most once.
+    ///
+    /// # Errors
+    /// [`Undeliverable::Unavailable`] when the bus between instances could not take it:
+    /// members on this instance have it anyway.
+    pub fn publish(&self, group: &Group, note: Note) -> Result<(), Undeliverable> {
+        self.bus.publish(group, note)
+    }
+
+    /// Sends `note` to every connection of every instance, as [`publish`](Self::publish).
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish).
+    pub fn broadcast(&self, note: Note) -> Result<(), Undeliverable> {
+        self.bus.broadcast(note)
+    }
+
+    /// Who is in `group`, on every instance.
+    pub fn members(&self, group: &Group) -> Vec<Member> {
+        self.bus.members(group)
+    }
+
+    /// The groups that have members, with how many.
+    pub fn groups(&self) -> Vec<(Group, usize)> {
+        self.bus.groups()
+    }
+
+    /// The messages `group` keeps for newcomers, oldest first (see [`Note::keep`]).
+    pub async fn history(&self, group: &Group) -> Vec<Note> {
+        self.bus.history(group).await
+    }
+
+    /// The bus's state: up or down, and counters of changes to groups and of recoveries.
+    pub fn state(&self) -> tokio::sync::watch::Receiver<BusState> {
+        self.bus.state()
+    }
+}
+
+/// Why a connection could not join a group.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// The relay does not serve this connection.
+    #[error("the relay does not serve this connection")]
+    NoRelay,
+    /// The member's description is larger than [`MAX_META`].
+    #[error("a member's description is {0} bytes, the limit is 1024")]
+    MetaTooLarge(usize),
 }
 
 impl Handlers {

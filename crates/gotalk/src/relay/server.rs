@@ -4,6 +4,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,21 +14,66 @@ use gotalk_protocol::relay::{self as wire, Fault, PeerId};
 use gotalk_protocol::{Frame, Name};
 use tracing::Instrument;
 
+use super::bus::Delivering;
+use super::mailbox::Next;
 use super::{Mailbox, Relay, Undeliverable};
 use crate::error::CloseReason;
-use crate::extension::{Answer, Extension};
+use crate::extension::{Answer, Extension, Later};
 use crate::sock::Sock;
 
 /// What the relay keeps with each connection.
 struct Conn {
     id: PeerId,
     mailbox: Mailbox,
+    /// Deliveries handed to the bus whose outcome is still to come.
+    in_flight: Arc<AtomicUsize>,
+    /// Every instance can reach the id.
+    reachable: AtomicBool,
+    /// `$id` went out.
+    announced: AtomicBool,
 }
 
 /// Why a message was not relayed.
 enum NotSent {
     Fault(Fault),
-    QueueFull,
+    /// Went nowhere; the text of the RetryResult.
+    Retry(&'static str),
+    /// Handed over with no answer: the text of the ErrorResult.
+    Error(&'static str),
+}
+
+impl From<Undeliverable> for NotSent {
+    fn from(undeliverable: Undeliverable) -> Self {
+        match undeliverable {
+            Undeliverable::UnknownPeer => NotSent::Fault(Fault::UnknownPeer),
+            Undeliverable::QueueFull => NotSent::Retry(wire::QUEUE_FULL),
+            Undeliverable::Unavailable => NotSent::Retry(wire::UNAVAILABLE),
+            Undeliverable::Timeout => NotSent::Error(wire::TIMEOUT),
+        }
+    }
+}
+
+impl NotSent {
+    fn answer(self) -> Answer {
+        match self {
+            NotSent::Fault(fault) => Answer::Error(fault.to_string()),
+            NotSent::Retry(text) => Answer::Retry(text.to_owned()),
+            NotSent::Error(text) => Answer::Error(text.to_owned()),
+        }
+    }
+
+    fn text(self) -> String {
+        match self {
+            NotSent::Fault(fault) => fault.to_string(),
+            NotSent::Retry(text) | NotSent::Error(text) => text.to_owned(),
+        }
+    }
+}
+
+/// A relay's outcome: known now (one process, or a refusal), or to come from the bus.
+enum Forwarded {
+    Now(Result<(), NotSent>),
+    Later(Pin<Box<dyn Future<Output = Result<(), NotSent>> + Send>>),
 }
 
 fn name(name: &'static str) -> Name {
@@ -53,6 +101,19 @@ impl CloseReason {
     }
 }
 
+impl CloseReason {
+    /// The reason a group member is disconnected with when a message published to one of its
+    /// groups did not fit in its queue: `relay recipient fell behind its groups`.
+    #[allow(non_snake_case)]
+    pub fn GroupOverflow() -> CloseReason {
+        CloseReason::Extension {
+            name: "relay",
+            detail: "relay recipient fell behind its groups".to_owned(),
+            timeout: false,
+        }
+    }
+}
+
 impl Extension for Relay {
     fn requests(&self) -> &'static [&'static str] {
         &[wire::WHOAMI, wire::SEND]
@@ -67,10 +128,17 @@ impl Extension for Relay {
     fn attach(&self, sock: &Sock) {
         let id = PeerId::from_random(rand::random());
         let mailbox = Mailbox::charged(self.queue_bytes, Some(sock.conn_budget().clone()));
-        if sock.set_state(Conn { id, mailbox: mailbox.clone() }).is_err() {
+        let conn = Conn {
+            id,
+            mailbox: mailbox.clone(),
+            in_flight: Arc::default(),
+            reachable: AtomicBool::new(false),
+            announced: AtomicBool::new(false),
+        };
+        if sock.set_state(conn).is_err() {
             return;
         }
-        self.bus.register(id, mailbox.clone());
+        let mut registering = self.bus.register(id, mailbox.clone());
         if sock.is_closed() {
             // Closed meanwhile: `detach` may have run before the id was registered.
             self.bus.unregister(id);
@@ -78,20 +146,32 @@ impl Extension for Relay {
             return;
         }
         tracing::debug!(parent: sock.span(), %id, "relay id");
-        if sock.peer_understands_reserved() {
-            // Sent before the read loop and the on_connect hook run, so it is the first
-            // message after the hello.
-            announce(sock, id);
-        }
         let drain = drain(sock.clone(), mailbox, self.stall_timeout);
         tokio::spawn(drain.instrument(sock.span().clone()));
+        if poll_now(&mut registering).is_some() {
+            // Sent before the read loop and the on_connect hook run, so it is the first
+            // message after the hello.
+            reachable(sock);
+        } else {
+            // A bus between instances: the id is told once every instance can reach it, so
+            // no peer hears of an id that others would get "unknown peer" for.
+            let span = sock.span().clone();
+            let sock = sock.clone();
+            let told = async move {
+                registering.await;
+                reachable(&sock);
+            };
+            tokio::spawn(told.instrument(span));
+        }
     }
 
     /// A peer learned to understand the reserved messages only from its hello (over TCP)
-    /// hears its id as soon as that arrives.
+    /// hears its id as soon as that arrives, if the id is reachable by then.
     fn peer_understands_reserved(&self, sock: &Sock) {
-        if let Some(id) = sock.relay_id() {
-            announce(sock, id);
+        if let Some(conn) = sock.state::<Conn>() {
+            if conn.reachable.load(Ordering::Acquire) {
+                announce(sock, conn);
+            }
         }
     }
 
@@ -106,10 +186,15 @@ impl Extension for Relay {
                 let me = sock.relay_id().map(|me| format!("\"{me}\"")).unwrap_or_default();
                 return Answer::Result(Bytes::from(me));
             }
-            match self.forward(sock, &payload).await {
-                Ok(()) => Answer::Result(Bytes::new()),
-                Err(NotSent::Fault(fault)) => Answer::Error(fault.to_string()),
-                Err(NotSent::QueueFull) => Answer::Retry(wire::QUEUE_FULL.to_owned()),
+            match self.forward(sock, &payload) {
+                Forwarded::Now(Ok(())) => Answer::Result(Bytes::new()),
+                Forwarded::Now(Err(not_sent)) => not_sent.answer(),
+                Forwarded::Later(outcome) => Answer::Later(Later::new(async move {
+                    match outcome.await {
+                        Ok(()) => Answer::Result(Bytes::new()),
+                        Err(not_sent) => not_sent.answer(),
+                    }
+                })),
             }
         })
     }
@@ -122,15 +207,20 @@ impl Extension for Relay {
         payload: Bytes,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         Box::pin(async move {
-            let error = match self.forward(sock, &payload).await {
-                Ok(()) => return,
-                Err(NotSent::Fault(fault)) => fault.to_string(),
-                Err(NotSent::QueueFull) => wire::QUEUE_FULL.to_owned(),
-            };
-            let notice = wire::encode_undelivered(&payload, &error);
-            let notice =
-                Frame::Notification { name: name(wire::UNDELIVERED), payload: notice.into() };
-            let _ = sock.send(notice).await;
+            match self.forward(sock, &payload) {
+                Forwarded::Now(Ok(())) => {}
+                Forwarded::Now(Err(not_sent)) => undelivered(sock, &payload, not_sent).await,
+                Forwarded::Later(outcome) => {
+                    let span = sock.span().clone();
+                    let sock = sock.clone();
+                    let told = async move {
+                        if let Err(not_sent) = outcome.await {
+                            undelivered(&sock, &payload, not_sent).await;
+                        }
+                    };
+                    tokio::spawn(told.instrument(span));
+                }
+            }
         })
     }
 
@@ -145,39 +235,110 @@ impl Extension for Relay {
 }
 
 impl Relay {
-    /// Validates a message and queues it for its recipient.
-    async fn forward(&self, sock: &Sock, payload: &[u8]) -> Result<(), NotSent> {
-        let Some(from) = sock.relay_id() else {
-            return Err(NotSent::Fault(Fault::UnknownPeer));
+    /// Validates a message and hands it to the bus for its recipient, without waiting on the
+    /// bus: messages of one sender go out in the order they came.
+    fn forward(&self, sock: &Sock, payload: &[u8]) -> Forwarded {
+        let Some(conn) = sock.state::<Conn>() else {
+            return Forwarded::Now(Err(NotSent::Fault(Fault::UnknownPeer)));
         };
-        let send = wire::parse_send(payload, self.max_body).map_err(NotSent::Fault)?;
+        let send = match wire::parse_send(payload, self.max_body) {
+            Ok(send) => send,
+            Err(fault) => return Forwarded::Now(Err(NotSent::Fault(fault))),
+        };
         if let Some(authorize) = &self.authorize {
             let mut allowed = false;
             crate::handlers::call_hook("relay authorize", || allowed = authorize(sock, send.to));
             if !allowed {
-                return Err(NotSent::Fault(Fault::UnknownPeer));
+                return Forwarded::Now(Err(NotSent::Fault(Fault::UnknownPeer)));
             }
         }
-        let delivery = Bytes::from(wire::encode_delivery(from, &send));
-        self.bus.deliver(send.to, delivery).await.map_err(|e| match e {
-            Undeliverable::QueueFull => NotSent::QueueFull,
-            _ => NotSent::Fault(Fault::UnknownPeer),
-        })
+        // Counted before it is handed over, so a sender cannot have more than the limit on
+        // their way however fast it sends.
+        let Some(slot) = InFlight::take(&conn.in_flight, self.max_in_flight) else {
+            return Forwarded::Now(Err(Undeliverable::Unavailable.into()));
+        };
+        let delivery = Bytes::from(wire::encode_delivery(conn.id, &send));
+        let mut delivering: Delivering = self.bus.deliver(send.to, delivery);
+        match poll_now(&mut delivering) {
+            Some(outcome) => Forwarded::Now(outcome.map_err(NotSent::from)),
+            None => Forwarded::Later(Box::pin(async move {
+                let outcome = delivering.await;
+                drop(slot);
+                outcome.map_err(NotSent::from)
+            })),
+        }
     }
 }
 
-/// Tells the peer its id with `$id`, ahead of anything queued to send.
-fn announce(sock: &Sock, id: PeerId) {
-    let payload = Bytes::from(format!("\"{id}\""));
+/// One delivery on its way, counted against the sender's [`Relay::max_in_flight`] until it
+/// is dropped.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn take(count: &Arc<AtomicUsize>, limit: usize) -> Option<InFlight> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1))
+            .ok()?;
+        Some(InFlight(count.clone()))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Tells the sender of a fire-and-forget message that it was not delivered.
+async fn undelivered(sock: &Sock, payload: &[u8], not_sent: NotSent) {
+    let notice = wire::encode_undelivered(payload, &not_sent.text());
+    let notice = Frame::Notification { name: name(wire::UNDELIVERED), payload: notice.into() };
+    let _ = sock.send(notice).await;
+}
+
+/// The connection's id is reachable from everywhere: a peer that understands the reserved
+/// messages is told it.
+fn reachable(sock: &Sock) {
+    if let Some(conn) = sock.state::<Conn>() {
+        conn.reachable.store(true, Ordering::Release);
+        if sock.peer_understands_reserved() {
+            announce(sock, conn);
+        }
+    }
+}
+
+/// Tells the peer its id with `$id`, ahead of anything queued to send; once, though both the
+/// registration and the peer's hello may ask.
+fn announce(sock: &Sock, conn: &Conn) {
+    if conn.announced.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let payload = Bytes::from(format!("\"{}\"", conn.id));
     sock.send_now(Frame::Notification { name: name(wire::ID), payload });
+}
+
+/// The future's output if it is ready without waiting.
+fn poll_now<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
+    match Pin::new(future).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(output) => Some(output),
+        Poll::Pending => None,
+    }
 }
 
 /// Moves deliveries from the mailbox into the connection's send queue. One that cannot get in
 /// within `stall` means the peer has stopped reading: it is disconnected, and its id freed.
 /// It ends when the connection closes, since `detach` closes the mailbox.
 async fn drain(sock: Sock, mailbox: Mailbox, stall: Duration) {
-    while let Some(payload) = mailbox.next().await {
-        let frame = Frame::Notification { name: name(wire::SEND), payload };
+    while let Some(next) = mailbox.next().await {
+        let frame = match next {
+            Next::Relay(payload) => Frame::Notification { name: name(wire::SEND), payload },
+            Next::Note(name, payload) => Frame::Notification { name, payload },
+            Next::Overflowed => {
+                tracing::debug!("relay recipient fell behind its groups");
+                sock.close_with(CloseReason::GroupOverflow(), None);
+                break;
+            }
+        };
         match tokio::time::timeout(stall, sock.send(frame)).await {
             Ok(Ok(())) => {}
             Ok(Err(_closed)) => break,

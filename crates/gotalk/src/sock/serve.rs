@@ -236,9 +236,32 @@ impl Sock {
         }
     }
 
-    /// Sends an extension's answer to request `id`.
+    /// Sends an extension's answer to request `id`; one to come is sent from a task of its
+    /// own when it is ready.
     async fn answer(&self, id: Id, answer: Answer) -> Result<(), CloseReason> {
+        match answer {
+            Answer::Later(later) => {
+                let sock = self.clone();
+                let answer = async move {
+                    let answer = AssertUnwindSafe(later.0).catch_unwind().await;
+                    let answer = answer.unwrap_or_else(|_| {
+                        tracing::error!("extension panicked");
+                        Answer::Error("handler panicked".into())
+                    });
+                    let _ = sock.answer_ready(id, answer).await;
+                };
+                tokio::spawn(answer.instrument(self.shared.span.clone()));
+                Ok(())
+            }
+            answer => self.answer_ready(id, answer).await,
+        }
+    }
+
+    /// Sends an answer that is not [`Answer::Later`]; one that still is (a future that gave
+    /// another) is answered as an error.
+    async fn answer_ready(&self, id: Id, answer: Answer) -> Result<(), CloseReason> {
         let frame = match answer {
+            Answer::Later(_) => return self.reply_error(id, "no answer".into()).await,
             Answer::Result(payload) => Frame::SingleResult { id, payload },
             Answer::Retry(message) if self.shared.config.peer_understands_retry => {
                 let wait = self.retry_wait();
