@@ -17,12 +17,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::client::{PublishErrorKind, RequestErrorKind};
+use std::future::Future;
+use std::task::Poll;
+
+use async_nats::client::{PublishError, PublishErrorKind, SubscribeErrorKind};
 use async_nats::connection::State;
-use async_nats::{Client, ConnectOptions, Event, Request, ServerAddr, ServerError, Subject};
+use async_nats::{
+    Client, ConnectOptions, Event, Message, ServerAddr, ServerError, StatusCode, Subject,
+    Subscriber,
+};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, watch, Mutex};
+use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio::task::JoinHandle;
 
 use crate::link::{Incoming, Link, LinkError, LinkFuture, Reply, RequestError, Session};
@@ -53,6 +59,7 @@ pub struct NatsLink {
     name: Option<String>,
     connect_timeout: Duration,
     call_timeout: Duration,
+    queue: usize,
 }
 
 impl std::fmt::Debug for NatsLink {
@@ -65,6 +72,7 @@ impl std::fmt::Debug for NatsLink {
             .field("prefix", &self.prefix)
             .field("connect_timeout", &self.connect_timeout)
             .field("call_timeout", &self.call_timeout)
+            .field("queue", &self.queue)
             .finish_non_exhaustive()
     }
 }
@@ -78,6 +86,9 @@ impl NatsLink {
     /// The deadline of a publish, reply, subscribe or unsubscribe, unless
     /// [`call_timeout`](Self::call_timeout) sets another.
     pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_millis(500);
+    /// How many messages the client may hold before writing them, unless
+    /// [`queue`](Self::queue) sets another.
+    pub const DEFAULT_QUEUE: usize = 8192;
 
     /// A link to the servers of `urls`: one URL or several separated by commas,
     /// `nats://host:port` (`tls://` for TLS; port 4222 when left out). Credentials in the
@@ -110,6 +121,7 @@ impl NatsLink {
             name: None,
             connect_timeout: NatsLink::DEFAULT_CONNECT_TIMEOUT,
             call_timeout: NatsLink::DEFAULT_CALL_TIMEOUT,
+            queue: NatsLink::DEFAULT_QUEUE,
         })
     }
 
@@ -155,6 +167,14 @@ impl NatsLink {
         self
     }
 
+    /// How many messages (publishes, requests, replies, subscriptions) the client may hold
+    /// before writing them to the socket. A call that finds it full fails the session rather
+    /// than wait: the connection is not keeping up, and a call that waited could be overtaken.
+    pub fn queue(mut self, messages: usize) -> NatsLink {
+        self.queue = messages.max(1);
+        self
+    }
+
     async fn open(&self, incoming: mpsc::Sender<Incoming>) -> Result<Box<dyn Session>, LinkError> {
         if !valid_prefix(&self.prefix) {
             return Err(LinkError(format!(
@@ -163,7 +183,7 @@ impl NatsLink {
             )));
         }
         let shared = Arc::new(Shared::new());
-        let inbox = format!("{}.inbox", self.prefix);
+        let inboxes = format!("{}.inbox", self.prefix);
         let mut options = ConnectOptions::new()
             // One try per server, for the first connection; see the module's comment.
             .max_reconnects(self.servers.len())
@@ -184,9 +204,9 @@ impl NatsLink {
                 }
             })
             .connection_timeout(self.connect_timeout)
-            .request_timeout(Some(self.call_timeout))
             .subscription_capacity(SUBSCRIPTION_CAPACITY)
-            .custom_inbox_prefix(&inbox);
+            .client_capacity(self.queue)
+            .custom_inbox_prefix(&inboxes);
         options = match &self.credentials {
             Credentials::None => options,
             Credentials::UserPassword(user, password) => {
@@ -207,18 +227,32 @@ impl NatsLink {
         shared.connected.store(true, Ordering::Release);
         // A loss between the connection and the line above went unnoticed by the hook.
         if client.connection_state() != State::Connected {
-            shared.fail("connection lost while opening");
+            return Err(shared.fail("connection lost while opening"));
         }
-        Ok(Box::new(NatsSession {
+        let inbox = client.new_inbox();
+        let answers =
+            tokio::time::timeout(self.call_timeout, client.subscribe(format!("{inbox}.*")))
+                .await
+                .map_err(|_| shared.fail("no room in the client's queue"))?
+                .map_err(|e| LinkError(format!("nats: inbox: {e}")))?;
+        let waiting = Arc::new(Waiting::default());
+        let session = NatsSession {
+            router: tokio::spawn(route(answers, waiting.clone(), shared.clone())),
             client,
             shared,
             incoming,
             subscriptions: Mutex::new(HashMap::new()),
             call_timeout: self.call_timeout,
-            // Nobody subscribes to it (inboxes are `<inbox>.<id>.<n>`): the server answers
+            // Nobody subscribes to it (answers go to `<inboxes>.<id>.<n>`): the server answers
             // "no responders" once it has read everything sent before.
-            sync_subject: format!("{inbox}.sync"),
-        }))
+            sync_subject: format!("{inboxes}.sync"),
+            inbox,
+            waiting,
+            next_token: AtomicU64::new(0),
+        };
+        // The inbox is subscribed (and the user may use it) before the session is handed out.
+        session.sync().await?;
+        Ok(Box::new(session))
     }
 }
 
@@ -302,7 +336,33 @@ struct NatsSession {
     /// sends, so two calls cannot subscribe one channel twice.
     subscriptions: Mutex<HashMap<String, JoinHandle<()>>>,
     call_timeout: Duration,
+    /// This session's requests are answered on `<inbox>.<token>`.
+    inbox: String,
+    /// Requests waiting for their answer, by token.
+    waiting: Arc<Waiting>,
+    next_token: AtomicU64,
+    /// Hands answers to their requests.
+    router: JoinHandle<()>,
     sync_subject: String,
+}
+
+type Waiting = std::sync::Mutex<HashMap<u64, oneshot::Sender<Message>>>;
+
+/// Takes a request's entry out of [`NatsSession::waiting`] however the request ends.
+struct Forget<'a> {
+    waiting: &'a Waiting,
+    token: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        lock(self.waiting).remove(&self.token);
+    }
+}
+
+fn lock(waiting: &Waiting) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Message>>> {
+    // Nothing panics while holding it; a poisoned map is still a consistent map.
+    waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl NatsSession {
@@ -318,17 +378,29 @@ impl NatsSession {
         Ok(())
     }
 
-    async fn send(&self, subject: Subject, payload: Bytes) -> Result<(), LinkError> {
-        self.usable()?;
-        match tokio::time::timeout(self.call_timeout, self.client.publish(subject, payload)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) if e.kind() == PublishErrorKind::Send => {
+    /// Hands a message to the client in this very poll, so calls polled one after another
+    /// go out in that order. The client takes it at once when its queue has room (the
+    /// cooperative budget is lifted for it); a full queue means the connection does not keep
+    /// up, and waiting for room would let later calls overtake, so the session fails.
+    async fn hand_over(
+        &self,
+        handing: impl Future<Output = Result<(), PublishError>>,
+    ) -> Result<(), LinkError> {
+        let mut handing = std::pin::pin!(tokio::task::unconstrained(handing));
+        match std::future::poll_fn(|cx| Poll::Ready(handing.as_mut().poll(cx))).await {
+            Poll::Ready(Ok(())) => Ok(()),
+            Poll::Ready(Err(e)) if e.kind() == PublishErrorKind::Send => {
                 Err(self.shared.fail("client gone"))
             }
             // Too large or a bad subject: this message's fault, not the session's.
-            Ok(Err(e)) => Err(LinkError(format!("nats: {e}"))),
-            Err(_) => Err(self.shared.fail("the client's queue stayed full")),
+            Poll::Ready(Err(e)) => Err(LinkError(format!("nats: {e}"))),
+            Poll::Pending => Err(self.shared.fail("the client's queue is full")),
         }
+    }
+
+    async fn send(&self, subject: Subject, payload: Bytes) -> Result<(), LinkError> {
+        self.usable()?;
+        self.hand_over(self.client.publish(subject, payload)).await
     }
 
     async fn ask(
@@ -338,25 +410,24 @@ impl NatsSession {
         timeout: Duration,
     ) -> Result<Bytes, RequestError> {
         self.usable()?;
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let (answer, answered) = oneshot::channel();
+        lock(&self.waiting).insert(token, answer);
+        let _forget = Forget { waiting: &self.waiting, token };
+        let reply = format!("{}.{token}", self.inbox);
+        self.hand_over(self.client.publish_with_reply(channel.to_owned(), reply, payload)).await?;
         let mut failed = self.shared.failed.subscribe();
-        let request = Request::new().payload(payload).timeout(Some(timeout));
         tokio::select! {
-            // Polled first, so the request is handed over before anything else can happen.
             biased;
-            answer = tokio::time::timeout(timeout, self.client.send_request(channel.to_owned(), request)) => {
-                match answer {
-                    Err(_) => Err(RequestError::Timeout),
-                    Ok(Ok(message)) => Ok(message.payload),
-                    Ok(Err(e)) => Err(match e.kind() {
-                        RequestErrorKind::NoResponders => RequestError::NoSubscriber,
-                        RequestErrorKind::TimedOut => RequestError::Timeout,
-                        RequestErrorKind::InvalidSubject | RequestErrorKind::MaxPayloadExceeded => {
-                            RequestError::Link(LinkError(format!("nats: {e}")))
-                        }
-                        RequestErrorKind::Other => RequestError::Link(self.shared.fail("client gone")),
-                    }),
+            answer = tokio::time::timeout(timeout, answered) => match answer {
+                Err(_) => Err(RequestError::Timeout),
+                Ok(Err(_)) => Err(RequestError::Link(LinkError("nats: connection lost".into()))),
+                // The server's own answer when nobody subscribes (the client asked for it).
+                Ok(Ok(message)) if message.status == Some(StatusCode::NO_RESPONDERS) => {
+                    Err(RequestError::NoSubscriber)
                 }
-            }
+                Ok(Ok(message)) => Ok(message.payload),
+            },
             // The answer cannot come any more: say so now rather than at the timeout.
             _ = failed.wait_for(|failed| *failed) => {
                 Err(RequestError::Link(LinkError("nats: connection lost".into())))
@@ -372,7 +443,7 @@ impl NatsSession {
                 continue;
             }
             let subscriber = self.client.subscribe(channel.clone()).await.map_err(|e| {
-                if e.kind() == async_nats::client::SubscribeErrorKind::InvalidSubject {
+                if e.kind() == SubscribeErrorKind::InvalidSubject {
                     LinkError(format!("nats: {e}"))
                 } else {
                     self.shared.fail("client gone")
@@ -387,16 +458,15 @@ impl NatsSession {
     }
 
     /// Waits until the server has read everything this session sent before: a request
-    /// nobody answers comes back "no responders" only after that.
+    /// nobody subscribes to comes back "no responders" only after that.
     async fn sync(&self) -> Result<(), LinkError> {
-        let request = Request::new().timeout(Some(self.call_timeout));
-        match self.client.send_request(self.sync_subject.clone(), request).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == RequestErrorKind::NoResponders => Ok(()),
-            Err(e) if e.kind() == RequestErrorKind::TimedOut => {
-                Err(self.shared.fail("the server did not answer in time"))
-            }
-            Err(_) => Err(self.shared.fail("client gone")),
+        match self.ask(&self.sync_subject, Bytes::new(), self.call_timeout).await {
+            Ok(_) | Err(RequestError::NoSubscriber) => Ok(()),
+            Err(RequestError::Timeout) => Err(self.shared.fail(&format!(
+                "no answer from the server on {}.* within {:?} (is the user allowed it?)",
+                self.inbox, self.call_timeout
+            ))),
+            Err(RequestError::Link(e)) => Err(e),
         }
     }
 
@@ -417,7 +487,7 @@ impl NatsSession {
 /// Hands a subscription's messages to the cluster's queue without ever waiting on it: a
 /// full queue drops the message and counts it. Ends when the session fails.
 async fn forward(
-    mut subscriber: async_nats::Subscriber,
+    mut subscriber: Subscriber,
     incoming: mpsc::Sender<Incoming>,
     shared: Arc<Shared>,
 ) {
@@ -439,6 +509,23 @@ async fn forward(
                 shared.dropped.fetch_add(1, Ordering::Relaxed);
             }
             Err(mpsc::error::TrySendError::Closed(_)) => return,
+        }
+    }
+}
+
+/// Hands each answer on the session's inbox to the request waiting for it; an answer
+/// nobody waits for any more (timed out) is dropped.
+async fn route(mut inbox: Subscriber, waiting: Arc<Waiting>, shared: Arc<Shared>) {
+    let mut failed = shared.failed.subscribe();
+    loop {
+        let message = tokio::select! {
+            message = inbox.next() => message,
+            _ = failed.wait_for(|failed| *failed) => None,
+        };
+        let Some(message) = message else { return };
+        let token = message.subject.rsplit('.').next().and_then(|t| t.parse::<u64>().ok());
+        if let Some(answer) = token.and_then(|token| lock(&waiting).remove(&token)) {
+            let _ = answer.send(message);
         }
     }
 }
@@ -492,7 +579,8 @@ impl Session for NatsSession {
 
 impl Drop for NatsSession {
     fn drop(&mut self) {
-        // The client closes its connection once the forwarders' subscribers are gone too.
+        // The client closes its connection once the subscribers in these tasks are gone too.
+        self.router.abort();
         for forwarder in self.subscriptions.get_mut().values() {
             forwarder.abort();
         }

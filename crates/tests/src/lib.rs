@@ -5,6 +5,7 @@
 //!   (chat, search, its page) and the fixtures, behind `gotalk serve`'s flags.
 //! - [`servers`]: real `redis-server`, `nats-server` and `haproxy` processes on free ports, for
 //!   the cluster tests.
+//! - [`link_conformance`]: what every cluster link must do, as cases run against a real bus.
 //!
 //! The binaries `gotalk-e2e` and `gotalk-interop` (a server other implementations are tested
 //! against) are this package's; integration tests find them with `env!("CARGO_BIN_EXE_…")`.
@@ -13,4 +14,5 @@
 
 pub mod e2e;
 pub mod fixtures;
+pub mod link_conformance;
 pub mod servers;
