@@ -1,5 +1,6 @@
 //! The cluster's links against real buses: the conformance cases of
-//! `gotalk_tests::link_conformance` once per bus, and what only one bus has.
+//! `gotalk_tests::link_conformance` once per bus (one `link_conformance!` line in a module
+//! named after the bus), and what only one bus has.
 
 mod nats {
     use std::time::Duration;
