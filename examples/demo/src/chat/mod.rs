@@ -192,8 +192,6 @@ enum StateKey {
     Members(String),
     /// `chat.rooms`.
     Rooms,
-    /// `chat.you`.
-    You,
 }
 
 /// `chat.members`: a room's members.
@@ -625,9 +623,9 @@ impl Inner {
         (room_list, members)
     }
 
-    /// The states to send member `id` now, each unless it is what was sent last (`sent`
-    /// holds a hash of each): its rooms' member lists and the room list when `lists`, its
-    /// `chat.you` if it changed, and `chat.resync` when `resync`. `None` once it is no
+    /// The states to send member `id` now: its rooms' member lists and the room list when
+    /// `lists`, each unless it is what was sent last (`sent` holds a hash of each), its
+    /// `chat.you` when asked for, and `chat.resync` when `resync`. `None` once it is no
     /// member.
     fn states(
         &self,
@@ -659,7 +657,9 @@ impl Inner {
             send(StateKey::Rooms, "chat.rooms", room_list);
         }
         if let Some(you) = you {
-            send(StateKey::You, "chat.you", encode(&you));
+            // Sent even when unchanged: it is asked for when a page's own idea of its name
+            // may be wrong (the name it answered was refused).
+            states.push(("chat.you", encode(&you)));
         }
         if resync {
             states.push(("chat.resync", Bytes::from_static(b"{}")));
@@ -667,7 +667,7 @@ impl Inner {
         // The lists of rooms the member has left are not its business any more.
         sent.retain(|key, _| match key {
             StateKey::Members(room) => rooms.contains(room),
-            StateKey::Rooms | StateKey::You => true,
+            StateKey::Rooms => true,
         });
         Some(states)
     }
