@@ -7,5 +7,7 @@
 //! `nats`), and compiles neither client without its feature.
 
 pub mod link;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 pub use link::{Incoming, Link, LinkError, Reply, RequestError, Session};
