@@ -28,6 +28,14 @@ debian_packages() {
     deb npm npm
     # The real-peer tests build the original Go gotalk with Debian's Go, offline.
     deb golang-go go
+    # The cluster tests start their own servers on free ports (crates/tests/src/servers.rs),
+    # never the services these packages may start on the default ports 6379 and 4222:
+    # the Redis bus (pub/sub, ACL users limited to a prefix),
+    deb redis-server redis-server
+    # the NATS bus (a user whose subjects are limited to a prefix),
+    deb nats-server nats-server
+    # and the load balancer in front of several gateways (health checks, WebSocket tunnels).
+    deb haproxy haproxy
 }
 
 # The Debian route of scripts/wasm-build.sh, for when rustup cannot add the wasm32 target;
@@ -45,7 +53,8 @@ deb() {
     case "$probe" in
         "") dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' ;;
         /*) [ -e "$probe" ] ;;
-        *) command -v "$probe" >/dev/null ;;
+        # Daemons land in /usr/sbin, which is not on every user's PATH.
+        *) command -v "$probe" >/dev/null || [ -x "/usr/sbin/$probe" ] ;;
     esac || missing_debs+=("$pkg")
 }
 
@@ -105,6 +114,9 @@ setup_debian() {
     "${CHROMIUM:-/usr/bin/chromium}" --version
     echo "node $(node --version), npm $(npm --version)"
     go version
+    redis-server --version
+    nats-server --version
+    haproxy -v | head -n 1
 }
 
 setup_rust() {

@@ -3,6 +3,8 @@
 //! - [`fixtures`]: the operations every test server offers, the integration tests' included.
 //! - [`e2e`]: the server the browser tests and the process tests run (`gotalk-e2e`): the demo
 //!   (chat, search, its page) and the fixtures, behind `gotalk serve`'s flags.
+//! - [`servers`]: real `redis-server`, `nats-server` and `haproxy` processes on free ports, for
+//!   the cluster tests.
 //!
 //! The binaries `gotalk-e2e` and `gotalk-interop` (a server other implementations are tested
 //! against) are this package's; integration tests find them with `env!("CARGO_BIN_EXE_…")`.
@@ -11,3 +13,4 @@
 
 pub mod e2e;
 pub mod fixtures;
+pub mod servers;

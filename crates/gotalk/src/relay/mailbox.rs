@@ -28,6 +28,9 @@ pub struct Mailbox {
 struct Inner {
     queue: Mutex<Queue>,
     ready: Notify,
+    /// Wakes [`Mailbox::overflowed`], which the connection awaits even while it is stuck
+    /// sending.
+    overflow: Notify,
     limit: usize,
     /// The recipient connection's budget, which queued deliveries are charged to: they are
     /// held for it, and the sum over every mailbox must stay within the process budget.
@@ -85,6 +88,7 @@ impl Mailbox {
             inner: Arc::new(Inner {
                 queue: Mutex::new(Queue::default()),
                 ready: Notify::new(),
+                overflow: Notify::new(),
                 limit,
                 budget,
             }),
@@ -120,8 +124,20 @@ impl Mailbox {
         if refused == Err(Refused::Full) {
             self.lock().overflowed = true;
             self.inner.ready.notify_one();
+            self.inner.overflow.notify_one();
         }
         refused
+    }
+
+    /// Completes once a group message did not fit.
+    pub(crate) async fn overflowed(&self) {
+        loop {
+            let overflow = self.inner.overflow.notified();
+            if self.lock().overflowed {
+                return;
+            }
+            overflow.await;
+        }
     }
 
     fn queue(&self, item: Next) -> Result<(), Refused> {

@@ -339,7 +339,15 @@ async fn drain(sock: Sock, mailbox: Mailbox, stall: Duration) {
                 break;
             }
         };
-        match tokio::time::timeout(stall, sock.send(frame)).await {
+        let sent = tokio::select! {
+            sent = tokio::time::timeout(stall, sock.send(frame)) => sent,
+            () = mailbox.overflowed() => {
+                tracing::debug!("relay recipient fell behind its groups");
+                sock.close_with(CloseReason::GroupOverflow(), None);
+                break;
+            }
+        };
+        match sent {
             Ok(Ok(())) => {}
             Ok(Err(_closed)) => break,
             Err(_) => {
