@@ -6,8 +6,17 @@
 //! a [`Link`]; this crate has one for Redis (feature `redis`) and one for NATS (feature
 //! `nats`), and compiles neither client without its feature.
 
+mod bus;
+mod envelope;
 pub mod link;
+mod metrics;
+mod presence;
 #[cfg(feature = "redis")]
 pub mod redis;
+mod settings;
+mod supervisor;
 
+pub use bus::{ClusterBus, StartError};
 pub use link::{Incoming, Link, LinkError, Reply, RequestError, Session};
+pub use metrics::{BusMetrics, Dropped, Readiness, RemoteRelays};
+pub use settings::ClusterSettings;
