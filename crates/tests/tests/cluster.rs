@@ -56,8 +56,16 @@ on_every_bus!(
     id_is_told_once_reachable,
     groups_across_instances,
     a_closed_connection_leaves_everywhere,
-    a_departed_instance_is_forgotten,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_departed_instance_is_forgotten() {
+    if servers::skip_cluster_tests() {
+        return;
+    }
+    let redis = Redis::start().await;
+    conformance::a_departed_instance_is_forgotten(&redis_backend(&redis)).await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_of_2_s() {
