@@ -6,10 +6,23 @@
 //! a [`Link`]; this crate has one for Redis (feature `redis`) and one for NATS (feature
 //! `nats`), and compiles neither client without its feature.
 
+mod bus;
+mod envelope;
 pub mod link;
+mod metrics;
 #[cfg(feature = "nats")]
 pub mod nats;
+mod presence;
+#[cfg(feature = "redis")]
+pub mod redis;
+mod settings;
+mod supervisor;
 
+pub use bus::{ClusterBus, StartError};
 pub use link::{Incoming, Link, LinkError, Reply, RequestError, Session};
+pub use metrics::{BusMetrics, Dropped, Readiness, RemoteRelays};
 #[cfg(feature = "nats")]
 pub use nats::NatsLink;
+#[cfg(feature = "redis")]
+pub use redis::RedisLink;
+pub use settings::ClusterSettings;

@@ -3,6 +3,8 @@
 //! - [`fixtures`]: the operations every test server offers, the integration tests' included.
 //! - [`e2e`]: the server the browser tests and the process tests run (`gotalk-e2e`): the demo
 //!   (chat, search, its page) and the fixtures, behind `gotalk serve`'s flags.
+//! - [`conformance`]: the relay bus conformance suite, run against the one-process bus and
+//!   each cluster bus by the test target `cluster`.
 //! - [`servers`]: real `redis-server`, `nats-server` and `haproxy` processes on free ports, for
 //!   the cluster tests.
 //! - [`link_conformance`]: what every cluster link must do, as cases run against a real bus.
@@ -12,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod conformance;
 pub mod e2e;
 pub mod fixtures;
 pub mod link_conformance;

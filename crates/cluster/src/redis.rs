@@ -1,0 +1,431 @@
+//! The [`Link`] over Redis pub/sub, with the `redis` crate.
+//!
+//! A session holds two connections: a subscriber, whose RESP3 pushes are handed to the
+//! cluster's bounded queue by a closure that never waits (a full queue drops and counts), and
+//! a multiplexed connection for everything the session publishes. Neither reconnects: when
+//! the subscriber's connection ends, the session drops its end of the incoming queue and fails
+//! the requests waiting for answers, and the cluster's supervisor opens a new session.
+//!
+//! Redis has no request/reply, so it is built here: a request is published with a
+//! correlation number and the name of the session's reply channel, and the answer is published
+//! on that channel. `PUBLISH` counts the subscribers that got the message, so a request that
+//! reached nobody is [`RequestError::NoSubscriber`] at once.
+//!
+//! Frames on the bus (the first byte says which):
+//! - `0` + payload: a message published with no answer expected;
+//! - `1` + correlation (8 bytes, big-endian) + reply channel's length (1 byte) + reply channel +
+//!   payload: a request;
+//! - `2` + correlation + payload: an answer, on a reply channel.
+//!
+//! Nothing read from the bus is trusted: a frame that does not parse is dropped and counted,
+//! and a reply channel outside this link's prefix is not answered on.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ::redis::aio::MultiplexedConnection;
+use ::redis::{AsyncConnectionConfig, Client, ProtocolVersion, PushInfo, PushKind, Value};
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::link::{Incoming, Link, LinkError, LinkFuture, Reply, RequestError, Session};
+
+const PLAIN: u8 = 0;
+const REQUEST: u8 = 1;
+const ANSWER: u8 = 2;
+
+/// A way to reach one Redis server: `redis://[user:password@]host:port[/db]`.
+///
+/// ```no_run
+/// # fn demo() -> Result<(), gotalk_cluster::LinkError> {
+/// use gotalk_cluster::redis::RedisLink;
+/// let link = RedisLink::new("redis://gotalk:secret@127.0.0.1:6379")?.prefix("gotalk");
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct RedisLink {
+    client: Client,
+    prefix: String,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+    max_pending: usize,
+}
+
+impl RedisLink {
+    /// A link to the server at `url` (`redis://`, or `rediss://` is refused: TLS is not
+    /// compiled in). A user and password in the URL authenticate with Redis's ACL.
+    ///
+    /// # Errors
+    /// [`LinkError`] for a URL that does not parse.
+    pub fn new(url: &str) -> Result<Self, LinkError> {
+        let client = Client::open(url).map_err(|e| LinkError(format!("redis url: {e}")))?;
+        let info = client.get_connection_info().clone();
+        // RESP3, so the subscriber's messages come as pushes to a closure we own.
+        let redis = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+        let client = Client::open(info.set_redis_settings(redis))
+            .map_err(|e| LinkError(format!("redis url: {e}")))?;
+        Ok(RedisLink {
+            client,
+            prefix: "gotalk".to_owned(),
+            connect_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_millis(1000),
+            max_pending: 65_536,
+        })
+    }
+
+    /// The first part of every reply channel this link subscribes to, `<prefix>:reply:<n>`.
+    /// Default `gotalk`: the cluster's prefix, so a Redis user limited to `<prefix>:*`
+    /// channels can use it.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long opening a connection may take. Default 2 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long one command (publish, subscribe) may wait for Redis. Default 1 s.
+    pub fn command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// How many requests one session may have waiting for their answers. Default 65,536;
+    /// past it a request fails at once.
+    pub fn max_pending(mut self, count: usize) -> Self {
+        self.max_pending = count;
+        self
+    }
+
+    async fn open(&self, incoming: mpsc::Sender<Incoming>) -> Result<Box<dyn Session>, LinkError> {
+        let reply_channel = self.channel(&[&self.prefix, "reply", &random_token()]);
+        let shared = Arc::new(Shared {
+            reply_prefix: self.channel(&[&self.prefix, "reply", ""]),
+            reply_channel: reply_channel.clone(),
+            incoming: Mutex::new(Some(incoming)),
+            pending: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+            dropped: AtomicU64::new(0),
+        });
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.command_timeout));
+        let pushes = shared.clone();
+        let sub_config = config.clone().set_push_sender(move |push: PushInfo| {
+            pushes.push(push);
+            Ok::<(), std::convert::Infallible>(())
+        });
+        let connect = async {
+            let mut subscriber =
+                self.client.get_multiplexed_async_connection_with_config(&sub_config).await?;
+            let publisher =
+                self.client.get_multiplexed_async_connection_with_config(&config).await?;
+            subscriber.subscribe(&reply_channel).await?;
+            Ok::<_, ::redis::RedisError>((subscriber, publisher))
+        };
+        let (subscriber, publisher) = tokio::time::timeout(self.connect_timeout * 2, connect)
+            .await
+            .map_err(|_| LinkError("redis: connecting took too long".to_owned()))?
+            .map_err(link_error)?;
+        Ok(Box::new(RedisSession { subscriber, publisher, shared, max_pending: self.max_pending }))
+    }
+}
+
+impl Link for RedisLink {
+    fn connect(
+        &self,
+        incoming: mpsc::Sender<Incoming>,
+    ) -> LinkFuture<'_, Result<Box<dyn Session>, LinkError>> {
+        Box::pin(self.open(incoming))
+    }
+
+    fn channel(&self, parts: &[&str]) -> String {
+        parts.join(":")
+    }
+
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+}
+
+fn link_error(e: ::redis::RedisError) -> LinkError {
+    LinkError(format!("redis: {e}"))
+}
+
+fn random_token() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// What the subscriber's push closure shares with the session.
+struct Shared {
+    /// `<prefix>:reply:`: answers are only ever published on channels that start with it.
+    reply_prefix: String,
+    reply_channel: String,
+    /// Taken when the subscriber's connection ends: the cluster sees its queue close.
+    incoming: Mutex<Option<mpsc::Sender<Incoming>>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Bytes>>>,
+    next: AtomicU64,
+    dropped: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Each section is a map or option operation that cannot panic half-way.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    /// Runs on the subscriber connection's reader: it must not wait.
+    fn push(&self, push: PushInfo) {
+        match push.kind {
+            PushKind::Message => {
+                let mut data = push.data.into_iter();
+                let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
+                    (data.next(), data.next())
+                else {
+                    return self.drop_one();
+                };
+                let Ok(channel) = String::from_utf8(channel) else { return self.drop_one() };
+                self.message(channel, Bytes::from(payload));
+            }
+            PushKind::Disconnection => {
+                lock(&self.incoming).take();
+                // Dropping the senders ends every request waiting for an answer.
+                lock(&self.pending).clear();
+            }
+            _ => {}
+        }
+    }
+
+    fn drop_one(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn message(&self, channel: String, mut frame: Bytes) {
+        if frame.is_empty() {
+            return self.drop_one();
+        }
+        let tag = frame[0];
+        frame = frame.slice(1..);
+        let incoming = match tag {
+            PLAIN => Incoming { channel, payload: frame, reply: None },
+            REQUEST => {
+                let Some((corr, rest)) = split_corr(&frame) else { return self.drop_one() };
+                let Some((&len, rest)) = rest.split_first() else { return self.drop_one() };
+                let len = usize::from(len);
+                if rest.len() < len {
+                    return self.drop_one();
+                }
+                let (to, payload) = rest.split_at(len);
+                let reply = std::str::from_utf8(to)
+                    .ok()
+                    .filter(|to| to.starts_with(&self.reply_prefix))
+                    .map(|to| {
+                        let mut handle = BytesMut::with_capacity(8 + to.len());
+                        handle.put_u64(corr);
+                        handle.put_slice(to.as_bytes());
+                        Reply(handle.freeze())
+                    });
+                let Some(reply) = reply else { return self.drop_one() };
+                let payload = frame.slice_ref(payload);
+                Incoming { channel, payload, reply: Some(reply) }
+            }
+            ANSWER if channel == self.reply_channel => {
+                let Some((corr, payload)) = split_corr(&frame) else { return self.drop_one() };
+                let payload = frame.slice_ref(payload);
+                // An answer nobody waits for any more (it came too late) is not an error.
+                if let Some(waiting) = lock(&self.pending).remove(&corr) {
+                    let _ = waiting.send(payload);
+                }
+                return;
+            }
+            _ => return self.drop_one(),
+        };
+        let sender = lock(&self.incoming).clone();
+        match sender {
+            Some(sender) if sender.try_send(incoming).is_ok() => {}
+            _ => self.drop_one(),
+        }
+    }
+}
+
+fn split_corr(frame: &[u8]) -> Option<(u64, &[u8])> {
+    let (corr, rest) = frame.split_first_chunk::<8>()?;
+    Some((u64::from_be_bytes(*corr), rest))
+}
+
+struct RedisSession {
+    subscriber: MultiplexedConnection,
+    publisher: MultiplexedConnection,
+    shared: Arc<Shared>,
+    max_pending: usize,
+}
+
+/// Takes a request out of the waiting map however its future ends.
+struct Waiting<'a> {
+    shared: &'a Shared,
+    corr: u64,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        lock(&self.shared.pending).remove(&self.corr);
+    }
+}
+
+impl RedisSession {
+    /// Publishes a frame; the number of subscribers that got it.
+    async fn publish_frame(&self, channel: &str, frame: &[u8]) -> Result<i64, LinkError> {
+        let mut publisher = self.publisher.clone();
+        ::redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(frame)
+            .query_async(&mut publisher)
+            .await
+            .map_err(link_error)
+    }
+}
+
+impl Session for RedisSession {
+    fn publish<'a>(
+        &'a self,
+        channel: &'a str,
+        payload: Bytes,
+    ) -> LinkFuture<'a, Result<(), LinkError>> {
+        let mut frame = BytesMut::with_capacity(1 + payload.len());
+        frame.put_u8(PLAIN);
+        frame.put_slice(&payload);
+        Box::pin(async move { self.publish_frame(channel, &frame).await.map(drop) })
+    }
+
+    fn request<'a>(
+        &'a self,
+        channel: &'a str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> LinkFuture<'a, Result<Bytes, RequestError>> {
+        Box::pin(async move {
+            let corr = self.shared.next.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = oneshot::channel();
+            {
+                let mut pending = lock(&self.shared.pending);
+                if pending.len() >= self.max_pending {
+                    return Err(LinkError("redis: too many requests waiting".to_owned()).into());
+                }
+                pending.insert(corr, tx);
+            }
+            let _waiting = Waiting { shared: &self.shared, corr };
+            let reply_to = self.shared.reply_channel.as_bytes();
+            let mut frame = BytesMut::with_capacity(10 + reply_to.len() + payload.len());
+            frame.put_u8(REQUEST);
+            frame.put_u64(corr);
+            frame.put_u8(u8::try_from(reply_to.len()).map_err(|_| {
+                LinkError("redis: the reply channel's name is too long".to_owned())
+            })?);
+            frame.put_slice(reply_to);
+            frame.put_slice(&payload);
+            let started = tokio::time::Instant::now();
+            if self.publish_frame(channel, &frame).await? == 0 {
+                return Err(RequestError::NoSubscriber);
+            }
+            match tokio::time::timeout_at(started + timeout, rx).await {
+                Ok(Ok(answer)) => Ok(answer),
+                Ok(Err(_)) => Err(LinkError("redis: the connection closed".to_owned()).into()),
+                Err(_) => Err(RequestError::Timeout),
+            }
+        })
+    }
+
+    fn reply<'a>(&'a self, to: &'a Reply, payload: Bytes) -> LinkFuture<'a, Result<(), LinkError>> {
+        Box::pin(async move {
+            let Some((corr, channel)) = split_corr(&to.0) else {
+                return Err(LinkError("redis: not a reply of this link".to_owned()));
+            };
+            let channel = std::str::from_utf8(channel)
+                .ok()
+                .filter(|c| c.starts_with(&self.shared.reply_prefix))
+                .ok_or_else(|| LinkError("redis: not a reply of this link".to_owned()))?;
+            let mut frame = BytesMut::with_capacity(9 + payload.len());
+            frame.put_u8(ANSWER);
+            frame.put_u64(corr);
+            frame.put_slice(&payload);
+            self.publish_frame(channel, &frame).await.map(drop)
+        })
+    }
+
+    fn subscribe<'a>(&'a self, channels: &'a [String]) -> LinkFuture<'a, Result<(), LinkError>> {
+        Box::pin(async move {
+            if channels.is_empty() {
+                return Ok(());
+            }
+            self.subscriber.clone().subscribe(channels).await.map_err(link_error)
+        })
+    }
+
+    fn unsubscribe<'a>(&'a self, channels: &'a [String]) -> LinkFuture<'a, Result<(), LinkError>> {
+        Box::pin(async move {
+            if channels.is_empty() {
+                return Ok(());
+            }
+            self.subscriber.clone().unsubscribe(channels).await.map_err(link_error)
+        })
+    }
+
+    fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared() -> (Shared, mpsc::Receiver<Incoming>) {
+        let (tx, rx) = mpsc::channel(1);
+        let shared = Shared {
+            reply_prefix: "p:reply:".to_owned(),
+            reply_channel: "p:reply:me".to_owned(),
+            incoming: Mutex::new(Some(tx)),
+            pending: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+            dropped: AtomicU64::new(0),
+        };
+        (shared, rx)
+    }
+
+    #[test]
+    fn frames_from_the_bus_are_checked_before_use() {
+        let (shared, mut rx) = shared();
+        let bad: [&[u8]; 5] = [
+            b"",
+            &[9, 1, 2],
+            &[REQUEST, 0, 0],
+            &[REQUEST, 0, 0, 0, 0, 0, 0, 0, 1, 200, b'x'],
+            // A reply channel outside the prefix is never answered on.
+            &[REQUEST, 0, 0, 0, 0, 0, 0, 0, 1, 3, b'a', b':', b'b', b'x'],
+        ];
+        for frame in bad {
+            shared.message("c".to_owned(), Bytes::copy_from_slice(frame));
+        }
+        assert_eq!(shared.dropped.load(Ordering::Relaxed), 5);
+        assert!(rx.try_recv().is_err());
+
+        let mut good = vec![REQUEST, 0, 0, 0, 0, 0, 0, 0, 7, 10];
+        good.extend_from_slice(b"p:reply:xyhello");
+        shared.message("c".to_owned(), Bytes::from(good));
+        let incoming = rx.try_recv().unwrap();
+        assert_eq!(&incoming.payload[..], b"hello");
+        let reply = incoming.reply.unwrap();
+        assert_eq!(split_corr(&reply.0).unwrap(), (7, &b"p:reply:xy"[..]));
+
+        // The queue holds one: the next is dropped and counted, not waited for.
+        shared.message("c".to_owned(), Bytes::from_static(&[PLAIN, 1]));
+        shared.message("c".to_owned(), Bytes::from_static(&[PLAIN, 2]));
+        assert_eq!(shared.dropped.load(Ordering::Relaxed), 6);
+    }
+}
