@@ -318,7 +318,9 @@ pub async fn unknown_peer_is_fast(backend: &Backend) {
         let err = within("relay", pa.sock.relay(nobody, "t", &1)).await.unwrap_err();
         let took = started.elapsed();
         assert!(is_remote(&err, "unknown peer"), "{err:?}");
-        assert!(took < Duration::from_millis(50), "unknown peer took {took:?}");
+        // Known at once, not after the relay timeout (1 s); the bound leaves room for a busy
+        // machine.
+        assert!(took < Duration::from_millis(500), "unknown peer took {took:?}");
     }
     pa.sock.relay_notify(nobody, "t", &1).await.unwrap();
     let notice = within("the notice", notices.recv()).await.unwrap();
@@ -547,7 +549,8 @@ pub async fn bus_outage(backend: &Backend, server: &mut dyn BusServer, down: Dur
         let err = within("relay", pa.sock.relay(pb.id, "t", &n)).await.unwrap_err();
         assert!(is_retry(&err, "relay unavailable"), "{err:?}");
         let took = started.elapsed();
-        assert!(took < Duration::from_millis(50), "unavailable took {took:?}");
+        // At once: nothing waits on a bus that is down (the relay timeout is 1 s).
+        assert!(took < Duration::from_millis(500), "unavailable took {took:?}");
         pa.sock.relay(pa2.id, "t", &n).await.expect("local relays work during the outage");
         assert_eq!(within("local", local.recv()).await.unwrap().json::<i32>().unwrap(), n);
     }
@@ -606,10 +609,12 @@ pub async fn in_flight_edge(backend: &Backend, server: &mut dyn BusServer) {
     let started = Instant::now();
     let err = within("one past the limit", pa.sock.relay(pb.id, "t", &N)).await.unwrap_err();
     assert!(is_retry(&err, "relay unavailable"), "{err:?}");
-    assert!(started.elapsed() < Duration::from_millis(50));
+    // At once, and the read loop does not wait: both far below the 5 s the pending ones may
+    // wait, with room for a busy machine.
+    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
     let started = Instant::now();
     assert_eq!(within("whoami", pa.sock.whoami()).await.unwrap(), pa.id);
-    assert!(started.elapsed() < Duration::from_millis(100), "the read loop does not wait");
+    assert!(started.elapsed() < Duration::from_secs(1), "the read loop does not wait");
     server.resume();
     for (n, p) in pending.into_iter().enumerate() {
         within("a pending relay", p).await.unwrap().expect("delivered after the pause");

@@ -315,7 +315,8 @@ pub async fn request_to_a_channel_nobody_subscribes_is_no_subscriber_at_once<
         let result = a.request(&nobody, Bytes::from_static(b"?"), Duration::from_secs(5)).await;
         let took = start.elapsed();
         assert_eq!(result, Err(RequestError::NoSubscriber));
-        assert!(took < Duration::from_millis(100), "NoSubscriber after {took:?}");
+        // Known at once, far below the 5 s deadline (with room for a busy machine).
+        assert!(took < Duration::from_secs(1), "NoSubscriber after {took:?}");
     }
 }
 

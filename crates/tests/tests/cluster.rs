@@ -1,128 +1,173 @@
 //! The relay bus conformance suite (`gotalk_tests::conformance`) against every bus: the
-//! one-process bus shared by all instances, and the cluster bus over a real `redis-server`
-//! started on a free port. Cases that disturb the bus server run only where there is one.
-//! With `GOTALK_CLUSTER_TESTS=skip` the cases that need a bus server say so and pass.
+//! one-process bus shared by all instances, and the cluster bus over a real `redis-server` and
+//! a real `nats-server`, each started on a free port. Cases that disturb the bus server run
+//! only where there is one. With `GOTALK_CLUSTER_TESTS=skip` the cases that need a bus server
+//! say so and pass.
 
-use std::time::Duration;
-
+use gotalk_cluster::nats::NatsLink;
 use gotalk_cluster::redis::RedisLink;
-use gotalk_cluster::{ClusterBus, ClusterSettings, StartError};
-use gotalk_tests::conformance::{self, Backend};
-use gotalk_tests::servers::{self, Auth, Redis};
+use gotalk_cluster::{ClusterBus, ClusterSettings, Link, StartError};
+use gotalk_tests::conformance::Backend;
 
-/// A cluster backend over `redis`'s URL.
-fn redis_backend(redis: &Redis) -> Backend {
-    let url = redis.url();
-    Backend::cluster("redis", move |settings: ClusterSettings| {
-        let url = url.clone();
-        async move {
-            let link = RedisLink::new(&url).expect("a redis url");
-            ClusterBus::start(link, settings).await.expect("the cluster bus starts")
-        }
+/// A cluster backend whose instances reach the bus with the link `connect` makes of `url`.
+fn backend<L: Link>(name: &'static str, url: String, connect: fn(&str) -> L) -> Backend {
+    Backend::cluster(name, move |settings: ClusterSettings| {
+        let link = connect(&url);
+        async move { ClusterBus::start(link, settings).await.expect("the cluster bus starts") }
     })
 }
 
-macro_rules! on_every_bus {
-    ($($case:ident),* $(,)?) => {
-        mod local {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    gotalk_tests::conformance::$case(&gotalk_tests::conformance::Backend::local())
-                        .await;
-                }
-            )*
+fn redis_link(url: &str) -> RedisLink {
+    RedisLink::new(url).expect("a redis url")
+}
+
+fn nats_link(url: &str) -> NatsLink {
+    NatsLink::new(url).expect("a nats url")
+}
+
+mod local {
+    use gotalk_tests::conformance::{self, Backend};
+
+    macro_rules! cases {
+        ($($case:ident),* $(,)?) => {$(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                conformance::$case(&Backend::local()).await;
+            }
+        )*};
+    }
+    cases!(
+        relay_across_instances,
+        unknown_peer_is_fast,
+        remote_full_queue,
+        order_is_kept,
+        id_is_told_once_reachable,
+        groups_across_instances,
+        a_closed_connection_leaves_everywhere,
+    );
+}
+
+/// Cases that need only a fresh bus server of type `$server`, and `backend` in scope.
+macro_rules! bus_cases {
+    ($server:ty; $($case:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            if gotalk_tests::servers::skip_cluster_tests() {
+                return;
+            }
+            let server = <$server>::start().await;
+            gotalk_tests::conformance::$case(&backend(&server)).await;
         }
-        mod redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    if gotalk_tests::servers::skip_cluster_tests() {
-                        return;
-                    }
-                    let redis = gotalk_tests::servers::Redis::start().await;
-                    gotalk_tests::conformance::$case(&super::redis_backend(&redis)).await;
+    )*};
+}
+
+/// Every case against one bus: `$server` is the harness's guard for its server, `$link`
+/// makes a link of a URL, `$limited` starts the server with a user limited to the prefix.
+macro_rules! on_a_bus {
+    ($bus:ident, $server:ty, $link:path, $limited:expr, $wrong_password:expr) => {
+        mod $bus {
+            use std::time::Duration;
+
+            use gotalk_cluster::{ClusterBus, ClusterSettings, StartError};
+            use gotalk_tests::conformance;
+            use gotalk_tests::servers::{skip_cluster_tests, Auth};
+
+            type Server = $server;
+
+            fn backend(server: &Server) -> gotalk_tests::conformance::Backend {
+                super::backend(stringify!($bus), server.url(), $link)
+            }
+
+            bus_cases!(
+                Server;
+                relay_across_instances,
+                unknown_peer_is_fast,
+                remote_full_queue,
+                order_is_kept,
+                id_is_told_once_reachable,
+                groups_across_instances,
+                a_closed_connection_leaves_everywhere,
+                a_departed_instance_is_forgotten,
+            );
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn outage_of_2_s() {
+                if skip_cluster_tests() {
+                    return;
                 }
-            )*
+                let mut server = Server::start().await;
+                let backend = backend(&server);
+                conformance::bus_outage(&backend, &mut server, Duration::from_secs(2)).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn outage_of_10_s() {
+                if skip_cluster_tests() {
+                    return;
+                }
+                let mut server = Server::start().await;
+                let backend = backend(&server);
+                conformance::bus_outage(&backend, &mut server, Duration::from_secs(10)).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn in_flight_edge() {
+                if skip_cluster_tests() {
+                    return;
+                }
+                let mut server = Server::start().await;
+                let backend = backend(&server);
+                conformance::in_flight_edge(&backend, &mut server).await;
+            }
+
+            /// A user limited to the prefix's channels (and keys) is all an instance needs.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_user_limited_to_the_prefix_works() {
+                if skip_cluster_tests() {
+                    return;
+                }
+                let limited: fn(Auth) -> _ = $limited;
+                let server = limited(Auth::new("gotalk")).await;
+                let backend = backend(&server);
+                conformance::relay_across_instances(&backend).await;
+                conformance::a_closed_connection_leaves_everywhere(&backend).await;
+            }
+
+            /// A wrong password: the bus does not start, and says why.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_wrong_password_fails_start_clearly() {
+                if skip_cluster_tests() {
+                    return;
+                }
+                let limited: fn(Auth) -> _ = $limited;
+                let server = limited(Auth::new("gotalk")).await;
+                let scheme = stringify!($bus);
+                let url = format!("{scheme}://gotalk:wrong@127.0.0.1:{}", server.port());
+                let err = ClusterBus::start($link(&url), ClusterSettings::default()).await;
+                let err = err.err().expect("a wrong password is refused");
+                assert!(matches!(err, StartError::Connect { .. }), "{err:?}");
+                let text = err.to_string().to_lowercase();
+                let says: &[&str] = $wrong_password;
+                assert!(says.iter().any(|s| text.contains(s)), "{text}");
+            }
         }
     };
 }
 
-on_every_bus!(
-    relay_across_instances,
-    unknown_peer_is_fast,
-    remote_full_queue,
-    order_is_kept,
-    id_is_told_once_reachable,
-    groups_across_instances,
-    a_closed_connection_leaves_everywhere,
+on_a_bus!(
+    redis,
+    gotalk_tests::servers::Redis,
+    super::redis_link,
+    |auth| Box::pin(gotalk_tests::servers::Redis::start_with(auth)),
+    &["wrongpass", "invalid"]
 );
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_a_departed_instance_is_forgotten() {
-    if servers::skip_cluster_tests() {
-        return;
-    }
-    let redis = Redis::start().await;
-    conformance::a_departed_instance_is_forgotten(&redis_backend(&redis)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_outage_of_2_s() {
-    if servers::skip_cluster_tests() {
-        return;
-    }
-    let mut redis = Redis::start().await;
-    let backend = redis_backend(&redis);
-    conformance::bus_outage(&backend, &mut redis, Duration::from_secs(2)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_outage_of_10_s() {
-    if servers::skip_cluster_tests() {
-        return;
-    }
-    let mut redis = Redis::start().await;
-    let backend = redis_backend(&redis);
-    conformance::bus_outage(&backend, &mut redis, Duration::from_secs(10)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_in_flight_edge() {
-    if servers::skip_cluster_tests() {
-        return;
-    }
-    let mut redis = Redis::start().await;
-    let backend = redis_backend(&redis);
-    conformance::in_flight_edge(&backend, &mut redis).await;
-}
-
-/// A Redis user limited to the prefix's keys and channels is all an instance needs.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_acl_user_limited_to_the_prefix_works() {
-    if servers::skip_cluster_tests() {
-        return;
-    }
-    let redis = Redis::start_with(Auth::new("gotalk")).await;
-    let backend = redis_backend(&redis);
-    conformance::relay_across_instances(&backend).await;
-    conformance::a_closed_connection_leaves_everywhere(&backend).await;
-}
-
-/// A wrong password: the bus does not start, and says why.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_wrong_password_fails_start_clearly() {
-    if servers::skip_cluster_tests() {
-        return;
-    }
-    let redis = Redis::start_with(Auth::new("gotalk")).await;
-    let url = format!("redis://gotalk:wrong@127.0.0.1:{}", redis.port());
-    let link = RedisLink::new(&url).unwrap();
-    let err = ClusterBus::start(link, ClusterSettings::default()).await.unwrap_err();
-    let text = err.to_string();
-    assert!(matches!(err, StartError::Connect { kind: "redis", .. }), "{err:?}");
-    assert!(text.contains("WRONGPASS") || text.contains("invalid"), "{text}");
-}
+on_a_bus!(
+    nats,
+    gotalk_tests::servers::Nats,
+    super::nats_link,
+    |auth| Box::pin(gotalk_tests::servers::Nats::start_with(auth, "gotalk")),
+    &["authorization"]
+);
 
 /// Channel names come from the prefix, fixed words, server-made ids and checked group
 /// names only: a prefix that is not a safe token is refused, as is a group name with a
