@@ -23,7 +23,6 @@ use gotalk_gateway::Gateway;
 use http::StatusCode;
 use serde::Serialize;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tower_http::compression::CompressionLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -87,10 +86,12 @@ impl Args {
     ///
     /// # Errors
     /// A flag out of range, or a bus this build cannot reach.
-    pub fn relay(&self) -> anyhow::Result<gotalk::relay::Relay> {
+    pub async fn relay(&self) -> anyhow::Result<gotalk::relay::Relay> {
         let relay = self.relay.relay()?;
-        self.cluster.check()?;
-        Ok(relay)
+        match self.cluster.bus().await? {
+            Some(bus) => Ok(relay.bus(bus)),
+            None => Ok(relay),
+        }
     }
 
     /// The limits every listener of the command takes: TCP, HTTP and WebSocket.
@@ -290,12 +291,34 @@ pub(crate) struct ClusterArgs {
 }
 
 impl ClusterArgs {
+    /// The bus these flags name, connected: none for one process.
+    #[cfg(feature = "cluster")]
+    async fn bus(&self) -> anyhow::Result<Option<Arc<dyn gotalk::relay::Bus>>> {
+        use gotalk_cluster::{ClusterBus, ClusterSettings, NatsLink, RedisLink};
+        let prefix = self.cluster_prefix.as_str();
+        let settings = ClusterSettings::default().prefix(prefix);
+        let bus = match (&self.redis, &self.nats) {
+            (Some(url), _) => {
+                let link = RedisLink::new(url).context("--redis")?.prefix(prefix);
+                ClusterBus::start(link, settings).await.context("--redis")?
+            }
+            (None, Some(url)) => {
+                let link = NatsLink::new(url).context("--nats")?.prefix(prefix);
+                ClusterBus::start(link, settings).await.context("--nats")?
+            }
+            (None, None) => return Ok(None),
+        };
+        tracing::info!(kind = bus.metrics().kind, instance = %bus.instance(), "joined the cluster");
+        Ok(Some(bus))
+    }
+
     /// Refuses a bus this build has no client for.
-    fn check(&self) -> anyhow::Result<()> {
+    #[cfg(not(feature = "cluster"))]
+    async fn bus(&self) -> anyhow::Result<Option<Arc<dyn gotalk::relay::Bus>>> {
         let flag = match (&self.redis, &self.nats) {
             (Some(_), _) => "--redis",
             (None, Some(_)) => "--nats",
-            (None, None) => return Ok(()),
+            (None, None) => return Ok(None),
         };
         anyhow::bail!("cannot use {flag}: gotalk was built without cluster support")
     }
@@ -317,6 +340,10 @@ struct Stats {
     websocket: usize,
     liveness: PerTransport<LivenessCounts>,
     memory: Memory,
+    /// The cluster bus's figures (`up`, `reconnects`, relay outcomes, …); absent for one
+    /// process.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    bus: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// The process memory budget's use, in bytes.
@@ -352,9 +379,11 @@ fn app(
     gateway: &Gateway,
     tcp: Connections,
     budget: gotalk::MemoryBudget,
-    bus: watch::Receiver<BusState>,
+    relay: &gotalk::relay::Relay,
     site: Option<Assets>,
 ) -> Router {
+    let bus = relay.state();
+    let figures = relay.clone();
     let hosts = gateway.clone();
     let check_host = middleware::from_fn(move |request: Request, next: Next| {
         let checked = hosts.check_host(&request);
@@ -376,6 +405,7 @@ fn app(
                 used: budget.used(),
                 peak: budget.peak(),
             },
+            bus: figures.bus_figures().into_iter().collect(),
         };
         let json = serde_json::to_string(&stats).unwrap_or_default();
         async move { ([(http::header::CONTENT_TYPE, "application/json")], json) }
@@ -429,7 +459,7 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Serves `handlers` (with the relay added) over WebSocket and TCP, and `site` at `/`, as
 /// `args` say, until ctrl-c or SIGTERM.
 pub async fn run(args: Args, handlers: Handlers, site: Option<Assets>) -> anyhow::Result<()> {
-    let relay = args.relay()?;
+    let relay = args.relay().await?;
     run_with(args, relay, handlers, site).await
 }
 
@@ -463,8 +493,7 @@ pub async fn run_with(
         }
         _ => None,
     };
-    let bus = relay.state();
-    handlers.relay(relay);
+    handlers.relay(relay.clone());
     let handlers = Arc::new(handlers);
 
     // Each transport counts its own connections under the same limits.
@@ -478,7 +507,7 @@ pub async fn run_with(
     }
     let has_site = site.is_some();
     let mut http =
-        gotalk_gateway::http::Server::new(app(&gateway, tcp.connections(), budget, bus, site))
+        gotalk_gateway::http::Server::new(app(&gateway, tcp.connections(), budget, &relay, site))
             .limits(limits);
     if let Some(tls) = &tls {
         tcp = tcp.tls(tls.clone());
@@ -509,6 +538,8 @@ pub async fn run_with(
     let _ = std::io::Write::write_all(&mut std::io::stdout(), banner.as_bytes());
 
     gateway.run(http, http_listener, Some((tcp, tcp_listener)), shutdown_signal()).await?;
+    // Drained: the other instances of a cluster forget this one now, not at its expiry.
+    relay.leave_cluster().await;
     Ok(())
 }
 
@@ -590,19 +621,20 @@ mod tests {
             .map(|c| c.cluster)
     }
 
-    #[test]
-    fn cluster_flags_name_one_bus_and_a_safe_prefix() {
+    #[tokio::test]
+    async fn cluster_flags_name_one_bus_and_a_safe_prefix() {
         let none = cluster(&[]).unwrap();
-        assert_eq!((none.redis, none.nats, none.cluster_prefix.as_str()), (None, None, "gotalk"));
-        assert!(cluster(&[]).unwrap().check().is_ok(), "one process needs no cluster support");
+        assert_eq!(
+            (&none.redis, &none.nats, none.cluster_prefix.as_str()),
+            (&None, &None, "gotalk")
+        );
+        assert!(none.bus().await.unwrap().is_none(), "one process needs no bus");
         let both = cluster(&["--redis", "redis://127.0.0.1:1", "--nats", "nats://127.0.0.1:2"]);
         assert_eq!(both.unwrap_err().kind(), clap::error::ErrorKind::ArgumentConflict);
-        for (flag, url) in [("--redis", "redis://127.0.0.1:1"), ("--nats", "nats://127.0.0.1:2")] {
-            let e = cluster(&[flag, url]).unwrap().check().unwrap_err();
-            assert_eq!(
-                e.to_string(),
-                format!("cannot use {flag}: gotalk was built without cluster support")
-            );
+        // Port 1 refuses: the error names the flag whose bus could not be reached.
+        for (flag, url) in [("--redis", "redis://127.0.0.1:1"), ("--nats", "nats://127.0.0.1:1")] {
+            let e = cluster(&[flag, url]).unwrap().bus().await.err().expect("refused");
+            assert!(format!("{e:#}").starts_with(flag), "{e:#}");
         }
         assert_eq!(cluster(&["--cluster-prefix", "app_2-x"]).unwrap().cluster_prefix, "app_2-x");
         for bad in ["a.b", "a:b", "a*", "", "{a}"] {

@@ -18,6 +18,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::Bytes;
 use gotalk::protocol::relay::PeerId;
@@ -939,6 +940,32 @@ impl Bus for ClusterBus {
 
     fn state(&self) -> watch::Receiver<BusState> {
         self.inner.bus_state.subscribe()
+    }
+
+    fn figures(&self) -> Vec<(&'static str, u64)> {
+        let m = self.metrics();
+        let micros = |d: Option<Duration>| d.map_or(0, |d| d.as_micros() as u64);
+        vec![
+            ("up", u64::from(m.up)),
+            ("reconnects", m.reconnects),
+            ("recoveries", m.recoveries),
+            ("dropped_malformed", m.dropped.malformed),
+            ("dropped_overflow", m.dropped.overflow),
+            ("dropped_unpublished", m.dropped.unpublished),
+            ("relays_delivered", m.relays.delivered),
+            ("relays_full", m.relays.full),
+            ("relays_unknown", m.relays.unknown),
+            ("relays_unavailable", m.relays.unavailable),
+            ("relays_timeout", m.relays.timeout),
+            ("relay_p50_us", micros(m.relay_p50)),
+            ("relay_p99_us", micros(m.relay_p99)),
+            ("subscribed", m.subscribed as u64),
+            ("instances", m.instances as u64),
+        ]
+    }
+
+    fn leave_cluster(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.shutdown())
     }
 }
 

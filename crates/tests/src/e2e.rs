@@ -24,7 +24,7 @@ pub fn handlers(demo: &gotalk_demo::Args, relay: &Relay) -> Handlers {
 /// Runs `gotalk-e2e`: the `gotalk` command whose `serve` serves [`handlers`] and the demo page.
 pub fn main() -> std::process::ExitCode {
     gotalk_cli::main(|args: E2eArgs| async move {
-        let relay = args.serve.relay()?;
+        let relay = args.serve.relay().await?;
         let handlers = handlers(&args.demo, &relay);
         gotalk_cli::serve::run_with(args.serve, relay, handlers, Some(gotalk_demo::site())).await
     })

@@ -4,7 +4,7 @@
 
 fn main() -> std::process::ExitCode {
     gotalk_cli::main(|args: DemoArgs| async move {
-        let relay = args.serve.relay()?;
+        let relay = args.serve.relay().await?;
         let handlers = gotalk_demo::handlers(&args.demo, &relay, None);
         gotalk_cli::serve::run_with(args.serve, relay, handlers, Some(gotalk_demo::site())).await
     })

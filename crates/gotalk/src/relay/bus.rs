@@ -102,6 +102,18 @@ pub trait Bus: Send + Sync + 'static {
     fn history(&self, group: &Group) -> Fetching;
     /// The bus's state, to watch for changes.
     fn state(&self) -> watch::Receiver<BusState>;
+
+    /// What the bus reports for monitoring: counters and gauges by name (`up`,
+    /// `reconnects`, …), none for one process.
+    fn figures(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+
+    /// Leaves the other instances at shutdown, so they forget this one's members at once
+    /// rather than when it stops answering. Local delivery keeps working.
+    fn leave_cluster(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// Puts `note` in `mailbox` unless it is addressed around it; a full mailbox overflows.

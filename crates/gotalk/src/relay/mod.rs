@@ -226,6 +226,16 @@ impl Relay {
     pub fn state(&self) -> tokio::sync::watch::Receiver<BusState> {
         self.bus.state()
     }
+
+    /// The bus's figures for monitoring ([`Bus::figures`]).
+    pub fn bus_figures(&self) -> Vec<(&'static str, u64)> {
+        self.bus.figures()
+    }
+
+    /// Leaves the other instances of a cluster, at shutdown ([`Bus::leave_cluster`]).
+    pub async fn leave_cluster(&self) {
+        self.bus.leave_cluster().await;
+    }
 }
 
 /// Why a connection could not join a group.
