@@ -63,8 +63,11 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 
+mod compare;
 pub(crate) mod crowd;
+mod go;
 mod hostile;
+mod neutral;
 mod soak;
 mod sources;
 
@@ -159,6 +162,8 @@ pub(crate) struct Args {
     soak: soak::SoakArgs,
     #[command(flatten)]
     hostile: hostile::HostileArgs,
+    #[command(flatten)]
+    compare: compare::CompareArgs,
 }
 
 /// What the benchmark's connections run over.
@@ -216,6 +221,11 @@ enum Scenario {
     /// part of `all`; set by the `--attacks`, `--hostile-*`, `--exhaust-per-addr` and
     /// `--address-space-limit` options).
     Hostile,
+    /// gotalk against the Go gotalk server and a raw echo (the ceiling), all loaded by one
+    /// neutral client speaking raw gotalk bytes, over TCP and WebSocket, the servers taking
+    /// turns within each round (not part of `all`; set by `--shapes`, `--sizes`,
+    /// `--transports`, `--servers`, `--pin`, `--runs`, `--secs`, `--warmup`; needs `go`).
+    Go,
 }
 
 fn positive_secs(s: &str) -> Result<f64, String> {
@@ -400,6 +410,11 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     if args.scenario == Scenario::Hostile {
         summary.extend(hostile::scenario(&args.hostile).await?);
     }
+    if args.scenario == Scenario::Go {
+        let (warmup, secs) =
+            (Duration::from_secs_f64(args.warmup), Duration::from_secs_f64(args.secs));
+        summary.extend(compare::scenario(&args.compare, args.runs as usize, warmup, secs).await?);
+    }
     println!("== summary");
     for line in &summary {
         println!("{line}");
@@ -442,7 +457,7 @@ fn shell_quote(arg: &str) -> String {
 
 /// Runs a bench server: binds `127.0.0.1:0`, prints its address on stdout, and serves until
 /// killed or until its stdin closes (the parent exited).
-pub(crate) async fn serve_child(kind: &str) -> anyhow::Result<()> {
+pub(crate) async fn serve_child(kind: &str, defaults: bool) -> anyhow::Result<()> {
     let kind = Kind::parse(kind)?;
     gotalk_cli::nofile::raise_open_file_limit();
     let listener = TcpListener::bind("127.0.0.1:0").await.context("cannot bind 127.0.0.1:0")?;
@@ -463,10 +478,12 @@ pub(crate) async fn serve_child(kind: &str) -> anyhow::Result<()> {
         }
         std::process::exit(0);
     });
+    // The benchmark's own scenarios raise the request limit above the depths they try.
+    let config = if defaults { gotalk::Config::default() } else { server_config() };
     match kind {
-        Kind::Gotalk => serve_gotalk(listener).await,
+        Kind::Gotalk => serve_gotalk(listener, config).await,
         Kind::Raw => serve_raw(listener, raw_echo).await,
-        Kind::GotalkWs => serve_gateway(listener).await,
+        Kind::GotalkWs => serve_gateway(listener, config).await,
         Kind::RawWs => serve_raw(listener, |stream| raw_ws_echo(stream, false)).await,
         Kind::RawWsBatch => serve_raw(listener, |stream| raw_ws_echo(stream, true)).await,
     }
@@ -500,16 +517,16 @@ fn uncapped() -> gotalk::listen::ListenerLimits {
 }
 
 /// Serves gotalk over TCP with the `echo` handler and no cap on connections.
-async fn serve_gotalk(listener: TcpListener) -> anyhow::Result<()> {
-    let server = gotalk::tcp::Server::new(echo_handlers(), server_config()).limits(uncapped());
+async fn serve_gotalk(listener: TcpListener, config: gotalk::Config) -> anyhow::Result<()> {
+    let server = gotalk::tcp::Server::new(echo_handlers(), config).limits(uncapped());
     server.run(listener, std::future::pending::<()>()).await?;
     Ok(())
 }
 
 /// Serves gotalk over WebSocket: the gateway at `/gotalk/` with the `echo` handler and no cap
 /// on sockets, in an axum app behind [`gotalk_gateway::http::Server`].
-async fn serve_gateway(listener: TcpListener) -> anyhow::Result<()> {
-    let gateway = gotalk_gateway::Gateway::new(echo_handlers(), server_config()).limits(uncapped());
+async fn serve_gateway(listener: TcpListener, config: gotalk::Config) -> anyhow::Result<()> {
+    let gateway = gotalk_gateway::Gateway::new(echo_handlers(), config).limits(uncapped());
     let app = axum::Router::new().nest_service("/gotalk", gateway.router());
     gotalk_gateway::http::Server::new(app)
         .limits(uncapped())
@@ -609,14 +626,34 @@ impl ServerChild {
     /// listens on.
     async fn spawn(kind: Kind) -> anyhow::Result<ServerChild> {
         let exe = std::env::current_exe().context("cannot find this program to start a server")?;
-        let mut child = Command::new(&exe)
-            .args(["bench-server", "--kind", kind.name()])
+        ServerChild::start(&[], &exe, &["bench-server", "--kind", kind.name()]).await
+    }
+
+    /// Starts `program` with `args` through `launcher` (a command that execs the rest of its
+    /// arguments, such as `taskset -c 0`) when it is not empty, and reads the address it
+    /// prints. The server must exit when its stdin closes.
+    async fn start(
+        launcher: &[String],
+        program: &std::path::Path,
+        args: &[&str],
+    ) -> anyhow::Result<ServerChild> {
+        let mut command = match launcher.split_first() {
+            // The launcher execs the server, so the child's pid is the server's.
+            Some((launcher, rest)) => {
+                let mut command = Command::new(launcher);
+                command.args(rest).arg(program);
+                command
+            }
+            None => Command::new(program),
+        };
+        let mut child = command
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("cannot start {}", exe.display()))?;
+            .with_context(|| format!("cannot start {}", program.display()))?;
         let pid = child.id().context("the bench server exited at once")?;
         let stdout = child.stdout.take().context("the bench server has no stdout")?;
         let mut line = String::new();
@@ -896,10 +933,10 @@ async fn measure(load: Load, shape: &Shape) -> anyhow::Result<RunResult> {
 /// Client and server CPU time spent inside the window, read by a task that wakes at its
 /// start and end.
 fn cpu_probe(
-    server: &ServerChild,
+    pid: u32,
     window: Window,
 ) -> tokio::task::JoinHandle<(Option<Duration>, Option<Duration>)> {
-    let pid = server.pid.to_string();
+    let pid = pid.to_string();
     tokio::spawn(async move {
         tokio::time::sleep_until(window.start.into()).await;
         let (client0, server0) = (process_cpu("self"), process_cpu(&pid));
@@ -959,7 +996,7 @@ async fn load_gotalk(
         socks.push(sock.context("cannot connect to the benchmark's gotalk server")?);
     }
     let window = Window::after(shape.warmup, shape.secs);
-    let cpu = cpu_probe(server, window);
+    let cpu = cpu_probe(server.pid, window);
     let mut tasks = JoinSet::new();
     for sock in &socks {
         for _ in 0..shape.depth {
@@ -1041,7 +1078,7 @@ async fn load_relay(
         socks.push(b);
     }
     let window = Window::after(shape.warmup, shape.secs);
-    let cpu = cpu_probe(server, window);
+    let cpu = cpu_probe(server.pid, window);
     let mut tasks = JoinSet::new();
     for (a, b_id, replies) in senders {
         for (mut rx, topic) in replies.into_iter().zip(topics.clone()) {
@@ -1093,7 +1130,7 @@ async fn load_raw(
         streams.push(stream);
     }
     let window = Window::after(shape.warmup, shape.secs);
-    let cpu = cpu_probe(server, window);
+    let cpu = cpu_probe(server.pid, window);
     let mut tasks = JoinSet::new();
     for stream in streams {
         tasks.spawn(raw_pipeline(stream, shape.depth, shape.size, window, per_message));
@@ -1196,7 +1233,7 @@ async fn load_raw_ws(
         sockets.push(socket);
     }
     let window = Window::after(shape.warmup, shape.secs);
-    let cpu = cpu_probe(server, window);
+    let cpu = cpu_probe(server.pid, window);
     let mut tasks = JoinSet::new();
     for socket in sockets {
         tasks.spawn(raw_ws_pipeline(socket, shape.depth, shape.size, window, batched));

@@ -41,6 +41,9 @@ enum Command {
         /// `gotalk`, `raw`, `gotalk-ws` or `raw-ws`.
         #[arg(long)]
         kind: String,
+        /// The gotalk server's default settings, not the benchmark's raised request limit.
+        #[arg(long)]
+        defaults: bool,
     },
     /// `gotalk serve` with the fixture operations, for the soak and hostile scenarios.
     #[command(hide = true)]
@@ -53,7 +56,9 @@ fn main() -> ExitCode {
         match cli.command {
             None => bench::run(cli.bench).await,
             Some(Command::BenchCrowd(args)) => bench::crowd::run(args).await,
-            Some(Command::BenchServer { kind }) => bench::serve_child(&kind).await,
+            Some(Command::BenchServer { kind, defaults }) => {
+                bench::serve_child(&kind, defaults).await
+            }
             Some(Command::Serve(args)) => {
                 let everyone = gotalk::Connections::default();
                 let mut handlers = gotalk::Handlers::new();

@@ -16,12 +16,14 @@ use axum::routing::get;
 use axum::Router;
 use gotalk::listen::ListenerLimits;
 use gotalk::metrics::LivenessCounts;
+use gotalk::relay::BusState;
 use gotalk::{Config, Connections, Handlers, LivenessConfig};
 use gotalk_gateway::Assets;
 use gotalk_gateway::Gateway;
 use http::StatusCode;
 use serde::Serialize;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tower_http::compression::CompressionLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -58,6 +60,8 @@ pub struct Args {
     limits: LimitArgs,
     #[command(flatten)]
     relay: RelayArgs,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// How many connections may be open at once, per transport.
     #[arg(long, default_value_t = 10_000)]
     max_connections: usize,
@@ -77,6 +81,18 @@ pub struct Args {
 }
 
 impl Args {
+    /// The relay these flags describe: its limits, and the bus `--redis` or `--nats` names
+    /// (without either, the one-process bus). An application that uses the relay itself (its
+    /// groups, say) makes it here and serves it with [`run_with`].
+    ///
+    /// # Errors
+    /// A flag out of range, or a bus this build cannot reach.
+    pub fn relay(&self) -> anyhow::Result<gotalk::relay::Relay> {
+        let relay = self.relay.relay()?;
+        self.cluster.check()?;
+        Ok(relay)
+    }
+
     /// The limits every listener of the command takes: TCP, HTTP and WebSocket.
     fn listener_limits(&self) -> anyhow::Result<ListenerLimits> {
         let mut limits = ListenerLimits::default()
@@ -255,6 +271,45 @@ impl RelayArgs {
     }
 }
 
+/// The bus that makes several `gotalk serve` processes one cluster behind a load balancer:
+/// relayed messages, groups and presence reach every instance through it.
+#[derive(clap::Args, Debug)]
+pub(crate) struct ClusterArgs {
+    /// Join the instances that share this Redis in one cluster:
+    /// `redis://[user:password@]host:port[/db]` (`rediss://` for TLS).
+    #[arg(long, value_name = "URL", conflicts_with = "nats")]
+    redis: Option<String>,
+    /// Join the instances that share this NATS in one cluster:
+    /// `nats://[user:password@]host:port` (`tls://` for TLS).
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+    /// What every channel name on the bus begins with, so several clusters can share one bus:
+    /// letters, digits, `-` and `_`.
+    #[arg(long, default_value = "gotalk", value_name = "PREFIX", value_parser = parse_prefix)]
+    cluster_prefix: String,
+}
+
+impl ClusterArgs {
+    /// Refuses a bus this build has no client for.
+    fn check(&self) -> anyhow::Result<()> {
+        let flag = match (&self.redis, &self.nats) {
+            (Some(_), _) => "--redis",
+            (None, Some(_)) => "--nats",
+            (None, None) => return Ok(()),
+        };
+        anyhow::bail!("cannot use {flag}: gotalk was built without cluster support")
+    }
+}
+
+fn parse_prefix(text: &str) -> Result<String, String> {
+    // A channel name is the prefix and checked parts joined by the bus's separator: the
+    // prefix must hold no separator or wildcard of either bus, as a group name.
+    match gotalk::relay::Group::new(text) {
+        Ok(_) => Ok(text.to_owned()),
+        Err(_) => Err("expected 1 to 64 bytes of letters, digits, '-' and '_'".into()),
+    }
+}
+
 /// Open connections per transport, and what liveness saw on each, as JSON.
 #[derive(Serialize)]
 struct Stats {
@@ -278,12 +333,26 @@ struct PerTransport<T> {
     websocket: T,
 }
 
-/// The HTTP app: the demo site at `/`, the gateway at `/gotalk/`, `/stats`. The gateway's
-/// host check covers the whole site, so a rebinding page reads nothing from it.
+/// The answer to `/readyz`: whether a load balancer should send this instance new
+/// connections. Not while the bus between instances is down, since its peers would reach only
+/// this instance's; one process's bus is always up.
+fn readiness(bus: &BusState) -> (StatusCode, &'static str) {
+    if bus.up {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "degraded: bus down")
+    }
+}
+
+/// The HTTP app: the demo site at `/`, the gateway at `/gotalk/`, `/stats`, `/readyz` (is
+/// the bus up) and `/healthz` (the process answers: a liveness check that a bus outage must
+/// not fail, or every instance would be restarted at once). The gateway's host check covers
+/// the whole site, so a rebinding page reads nothing from it.
 fn app(
     gateway: &Gateway,
     tcp: Connections,
     budget: gotalk::MemoryBudget,
+    bus: watch::Receiver<BusState>,
     site: Option<Assets>,
 ) -> Router {
     let hosts = gateway.clone();
@@ -311,8 +380,14 @@ fn app(
         let json = serde_json::to_string(&stats).unwrap_or_default();
         async move { ([(http::header::CONTENT_TYPE, "application/json")], json) }
     });
+    let ready = get(move || {
+        let answer = readiness(&bus.borrow());
+        async move { answer }
+    });
     let router = Router::new()
         .route("/stats", stats.layer(CompressionLayer::new()))
+        .route("/readyz", ready)
+        .route("/healthz", get(|| async { "ok" }))
         .nest_service("/gotalk", gateway.router());
     let router = match site {
         Some(site) => router.fallback_service(site.into_router()),
@@ -353,7 +428,18 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `handlers` (with the relay added) over WebSocket and TCP, and `site` at `/`, as
 /// `args` say, until ctrl-c or SIGTERM.
-pub async fn run(args: Args, mut handlers: Handlers, site: Option<Assets>) -> anyhow::Result<()> {
+pub async fn run(args: Args, handlers: Handlers, site: Option<Assets>) -> anyhow::Result<()> {
+    let relay = args.relay()?;
+    run_with(args, relay, handlers, site).await
+}
+
+/// [`run`] with the relay the application holds too, made by [`Args::relay`].
+pub async fn run_with(
+    args: Args,
+    relay: gotalk::relay::Relay,
+    mut handlers: Handlers,
+    site: Option<Assets>,
+) -> anyhow::Result<()> {
     // Each transport may hold --max-connections sockets.
     let files = crate::nofile::raise_open_file_limit();
     let wanted = 2 * args.max_connections as u64 + 64;
@@ -377,7 +463,8 @@ pub async fn run(args: Args, mut handlers: Handlers, site: Option<Assets>) -> an
         }
         _ => None,
     };
-    handlers.relay(args.relay.relay()?);
+    let bus = relay.state();
+    handlers.relay(relay);
     let handlers = Arc::new(handlers);
 
     // Each transport counts its own connections under the same limits.
@@ -391,7 +478,7 @@ pub async fn run(args: Args, mut handlers: Handlers, site: Option<Assets>) -> an
     }
     let has_site = site.is_some();
     let mut http =
-        gotalk_gateway::http::Server::new(app(&gateway, tcp.connections(), budget, site))
+        gotalk_gateway::http::Server::new(app(&gateway, tcp.connections(), budget, bus, site))
             .limits(limits);
     if let Some(tls) = &tls {
         tcp = tcp.tls(tls.clone());
@@ -488,6 +575,50 @@ mod tests {
                 ..LivenessConfig::disabled()
             }
         );
+    }
+
+    /// `gotalk serve`'s cluster flags alone.
+    #[derive(clap::Parser, Debug)]
+    struct Cluster {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    }
+
+    fn cluster(args: &[&str]) -> Result<ClusterArgs, clap::Error> {
+        use clap::Parser;
+        Cluster::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
+            .map(|c| c.cluster)
+    }
+
+    #[test]
+    fn cluster_flags_name_one_bus_and_a_safe_prefix() {
+        let none = cluster(&[]).unwrap();
+        assert_eq!((none.redis, none.nats, none.cluster_prefix.as_str()), (None, None, "gotalk"));
+        assert!(cluster(&[]).unwrap().check().is_ok(), "one process needs no cluster support");
+        let both = cluster(&["--redis", "redis://127.0.0.1:1", "--nats", "nats://127.0.0.1:2"]);
+        assert_eq!(both.unwrap_err().kind(), clap::error::ErrorKind::ArgumentConflict);
+        for (flag, url) in [("--redis", "redis://127.0.0.1:1"), ("--nats", "nats://127.0.0.1:2")] {
+            let e = cluster(&[flag, url]).unwrap().check().unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("cannot use {flag}: gotalk was built without cluster support")
+            );
+        }
+        assert_eq!(cluster(&["--cluster-prefix", "app_2-x"]).unwrap().cluster_prefix, "app_2-x");
+        for bad in ["a.b", "a:b", "a*", "", "{a}"] {
+            assert!(cluster(&["--cluster-prefix", bad]).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ready_only_while_the_bus_is_up() {
+        let mut bus = BusState::default();
+        bus.up = true;
+        assert_eq!(readiness(&bus), (StatusCode::OK, "ready"));
+        bus.up = false;
+        assert_eq!(readiness(&bus), (StatusCode::SERVICE_UNAVAILABLE, "degraded: bus down"));
+        // One process's bus is up from the start.
+        assert!(gotalk::relay::Relay::new().state().borrow().up);
     }
 
     #[test]

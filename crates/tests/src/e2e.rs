@@ -1,5 +1,6 @@
 //! The e2e server: `gotalk serve` with the demo and the fixture operations on one registry.
 
+use gotalk::relay::Relay;
 use gotalk::{Connections, Handlers};
 
 /// `gotalk-e2e serve`'s own flags, besides `gotalk serve`'s.
@@ -11,11 +12,11 @@ pub struct E2eArgs {
     demo: gotalk_demo::Args,
 }
 
-/// The demo's registry with the fixtures added; every connection is in the one `broadcast`
-/// reaches.
-pub fn handlers(demo: &gotalk_demo::Args) -> Handlers {
+/// The demo's registry, its chat in `relay`'s groups, with the fixtures added; every
+/// connection is in the one `broadcast` reaches.
+pub fn handlers(demo: &gotalk_demo::Args, relay: &Relay) -> Handlers {
     let everyone = Connections::default();
-    let mut handlers = gotalk_demo::handlers(demo, Some(everyone.clone()));
+    let mut handlers = gotalk_demo::handlers(demo, relay, Some(everyone.clone()));
     crate::fixtures::register(&mut handlers, everyone);
     handlers
 }
@@ -23,8 +24,9 @@ pub fn handlers(demo: &gotalk_demo::Args) -> Handlers {
 /// Runs `gotalk-e2e`: the `gotalk` command whose `serve` serves [`handlers`] and the demo page.
 pub fn main() -> std::process::ExitCode {
     gotalk_cli::main(|args: E2eArgs| async move {
-        let handlers = handlers(&args.demo);
-        gotalk_cli::serve::run(args.serve, handlers, Some(gotalk_demo::site())).await
+        let relay = args.serve.relay()?;
+        let handlers = handlers(&args.demo, &relay);
+        gotalk_cli::serve::run_with(args.serve, relay, handlers, Some(gotalk_demo::site())).await
     })
 }
 

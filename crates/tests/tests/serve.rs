@@ -96,6 +96,17 @@ async fn stats_count_liveness_probes_and_their_answers_on_both_transports() {
 }
 
 #[tokio::test]
+async fn one_process_is_ready_and_alive() {
+    let served = serve().await;
+    // Its bus is its own, always up: ready from the start, as a load balancer asks.
+    for (path, body) in [("/readyz", "ready"), ("/healthz", "ok")] {
+        let response = get(&served.http, path).await;
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{path}: {response}");
+        assert!(response.ends_with(&format!("\r\n\r\n{body}")), "{path}: {response}");
+    }
+}
+
+#[tokio::test]
 async fn serve_refuses_contradictory_liveness_flags() {
     let output = Command::new(env!("CARGO_BIN_EXE_gotalk-e2e"))
         .args(["serve", "--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0"])

@@ -1,5 +1,5 @@
 // The demo page's script: a chat over gotalk, using only the global `gotalk` from
-// /gotalk/gotalk.js. The server keeps the rooms (server/src/bin/gotalk/chat/); this page
+// /gotalk/gotalk.js. The server keeps the rooms (examples/demo/src/chat/); this page
 // shows one room at a time, answers the server's `chat.ping` and `chat.name`, and renders
 // what the `chat.*` notifications say. Direct messages go page to page through the gateway's
 // relay (topic `chat.dm`), addressed by the peer id each member carries. A search panel shows
@@ -29,13 +29,21 @@
     },
   };
 
-  const me = { id: null, name: saved.get('name') };
+  /** Who this page is: its connection id on its server, its relay id, its name. */
+  const me = { id: null, peer: null, name: saved.get('name') };
   let room = saved.get('room') || 'lobby';
   /** Whether this connection is in a room yet: a refused name can leave it in none. */
   let inRoom = false;
   let maxText = 1000;
-  /** `seq`s already shown in this room, so a message shown from its result is not shown twice. */
+  /**
+   * Lines already shown in this room, so one shown from its result or the history is not
+   * shown twice. A line is its sender's relay id and its `seq`: behind a load balancer each
+   * server numbers its own lines.
+   */
   let shown = new Set();
+  const lineKey = (m) => `${m.peer || ''}/${m.seq}`;
+  /** Whether a member, or a line's sender, is this page: by relay id, unique across servers. */
+  const isMe = (peer, id) => (peer && me.peer ? peer === me.peer : id === me.id);
   /** The last name seen for each relay peer id, from the member lists: who a `from` id is. */
   const names = new Map();
   /** Direct-message conversations by the other page's peer id: `{ peer, messages, unread }`. */
@@ -103,6 +111,11 @@
   });
   gotalk.handleNotification('chat.rooms', ({ rooms }) => showRooms(rooms));
   gotalk.handleNotification('chat.you', (you) => showMe(you));
+  // The servers' bus came back after an outage: lines said meanwhile elsewhere may be
+  // missing here, so the room is fetched again (joining a room one is in changes nothing).
+  gotalk.handleNotification('chat.resync', () => {
+    if (inRoom) join(room);
+  });
 
   const s = gotalk.connection();
 
@@ -230,12 +243,12 @@
         item.dataset.id = m.id;
         const name = el('span', 'member-name', m.name);
         const parts = [avatar(m.name), name];
-        if (m.id === me.id) name.append(el('span', 'tag', 'you'));
+        if (isMe(m.peer, m.id)) name.append(el('span', 'tag', 'you'));
         if (m.transport !== 'websocket') parts.push(el('span', 'tag transport', m.transport));
         if (m.rtt_ms != null) parts.push(el('span', 'rtt', formatRtt(m.rtt_ms)));
         // Anyone else with a relay id can be messaged directly; one without (the relay off)
         // is listed as before.
-        if (m.id !== me.id && m.peer) {
+        if (!isMe(m.peer, m.id) && m.peer) {
           item.classList.add('dm-able');
           item.dataset.peer = m.peer;
           const button = el('button', 'member-button');
@@ -258,13 +271,13 @@
   // Messages.
 
   function addMessage(m) {
-    if (shown.has(m.seq)) return;
-    shown.add(m.seq);
+    if (shown.has(lineKey(m))) return;
+    shown.add(lineKey(m));
     const list = $('messages');
     const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
     list.querySelector('.empty')?.remove();
     list.append(renderMessage(m));
-    if (atBottom || m.from === me.id) list.scrollTop = list.scrollHeight;
+    if (atBottom || isMe(m.peer, m.from)) list.scrollTop = list.scrollHeight;
   }
 
   function renderMessage(m) {
@@ -274,7 +287,7 @@
       item.append(el('strong', null, m.name), ` ${what}`, el('time', null, clock(m.time)));
       return item;
     }
-    const item = el('li', m.from === me.id ? 'message mine' : 'message');
+    const item = el('li', isMe(m.peer, m.from) ? 'message mine' : 'message');
     item.dataset.seq = m.seq;
     const body = el('div', 'body');
     const head = el('div', 'head');
@@ -311,7 +324,7 @@
     text.value = '';
     updateCount();
     // Shown at once, and settled by the server's answer: the message itself, or why not.
-    const pending = renderMessage({ kind: 'text', seq: 0, time: Date.now(), from: me.id, name: me.name || 'you', text: value });
+    const pending = renderMessage({ kind: 'text', seq: 0, time: Date.now(), from: me.id, peer: me.peer, name: me.name || 'you', text: value });
     pending.classList.add('pending');
     const status = el('p', 'status-line', s.state === 'open' ? 'sending…' : 'waiting for the connection…');
     pending.querySelector('.body').append(status);
@@ -321,8 +334,8 @@
     list.scrollTop = list.scrollHeight;
     try {
       const message = await s.request('chat.say', { room, text: value });
-      if (message.room === room && !shown.has(message.seq)) {
-        shown.add(message.seq);
+      if (message.room === room && !shown.has(lineKey(message))) {
+        shown.add(lineKey(message));
         pending.replaceWith(renderMessage(message));
       } else {
         pending.remove();
@@ -349,6 +362,7 @@
 
   function showMe(you) {
     me.id = you.id;
+    me.peer = you.peer || null;
     if (you.peer && you.name) names.set(you.peer, you.name);
     if (you.name) {
       $('me-name').textContent = you.name;

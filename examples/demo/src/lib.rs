@@ -10,6 +10,7 @@
 mod chat;
 mod search;
 
+use gotalk::relay::Relay;
 use gotalk::{Connections, Handlers};
 use gotalk_gateway::Assets;
 use serde::{Deserialize, Serialize};
@@ -17,9 +18,11 @@ use serde::{Deserialize, Serialize};
 pub use chat::ChatArgs as Args;
 
 /// The demo's operations: the chat's `chat.*`, `search`, and `greet` (`{"name"}` →
-/// `{"greeting"}`). Every connection is put in `everyone`, when given.
-pub fn handlers(args: &Args, everyone: Option<Connections>) -> Handlers {
-    let chat = chat::Chat::new(args.limits());
+/// `{"greeting"}`). The chat's rooms are groups of `relay`, which must be the relay these
+/// handlers are served with (`gotalk_cli::serve::run_with` serves them so). Every connection
+/// is put in `everyone`, when given.
+pub fn handlers(args: &Args, relay: &Relay, everyone: Option<Connections>) -> Handlers {
+    let chat = chat::Chat::new(args.limits(), relay.clone());
     let mut handlers = Handlers::new();
     chat.register(&mut handlers);
     search::register(&mut handlers);

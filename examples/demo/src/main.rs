@@ -4,8 +4,9 @@
 
 fn main() -> std::process::ExitCode {
     gotalk_cli::main(|args: DemoArgs| async move {
-        let handlers = gotalk_demo::handlers(&args.demo, None);
-        gotalk_cli::serve::run(args.serve, handlers, Some(gotalk_demo::site())).await
+        let relay = args.serve.relay()?;
+        let handlers = gotalk_demo::handlers(&args.demo, &relay, None);
+        gotalk_cli::serve::run_with(args.serve, relay, handlers, Some(gotalk_demo::site())).await
     })
 }
 

@@ -1,4 +1,5 @@
-//! The demo's chat: rooms and names over gotalk, for pages and TCP peers alike.
+//! The demo's chat: rooms and names over gotalk, for pages and TCP peers alike, on one server or
+//! on several behind a load balancer.
 //!
 //! Operations (JSON in and out), on the same [`Handlers`] as the other demo operations, so a
 //! program over TCP reaches them as a page does:
@@ -8,12 +9,24 @@
 //! - `chat.leave` `{"room"}`, `chat.rename` `{"name"}`, `chat.rooms`, and `chat.rtt`, which
 //!   measures the caller's round trip now.
 //!
-//! Members hear `chat.message`, `chat.members` and `chat.rooms` notifications, and `chat.you`
-//! (their id, name and round trip). Each line of a room's feed (`chat.message`) goes to every
-//! member of the room, in order; a member [`QUEUE`] lines behind is disconnected. The others
-//! are states, of which only the latest counts: a member is sent each at most once every
-//! [`STATE_EVERY`], the newest by then, so however often someone joins and leaves, what waits
-//! for a member is one room list and one member list per room it is in.
+//! A room is a [group](gotalk::relay::Group) of the gateway's relay, so the chat works across
+//! the instances of a cluster (`gotalk serve --redis URL`) as on one process: who is in a room
+//! and the room list are the relay's [`members`](Relay::members) and
+//! [`groups`](Relay::groups) (each member described by a small JSON: its name, transport and
+//! round trip), and a room's history is what its group keeps ([`Relay::history`]). This
+//! instance keeps only its own members: their names, rooms and rate limits.
+//!
+//! Members hear `chat.message`, `chat.members` and `chat.rooms` notifications, `chat.you`
+//! (their id, name and round trip), and `chat.resync`. Each line of a room's feed
+//! (`chat.message`) is published to the room's group and reaches every member's connection
+//! through its bounded relay queue, in order; a member too far behind is disconnected by the
+//! relay. The others are states, of which only the latest counts: a member is sent each at
+//! most once every [`STATE_EVERY`], the newest by then, when the relay's presence count says a
+//! group changed anywhere, so however often someone joins and leaves, what waits for a member
+//! is one room list and one member list per room it is in. When the bus between instances
+//! comes back after an outage, lines published meanwhile on other instances were lost to this
+//! one: every member is sent fresh lists and `chat.resync`, on which a page fetches its room's
+//! history again.
 //!
 //! The server also calls the page: a new WebSocket peer is sent `chat.ping`, timed (and again
 //! every [`PING_EVERY`]); one that answers is a chat page, so it is asked `chat.name` with a
@@ -28,33 +41,45 @@
 //! or a rename that would give a room two `alice`s is refused with `name "alice" is taken in
 //! room "lobby": choose another`. Every refusal of a name begins with `name`, so the page can
 //! tell it from a refused room and ask its user for another. A connection's automatic name
-//! (`guest-7`, `tcp-12`) is its alone.
+//! (`guest-7`, `tcp-12`) is its alone on its instance.
 //!
 //! Limits, each a `gotalk serve` flag (defaults in brackets): a name's characters
 //! (`--chat-name-chars` [32]), a room name's (`--chat-room-chars` [24]), a message's
 //! (`--chat-text-chars` [1000]), rooms at once, the lobby included (`--chat-rooms` [32]),
-//! messages each room keeps (`--chat-history` [100]), joins and leaves per member per minute,
-//! as a burst or spread out (`--chat-room-changes` [60]), and rooms one member may be in
-//! (`--chat-rooms-per-member` [8]). Each refusal is an ErrorResult that says which.
+//! messages each room keeps (`--chat-history` [100], at most 1000), joins and leaves per member
+//! per minute, as a burst or spread out (`--chat-room-changes` [60]), and rooms one member may
+//! be in (`--chat-rooms-per-member` [8]). Each refusal is an ErrorResult that says which.
+//!
+//! In a cluster, the rules on rooms and names are checked against what this instance knows
+//! of the others, which lags by the time a change takes to cross the bus: two instances may
+//! each admit the same name to one room, or a room past the rooms limit, at the same instant.
+//! Two instances' connections may have the same automatic name, so a guest that keeps it may
+//! find it taken in a room. The rate limits and rooms per member are each member's own, kept
+//! by its instance, and exact.
 //!
 //! Each member comes with its connection's relay id (`peer`), so pages send each other direct
-//! messages through the gateway's relay (topic `chat.dm`): the chat neither sees nor keeps them.
+//! messages through the gateway's relay (topic `chat.dm`), on whichever instance each is: the
+//! chat neither sees nor keeps them. The relay id is also what tells members apart across
+//! instances: connection ids (`id`, `from`) and line numbers (`seq`) are each instance's own.
 
 mod names;
 mod rooms;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use gotalk::relay::{BusState, Relay};
 use gotalk::{Handlers, Sock, TransportKind};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 pub(crate) use rooms::Limits;
-use rooms::{ChatError, ConnId, MemberInfo, Note, Outbox, Rooms, LOBBY};
+use rooms::{ChatError, ConnId, Effect, MemberInfo, RoomInfo, Rooms, LOBBY};
 
 /// How often the server measures a page's round trip.
 pub(crate) const PING_EVERY: Duration = Duration::from_secs(15);
@@ -63,9 +88,6 @@ const PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a page may take to answer `chat.name`. It answers at once (and lets its user
 /// rename later): a request held open would hold up a graceful end of the connection.
 const NAME_TIMEOUT: Duration = Duration::from_secs(10);
-/// Lines of the rooms' feeds waiting for one member's connection. A member that falls this
-/// far behind is disconnected rather than let the chat's memory grow.
-const QUEUE: usize = 256;
 /// The least time between two sends of a member's states (member lists, the room list, its
 /// own `chat.you`); the changes in between reach it as one, the latest.
 const STATE_EVERY: Duration = Duration::from_millis(200);
@@ -76,7 +98,7 @@ pub struct ChatArgs {
     /// The longest chat name, in characters [default: 32].
     #[arg(long, value_name = "N")]
     chat_name_chars: Option<usize>,
-    /// The longest chat room name, in characters [default: 24].
+    /// The longest chat room name, in characters, and at most 59 bytes [default: 24].
     #[arg(long, value_name = "N")]
     chat_room_chars: Option<usize>,
     /// The longest chat message, in characters [default: 1000].
@@ -85,9 +107,9 @@ pub struct ChatArgs {
     /// How many chat rooms may exist at once, the lobby included [default: 32].
     #[arg(long, value_name = "N")]
     chat_rooms: Option<usize>,
-    /// How many messages each chat room keeps for newcomers [default: 100].
-    #[arg(long, value_name = "N")]
-    chat_history: Option<usize>,
+    /// How many messages each chat room keeps for newcomers, at most 1000 [default: 100].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(..=1000))]
+    chat_history: Option<u16>,
     /// How many chat joins and leaves one member may make per minute, in a burst or spread
     /// out [default: 60].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -114,7 +136,7 @@ impl ChatArgs {
             limits = limits.rooms(n);
         }
         if let Some(n) = self.chat_history {
-            limits = limits.history(n);
+            limits = limits.history(usize::from(n));
         }
         if let Some(n) = self.chat_room_changes {
             limits = limits.room_changes(n as usize);
@@ -133,45 +155,56 @@ pub(crate) struct Chat {
 }
 
 struct Inner {
+    relay: Relay,
+    /// The bus's state, for the presence count the cached lists were made at.
+    bus: watch::Receiver<BusState>,
     state: Mutex<State>,
+    lists: Mutex<Lists>,
 }
 
 struct State {
     rooms: Rooms,
-    /// What waits for each member's connection.
-    queues: HashMap<ConnId, Mailbox>,
+    /// Each member's connection, and what waits for it.
+    seats: HashMap<ConnId, Seat>,
 }
 
-/// What waits for one member's connection, sent by its own task ([`deliver`]).
-struct Mailbox {
+/// A member's connection, and the wake-up of the task that sends it its states ([`deliver`]).
+struct Seat {
     sock: Sock,
-    /// `chat.message` payloads, in order: each is news, so none replaces another.
-    lines: VecDeque<Bytes>,
-    /// The latest unsent payload of each state the member is shown; a newer one replaces it.
-    states: BTreeMap<StateKey, Bytes>,
-    /// Woken when something is queued, or the mailbox is gone.
+    /// Its `chat.you` changed since it was last sent.
+    you: bool,
     wake: Arc<Notify>,
 }
 
+/// The latest room list and member lists, each encoded once for every member that is sent
+/// it, as of one presence count.
+#[derive(Default)]
+struct Lists {
+    presence: u64,
+    rooms: Option<Bytes>,
+    members: HashMap<String, Bytes>,
+}
+
 /// A state a member is shown, of which only the latest matters.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum StateKey {
     /// `chat.members` of one room.
     Members(String),
     /// `chat.rooms`.
     Rooms,
-    /// `chat.you`.
-    You,
 }
 
-impl StateKey {
-    fn notification(&self) -> &'static str {
-        match self {
-            StateKey::Members(_) => "chat.members",
-            StateKey::Rooms => "chat.rooms",
-            StateKey::You => "chat.you",
-        }
-    }
+/// `chat.members`: a room's members.
+#[derive(Serialize)]
+struct MembersNote<'a> {
+    room: &'a str,
+    members: Vec<MemberInfo>,
+}
+
+/// `chat.rooms`: every room.
+#[derive(Serialize)]
+struct RoomsNote {
+    rooms: Vec<RoomInfo>,
 }
 
 #[derive(Deserialize)]
@@ -250,16 +283,12 @@ impl Entered {
 impl Drop for Membership {
     fn drop(&mut self) {
         if let Some(inner) = self.chat.upgrade() {
-            let chat = Chat { inner };
-            let slow = {
-                let mut state = chat.lock();
-                let outbox = state.rooms.disconnect(self.id, now_ms());
-                if let Some(mailbox) = state.queues.remove(&self.id) {
-                    mailbox.wake.notify_one();
-                }
-                state.dispatch(outbox)
-            };
-            close_slow(slow);
+            let mut state = inner.lock();
+            let effects = state.rooms.disconnect(self.id, now_ms());
+            state.apply(&inner.relay, self.id, effects);
+            if let Some(seat) = state.seats.remove(&self.id) {
+                seat.wake.notify_one();
+            }
         }
     }
 }
@@ -268,79 +297,77 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-fn close_slow(slow: Vec<Sock>) {
-    for sock in slow {
-        tracing::warn!(id = sock.info().id, "chat member too far behind: disconnected");
-        sock.close();
-    }
+fn encode(value: &impl Serialize) -> Bytes {
+    Bytes::from(serde_json::to_vec(value).unwrap_or_default())
 }
 
 impl State {
-    /// Queues each note for its members, encoded once for all of them: lines in order, states
-    /// in place of older ones. Returns the connections of members whose line queue was full,
-    /// to close once the lock is released.
-    fn dispatch(&mut self, outbox: Outbox) -> Vec<Sock> {
-        let mut slow = Vec::new();
-        for (to, note) in outbox {
-            let payload = match serde_json::to_vec(&note) {
-                Ok(json) => Bytes::from(json),
-                Err(e) => {
-                    tracing::error!("chat: cannot encode {}: {e}", note.name());
-                    continue;
+    /// Does what a change of member `id` asks of the relay: its groups, and the lines
+    /// published to them. Under the chat's lock, so the groups change in the order this
+    /// instance's rules saw; the relay never waits on the bus here.
+    fn apply(&self, relay: &Relay, id: ConnId, effects: Vec<Effect>) {
+        let Some(seat) = self.seats.get(&id) else { return };
+        let sock = &seat.sock;
+        for effect in effects {
+            match effect {
+                Effect::Join(room) => {
+                    let (Some(group), Some(member)) = (rooms::group(&room), self.rooms.member(id))
+                    else {
+                        continue;
+                    };
+                    // Refused only for a connection that has closed meanwhile, which its
+                    // membership's end takes out of the chat.
+                    if let Err(e) = relay.join(sock, &group, member.meta()) {
+                        tracing::debug!(id, "chat: not put in {room:?}: {e}");
+                    }
                 }
-            };
-            let state = match note {
-                Note::Message(_) => None,
-                Note::Members { room, .. } => Some(StateKey::Members(room)),
-                Note::Rooms { .. } => Some(StateKey::Rooms),
-            };
-            for id in to {
-                match &state {
-                    None => self.send_line(id, payload.clone(), &mut slow),
-                    Some(key) => self.set_state(id, key.clone(), payload.clone()),
+                Effect::Leave(room) => {
+                    if let Some(group) = rooms::group(&room) {
+                        relay.leave(sock, &group);
+                    }
+                }
+                Effect::Line { message, others } => {
+                    let Some(group) = rooms::group(&message.room) else { continue };
+                    let except = if others { sock.relay_id() } else { None };
+                    let Some(note) = rooms::note(&message, except, self.rooms.history()) else {
+                        continue;
+                    };
+                    if relay.publish(&group, note).is_err() {
+                        tracing::info!(
+                            "chat: a line in {:?} reached this instance only: the bus is down",
+                            message.room
+                        );
+                    }
                 }
             }
         }
-        slow
     }
 
-    fn send_line(&mut self, id: ConnId, payload: Bytes, slow: &mut Vec<Sock>) {
-        let Some(mailbox) = self.queues.get_mut(&id) else { return };
-        if mailbox.lines.len() >= QUEUE {
-            if !slow.iter().any(|s| s.info().id == id) {
-                slow.push(mailbox.sock.clone());
-            }
-            return;
-        }
-        mailbox.lines.push_back(payload);
-        mailbox.wake.notify_one();
-    }
-
-    fn set_state(&mut self, id: ConnId, key: StateKey, payload: Bytes) {
-        if let Some(mailbox) = self.queues.get_mut(&id) {
-            mailbox.states.insert(key, payload);
-            mailbox.wake.notify_one();
-        }
-    }
-
-    /// Queues `chat.you` for `id`: who the server thinks it is.
+    /// Has `chat.you` sent to `id` again: who the server thinks it is.
     fn tell_you(&mut self, id: ConnId) {
-        if let Some(you) = self.rooms.member(id) {
-            if let Ok(json) = serde_json::to_vec(&you) {
-                self.set_state(id, StateKey::You, Bytes::from(json));
-            }
+        if let Some(seat) = self.seats.get_mut(&id) {
+            seat.you = true;
+            seat.wake.notify_one();
         }
     }
 }
 
 impl Chat {
-    pub(crate) fn new(limits: Limits) -> Self {
-        let state = State { rooms: Rooms::new(limits), queues: HashMap::new() };
-        Chat { inner: Arc::new(Inner { state: Mutex::new(state) }) }
+    /// The chat, with its rooms in `relay`'s groups: the relay every connection is served
+    /// with.
+    pub(crate) fn new(limits: Limits, relay: Relay) -> Self {
+        let state = State { rooms: Rooms::new(limits), seats: HashMap::new() };
+        let bus = relay.state();
+        let inner = Inner { relay, bus, state: Mutex::new(state), lists: Mutex::default() };
+        Chat { inner: Arc::new(inner) }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock()
+    }
+
+    fn relay(&self) -> &Relay {
+        &self.inner.relay
     }
 
     /// Makes `sock` a member, named `name` if given (else by its automatic name: `guest-<id>`
@@ -353,88 +380,82 @@ impl Chat {
         let id = sock.info().id;
         let transport = sock.info().transport.to_string();
         let now = now_ms();
-        let (new, slow) = {
-            let mut state = self.lock();
-            let name = name.map(|n| state.rooms.check_name(id, &transport, n)).transpose()?;
-            if state.rooms.contains(id) {
-                let slow = match name {
-                    Some(name) => {
-                        let (_, outbox) = state.rooms.rename_to(id, name, now)?;
-                        let slow = state.dispatch(outbox);
-                        state.tell_you(id);
-                        slow
-                    }
-                    None => Vec::new(),
-                };
-                (false, slow)
-            } else {
-                // The relay id is the page's address for direct messages (`chat.dm`, relayed
-                // page to page without the chat's help).
-                state.rooms.connect(id, transport, sock.relay_id(), now);
-                if let Some(name) = name {
-                    // In no room yet, so no one else's name is in the way; undone if it is.
-                    if let Err(e) = state.rooms.rename_to(id, name, now) {
-                        state.rooms.disconnect(id, now);
-                        return Err(e);
-                    }
-                }
-                let wake = Arc::new(Notify::new());
-                let mailbox = Mailbox {
-                    sock: sock.clone(),
-                    lines: VecDeque::new(),
-                    states: BTreeMap::new(),
-                    wake: wake.clone(),
-                };
-                state.queues.insert(id, mailbox);
-                tokio::spawn(deliver(Arc::downgrade(&self.inner), id, sock.clone(), wake));
-                (true, Vec::new())
+        let relay = self.relay();
+        let mut state = self.lock();
+        let name = name.map(|n| state.rooms.check_name(id, &transport, n)).transpose()?;
+        if state.rooms.contains(id) {
+            if let Some(name) = name {
+                let (_, effects) = state.rooms.rename_to(id, name, now, relay)?;
+                state.apply(relay, id, effects);
+                state.tell_you(id);
             }
-        };
-        close_slow(slow);
-        Ok(Entered(new.then(|| Membership { chat: Arc::downgrade(&self.inner), id })))
+            return Ok(Entered(None));
+        }
+        // The relay id is the page's address for direct messages (`chat.dm`, relayed page
+        // to page without the chat's help), and what puts it in rooms.
+        state.rooms.connect(id, transport, sock.relay_id(), now);
+        if let Some(name) = name {
+            // In no room yet, so no one else's name is in the way; undone if it is.
+            if let Err(e) = state.rooms.rename_to(id, name, now, relay) {
+                state.rooms.disconnect(id, now);
+                return Err(e);
+            }
+        }
+        let wake = Arc::new(Notify::new());
+        state.seats.insert(id, Seat { sock: sock.clone(), you: false, wake: wake.clone() });
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(deliver(weak.clone(), id, sock.clone(), wake, relay.state()));
+        Ok(Entered(Some(Membership { chat: weak, id })))
     }
 
-    fn join(&self, sock: &Sock, input: JoinIn) -> Result<rooms::Joined, ChatError> {
+    async fn join(&self, sock: &Sock, input: JoinIn) -> Result<rooms::Joined, ChatError> {
         let entered = self.enter(sock, input.name.as_deref())?;
-        let joined = {
-            let mut state = self.lock();
-            state
-                .rooms
-                .join(sock.info().id, &input.room, now_ms())
-                .map(|(joined, outbox)| (joined, state.dispatch(outbox)))
-        };
+        let joined = self.join_room(sock, &input.room).await;
         entered.stay(sock);
-        let (joined, slow) = joined?;
-        close_slow(slow);
-        Ok(joined)
+        joined
+    }
+
+    /// Puts the member in `room`, and answers with what it needs to show the room: the
+    /// history from the room's group, fetched once the member is in it, so nothing said
+    /// meanwhile falls between the history and the lines the member now receives (a line in
+    /// both is the same `peer` and `seq`).
+    async fn join_room(&self, sock: &Sock, room: &str) -> Result<rooms::Joined, ChatError> {
+        let id = sock.info().id;
+        let relay = self.relay();
+        let room = {
+            let mut state = self.lock();
+            let (room, effects) = state.rooms.join(id, room, now_ms(), relay)?;
+            state.apply(relay, id, effects);
+            room
+        };
+        let kept = match rooms::group(&room) {
+            Some(group) => relay.history(&group).await,
+            None => Vec::new(),
+        };
+        self.lock().rooms.joined(id, room, relay, rooms::lines(&kept))
     }
 
     fn say(&self, sock: &Sock, input: SayIn) -> Result<rooms::Message, ChatError> {
         let entered = self.enter(sock, input.name.as_deref())?;
+        let id = sock.info().id;
+        let relay = self.relay();
         let said = {
             let mut state = self.lock();
-            let said = state.rooms.say(sock.info().id, &input.room, &input.text, now_ms());
-            said.map(|(message, outbox)| (message, state.dispatch(outbox)))
+            let said = state.rooms.say(id, &input.room, &input.text, now_ms(), relay);
+            said.map(|(message, effects)| {
+                state.apply(relay, id, effects);
+                message
+            })
         };
         entered.stay(sock);
-        let (message, slow) = said?;
-        close_slow(slow);
-        Ok(message)
+        said
     }
 
     fn leave(&self, sock: &Sock, input: LeaveIn) -> Result<(), ChatError> {
         let id = sock.info().id;
-        let slow = {
-            let mut state = self.lock();
-            let room = state.rooms.check_room(&input.room)?;
-            let outbox = state.rooms.leave(id, &room, now_ms())?;
-            // A member list of the room not sent yet is no longer the member's business.
-            if let Some(mailbox) = state.queues.get_mut(&id) {
-                mailbox.states.remove(&StateKey::Members(room));
-            }
-            state.dispatch(outbox)
-        };
-        close_slow(slow);
+        let mut state = self.lock();
+        let effects = state.rooms.leave(id, &input.room, now_ms())?;
+        state.apply(self.relay(), id, effects);
         Ok(())
     }
 
@@ -456,9 +477,11 @@ impl Chat {
         }
         // To a tenth of a millisecond: finer would be noise.
         let rtt_ms = (start.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
+        let id = sock.info().id;
         let mut state = self.lock();
-        state.rooms.set_rtt(sock.info().id, rtt_ms);
-        state.tell_you(sock.info().id);
+        let effects = state.rooms.set_rtt(id, rtt_ms);
+        state.apply(self.relay(), id, effects);
+        state.tell_you(id);
         Ok(rtt_ms)
     }
 
@@ -530,7 +553,7 @@ impl Chat {
         let chat = self.clone();
         handlers.handle("chat.join", move |sock, input: JoinIn| {
             let chat = chat.clone();
-            async move { chat.join(&sock, input).map_err(|e| e.to_string()) }
+            async move { chat.join(&sock, input).await.map_err(|e| e.to_string()) }
         });
         let chat = self.clone();
         handlers.handle("chat.say", move |sock, input: SayIn| {
@@ -559,7 +582,7 @@ impl Chat {
         });
         let chat = self.clone();
         handlers.handle("chat.rooms", move |_sock, _: serde_json::Value| {
-            let rooms = chat.lock().rooms.room_list();
+            let rooms = rooms::room_list(chat.relay());
             async move { Ok::<_, String>(rooms) }
         });
         let chat = self.clone();
@@ -570,42 +593,137 @@ impl Chat {
     }
 }
 
-/// Sends what waits in member `id`'s mailbox until the mailbox goes (the member left) or its
-/// connection closes: lines as they come, in order; states at most once every
-/// [`STATE_EVERY`], each the latest. A connection that reads slowly holds this task in
-/// `buffer_notify`, and meanwhile its states are replaced, not piled up.
-async fn deliver(chat: Weak<Inner>, id: ConnId, sock: Sock, wake: Arc<Notify>) {
-    let mut states_due = tokio::time::Instant::now();
-    loop {
-        let due = tokio::time::Instant::now() >= states_due;
-        let (lines, states, waiting) = {
-            let Some(inner) = chat.upgrade() else { return };
-            let mut state = inner.state.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(mailbox) = state.queues.get_mut(&id) else { return };
-            let lines = std::mem::take(&mut mailbox.lines);
-            let states = if due { std::mem::take(&mut mailbox.states) } else { BTreeMap::new() };
-            (lines, states, !mailbox.states.is_empty())
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The room list and the member lists of `rooms`, as of now; each made and encoded once
+    /// per presence count, whichever member asks first.
+    fn lists(&self, rooms: &[String]) -> (Bytes, Vec<(String, Bytes)>) {
+        let presence = self.bus.borrow().presence;
+        let mut lists = self.lists.lock().unwrap_or_else(|p| p.into_inner());
+        if lists.presence != presence {
+            *lists = Lists { presence, ..Lists::default() };
+        }
+        let relay = &self.relay;
+        let room_list = lists
+            .rooms
+            .get_or_insert_with(|| encode(&RoomsNote { rooms: rooms::room_list(relay) }));
+        let room_list = room_list.clone();
+        let members = rooms
+            .iter()
+            .map(|room| {
+                let payload = lists.members.entry(room.clone()).or_insert_with(|| {
+                    encode(&MembersNote { room, members: rooms::members_of(relay, room) })
+                });
+                (room.clone(), payload.clone())
+            })
+            .collect();
+        (room_list, members)
+    }
+
+    /// The states to send member `id` now: its rooms' member lists and the room list when
+    /// `lists`, each unless it is what was sent last (`sent` holds a hash of each), its
+    /// `chat.you` when asked for, and `chat.resync` when `resync`. `None` once it is no
+    /// member.
+    fn states(
+        &self,
+        id: ConnId,
+        lists: bool,
+        resync: bool,
+        sent: &mut HashMap<StateKey, u64>,
+    ) -> Option<Vec<(&'static str, Bytes)>> {
+        let (you, rooms) = {
+            let mut state = self.lock();
+            let seat = state.seats.get_mut(&id)?;
+            let you = std::mem::take(&mut seat.you);
+            (you.then(|| state.rooms.member(id)).flatten(), state.rooms.rooms_of(id))
         };
-        if lines.is_empty() && states.is_empty() {
-            tokio::select! {
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep_until(states_due), if waiting => {}
-                _ = sock.closed() => return,
+        let mut states = Vec::new();
+        let mut send = |key: StateKey, name: &'static str, payload: Bytes| {
+            let mut hasher = DefaultHasher::new();
+            payload.hash(&mut hasher);
+            let hash = hasher.finish();
+            if sent.insert(key, hash) != Some(hash) {
+                states.push((name, payload));
+            }
+        };
+        if lists {
+            let (room_list, members) = self.lists(&rooms);
+            for (room, payload) in members {
+                send(StateKey::Members(room), "chat.members", payload);
+            }
+            send(StateKey::Rooms, "chat.rooms", room_list);
+        }
+        if let Some(you) = you {
+            // Sent even when unchanged: it is asked for when a page's own idea of its name
+            // may be wrong (the name it answered was refused).
+            states.push(("chat.you", encode(&you)));
+        }
+        if resync {
+            states.push(("chat.resync", Bytes::from_static(b"{}")));
+        }
+        // The lists of rooms the member has left are not its business any more.
+        sent.retain(|key, _| match key {
+            StateKey::Members(room) => rooms.contains(room),
+            StateKey::Rooms => true,
+        });
+        Some(states)
+    }
+}
+
+/// Sends member `id` its states until it is no member (it left) or its connection closes: at
+/// most once every [`STATE_EVERY`], each the latest. A change to any group anywhere (the
+/// bus's presence count) has its lists sent again; the bus's return (its recoveries count),
+/// fresh lists and `chat.resync`. A connection that reads slowly holds this task in
+/// `buffer_notify`, and meanwhile changes are only noted, not piled up.
+async fn deliver(
+    chat: Weak<Inner>,
+    id: ConnId,
+    sock: Sock,
+    wake: Arc<Notify>,
+    mut bus: watch::Receiver<BusState>,
+) {
+    let mut recoveries = bus.borrow_and_update().recoveries;
+    let mut sent = HashMap::new();
+    let (mut lists, mut resync, mut dirty, mut watching) = (false, false, false, true);
+    let mut due = tokio::time::Instant::now();
+    loop {
+        if dirty && tokio::time::Instant::now() >= due {
+            dirty = false;
+            let now = bus.borrow_and_update().recoveries;
+            if now != recoveries {
+                recoveries = now;
+                (lists, resync) = (true, true);
+                sent.clear();
+            }
+            let states = {
+                let Some(inner) = chat.upgrade() else { return };
+                let Some(states) = inner.states(id, lists, resync, &mut sent) else { return };
+                states
+            };
+            (lists, resync) = (false, false);
+            if states.is_empty() {
+                continue;
+            }
+            due = tokio::time::Instant::now() + STATE_EVERY;
+            for (name, payload) in states {
+                if sock.buffer_notify(name, payload).await.is_err() {
+                    return;
+                }
             }
             continue;
         }
-        if !states.is_empty() {
-            states_due = tokio::time::Instant::now() + STATE_EVERY;
-        }
-        for payload in lines {
-            if sock.buffer_notify("chat.message", payload).await.is_err() {
-                return;
-            }
-        }
-        for (key, payload) in states {
-            if sock.buffer_notify(key.notification(), payload).await.is_err() {
-                return;
-            }
+        tokio::select! {
+            _ = wake.notified() => dirty = true,
+            // Once lists are due anyway, further changes are read when they are sent.
+            changed = bus.changed(), if watching && !lists => match changed {
+                Ok(()) => (lists, dirty) = (true, true),
+                Err(_) => watching = false,
+            },
+            _ = tokio::time::sleep_until(due), if dirty => {}
+            _ = sock.closed() => return,
         }
     }
 }

@@ -74,8 +74,13 @@ pub(crate) fn normalise(raw: &str, max_chars: usize) -> Result<Name, String> {
             scripts.join(", ")
         )));
     }
-    let key = shown.to_uppercase().to_lowercase().nfkc().collect();
-    Ok(Name { shown, key })
+    Ok(Name { key: key(&shown), shown })
+}
+
+/// The key a normalised name is compared by. Kept apart so a name another instance of a
+/// cluster took is compared as if taken here.
+pub(crate) fn key(shown: &str) -> String {
+    shown.to_uppercase().to_lowercase().nfkc().collect()
 }
 
 fn too_long(max: usize, chars: usize) -> String {

@@ -1,25 +1,48 @@
-//! The chat's state, free of I/O: members keyed by connection, rooms with bounded history,
-//! and for every change the notifications it causes, addressed by connection. Names follow
+//! The chat's rules, free of I/O: what each member of this instance is called and which rooms
+//! it is in, and for every change what to do to the relay's groups. Names follow
 //! [`names`](super::names) and are unique within each room; how often a member may join and
 //! leave, and how many rooms it may be in, are bounded.
 //!
-//! Kept apart from the sockets so every rule and limit is tested with plain calls and a given
-//! clock; `chat/mod.rs` delivers what these functions return.
+//! A room is the relay [group](Group) `chat-<room>`, so rooms reach every instance of a
+//! cluster: who is in a room, and how many rooms there are, are read from the groups
+//! ([`Cluster`]), and the room's feed is what is published to its group. This instance keeps
+//! only its own members. Kept apart from the sockets so every rule and limit is tested with
+//! plain calls, a given clock and the relay's one-process bus; `chat/mod.rs` applies the
+//! [`Effect`]s these functions return.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
-use gotalk::relay::PeerId;
-use serde::Serialize;
+use bytes::Bytes;
+use gotalk::relay::{
+    Group, Member as GroupMember, Note, PeerId, Relay, MAX_GROUP_LEN, MAX_KEEP, MAX_META,
+};
+use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 
 use super::names::{self, Name};
 
-/// A connection's id (`ConnInfo::id`): one member per connection.
+/// A connection's id (`ConnInfo::id`): one member per connection. Unique on one instance
+/// only; across a cluster a member is told apart by its relay id.
 pub(crate) type ConnId = u64;
 
-/// The room every page starts in; it exists even when empty.
+/// The room every page starts in; it is listed even when empty.
 pub(crate) const LOBBY: &str = "lobby";
+
+/// What every room's group name begins with, so rooms cannot collide with the application's
+/// other groups.
+const PREFIX: &str = "chat-";
+
+/// The longest room name in bytes: a group name holds the prefix and the room.
+const ROOM_BYTES: usize = MAX_GROUP_LEN - PREFIX.len();
+
+/// The notification a room's feed is published as.
+pub(crate) const LINE: &str = "chat.message";
+
+/// The group of a room that [`Rooms::check_room`] has passed.
+pub(crate) fn group(room: &str) -> Option<Group> {
+    Group::new(format!("{PREFIX}{room}")).ok()
+}
 
 /// The chat's bounds, each with its default.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +77,8 @@ impl Limits {
         self
     }
 
-    /// The longest room name, in characters. Default 24.
+    /// The longest room name, in characters (and at most 59 bytes of UTF-8, what a group
+    /// name has room for). Default 24.
     pub(crate) fn room_chars(mut self, n: usize) -> Self {
         self.room_chars = n;
         self
@@ -72,9 +96,10 @@ impl Limits {
         self
     }
 
-    /// How many messages each room keeps for newcomers. Default 100.
+    /// How many messages each room keeps for newcomers. Default 100, at most 1000 (what a
+    /// relay group keeps, [`MAX_KEEP`]).
     pub(crate) fn history(mut self, n: usize) -> Self {
-        self.history = n;
+        self.history = n.min(MAX_KEEP);
         self
     }
 
@@ -89,6 +114,11 @@ impl Limits {
     pub(crate) fn rooms_per_member(mut self, n: usize) -> Self {
         self.rooms_per_member = n;
         self
+    }
+
+    /// How many messages each room keeps.
+    pub(crate) fn kept(&self) -> usize {
+        self.history
     }
 }
 
@@ -113,6 +143,8 @@ pub(crate) enum ChatError {
     TooManyChanges { per_minute: usize, wait_ms: u64 },
     /// Leaving a room the connection is not in.
     NotInRoom(String),
+    /// The connection has no relay id, so it cannot be in a room: rooms are relay groups.
+    NoRelay,
 }
 
 impl fmt::Display for ChatError {
@@ -136,6 +168,7 @@ impl fmt::Display for ChatError {
                 (*wait_ms as f64 / 1000.0).max(0.1)
             ),
             ChatError::NotInRoom(room) => write!(f, "you are not in {room:?}"),
+            ChatError::NoRelay => f.write_str("rooms need the relay, which this connection lacks"),
         }
     }
 }
@@ -143,7 +176,7 @@ impl fmt::Display for ChatError {
 impl std::error::Error for ChatError {}
 
 /// What a line in a room's feed says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Kind {
     /// A member's message.
@@ -157,10 +190,11 @@ pub(crate) enum Kind {
 }
 
 /// One line of a room's feed, as members receive it (`chat.message`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Message {
     pub(crate) room: String,
-    /// Counts up from 1 within the room.
+    /// Counts up on the instance that posted the line, from 1. Lines from two instances of a
+    /// cluster may share a number; with the sender's `peer` it is unique.
     pub(crate) seq: u64,
     /// Milliseconds since the Unix epoch.
     pub(crate) time: u64,
@@ -168,21 +202,57 @@ pub(crate) struct Message {
     /// The member's connection id and name at the time.
     pub(crate) from: u64,
     pub(crate) name: String,
+    /// The sender's relay id.
+    #[serde(default)]
+    pub(crate) peer: Option<PeerId>,
     pub(crate) text: String,
 }
 
 /// A member as others see them.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub(crate) struct MemberInfo {
+    /// The connection id on the member's own instance.
     pub(crate) id: ConnId,
     pub(crate) name: String,
     /// `websocket`, `tcp`, ...
     pub(crate) transport: String,
     /// The id the gateway's relay gave the member's connection, so pages can message it
-    /// directly; none when the relay is off.
+    /// directly and tell members of different instances apart; none when the relay is off.
     pub(crate) peer: Option<PeerId>,
     /// The last round trip the server measured to this member, when it answers `chat.ping`.
     pub(crate) rtt_ms: Option<f64>,
+}
+
+/// What a member says about itself to the other members of its groups (the group member's
+/// `meta`), on every instance.
+#[derive(Serialize, Deserialize)]
+struct Meta<'a> {
+    id: ConnId,
+    name: &'a str,
+    transport: &'a str,
+    #[serde(default)]
+    rtt_ms: Option<f64>,
+}
+
+impl MemberInfo {
+    /// The member a group lists, if its description is a chat member's.
+    fn from_group(member: &GroupMember) -> Option<MemberInfo> {
+        let meta: Meta<'_> = serde_json::from_slice(&member.meta).ok()?;
+        Some(MemberInfo {
+            id: meta.id,
+            name: meta.name.to_owned(),
+            transport: meta.transport.to_owned(),
+            peer: Some(member.peer),
+            rtt_ms: meta.rtt_ms,
+        })
+    }
+
+    /// The description that goes with the member into its groups.
+    pub(crate) fn meta(&self) -> Bytes {
+        let meta =
+            Meta { id: self.id, name: &self.name, transport: &self.transport, rtt_ms: self.rtt_ms };
+        Bytes::from(serde_json::to_vec(&meta).unwrap_or_default())
+    }
 }
 
 /// A room in the room list.
@@ -191,32 +261,6 @@ pub(crate) struct RoomInfo {
     pub(crate) name: String,
     pub(crate) members: usize,
 }
-
-/// A notification to send.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(untagged)]
-pub(crate) enum Note {
-    /// `chat.message`.
-    Message(Message),
-    /// `chat.members`: a room's members, after any change.
-    Members { room: String, members: Vec<MemberInfo> },
-    /// `chat.rooms`: every room, after one was made, removed, or its count changed.
-    Rooms { rooms: Vec<RoomInfo> },
-}
-
-impl Note {
-    /// The notification's name on the wire.
-    pub(crate) fn name(&self) -> &'static str {
-        match self {
-            Note::Message(_) => "chat.message",
-            Note::Members { .. } => "chat.members",
-            Note::Rooms { .. } => "chat.rooms",
-        }
-    }
-}
-
-/// Notifications and who gets each, in the order they must arrive.
-pub(crate) type Outbox = Vec<(Vec<ConnId>, Note)>;
 
 /// What a member that joined a room needs to show it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -230,11 +274,72 @@ pub(crate) struct Joined {
     pub(crate) max_text_chars: usize,
 }
 
+/// The relay's groups as the chat reads them: who is in a group and which groups there are,
+/// on every instance.
+pub(crate) trait Cluster {
+    fn members(&self, group: &Group) -> Vec<GroupMember>;
+    fn groups(&self) -> Vec<(Group, usize)>;
+}
+
+impl Cluster for Relay {
+    fn members(&self, group: &Group) -> Vec<GroupMember> {
+        Relay::members(self, group)
+    }
+
+    fn groups(&self) -> Vec<(Group, usize)> {
+        Relay::groups(self)
+    }
+}
+
+/// A room's members, by name then id, as every instance lists them.
+pub(crate) fn members_of(cluster: &dyn Cluster, room: &str) -> Vec<MemberInfo> {
+    let Some(group) = group(room) else { return Vec::new() };
+    let mut members: Vec<MemberInfo> =
+        cluster.members(&group).iter().filter_map(MemberInfo::from_group).collect();
+    members.sort_by(|a, b| {
+        let by_name = a.name.to_lowercase().cmp(&b.name.to_lowercase());
+        by_name.then(a.id.cmp(&b.id)).then(a.peer.cmp(&b.peer))
+    });
+    members
+}
+
+/// Every room, by name: the groups with the chat's prefix, and the lobby, listed even when
+/// empty.
+pub(crate) fn room_list(cluster: &dyn Cluster) -> Vec<RoomInfo> {
+    let mut rooms: Vec<RoomInfo> = cluster
+        .groups()
+        .into_iter()
+        .filter_map(|(group, members)| {
+            let name = group.as_str().strip_prefix(PREFIX)?.to_owned();
+            Some(RoomInfo { name, members })
+        })
+        .collect();
+    if !rooms.iter().any(|r| r.name == LOBBY) {
+        rooms.push(RoomInfo { name: LOBBY.to_owned(), members: 0 });
+    }
+    rooms.sort_by(|a, b| a.name.cmp(&b.name));
+    rooms
+}
+
+/// What a change asks of the relay, for the member that made it, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Effect {
+    /// Put the member in the room's group, or update its description there.
+    Join(String),
+    /// Take the member out of the room's group.
+    Leave(String),
+    /// Publish a line to the room's group, kept for newcomers; to the other members only
+    /// when `others` (the member sees its join or leave in the answer, or not at all).
+    Line { message: Message, others: bool },
+}
+
 struct Member {
     name: Name,
     transport: String,
     peer: Option<PeerId>,
     rtt_ms: Option<f64>,
+    /// The round trip the member's groups were last told.
+    told_rtt_ms: Option<f64>,
     rooms: BTreeSet<String>,
     changes: Bucket,
 }
@@ -265,17 +370,9 @@ impl Bucket {
     }
 }
 
-#[derive(Default)]
-struct Room {
-    members: BTreeSet<ConnId>,
-    /// Each member's name key: who has which name here.
-    names: HashMap<String, ConnId>,
-    history: VecDeque<Message>,
-    last_seq: u64,
-}
-
 /// The name a connection has until it chooses one: `guest-<id>` for a page, `tcp-<id>` and so
-/// on for a program. Unique, since ids are, and kept for that connection alone.
+/// on for a program. Unique on one instance, since ids are, and kept for that connection
+/// alone.
 fn automatic_name(id: ConnId, transport: &str) -> String {
     match transport {
         "websocket" => format!("guest-{id}"),
@@ -293,23 +390,26 @@ fn looks_automatic(key: &str) -> bool {
     })
 }
 
-/// Every member and room.
+/// This instance's members, and the numbering of the lines they post.
 pub(crate) struct Rooms {
     limits: Limits,
     members: HashMap<ConnId, Member>,
-    rooms: BTreeMap<String, Room>,
+    last_seq: u64,
 }
 
 impl Rooms {
     pub(crate) fn new(limits: Limits) -> Self {
-        let mut rooms = BTreeMap::new();
-        rooms.insert(LOBBY.to_owned(), Room::default());
-        Rooms { limits, members: HashMap::new(), rooms }
+        Rooms { limits, members: HashMap::new(), last_seq: 0 }
     }
 
     /// The longest name allowed, in characters.
     pub(crate) fn max_name_chars(&self) -> usize {
         self.limits.name_chars
+    }
+
+    /// How many lines each room keeps.
+    pub(crate) fn history(&self) -> usize {
+        self.limits.kept()
     }
 
     /// True when `id` is a member (in a room or not).
@@ -335,6 +435,7 @@ impl Rooms {
             transport,
             peer,
             rtt_ms: None,
+            told_rtt_ms: None,
             rooms: BTreeSet::new(),
             changes: Bucket::full(self.limits.room_changes, now),
         };
@@ -353,30 +454,23 @@ impl Rooms {
         })
     }
 
-    /// Records the round trip measured to `id`.
-    pub(crate) fn set_rtt(&mut self, id: ConnId, rtt_ms: f64) {
-        if let Some(member) = self.members.get_mut(&id) {
-            member.rtt_ms = Some(rtt_ms);
+    /// The rooms `id` is in, by name.
+    pub(crate) fn rooms_of(&self, id: ConnId) -> Vec<String> {
+        self.members.get(&id).map(|m| m.rooms.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Records the round trip measured to `id`. Its rooms' member lists show it when it is
+    /// the first, or differs from the one they show by more than half: each update goes to
+    /// every instance and has every member sent new lists, so a page measured every 15 s
+    /// does not cost the cluster that.
+    pub(crate) fn set_rtt(&mut self, id: ConnId, rtt_ms: f64) -> Vec<Effect> {
+        let Some(member) = self.members.get_mut(&id) else { return Vec::new() };
+        member.rtt_ms = Some(rtt_ms);
+        if member.told_rtt_ms.is_some_and(|told| (rtt_ms - told).abs() <= told / 2.0) {
+            return Vec::new();
         }
-    }
-
-    /// Every room, by name.
-    pub(crate) fn room_list(&self) -> Vec<RoomInfo> {
-        self.rooms
-            .iter()
-            .map(|(name, room)| RoomInfo { name: name.clone(), members: room.members.len() })
-            .collect()
-    }
-
-    /// A room's members, by name then id.
-    pub(crate) fn members_of(&self, room: &str) -> Vec<MemberInfo> {
-        let Some(room) = self.rooms.get(room) else { return Vec::new() };
-        let mut members: Vec<MemberInfo> =
-            room.members.iter().filter_map(|&id| self.member(id)).collect();
-        members.sort_by(|a, b| {
-            a.name.to_lowercase().cmp(&b.name.to_lowercase()).then(a.id.cmp(&b.id))
-        });
-        members
+        member.told_rtt_ms = Some(rtt_ms);
+        member.rooms.iter().cloned().map(Effect::Join).collect()
     }
 
     /// Checks a name that connection `id` over `transport` chose, and returns it normalised
@@ -398,7 +492,8 @@ impl Rooms {
     }
 
     /// Checks a room name and returns it in NFKC, trimmed and in lower case, so `Lobby` and
-    /// `ｌｏｂｂｙ` are `lobby`.
+    /// `ｌｏｂｂｙ` are `lobby`. A room name that passes makes a valid group name: the same
+    /// characters, and bytes to spare for the prefix.
     pub(crate) fn check_room(&self, room: &str) -> Result<String, ChatError> {
         let room = room.nfkc().collect::<String>().trim().to_lowercase();
         let chars = room.chars().count();
@@ -414,6 +509,12 @@ impl Rooms {
         if !room.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '_') {
             return Err(ChatError::BadRoom(format!(
                 "{room:?}: a room name is letters, digits, - and _"
+            )));
+        }
+        if room.len() > ROOM_BYTES {
+            return Err(ChatError::BadRoom(format!(
+                "a room name is at most {ROOM_BYTES} bytes of UTF-8; this one has {}",
+                room.len()
             )));
         }
         Ok(room)
@@ -433,8 +534,7 @@ impl Rooms {
         Ok(())
     }
 
-    /// Appends a line to `room`'s feed, dropping the oldest past the history limit, and
-    /// addresses it to the room's members.
+    /// A line of `room`'s feed from `from`, numbered.
     fn post(
         &mut self,
         room: &str,
@@ -442,93 +542,94 @@ impl Rooms {
         from: ConnId,
         text: String,
         now: u64,
-    ) -> Option<(Vec<ConnId>, Message)> {
-        let name = self.members.get(&from)?.name.shown.clone();
-        let history = self.limits.history;
-        let state = self.rooms.get_mut(room)?;
-        state.last_seq += 1;
-        let message = Message {
+    ) -> Option<Message> {
+        let member = self.members.get(&from)?;
+        let (name, peer) = (member.name.shown.clone(), member.peer);
+        self.last_seq += 1;
+        Some(Message {
             room: room.to_owned(),
-            seq: state.last_seq,
+            seq: self.last_seq,
             time: now,
             kind,
             from,
             name,
+            peer,
             text,
-        };
-        state.history.push_back(message.clone());
-        while state.history.len() > history {
-            state.history.pop_front();
-        }
-        Some((state.members.iter().copied().collect(), message))
+        })
     }
 
-    fn members_note(&self, room: &str) -> (Vec<ConnId>, Note) {
-        let to =
-            self.rooms.get(room).map(|r| r.members.iter().copied().collect()).unwrap_or_default();
-        (to, Note::Members { room: room.to_owned(), members: self.members_of(room) })
-    }
-
-    fn rooms_note(&self) -> (Vec<ConnId>, Note) {
-        (self.members.keys().copied().collect(), Note::Rooms { rooms: self.room_list() })
-    }
-
-    /// Puts `id` in `room`, making the room if it is new. Joining a room one is in already
-    /// changes nothing and answers the same.
+    /// Puts `id` in `room`, making the room if it is new, and returns the room's name as kept.
+    /// The rooms limit and the name's uniqueness are checked against every instance's
+    /// members. Joining a room one is in already changes nothing; [`joined`](Self::joined)
+    /// answers the same.
     pub(crate) fn join(
         &mut self,
         id: ConnId,
         room: &str,
         now: u64,
-    ) -> Result<(Joined, Outbox), ChatError> {
+        cluster: &dyn Cluster,
+    ) -> Result<(String, Vec<Effect>), ChatError> {
         let room = self.check_room(room)?;
-        let mut outbox = Outbox::new();
         let limits = &self.limits;
-        if let Some(member) = self.members.get_mut(&id).filter(|m| !m.rooms.contains(&room)) {
-            if member.rooms.len() >= limits.rooms_per_member {
-                return Err(ChatError::InTooManyRooms(limits.rooms_per_member));
-            }
-            let existing = self.rooms.get(&room);
-            if existing.is_none() && self.rooms.len() >= limits.rooms {
-                return Err(ChatError::TooManyRooms(limits.rooms));
-            }
-            if existing.and_then(|r| r.names.get(&member.name.key)).is_some_and(|&o| o != id) {
-                return Err(ChatError::NameTaken { name: member.name.shown.clone(), room });
-            }
-            // Taken last, so a join refused for another reason costs nothing.
-            member.changes.take(limits.room_changes, now).map_err(|wait_ms| {
-                ChatError::TooManyChanges { per_minute: limits.room_changes, wait_ms }
-            })?;
-            member.rooms.insert(room.clone());
-            let key = member.name.key.clone();
-            let state = self.rooms.entry(room.clone()).or_default();
-            state.members.insert(id);
-            state.names.insert(key, id);
-            // The newcomer gets the join line in its history, so it goes to the others only.
-            if let Some((to, message)) = self.post(&room, Kind::Join, id, String::new(), now) {
-                let others = to.into_iter().filter(|&m| m != id).collect();
-                outbox.push((others, Note::Message(message)));
-            }
-            outbox.push(self.members_note(&room));
-            outbox.push(self.rooms_note());
-        }
-        let joined = Joined {
-            you: self.member(id).ok_or_else(|| ChatError::NotInRoom(room.clone()))?,
-            members: self.members_of(&room),
-            history: self
-                .rooms
-                .get(&room)
-                .map(|r| r.history.iter().cloned().collect())
-                .unwrap_or_default(),
-            rooms: self.room_list(),
-            max_text_chars: self.limits.text_chars,
-            room,
+        let Some(member) = self.members.get(&id) else {
+            return Err(ChatError::NotInRoom(room));
         };
-        Ok((joined, outbox))
+        if member.rooms.contains(&room) {
+            return Ok((room, Vec::new()));
+        }
+        if member.peer.is_none() {
+            return Err(ChatError::NoRelay);
+        }
+        if member.rooms.len() >= limits.rooms_per_member {
+            return Err(ChatError::InTooManyRooms(limits.rooms_per_member));
+        }
+        let rooms = room_list(cluster);
+        if !rooms.iter().any(|r| r.name == room) && rooms.len() >= limits.rooms {
+            return Err(ChatError::TooManyRooms(limits.rooms));
+        }
+        if taken(cluster, &room, &member.name.key, member.peer) {
+            return Err(ChatError::NameTaken { name: member.name.shown.clone(), room });
+        }
+        let member = self.members.get_mut(&id).ok_or(ChatError::NoRelay)?;
+        // Taken last, so a join refused for another reason costs nothing.
+        member.changes.take(limits.room_changes, now).map_err(|wait_ms| {
+            ChatError::TooManyChanges { per_minute: limits.room_changes, wait_ms }
+        })?;
+        member.rooms.insert(room.clone());
+        let mut effects = vec![Effect::Join(room.clone())];
+        // The newcomer gets the join line in its history, so it goes to the others only.
+        if let Some(message) = self.post(&room, Kind::Join, id, String::new(), now) {
+            effects.push(Effect::Line { message, others: true });
+        }
+        Ok((room, effects))
     }
 
-    /// Takes `id` out of `room`; an empty room other than the lobby goes away.
-    pub(crate) fn leave(&mut self, id: ConnId, room: &str, now: u64) -> Result<Outbox, ChatError> {
+    /// What `id`, in `room`, is shown of it: with the room's kept lines, `history`.
+    pub(crate) fn joined(
+        &self,
+        id: ConnId,
+        room: String,
+        cluster: &dyn Cluster,
+        history: Vec<Message>,
+    ) -> Result<Joined, ChatError> {
+        Ok(Joined {
+            you: self.member(id).ok_or_else(|| ChatError::NotInRoom(room.clone()))?,
+            members: members_of(cluster, &room),
+            history,
+            rooms: room_list(cluster),
+            max_text_chars: self.limits.text_chars,
+            room,
+        })
+    }
+
+    /// Takes `id` out of `room` (checked by [`check_room`](Self::check_room)). A room with
+    /// nobody in it on any instance is gone, as its group is; the lobby stays listed.
+    pub(crate) fn leave(
+        &mut self,
+        id: ConnId,
+        room: &str,
+        now: u64,
+    ) -> Result<Vec<Effect>, ChatError> {
         let room = self.check_room(room)?;
         let limits = &self.limits;
         let Some(member) = self.members.get_mut(&id).filter(|m| m.rooms.contains(&room)) else {
@@ -540,34 +641,17 @@ impl Rooms {
         Ok(self.leave_room(id, &room, now))
     }
 
-    fn leave_room(&mut self, id: ConnId, room: &str, now: u64) -> Outbox {
-        let mut outbox = Outbox::new();
+    fn leave_room(&mut self, id: ConnId, room: &str, now: u64) -> Vec<Effect> {
+        let mut effects = Vec::new();
         // Posted while the member is still in, so the line has its name; sent to the others.
-        if let Some((to, message)) = self.post(room, Kind::Leave, id, String::new(), now) {
-            let others = to.into_iter().filter(|&m| m != id).collect();
-            outbox.push((others, Note::Message(message)));
+        if let Some(message) = self.post(room, Kind::Leave, id, String::new(), now) {
+            effects.push(Effect::Line { message, others: true });
         }
-        let key = self.members.get_mut(&id).map(|member| {
+        if let Some(member) = self.members.get_mut(&id) {
             member.rooms.remove(room);
-            member.name.key.clone()
-        });
-        let empty = match self.rooms.get_mut(room) {
-            Some(state) => {
-                state.members.remove(&id);
-                if let Some(key) = key {
-                    state.names.remove(&key);
-                }
-                state.members.is_empty()
-            }
-            None => false,
-        };
-        if empty && room != LOBBY {
-            self.rooms.remove(room);
-        } else {
-            outbox.push(self.members_note(room));
         }
-        outbox.push(self.rooms_note());
-        outbox
+        effects.push(Effect::Leave(room.to_owned()));
+        effects
     }
 
     /// Renames `id` in every room it is in, unless the name is taken in one of them. Returns
@@ -579,12 +663,13 @@ impl Rooms {
         id: ConnId,
         name: &str,
         now: u64,
-    ) -> Result<(String, Outbox), ChatError> {
+        cluster: &dyn Cluster,
+    ) -> Result<(String, Vec<Effect>), ChatError> {
         let Some(member) = self.members.get(&id) else {
             return Err(ChatError::BadName(names::refusal("belongs to members only")));
         };
         let name = self.check_name(id, &member.transport, name)?;
-        self.rename_to(id, name, now)
+        self.rename_to(id, name, now, cluster)
     }
 
     /// [`rename`](Self::rename) with a name [`check_name`](Self::check_name) has passed.
@@ -593,37 +678,40 @@ impl Rooms {
         id: ConnId,
         name: Name,
         now: u64,
-    ) -> Result<(String, Outbox), ChatError> {
-        let Some(member) = self.members.get_mut(&id) else {
+        cluster: &dyn Cluster,
+    ) -> Result<(String, Vec<Effect>), ChatError> {
+        let Some(member) = self.members.get(&id) else {
             return Err(ChatError::BadName(names::refusal("belongs to members only")));
         };
         if member.name == name {
-            return Ok((name.shown, Outbox::new()));
+            return Ok((name.shown, Vec::new()));
+        }
+        // The description goes to every instance, within the relay's bound; only a name
+        // limit raised far past its default reaches it.
+        let described =
+            MemberInfo { name: name.shown.clone(), ..self.member(id).ok_or(ChatError::NoRelay)? };
+        if described.meta().len() > MAX_META {
+            return Err(ChatError::BadName(names::refusal(format_args!(
+                "is too long to share with the other members ({MAX_META} bytes at most)"
+            ))));
         }
         for room in &member.rooms {
-            let holder = self.rooms.get(room).and_then(|r| r.names.get(&name.key));
-            if holder.is_some_and(|&other| other != id) {
+            if taken(cluster, room, &name.key, member.peer) {
                 return Err(ChatError::NameTaken { name: name.shown, room: room.clone() });
             }
         }
         let shown = name.shown.clone();
-        let old = std::mem::replace(&mut member.name, name);
+        let member = self.members.get_mut(&id).ok_or(ChatError::NoRelay)?;
+        let old = std::mem::replace(&mut member.name, name).shown;
         let rooms: Vec<String> = member.rooms.iter().cloned().collect();
-        for room in &rooms {
-            if let Some(state) = self.rooms.get_mut(room) {
-                state.names.remove(&old.key);
-                state.names.insert(member.name.key.clone(), id);
-            }
-        }
-        let old = old.shown;
-        let mut outbox = Outbox::new();
+        let mut effects = Vec::new();
         for room in rooms {
-            if let Some((to, message)) = self.post(&room, Kind::Rename, id, old.clone(), now) {
-                outbox.push((to, Note::Message(message)));
+            effects.push(Effect::Join(room.clone()));
+            if let Some(message) = self.post(&room, Kind::Rename, id, old.clone(), now) {
+                effects.push(Effect::Line { message, others: false });
             }
-            outbox.push(self.members_note(&room));
         }
-        Ok((shown, outbox))
+        Ok((shown, effects))
     }
 
     /// Posts `text` to `room` from `id`, joining the room first if `id` is not in it (a TCP
@@ -634,64 +722,235 @@ impl Rooms {
         room: &str,
         text: &str,
         now: u64,
-    ) -> Result<(Message, Outbox), ChatError> {
+        cluster: &dyn Cluster,
+    ) -> Result<(Message, Vec<Effect>), ChatError> {
         self.check_text(text)?;
         let room = self.check_room(room)?;
-        let (_, mut outbox) = self.join(id, &room, now)?;
-        let (to, message) = self
+        let (_, mut effects) = self.join(id, &room, now, cluster)?;
+        let message = self
             .post(&room, Kind::Text, id, text.to_owned(), now)
             .ok_or_else(|| ChatError::NotInRoom(room.clone()))?;
-        outbox.push((to, Note::Message(message.clone())));
-        Ok((message, outbox))
+        effects.push(Effect::Line { message: message.clone(), others: false });
+        Ok((message, effects))
     }
 
     /// Removes `id` from every room and from the chat, when its connection has closed.
-    pub(crate) fn disconnect(&mut self, id: ConnId, now: u64) -> Outbox {
-        let rooms: Vec<String> =
-            self.members.get(&id).map(|m| m.rooms.iter().cloned().collect()).unwrap_or_default();
-        let mut outbox = Outbox::new();
-        for room in rooms {
-            outbox.extend(self.leave_room(id, &room, now));
+    pub(crate) fn disconnect(&mut self, id: ConnId, now: u64) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for room in self.rooms_of(id) {
+            effects.extend(self.leave_room(id, &room, now));
         }
         self.members.remove(&id);
-        // The last rooms note went out while `id` was still listed: one more without it is
-        // not needed, but one addressed to it would be wasted, so drop it from every list.
-        for (to, _) in &mut outbox {
-            to.retain(|&m| m != id);
-        }
-        outbox
+        effects
     }
+}
+
+/// True when someone other than `peer`, on any instance, has the name `key` in `room`.
+///
+/// Two instances may let two members take one name in one room at the same instant: each
+/// checks the members it knows of, and the other's join reaches it a moment later.
+fn taken(cluster: &dyn Cluster, room: &str, key: &str, peer: Option<PeerId>) -> bool {
+    members_of(cluster, room).iter().any(|m| m.peer != peer && names::key(&m.name) == key)
+}
+
+/// A line as its room's group publishes it, kept for newcomers, and sent to everyone but
+/// `except`.
+pub(crate) fn note(message: &Message, except: Option<PeerId>, keep: usize) -> Option<Note> {
+    let payload = serde_json::to_vec(message).ok()?;
+    let note = Note::new(LINE, payload).ok()?.keep(keep);
+    Some(match except {
+        Some(peer) => note.except(peer),
+        None => note,
+    })
+}
+
+/// The lines among a group's kept notes, oldest first.
+pub(crate) fn lines(kept: &[Note]) -> Vec<Message> {
+    kept.iter()
+        .filter(|note| note.name.as_str() == LINE)
+        .filter_map(|note| serde_json::from_slice(&note.payload).ok())
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use futures_util::FutureExt;
+    use gotalk::relay::{Bus, LocalBus, Mailbox};
+
     use super::*;
 
-    fn rooms(limits: Limits) -> Rooms {
-        let mut rooms = Rooms::new(limits);
-        for id in 1..=3 {
-            rooms.connect(id, "websocket".into(), Some(peer(id)), 0);
-            rooms.rename(id, &format!("m{id}"), 0).unwrap();
+    /// Lines, and the members each reached, in the order they went out.
+    type Outbox = Vec<(Vec<ConnId>, Message)>;
+
+    /// One instance's chat on the relay's one-process bus: every effect is applied to the
+    /// bus's groups as `chat/mod.rs` applies it to the relay's, and each line is noted with
+    /// the members the group hands it to.
+    struct World {
+        chat: Rooms,
+        bus: Arc<LocalBus>,
+        /// Test members' ids are their relay ids' first bytes plus this, so two instances
+        /// on one bus have members of the same connection id and different relay ids.
+        base: u64,
+    }
+
+    impl Cluster for LocalBus {
+        fn members(&self, group: &Group) -> Vec<GroupMember> {
+            Bus::members(self, group)
         }
-        rooms
+
+        fn groups(&self) -> Vec<(Group, usize)> {
+            Bus::groups(self)
+        }
+    }
+
+    fn rooms(limits: Limits) -> World {
+        instance(limits, Arc::new(LocalBus::new()), 0)
+    }
+
+    /// An instance with members 1 to 3, called m1 to m3, on `bus`.
+    fn instance(limits: Limits, bus: Arc<LocalBus>, base: u64) -> World {
+        let mut world = World { chat: Rooms::new(limits), bus, base };
+        for id in 1..=3 {
+            world.connect(id, "websocket".into(), Some(world.peer(id)), 0);
+            world.rename(id, &format!("m{id}"), 0).unwrap();
+        }
+        world
     }
 
     /// A relay id of its own for each test member.
     fn peer(id: ConnId) -> PeerId {
         let mut bytes = [0; 16];
-        bytes[..8].copy_from_slice(&id.to_be_bytes());
+        bytes[..4].copy_from_slice(&u32::try_from(id).unwrap().to_be_bytes());
         PeerId::from_random(bytes)
     }
 
+    impl World {
+        fn peer(&self, id: ConnId) -> PeerId {
+            peer(id + self.base)
+        }
+
+        /// A member's id here, or for another instance's member the number in its relay id.
+        fn id_of(&self, peer: PeerId) -> ConnId {
+            let bytes: [u8; 4] = peer.as_bytes()[..4].try_into().unwrap();
+            let n = u64::from(u32::from_be_bytes(bytes));
+            n.checked_sub(self.base).filter(|&id| id > 0 && id < 100).unwrap_or(n)
+        }
+
+        fn connect(
+            &mut self,
+            id: ConnId,
+            transport: String,
+            peer: Option<PeerId>,
+            now: u64,
+        ) -> bool {
+            if let Some(peer) = peer {
+                // The one-process bus registers at once.
+                drop(self.bus.register(peer, Mailbox::new(1 << 20)));
+            }
+            self.chat.connect(id, transport, peer, now)
+        }
+
+        /// Applies `effects` of member `id` to the bus, as the chat applies them to the relay.
+        fn apply(&self, id: ConnId, peer: Option<PeerId>, effects: Vec<Effect>) -> Outbox {
+            let mut outbox = Outbox::new();
+            let peer = peer.expect("only members with a relay id change groups");
+            for effect in effects {
+                match effect {
+                    Effect::Join(room) => {
+                        let meta = self.chat.member(id).unwrap().meta();
+                        self.bus.join(&group(&room).unwrap(), GroupMember { peer, meta });
+                    }
+                    Effect::Leave(room) => self.bus.leave(&group(&room).unwrap(), peer),
+                    Effect::Line { message, others } => {
+                        let group = group(&message.room).unwrap();
+                        let except = others.then_some(peer);
+                        let to = Bus::members(&*self.bus, &group)
+                            .iter()
+                            .filter(|m| Some(m.peer) != except)
+                            .map(|m| self.id_of(m.peer))
+                            .collect();
+                        let note = note(&message, except, self.chat.history()).unwrap();
+                        self.bus.publish(&group, note).unwrap();
+                        outbox.push((to, message));
+                    }
+                }
+            }
+            outbox
+        }
+
+        fn peer_of(&self, id: ConnId) -> Option<PeerId> {
+            self.chat.member(id).and_then(|m| m.peer)
+        }
+
+        fn join(
+            &mut self,
+            id: ConnId,
+            room: &str,
+            now: u64,
+        ) -> Result<(Joined, Outbox), ChatError> {
+            let (room, effects) = self.chat.join(id, room, now, &*self.bus)?;
+            let outbox = self.apply(id, self.peer_of(id), effects);
+            let kept = self.bus.history(&group(&room).unwrap()).now_or_never().unwrap();
+            let joined = self.chat.joined(id, room, &*self.bus, lines(&kept))?;
+            Ok((joined, outbox))
+        }
+
+        fn say(
+            &mut self,
+            id: ConnId,
+            room: &str,
+            text: &str,
+            now: u64,
+        ) -> Result<(Message, Outbox), ChatError> {
+            let (message, effects) = self.chat.say(id, room, text, now, &*self.bus)?;
+            Ok((message, self.apply(id, self.peer_of(id), effects)))
+        }
+
+        fn leave(&mut self, id: ConnId, room: &str, now: u64) -> Result<Outbox, ChatError> {
+            let effects = self.chat.leave(id, room, now)?;
+            Ok(self.apply(id, self.peer_of(id), effects))
+        }
+
+        fn rename(
+            &mut self,
+            id: ConnId,
+            name: &str,
+            now: u64,
+        ) -> Result<(String, Outbox), ChatError> {
+            let (name, effects) = self.chat.rename(id, name, now, &*self.bus)?;
+            Ok((name, self.apply(id, self.peer_of(id), effects)))
+        }
+
+        fn disconnect(&mut self, id: ConnId, now: u64) -> Outbox {
+            let peer = self.peer_of(id);
+            let effects = self.chat.disconnect(id, now);
+            if effects.is_empty() {
+                return Outbox::new();
+            }
+            self.apply(id, peer, effects)
+        }
+
+        fn contains(&self, id: ConnId) -> bool {
+            self.chat.contains(id)
+        }
+
+        fn member(&self, id: ConnId) -> Option<MemberInfo> {
+            self.chat.member(id)
+        }
+
+        fn members_of(&self, room: &str) -> Vec<MemberInfo> {
+            members_of(&*self.bus, room)
+        }
+
+        fn room_list(&self) -> Vec<RoomInfo> {
+            room_list(&*self.bus)
+        }
+    }
+
     fn messages_to(outbox: &Outbox, id: ConnId) -> Vec<&Message> {
-        outbox
-            .iter()
-            .filter(|(to, _)| to.contains(&id))
-            .filter_map(|(_, note)| match note {
-                Note::Message(m) => Some(m),
-                _ => None,
-            })
-            .collect()
+        outbox.iter().filter(|(to, _)| to.contains(&id)).map(|(_, m)| m).collect()
     }
 
     #[test]
@@ -822,26 +1081,26 @@ mod tests {
     }
 
     #[test]
-    fn members_carry_their_relay_id_and_one_without_has_none() {
+    fn members_carry_their_relay_id_and_one_without_cannot_join() {
         let mut chat = rooms(Limits::default());
         assert!(chat.connect(4, "tcp".into(), None, 0));
         assert!(!chat.connect(1, "websocket".into(), None, 0), "already a member");
         chat.join(1, "lobby", 1).unwrap();
-        let (joined, outbox) = chat.join(4, "lobby", 2).unwrap();
+        // Rooms are relay groups: a connection the relay does not serve stays out, told why.
+        assert_eq!(chat.join(4, "lobby", 2).unwrap_err(), ChatError::NoRelay);
+        assert_eq!(chat.member(4).unwrap().peer, None);
+        let (joined, _) = chat.join(2, "lobby", 2).unwrap();
         let peers: Vec<(String, Option<PeerId>)> =
             joined.members.iter().map(|m| (m.name.clone(), m.peer)).collect();
-        assert_eq!(peers, [("m1".into(), Some(peer(1))), ("tcp-4".into(), None)]);
-        assert_eq!(joined.you.peer, None);
-        // The members note the others get carries the ids too.
-        let noted = outbox.iter().find_map(|(to, note)| match note {
-            Note::Members { members, .. } if to.contains(&1) => Some(members.clone()),
-            _ => None,
-        });
-        assert_eq!(noted.unwrap(), joined.members);
+        assert_eq!(peers, [("m1".into(), Some(peer(1))), ("m2".into(), Some(peer(2)))]);
+        assert_eq!(joined.you.peer, Some(peer(2)));
+        // The member list the others are sent is the group's, with the ids too.
+        assert_eq!(chat.members_of("lobby"), joined.members);
         // On the wire: the id as text, or null.
         let json = serde_json::to_value(&joined.members).unwrap();
         assert_eq!(json[0]["peer"], serde_json::json!(peer(1).to_string()));
-        assert_eq!(json[1]["peer"], serde_json::Value::Null);
+        let json = serde_json::to_value(chat.member(4).unwrap()).unwrap();
+        assert_eq!(json["peer"], serde_json::Value::Null);
     }
 
     fn taken(name: &str, room: &str) -> ChatError {
@@ -951,5 +1210,117 @@ mod tests {
         assert_eq!(chat.join(1, "ＬＯＢＢＹ", 1).unwrap().0.room, "lobby");
         assert_eq!(chat.join(1, "ｓｉｄｅ", 1).unwrap().0.room, "side");
         assert!(chat.join(1, "si\u{200b}de", 1).is_err());
+    }
+
+    #[test]
+    fn two_instances_share_rooms_names_and_the_rooms_limit() {
+        // Two instances of a cluster see one set of groups; their connection ids overlap,
+        // their relay ids do not.
+        let bus = Arc::new(LocalBus::new());
+        let mut a = instance(Limits::default().rooms(3), bus.clone(), 0);
+        let mut b = instance(Limits::default().rooms(3), bus, 100);
+        a.rename(1, "alice", 1).unwrap();
+        a.join(1, "lobby", 1).unwrap();
+        // b's member 1 is not a's member 1: alice's name is taken for it too.
+        b.rename(1, "ALICE", 2).unwrap();
+        assert_eq!(b.join(1, "lobby", 2).unwrap_err(), taken("ALICE", "lobby"));
+        let (joined, _) = b.join(2, "lobby", 2).unwrap();
+        let names: Vec<&str> = joined.members.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["alice", "m2"]);
+        // Nor may a member of b rename to a name a member of a has in their room.
+        assert_eq!(b.rename(2, "Alice", 3).unwrap_err(), taken("Alice", "lobby"));
+        // A line said on one instance reaches the room's members on both.
+        let (message, outbox) = a.say(1, "lobby", "hi", 4).unwrap();
+        assert_eq!(outbox, [(vec![1, 102], message)], "a's 1, and b's 2 (relay id 102)");
+        // The rooms limit counts the rooms of both.
+        a.join(2, "x", 5).unwrap();
+        b.join(3, "y", 5).unwrap();
+        assert_eq!(a.join(3, "z", 6).unwrap_err(), ChatError::TooManyRooms(3));
+        let rooms: Vec<(String, usize)> =
+            b.room_list().into_iter().map(|r| (r.name, r.members)).collect();
+        assert_eq!(rooms, [("lobby".into(), 2), ("x".into(), 1), ("y".into(), 1)]);
+        // A member of b that goes is gone from a's lists too.
+        b.disconnect(2, 7);
+        let names: Vec<String> = a.members_of("lobby").into_iter().map(|m| m.name).collect();
+        assert_eq!(names, ["alice"]);
+        // The history newcomers get holds lines posted on both instances; their numbers
+        // may repeat, never with the same sender.
+        let (joined, _) = a.join(3, "lobby", 8).unwrap();
+        let lines: Vec<(Kind, String)> =
+            joined.history.iter().map(|m| (m.kind, m.name.clone())).collect();
+        assert_eq!(
+            lines,
+            [
+                (Kind::Join, "alice".into()),
+                (Kind::Join, "m2".into()),
+                (Kind::Text, "alice".into()),
+                (Kind::Leave, "m2".into()),
+                (Kind::Join, "m3".into()),
+            ]
+        );
+        let keys: BTreeSet<(Option<PeerId>, u64)> =
+            joined.history.iter().map(|m| (m.peer, m.seq)).collect();
+        assert_eq!(keys.len(), joined.history.len());
+    }
+
+    #[test]
+    fn a_room_name_fits_a_group_name() {
+        let mut chat = rooms(Limits::default().room_chars(100));
+        let at_the_edge = "é".repeat(29) + "a";
+        assert_eq!(at_the_edge.len(), ROOM_BYTES);
+        assert_eq!(chat.join(1, &at_the_edge, 1).unwrap().0.room, at_the_edge);
+        let past = "é".repeat(30);
+        assert_eq!(
+            chat.join(1, &past, 2).unwrap_err().to_string(),
+            "a room name is at most 59 bytes of UTF-8; this one has 60"
+        );
+        // Every room is a group of the chat's own, apart from the application's others.
+        let groups: Vec<String> =
+            Bus::groups(&*chat.bus).into_iter().map(|(g, _)| g.to_string()).collect();
+        assert_eq!(groups, [format!("chat-{at_the_edge}")]);
+    }
+
+    #[test]
+    fn history_is_capped_at_what_a_group_keeps() {
+        assert_eq!(Limits::default().history(MAX_KEEP).kept(), MAX_KEEP);
+        assert_eq!(Limits::default().history(MAX_KEEP + 1).kept(), MAX_KEEP);
+    }
+
+    #[test]
+    fn a_name_too_long_to_share_is_refused() {
+        // Only a name limit far past its default reaches the relay's bound on descriptions.
+        let mut chat = rooms(Limits::default().name_chars(MAX_META));
+        let fits = "a"
+            .repeat(MAX_META - r#"{"id":1,"name":"","transport":"websocket","rtt_ms":null}"#.len());
+        chat.rename(1, &fits, 1).unwrap();
+        chat.join(1, "lobby", 1).unwrap();
+        let e = chat.rename(1, &format!("{fits}a"), 2).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "name is too long to share with the other members (1024 bytes at most)"
+        );
+    }
+
+    #[test]
+    fn a_round_trip_reaches_the_member_lists_when_it_changes_by_more_than_half() {
+        let mut chat = rooms(Limits::default());
+        chat.join(1, "lobby", 1).unwrap();
+        chat.join(1, "x", 1).unwrap();
+        let rtt = |chat: &World| chat.members_of("lobby")[0].rtt_ms;
+        let set = |chat: &mut World, ms: f64| {
+            let effects = chat.chat.set_rtt(1, ms);
+            let told = !effects.is_empty();
+            chat.apply(1, Some(peer(1)), effects);
+            told
+        };
+        assert!(set(&mut chat, 10.0), "the first, in both rooms");
+        assert_eq!((rtt(&chat), chat.members_of("x")[0].rtt_ms), (Some(10.0), Some(10.0)));
+        // Within half of what the lists show: the member hears it (chat.you), no one else.
+        assert!(!set(&mut chat, 15.0));
+        assert!(!set(&mut chat, 5.0));
+        assert_eq!(chat.member(1).unwrap().rtt_ms, Some(5.0));
+        assert_eq!(rtt(&chat), Some(10.0));
+        assert!(set(&mut chat, 15.1));
+        assert_eq!(rtt(&chat), Some(15.1));
     }
 }
