@@ -7,5 +7,9 @@
 //! `nats`), and compiles neither client without its feature.
 
 pub mod link;
+#[cfg(feature = "nats")]
+pub mod nats;
 
 pub use link::{Incoming, Link, LinkError, Reply, RequestError, Session};
+#[cfg(feature = "nats")]
+pub use nats::NatsLink;
