@@ -5,15 +5,18 @@
 //!   (chat, search, its page) and the fixtures, behind `gotalk serve`'s flags.
 //! - [`conformance`]: the relay bus conformance suite, run against the one-process bus and
 //!   each cluster bus by the test target `cluster`.
+//! - [`cluster`]: a bus, `gotalk-e2e serve` instances on it and haproxy in front, as real
+//!   processes (the `gotalk-cluster-fixture` binary drives one for the browser tests).
 //! - [`servers`]: real `redis-server`, `nats-server` and `haproxy` processes on free ports, for
 //!   the cluster tests.
 //! - [`link_conformance`]: what every cluster link must do, as cases run against a real bus.
 //!
-//! The binaries `gotalk-e2e` and `gotalk-interop` (a server other implementations are tested
-//! against) are this package's; integration tests find them with `env!("CARGO_BIN_EXE_…")`.
+//! The binaries `gotalk-e2e`, `gotalk-interop` (a server other implementations are tested
+//! against) and `gotalk-cluster-fixture` are this package's; integration tests find them with `env!("CARGO_BIN_EXE_…")`.
 
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod conformance;
 pub mod e2e;
 pub mod fixtures;
