@@ -223,7 +223,7 @@ test('calls made before the wasm has loaded wait for it', async ({ page, baseURL
   let callMade!: () => void;
   const called = new Promise<void>((resolve) => (callMade = resolve));
   await page.exposeFunction('earlyCallMade', () => callMade());
-  await page.route('**/gotalk/gotalk_bg.wasm', async (route) => {
+  await page.route('**/gotalk/gotalk_bg.wasm*', async (route) => {
     await called;
     await route.continue();
   });
@@ -272,7 +272,7 @@ test('the socket connects while the wasm loads, and the Core takes it over; a re
   const seen = new Promise<void>((resolve) => (socketSeen = resolve));
   page.once('websocket', () => socketSeen());
   let wasmHeld = true;
-  await page.route('**/gotalk/gotalk_bg.wasm', async (route) => {
+  await page.route('**/gotalk/gotalk_bg.wasm*', async (route) => {
     await Promise.race([seen, new Promise((resolve) => setTimeout(resolve, 5_000))]);
     wasmHeld = false;
     await route.continue();
