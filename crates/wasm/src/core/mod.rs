@@ -97,7 +97,6 @@ struct Conn {
 /// Something the page must hear once the state is no longer borrowed.
 enum Effect {
     Emit(&'static str, JsValue),
-    /// A call's result (a Uint8Array) or its failure (an Error).
     Settle(u32, JsValue),
     Request { op: Name, payload: Bytes, conn: u32, id: u32 },
     Stream { op: Name, conn: u32, id: u32 },
