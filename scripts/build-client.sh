@@ -125,11 +125,16 @@ minify() {
         -o "$input.min"
 }
 
+# The classic script asks for its wasm by version (the first 8 bytes of its SHA-256, as the
+# gateway's Assets::version names it), which the gateway serves as immutable: a returning page
+# takes the wasm from its cache without a round trip to revalidate it. Other servers ignore
+# the query.
+wasm_version="$(sha256sum "$work/gotalk_bg.opt.wasm" | cut -c1-16)"
 {
     echo "(function () {"
     echo "'use strict';"
     echo "const scriptUrl = (typeof document !== 'undefined' && document.currentScript && document.currentScript.src) || '';"
-    echo "const defaultWasm = () => new URL('gotalk_bg.wasm', scriptUrl || (typeof location !== 'undefined' ? location.href : 'http://localhost/'));"
+    echo "const defaultWasm = () => new URL('gotalk_bg.wasm?v=$wasm_version', scriptUrl || (typeof location !== 'undefined' ? location.href : 'http://localhost/'));"
     echo "$glue"
     echo "$api"
     echo "globalThis.gotalk = gotalk;"

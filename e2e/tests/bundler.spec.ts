@@ -193,7 +193,7 @@ test('gotalk.js whose wasm cannot load: ready rejects, sockets close with the er
   let socketMade!: () => void;
   const made = new Promise<void>((resolve) => (socketMade = resolve));
   await page.exposeFunction('socketMade', () => socketMade());
-  await page.route('**/gotalk/gotalk_bg.wasm', async (route) => {
+  await page.route('**/gotalk/gotalk_bg.wasm*', async (route) => {
     await made;
     await route.fulfill({ status: 404, contentType: 'text/plain', body: 'not here' });
   });
@@ -222,7 +222,7 @@ test('gotalk.js whose wasm cannot load: ready rejects, sockets close with the er
       stream: await streamEnd,
     };
   });
-  const failed = expect.stringMatching(/^gotalk: could not load http:\/\/127\.0\.0\.1:\d+\/gotalk\/gotalk_bg\.wasm: .+/);
+  const failed = expect.stringMatching(/^gotalk: could not load http:\/\/127\.0\.0\.1:\d+\/gotalk\/gotalk_bg\.wasm\?v=[0-9a-f]{16}: .+/);
   expect(got).toEqual({
     ready: failed,
     early: { close: failed, events: ['state closed'], state: 'closed', request: failed },

@@ -223,7 +223,7 @@ test('calls made before the wasm has loaded wait for it', async ({ page, baseURL
   let callMade!: () => void;
   const called = new Promise<void>((resolve) => (callMade = resolve));
   await page.exposeFunction('earlyCallMade', () => callMade());
-  await page.route('**/gotalk/gotalk_bg.wasm', async (route) => {
+  await page.route('**/gotalk/gotalk_bg.wasm*', async (route) => {
     await called;
     await route.continue();
   });
@@ -250,6 +250,61 @@ test('calls made before the wasm has loaded wait for it', async ({ page, baseURL
       }),
   );
   expect(got).toEqual({ before: { state: 'connecting', ready: false }, answer: { greeting: 'Hello early' } });
+});
+
+test('the socket connects while the wasm loads, and the Core takes it over; a request is one message', async ({
+  page,
+  baseURL,
+}) => {
+  const script = new URL('/gotalk/gotalk.js', baseURL).href;
+  let scripts = 0;
+  await page.route(script, (route) => (++scripts === 1 ? route.fulfill(EMPTY_SCRIPT) : route.continue()));
+  await openQuiet(page, baseURL!);
+  // The wasm is held back until the socket exists: before the change it never would, so the
+  // wait below fails instead.
+  const sockets: import('@playwright/test').WebSocket[] = [];
+  const sent: string[] = [];
+  page.on('websocket', (ws) => {
+    sockets.push(ws);
+    ws.on('framesent', ({ payload }) => sent.push(typeof payload === 'string' ? payload : payload.toString('latin1')));
+  });
+  let socketSeen!: () => void;
+  const seen = new Promise<void>((resolve) => (socketSeen = resolve));
+  page.once('websocket', () => socketSeen());
+  let wasmHeld = true;
+  await page.route('**/gotalk/gotalk_bg.wasm*', async (route) => {
+    await Promise.race([seen, new Promise((resolve) => setTimeout(resolve, 5_000))]);
+    wasmHeld = false;
+    await route.continue();
+  });
+  const answer = page.evaluate(
+    () =>
+      new Promise((resolve, reject) => {
+        const script = document.createElement('script');
+        script.src = '/gotalk/gotalk.js';
+        script.onerror = () => reject(new Error('gotalk.js did not load'));
+        script.onload = () => {
+          const s = gotalk.connection();
+          s.request('greet', { name: 'early' }).then((answer: unknown) => {
+            s.end();
+            resolve(answer);
+          }, reject);
+        };
+        document.head.append(script);
+      }),
+  );
+  await seen;
+  expect(wasmHeld, 'the socket was opened before the wasm arrived').toBe(true);
+  expect(await answer).toEqual({ greeting: 'Hello early' });
+  // One socket: the early one, taken over, not a second.
+  expect(sockets).toHaveLength(1);
+  expect(sockets[0].url()).toContain('gotalk-retry=1');
+  // The version, then the request: header and payload in one message.
+  expect(sent[0]).toBe('01');
+  const request = sent.filter((m) => m.startsWith('r'));
+  expect(request).toHaveLength(1);
+  expect(request[0]).toMatch(/^r.{4}005greet00000010\{"name":"early"\}$/s);
+  expect(sent).not.toContain('{"name":"early"}');
 });
 
 test('keepalive: a killed server fails what was in flight, queues the rest and reconnects', async ({

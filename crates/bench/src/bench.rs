@@ -63,6 +63,7 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 
+pub(crate) mod browser;
 mod compare;
 pub(crate) mod crowd;
 mod go;

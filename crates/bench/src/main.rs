@@ -1,7 +1,8 @@
 //! `gotalk-bench`: throughput, latency and memory of gotalk against raw baselines, and the
 //! soak, crowd and hostile-peer scenarios.
 //!
-//! `gotalk-bench [OPTIONS]` runs the benchmark (`--scenario` picks one). The hidden
+//! `gotalk-bench [OPTIONS]` runs the benchmark (`--scenario` picks one); `gotalk-bench
+//! browser` measures the browser client in Chromium. The hidden
 //! subcommands are the processes it starts: `bench-server` (a server to measure), `serve`
 //! (`gotalk serve` with the fixture operations, for the soak and hostile scenarios) and
 //! `bench-crowd` (keepalive clients loading a server that is killed under them, driven by
@@ -31,6 +32,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Our browser client against gotalk.js 1.2.1 and a raw WebSocket echo, in Chromium
+    /// with no driver attached.
+    Browser(bench::browser::Args),
     /// Rust keepalive clients loading a server that is killed and restarted under them,
     /// counting every request (driven by `e2e/tests/kill.spec.ts`).
     #[command(hide = true)]
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
     gotalk_cli::run("gotalk-bench", async {
         match cli.command {
             None => bench::run(cli.bench).await,
+            Some(Command::Browser(args)) => bench::browser::run(args).await,
             Some(Command::BenchCrowd(args)) => bench::crowd::run(args).await,
             Some(Command::BenchServer { kind, defaults }) => {
                 bench::serve_child(&kind, defaults).await

@@ -437,6 +437,7 @@ function Sock(handlers, proto) {
     _settings: { value: { heartbeatInterval: 20000, sendBufferLimit: 100 }, writable: true },
     _streams: { value: new Map() },
     _incoming: { value: new Map() },
+    _calls: { value: new Map() },
     _listeners: { value: null, writable: true },
     _opening: { value: false, writable: true },
     _lastToken: { value: 0, writable: true },
@@ -469,17 +470,6 @@ Sock.prototype._failed = function (err) {
   this._opening = false;
   this.emit('close', err);
   this.emit('state', 'closed');
-};
-
-// Like _with, for calls that answer with a promise.
-Sock.prototype._promise = function (fn) {
-  if (this._core) return fn(this._core);
-  return new Promise((resolve, reject) => {
-    whenReady(() => {
-      if (loadError) return reject(loadError);
-      this._with((core) => fn(core).then(resolve, reject));
-    });
-  });
 };
 
 function setting(name, kind) {
@@ -529,8 +519,42 @@ Sock.prototype.open = function (addr, cb) {
     this.once('close', onClose);
   }
   this._opening = true;
-  this._with((core) => core.open(url, false, undefined));
+  this._openCore(url, false, undefined);
   return this;
+};
+
+// While the wasm loads (the most of the wait before a first answer), the socket connects
+// already: the Core takes it over when it opens, and hears what the socket heard meanwhile.
+// The URL carries the query the Core adds (see protocol/src/retry.rs); the Core takes the
+// socket only if the two agree, and this closes it otherwise.
+Sock.prototype._openCore = function (url, keepalive, options) {
+  let ws = null;
+  const heard = [];
+  const hear = (event) => heard.push(event);
+  if (!loaded && typeof WebSocket === 'function') {
+    try {
+      ws = new WebSocket(url + (url.includes('?') ? '&' : '?') + 'gotalk-retry=1');
+      ws.binaryType = 'arraybuffer';
+      ws.onopen = ws.onmessage = ws.onclose = hear;
+    } catch (err) {
+      ws = null; // The Core reports a malformed address itself.
+    }
+  }
+  this._with(
+    (core) => {
+      try {
+        core.open(url, keepalive, options, ws);
+      } finally {
+        if (ws && ws.onopen === hear) ws.close();
+      }
+      if (keepalive) this._watch(core);
+      for (const event of heard.splice(0)) ws['on' + event.type](event);
+    },
+    (err) => {
+      if (ws) ws.close();
+      this._failed(err);
+    },
+  );
 };
 
 // openKeepAlive([addr][, options]): stay connected until end(), reconnecting with jittered
@@ -546,10 +570,7 @@ Sock.prototype.openKeepAlive = function (addr, options) {
   }
   const url = resolveAddress(addr);
   this._opening = true;
-  this._with((core) => {
-    core.open(url, true, options);
-    this._watch(core);
-  });
+  this._openCore(url, true, options);
   return this;
 };
 
@@ -586,9 +607,26 @@ Sock.prototype.address = function () {
   return (this._core && this._core.get(GET_ADDRESS)) || null;
 };
 
+// A request's promise, settled by the Core through `settle` (below) by its token.
+Sock.prototype._call = function (op, buf) {
+  return new Promise((resolve, reject) => {
+    const token = ++this._lastToken;
+    const send = (core) => {
+      this._calls.set(token, [resolve, reject]);
+      try {
+        core.request(op, buf, token);
+      } catch (err) {
+        this._calls.delete(token);
+        reject(err);
+      }
+    };
+    if (this._core) send(this._core);
+    else this._with(send, reject);
+  });
+};
+
 Sock.prototype.bufferRequest = function (op, buf, cb) {
-  const p = this._promise((core) => core.request(op, buf));
-  return callback(p, cb);
+  return callback(this._call(op, buf), cb);
 };
 
 Sock.prototype.request = function (op, value, cb) {
@@ -596,7 +634,7 @@ Sock.prototype.request = function (op, value, cb) {
     cb = value;
     value = undefined;
   }
-  const p = this._promise((core) => core.request(op, encodeJSON(value)).then(decodeJSON));
+  const p = this._call(op, encodeJSON(value)).then(decodeJSON);
   return callback(p, cb);
 };
 
@@ -821,7 +859,7 @@ IncomingStream.prototype.error = function (err) {
 // What the Rust Core calls (see ON_ in wasm-client/src/core/mod.rs); each entry point keeps
 // the page's faults away from the client.
 function hostFor(sock) {
-  const on = [request, stream, part, notification, streamData, streamEnd];
+  const on = [request, stream, part, notification, streamData, streamEnd, settle];
   return {
     emit(name, arg) {
       if (name === 'close') {
@@ -907,6 +945,13 @@ function notification(sock, name, _a, _b, payload) {
 function streamData(sock, _name, token, _b, payload) {
   const s = sock._streams.get(token);
   if (s) s.emit('data', payload);
+}
+
+// A request's result (a Uint8Array) or its failure (an Error).
+function settle(sock, _name, token, _b, value) {
+  const call = sock._calls.get(token);
+  sock._calls.delete(token);
+  if (call) call[value instanceof Uint8Array ? 0 : 1](value);
 }
 
 function streamEnd(sock, _name, token, _b, err) {

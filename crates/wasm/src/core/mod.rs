@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 // shown to the page; `$done` (a server shutting down gracefully) becomes the `done` event.
 use gotalk_protocol::liveness::{DONE, PING_OP as PING};
 use gotalk_protocol::{decode_version, Decoder, Frame, Id, Name, ProtocolErrorCode, VERSION};
-use js_sys::{ArrayBuffer, Date, Function, Math, Promise, Uint8Array};
+use js_sys::{ArrayBuffer, Date, Math, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
@@ -55,8 +55,8 @@ struct Inner {
 struct Call {
     op: Name,
     payload: Bytes,
-    resolve: Function,
-    reject: Function,
+    /// The page's number for it: its promise is settled through `ON_SETTLE`.
+    token: u32,
     /// RetryResults honoured so far.
     retries: u32,
     /// Past it, a RetryResult fails the call instead of sending it again.
@@ -97,7 +97,7 @@ struct Conn {
 /// Something the page must hear once the state is no longer borrowed.
 enum Effect {
     Emit(&'static str, JsValue),
-    Settle(Function, JsValue),
+    Settle(u32, JsValue),
     Request { op: Name, payload: Bytes, conn: u32, id: u32 },
     Stream { op: Name, conn: u32, id: u32 },
     Part { conn: u32, id: u32, payload: JsValue },
@@ -111,6 +111,8 @@ struct State {
     /// Numbers each WebSocket, so events and replies meant for an earlier one are ignored.
     conn_no: u32,
     conn: Option<Conn>,
+    /// A socket gotalk.js opened while the wasm was loading, for the first connection.
+    early: Option<WebSocket>,
     /// The socket is open and writable.
     open: bool,
     /// The socket opened (it may since have failed); decides whether `close` is emitted.
@@ -224,6 +226,8 @@ const ON_NOTIFICATION: u32 = 3;
 const ON_STREAM_DATA: u32 = 4;
 /// The end of one of the page's stream requests: `null`, or the Error it failed with.
 const ON_STREAM_END: u32 = 5;
+/// The outcome of the page's request: its result, a Uint8Array, or an Error.
+const ON_SETTLE: u32 = 6;
 
 // What `send`, `answer`, `event`, `get` and `set` do, by their first argument. One export
 // per family rather than one per operation: every export costs glue in gotalk.js and a shim
@@ -260,14 +264,22 @@ impl Core {
 
     /// Connects to `url`; with `keepalive`, reconnects until `end()`. `options` may set
     /// `min`, `max`, `factor`, `jitter` (the backoff), `retryTimeout`, `maxRetries`,
-    /// `sendLimit`, `maxPayload` and `deadAfter`.
-    pub fn open(&self, url: String, keepalive: bool, options: &JsValue) -> Result<(), JsValue> {
+    /// `sendLimit`, `maxPayload` and `deadAfter`. `early` is a socket gotalk.js opened on
+    /// that address while the wasm was loading; the first connection takes it over.
+    pub fn open(
+        &self,
+        url: String,
+        keepalive: bool,
+        options: &JsValue,
+        early: Option<WebSocket>,
+    ) -> Result<(), JsValue> {
         let options = socket::Options::read(options)?;
         let busy = self.inner.with(|s| {
             if s.conn.is_some() {
                 return true;
             }
             s.url = url;
+            s.early = early;
             s.ended = false;
             s.keep = keepalive.then(|| KeepAlive::new(options.backoff));
             s.silence.dead_after(options.dead_after.map(f64::from));
@@ -293,26 +305,24 @@ impl Core {
         Ok(())
     }
 
-    /// Sends a request with a raw payload. The promise resolves with the result's bytes and
-    /// rejects with an Error carrying the server's message, or saying the connection was lost.
-    pub fn request(&self, op: &str, payload: &JsValue) -> Promise {
-        let prepared = name(op).and_then(|op| Ok((op, payload_from_js(payload)?)));
-        let (op, payload) = match prepared {
-            Ok(p) => p,
-            Err(err) => return Promise::reject(&err),
-        };
-        let mut settle = None;
-        let promise = Promise::new(&mut |resolve, reject| settle = Some((resolve, reject)));
-        let Some((resolve, reject)) = settle else { return promise };
+    /// Sends a request with a raw payload; `token` is the page's number for it. Its outcome
+    /// comes back as `ON_SETTLE`: the result's bytes, or an Error carrying the server's
+    /// message or saying the connection was lost. Throws on a name or payload it cannot send.
+    ///
+    /// The page keeps the promise: a promise made here would cost a closure, a call back
+    /// into the page and several handles per request.
+    pub fn request(&self, op: &str, payload: &JsValue, token: u32) -> Result<(), JsValue> {
+        let op = name(op)?;
+        let payload = payload_from_js(payload)?;
         self.inner.with(|s| {
             let deadline = Deadline::new(now(), s.retry_timeout);
             let parts = BytesMut::new();
-            let call = Call { op, payload, resolve, reject, retries: 0, deadline, parts };
+            let call = Call { op, payload, token, retries: 0, deadline, parts };
             if let Err((err, item)) = s.write(Outgoing::Request(call)) {
                 s.fail_outgoing(item, &err);
             }
         });
-        promise
+        Ok(())
     }
 
     /// Sends something that is not a request: a notification `name` (`SEND_NOTIFY`), or a

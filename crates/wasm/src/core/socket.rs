@@ -111,7 +111,7 @@ impl Inner {
         let bytes = |payload: &Bytes| JsValue::from(bytes_to_js(payload));
         let _ = match effect {
             Effect::Emit(name, arg) => host.emit(name, &arg),
-            Effect::Settle(f, value) => f.call1(&JsValue::UNDEFINED, &value).map(drop),
+            Effect::Settle(token, value) => host.on(ON_SETTLE, "", token, 0, &value),
             Effect::Request { op, payload, conn, id } => {
                 host.on(ON_REQUEST, op.as_str(), conn, id, &bytes(&payload))
             }
@@ -177,10 +177,13 @@ impl Inner {
             if let Some(keep) = &mut s.keep {
                 keep.connecting();
             }
-            Some((s.conn_no, gotalk_protocol::retry::with_query(&s.url)))
+            let url = gotalk_protocol::retry::with_query(&s.url);
+            // The socket opened early is taken when it went to this very address.
+            let early = s.early.take().filter(|ws| ws.url() == url);
+            Some((s.conn_no, url, early))
         });
-        let Some((no, url)) = attempt else { return };
-        let ws = match WebSocket::new(&url) {
+        let Some((no, url, early)) = attempt else { return };
+        let ws = match early.map_or_else(|| WebSocket::new(&url), Ok) {
             Ok(ws) => ws,
             Err(thrown) => {
                 // A malformed address: report what the browser said, as a failed attempt.
@@ -371,7 +374,7 @@ impl Inner {
                     Pending::Single(call) => {
                         message.push_str(call.op.as_str());
                         message.push_str("\" arrived");
-                        s.settle(&call.reject, error(&message));
+                        s.settle(call.token, error(&message));
                     }
                     Pending::Stream(token) => {
                         if let Some(stream) = s.streams.get_mut(token) {

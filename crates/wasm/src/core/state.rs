@@ -11,6 +11,7 @@ impl State {
             url: String::new(),
             conn_no: 0,
             conn: None,
+            early: None,
             open: false,
             connected: false,
             reconnect_seq: 0,
@@ -91,22 +92,22 @@ impl State {
         }
     }
 
-    pub(super) fn settle(&mut self, f: &Function, value: JsValue) {
-        self.effects.push(Effect::Settle(f.clone(), value));
+    pub(super) fn settle(&mut self, token: u32, value: JsValue) {
+        self.effects.push(Effect::Settle(token, value));
     }
 
-    /// Writes one message: its header and its payload as separate binary WebSocket messages,
-    /// as gotalk.js and Go expect. A zero-length payload message is never sent.
+    /// Writes one message, header and payload, as one binary WebSocket message. Servers read
+    /// WebSocket messages as one byte stream (Go's gotalk and ours alike; only gotalk.js needs
+    /// a header per message, and no server is gotalk.js), and each `send` is a trip through
+    /// the browser's network service: one per message is half the cost of two.
     pub(super) fn send(&mut self, frame: &Frame) {
         let Some(conn) = &self.conn else { return };
-        let mut header = Vec::with_capacity(frame.header_len());
-        frame.encode_header(&mut header);
-        // A failed send means the socket is closing; its close event settles everything.
-        let _ = conn.ws.send_with_u8_array(&header);
         let payload = frame.payload();
-        if !payload.is_empty() {
-            let _ = conn.ws.send_with_u8_array(payload);
-        }
+        let mut message = Vec::with_capacity(frame.header_len() + payload.len());
+        frame.encode_header(&mut message);
+        message.extend_from_slice(payload);
+        // A failed send means the socket is closing; its close event settles everything.
+        let _ = conn.ws.send_with_u8_array(&message);
     }
 
     /// A request id not in flight. Ids are opaque 4-byte strings; counting is enough.
@@ -196,7 +197,7 @@ impl State {
 
     pub(super) fn fail_outgoing(&mut self, item: Outgoing, err: &JsValue) {
         match item {
-            Outgoing::Request(call) => self.settle(&call.reject, err.clone()),
+            Outgoing::Request(call) => self.settle(call.token, err.clone()),
             Outgoing::Notify(..) => {}
             Outgoing::Part { token, .. } => self.end_stream(token, err.clone()),
         }
@@ -293,7 +294,7 @@ impl State {
             Frame::ErrorResult { id, payload } => {
                 let message = String::from_utf8_lossy(&payload);
                 match self.pending.remove(id) {
-                    Some(Pending::Single(call)) => self.settle(&call.reject, error(&message)),
+                    Some(Pending::Single(call)) => self.settle(call.token, error(&message)),
                     Some(Pending::Stream(token)) => self.end_stream(token, error(&message)),
                     None => {}
                 }
@@ -347,7 +348,7 @@ impl State {
                     Some(p) if !streaming => p,
                     _ => call.parts.freeze(),
                 };
-                self.settle(&call.resolve, bytes_to_js(&body).into());
+                self.settle(call.token, bytes_to_js(&body).into());
             }
             Some(Pending::Stream(token)) => {
                 let token = *token;
@@ -394,10 +395,10 @@ impl State {
                     why.push_str(" ms, after ");
                     why.push_str(&text::decimal(u64::from(call.retries)));
                     why.push_str(" retries)");
-                    return self.settle(&call.reject, error(&why));
+                    return self.settle(call.token, error(&why));
                 }
                 if call.retries >= self.max_retries {
-                    return self.settle(&call.reject, error(&why));
+                    return self.settle(call.token, error(&why));
                 }
                 call.retries += 1;
                 call.parts.clear();

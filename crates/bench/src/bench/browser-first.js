@@ -1,0 +1,22 @@
+// The first-answer page's script, inlined by `gotalk-bench browser` after the client's own
+// script tag: one `echo` request at once, and the time from navigation start to its answer
+// POSTed to /results, with the time from the client script's arrival. A cold visit (fresh profile) then reloads the page for a warm one.
+(function () {
+  const page = document.documentElement.dataset;
+  const visit = new URLSearchParams(location.search).get('visit') || 'cold';
+  const post = (body) => fetch('/results', { method: 'POST', body: JSON.stringify(body) });
+  const sock = gotalk.connection(location.origin.replace(/^http/, 'ws') + page.path);
+  sock
+    .bufferRequest('echo', new Uint8Array(+page.size))
+    .then((answer) => {
+      const ms = performance.now();
+      // The client's own part of the wait: from its script's arrival to the answer.
+      const script = performance.getEntriesByName(new URL(page.script, location.href).href)[0];
+      const after = script ? ms - script.responseEnd : null;
+      return post({ kind: 'first', client: page.client, visit, ms, after, bytes: answer.byteLength });
+    })
+    .then(() => {
+      if (visit === 'cold') location.replace(location.pathname + '?visit=warm');
+    })
+    .catch((err) => post({ kind: 'error', error: String((err && err.stack) || err) }));
+})();

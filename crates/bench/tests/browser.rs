@@ -1,0 +1,58 @@
+//! `gotalk-bench browser` at a tiny size, through the real binary and a real Chromium: every
+//! client answers in the page, every row of both tables is filled, and the summary names
+//! each target. Speed is the benchmark's business, not this test's: it only checks the
+//! benchmark still runs.
+
+use std::process::Command;
+
+#[test]
+fn the_browser_benchmark_runs_every_client_at_a_tiny_size() {
+    let output = Command::new(env!("CARGO_BIN_EXE_gotalk-bench"))
+        .args(["browser", "--runs", "1", "--secs", "0.1", "--warmup", "0.05", "--loads", "1"])
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run gotalk-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{}\n{stdout}\n{stderr}", output.status);
+
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .filter(|line| {
+            line.starts_with("| ")
+                && !line.starts_with("| in flight")
+                && !line.starts_with("| visit")
+        })
+        .map(|line| line.trim_matches('|').split('|').map(str::trim).collect())
+        .collect();
+    // | in flight | client | median rt/s | min – max | spread | ours / client |
+    let throughput: Vec<(&str, &str)> =
+        rows.iter().filter(|r| r[0].parse::<u32>().is_ok()).map(|r| (r[0], r[1])).collect();
+    let clients = ["ours", "gotalk.js 1.2.1", "raw WebSocket"];
+    let want: Vec<(&str, &str)> =
+        ["1", "64"].iter().flat_map(|&d| clients.iter().map(move |&c| (d, c))).collect();
+    assert_eq!(throughput, want, "{stdout}");
+    for row in rows.iter().filter(|r| r[0].parse::<u32>().is_ok()) {
+        assert!(row[2].parse::<f64>().is_ok_and(|rps| rps > 0.0), "{row:?}\n{stdout}");
+    }
+    // | visit | client | median ms | min – max | client − ours | after the script arrived |
+    let first: Vec<(&str, &str)> =
+        rows.iter().filter(|r| r[0] == "cold" || r[0] == "warm").map(|r| (r[0], r[1])).collect();
+    assert_eq!(
+        first,
+        [
+            ("cold", "ours"),
+            ("cold", "gotalk.js 1.2.1"),
+            ("warm", "ours"),
+            ("warm", "gotalk.js 1.2.1")
+        ],
+        "{stdout}"
+    );
+    for row in rows.iter().filter(|r| r[0] == "cold" || r[0] == "warm") {
+        assert!(row[2].parse::<f64>().is_ok_and(|ms| ms > 0.0), "{row:?}\n{stdout}");
+        assert!(row[5].parse::<f64>().is_ok_and(|ms| ms > 0.0), "{row:?}\n{stdout}");
+    }
+    let summary: Vec<&str> = stdout.lines().filter(|l| l.starts_with("browser, ")).collect();
+    assert_eq!(summary.len(), 6, "{stdout}");
+    assert!(summary.iter().all(|l| l.ends_with(": met") || l.ends_with(": not met")), "{stdout}");
+}
