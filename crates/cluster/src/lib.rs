@@ -5,8 +5,13 @@
 //! instance, and every instance sees who is in each group. The message bus is reached through
 //! a [`Link`]; this crate has one for Redis (feature `redis`) and one for NATS (feature
 //! `nats`), and compiles neither client without its feature.
+//!
+//! How it works and what it does when instances die and the bus restarts: [`docs::cluster`].
+
+#![forbid(unsafe_code)]
 
 mod bus;
+pub mod docs;
 mod envelope;
 pub mod link;
 mod metrics;
