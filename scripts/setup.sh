@@ -114,9 +114,12 @@ setup_debian() {
     "${CHROMIUM:-/usr/bin/chromium}" --version
     echo "node $(node --version), npm $(npm --version)"
     go version
-    redis-server --version
-    nats-server --version
-    haproxy -v | head -n 1
+    # nats-server and haproxy live in /usr/sbin, which not every user has on PATH; `sed`
+    # reads all of haproxy's output (a `head` would leave it a broken pipe under pipefail).
+    local sbin="$PATH:/usr/sbin:/usr/local/sbin"
+    PATH="$sbin" redis-server --version
+    PATH="$sbin" nats-server --version
+    PATH="$sbin" haproxy -v | sed -n 1p
 }
 
 setup_rust() {
