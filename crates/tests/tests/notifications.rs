@@ -92,7 +92,7 @@ async fn notifications_are_handled_in_the_order_sent() {
         let tx = tx.clone();
         async move {
             // Uneven handler times: without ordering, later ones would overtake these.
-            if n % 7 == 0 {
+            if n.is_multiple_of(7) {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             let _ = tx.send(n);
