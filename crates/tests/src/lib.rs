@@ -9,7 +9,7 @@
 //!   processes (the `gotalk-cluster-fixture` binary drives one for the browser tests).
 //! - [`servers`]: real `redis-server`, `nats-server` and `haproxy` processes on free ports, for
 //!   the cluster tests.
-//! - [`link_conformance`]: what every cluster link must do, as cases run against a real bus.
+//! - [`link_conformance`](mod@link_conformance): what every cluster link must do, as cases run against a real bus.
 //!
 //! The binaries `gotalk-e2e`, `gotalk-interop` (a server other implementations are tested
 //! against) and `gotalk-cluster-fixture` are this package's; integration tests find them with `env!("CARGO_BIN_EXE_…")`.
