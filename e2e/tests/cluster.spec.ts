@@ -76,7 +76,10 @@ for (const bus of BUSES) {
       browserErrors.watch(other);
     });
 
-    test.afterEach(async ({}, testInfo) => {
+    test.afterEach(async ({ context }, testInfo) => {
+      // The pages close before the cluster stops: one still open once haproxy has gone would
+      // log its reconnects' refusals as console errors.
+      await Promise.all(context.pages().map((page) => page.close()));
       await other?.close();
       if (!cluster) return;
       if (testInfo.status !== testInfo.expectedStatus) {
