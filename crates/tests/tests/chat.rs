@@ -2,7 +2,8 @@
 //! throwaway rooms as fast as the server answers costs the other members a bounded stream of
 //! updates and disconnects none of them, not even one that reads slowly; names are taken in
 //! NFKC, refused with invisible or bidirectional characters or mixed scripts, and unique in a
-//! room ignoring case.
+//! room ignoring case, unless the one holding the name is the same page (its secret) on a
+//! connection that lingers.
 
 mod common;
 
@@ -361,4 +362,48 @@ async fn a_page_that_answers_the_ping_stays_a_member_and_hears_who_it_is() {
     .await;
     assert_eq!(told["transport"], "websocket");
     assert!(!page.is_closed());
+}
+
+#[tokio::test]
+async fn a_page_with_its_secret_takes_its_name_back_from_its_lingering_connection() {
+    let served = serve_with(&[]).await;
+    // The page's first connection, which lingers (as its rows do on the other instances of a
+    // cluster when its instance dies) while the page comes back on a new one.
+    let tab = "9c1f0e2d3b4a59687766554433221100";
+    let old = Member::program(&served, "bob-before", None).await;
+    let join = |name: &str, secret: Option<&str>| match secret {
+        Some(secret) => json!({"room": "lobby", "name": name, "secret": secret}),
+        None => json!({"room": "lobby", "name": name}),
+    };
+    old.call("chat.rename", json!({"name": "Bob", "secret": tab})).await.unwrap();
+    // The clock the rows are ordered by moves on before the page comes back.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let back = Member::program(&served, "bob-after", None).await;
+    let joined = back.call("chat.join", join("bob", Some(tab))).await.unwrap();
+    // Listed once, under the connection it has now, and with nothing of its secret.
+    let back_id = back.ids().last().unwrap().to_string();
+    let members = joined["members"].as_array().unwrap();
+    let listed: Vec<(&str, &str)> = members
+        .iter()
+        .map(|m| (m["name"].as_str().unwrap(), m["peer"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(listed, [("bob", back_id.as_str())]);
+    let mut keys: Vec<&String> = members[0].as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["id", "name", "peer", "rtt_ms", "transport"]);
+    assert!(!joined.to_string().contains(tab));
+    // Anyone else is refused the name: without a secret, or with another tab's.
+    let other = Member::program(&served, "eve", None).await;
+    let taken = r#"name "BOB" is taken in room "lobby": choose another"#;
+    for secret in [None, Some("another tab's secret, as long")] {
+        let e = other.call("chat.join", join("BOB", secret)).await.unwrap_err();
+        assert!(e.ends_with(taken), "{secret:?}: {e}");
+    }
+    // A secret is 16 to 128 bytes.
+    let e = other
+        .call("chat.rename", json!({"name": "eve", "secret": "s".repeat(129)}))
+        .await
+        .unwrap_err();
+    assert!(e.ends_with("a page's secret is 16 to 128 bytes; this one has 129"), "{e}");
+    other.call("chat.rename", json!({"name": "eve", "secret": "s".repeat(128)})).await.unwrap();
 }

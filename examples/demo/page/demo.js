@@ -29,6 +29,28 @@
     },
   };
 
+  /**
+   * A secret of this tab's, presented with the name: when the page reconnects through the load
+   * balancer to another server while its old connection's rows still linger in the rooms (its
+   * server died), the servers know the name is still this page's. Kept for the tab only
+   * (sessionStorage), so another tab with the same saved name is someone else; the servers
+   * keep only a hash of it and never show it to other pages.
+   */
+  const secret = (() => {
+    const fresh = () => [...crypto.getRandomValues(new Uint8Array(32))].map((b) => b.toString(16).padStart(2, '0')).join('');
+    try {
+      let kept = sessionStorage.getItem('gotalk-chat-secret');
+      if (!kept) {
+        kept = fresh();
+        sessionStorage.setItem('gotalk-chat-secret', kept);
+      }
+      return kept;
+    } catch {
+      // No storage: the secret still lasts as long as the page.
+      return fresh();
+    }
+  })();
+
   /** Who this page is: its connection id on its server, its relay id, its name. */
   const me = { id: null, peer: null, name: saved.get('name') };
   let room = saved.get('room') || 'lobby';
@@ -93,8 +115,8 @@
   // would hold up the server's graceful shutdown): a returning visitor's saved name, or for a
   // newcomer the server's suggestion for now, while a dialog asks for a better one.
   gotalk.handle('chat.name', (ask, result) => {
-    if (me.name) return result({ name: me.name });
-    result({ name: ask.suggestion });
+    if (me.name) return result({ name: me.name, secret });
+    result({ name: ask.suggestion, secret });
     askName({ suggestion: ask.suggestion, maxChars: ask.max_chars, first: true });
   });
 
@@ -174,7 +196,7 @@
     $('room-error').textContent = '';
     let joined;
     try {
-      joined = await s.request('chat.join', { room: name, name: me.name || undefined });
+      joined = await s.request('chat.join', { room: name, name: me.name || undefined, secret });
     } catch (err) {
       // The server refuses a name (taken in that room, or not allowed) with an error that
       // begins with "name". A page in no room asks its user for another and joins again
@@ -187,6 +209,12 @@
       return false;
     }
     inRoom = true;
+    // A dialog opened because an earlier join refused the name has nothing left to ask: this
+    // connection is in (the name came free, or the page reconnected meanwhile).
+    if (nameAsked?.rejoin && dialog.open) {
+      nameAsked = null;
+      dialog.close();
+    }
     room = joined.room;
     saved.set('room', room);
     maxText = joined.max_text_chars;
@@ -415,7 +443,7 @@
     // A rename is a request of the page's own, so its ErrorResult can be shown here.
     let you;
     try {
-      you = await s.request('chat.rename', { name });
+      you = await s.request('chat.rename', { name, secret });
     } catch (err) {
       $('name-error').textContent = err.message;
       return;

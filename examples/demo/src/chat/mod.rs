@@ -43,6 +43,14 @@
 //! tell it from a refused room and ask its user for another. A connection's automatic name
 //! (`guest-7`, `tcp-12`) is its alone on its instance.
 //!
+//! A page presents a secret it keeps for its tab (`secret` in `chat.join`, `chat.rename`,
+//! `chat.say` and its answer to `chat.name`; 16 to 128 bytes), and the chat shares only its
+//! SHA-256 with the other instances, in the member's group description, never in what pages
+//! are sent. Rows that carry the same hash are one person: when a page's instance dies, its
+//! rows linger on the others until they expire, and the page, back through the load balancer
+//! on another instance, takes its name back at once; meanwhile the member lists show it once,
+//! as its newest row. Two tabs share a secret only when one was duplicated from the other.
+//!
 //! Limits, each a `gotalk serve` flag (defaults in brackets): a name's characters
 //! (`--chat-name-chars` [32]), a room name's (`--chat-room-chars` [24]), a message's
 //! (`--chat-text-chars` [1000]), rooms at once, the lobby included (`--chat-rooms` [32]),
@@ -79,7 +87,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
 pub(crate) use rooms::Limits;
-use rooms::{ChatError, ConnId, Effect, MemberInfo, RoomInfo, Rooms, LOBBY};
+use rooms::{ChatError, ConnId, Effect, MemberInfo, Owner, RoomInfo, Rooms, LOBBY};
 
 /// How often the server measures a page's round trip.
 pub(crate) const PING_EVERY: Duration = Duration::from_secs(15);
@@ -212,6 +220,9 @@ struct JoinIn {
     room: String,
     #[serde(default)]
     name: Option<String>,
+    /// The secret the page keeps for its tab ([`Owner`]).
+    #[serde(default)]
+    secret: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -221,6 +232,8 @@ struct SayIn {
     text: String,
     #[serde(default)]
     name: Option<String>,
+    #[serde(default)]
+    secret: Option<String>,
 }
 
 fn lobby() -> String {
@@ -235,6 +248,8 @@ struct LeaveIn {
 #[derive(Deserialize)]
 struct RenameIn {
     name: String,
+    #[serde(default)]
+    secret: Option<String>,
 }
 
 /// `chat.name`'s question to a page.
@@ -248,6 +263,8 @@ struct NameAsk<'a> {
 #[derive(Deserialize)]
 struct NameAnswer {
     name: String,
+    #[serde(default)]
+    secret: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -311,13 +328,13 @@ impl State {
         for effect in effects {
             match effect {
                 Effect::Join(room) => {
-                    let (Some(group), Some(member)) = (rooms::group(&room), self.rooms.member(id))
+                    let (Some(group), Some(meta)) = (rooms::group(&room), self.rooms.meta(id))
                     else {
                         continue;
                     };
                     // Refused only for a connection that has closed meanwhile, which its
                     // membership's end takes out of the chat.
-                    if let Err(e) = relay.join(sock, &group, member.meta()) {
+                    if let Err(e) = relay.join(sock, &group, meta) {
                         tracing::debug!(id, "chat: not put in {room:?}: {e}");
                     }
                 }
@@ -374,16 +391,30 @@ impl Chat {
     /// for a page, `tcp-<id>` and so on for a program), or renames it to `name` if it was one
     /// already.
     ///
+    /// A page presents its `secret` ([`Owner`]) with it: the first a connection presents
+    /// is the one it keeps, and with it the page takes back a name its earlier connection
+    /// still holds in a room.
+    ///
     /// The caller finishes its operation, then calls [`Entered::stay`]: a program that says
     /// something and hangs up at once has its message posted before it leaves.
-    fn enter(&self, sock: &Sock, name: Option<&str>) -> Result<Entered, ChatError> {
+    fn enter(
+        &self,
+        sock: &Sock,
+        name: Option<&str>,
+        secret: Option<&str>,
+    ) -> Result<Entered, ChatError> {
         let id = sock.info().id;
         let transport = sock.info().transport.to_string();
         let now = now_ms();
         let relay = self.relay();
+        let owner = secret.map(Owner::of).transpose()?;
         let mut state = self.lock();
         let name = name.map(|n| state.rooms.check_name(id, &transport, n)).transpose()?;
         if state.rooms.contains(id) {
+            if let Some(owner) = owner {
+                let effects = state.rooms.own(id, owner);
+                state.apply(relay, id, effects);
+            }
             if let Some(name) = name {
                 let (_, effects) = state.rooms.rename_to(id, name, now, relay)?;
                 state.apply(relay, id, effects);
@@ -394,6 +425,10 @@ impl Chat {
         // The relay id is the page's address for direct messages (`chat.dm`, relayed page
         // to page without the chat's help), and what puts it in rooms.
         state.rooms.connect(id, transport, sock.relay_id(), now);
+        if let Some(owner) = owner {
+            // In no room yet: nothing to describe again.
+            let _ = state.rooms.own(id, owner);
+        }
         if let Some(name) = name {
             // In no room yet, so no one else's name is in the way; undone if it is.
             if let Err(e) = state.rooms.rename_to(id, name, now, relay) {
@@ -409,7 +444,7 @@ impl Chat {
     }
 
     async fn join(&self, sock: &Sock, input: JoinIn) -> Result<rooms::Joined, ChatError> {
-        let entered = self.enter(sock, input.name.as_deref())?;
+        let entered = self.enter(sock, input.name.as_deref(), input.secret.as_deref())?;
         let joined = self.join_room(sock, &input.room).await;
         entered.stay(sock);
         joined
@@ -436,7 +471,7 @@ impl Chat {
     }
 
     fn say(&self, sock: &Sock, input: SayIn) -> Result<rooms::Message, ChatError> {
-        let entered = self.enter(sock, input.name.as_deref())?;
+        let entered = self.enter(sock, input.name.as_deref(), input.secret.as_deref())?;
         let id = sock.info().id;
         let relay = self.relay();
         let said = {
@@ -460,7 +495,7 @@ impl Chat {
     }
 
     fn rename(&self, sock: &Sock, input: RenameIn) -> Result<MemberInfo, ChatError> {
-        let entered = self.enter(sock, Some(&input.name))?;
+        let entered = self.enter(sock, Some(&input.name), input.secret.as_deref())?;
         let member = self.lock().rooms.member(sock.info().id);
         entered.stay(sock);
         member.ok_or_else(|| ChatError::BadName(names::refusal("belongs to members only")))
@@ -500,7 +535,7 @@ impl Chat {
             }
             // Kept for as long as the connection lives: dropped here, the membership would
             // remove the page again, from any room its own `chat.join` put it in meanwhile.
-            match chat.enter(&sock, None) {
+            match chat.enter(&sock, None, None) {
                 Ok(entered) => entered.stay(&sock),
                 Err(_) => return,
             }
@@ -524,13 +559,15 @@ impl Chat {
             _ = sock.closed() => return,
         };
         match answer {
-            Ok(Ok(NameAnswer { name })) => match self.enter(sock, Some(&name)) {
-                Ok(entered) => entered.stay(sock),
-                Err(e) => {
-                    tracing::info!(id, "chat: the page's name {name:?} was refused: {e}");
-                    self.lock().tell_you(id);
+            Ok(Ok(NameAnswer { name, secret })) => {
+                match self.enter(sock, Some(&name), secret.as_deref()) {
+                    Ok(entered) => entered.stay(sock),
+                    Err(e) => {
+                        tracing::info!(id, "chat: the page's name {name:?} was refused: {e}");
+                        self.lock().tell_you(id);
+                    }
                 }
-            },
+            }
             Ok(Err(e)) => tracing::info!(id, "chat: no name from the page: {e}"),
             Err(_) => tracing::info!(id, "chat: no name from the page within {NAME_TIMEOUT:?}"),
         }

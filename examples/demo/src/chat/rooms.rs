@@ -145,6 +145,8 @@ pub(crate) enum ChatError {
     NotInRoom(String),
     /// The connection has no relay id, so it cannot be in a room: rooms are relay groups.
     NoRelay,
+    /// A page's secret ([`Owner`]) of this many bytes, too short or too long.
+    BadSecret(usize),
 }
 
 impl fmt::Display for ChatError {
@@ -169,6 +171,12 @@ impl fmt::Display for ChatError {
             ),
             ChatError::NotInRoom(room) => write!(f, "you are not in {room:?}"),
             ChatError::NoRelay => f.write_str("rooms need the relay, which this connection lacks"),
+            ChatError::BadSecret(len) => write!(
+                f,
+                "a page's secret is {} to {} bytes; this one has {len}",
+                Owner::MIN_SECRET,
+                Owner::MAX_SECRET
+            ),
         }
     }
 }
@@ -224,7 +232,8 @@ pub(crate) struct MemberInfo {
 }
 
 /// What a member says about itself to the other members of its groups (the group member's
-/// `meta`), on every instance.
+/// `meta`), on every instance. `owner` and `since` stay between the instances: member lists
+/// sent to pages are [`MemberInfo`]s, which have neither.
 #[derive(Serialize, Deserialize)]
 struct Meta<'a> {
     id: ConnId,
@@ -232,26 +241,75 @@ struct Meta<'a> {
     transport: &'a str,
     #[serde(default)]
     rtt_ms: Option<f64>,
+    /// The [`Owner`] of the page, when it presented its secret.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    owner: Option<&'a str>,
+    /// When the connection became a member, in milliseconds since the Unix epoch: of two
+    /// rows of one owner, the newer is the page's live connection.
+    #[serde(default)]
+    since: u64,
 }
 
-impl MemberInfo {
+/// A row of a group as the chat reads it: the member, and what tells one person's rows apart
+/// from another's.
+struct Row {
+    info: MemberInfo,
+    owner: Option<String>,
+    since: u64,
+}
+
+impl Row {
     /// The member a group lists, if its description is a chat member's.
-    fn from_group(member: &GroupMember) -> Option<MemberInfo> {
+    fn from_group(member: &GroupMember) -> Option<Row> {
         let meta: Meta<'_> = serde_json::from_slice(&member.meta).ok()?;
-        Some(MemberInfo {
+        let info = MemberInfo {
             id: meta.id,
             name: meta.name.to_owned(),
             transport: meta.transport.to_owned(),
             peer: Some(member.peer),
             rtt_ms: meta.rtt_ms,
-        })
+        };
+        Some(Row { info, owner: meta.owner.map(str::to_owned), since: meta.since })
     }
 
-    /// The description that goes with the member into its groups.
-    pub(crate) fn meta(&self) -> Bytes {
-        let meta =
-            Meta { id: self.id, name: &self.name, transport: &self.transport, rtt_ms: self.rtt_ms };
-        Bytes::from(serde_json::to_vec(&meta).unwrap_or_default())
+    /// True when this row is someone other than the member at `peer` with `owner`: another
+    /// connection, and not one of the same page's (an owner in common).
+    fn is_other_than(&self, peer: Option<PeerId>, owner: Option<&str>) -> bool {
+        self.info.peer != peer && (owner.is_none() || self.owner.as_deref() != owner)
+    }
+}
+
+/// Who a page is across its connections: the SHA-256 of the secret it keeps for its tab, in
+/// hex. A page that reconnects (its instance died, and its old rows linger on the other
+/// instances until they expire) presents the same secret, so the name its old rows hold is
+/// still its own. Only the hash is kept and shared between instances; the secret stays with
+/// the connection that presented it, and neither reaches other pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Owner(String);
+
+impl Owner {
+    /// The shortest secret taken, in bytes: a page makes 32 random bytes, in hex.
+    pub(crate) const MIN_SECRET: usize = 16;
+    /// The longest secret taken, in bytes.
+    pub(crate) const MAX_SECRET: usize = 128;
+
+    /// The owner a page's `secret` makes.
+    pub(crate) fn of(secret: &str) -> Result<Owner, ChatError> {
+        let len = secret.len();
+        if !(Self::MIN_SECRET..=Self::MAX_SECRET).contains(&len) {
+            return Err(ChatError::BadSecret(len));
+        }
+        // Domain-separated, so the hash says nothing about where else the secret is used.
+        let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+        context.update(b"gotalk-chat-owner\0");
+        context.update(secret.as_bytes());
+        let digest = context.finish();
+        let hex = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Owner(hex))
+    }
+
+    fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
@@ -291,11 +349,33 @@ impl Cluster for Relay {
     }
 }
 
-/// A room's members, by name then id, as every instance lists them.
-pub(crate) fn members_of(cluster: &dyn Cluster, room: &str) -> Vec<MemberInfo> {
+/// Every row of a room's group, on every instance.
+fn rows(cluster: &dyn Cluster, room: &str) -> Vec<Row> {
     let Some(group) = group(room) else { return Vec::new() };
-    let mut members: Vec<MemberInfo> =
-        cluster.members(&group).iter().filter_map(MemberInfo::from_group).collect();
+    cluster.members(&group).iter().filter_map(Row::from_group).collect()
+}
+
+/// A room's members, by name then id, as every instance lists them. A page with several rows
+/// (its connection to an instance that died lingers until its rows expire) is listed once,
+/// as its newest row: the connection it has now.
+pub(crate) fn members_of(cluster: &dyn Cluster, room: &str) -> Vec<MemberInfo> {
+    let mut newest: HashMap<String, (u64, Option<PeerId>)> = HashMap::new();
+    let rows = rows(cluster, room);
+    for row in &rows {
+        if let Some(owner) = &row.owner {
+            let this = (row.since, row.info.peer);
+            let kept = newest.entry(owner.clone()).or_insert(this);
+            *kept = (*kept).max(this);
+        }
+    }
+    let mut members: Vec<MemberInfo> = rows
+        .into_iter()
+        .filter(|row| match &row.owner {
+            Some(owner) => newest.get(owner) == Some(&(row.since, row.info.peer)),
+            None => true,
+        })
+        .map(|row| row.info)
+        .collect();
     members.sort_by(|a, b| {
         let by_name = a.name.to_lowercase().cmp(&b.name.to_lowercase());
         by_name.then(a.id.cmp(&b.id)).then(a.peer.cmp(&b.peer))
@@ -337,6 +417,10 @@ struct Member {
     name: Name,
     transport: String,
     peer: Option<PeerId>,
+    /// Set by the first secret the page presents, and kept for the connection's life.
+    owner: Option<Owner>,
+    /// When it became a member, in milliseconds since the Unix epoch.
+    since: u64,
     rtt_ms: Option<f64>,
     /// The round trip the member's groups were last told.
     told_rtt_ms: Option<f64>,
@@ -434,6 +518,8 @@ impl Rooms {
             name: Name { key: automatic.to_lowercase(), shown: automatic },
             transport,
             peer,
+            owner: None,
+            since: now,
             rtt_ms: None,
             told_rtt_ms: None,
             rooms: BTreeSet::new(),
@@ -452,6 +538,24 @@ impl Rooms {
             peer: m.peer,
             rtt_ms: m.rtt_ms,
         })
+    }
+
+    /// The description that goes with member `id` into its groups, on every instance.
+    pub(crate) fn meta(&self, id: ConnId) -> Option<Bytes> {
+        let member = self.members.get(&id)?;
+        Some(describe(id, member, &member.name.shown))
+    }
+
+    /// Records the page's `owner` if member `id` has none yet: a page keeps one secret for
+    /// its tab, and the first it presents on a connection is the one that connection keeps.
+    /// A member already in rooms (a program that presents one late) is described again there.
+    pub(crate) fn own(&mut self, id: ConnId, owner: Owner) -> Vec<Effect> {
+        let Some(member) = self.members.get_mut(&id) else { return Vec::new() };
+        if member.owner.is_some() {
+            return Vec::new();
+        }
+        member.owner = Some(owner);
+        member.rooms.iter().cloned().map(Effect::Join).collect()
     }
 
     /// The rooms `id` is in, by name.
@@ -587,7 +691,7 @@ impl Rooms {
         if !rooms.iter().any(|r| r.name == room) && rooms.len() >= limits.rooms {
             return Err(ChatError::TooManyRooms(limits.rooms));
         }
-        if taken(cluster, &room, &member.name.key, member.peer) {
+        if taken(cluster, &room, &member.name.key, member.peer, member.owner.as_ref()) {
             return Err(ChatError::NameTaken { name: member.name.shown.clone(), room });
         }
         let member = self.members.get_mut(&id).ok_or(ChatError::NoRelay)?;
@@ -688,15 +792,13 @@ impl Rooms {
         }
         // The description goes to every instance, within the relay's bound; only a name
         // limit raised far past its default reaches it.
-        let described =
-            MemberInfo { name: name.shown.clone(), ..self.member(id).ok_or(ChatError::NoRelay)? };
-        if described.meta().len() > MAX_META {
+        if describe(id, member, &name.shown).len() > MAX_META {
             return Err(ChatError::BadName(names::refusal(format_args!(
                 "is too long to share with the other members ({MAX_META} bytes at most)"
             ))));
         }
         for room in &member.rooms {
-            if taken(cluster, room, &name.key, member.peer) {
+            if taken(cluster, room, &name.key, member.peer, member.owner.as_ref()) {
                 return Err(ChatError::NameTaken { name: name.shown, room: room.clone() });
             }
         }
@@ -745,12 +847,36 @@ impl Rooms {
     }
 }
 
-/// True when someone other than `peer`, on any instance, has the name `key` in `room`.
+/// The description of member `id` under the name `shown`.
+fn describe(id: ConnId, member: &Member, shown: &str) -> Bytes {
+    let meta = Meta {
+        id,
+        name: shown,
+        transport: &member.transport,
+        rtt_ms: member.rtt_ms,
+        owner: member.owner.as_ref().map(Owner::as_str),
+        since: member.since,
+    };
+    Bytes::from(serde_json::to_vec(&meta).unwrap_or_default())
+}
+
+/// True when someone other than `peer`, on any instance, has the name `key` in `room`. Every
+/// row, not only the ones listed: a row of the same `owner` is the same page, whichever
+/// connection it is on, but a name held by anyone else is taken.
 ///
 /// Two instances may let two members take one name in one room at the same instant: each
 /// checks the members it knows of, and the other's join reaches it a moment later.
-fn taken(cluster: &dyn Cluster, room: &str, key: &str, peer: Option<PeerId>) -> bool {
-    members_of(cluster, room).iter().any(|m| m.peer != peer && names::key(&m.name) == key)
+fn taken(
+    cluster: &dyn Cluster,
+    room: &str,
+    key: &str,
+    peer: Option<PeerId>,
+    owner: Option<&Owner>,
+) -> bool {
+    let owner = owner.map(Owner::as_str);
+    rows(cluster, room)
+        .iter()
+        .any(|row| row.is_other_than(peer, owner) && names::key(&row.info.name) == key)
 }
 
 /// A line as its room's group publishes it, kept for newcomers, and sent to everyone but
@@ -859,7 +985,7 @@ mod tests {
             for effect in effects {
                 match effect {
                     Effect::Join(room) => {
-                        let meta = self.chat.member(id).unwrap().meta();
+                        let meta = self.chat.meta(id).unwrap();
                         self.bus.join(&group(&room).unwrap(), GroupMember { peer, meta });
                     }
                     Effect::Leave(room) => self.bus.leave(&group(&room).unwrap(), peer),
@@ -921,6 +1047,12 @@ mod tests {
         ) -> Result<(String, Outbox), ChatError> {
             let (name, effects) = self.chat.rename(id, name, now, &*self.bus)?;
             Ok((name, self.apply(id, self.peer_of(id), effects)))
+        }
+
+        /// Has member `id` present the secret of its page's tab.
+        fn own(&mut self, id: ConnId, secret: &str) -> Outbox {
+            let effects = self.chat.own(id, Owner::of(secret).unwrap());
+            self.apply(id, self.peer_of(id), effects)
         }
 
         fn disconnect(&mut self, id: ConnId, now: u64) -> Outbox {
@@ -1290,8 +1422,10 @@ mod tests {
     fn a_name_too_long_to_share_is_refused() {
         // Only a name limit far past its default reaches the relay's bound on descriptions.
         let mut chat = rooms(Limits::default().name_chars(MAX_META));
-        let fits = "a"
-            .repeat(MAX_META - r#"{"id":1,"name":"","transport":"websocket","rtt_ms":null}"#.len());
+        let fits = "a".repeat(
+            MAX_META
+                - r#"{"id":1,"name":"","transport":"websocket","rtt_ms":null,"since":0}"#.len(),
+        );
         chat.rename(1, &fits, 1).unwrap();
         chat.join(1, "lobby", 1).unwrap();
         let e = chat.rename(1, &format!("{fits}a"), 2).unwrap_err();
@@ -1322,5 +1456,68 @@ mod tests {
         assert_eq!(rtt(&chat), Some(10.0));
         assert!(set(&mut chat, 15.1));
         assert_eq!(rtt(&chat), Some(15.1));
+    }
+
+    #[test]
+    fn a_page_back_on_another_instance_takes_its_name_back_and_is_listed_once() {
+        // Bob's page was on instance a, which died: its rows stay on the bus until they
+        // expire (here, until a's member 1 is disconnected). The page reconnects on b.
+        let bus = Arc::new(LocalBus::new());
+        let mut a = instance(Limits::default(), bus.clone(), 0);
+        let mut b = instance(Limits::default(), bus.clone(), 100);
+        let tab = "a5f0c3e1d2b4a6978877665544332211";
+        a.own(1, tab);
+        a.rename(1, "Bob", 1).unwrap();
+        a.join(1, "lobby", 1).unwrap();
+        b.join(2, "lobby", 2).unwrap();
+        assert!(b.connect(4, "websocket".into(), Some(b.peer(4)), 5));
+        b.own(4, tab);
+        assert_eq!(b.rename(4, "bob", 5).unwrap().0, "bob");
+        let (joined, _) = b.join(4, "lobby", 5).unwrap();
+        // Listed once, as the connection it has now.
+        let listed: Vec<(String, Option<PeerId>)> =
+            joined.members.iter().map(|m| (m.name.clone(), m.peer)).collect();
+        assert_eq!(listed, [("bob".into(), Some(peer(104))), ("m2".into(), Some(peer(102)))]);
+        assert_eq!(a.members_of("lobby"), joined.members, "on every instance");
+        assert_eq!(a.room_list()[0].members, 3, "both rows are in the group until one expires");
+        // Anyone else is refused the name: without a secret, or with another tab's.
+        assert!(b.connect(5, "websocket".into(), Some(b.peer(5)), 6));
+        b.rename(5, "BOB", 6).unwrap();
+        assert_eq!(b.join(5, "lobby", 6).unwrap_err(), taken("BOB", "lobby"));
+        b.own(5, "another tab's secret, as long");
+        assert_eq!(b.join(5, "lobby", 6).unwrap_err(), taken("BOB", "lobby"));
+        assert_eq!(b.rename(2, "Bob", 6).unwrap_err(), taken("Bob", "lobby"));
+        // A connection keeps the first secret it presented.
+        b.own(5, tab);
+        assert_eq!(b.join(5, "lobby", 7).unwrap_err(), taken("BOB", "lobby"));
+        // The stale row goes; the page is still listed once, the same.
+        a.disconnect(1, 8);
+        assert_eq!(b.members_of("lobby"), joined.members);
+        // Only the secret's hash crosses to the other instances, and neither reaches a page.
+        let group = group("lobby").unwrap();
+        let metas: Vec<String> = Bus::members(&*bus, &group)
+            .iter()
+            .map(|m| String::from_utf8(m.meta.to_vec()).unwrap())
+            .collect();
+        let hash = Owner::of(tab).unwrap().0;
+        assert!(metas.iter().any(|m| m.contains(&hash)), "{metas:?}");
+        assert!(metas.iter().all(|m| !m.contains(tab)), "{metas:?}");
+        let json = serde_json::to_string(&joined).unwrap();
+        assert!(!json.contains(&hash) && !json.contains(tab), "{json}");
+        assert!(!json.contains("owner") && !json.contains("since"), "{json}");
+    }
+
+    #[test]
+    fn a_secret_at_the_edges() {
+        assert_eq!(Owner::of(&"s".repeat(15)).unwrap_err(), ChatError::BadSecret(15));
+        assert!(Owner::of(&"s".repeat(16)).is_ok());
+        assert!(Owner::of(&"s".repeat(128)).is_ok());
+        assert_eq!(
+            Owner::of(&"s".repeat(129)).unwrap_err().to_string(),
+            "a page's secret is 16 to 128 bytes; this one has 129"
+        );
+        // One secret, one owner; another secret, another.
+        assert_eq!(Owner::of(&"s".repeat(16)), Owner::of(&"s".repeat(16)));
+        assert_ne!(Owner::of(&"s".repeat(16)), Owner::of(&"t".repeat(16)));
     }
 }
