@@ -288,28 +288,175 @@ pub(crate) struct ClusterArgs {
     /// letters, digits, `-` and `_`.
     #[arg(long, default_value = "gotalk", value_name = "PREFIX", value_parser = parse_prefix)]
     cluster_prefix: String,
+    #[command(flatten)]
+    tuning: ClusterTuning,
+}
+
+/// The cluster bus's timings and bounds; each flag left out keeps the library's default.
+#[derive(clap::Args, Debug, Default)]
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+struct ClusterTuning {
+    /// Seconds a relay to a peer on another instance waits for its answer before it ends
+    /// as "relay timeout" [default: 1].
+    #[arg(long, value_name = "SECONDS", value_parser = parse_positive_seconds)]
+    cluster_relay_timeout: Option<Duration>,
+    /// Seconds each publish and subscribe may take before the connection to the bus is
+    /// thrown away and another made [default: 0.25].
+    #[arg(long, value_name = "SECONDS", value_parser = parse_positive_seconds)]
+    cluster_call_timeout: Option<Duration>,
+    /// Seconds connecting to the bus (and resubscribing after it) may take [default: 2].
+    #[arg(long, value_name = "SECONDS", value_parser = parse_positive_seconds)]
+    cluster_connect_timeout: Option<Duration>,
+    /// Seconds before the first reconnect attempt's random delay; each next one doubles, up
+    /// to --cluster-backoff-max [default: 0.1].
+    #[arg(long, value_name = "SECONDS", value_parser = parse_positive_seconds)]
+    cluster_backoff_min: Option<Duration>,
+    /// The longest random delay between reconnect attempts, in seconds [default: 5].
+    #[arg(long, value_name = "SECONDS", value_parser = parse_positive_seconds)]
+    cluster_backoff_max: Option<Duration>,
+    /// Seconds with nothing from the bus before the instance sends itself a probe through it
+    /// [default: 5].
+    #[arg(long, value_name = "SECONDS", value_parser = parse_positive_seconds)]
+    cluster_probe: Option<Duration>,
+    /// Seconds the probe may take to come back before the connection is taken as dead
+    /// [default: 5].
+    #[arg(long, value_name = "SECONDS", value_parser = parse_positive_seconds)]
+    cluster_probe_timeout: Option<Duration>,
+    /// Seconds between the instance's heartbeats to the others [default: 5].
+    #[arg(long, value_name = "SECONDS", value_parser = parse_positive_seconds)]
+    cluster_heartbeat: Option<Duration>,
+    /// Seconds after its last heartbeat another instance's members are forgotten; more than
+    /// --cluster-heartbeat [default: 15].
+    #[arg(long, value_name = "SECONDS", value_parser = parse_positive_seconds)]
+    cluster_presence_expiry: Option<Duration>,
+    /// Seconds a group's first member here waits for another instance to send the group's
+    /// kept messages [default: 0.25].
+    #[arg(long, value_name = "SECONDS", value_parser = parse_positive_seconds)]
+    cluster_history_timeout: Option<Duration>,
+    /// Seconds the instance stays subscribed to a group after its last member here left
+    /// [default: 30].
+    #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+    cluster_group_linger: Option<Duration>,
+    /// Bytes of messages handed to the bus and not yet done with; past it relays answer
+    /// "relay unavailable" and publishes are dropped [default: 8388608].
+    #[arg(long, value_name = "BYTES", value_parser = parse_count)]
+    cluster_outbound_bytes: Option<usize>,
+    /// Relays to other instances that may wait for their answers at once; past it they
+    /// answer "relay unavailable" [default: 16384].
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    cluster_max_pending: Option<usize>,
+    /// Messages from the bus that may wait to be handled; past it they are dropped and
+    /// counted [default: 4096].
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    cluster_incoming_queue: Option<usize>,
+    /// Channels one subscribe asks for when resubscribing after a reconnect [default: 1000].
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    cluster_subscribe_batch: Option<usize>,
+    /// Requests one Redis connection may have waiting for their answers; past it a relay
+    /// fails at once [default: 65536].
+    #[arg(long, value_name = "N", value_parser = parse_count, requires = "redis")]
+    redis_max_pending: Option<usize>,
+    /// Messages the NATS client may hold before writing them; a full queue throws the
+    /// connection away [default: 8192].
+    #[arg(long, value_name = "N", value_parser = parse_count, requires = "nats")]
+    nats_queue: Option<usize>,
 }
 
 impl ClusterArgs {
     /// The bus these flags name, connected: none for one process.
     #[cfg(feature = "cluster")]
     async fn bus(&self) -> anyhow::Result<Option<Arc<dyn gotalk::relay::Bus>>> {
-        use gotalk_cluster::{ClusterBus, ClusterSettings, NatsLink, RedisLink};
-        let prefix = self.cluster_prefix.as_str();
-        let settings = ClusterSettings::default().prefix(prefix);
+        use gotalk_cluster::{ClusterBus, NatsLink, RedisLink};
+        let settings = self.settings()?;
+        let tuning = &self.tuning;
         let bus = match (&self.redis, &self.nats) {
             (Some(url), _) => {
-                let link = RedisLink::new(url).context("--redis")?.prefix(prefix);
+                let mut link = RedisLink::new(url).context("--redis")?;
+                if let Some(wait) = tuning.cluster_connect_timeout {
+                    link = link.connect_timeout(wait);
+                }
+                if let Some(n) = tuning.redis_max_pending {
+                    link = link.max_pending(n);
+                }
                 ClusterBus::start(link, settings).await.context("--redis")?
             }
             (None, Some(url)) => {
-                let link = NatsLink::new(url).context("--nats")?.prefix(prefix);
+                let mut link = NatsLink::new(url).context("--nats")?;
+                if let Some(wait) = tuning.cluster_connect_timeout {
+                    link = link.connect_timeout(wait);
+                }
+                if let Some(n) = tuning.nats_queue {
+                    link = link.queue(n);
+                }
                 ClusterBus::start(link, settings).await.context("--nats")?
             }
             (None, None) => return Ok(None),
         };
         tracing::info!(kind = bus.metrics().kind, instance = %bus.instance(), "joined the cluster");
         Ok(Some(bus))
+    }
+
+    /// The cluster bus's settings these flags describe.
+    #[cfg(feature = "cluster")]
+    fn settings(&self) -> anyhow::Result<gotalk_cluster::ClusterSettings> {
+        let t = &self.tuning;
+        use gotalk_cluster::ClusterSettings as C;
+        let mut s = C::default().prefix(&self.cluster_prefix);
+        if let Some(d) = t.cluster_relay_timeout {
+            s = s.relay_timeout(d);
+        }
+        if let Some(d) = t.cluster_call_timeout {
+            s = s.call_timeout(d);
+        }
+        if let Some(d) = t.cluster_connect_timeout {
+            s = s.connect_timeout(d);
+        }
+        let (min, max) = (
+            t.cluster_backoff_min.unwrap_or(C::DEFAULT_BACKOFF_MIN),
+            t.cluster_backoff_max.unwrap_or(C::DEFAULT_BACKOFF_MAX),
+        );
+        if min > max {
+            anyhow::bail!(
+                "--cluster-backoff-min ({}) is more than --cluster-backoff-max ({})",
+                min.as_secs_f64(),
+                max.as_secs_f64()
+            );
+        }
+        s = s.backoff(min, max);
+        s = s.probe(
+            t.cluster_probe.unwrap_or(C::DEFAULT_PROBE_IDLE),
+            t.cluster_probe_timeout.unwrap_or(C::DEFAULT_PROBE_TIMEOUT),
+        );
+        let beat = t.cluster_heartbeat.unwrap_or(C::DEFAULT_HEARTBEAT);
+        let expiry = t.cluster_presence_expiry.unwrap_or(C::DEFAULT_PRESENCE_EXPIRY);
+        // Rows expiring between two heartbeats would make live instances' members blink.
+        if expiry <= beat {
+            anyhow::bail!(
+                "--cluster-presence-expiry ({}) must be more than --cluster-heartbeat ({})",
+                expiry.as_secs_f64(),
+                beat.as_secs_f64()
+            );
+        }
+        s = s.heartbeat(beat).presence_expiry(expiry);
+        if let Some(d) = t.cluster_history_timeout {
+            s = s.history_timeout(d);
+        }
+        if let Some(d) = t.cluster_group_linger {
+            s = s.group_linger(d);
+        }
+        if let Some(n) = t.cluster_outbound_bytes {
+            s = s.outbound_bytes(n);
+        }
+        if let Some(n) = t.cluster_max_pending {
+            s = s.max_pending(n);
+        }
+        if let Some(n) = t.cluster_incoming_queue {
+            s = s.incoming_queue(n);
+        }
+        if let Some(n) = t.cluster_subscribe_batch {
+            s = s.subscribe_batch(n);
+        }
+        Ok(s)
     }
 
     /// Refuses a bus this build has no client for.
@@ -321,6 +468,30 @@ impl ClusterArgs {
             (None, None) => return Ok(None),
         };
         anyhow::bail!("cannot use {flag}: gotalk was built without cluster support")
+    }
+}
+
+/// Seconds as a duration: a finite number, not negative.
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let s: f64 = text.trim().parse().map_err(|e| format!("{text:?}: {e}"))?;
+    Duration::try_from_secs_f64(s).map_err(|_| format!("{text:?}: not a number of seconds"))
+}
+
+/// Seconds as a duration, more than zero: a zero deadline or period would fail or spin.
+fn parse_positive_seconds(text: &str) -> Result<Duration, String> {
+    let d = parse_seconds(text)?;
+    if d.is_zero() {
+        return Err("must be more than 0".into());
+    }
+    Ok(d)
+}
+
+/// A count or size of at least 1: a bound of 0 would refuse everything.
+fn parse_count(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{text:?}: {e}")),
     }
 }
 
@@ -640,6 +811,96 @@ mod tests {
         for bad in ["a.b", "a:b", "a*", "", "{a}"] {
             assert!(cluster(&["--cluster-prefix", bad]).is_err(), "{bad:?}");
         }
+    }
+
+    #[cfg(feature = "cluster")]
+    #[test]
+    fn cluster_tuning_flags_reach_the_settings() {
+        use gotalk_cluster::ClusterSettings;
+        let settings = |args: &[&str]| cluster(args).map(|c| c.settings());
+        let defaults = settings(&[]).unwrap().unwrap();
+        assert_eq!(defaults, ClusterSettings::default());
+        let given = settings(&[
+            "--cluster-prefix=chat",
+            "--cluster-relay-timeout=2.5",
+            "--cluster-call-timeout=0.1",
+            "--cluster-connect-timeout=3",
+            "--cluster-backoff-min=0.05",
+            "--cluster-backoff-max=1",
+            "--cluster-probe=0.5",
+            "--cluster-probe-timeout=0.75",
+            "--cluster-heartbeat=2",
+            "--cluster-presence-expiry=6",
+            "--cluster-history-timeout=0.5",
+            "--cluster-group-linger=0",
+            "--cluster-outbound-bytes=1024",
+            "--cluster-max-pending=1",
+            "--cluster-incoming-queue=7",
+            "--cluster-subscribe-batch=50",
+        ]);
+        let ms = Duration::from_millis;
+        let expected = ClusterSettings::default()
+            .prefix("chat")
+            .relay_timeout(ms(2500))
+            .call_timeout(ms(100))
+            .connect_timeout(ms(3000))
+            .backoff(ms(50), ms(1000))
+            .probe(ms(500), ms(750))
+            .heartbeat(ms(2000))
+            .presence_expiry(ms(6000))
+            .history_timeout(ms(500))
+            .group_linger(Duration::ZERO)
+            .outbound_bytes(1024)
+            .max_pending(1)
+            .incoming_queue(7)
+            .subscribe_batch(50);
+        assert_eq!(given.unwrap().unwrap(), expected);
+    }
+
+    #[test]
+    fn cluster_tuning_flags_refuse_values_that_cannot_work() {
+        // Parse errors: zero or negative deadlines and periods, zero bounds, not numbers.
+        for bad in [
+            "--cluster-relay-timeout=0",
+            "--cluster-heartbeat=-1",
+            "--cluster-probe=nan",
+            "--cluster-probe-timeout=inf",
+            "--cluster-call-timeout=x",
+            "--cluster-group-linger=-0.5",
+            "--cluster-outbound-bytes=0",
+            "--cluster-max-pending=0",
+            "--cluster-incoming-queue=0",
+            "--cluster-incoming-queue=-3",
+            "--cluster-subscribe-batch=0",
+        ] {
+            let err = cluster(&[bad]).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{bad}: {err}");
+        }
+        // The smallest values that can work are taken.
+        assert!(cluster(&["--cluster-relay-timeout=0.001", "--cluster-group-linger=0"]).is_ok());
+        assert!(cluster(&["--cluster-max-pending=1", "--cluster-incoming-queue=1"]).is_ok());
+        // A link's own bound needs its bus.
+        for (flag, bus) in [("--redis-max-pending=8", "--redis"), ("--nats-queue=8", "--nats")] {
+            let err = cluster(&[flag]).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument, "{flag}");
+            assert!(cluster(&[flag, bus, "x://127.0.0.1:1"]).is_ok(), "{flag}");
+        }
+    }
+
+    #[cfg(feature = "cluster")]
+    #[test]
+    fn cluster_tuning_flags_that_contradict_each_other_are_refused() {
+        let settings = |args: &[&str]| cluster(args).unwrap().settings().map(drop);
+        // Expiry must outlast a heartbeat, the defaults of the other one included.
+        assert!(settings(&["--cluster-heartbeat=5", "--cluster-presence-expiry=5.001"]).is_ok());
+        let err = settings(&["--cluster-heartbeat=5", "--cluster-presence-expiry=5"]).unwrap_err();
+        assert!(err.to_string().contains("--cluster-presence-expiry"), "{err}");
+        assert!(settings(&["--cluster-presence-expiry=4"]).is_err(), "default heartbeat 5 s");
+        assert!(settings(&["--cluster-heartbeat=15"]).is_err(), "default expiry 15 s");
+        assert!(settings(&["--cluster-backoff-min=1", "--cluster-backoff-max=1"]).is_ok());
+        let err = settings(&["--cluster-backoff-min=1.5", "--cluster-backoff-max=1"]).unwrap_err();
+        assert!(err.to_string().contains("--cluster-backoff-max"), "{err}");
+        assert!(settings(&["--cluster-backoff-min=6"]).is_err(), "default max 5 s");
     }
 
     #[test]

@@ -567,7 +567,7 @@ impl ClusterBus {
     /// [`StartError::Connect`] when the first connection fails (wrong address, user or
     /// password), [`StartError::BadPrefix`].
     pub async fn start(
-        link: impl Link,
+        mut link: impl Link,
         settings: ClusterSettings,
     ) -> Result<Arc<ClusterBus>, StartError> {
         let prefix_ok = !settings.prefix.is_empty()
@@ -575,6 +575,8 @@ impl ClusterBus {
         if !prefix_ok {
             return Err(StartError::BadPrefix(settings.prefix));
         }
+        // The link's own channels go under the same prefix as the cluster's.
+        link.set_prefix(&settings.prefix);
         let iid: Iid = rand::random();
         let link: Box<dyn Link> = Box::new(link);
         let name = |parts: &[&str]| {

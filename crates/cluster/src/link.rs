@@ -69,6 +69,15 @@ pub trait Link: Send + Sync + 'static {
 
     /// The bus's name in logs and metrics: `redis`, `nats`.
     fn kind(&self) -> &'static str;
+
+    /// Takes the cluster's channel prefix, for the channels the link names itself (Redis
+    /// reply channels, NATS request inboxes), so a bus user limited to the prefix can do
+    /// everything. [`ClusterBus::start`](crate::ClusterBus::start) calls it with the
+    /// settings' prefix: the two cannot differ. A link that names no channel of its own
+    /// ignores it.
+    fn set_prefix(&mut self, prefix: &str) {
+        let _ = prefix;
+    }
 }
 
 /// One live connection to the bus. Every call has a deadline of its own and fails rather

@@ -47,7 +47,6 @@ enum Credentials {
 /// ```no_run
 /// # use gotalk_cluster::nats::NatsLink;
 /// let link = NatsLink::new("nats://gotalk:secret@127.0.0.1:4222")?
-///     .prefix("chat")
 ///     .call_timeout(std::time::Duration::from_millis(250));
 /// # Ok::<(), gotalk_cluster::LinkError>(())
 /// ```
@@ -125,8 +124,10 @@ impl NatsLink {
         })
     }
 
-    /// The cluster's channel prefix (the same as the cluster's): request inboxes are made
-    /// under `<prefix>.inbox`, so a user allowed `<prefix>.>` needs no other permission.
+    /// The channel prefix: request inboxes are made under `<prefix>.inbox`, so a user
+    /// allowed `<prefix>.>` needs no other permission. Default `gotalk`. A
+    /// [`ClusterBus`](crate::ClusterBus) sets it to its own prefix when it starts; this is for
+    /// a link used alone.
     pub fn prefix(mut self, prefix: impl Into<String>) -> NatsLink {
         self.prefix = prefix.into();
         self
@@ -270,6 +271,10 @@ impl Link for NatsLink {
 
     fn kind(&self) -> &'static str {
         "nats"
+    }
+
+    fn set_prefix(&mut self, prefix: &str) {
+        prefix.clone_into(&mut self.prefix);
     }
 }
 

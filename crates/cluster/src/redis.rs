@@ -41,7 +41,7 @@ const ANSWER: u8 = 2;
 /// ```no_run
 /// # fn demo() -> Result<(), gotalk_cluster::LinkError> {
 /// use gotalk_cluster::redis::RedisLink;
-/// let link = RedisLink::new("redis://gotalk:secret@127.0.0.1:6379")?.prefix("gotalk");
+/// let link = RedisLink::new("redis://gotalk:secret@127.0.0.1:6379")?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
@@ -76,9 +76,10 @@ impl RedisLink {
         })
     }
 
-    /// The first part of every reply channel this link subscribes to, `<prefix>:reply:<n>`.
-    /// Default `gotalk`: the cluster's prefix, so a Redis user limited to `<prefix>:*`
-    /// channels can use it.
+    /// The first part of every reply channel this link subscribes to, `<prefix>:reply:<n>`,
+    /// so a Redis user limited to `<prefix>:*` channels can use it. Default `gotalk`. A
+    /// [`ClusterBus`](crate::ClusterBus) sets it to its own prefix when it starts; this is for
+    /// a link used alone.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -151,6 +152,10 @@ impl Link for RedisLink {
 
     fn kind(&self) -> &'static str {
         "redis"
+    }
+
+    fn set_prefix(&mut self, prefix: &str) {
+        prefix.clone_into(&mut self.prefix);
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 /// use gotalk_cluster::ClusterSettings;
 /// let settings = ClusterSettings::default().prefix("chat").relay_timeout(Duration::from_secs(2));
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[must_use]
 pub struct ClusterSettings {
     pub(crate) prefix: String,
@@ -34,30 +34,66 @@ pub struct ClusterSettings {
 impl Default for ClusterSettings {
     fn default() -> Self {
         ClusterSettings {
-            prefix: "gotalk".to_owned(),
-            relay_timeout: Duration::from_secs(1),
-            call_timeout: Duration::from_millis(250),
-            connect_timeout: Duration::from_secs(2),
-            backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(5),
-            probe_idle: Duration::from_secs(5),
-            probe_timeout: Duration::from_secs(5),
-            heartbeat: Duration::from_secs(5),
-            presence_expiry: Duration::from_secs(15),
-            history_timeout: Duration::from_millis(250),
-            group_linger: Duration::from_secs(30),
-            outbound_bytes: 8 * 1024 * 1024,
-            max_pending: 16_384,
-            incoming_queue: 4096,
-            subscribe_batch: 1000,
+            prefix: Self::DEFAULT_PREFIX.to_owned(),
+            relay_timeout: Self::DEFAULT_RELAY_TIMEOUT,
+            call_timeout: Self::DEFAULT_CALL_TIMEOUT,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            backoff_min: Self::DEFAULT_BACKOFF_MIN,
+            backoff_max: Self::DEFAULT_BACKOFF_MAX,
+            probe_idle: Self::DEFAULT_PROBE_IDLE,
+            probe_timeout: Self::DEFAULT_PROBE_TIMEOUT,
+            heartbeat: Self::DEFAULT_HEARTBEAT,
+            presence_expiry: Self::DEFAULT_PRESENCE_EXPIRY,
+            history_timeout: Self::DEFAULT_HISTORY_TIMEOUT,
+            group_linger: Self::DEFAULT_GROUP_LINGER,
+            outbound_bytes: Self::DEFAULT_OUTBOUND_BYTES,
+            max_pending: Self::DEFAULT_MAX_PENDING,
+            incoming_queue: Self::DEFAULT_INCOMING_QUEUE,
+            subscribe_batch: Self::DEFAULT_SUBSCRIBE_BATCH,
         }
     }
 }
 
 impl ClusterSettings {
+    /// The default of [`prefix`](Self::prefix).
+    pub const DEFAULT_PREFIX: &'static str = "gotalk";
+    /// The default of [`relay_timeout`](Self::relay_timeout).
+    pub const DEFAULT_RELAY_TIMEOUT: Duration = Duration::from_secs(1);
+    /// The default of [`call_timeout`](Self::call_timeout).
+    pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_millis(250);
+    /// The default of [`connect_timeout`](Self::connect_timeout).
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+    /// The default lower bound of [`backoff`](Self::backoff).
+    pub const DEFAULT_BACKOFF_MIN: Duration = Duration::from_millis(100);
+    /// The default upper bound of [`backoff`](Self::backoff).
+    pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(5);
+    /// The default idle time of [`probe`](Self::probe).
+    pub const DEFAULT_PROBE_IDLE: Duration = Duration::from_secs(5);
+    /// The default timeout of [`probe`](Self::probe).
+    pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+    /// The default of [`heartbeat`](Self::heartbeat).
+    pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+    /// The default of [`presence_expiry`](Self::presence_expiry).
+    pub const DEFAULT_PRESENCE_EXPIRY: Duration = Duration::from_secs(15);
+    /// The default of [`history_timeout`](Self::history_timeout).
+    pub const DEFAULT_HISTORY_TIMEOUT: Duration = Duration::from_millis(250);
+    /// The default of [`group_linger`](Self::group_linger).
+    pub const DEFAULT_GROUP_LINGER: Duration = Duration::from_secs(30);
+    /// The default of [`outbound_bytes`](Self::outbound_bytes): 8 MiB.
+    pub const DEFAULT_OUTBOUND_BYTES: usize = 8 * 1024 * 1024;
+    /// The default of [`max_pending`](Self::max_pending).
+    pub const DEFAULT_MAX_PENDING: usize = 16_384;
+    /// The default of [`incoming_queue`](Self::incoming_queue).
+    pub const DEFAULT_INCOMING_QUEUE: usize = 4096;
+    /// The default of [`subscribe_batch`](Self::subscribe_batch).
+    pub const DEFAULT_SUBSCRIBE_BATCH: usize = 1000;
+}
+
+impl ClusterSettings {
     /// The first part of every channel name. Default `gotalk`; instances of one cluster share
     /// it, and a bus user limited to it (Redis `&gotalk:*`, NATS `gotalk.>`) is all they need.
-    /// Its characters must be safe in a channel name: letters, digits, `-` and `_`.
+    /// Its characters must be safe in a channel name: letters, digits, `-` and `_`. The link's
+    /// own channels (Redis reply channels, NATS inboxes) take it too.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -128,8 +164,11 @@ impl ClusterSettings {
         self
     }
 
-    /// The bytes of messages handed to the bus whose publish has not finished. Default
-    /// 8 MiB; past it, relays answer "relay unavailable" and publishes fail.
+    /// The bytes of messages handed to the bus and not done with: a publish until the bus
+    /// took it, a relay until its answer came (each counts its bytes on the bus: a relay's
+    /// payload plus 22). Default 8 MiB; past it, relays answer "relay unavailable" and
+    /// publishes fail (counted as unpublished). One message always fits when nothing else is
+    /// on its way.
     pub fn outbound_bytes(mut self, bytes: usize) -> Self {
         self.outbound_bytes = bytes;
         self
