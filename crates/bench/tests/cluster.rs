@@ -51,11 +51,7 @@ fn the_cluster_benchmark_fills_every_table_at_a_tiny_size() {
     // | bus | members × instances | p50 | p99 | publishes/s | min – max | deliveries/s | bus |
     let fanout: Vec<(&str, &str)> =
         rows.iter().filter(|r| r.len() == 8).map(|r| (r[0], r[1])).collect();
-    assert_eq!(
-        fanout,
-        [("local", "30 × 1"), ("redis", "30 × 3"), ("nats", "30 × 3")],
-        "{stdout}"
-    );
+    assert_eq!(fanout, [("local", "30 × 1"), ("redis", "30 × 3"), ("nats", "30 × 3")], "{stdout}");
     for row in rows.iter().filter(|r| r.len() == 8) {
         for cell in [row[2], row[3], row[4], row[6]] {
             assert!(positive(cell), "{row:?}\n{stdout}");

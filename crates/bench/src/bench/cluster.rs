@@ -21,7 +21,7 @@
 //!   publishes kept 8 at a time for `--secs` (publishes/s, each complete once every member
 //!   has it), with the bus's own count of messages per publish (Redis `INFO commandstats`
 //!   PUBLISH calls, NATS `/varz` messages in and out).
-//! - **memory**: a fresh instance per run holds `--idle` idle gotalk TCP clients; its RSS
+//! - **memory**: a fresh instance, on a freshly started bus, per run holds `--idle` idle gotalk TCP clients; its RSS
 //!   growth per connection, without a bus, with `--redis` and with `--nats`, and what the bus
 //!   grew by per connection (Redis `used_memory`, the NATS server's RSS): each connection has
 //!   a relay id, so a channel of its own on the bus.
@@ -148,7 +148,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     if args.parts.contains(&Part::Memory) {
-        memory_part(&args, &buses).await?;
+        memory_part(&args, &mut buses).await?;
     }
     println!("load average at the end: {}", load_average());
     Ok(())
@@ -392,10 +392,18 @@ async fn relay_part(args: &Args, clusters: &[Cluster<'_>], size: usize) -> anyho
     let mut cases = Vec::new();
     for (conns, depth) in [(1, 1), (16, 16)] {
         for (name, bus, instances) in clusters {
-            let places: &[&'static str] = if bus.is_some() { &["same", "cross"] } else { &["local"] };
+            let places: &[&'static str] =
+                if bus.is_some() { &["same", "cross"] } else { &["local"] };
             for &place in places {
                 let to = if place == "cross" { instances[1].tcp } else { instances[0].tcp };
-                cases.push(RelayCase { bus: name, place, from: instances[0].tcp, to, conns, depth });
+                cases.push(RelayCase {
+                    bus: name,
+                    place,
+                    from: instances[0].tcp,
+                    to,
+                    conns,
+                    depth,
+                });
             }
         }
     }
@@ -489,7 +497,8 @@ async fn relay_run(
             let mut latencies = Vec::new();
             // Long enough for the last messages sent in the window to arrive.
             let until = window.end + Duration::from_millis(300);
-            while let Ok(Some(message)) = tokio::time::timeout_at(until.into(), messages.recv()).await
+            while let Ok(Some(message)) =
+                tokio::time::timeout_at(until.into(), messages.recv()).await
             {
                 let done = Instant::now();
                 let stamp = message.body.get(1..=STAMP).context("a short body")?;
@@ -809,7 +818,7 @@ struct MemoryRun {
     bus: Option<f64>,
 }
 
-async fn memory_part(args: &Args, buses: &[Bus]) -> anyhow::Result<()> {
+async fn memory_part(args: &Args, buses: &mut [Bus]) -> anyhow::Result<()> {
     let n = args.idle as usize;
     let limit = gotalk_cli::nofile::raise_open_file_limit();
     ensure!(
@@ -821,13 +830,21 @@ async fn memory_part(args: &Args, buses: &[Bus]) -> anyhow::Result<()> {
          `gotalk serve` instance per run; {} run(s)",
         args.runs
     );
-    let configs: Vec<Option<&Bus>> = std::iter::once(None).chain(buses.iter().map(Some)).collect();
-    let mut results: Vec<Vec<MemoryRun>> = vec![Vec::new(); configs.len()];
+    let mut results: Vec<Vec<MemoryRun>> = vec![Vec::new(); buses.len() + 1];
     for run in 1..=args.runs {
-        for (bus, results) in configs.iter().zip(&mut results) {
+        for (k, results) in results.iter_mut().enumerate() {
+            // A fresh bus each run: a Go server keeps the memory it freed, so the NATS
+            // server's RSS grows only the first time.
+            let bus = match k.checked_sub(1) {
+                Some(b) => {
+                    buses[b].restart().await;
+                    Some(&buses[b])
+                }
+                None => None,
+            };
             let name = bus.map_or("none", bus_name);
             let result =
-                memory_run(*bus, n).await.with_context(|| format!("memory {name} run {run}"))?;
+                memory_run(bus, n).await.with_context(|| format!("memory {name} run {run}"))?;
             println!(
                 "run {run}: {name:<5} instance {:.0} bytes/connection, bus {}",
                 result.instance,
@@ -842,6 +859,7 @@ async fn memory_part(args: &Args, buses: &[Bus]) -> anyhow::Result<()> {
          (median) | min – max |"
     );
     println!("|---|---|---|---|---|---|");
+    let configs: Vec<Option<&Bus>> = std::iter::once(None).chain(buses.iter().map(Some)).collect();
     for (bus, runs) in configs.iter().zip(&results) {
         let instance = Spread::of(&runs.iter().map(|r| r.instance).collect::<Vec<_>>());
         let grown: Option<Vec<f64>> = runs.iter().map(|r| r.bus).collect();
