@@ -64,6 +64,7 @@ use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 
 pub(crate) mod browser;
+pub(crate) mod cluster;
 mod compare;
 pub(crate) mod crowd;
 mod go;

@@ -35,6 +35,9 @@ enum Command {
     /// Our browser client against gotalk.js 1.2.1 and a raw WebSocket echo, in Chromium
     /// with no driver attached.
     Browser(bench::browser::Args),
+    /// The relay and groups across `gotalk serve` instances on Redis and NATS, against one
+    /// process: relayed msgs/s and latency, group fan-out, memory per connection.
+    Cluster(bench::cluster::Args),
     /// Rust keepalive clients loading a server that is killed and restarted under them,
     /// counting every request (driven by `e2e/tests/kill.spec.ts`).
     #[command(hide = true)]
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         match cli.command {
             None => bench::run(cli.bench).await,
             Some(Command::Browser(args)) => bench::browser::run(args).await,
+            Some(Command::Cluster(args)) => bench::cluster::run(args).await,
             Some(Command::BenchCrowd(args)) => bench::crowd::run(args).await,
             Some(Command::BenchServer { kind, defaults }) => {
                 bench::serve_child(&kind, defaults).await
