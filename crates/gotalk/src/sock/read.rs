@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::pin;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
@@ -58,13 +59,24 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
     let mut last_data = Instant::now();
     // The charge for the large message being received, handed on with it once it is whole.
     let mut reading: Option<Charge> = None;
+    // One timer for every read's deadlines. It stays armed at the earliest deadline asked
+    // for; a read with a later one lets it fire early, finds the deadline not yet reached
+    // and arms it again. So a busy connection arms it about once per timeout, not per read.
+    let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
+    let mut armed: Option<Instant> = None;
+    let mut cancelled = pin!(sock.shared.cancel.cancelled());
     let (reason, code) = loop {
         match decoder.decode(&mut buf) {
             Ok(Some(frame)) => {
                 frame_started = None;
-                // The dispatch may wait on a full queue; that time is not the peer's silence.
-                last_data = Instant::now();
-                if let Err(closing) = dispatch(&sock, frame, reading.take(), &mut notes).await {
+                let dispatching = dispatch(&sock, frame, reading.take(), &mut notes);
+                let (dispatched, waited) = waited(dispatching).await;
+                if waited {
+                    // The dispatch waited on a full queue; that time is not the peer's
+                    // silence.
+                    last_data = Instant::now();
+                }
+                if let Err(closing) = dispatched {
                     break closing;
                 }
                 continue;
@@ -111,11 +123,31 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
         }
         let frame_deadline = frame_started.zip(config.frame_timeout).map(|(at, t)| at + t);
         let read_deadline = config.liveness.peer_idle_timeout.map(|t| last_data + t);
+        let deadline = earliest(read_deadline, frame_deadline);
+        if let Some((at, _)) = deadline {
+            if armed.is_none_or(|armed| at < armed) {
+                timer.as_mut().reset(at);
+                armed = Some(at);
+            }
+        }
         let hint = decoder.payload_remaining(buf.len());
-        let event = tokio::select! {
-            biased;
-            _ = sock.shared.cancel.cancelled() => return,
-            event = read_within(read_deadline, frame_deadline, reader.read(&mut buf, hint)) => event,
+        let event = {
+            let mut read = pin!(reader.read(&mut buf, hint));
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = &mut cancelled => return,
+                    event = &mut read => break Ok(event),
+                    _ = &mut timer, if deadline.is_some() => {
+                        let Some((at, expired)) = deadline else { continue };
+                        if Instant::now() >= at {
+                            break Err(expired);
+                        }
+                        timer.as_mut().reset(at);
+                        armed = Some(at);
+                    }
+                }
+            }
         };
         match event {
             Ok(Ok(ReadEvent::Data(n))) => {
@@ -166,6 +198,7 @@ fn answers_our_call(header: Option<&Frame>) -> bool {
 }
 
 /// Which deadline a read missed.
+#[derive(Clone, Copy)]
 enum Expired {
     /// Nothing arrived within the read timeout.
     Read,
@@ -173,23 +206,31 @@ enum Expired {
     Frame,
 }
 
-/// Runs a read within the read deadline and the current message's deadline, whichever is
-/// sooner (either may be absent).
-async fn read_within<T>(
+/// The read deadline or the current message's deadline, whichever is sooner (either may be
+/// absent), and which it is.
+fn earliest(
     read_deadline: Option<Instant>,
     frame_deadline: Option<Instant>,
-    read: impl Future<Output = T>,
-) -> Result<T, Expired> {
-    let deadline = match (read_deadline, frame_deadline) {
+) -> Option<(Instant, Expired)> {
+    match (read_deadline, frame_deadline) {
         (Some(r), Some(f)) if f <= r => Some((f, Expired::Frame)),
         (Some(r), _) => Some((r, Expired::Read)),
         (None, Some(f)) => Some((f, Expired::Frame)),
         (None, None) => None,
-    };
-    match deadline {
-        Some((at, expired)) => tokio::time::timeout_at(at, read).await.map_err(|_| expired),
-        None => Ok(read.await),
     }
+}
+
+/// Runs `work`, and tells whether it had to wait: whether it did not finish the first time
+/// it was polled.
+async fn waited<T>(work: impl Future<Output = T>) -> (T, bool) {
+    let mut work = pin!(work);
+    let mut polls = 0u32;
+    let done = std::future::poll_fn(|cx| {
+        polls += 1;
+        work.as_mut().poll(cx)
+    })
+    .await;
+    (done, polls > 1)
 }
 
 /// Hands a frame to whatever handles it. `carried` is the charge taken while a large frame
