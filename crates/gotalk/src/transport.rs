@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self, IoSlice};
+use std::pin::Pin;
 
 use bytes::{Buf, Bytes, BytesMut};
 use gotalk_protocol::{encode_version, Frame};
@@ -220,14 +221,17 @@ impl<W: AsyncWrite + Unpin + Send + 'static> FrameWriter for IoWriter<W> {
         // Every chunk in one vectored write where the transport takes one: a large payload
         // and its header leave in the same system call, and the same segment when they fit.
         while !self.chunks.is_empty() {
-            let written = {
+            // The slices live only within a poll: kept across an await, they would be part of
+            // every idle connection's task.
+            let written = std::future::poll_fn(|cx| {
                 let mut slices = [IoSlice::new(&[]); MAX_SLICES];
                 let count = slices.len().min(self.chunks.len());
                 for (slice, chunk) in slices.iter_mut().zip(&self.chunks) {
                     *slice = IoSlice::new(chunk);
                 }
-                self.io.write_vectored(&slices[..count]).await
-            };
+                Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count])
+            })
+            .await;
             let mut left = match written {
                 Ok(0) => Err(io::ErrorKind::WriteZero.into()),
                 other => other,

@@ -40,6 +40,14 @@ pub(crate) struct CompareArgs {
     /// this one's as `before` (add `before` to --servers), to compare a change side by side.
     #[arg(long)]
     before: Option<std::path::PathBuf>,
+    /// Go comparison: also the resident memory each server (Go's and this gotalk's) holds per
+    /// idle connection, with this many connections, opened through the handshake by the
+    /// neutral client (0: not measured).
+    #[arg(long, default_value_t = 0)]
+    idle_conns: usize,
+    /// Go comparison: only the idle memory (--idle-conns), no throughput.
+    #[arg(long)]
+    idle_only: bool,
     /// Go comparison: CPUs of the servers and of the client, as SERVER:CLIENT `taskset -c`
     /// lists, or `none`. Default: 0:1 when two CPUs are usable, else none.
     #[arg(long, value_parser = parse_pin)]
@@ -254,7 +262,7 @@ pub(super) async fn scenario(
     };
     print_machine(&pin, &go);
     let mut cells = Vec::new();
-    for &transport in &args.transports {
+    for &transport in args.transports.iter().filter(|_| !args.idle_only) {
         for &size in &args.sizes {
             for &(conns, depth) in &args.shapes {
                 let shape = Shape { conns, depth, size: size as usize, warmup, secs };
@@ -264,7 +272,68 @@ pub(super) async fn scenario(
             }
         }
     }
-    Ok(table(&cells, runs))
+    let mut summary = table(&cells, runs);
+    if args.idle_conns > 0 {
+        for &transport in &args.transports {
+            for server in [Server::Go, Server::Gotalk] {
+                if args.servers.contains(&server) {
+                    let line = idle(server, transport, args.idle_conns, &go, &launcher).await?;
+                    summary.push(line);
+                }
+            }
+        }
+    }
+    Ok(summary)
+}
+
+/// The server's resident memory per idle connection: its growth from one connection (opened
+/// and closed first, so the runtime and allocator have warmed up) to `n`, divided by `n`.
+async fn idle(
+    server: Server,
+    transport: Transport,
+    n: usize,
+    go: &std::path::Path,
+    launcher: &[String],
+) -> anyhow::Result<String> {
+    let limit = gotalk_cli::nofile::raise_open_file_limit();
+    ensure!(limit >= n as u64 + 256, "the open-file limit {limit} is too low for {n} connections");
+    let child = server.start(transport, go, None, launcher).await?;
+    let framing = match transport {
+        Transport::Tcp => Framing::Tcp,
+        Transport::Ws => Framing::Ws,
+    };
+    let addr = child.addr;
+    drop(neutral::connect(addr, framing).await?);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = super::settled_rss(&child).await?;
+    let mut conns = Vec::with_capacity(n);
+    let mut pending = JoinSet::new();
+    while conns.len() < n {
+        while conns.len() + pending.len() < n && pending.len() < 128 {
+            pending.spawn(neutral::connect(addr, framing));
+        }
+        if let Some(conn) = pending.join_next().await {
+            conns.push(conn.context("a connecting task panicked")??);
+        }
+    }
+    let after = super::settled_rss(&child).await?;
+    drop(conns);
+    child.stop().await;
+    let per = after.saturating_sub(before) as f64 / n as f64;
+    let line = format!(
+        "idle {} {}: {n} connections, RSS {} KiB before, {} KiB with them: {:.2} KiB per \
+         connection",
+        match transport {
+            Transport::Tcp => "TCP",
+            Transport::Ws => "WebSocket",
+        },
+        server.name(),
+        before / 1024,
+        after / 1024,
+        per / 1024.0
+    );
+    println!("{line}");
+    Ok(line)
 }
 
 /// What the figures were measured on.

@@ -69,7 +69,9 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
         match decoder.decode(&mut buf) {
             Ok(Some(frame)) => {
                 frame_started = None;
-                let dispatching = dispatch(&sock, frame, reading.take(), &mut notes);
+                // On the heap, as the other rare or large steps below: this task's future is
+                // as large as its largest step, and every idle connection keeps one.
+                let dispatching = Box::pin(dispatch(&sock, frame, reading.take(), &mut notes));
                 let (dispatched, waited) = waited(dispatching).await;
                 if waited {
                     // The dispatch waited on a full queue; that time is not the peer's
@@ -102,8 +104,8 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
                 let asked = Instant::now();
                 let charge = tokio::select! {
                     biased;
-                    _ = sock.shared.cancel.cancelled() => return,
-                    charge = sock.shared.budget.charge(declared + OVERHEAD) => charge,
+                    _ = &mut cancelled => return,
+                    charge = Box::pin(sock.shared.budget.charge(declared + OVERHEAD)) => charge,
                 };
                 reading = Some(charge);
                 // Paid for in full, so held in full now, in a buffer of exactly its size: one
@@ -166,7 +168,7 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
             Ok(Ok(ReadEvent::Eof)) if decoder.is_mid_message(&buf) => {
                 break (CloseReason::PeerClosedMidMessage, None)
             }
-            Ok(Ok(ReadEvent::Eof)) => break sock.answer_after_fin(&mut reader).await,
+            Ok(Ok(ReadEvent::Eof)) => break Box::pin(sock.answer_after_fin(&mut reader)).await,
             Ok(Err(e)) => break (CloseReason::Io(e.to_string()), None),
             Err(Expired::Read) => {
                 let timeout = config.liveness.peer_idle_timeout.unwrap_or_default();
@@ -180,7 +182,7 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
     };
     sock.close_with(reason, code);
     if code.is_some() {
-        sock.linger(&mut reader, &mut buf).await;
+        Box::pin(sock.linger(&mut reader, &mut buf)).await;
     }
 }
 
