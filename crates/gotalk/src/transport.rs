@@ -8,9 +8,10 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::io;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use gotalk_protocol::{encode_version, Frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -26,6 +27,9 @@ pub(crate) const MAX_READ: usize = 64 * 1024;
 
 /// The least a read reserves, so small messages don't cost one read each.
 pub(crate) const MIN_READ: usize = 4 * 1024;
+
+/// The most buffers one vectored write hands the kernel.
+const MAX_SLICES: usize = 64;
 
 /// What a read produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,9 +90,11 @@ pub trait FrameWriter: Send + 'static {
     fn shutdown(&mut self, reason: &CloseReason) -> impl Future<Output = io::Result<()>> + Send;
 }
 
-/// How much a read reserves, for a message that still needs `hint` bytes.
+/// How much a read reserves, for a message that still needs `hint` bytes: the rest of it and
+/// room for the start of the next, so that with messages queued behind it each costs one
+/// read, not one for its header and another for its payload.
 pub(crate) fn read_size(hint: Option<usize>) -> usize {
-    hint.unwrap_or(0).clamp(MIN_READ, MAX_READ)
+    hint.map_or(0, |rest| rest.saturating_add(MIN_READ)).clamp(MIN_READ, MAX_READ)
 }
 
 /// Makes room in `buf` for the next read: at least [`MIN_READ`] bytes, unless the rest of a
@@ -136,7 +142,7 @@ impl FrameReader for TcpReader {
     async fn read(&mut self, buf: &mut BytesMut, hint: Option<usize>) -> io::Result<ReadEvent> {
         loop {
             make_room(buf, hint);
-            match self.0.try_read_buf(buf) {
+            match read_draining(&self.0, buf) {
                 Ok(0) => return Ok(ReadEvent::Eof),
                 Ok(n) => return Ok(ReadEvent::Data(n)),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -152,6 +158,27 @@ impl FrameReader for TcpReader {
         // Error readiness is reported by the kernel whatever is being waited for; an error
         // in waiting means the socket is unusable too.
         let _ = self.0.ready(tokio::io::Interest::ERROR).await;
+    }
+}
+
+/// Reads what the socket has into `buf`'s spare room. A read that leaves room unfilled has
+/// emptied the socket: its readiness is cleared then, so the next read waits for the peer
+/// instead of first asking the kernel again only to be told there is nothing. Safe against a
+/// race with new data: readiness set by an event after the one this read saw is kept.
+fn read_draining(stream: &OwnedReadHalf, buf: &mut BytesMut) -> io::Result<usize> {
+    let offered = buf.capacity() - buf.len();
+    let mut got = 0;
+    let drained = stream.as_ref().try_io(tokio::io::Interest::READABLE, || {
+        got = stream.try_read_buf(&mut *buf)?;
+        if got > 0 && got < offered {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(got)
+        }
+    });
+    match drained {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+        other => other,
     }
 }
 
@@ -191,10 +218,34 @@ impl<W: AsyncWrite + Unpin + Send + 'static> FrameWriter for IoWriter<W> {
         if !self.staging.is_empty() {
             self.chunks.push_back(self.staging.split().freeze());
         }
-        while let Some(mut chunk) = self.chunks.pop_front() {
-            if let Err(e) = self.io.write_all_buf(&mut chunk).await {
-                self.chunks.clear();
-                return Err(e);
+        // Every chunk in one vectored write where the transport takes one: a large payload
+        // and its header leave in the same system call, and the same segment when they fit.
+        while !self.chunks.is_empty() {
+            // The slices live only within a poll: kept across an await, they would be part of
+            // every idle connection's task.
+            let written = std::future::poll_fn(|cx| {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let count = slices.len().min(self.chunks.len());
+                for (slice, chunk) in slices.iter_mut().zip(&self.chunks) {
+                    *slice = IoSlice::new(chunk);
+                }
+                Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count])
+            })
+            .await;
+            let mut left = match written {
+                Ok(0) => Err(io::ErrorKind::WriteZero.into()),
+                other => other,
+            }
+            .inspect_err(|_| self.chunks.clear())?;
+            while left > 0 {
+                let Some(front) = self.chunks.front_mut() else { break };
+                if front.len() <= left {
+                    left -= front.len();
+                    self.chunks.pop_front();
+                } else {
+                    front.advance(left);
+                    left = 0;
+                }
             }
         }
         self.io.flush().await

@@ -36,6 +36,18 @@ pub(crate) struct CompareArgs {
     /// Go comparison: the servers, in the order of the first round.
     #[arg(long, value_delimiter = ',', value_enum, default_value = "go,gotalk,ceiling")]
     servers: Vec<Server>,
+    /// Go comparison: another build of this program whose gotalk server is measured beside
+    /// this one's as `before` (add `before` to --servers), to compare a change side by side.
+    #[arg(long)]
+    before: Option<std::path::PathBuf>,
+    /// Go comparison: also the resident memory each server (Go's and this gotalk's) holds per
+    /// idle connection, with this many connections, opened through the handshake by the
+    /// neutral client (0: not measured).
+    #[arg(long, default_value_t = 0)]
+    idle_conns: usize,
+    /// Go comparison: only the idle memory (--idle-conns), no throughput.
+    #[arg(long)]
+    idle_only: bool,
     /// Go comparison: CPUs of the servers and of the client, as SERVER:CLIENT `taskset -c`
     /// lists, or `none`. Default: 0:1 when two CPUs are usable, else none.
     #[arg(long, value_parser = parse_pin)]
@@ -83,6 +95,8 @@ enum Server {
     /// A raw tokio echo (over WebSocket, tokio-tungstenite echoing each batch of messages with
     /// one flush): the same bytes back with no protocol work.
     Ceiling,
+    /// The gotalk server of the build given with --before.
+    Before,
 }
 
 impl Server {
@@ -91,6 +105,7 @@ impl Server {
             Server::Go => "go",
             Server::Gotalk => "gotalk",
             Server::Ceiling => "ceiling",
+            Server::Before => "before",
         }
     }
 
@@ -98,16 +113,21 @@ impl Server {
         self,
         transport: Transport,
         go: &std::path::Path,
+        before: Option<&std::path::Path>,
         launcher: &[String],
     ) -> anyhow::Result<ServerChild> {
-        let exe = std::env::current_exe().context("cannot find this program to start a server")?;
+        let mut exe =
+            std::env::current_exe().context("cannot find this program to start a server")?;
+        if self == Server::Before {
+            exe = before.context("`before` needs --before PATH")?.to_path_buf();
+        }
         let arg = match transport {
             Transport::Tcp => "tcp",
             Transport::Ws => "ws",
         };
         let (program, args): (&std::path::Path, Vec<&str>) = match (self, transport) {
             (Server::Go, _) => (go, vec![arg]),
-            (Server::Gotalk, _) => {
+            (Server::Gotalk | Server::Before, _) => {
                 (&exe, vec!["bench-server", "--kind", Kind::gotalk(transport).name(), "--defaults"])
             }
             (Server::Ceiling, Transport::Tcp) => {
@@ -123,7 +143,7 @@ impl Server {
     fn expect(self) -> Expect {
         match self {
             Server::Ceiling => Expect::Echo,
-            Server::Go | Server::Gotalk => Expect::Result,
+            Server::Go | Server::Gotalk | Server::Before => Expect::Result,
         }
     }
 }
@@ -149,6 +169,12 @@ impl Cell {
         let rates = runs.iter().map(|r| r.rate);
         let (min, max) = rates.fold((f64::MAX, 0.0f64), |(lo, hi), r| (lo.min(r), hi.max(r)));
         Some(100.0 * (max - min) / self.median(server)?)
+    }
+
+    /// The median server CPU time per round trip, in microseconds.
+    fn cpu(&self, server: Server) -> Option<f64> {
+        let (_, runs) = self.results.iter().find(|(s, _)| *s == server)?;
+        Some(Medians::of(runs).server_cpu?.as_secs_f64() * 1e6)
     }
 
     fn ratio(&self, over: Server, under: Server) -> Option<f64> {
@@ -236,15 +262,78 @@ pub(super) async fn scenario(
     };
     print_machine(&pin, &go);
     let mut cells = Vec::new();
-    for &transport in &args.transports {
+    for &transport in args.transports.iter().filter(|_| !args.idle_only) {
         for &size in &args.sizes {
             for &(conns, depth) in &args.shapes {
                 let shape = Shape { conns, depth, size: size as usize, warmup, secs };
-                cells.push(cell(&shape, transport, &args.servers, runs, &go, &launcher).await?);
+                let before = args.before.as_deref();
+                let servers = &args.servers;
+                cells.push(cell(&shape, transport, servers, runs, &go, before, &launcher).await?);
             }
         }
     }
-    Ok(table(&cells, runs))
+    let mut summary = table(&cells, runs);
+    if args.idle_conns > 0 {
+        for &transport in &args.transports {
+            for server in [Server::Go, Server::Gotalk] {
+                if args.servers.contains(&server) {
+                    let line = idle(server, transport, args.idle_conns, &go, &launcher).await?;
+                    summary.push(line);
+                }
+            }
+        }
+    }
+    Ok(summary)
+}
+
+/// The server's resident memory per idle connection: its growth from one connection (opened
+/// and closed first, so the runtime and allocator have warmed up) to `n`, divided by `n`.
+async fn idle(
+    server: Server,
+    transport: Transport,
+    n: usize,
+    go: &std::path::Path,
+    launcher: &[String],
+) -> anyhow::Result<String> {
+    let limit = gotalk_cli::nofile::raise_open_file_limit();
+    ensure!(limit >= n as u64 + 256, "the open-file limit {limit} is too low for {n} connections");
+    let child = server.start(transport, go, None, launcher).await?;
+    let framing = match transport {
+        Transport::Tcp => Framing::Tcp,
+        Transport::Ws => Framing::Ws,
+    };
+    let addr = child.addr;
+    drop(neutral::connect(addr, framing).await?);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = super::settled_rss(&child).await?;
+    let mut conns = Vec::with_capacity(n);
+    let mut pending = JoinSet::new();
+    while conns.len() < n {
+        while conns.len() + pending.len() < n && pending.len() < 128 {
+            pending.spawn(neutral::connect(addr, framing));
+        }
+        if let Some(conn) = pending.join_next().await {
+            conns.push(conn.context("a connecting task panicked")??);
+        }
+    }
+    let after = super::settled_rss(&child).await?;
+    drop(conns);
+    child.stop().await;
+    let per = after.saturating_sub(before) as f64 / n as f64;
+    let line = format!(
+        "idle {} {}: {n} connections, RSS {} KiB before, {} KiB with them: {:.2} KiB per \
+         connection",
+        match transport {
+            Transport::Tcp => "TCP",
+            Transport::Ws => "WebSocket",
+        },
+        server.name(),
+        before / 1024,
+        after / 1024,
+        per / 1024.0
+    );
+    println!("{line}");
+    Ok(line)
 }
 
 /// What the figures were measured on.
@@ -281,6 +370,7 @@ async fn cell(
     servers: &[Server],
     runs: usize,
     go: &std::path::Path,
+    before: Option<&std::path::Path>,
     launcher: &[String],
 ) -> anyhow::Result<Cell> {
     let tname = match transport {
@@ -306,7 +396,7 @@ async fn cell(
         for k in 0..servers.len() {
             let which = (k + run) % servers.len();
             let server = servers[which];
-            let child = server.start(transport, go, launcher).await?;
+            let child = server.start(transport, go, before, launcher).await?;
             if run == 0 && k == 0 && !launcher.is_empty() {
                 let pid = child.pid.to_string();
                 let cpus = proc_status_field(&pid, "Cpus_allowed_list:");
@@ -350,10 +440,11 @@ async fn cell(
         );
     }
     println!(
-        "ours/Go {}, ours/ceiling {}, Go/ceiling {}",
+        "ours/Go {}, ours/ceiling {}, Go/ceiling {}, ours/before {}",
         Ratio(cell.ratio(Server::Gotalk, Server::Go)),
         Ratio(cell.ratio(Server::Gotalk, Server::Ceiling)),
         Ratio(cell.ratio(Server::Go, Server::Ceiling)),
+        Ratio(cell.ratio(Server::Gotalk, Server::Before)),
     );
     println!();
     Ok(cell)
@@ -407,9 +498,9 @@ fn table(cells: &[Cell], runs: usize) -> Vec<String> {
              server's runs):"
         ),
         "| transport, payload | shape | Go rt/s | ours | ceiling | ours/Go | ours/ceiling | \
-         spread Go/ours/ceiling | targets |"
+         spread Go/ours/ceiling | server µs/rt Go/ours/ceiling | targets |"
             .to_owned(),
-        "|---|---|---|---|---|---|---|---|---|".to_owned(),
+        "|---|---|---|---|---|---|---|---|---|---|".to_owned(),
     ];
     let mut missed = 0;
     let mut met = 0;
@@ -436,8 +527,9 @@ fn table(cells: &[Cell], runs: usize) -> Vec<String> {
                 format!("{what}: {}", if ok { "met" } else { "NOT met" })
             })
             .collect();
+        let cpu = |s: Server| cell.cpu(s).map_or("-".to_owned(), |us| format!("{us:.1}"));
         lines.push(format!(
-            "| {tname}, {size} | {} × {} | {} | {} | {} | {} | {} | {}/{}/{} | {} |",
+            "| {tname}, {size} | {} × {} | {} | {} | {} | {} | {} | {}/{}/{} | {}/{}/{} | {} |",
             cell.conns,
             cell.depth,
             Rate(cell.median(Server::Go)),
@@ -448,6 +540,9 @@ fn table(cells: &[Cell], runs: usize) -> Vec<String> {
             spread(Server::Go),
             spread(Server::Gotalk),
             spread(Server::Ceiling),
+            cpu(Server::Go),
+            cpu(Server::Gotalk),
+            cpu(Server::Ceiling),
             if targets.is_empty() { "-".to_owned() } else { targets.join("; ") },
         ));
     }

@@ -352,7 +352,9 @@ impl Sock {
         });
         let sock = Sock { shared };
         tracing::debug!(parent: &span, "connected");
-        tokio::spawn(write::write_loop(writer, sock.clone()).instrument(span.clone()));
+        // Not instrumented: the write loop runs no code but its own, whose events name the
+        // connection's span themselves, and entering a span on every poll is not free.
+        tokio::spawn(write::write_loop(writer, sock.clone()));
         sock.shared.handlers.connected(&sock);
         tokio::spawn(read::read_loop(reader, buf, sock.clone()).instrument(span));
         Ok(sock)

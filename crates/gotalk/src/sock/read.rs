@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::pin;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
@@ -58,13 +59,26 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
     let mut last_data = Instant::now();
     // The charge for the large message being received, handed on with it once it is whole.
     let mut reading: Option<Charge> = None;
+    // One timer for every read's deadlines. It stays armed at the earliest deadline asked
+    // for; a read with a later one lets it fire early, finds the deadline not yet reached
+    // and arms it again. So a busy connection arms it about once per timeout, not per read.
+    let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
+    let mut armed: Option<Instant> = None;
+    let mut cancelled = pin!(sock.shared.cancel.cancelled());
     let (reason, code) = loop {
         match decoder.decode(&mut buf) {
             Ok(Some(frame)) => {
                 frame_started = None;
-                // The dispatch may wait on a full queue; that time is not the peer's silence.
-                last_data = Instant::now();
-                if let Err(closing) = dispatch(&sock, frame, reading.take(), &mut notes).await {
+                // On the heap, as the other rare or large steps below: this task's future is
+                // as large as its largest step, and every idle connection keeps one.
+                let dispatching = Box::pin(dispatch(&sock, frame, reading.take(), &mut notes));
+                let (dispatched, waited) = waited(dispatching).await;
+                if waited {
+                    // The dispatch waited on a full queue; that time is not the peer's
+                    // silence.
+                    last_data = Instant::now();
+                }
+                if let Err(closing) = dispatched {
                     break closing;
                 }
                 continue;
@@ -90,8 +104,8 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
                 let asked = Instant::now();
                 let charge = tokio::select! {
                     biased;
-                    _ = sock.shared.cancel.cancelled() => return,
-                    charge = sock.shared.budget.charge(declared + OVERHEAD) => charge,
+                    _ = &mut cancelled => return,
+                    charge = Box::pin(sock.shared.budget.charge(declared + OVERHEAD)) => charge,
                 };
                 reading = Some(charge);
                 // Paid for in full, so held in full now, in a buffer of exactly its size: one
@@ -111,11 +125,31 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
         }
         let frame_deadline = frame_started.zip(config.frame_timeout).map(|(at, t)| at + t);
         let read_deadline = config.liveness.peer_idle_timeout.map(|t| last_data + t);
+        let deadline = earliest(read_deadline, frame_deadline);
+        if let Some((at, _)) = deadline {
+            if armed.is_none_or(|armed| at < armed) {
+                timer.as_mut().reset(at);
+                armed = Some(at);
+            }
+        }
         let hint = decoder.payload_remaining(buf.len());
-        let event = tokio::select! {
-            biased;
-            _ = sock.shared.cancel.cancelled() => return,
-            event = read_within(read_deadline, frame_deadline, reader.read(&mut buf, hint)) => event,
+        let event = {
+            let mut read = pin!(reader.read(&mut buf, hint));
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = &mut cancelled => return,
+                    event = &mut read => break Ok(event),
+                    _ = &mut timer, if deadline.is_some() => {
+                        let Some((at, expired)) = deadline else { continue };
+                        if Instant::now() >= at {
+                            break Err(expired);
+                        }
+                        timer.as_mut().reset(at);
+                        armed = Some(at);
+                    }
+                }
+            }
         };
         match event {
             Ok(Ok(ReadEvent::Data(n))) => {
@@ -134,7 +168,7 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
             Ok(Ok(ReadEvent::Eof)) if decoder.is_mid_message(&buf) => {
                 break (CloseReason::PeerClosedMidMessage, None)
             }
-            Ok(Ok(ReadEvent::Eof)) => break sock.answer_after_fin(&mut reader).await,
+            Ok(Ok(ReadEvent::Eof)) => break Box::pin(sock.answer_after_fin(&mut reader)).await,
             Ok(Err(e)) => break (CloseReason::Io(e.to_string()), None),
             Err(Expired::Read) => {
                 let timeout = config.liveness.peer_idle_timeout.unwrap_or_default();
@@ -148,7 +182,7 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
     };
     sock.close_with(reason, code);
     if code.is_some() {
-        sock.linger(&mut reader, &mut buf).await;
+        Box::pin(sock.linger(&mut reader, &mut buf)).await;
     }
 }
 
@@ -166,6 +200,7 @@ fn answers_our_call(header: Option<&Frame>) -> bool {
 }
 
 /// Which deadline a read missed.
+#[derive(Clone, Copy)]
 enum Expired {
     /// Nothing arrived within the read timeout.
     Read,
@@ -173,23 +208,31 @@ enum Expired {
     Frame,
 }
 
-/// Runs a read within the read deadline and the current message's deadline, whichever is
-/// sooner (either may be absent).
-async fn read_within<T>(
+/// The read deadline or the current message's deadline, whichever is sooner (either may be
+/// absent), and which it is.
+fn earliest(
     read_deadline: Option<Instant>,
     frame_deadline: Option<Instant>,
-    read: impl Future<Output = T>,
-) -> Result<T, Expired> {
-    let deadline = match (read_deadline, frame_deadline) {
+) -> Option<(Instant, Expired)> {
+    match (read_deadline, frame_deadline) {
         (Some(r), Some(f)) if f <= r => Some((f, Expired::Frame)),
         (Some(r), _) => Some((r, Expired::Read)),
         (None, Some(f)) => Some((f, Expired::Frame)),
         (None, None) => None,
-    };
-    match deadline {
-        Some((at, expired)) => tokio::time::timeout_at(at, read).await.map_err(|_| expired),
-        None => Ok(read.await),
     }
+}
+
+/// Runs `work`, and tells whether it had to wait: whether it did not finish the first time
+/// it was polled.
+async fn waited<T>(work: impl Future<Output = T>) -> (T, bool) {
+    let mut work = pin!(work);
+    let mut polls = 0u32;
+    let done = std::future::poll_fn(|cx| {
+        polls += 1;
+        work.as_mut().poll(cx)
+    })
+    .await;
+    (done, polls > 1)
 }
 
 /// Hands a frame to whatever handles it. `carried` is the charge taken while a large frame

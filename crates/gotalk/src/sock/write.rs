@@ -2,6 +2,8 @@
 //! asks for (heartbeats, probes).
 
 use std::future::Future;
+use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use gotalk_protocol::Frame;
@@ -42,7 +44,7 @@ pub(super) async fn write_loop<W: FrameWriter>(mut writer: W, sock: Sock) {
             // The sender that woke us is usually one of many handler tasks made ready by the
             // same read; let them run first so their frames join this flush instead of each
             // costing a write of its own.
-            tokio::task::yield_now().await;
+            requeue().await;
         }
         let mut next = first;
         let mut close = None;
@@ -79,7 +81,7 @@ pub(super) async fn write_loop<W: FrameWriter>(mut writer: W, sock: Sock) {
             }
             break;
         }
-        match unless_aborted(&sock, config.write_timeout, writer.flush()).await {
+        match flush_within(&sock, config.write_timeout, writer.flush()).await {
             Some(Ok(())) => {}
             Some(Err(e)) => {
                 sock.close_with(CloseReason::Io(e.to_string()), None);
@@ -103,6 +105,37 @@ pub(super) async fn write_loop<W: FrameWriter>(mut writer: W, sock: Sock) {
     sock.shared.terminated.cancel();
     let attachments = std::mem::take(&mut *super::lock(&sock.shared.attachments));
     drop(attachments);
+}
+
+/// Lets every task that is ready run before this one goes on, by waking it at the back of
+/// the run queue. Unlike `tokio::task::yield_now`, which waits for the runtime to poll for
+/// I/O first (a system call each time, though the tasks it waits for are already queued).
+async fn requeue() {
+    let mut queued = false;
+    std::future::poll_fn(|cx| {
+        if queued {
+            return Poll::Ready(());
+        }
+        queued = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
+}
+
+/// [`unless_aborted`] for a flush, which mostly completes at once: tried first with no timer
+/// to arm, or clock to read, for the deadline it would have had.
+async fn flush_within<T>(
+    sock: &Sock,
+    limit: Duration,
+    write: impl Future<Output = T>,
+) -> Option<T> {
+    let mut write = pin!(write);
+    let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+    match first {
+        Poll::Ready(done) => Some(done),
+        Poll::Pending => unless_aborted(sock, limit, write).await,
+    }
 }
 
 /// Runs a write within `limit`, unless the connection is aborted first: `None` then, or at
