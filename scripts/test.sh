@@ -58,6 +58,8 @@ stage clippy
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The core without its add-ons (relay, sources) must build, and lint, on its own.
 cargo clippy -p gotalk --no-default-features --all-targets --locked -- -D warnings
+# The command without cluster support (no Redis or NATS client) must build, and lint, too.
+cargo clippy -p gotalk-cli --no-default-features --lib --locked -- -D warnings
 
 stage doc
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
