@@ -477,15 +477,25 @@ impl NatsSession {
 
     async fn remove(&self, channels: &[String]) -> Result<(), LinkError> {
         let mut subscriptions = self.subscriptions.lock().await;
+        let mut stopped = Vec::new();
         for channel in channels {
             // The forwarder's subscriber unsubscribes as it is dropped; nothing more comes
             // in from the moment it is aborted.
             if let Some(forwarder) = subscriptions.remove(channel) {
                 forwarder.abort();
+                stopped.push(forwarder);
             }
         }
         drop(subscriptions);
-        self.usable()
+        // Done once the server has the unsubscriptions, as a subscription is done once it
+        // has that: each aborted task has dropped its subscriber (which hands the client its
+        // UNSUB) when its handle returns, and the round trip after them comes back only once
+        // the server has read them.
+        for forwarder in stopped {
+            let _ = forwarder.await;
+        }
+        self.usable()?;
+        self.sync().await
     }
 }
 

@@ -41,10 +41,3 @@ mod nats {
         assert!(error.0.contains("prefix"), "{error}");
     }
 }
-
-mod redis {
-    use gotalk_cluster::RedisLink;
-    use gotalk_tests::servers::Redis;
-
-    gotalk_tests::link_conformance!(Redis, |url: &str| RedisLink::new(url).unwrap());
-}
