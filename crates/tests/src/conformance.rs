@@ -478,6 +478,12 @@ pub async fn groups_across_instances(backend: &Backend) {
         }
     }
     let late = Instance::start(backend).await;
+    // Kept messages are asked of an instance that presence says has members, so the
+    // newcomer's instance must have heard who is where first (see the cluster guide).
+    eventually("the late instance knows the members", WAIT, || {
+        late.relay.members(&lobby).len() == members.len()
+    })
+    .await;
     let newcomer = late.peer().await;
     newcomer.join("lobby", "{}").await;
     let kept = within("history", late.relay.history(&lobby)).await;
