@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 
 # In dependency order; cargo verifies each by building it from its .crate, against the
 # others through a local registry.
-publishable=(gotalk-protocol gotalk gotalk-gateway gotalk-cli)
+publishable=(gotalk-protocol gotalk gotalk-cluster gotalk-gateway gotalk-cli)
 args=()
 for crate in "${publishable[@]}"; do args+=(-p "$crate"); done
 # cargo verifies each package against the others through a registry in target/package/,
