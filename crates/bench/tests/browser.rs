@@ -3,28 +3,13 @@
 //! each target. Speed is the benchmark's business, not this test's: it only checks the
 //! benchmark still runs.
 
-use std::process::Command;
+mod common;
 
 #[test]
 fn the_browser_benchmark_runs_every_client_at_a_tiny_size() {
-    let output = Command::new(env!("CARGO_BIN_EXE_gotalk-bench"))
-        .args(["browser", "--runs", "1", "--secs", "0.1", "--warmup", "0.05", "--loads", "1"])
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("run gotalk-bench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{}\n{stdout}\n{stderr}", output.status);
-
-    let rows: Vec<Vec<&str>> = stdout
-        .lines()
-        .filter(|line| {
-            line.starts_with("| ")
-                && !line.starts_with("| in flight")
-                && !line.starts_with("| visit")
-        })
-        .map(|line| line.trim_matches('|').split('|').map(str::trim).collect())
-        .collect();
+    let args = ["browser", "--runs", "1", "--secs", "0.1", "--warmup", "0.05", "--loads", "1"];
+    let stdout = common::run(args, &[]);
+    let rows = common::rows(&stdout, &["in flight", "visit"]);
     // | in flight | client | median rt/s | min – max | spread | ours / client |
     let throughput: Vec<(&str, &str)> =
         rows.iter().filter(|r| r[0].parse::<u32>().is_ok()).map(|r| (r[0], r[1])).collect();

@@ -3,28 +3,25 @@
 //! filled with figures. Speed is the benchmark's business, not this test's: it only checks
 //! the benchmark still runs.
 
-use std::process::Command;
+mod common;
 
 #[test]
 fn the_cluster_benchmark_fills_every_table_at_a_tiny_size() {
     if gotalk_tests::servers::skip_cluster_tests() {
         return;
     }
-    let output = Command::new(env!("CARGO_BIN_EXE_gotalk-bench"))
-        .args(["cluster", "--runs", "1", "--secs", "0.2", "--warmup", "0.05"])
-        .args(["--members", "30", "--publishes", "3", "--idle", "50"])
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("run gotalk-bench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{}\n{stdout}\n{stderr}", output.status);
-
-    let rows: Vec<Vec<&str>> = stdout
-        .lines()
-        .filter(|line| line.starts_with("| ") && !line.starts_with("| bus "))
-        .map(|line| line.trim_matches('|').split('|').map(str::trim).collect())
-        .collect();
+    let stdout = common::run(
+        ["cluster", "--runs", "1", "--secs", "0.2", "--warmup", "0.05"].into_iter().chain([
+            "--members",
+            "30",
+            "--publishes",
+            "3",
+            "--idle",
+            "50",
+        ]),
+        &[],
+    );
+    let rows = common::rows(&stdout, &["bus"]);
     let number = |cell: &str| cell.split(' ').next().is_some_and(|n| n.parse::<f64>().is_ok());
     let positive = |cell: &str| {
         cell.split(' ').next().and_then(|n| n.parse::<f64>().ok()).is_some_and(|n| n > 0.0)

@@ -8,6 +8,8 @@
 use std::path::Path;
 use std::process::Command;
 
+mod common;
+
 fn go_installed() -> bool {
     let found = Command::new("go").arg("version").output().is_ok_and(|o| o.status.success());
     let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
@@ -23,23 +25,15 @@ fn the_go_comparison_runs_every_server_on_every_transport_at_a_tiny_size() {
     if !go_installed() {
         return;
     }
-    let output = Command::new(env!("CARGO_BIN_EXE_gotalk-bench"))
-        .args(["--scenario", "go", "--shapes", "1x1,3x4", "--sizes", "32,20000"])
-        .args(["--runs", "2", "--secs", "0.2", "--warmup", "0.05"])
-        .env("GOTALK_BENCH_GO_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-go"))
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("run gotalk-bench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{}\n{stdout}\n{stderr}", output.status);
-
+    let go_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-go");
+    let stdout = common::run(
+        ["--scenario", "go", "--shapes", "1x1,3x4", "--sizes", "32,20000"]
+            .into_iter()
+            .chain(["--runs", "2", "--secs", "0.2", "--warmup", "0.05"]),
+        &[("GOTALK_BENCH_GO_DIR", go_dir.as_os_str())],
+    );
     // | transport, payload | shape | Go rt/s | ours | ceiling | ours/Go | ours/ceiling | ...
-    let rows: Vec<Vec<&str>> = stdout
-        .lines()
-        .filter(|line| line.starts_with("| ") && !line.starts_with("| transport"))
-        .map(|line| line.trim_matches('|').split('|').map(str::trim).collect())
-        .collect();
+    let rows = common::rows(&stdout, &["transport"]);
     let cells: Vec<(&str, &str)> = rows.iter().map(|row| (row[0], row[1])).collect();
     assert_eq!(
         cells,

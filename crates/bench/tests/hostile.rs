@@ -2,7 +2,7 @@
 //! still runs against a real `gotalk serve` (the fixture operations behind it), the server survives each, the bystander beside
 //! it is answered every time, and the table has a row per attack.
 
-use std::process::Command;
+mod common;
 
 /// The attacks, as the table names them.
 const ATTACKS: [&str; 8] =
@@ -10,23 +10,21 @@ const ATTACKS: [&str; 8] =
 
 #[test]
 fn every_hostile_attack_runs_and_the_server_survives_it_at_a_tiny_scale() {
-    let output = Command::new(env!("CARGO_BIN_EXE_gotalk-bench"))
-        .args(["--scenario", "hostile", "--hostile-scale", "0.01"])
-        .args(["--hostile-hold", "1", "--hostile-after", "1", "--exhaust-per-addr", "3"])
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("run gotalk-bench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{}\n{stdout}\n{stderr}", output.status);
+    let stdout = common::run(
+        ["--scenario", "hostile", "--hostile-scale", "0.01"].into_iter().chain([
+            "--hostile-hold",
+            "1",
+            "--hostile-after",
+            "1",
+            "--exhaust-per-addr",
+            "3",
+        ]),
+        &[],
+    );
 
     // | # | attack | before | during | peak | allowed | after | back | answered/failed | p99 |
     // server | budget peak |
-    let rows: Vec<Vec<&str>> = stdout
-        .lines()
-        .filter(|line| line.starts_with("| ") && !line.starts_with("| #"))
-        .map(|line| line.trim_matches('|').split('|').map(str::trim).collect())
-        .collect();
+    let rows = common::rows(&stdout, &["#"]);
     let names: Vec<&str> = rows.iter().map(|row| row[1]).collect();
     assert_eq!(names, ATTACKS, "{stdout}");
     for row in &rows {
