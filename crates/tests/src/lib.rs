@@ -20,5 +20,6 @@ pub mod cluster;
 pub mod conformance;
 pub mod e2e;
 pub mod fixtures;
+pub mod go;
 pub mod link_conformance;
 pub mod servers;

@@ -21,10 +21,7 @@ pub(crate) fn repo() -> &'static Path {
 /// The original gotalk (Go package and gotalk.js), unmodified: `$GOTALK_PEERS`, or
 /// `../shared/peers/gotalk-1.3.7` beside the repository.
 pub(crate) fn gotalk_original() -> PathBuf {
-    let peers = std::env::var_os("GOTALK_PEERS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/peers"));
-    peers.join("gotalk-1.3.7")
+    gotalk_tests::go::original()
 }
 
 fn in_ci() -> bool {
@@ -54,57 +51,20 @@ pub(crate) fn gopeer() -> Option<PathBuf> {
 }
 
 fn build_gopeer() -> Result<PathBuf, String> {
-    let go = std::process::Command::new("go").arg("version").output();
-    if !go.is_ok_and(|out| out.status.success()) {
-        return Err("`go` is not installed (Debian: apt-get install golang-go)".into());
-    }
-    let original = gotalk_original();
-    assert!(original.join("go.mod").is_file(), "no original gotalk at {}", original.display());
+    gotalk_tests::go::version()?;
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("peers");
-    let module = dir.join("gotalk");
-    if !module.join("go.mod").is_file() {
-        let _ = std::fs::remove_dir_all(&module);
-        copy_tree(&original, &module).expect("copy the original gotalk module");
-    }
-    let ours = module.join("gopeer");
-    let _ = std::fs::remove_dir_all(&ours);
-    copy_tree(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/go/gopeer"), &ours)
-        .expect("copy the Go peer's sources");
     let binary = dir.join("gopeer");
-    let out = std::process::Command::new("go")
-        .args(["build", "-o"])
-        .arg(&binary)
-        .arg("./gopeer")
-        .current_dir(&module)
-        .env("GOFLAGS", "-mod=vendor")
-        .env("GOPROXY", "off")
-        .env("GOTOOLCHAIN", "local")
-        .env("CGO_ENABLED", "0")
-        .env("GOCACHE", dir.join("go-cache"))
-        .env("GOPATH", dir.join("go-path"))
-        .output()
-        .expect("run go build");
-    assert!(
-        out.status.success(),
-        "go build of the Go peer failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/go/gopeer");
+    let built = gotalk_tests::go::build(
+        &dir,
+        "gopeer",
+        |to| gotalk_tests::go::copy_tree(&sources, to),
+        &binary,
     );
-    Ok(binary)
-}
-
-/// Copies a folder, giving the copies default (writable) permissions.
-fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
-            copy_tree(&entry.path(), &target)?;
-        } else {
-            std::fs::write(&target, std::fs::read(entry.path())?)?;
-        }
+    if let Err(why) = built {
+        panic!("{why}");
     }
-    Ok(())
+    Ok(binary)
 }
 
 /// Node with the `ws` package from `e2e/node_modules` (installed by `npm ci` in `e2e/`), for
