@@ -5,27 +5,10 @@
 // carries the new ids and direct messages work again. Screenshots go to out/screenshots/.
 
 import * as path from 'node:path';
-import type { Page } from '@playwright/test';
 import { test, expect } from '../fixtures';
-import { SHOTS, visit } from '../chat';
+import { SHOTS, openDm, sendDm, visit } from '../chat';
 
 const WIDE = { viewport: { width: 1280, height: 760 } };
-
-/** Opens the conversation with the member called `name` by clicking it in the member list. */
-async function openDm(page: Page, name: string): Promise<void> {
-  await page.locator('#members .member', { hasText: name }).click();
-  await expect(page.locator('#dm-open')).toBeVisible();
-  await expect(page.locator('#dm-name')).toHaveText(name);
-}
-
-/** Sends `text` in the open conversation and waits until the relay has queued it. */
-async function sendDm(page: Page, text: string): Promise<void> {
-  await page.locator('#dm-text').fill(text);
-  await page.locator('#dm-text').press('Enter');
-  await expect(
-    page.locator('.dm-message.mine:not(.pending):not(.failed) .text', { hasText: text }),
-  ).toBeVisible();
-}
 
 test('two pages exchange direct messages, a third hears nothing, one gone is an error', async ({
   browser,

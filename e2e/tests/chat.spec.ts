@@ -5,18 +5,10 @@
 
 import { execFile } from 'node:child_process';
 import * as path from 'node:path';
-import type { Page } from '@playwright/test';
 import { test, expect } from '../fixtures';
-import { SHOTS, visit } from '../chat';
+import { SHOTS, say, visit } from '../chat';
 import { gotalkBin } from '../server';
 
-
-/** Types `text` in the composer and sends it; waits until the server has taken it. */
-async function say(page: Page, text: string): Promise<void> {
-  await page.locator('#text').fill(text);
-  await page.locator('#text').press('Enter');
-  await expect(page.locator('.message:not(.pending):not(.failed) .text', { hasText: text }).last()).toBeVisible();
-}
 
 /** Runs the real `gotalk` CLI; resolves with its exit code and output. */
 function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {

@@ -10,31 +10,9 @@
 import type { BrowserContext, Page } from '@playwright/test';
 import { test, expect } from '../fixtures';
 import { BUSES, Cluster, skipCluster } from '../cluster';
+import { openDm, say, sendDm } from '../chat';
 
 const WIDE = { viewport: { width: 1280, height: 760 } };
-
-/** Types `text` in the composer and sends it; waits until the server has taken it. */
-async function say(page: Page, text: string): Promise<void> {
-  await page.locator('#text').fill(text);
-  await page.locator('#text').press('Enter');
-  await expect(page.locator('.message:not(.pending):not(.failed) .text', { hasText: text }).last()).toBeVisible();
-}
-
-/** Opens the conversation with the member called `name` by clicking it in the member list. */
-async function openDm(page: Page, name: string): Promise<void> {
-  await page.locator('#members .member', { hasText: name }).click();
-  await expect(page.locator('#dm-open')).toBeVisible();
-  await expect(page.locator('#dm-name')).toHaveText(name);
-}
-
-/** Sends `text` in the open conversation and waits until the relay has taken it. */
-async function sendDm(page: Page, text: string): Promise<void> {
-  await page.locator('#dm-text').fill(text);
-  await page.locator('#dm-text').press('Enter');
-  await expect(
-    page.locator('.dm-message.mine:not(.pending):not(.failed) .text', { hasText: text }),
-  ).toBeVisible();
-}
 
 /** Each page says something in the room and hears the other's. */
 async function chatBothWays(a: Page, b: Page, stamp: string): Promise<void> {
