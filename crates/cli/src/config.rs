@@ -67,25 +67,71 @@ pub(crate) fn with_sources(command: Command) -> Command {
 /// Parses the command line, environment and config file of `command` as clap would parse
 /// the command line alone, exiting on errors as clap does (status 2).
 pub(crate) fn matches(command: &Command) -> ArgMatches {
-    let args: Vec<OsString> = std::env::args_os().collect();
-    let first = command.clone().try_get_matches_from(&args).unwrap_or_else(|e| e.exit());
-    let Some((SERVE, serve)) = first.subcommand() else { return first };
-    let Some(path) = serve.get_one::<PathBuf>(CONFIG) else { return first };
-    let Some(serve_command) = command.find_subcommand(SERVE) else { return first };
-    let extra = match file_args(serve_command, serve, path) {
-        Ok(extra) => extra,
-        Err(e) => {
+    match try_matches(command, std::env::args_os().collect()) {
+        Ok(matches) => matches,
+        Err(Refused::Clap(e)) => e.exit(),
+        Err(Refused::File(e)) => {
             eprintln!("gotalk: {e}");
             std::process::exit(2);
         }
+        Err(Refused::FileValue(path, e)) => {
+            eprintln!("gotalk: a value in {} was refused:", path.display());
+            e.exit()
+        }
+    }
+}
+
+/// Why the settings were refused.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// The command line or a variable, as clap says.
+    Clap(clap::Error),
+    /// The config file as a whole, or one of its keys.
+    File(FileError),
+    /// A value the file gave, as clap says.
+    FileValue(PathBuf, clap::Error),
+}
+
+fn try_matches(command: &Command, args: Vec<OsString>) -> Result<ArgMatches, Refused> {
+    use clap::error::ErrorKind;
+    let strict = command.clone().try_get_matches_from(&args);
+    let strict_ok = strict.is_ok();
+    let first = match strict {
+        Ok(matches) => matches,
+        // A flag may need another that only the file gives (--tls-cert here, tls-key
+        // there): read the file's name from what parses, and judge the whole after.
+        Err(e) if !matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            match command.clone().ignore_errors(true).try_get_matches_from(&args) {
+                Ok(lenient) if config_of(&lenient).is_some() => lenient,
+                _ => return Err(Refused::Clap(e)),
+            }
+        }
+        Err(e) => return Err(Refused::Clap(e)),
     };
+    let (Some((_, serve)), Some(path)) = (first.subcommand(), config_of(&first)) else {
+        return Ok(first);
+    };
+    let Some(serve_command) = command.find_subcommand(SERVE) else { return Ok(first) };
+    let extra = file_args(serve_command, serve, &path).map_err(Refused::File)?;
     // Flags after the subcommand's own: `serve` takes no positional arguments, so the
     // file's flags cannot be taken for one.
     let all = args.into_iter().chain(extra.into_iter().map(OsString::from));
-    command.clone().try_get_matches_from(all).unwrap_or_else(|e| {
-        eprintln!("gotalk: a value in {} was refused:", path.display());
-        e.exit()
+    command.clone().try_get_matches_from(all).map_err(|e| {
+        // The command line alone was fine: the file's values are to blame.
+        if strict_ok {
+            Refused::FileValue(path, e)
+        } else {
+            Refused::Clap(e)
+        }
     })
+}
+
+/// The config file `serve` was given.
+fn config_of(matches: &ArgMatches) -> Option<PathBuf> {
+    match matches.subcommand() {
+        Some((SERVE, serve)) => serve.try_get_one::<PathBuf>(CONFIG).ok().flatten().cloned(),
+        _ => None,
+    }
 }
 
 /// A config file that cannot be used, with the file and the key.
@@ -260,6 +306,29 @@ mod tests {
             let e = added(&[], nested).unwrap_err();
             assert!(e.contains("unknown key"), "{e}");
         }
+    }
+
+    fn parse(args: &[&str], file: &str) -> Result<ArgMatches, Refused> {
+        let path = write(&format!("parse-{}", args.len()), file);
+        let mut all: Vec<OsString> = ["gotalk", "serve", "--config"].map(OsString::from).into();
+        all.push(path.clone().into());
+        all.extend(args.iter().map(OsString::from));
+        let out = try_matches(&serve_command(), all);
+        let _ = std::fs::remove_file(&path);
+        out
+    }
+
+    #[test]
+    fn a_flag_may_need_another_that_the_file_gives() {
+        let file = "tls-key = \"key.pem\"\n";
+        let matches = parse(&["--tls-cert", "cert.pem"], file).unwrap();
+        let (_, serve) = matches.subcommand().unwrap();
+        assert_eq!(serve.get_one::<PathBuf>("tls_key"), Some(&PathBuf::from("key.pem")));
+        // Without it, the command line's own error.
+        let Err(Refused::Clap(e)) = parse(&["--tls-cert", "cert.pem"], "") else { panic!() };
+        assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let Err(Refused::FileValue(_, e)) = parse(&[], "max-connections = -1\n") else { panic!() };
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
     }
 
     #[test]

@@ -99,8 +99,8 @@ impl Served {
     /// Waits until the log holds `needle`.
     async fn logged(&mut self, needle: &str) {
         let found = self.log.wait_for(|log| log.contains(needle));
-        let found = tokio::time::timeout(Duration::from_secs(10), found).await;
-        assert!(found.is_ok(), "no {needle:?} in the log: {}", self.log.borrow().as_str());
+        let found = tokio::time::timeout(Duration::from_secs(10), found).await.is_ok();
+        assert!(found, "no {needle:?} in the log: {}", self.log.borrow().as_str());
     }
 
     fn signal(&self, name: &str) {
