@@ -36,6 +36,12 @@ debian_packages() {
     deb nats-server nats-server
     # and the load balancer in front of several gateways (health checks, WebSocket tunnels).
     deb haproxy haproxy
+    # packaging/gotalk.service is checked offline with systemd-analyze (verify, security,
+    # syscall-filter), and the binary's system calls traced against its filter with strace.
+    deb systemd systemd-analyze
+    deb strace strace
+    # The client's default trust store, as a user's machine has it.
+    deb ca-certificates /etc/ssl/certs/ca-certificates.crt
 }
 
 # The Debian route of scripts/wasm-build.sh, for when rustup cannot add the wasm32 target;

@@ -6,14 +6,32 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use bytes::Bytes;
 use gotalk::{Config, Error, Handlers, Sock};
 
 use crate::terminal::{self, Lines};
 
-/// How the command failed, as its exit status: 2 for bad input on the command line, 3 when the
-/// server could not be reached, 4 when the peer answered with an error.
+/// The exit statuses of `call`, `notify` and `listen`, as `--help` shows them.
+pub(crate) const EXIT_STATUS: &str = "\
+Exit status:
+  0  done
+  1  another failure (the connection closed before the answer, say)
+  2  bad input: the command line, a URL, JSON, a --ca file, a config file
+  3  cannot reach a gotalk server: nothing listens there, another service answers, a
+     WebSocket URL with no gotalk endpoint, a TLS certificate not trusted
+  4  the server answered with an error
+  5  timed out (--timeout)";
+
+/// Bad input on the command line.
+const USAGE: u8 = 2;
+/// No gotalk server at the URL.
+const UNREACHABLE: u8 = 3;
+/// The peer answered with an error.
+const REMOTE: u8 = 4;
+/// `--timeout` passed.
+const TIMEOUT: u8 = 5;
+
+/// How the command failed, as its exit status (see [`EXIT_STATUS`]).
 #[derive(Debug)]
 pub(crate) struct Failure {
     code: u8,
@@ -52,7 +70,7 @@ impl Url {
     pub(crate) fn parse(text: &str) -> anyhow::Result<Url> {
         let bad = |why: &str| {
             failure(
-                2,
+                USAGE,
                 format!(
                     "invalid url {text:?}: {why}; expected tcp://host:port, tls://host:port, \
                      ws://host:port/path or wss://host:port/path"
@@ -100,10 +118,12 @@ pub(crate) struct Target {
     /// The server: tcp://host:port, tls://host:port, host:port, or a WebSocket endpoint such
     /// as ws://host:port/gotalk/ or wss://….
     url: String,
-    /// For tls:// and wss:// urls: a PEM file with the certificate authorities to trust.
+    /// For tls:// and wss:// urls: a PEM file with the certificate authorities to trust,
+    /// instead of the system's (or those `SSL_CERT_FILE` and `SSL_CERT_DIR` name).
     #[arg(long, value_name = "PEM")]
     ca: Option<PathBuf>,
-    /// Give up after this many seconds.
+    /// Give up after this many seconds, to connect and again to get the answer (exit
+    /// status 5).
     #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
     timeout: f64,
     /// For ws:// and wss:// urls: the Origin header to send. Default: the url's own origin
@@ -166,34 +186,40 @@ fn payload(json: Option<&str>, raw: bool) -> anyhow::Result<Bytes> {
     let Some(text) = json else { return Ok(Bytes::new()) };
     if !raw {
         serde_json::from_str::<serde_json::Value>(text)
-            .map_err(|e| failure(2, format!("invalid JSON argument {text:?}: {e}")))?;
+            .map_err(|e| failure(USAGE, format!("invalid JSON argument {text:?}: {e}")))?;
     }
     Ok(Bytes::copy_from_slice(text.as_bytes()))
 }
 
 async fn connect(target: &Target, handlers: Handlers) -> anyhow::Result<Sock> {
     let url = Url::parse(&target.url)?;
+    let limit = timeout(target)?;
     let handlers = Arc::new(handlers);
-    let config = Config::default();
+    // --timeout is the deadline for the whole handshake: the library's own (10 s) would
+    // otherwise end a longer one first, and a shorter one is ours to report.
+    let config = Config::default().handshake_timeout(limit.saturating_add(Duration::from_secs(1)));
     let tls = || -> anyhow::Result<_> {
-        let ca = target.ca.as_ref().ok_or_else(|| {
-            failure(2, format!("{url} needs --ca with the certificate authority to trust"))
-        })?;
-        let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
-        gotalk::tls::client_config(&pem).map_err(|e| failure(2, format!("{}: {e}", ca.display())))
+        let Some(ca) = target.ca.as_ref() else {
+            return gotalk::tls::system_client_config()
+                .map_err(|e| failure(USAGE, format!("{url}: {e}; give --ca PEM to trust")));
+        };
+        let pem =
+            std::fs::read(ca).map_err(|e| failure(USAGE, format!("--ca {}: {e}", ca.display())))?;
+        gotalk::tls::client_config(&pem)
+            .map_err(|e| failure(USAGE, format!("--ca {}: {e}", ca.display())))
     };
     let mut connector = gotalk::ws::Connector::new();
     match (&target.origin, target.no_origin, &url) {
         (None, false, _) => {}
         (_, _, Url::Tcp(_) | Url::Tls { .. }) => {
             return Err(failure(
-                2,
+                USAGE,
                 format!("{url}: an Origin is sent only to ws:// and wss:// urls"),
             ));
         }
         (Some(origin), _, _) => {
             http::HeaderValue::from_str(origin)
-                .map_err(|_| failure(2, format!("invalid --origin {origin:?}")))?;
+                .map_err(|_| failure(USAGE, format!("invalid --origin {origin:?}")))?;
             connector = connector.origin(origin);
         }
         (None, true, _) => connector = connector.no_origin(),
@@ -209,32 +235,132 @@ async fn connect(target: &Target, handlers: Handlers) -> anyhow::Result<Sock> {
             }
             Url::Ws(ws) => connector.connect(ws, handlers, config).await,
         }
-        .map_err(|e| failure(3, format!("cannot connect to {url}: {}", connect_error(&e))))
+        .map_err(|e| connect_error(&url, &e))
     };
-    within(target, connecting).await
+    tokio::time::timeout(limit, connecting).await.map_err(|_| {
+        // A gotalk server sends its version at once and a gateway answers the upgrade at
+        // once, so silence is a host that does not answer or a service that waits for more
+        // (an HTTP port reached over tcp://).
+        let hint = match url {
+            Url::Ws(_) => "no answer to the WebSocket upgrade",
+            Url::Tcp(_) | Url::Tls { .. } => "no gotalk handshake; is it a gotalk TCP port?",
+        };
+        failure(TIMEOUT, format!("timed out after {limit:?} connecting to {url} ({hint})"))
+    })?
 }
 
-fn connect_error(e: &Error) -> String {
-    match e {
-        Error::Connect(why) => why.clone(),
-        other => other.to_string(),
+/// Why connecting to `url` failed, in one line that names it and says what to change.
+fn connect_error(url: &Url, e: &Error) -> anyhow::Error {
+    use gotalk::CloseReason;
+    let message = match e {
+        Error::Connect(why) => match url {
+            Url::Ws(ws) => ws_connect_error(ws, why),
+            _ if why.contains("invalid peer certificate") => format!(
+                "cannot connect to {url}: {why} (give --ca PEM to trust the authority that \
+                 signed the server's certificate)"
+            ),
+            Url::Tls { .. } if why.contains("corrupt message") => {
+                format!("cannot connect to {url}: {why} (not a TLS port? a plain one takes tcp://)")
+            }
+            _ => format!("cannot connect to {url}: {}", refused_hint(why)),
+        },
+        Error::Closed(CloseReason::HandshakeTimeout(limit)) => {
+            return failure(
+                TIMEOUT,
+                format!("timed out after {limit:?} waiting for {url}'s gotalk handshake"),
+            );
+        }
+        Error::Closed(
+            reason @ (CloseReason::UnsupportedVersion(_) | CloseReason::InvalidMessage(_)),
+        ) => format!(
+            "{url} is not a gotalk server: it answered the handshake with something else \
+             ({reason}); check the port{}",
+            not_gotalk_hint(url)
+        ),
+        Error::Closed(reason) => format!(
+            "{url} closed the connection during the gotalk handshake ({reason}); check the \
+             port{}",
+            not_gotalk_hint(url)
+        ),
+        other => format!("cannot connect to {url}: {other}"),
+    };
+    failure(UNREACHABLE, message)
+}
+
+/// Where a gotalk server's other endpoints are, for a URL that reached something else.
+fn not_gotalk_hint(url: &Url) -> &'static str {
+    match url {
+        Url::Tcp(_) => {
+            " (gotalk over WebSocket is ws://host:port/gotalk/; a TLS port needs tls://)"
+        }
+        Url::Tls { .. } | Url::Ws(_) => "",
     }
+}
+
+fn refused_hint(why: &str) -> String {
+    if why.to_ascii_lowercase().contains("connection refused") {
+        format!("{why}: nothing listens on that port")
+    } else {
+        why.to_owned()
+    }
+}
+
+/// A WebSocket connection that failed: a path with no gotalk endpoint (the server answered
+/// a page, not an upgrade), or a port that does not speak HTTP.
+fn ws_connect_error(ws: &str, why: &str) -> String {
+    let uri: Option<http::Uri> = ws.parse().ok();
+    let path = uri.as_ref().map_or("/", |u| u.path());
+    if let Some(answer) = why.strip_prefix(gotalk::ws::UPGRADE_REFUSED) {
+        let status = answer.get(..3).and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
+        // The gateway's own refusals (origin, host, connection limits) say why themselves.
+        let refusal = matches!(status, 401 | 403 | 421 | 429 | 503);
+        if !refusal && path != "/gotalk/" {
+            let suggestion = uri
+                .as_ref()
+                .and_then(|u| Some(format!("{}://{}/gotalk/", u.scheme_str()?, u.authority()?)))
+                .map(|url| format!(": try {url}"))
+                .unwrap_or_default();
+            return format!(
+                "{ws} is not a gotalk WebSocket endpoint (the server answered {answer}); \
+                 `gotalk serve` has it at the path /gotalk/{suggestion}"
+            );
+        }
+        return format!("cannot connect to {ws}: the server answered {answer}");
+    }
+    if why.contains("httparse error") || why.starts_with("websocket handshake: HTTP") {
+        return format!(
+            "{ws} did not answer as an HTTP server ({why}); check the port (a gotalk TCP port \
+             takes tcp://host:port)"
+        );
+    }
+    if why.contains("invalid peer certificate") {
+        return format!(
+            "cannot connect to {ws}: {why} (give --ca PEM to trust the authority that signed \
+             the server's certificate)"
+        );
+    }
+    format!("cannot connect to {ws}: {}", refused_hint(why))
+}
+
+/// `--timeout` as a duration.
+fn timeout(target: &Target) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(target.timeout)
+        .map_err(|_| failure(USAGE, format!("invalid --timeout {}", target.timeout)))
 }
 
 async fn within<T>(
     target: &Target,
     work: impl std::future::Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<T> {
-    let limit = Duration::try_from_secs_f64(target.timeout)
-        .map_err(|_| failure(2, format!("invalid --timeout {}", target.timeout)))?;
-    tokio::time::timeout(limit, work)
-        .await
-        .map_err(|_| failure(3, format!("timed out after {limit:?}")))?
+    let limit = timeout(target)?;
+    tokio::time::timeout(limit, work).await.map_err(|_| {
+        failure(TIMEOUT, format!("timed out after {limit:?} waiting for the answer"))
+    })?
 }
 
 fn request_error(e: Error) -> anyhow::Error {
     match e {
-        Error::Remote(message) => failure(4, format!("error from server: {message}")),
+        Error::Remote(message) => failure(REMOTE, format!("error from server: {message}")),
         other => failure(1, other.to_string()),
     }
 }

@@ -9,7 +9,9 @@
 
 #![forbid(unsafe_code)]
 
+mod certs;
 mod client;
+mod config;
 pub mod docs;
 pub mod nofile;
 pub mod serve;
@@ -22,7 +24,7 @@ use clap::{Parser, Subcommand};
 
 /// gotalk for Rust: bidirectional requests, streams and notifications over one connection.
 #[derive(Parser, Debug)]
-#[command(name = "gotalk", version, about)]
+#[command(name = "gotalk", version, about, after_help = client::EXIT_STATUS)]
 struct Cli<S: clap::Args> {
     #[command(subcommand)]
     command: Command<S>,
@@ -33,10 +35,13 @@ enum Command<S: clap::Args> {
     /// Run the gotalk server: gotalk over WebSocket and TCP, one registry, the relay on.
     Serve(Box<S>),
     /// Call an operation and print its result.
+    #[command(after_help = client::EXIT_STATUS)]
     Call(client::CallArgs),
     /// Send a notification.
+    #[command(after_help = client::EXIT_STATUS)]
     Notify(client::NotifyArgs),
     /// Print notifications as they arrive, until the connection closes or ctrl-c.
+    #[command(after_help = client::EXIT_STATUS)]
     Listen(client::ListenArgs),
 }
 
@@ -45,7 +50,7 @@ enum Command<S: clap::Args> {
 /// (`command::<S>().debug_assert()`).
 pub fn command<S: clap::Args>() -> clap::Command {
     use clap::CommandFactory;
-    Cli::<S>::command()
+    config::with_sources(Cli::<S>::command())
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
@@ -68,7 +73,12 @@ where
     F: FnOnce(S) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let cli = Cli::<S>::parse();
+    let mut command = command::<S>();
+    let matches = config::matches(&command);
+    let cli = {
+        use clap::FromArgMatches;
+        Cli::<S>::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command).exit())
+    };
     run("gotalk", async {
         match cli.command {
             Command::Serve(args) => serve(*args).await,

@@ -43,6 +43,11 @@ pub struct Args {
     /// The PEM private key for --tls-cert.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Seconds between checks of --tls-cert and --tls-key for a new certificate, put in use
+    /// for new connections without a restart; 0 checks only on SIGHUP, which always reloads.
+    /// A file that cannot be used keeps the certificate in use, and is logged.
+    #[arg(long, default_value = "10", value_name = "SECONDS", value_parser = parse_seconds)]
+    tls_reload_interval: Duration,
     /// Also let pages from this origin open WebSockets (`https://app.example`, `null`, or
     /// `*` for any). Pages from the server's own origin and non-browser clients are always
     /// allowed. Repeat for several.
@@ -657,10 +662,8 @@ pub async fn run_with(
     let limits = args.listener_limits()?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
-            let cert =
-                std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
-            let key = std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
-            Some(gotalk::tls::server_config(&cert, &key)?)
+            let poll = Some(args.tls_reload_interval).filter(|d| !d.is_zero());
+            Some(crate::certs::server_config(cert, key, poll)?)
         }
         _ => None,
     };

@@ -113,8 +113,13 @@ async fn bad_input_exits_2_and_unreachable_exits_3() {
     assert!(text(&out.stderr).contains("cannot connect to tcp://127.0.0.1:"));
     assert!(text(&out.stderr).contains("refused"), "{}", text(&out.stderr));
 
+    // TLS needs no --ca (the system's authorities are trusted), so this is unreachable too;
+    // a --ca file that cannot be read is bad input.
     let out = run(&["call", "tls://127.0.0.1:1", "echo"]).await;
-    assert_eq!(out.status.code(), Some(2), "tls needs --ca");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let out = run(&["call", "--ca", "/nonexistent.pem", "tls://127.0.0.1:1", "echo"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--ca /nonexistent.pem"), "{}", text(&out.stderr));
 }
 
 #[tokio::test]

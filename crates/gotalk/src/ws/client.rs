@@ -534,16 +534,38 @@ where
     let upgrade = tokio_tungstenite::client_async_with_config(request, stream, Some(config));
     let (socket, _) = upgrade.await.map_err(|e| match e {
         tungstenite::Error::Http(response) => {
-            let body = response.body().as_deref().map(String::from_utf8_lossy);
-            Error::Connect(format!(
-                "upgrade refused: {} {}",
-                response.status(),
-                body.unwrap_or_default().trim()
-            ))
+            Error::Connect(format!("{UPGRADE_REFUSED}{}", describe_refusal(&response)))
         }
         e => Error::Connect(format!("websocket handshake: {e}")),
     })?;
     Ok(socket)
+}
+
+/// What an [`Error::Connect`] message starts with when the server answered the upgrade
+/// request with another HTTP response; the status follows (`upgrade refused: 404 Not Found`).
+pub const UPGRADE_REFUSED: &str = "upgrade refused: ";
+
+/// A response that refused the upgrade, in one line: its status, and its body when that is a
+/// short line of plain text (a gateway's reason); a page is named by its type, since its markup
+/// says nothing in an error message.
+fn describe_refusal(response: &http::Response<Option<Vec<u8>>>) -> String {
+    let status = response.status();
+    let body = response.body().as_deref().unwrap_or_default();
+    let text = std::str::from_utf8(body).map(str::trim).ok();
+    let content_type = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let plain = content_type.is_empty() || content_type.starts_with("text/plain");
+    match text {
+        _ if body.is_empty() => status.to_string(),
+        Some(text) if plain && text.len() <= 200 && !text.contains(['\n', '\r']) => {
+            format!("{status} {text}")
+        }
+        _ if content_type.is_empty() => format!("{status} (a body of {} bytes)", body.len()),
+        _ => format!("{status} (a {content_type} body of {} bytes)", body.len()),
+    }
 }
 
 /// Connects to the gotalk endpoint at a `ws://` URL. See [`Connector`] for `wss://` and
@@ -558,6 +580,29 @@ pub async fn connect(url: &str, handlers: Arc<Handlers>, config: Config) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_upgrade_is_one_line_without_the_page() {
+        let response = |content_type: &str, body: &str| {
+            let mut r = http::Response::new(Some(body.as_bytes().to_vec()));
+            *r.status_mut() = http::StatusCode::OK;
+            if !content_type.is_empty() {
+                r.headers_mut().insert(http::header::CONTENT_TYPE, content_type.parse().unwrap());
+            }
+            r
+        };
+        let page = "<!doctype html>\n<html><title>chat</title></html>\n";
+        assert_eq!(
+            describe_refusal(&response("text/html; charset=utf-8", page)),
+            format!("200 OK (a text/html; charset=utf-8 body of {} bytes)", page.len())
+        );
+        assert_eq!(
+            describe_refusal(&response("text/plain", "origin not allowed\n")),
+            "200 OK origin not allowed"
+        );
+        assert_eq!(describe_refusal(&response("", "")), "200 OK");
+        assert_eq!(describe_refusal(&response("", "two\nlines")), "200 OK (a body of 9 bytes)");
+    }
 
     #[test]
     fn the_default_origin_is_the_urls_own() {

@@ -35,6 +35,7 @@ mod utf8;
 
 pub use client::{
     connect, pair, socket_config, Connector, WsError, WsEvent, WsMessage, WsReader, WsWriter,
+    UPGRADE_REFUSED,
 };
 pub use server::{server, ServerReader, ServerWriter};
 
