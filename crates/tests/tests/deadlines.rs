@@ -78,7 +78,8 @@ async fn the_connection_default_bounds_single_calls_at_its_edge_and_a_call_may_l
     let sleep = |ms: u64| serde_json::json!({ "ms": ms });
 
     // Answered well within the default: passes.
-    let quick = within("quick", client.request::<_, serde_json::Value>("sleep", &sleep(100)));
+    let (ms100, ms700) = (sleep(100), sleep(700));
+    let quick = within("quick", client.request::<_, serde_json::Value>("sleep", &ms100));
     quick.await.expect("a call answered within the default timeout");
     // Answered well after it: times out with the default's value.
     let slow = within("slow", client.request::<_, serde_json::Value>("sleep", &sleep(700))).await;
@@ -87,7 +88,7 @@ async fn the_connection_default_bounds_single_calls_at_its_edge_and_a_call_may_l
     let slow = within("slow", client.buffer_request("sleep", r#"{"ms":700}"#)).await;
     assert!(matches!(slow, Err(Error::Timeout(_))), "{slow:?}");
     // One call may have no deadline, or a longer one.
-    let lifted = client.with_timeout(None).request::<_, serde_json::Value>("sleep", &sleep(700));
+    let lifted = client.with_timeout(None).request::<_, serde_json::Value>("sleep", &ms700);
     within("lifted", lifted).await.expect("no deadline for this call");
     let longer =
         client.with_timeout(Duration::from_secs(2)).buffer_request("sleep", r#"{"ms":700}"#);
@@ -96,15 +97,16 @@ async fn the_connection_default_bounds_single_calls_at_its_edge_and_a_call_may_l
 
 #[tokio::test]
 async fn a_deadline_bounds_the_retries_too() {
-    // One slot, held; the second call is answered with RetryResults every 100 ms.
+    // One slot per connection, held; the second call is answered with RetryResults every
+    // 100 ms.
     let config = Config::default()
         .request_limit(1)
         .retry_wait(Duration::from_millis(100), Duration::from_millis(100));
     let server = start(common::handlers(), config).await;
     let client =
         connect_with(server.addr, Handlers::new(), Config::default().max_retries(1000)).await;
-    let holder = connect(server.addr).await;
-    let hold = tokio::spawn(async move { holder.buffer_request("sleep", r#"{"ms":2000}"#).await });
+    let holder = client.clone();
+    let hold = tokio::spawn(async move { holder.buffer_request("sleep", r#"{"ms":3000}"#).await });
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let started = std::time::Instant::now();
@@ -127,10 +129,8 @@ async fn a_streaming_call_past_its_deadline_ends_both_ways() {
         .await
         .unwrap();
     assert_eq!(within("first part", response.next()).await.unwrap(), Some(Bytes::from("one")));
-    let started = Instant::now();
     let outcome = within("deadline", response.next()).await;
     assert!(matches!(outcome, Err(Error::Timeout(_))), "{outcome:?}");
-    assert!(started.elapsed() < Duration::from_millis(300));
     // The request stream was ended with it, while this side held its writer: the echo handler
     // saw the end of its input and ended its result, which arrives late.
     late_results(&client, 1).await;

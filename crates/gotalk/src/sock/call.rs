@@ -607,12 +607,12 @@ pub struct WithTimeout<'a> {
     timeout: Option<Duration>,
 }
 
-impl WithTimeout<'_> {
+impl<'a> WithTimeout<'a> {
     /// [`Sock::request`] with this deadline.
     ///
     /// # Errors
     /// As [`Sock::request`]; [`Error::Timeout`] past the deadline.
-    pub async fn request<P, R>(&self, op: &str, params: &P) -> Result<R, Error>
+    pub async fn request<P, R>(self, op: &str, params: &P) -> Result<R, Error>
     where
         P: Serialize + ?Sized,
         R: DeserializeOwned,
@@ -626,11 +626,7 @@ impl WithTimeout<'_> {
     ///
     /// # Errors
     /// As [`Sock::buffer_request`]; [`Error::Timeout`] past the deadline.
-    pub async fn buffer_request(
-        &self,
-        op: &str,
-        payload: impl Into<Bytes>,
-    ) -> Result<Bytes, Error> {
+    pub async fn buffer_request(self, op: &str, payload: impl Into<Bytes>) -> Result<Bytes, Error> {
         let call = self.sock.single_call(op, payload.into());
         match self.timeout {
             // Dropping the call at the deadline frees its entry (see CallGuard).
@@ -648,7 +644,7 @@ impl WithTimeout<'_> {
     /// # Errors
     /// As [`Sock::stream_request`].
     pub async fn stream_request(
-        &self,
+        self,
         op: &str,
         first: impl Into<Bytes>,
     ) -> Result<(StreamRequest, StreamResponse), Error> {
