@@ -148,6 +148,10 @@ pub(crate) struct LimitArgs {
     /// Seconds a message may take from its first byte to its last; 0 turns it off.
     #[arg(long, value_name = "SECONDS")]
     frame_timeout: Option<f64>,
+    /// Seconds the requests an application's handlers send to their peers wait for a result
+    /// before failing as timed out; 0 (the default) waits until the connection closes.
+    #[arg(long, value_name = "SECONDS")]
+    request_timeout: Option<f64>,
     /// Seconds between heartbeats; 0 sends none.
     #[arg(long, value_name = "SECONDS")]
     heartbeat: Option<f64>,
@@ -226,6 +230,9 @@ impl LimitArgs {
         }
         if let Some(s) = self.frame_timeout {
             config = config.frame_timeout(Some(seconds(s)?).filter(|d| !d.is_zero()));
+        }
+        if let Some(s) = self.request_timeout {
+            config = config.request_timeout(Some(seconds(s)?).filter(|d| !d.is_zero()));
         }
         if let Some((min, max)) = self.retry_wait {
             config = config.retry_wait(seconds(min)?, seconds(max)?);

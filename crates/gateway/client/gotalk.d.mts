@@ -39,6 +39,7 @@ export type Handlers = gotalk.Handlers;
 export type EventEmitter<M> = gotalk.EventEmitter<M>;
 export type Configuration = gotalk.Configuration;
 export type KeepAliveOptions = gotalk.KeepAliveOptions;
+export type CallOptions = gotalk.CallOptions;
 export type State = gotalk.State;
 export type SockEventMap = gotalk.SockEventMap;
 export type Payload = gotalk.Payload;

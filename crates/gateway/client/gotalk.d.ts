@@ -133,6 +133,8 @@ declare namespace gotalk {
     retryTimeout?: number;
     /** At most this many RetryResults honoured per request as well. Default: no bound. */
     maxRetries?: number;
+    /** Sets `Sock.requestTimeout`: the deadline (ms) of requests that give none. */
+    requestTimeout?: number;
     /** Messages that may wait for the connection. Default 100. */
     sendLimit?: number;
     /** The largest payload accepted from the server, bytes. Default 16 MiB. */
@@ -211,6 +213,11 @@ declare namespace gotalk {
     heartbeatInterval: number;
     /** Messages that may wait for the connection. Default 100. */
     sendBufferLimit: number;
+    /**
+     * The deadline (ms) of a request or bufferRequest that gives no `timeout` of its own;
+     * past it the call rejects with a `TimeoutError`. Default 0: none.
+     */
+    requestTimeout: number;
 
     open(addr?: string, cb?: (err: Error | null, s: this) => void): this;
     open(cb: (err: Error | null, s: this) => void): this;
@@ -219,10 +226,15 @@ declare namespace gotalk {
 
     /** A request with JSON in and out. */
     request<R = any>(op: string, value?: any, cb?: (err: Error | null, result: R) => void): Promise<R>;
+    request<R = any>(op: string, value: any, options?: CallOptions, cb?: (err: Error | null, result: R) => void): Promise<R>;
     /** A request with raw bytes in and out. */
     bufferRequest(op: string, buf: Payload, cb?: (err: Error | null, result: Uint8Array) => void): Promise<Uint8Array>;
-    /** A request whose parts the page writes and whose result parts arrive as `data`. */
-    streamRequest(op: string): StreamRequest;
+    bufferRequest(op: string, buf: Payload, options?: CallOptions, cb?: (err: Error | null, result: Uint8Array) => void): Promise<Uint8Array>;
+    /**
+     * A request whose parts the page writes and whose result parts arrive as `data`. With
+     * options, its deadline or abort ends it: `end` carries the TimeoutError or the reason.
+     */
+    streamRequest(op: string, options?: CallOptions): StreamRequest;
     /** A request answered by sources, each with a header and its own frames. */
     sources(op: string, body?: Payload, options?: SourcesOptions): Sources;
     notify(name: string, value: any): void;
@@ -248,6 +260,18 @@ declare namespace gotalk {
     requestp<R = any>(op: string, value?: any): Promise<R>;
     /** @deprecated use bufferRequest */
     bufferRequestp(op: string, buf: Payload): Promise<Uint8Array>;
+  }
+
+  /**
+   * A call's deadline and cancellation. Past `timeout` ms (default: the sock's
+   * `requestTimeout`; 0: none) the call rejects with an Error named `TimeoutError`; when
+   * `signal` aborts, with its reason (an `AbortError` unless given another), as fetch() does.
+   * Either way its result is dropped if it comes later; the server is not told, and its
+   * handler runs on until it answers or the connection closes.
+   */
+  interface CallOptions {
+    timeout?: number;
+    signal?: AbortSignal;
   }
 
   interface StreamRequest extends EventEmitter<{ data: Uint8Array; end: Error | null }> {

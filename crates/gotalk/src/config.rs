@@ -41,6 +41,7 @@ pub struct Config {
     pub(crate) retry_wait_min: Duration,
     pub(crate) retry_wait_max: Duration,
     pub(crate) max_retries: u32,
+    pub(crate) request_timeout: Option<Duration>,
     pub(crate) frame_timeout: Option<Duration>,
     pub(crate) write_timeout: Duration,
     pub(crate) send_queue_bytes: usize,
@@ -80,6 +81,7 @@ impl Default for Config {
             retry_wait_min: Duration::from_millis(500),
             retry_wait_max: Duration::from_millis(5000),
             max_retries: 5,
+            request_timeout: None,
             frame_timeout: Some(Duration::from_secs(300)),
             write_timeout: Duration::from_secs(30),
             send_queue_bytes: 4 << 20,
@@ -107,6 +109,7 @@ impl fmt::Debug for Config {
             .field("retry_wait_min", &self.retry_wait_min)
             .field("retry_wait_max", &self.retry_wait_max)
             .field("max_retries", &self.max_retries)
+            .field("request_timeout", &self.request_timeout)
             .field("frame_timeout", &self.frame_timeout)
             .field("write_timeout", &self.write_timeout)
             .field("send_queue_bytes", &self.send_queue_bytes)
@@ -172,6 +175,25 @@ impl Config {
     /// [`Error::Retry`](crate::Error::Retry).
     pub fn max_retries(mut self, n: u32) -> Self {
         self.max_retries = n;
+        self
+    }
+
+    /// How long this side's single requests ([`Sock::request`](crate::Sock::request) and
+    /// [`Sock::buffer_request`](crate::Sock::buffer_request), retries included) wait for their
+    /// result. Default `None`: no deadline. Past it the call fails with
+    /// [`Error::Timeout`](crate::Error::Timeout), its entry is freed, and a result that comes
+    /// later is dropped and counted in [`Sock::late_results`](crate::Sock::late_results).
+    /// [`Sock::with_timeout`](crate::Sock::with_timeout) overrides it for one call, and is
+    /// the only way to put a deadline on a streaming request: a stream (a sources
+    /// subscription, say) may rightly last as long as its connection.
+    ///
+    /// No deadline by default, as in Go and gotalk.js: a peer that dies or goes silent is
+    /// found by the liveness checks (within 45 s by default), which fail every call in flight,
+    /// so only a live peer's slow handler can hold a call, and how long that may take is the
+    /// application's to say. The timeout is local: the peer is not told, and its handler runs
+    /// on until it answers or the connection closes.
+    pub fn request_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.request_timeout = timeout;
         self
     }
 

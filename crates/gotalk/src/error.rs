@@ -136,6 +136,13 @@ pub enum Error {
         /// How many times the request was sent.
         attempts: u32,
     },
+    /// No result arrived within the call's timeout (its own, or the connection's
+    /// [`request_timeout`](crate::Config::request_timeout)). The call was abandoned here and its
+    /// entry freed; the peer was not told (the protocol has no cancel message), and a result
+    /// that arrives later is dropped and counted in
+    /// [`Sock::late_results`](crate::Sock::late_results).
+    #[error("no result within {0:?}; the call was abandoned")]
+    Timeout(Duration),
     /// The connection closed before the request completed.
     #[error("socket is closed: {0}")]
     Closed(CloseReason),

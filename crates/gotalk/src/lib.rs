@@ -98,7 +98,7 @@ pub use handlers::Handlers;
 pub use memory::{Exhausted, MemoryBudget, DEFAULT_PROCESS_BUDGET};
 pub use sock::{
     ConnInfo, Heartbeat, Sock, StreamInput, StreamOutput, StreamRequest, StreamResponse,
-    TransportKind, UpgradeRequest,
+    TransportKind, UpgradeRequest, WithTimeout,
 };
 
 /// Locks a table. Every critical section in this crate is a single map or field operation,

@@ -13,7 +13,7 @@ gotalk.version = '@VERSION@';
 // The Core's entry points take a kind first; these mirror wasm-client/src/core/mod.rs.
 const SEND_NOTIFY = 0, SEND_STREAM = 1;
 const ANSWER_RESULT = 0, ANSWER_ERROR = 1, ANSWER_PART = 2, ANSWER_END = 3;
-const EVENT_ONLINE = 0, EVENT_VISIBLE = 1, EVENT_HEARTBEAT = 2;
+const EVENT_ONLINE = 0, EVENT_VISIBLE = 1, EVENT_HEARTBEAT = 2, EVENT_CANCEL = 3;
 const GET_STATE = 0, GET_NEXT_RECONNECT = 1, GET_ADDRESS = 2, GET_QUEUED = 3;
 const SET_HEARTBEAT_MS = 0, SET_SEND_LIMIT = 1;
 
@@ -129,6 +129,30 @@ function decodeJSON(buf) {
 function encodeJSON(value) {
   const json = JSON.stringify(value);
   return json === undefined ? '' : json;
+}
+
+// An Error with a name to check, as the platform's own: a DOMException where there is one.
+function named(name, message) {
+  return typeof DOMException === 'function' ? new DOMException(message, name) : Object.assign(new Error(message), { name });
+}
+
+// A call given up on: its AbortSignal's reason, as fetch() rejects with, or a TimeoutError.
+function abortReason(signal) {
+  return signal.reason !== undefined ? signal.reason : named('AbortError', 'gotalk: the call was aborted');
+}
+
+// Runs giveUp(err) at the call's deadline or when its signal aborts, whichever is first;
+// options: {timeout (ms; 0 or none: no deadline), signal}. Returns what stops both.
+function deadline(options, what, giveUp) {
+  const { timeout, signal } = options;
+  const onAbort = () => giveUp(abortReason(signal));
+  const timer = timeout > 0 &&
+    setTimeout(() => giveUp(named('TimeoutError', 'gotalk: no result for ' + what + ' within ' + timeout + ' ms')), timeout);
+  if (signal) signal.addEventListener('abort', onAbort);
+  return () => {
+    if (timer) clearTimeout(timer);
+    if (signal) signal.removeEventListener('abort', onAbort);
+  };
 }
 
 function messageOf(err) {
@@ -434,7 +458,7 @@ function Sock(handlers, proto) {
     handlers: { value: handlers || gotalk.defaultHandlers, enumerable: true },
     protocol: { value: proto || gotalk.protocol.binary, enumerable: true, writable: true },
     _core: { value: null, writable: true },
-    _settings: { value: { heartbeatInterval: 20000, sendBufferLimit: 100 }, writable: true },
+    _settings: { value: { heartbeatInterval: 20000, sendBufferLimit: 100, requestTimeout: 0 }, writable: true },
     _streams: { value: new Map() },
     _incoming: { value: new Map() },
     _calls: { value: new Map() },
@@ -488,6 +512,12 @@ Object.defineProperties(Sock.prototype, {
   heartbeatInterval: setting('heartbeatInterval', SET_HEARTBEAT_MS),
   // Messages that may wait for the connection (default 100, as gotalk.js).
   sendBufferLimit: setting('sendBufferLimit', SET_SEND_LIMIT),
+  // The deadline (ms) of a request that gives no `timeout` of its own; 0 (the default): none.
+  requestTimeout: {
+    get() { return this._settings.requestTimeout; },
+    set(value) { this._settings.requestTimeout = value > 0 ? value : 0; },
+    enumerable: true,
+  },
   // "connecting", "open", "reconnecting", "offline" or "closed".
   state: {
     get() { return this._core ? this._core.get(GET_STATE) : (this._opening ? 'connecting' : 'closed'); },
@@ -562,12 +592,14 @@ Sock.prototype._openCore = function (url, keepalive, options) {
 // retryTimeout (ms after a request is made that its RetryResults are honoured, default
 // 30000), maxRetries (a bound on them too; none by default), sendLimit, maxPayload, and
 // deadAfter (ms of silence after which the server counts as dead and the connection is given
-// up: event `dead`, then `close`; default twice the server's heartbeat gap + 5 s; 0: never).
+// up: event `dead`, then `close`; default twice the server's heartbeat gap + 5 s; 0: never),
+// and requestTimeout (sets `sock.requestTimeout`).
 Sock.prototype.openKeepAlive = function (addr, options) {
   if (addr && typeof addr === 'object') {
     options = addr;
     addr = undefined;
   }
+  if (options && options.requestTimeout !== undefined) this.requestTimeout = options.requestTimeout;
   const url = resolveAddress(addr);
   this._opening = true;
   this._openCore(url, true, options);
@@ -607,34 +639,64 @@ Sock.prototype.address = function () {
   return (this._core && this._core.get(GET_ADDRESS)) || null;
 };
 
-// A request's promise, settled by the Core through `settle` (below) by its token.
-Sock.prototype._call = function (op, buf) {
+// A request's promise, settled by the Core through `settle` (below) by its token, or here
+// at its deadline or when its signal aborts. The Core is then told to drop the call, so a
+// result that comes later is dropped; the server is not told (the protocol cannot say it).
+Sock.prototype._call = function (op, buf, options) {
+  options = callOptions(this, options);
   return new Promise((resolve, reject) => {
+    if (options.signal && options.signal.aborted) return reject(abortReason(options.signal));
     const token = ++this._lastToken;
+    let sent = false;
+    const stop = deadline(options, '"' + op + '"', (err) => {
+      if (!this._calls.delete(token)) return;
+      stop();
+      if (sent) this._core.event(EVENT_CANCEL, token);
+      reject(err);
+    });
+    const settled = (fn) => (value) => {
+      stop();
+      fn(value);
+    };
+    this._calls.set(token, [settled(resolve), settled(reject)]);
     const send = (core) => {
-      this._calls.set(token, [resolve, reject]);
+      if (!this._calls.has(token)) return;
       try {
         core.request(op, buf, token);
+        sent = true;
       } catch (err) {
         this._calls.delete(token);
-        reject(err);
+        settled(reject)(err);
       }
     };
     if (this._core) send(this._core);
-    else this._with(send, reject);
+    else this._with(send, (err) => this._calls.delete(token) && settled(reject)(err));
   });
 };
 
-Sock.prototype.bufferRequest = function (op, buf, cb) {
-  return callback(this._call(op, buf), cb);
+// {timeout, signal} with the sock's default timeout where none is given.
+function callOptions(sock, options) {
+  const o = options && typeof options === 'object' ? options : {};
+  return { timeout: o.timeout !== undefined ? o.timeout : sock._settings.requestTimeout, signal: o.signal };
+}
+
+// (op, payload[, options][, cb]), as gotalk.js's (op, payload[, cb]) with options between.
+function callArgs(options, cb) {
+  return typeof options === 'function' ? [undefined, options] : [options, cb];
+}
+
+Sock.prototype.bufferRequest = function (op, buf, options, cb) {
+  [options, cb] = callArgs(options, cb);
+  return callback(this._call(op, buf, options), cb);
 };
 
-Sock.prototype.request = function (op, value, cb) {
-  if (typeof value === 'function' && cb === undefined) {
+Sock.prototype.request = function (op, value, options, cb) {
+  if (typeof value === 'function' && options === undefined) {
     cb = value;
     value = undefined;
   }
-  const p = this._call(op, encodeJSON(value)).then(decodeJSON);
+  [options, cb] = callArgs(options, cb);
+  const p = this._call(op, encodeJSON(value), options).then(decodeJSON);
   return callback(p, cb);
 };
 
@@ -666,14 +728,33 @@ Sock.prototype.sendHeartbeat = function (load) {
 
 // A stream request: nothing is sent until the first write. write(buf) sends a part (an empty
 // one, or end(), finishes the request); `data` events carry the result's parts and `end`
-// (null, or the Error) its end.
-function StreamRequest(sock, op) {
+// (null, or the Error) its end. Options {timeout, signal} bound the whole exchange: at the
+// deadline or the abort, the request is ended and `end` carries the TimeoutError or the
+// signal's reason. No deadline unless given here: a stream may last as long as its socket.
+function StreamRequest(sock, op, options) {
   Object.defineProperties(this, {
     op: { value: op, enumerable: true },
     id: { value: ++sock._lastToken, enumerable: true },
     _sock: { value: sock },
     _ended: { value: false, writable: true },
+    _stop: { value: null, writable: true },
   });
+  const o = options || {};
+  if (o.timeout > 0 || o.signal) {
+    // Ends the request stream, as end() would, and stops listening to its result.
+    const giveUp = (err) => {
+      this._stop();
+      if (!this._ended && sock._streams.get(this.id) === this && sock._core) {
+        guard(() => sock._core.send(SEND_STREAM, this.id, this.op, null));
+      }
+      this._ended = true;
+      sock._streams.delete(this.id);
+      this.emit('end', err);
+    };
+    this._stop = deadline(o, 'stream "' + op + '"', giveUp);
+    if (o.signal && o.signal.aborted) queueMicrotask(() => !this._ended && giveUp(abortReason(o.signal)));
+    this.once('end', () => this._stop());
+  }
 }
 EventEmitter.mixin(StreamRequest.prototype);
 gotalk.StreamRequest = StreamRequest;
@@ -687,7 +768,8 @@ StreamRequest.prototype.write = function (buf) {
   const streams = this._sock._streams;
   streams.set(this.id, this);
   this._sock._with(
-    (core) => core.send(SEND_STREAM, this.id, this.op, buf),
+    // Not once the stream was given up on while the wasm loaded.
+    (core) => streams.get(this.id) === this && core.send(SEND_STREAM, this.id, this.op, buf),
     (err) => {
       if (streams.delete(this.id)) {
         this._ended = true;
@@ -701,8 +783,8 @@ StreamRequest.prototype.end = function () {
   this.write(null);
 };
 
-Sock.prototype.streamRequest = function (op) {
-  return new StreamRequest(this, op);
+Sock.prototype.streamRequest = function (op, options) {
+  return new StreamRequest(this, op, options);
 };
 
 // ---------------------------------------------------------------------------------------------

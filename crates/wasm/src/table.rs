@@ -37,6 +37,12 @@ impl<K: PartialEq + Copy, V> Table<K, V> {
         Some(self.entries.swap_remove(at).1)
     }
 
+    /// Removes and returns the first entry whose value matches.
+    pub(crate) fn remove_where(&mut self, matches: impl Fn(&V) -> bool) -> Option<V> {
+        let at = self.entries.iter().position(|(_, v)| matches(v))?;
+        Some(self.entries.swap_remove(at).1)
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -62,6 +68,9 @@ mod tests {
         assert_eq!(t.get_mut(1).map(|v| *v), Some("c"));
         assert_eq!(t.remove(1), Some("c"));
         assert_eq!(t.remove(1), None);
+        t.insert(3, "d");
+        assert_eq!(t.remove_where(|v| *v == "d"), Some("d"));
+        assert_eq!(t.remove_where(|v| *v == "d"), None);
         assert_eq!(t.take(), vec![(2, "b")]);
         assert!(t.is_empty());
     }

@@ -1,7 +1,8 @@
-//! Requests this side sends: the table of calls waiting for results, retries, notifications
-//! and streaming requests.
+//! Requests this side sends: the table of calls waiting for results, retries, deadlines,
+//! notifications and streaming requests.
 
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -9,6 +10,7 @@ use gotalk_protocol::{Frame, Id, Name};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::oneshot;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{lock, IdMap, Sock};
 use crate::error::{CloseReason, Error};
@@ -103,28 +105,61 @@ pub(crate) fn from_json<T: DeserializeOwned>(payload: &[u8]) -> Result<T, serde_
 impl Sock {
     /// Sends a request with a JSON value and decodes the JSON result.
     ///
-    /// An empty result decodes as JSON `null`, so `()` and `Option<T>` accept it.
+    /// An empty result decodes as JSON `null`, so `()` and `Option<T>` accept it. The
+    /// connection's [`request_timeout`](crate::Config::request_timeout) bounds the wait, if set;
+    /// [`with_timeout`](Self::with_timeout) gives one call a deadline of its own.
     ///
     /// # Errors
     /// [`Error::Remote`] for an ErrorResult, [`Error::Retry`] when retries run out,
     /// [`Error::Json`] for a value that does not encode or a result that does not decode,
-    /// [`Error::Closed`] when the connection closes first.
+    /// [`Error::Timeout`] past the deadline, [`Error::Closed`] when the connection closes
+    /// first.
     pub async fn request<P, R>(&self, op: &str, params: &P) -> Result<R, Error>
     where
         P: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let result = self.buffer_request(op, to_json(params)?).await?;
-        Ok(from_json(&result)?)
+        self.with_timeout(self.shared.config.request_timeout).request(op, params).await
+    }
+
+    /// This sock, with `timeout` as the deadline of the requests made through it instead of
+    /// the connection's [`request_timeout`](crate::Config::request_timeout); `None` for no deadline.
+    ///
+    /// A call past its deadline fails with [`Error::Timeout`] and frees its entry at once. The
+    /// deadline is local: the protocol has no way to cancel a request, so the peer's handler
+    /// runs on until it answers (the late result is dropped and counted in
+    /// [`late_results`](Self::late_results)) or the connection closes, which drops it.
+    ///
+    /// ```no_run
+    /// # async fn f(sock: gotalk::Sock) -> Result<(), gotalk::Error> {
+    /// use std::time::Duration;
+    ///
+    /// let sum: u32 = sock.with_timeout(Duration::from_secs(2)).request("add", &[1, 2]).await?;
+    /// // A deadline for a whole streaming request: the response fails with Error::Timeout
+    /// // and the request stream is ended when it passes.
+    /// let (mut parts, mut results) =
+    ///     sock.with_timeout(Duration::from_secs(30)).stream_request("upload", "first").await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_timeout(&self, timeout: impl Into<Option<Duration>>) -> WithTimeout<'_> {
+        WithTimeout { sock: self, timeout: timeout.into() }
+    }
+
+    /// How many result messages arrived for calls no longer waiting for them: calls that
+    /// timed out or were dropped, and stream responses dropped before their end (each part
+    /// counts). They are dropped, not treated as errors.
+    pub fn late_results(&self) -> u64 {
+        self.shared.late_results.load(Ordering::Relaxed)
     }
 
     /// Sends a request with raw bytes and returns the raw result. A RetryResult is honoured:
     /// the request is sent again with a new id after the wait, up to the configured number of
     /// retries. A streaming result is collected into one buffer, up to the payload limit.
     ///
-    /// Dropping the future abandons the request and frees its entry at once, so a deadline is
-    /// `tokio::time::timeout(limit, sock.buffer_request(op, payload))`; a late result is
-    /// discarded.
+    /// The connection's [`request_timeout`](crate::Config::request_timeout) bounds the whole call,
+    /// retries included; [`with_timeout`](Self::with_timeout) sets another. Dropping the
+    /// future abandons the request and frees its entry at once, as a timeout does; a late
+    /// result is discarded and counted.
     ///
     /// # Errors
     /// As [`request`](Sock::request), and [`Error::PayloadTooLarge`] or [`Error::NameTooLong`]
@@ -134,8 +169,12 @@ impl Sock {
         op: &str,
         payload: impl Into<Bytes>,
     ) -> Result<Bytes, Error> {
+        self.with_timeout(self.shared.config.request_timeout).buffer_request(op, payload).await
+    }
+
+    /// [`buffer_request`](Self::buffer_request) without a deadline.
+    async fn single_call(&self, op: &str, payload: Bytes) -> Result<Bytes, Error> {
         let op = Name::new(op)?;
-        let payload = payload.into();
         self.check_size(payload.len())?;
         let mut attempts = 0;
         loop {
@@ -194,6 +233,10 @@ impl Sock {
     /// because on the wire a streaming request with an empty first part is a stream that has
     /// already ended, as Go and gotalk.js treat it.
     ///
+    /// No deadline applies, not even the connection's [`request_timeout`](crate::Config::request_timeout):
+    /// a stream may rightly last as long as its connection. Give one with
+    /// [`with_timeout`](Self::with_timeout).
+    ///
     /// # Errors
     /// [`Error::NameTooLong`], [`Error::PayloadTooLarge`], [`Error::Ending`], [`Error::Closed`].
     pub async fn stream_request(
@@ -201,18 +244,60 @@ impl Sock {
         op: &str,
         first: impl Into<Bytes>,
     ) -> Result<(StreamRequest, StreamResponse), Error> {
+        self.open_stream(op, first.into(), None).await
+    }
+
+    async fn open_stream(
+        &self,
+        op: &str,
+        payload: Bytes,
+        timeout: Option<Duration>,
+    ) -> Result<(StreamRequest, StreamResponse), Error> {
         let op = Name::new(op)?;
-        let payload = first.into();
         self.check_size(payload.len())?;
         let budget = Some(self.shared.budget.clone());
         let (tx, rx) = parts(self.shared.config.stream_buffer_bytes, budget);
         let id = self.add_call(Call::Stream(tx))?;
-        let response = StreamResponse { sock: self.clone(), id, rx, done: false };
-        let mut request = StreamRequest { sock: self.clone(), id, ended: false, unsent: Some(op) };
+        let out = Arc::new(Mutex::new(Outgoing { unsent: Some(op), ended: false, expired: None }));
+        let deadline = timeout.map(|t| self.stream_deadline(id, out.clone(), t));
+        let response =
+            StreamResponse { sock: self.clone(), id, rx, done: false, _deadline: deadline };
+        let mut request = StreamRequest { sock: self.clone(), id, out };
         if !payload.is_empty() {
-            request.start(payload).await?;
+            request.push(payload, false).await?;
         }
         Ok((request, response))
+    }
+
+    /// Ends the stream request `id` at `timeout` from now unless its response is dropped
+    /// first: the response fails with [`Error::Timeout`], its entry is freed, and the request
+    /// stream is ended so the peer's handler sees the end of its input.
+    fn stream_deadline(&self, id: Id, out: Arc<Mutex<Outgoing>>, timeout: Duration) -> DropGuard {
+        let stop = CancellationToken::new();
+        let sock = self.clone();
+        let stopped = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(timeout) => {}
+                _ = stopped.cancelled() => return,
+                _ = sock.shared.cancel.cancelled() => return,
+            }
+            // A response that already ended has nothing left to time out.
+            let Some(call) = sock.remove_call(id) else { return };
+            call.fail(Error::Timeout(timeout));
+            let mut out = lock(&out);
+            if !out.ended {
+                out.ended = true;
+                out.expired = Some(timeout);
+                // Under the lock the writer queues its parts under, so the end goes out after
+                // every part already queued and no part can follow it. Nothing was sent for a
+                // request whose first part never went: there is nothing to end.
+                if out.unsent.is_none() {
+                    sock.send_now(Frame::StreamRequestPart { id, payload: Bytes::new() });
+                }
+            }
+        });
+        stop.drop_guard()
     }
 
     pub(crate) fn check_size(&self, len: usize) -> Result<(), Error> {
@@ -276,6 +361,7 @@ impl Sock {
         let Some(id) = frame.id() else { return };
         let mut calls = lock(&self.shared.calls);
         let Some(call) = calls.map.get_mut(&id) else {
+            self.shared.late_results.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(parent: &self.shared.span, %id, "result for no pending request");
             return;
         };
@@ -360,14 +446,33 @@ impl Sock {
     }
 }
 
+/// What the writing side of a streaming request has sent, shared with its deadline.
+#[derive(Debug)]
+struct Outgoing {
+    /// The op, until the request itself (`s`) has gone out with the first part.
+    unsent: Option<Name>,
+    ended: bool,
+    /// Set when the call's deadline passed and ended the stream.
+    expired: Option<Duration>,
+}
+
+impl Outgoing {
+    fn still_open(&self) -> Result<(), Error> {
+        match self.expired {
+            Some(timeout) => Err(Error::Timeout(timeout)),
+            None if self.ended => Err(Error::StreamEnded),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The writing side of a streaming request.
 #[derive(Debug)]
 pub struct StreamRequest {
     sock: Sock,
     id: Id,
-    ended: bool,
-    /// The op, until the request itself (`s`) has gone out with the first part.
-    unsent: Option<Name>,
+    /// Shared with the deadline, which may end the stream while this side is not writing.
+    out: Arc<Mutex<Outgoing>>,
 }
 
 impl StreamRequest {
@@ -375,59 +480,62 @@ impl StreamRequest {
     /// stream, which is what [`end`](Self::end) is for.
     ///
     /// # Errors
-    /// [`Error::StreamEnded`] after `end`, [`Error::PayloadTooLarge`], [`Error::Closed`].
+    /// [`Error::StreamEnded`] after `end`, [`Error::Timeout`] once the call's deadline ended
+    /// the stream, [`Error::PayloadTooLarge`], [`Error::Closed`].
     pub async fn write(&mut self, part: impl Into<Bytes>) -> Result<(), Error> {
-        if self.ended {
-            return Err(Error::StreamEnded);
-        }
+        self.check_open()?;
         let payload = part.into();
         if payload.is_empty() {
             return Ok(());
         }
         self.sock.check_size(payload.len())?;
-        if self.unsent.is_some() {
-            return self.start(payload).await;
-        }
-        self.sock.send(Frame::StreamRequestPart { id: self.id, payload }).await
-    }
-
-    /// Sends the request itself with its first part; an empty one ends it at once.
-    async fn start(&mut self, payload: Bytes) -> Result<(), Error> {
-        let Some(op) = self.unsent.take() else { return Ok(()) };
-        self.sock.send(Frame::StreamRequest { id: self.id, op, payload }).await
+        self.push(payload, false).await
     }
 
     /// Ends the request stream.
     ///
     /// # Errors
-    /// [`Error::StreamEnded`] if already ended, [`Error::Closed`].
+    /// [`Error::StreamEnded`] if already ended, [`Error::Timeout`] once the call's deadline
+    /// ended it, [`Error::Closed`].
     pub async fn end(&mut self) -> Result<(), Error> {
-        if self.ended {
-            return Err(Error::StreamEnded);
-        }
-        self.ended = true;
-        if self.unsent.is_some() {
-            return self.start(Bytes::new()).await;
-        }
-        self.sock.send(Frame::StreamRequestPart { id: self.id, payload: Bytes::new() }).await
+        self.check_open()?;
+        self.push(Bytes::new(), true).await
+    }
+
+    fn check_open(&self) -> Result<(), Error> {
+        lock(&self.out).still_open()
+    }
+
+    /// Queues a part (the request itself with the first), or the end. What goes out is
+    /// decided only once there is room, under the lock the deadline ends the stream under.
+    async fn push(&mut self, payload: Bytes, end: bool) -> Result<(), Error> {
+        let room = self.sock.send_room(payload.len()).await?;
+        let mut out = lock(&self.out);
+        out.still_open()?;
+        let id = self.id;
+        let frame = match out.unsent.take() {
+            // An empty first part ends it at once.
+            Some(op) => Frame::StreamRequest { id, op, payload },
+            None => Frame::StreamRequestPart { id, payload },
+        };
+        out.ended = end;
+        self.sock.push_frame(frame, room)
     }
 }
 
 impl Drop for StreamRequest {
     fn drop(&mut self) {
-        // A stream left open would hold one of the peer's stream slots forever; end it.
-        if !self.ended && !self.sock.is_closed() {
-            let sock = self.sock.clone();
+        // A stream left open would hold one of the peer's stream slots forever; end it. The
+        // end is empty, so it needs no room in the send queue and goes out without waiting.
+        let mut out = lock(&self.out);
+        if !out.ended && !self.sock.is_closed() {
+            out.ended = true;
             let id = self.id;
-            let frame = match self.unsent.take() {
+            let frame = match out.unsent.take() {
                 Some(op) => Frame::StreamRequest { id, op, payload: Bytes::new() },
                 None => Frame::StreamRequestPart { id, payload: Bytes::new() },
             };
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move {
-                    let _ = sock.send(frame).await;
-                });
-            }
+            self.sock.send_now(frame);
         }
     }
 }
@@ -439,6 +547,8 @@ pub struct StreamResponse {
     id: Id,
     rx: PartsRx<Part>,
     done: bool,
+    /// Stops the call's deadline, if it has one, when the response is dropped.
+    _deadline: Option<DropGuard>,
 }
 
 impl StreamResponse {
@@ -487,5 +597,57 @@ impl Drop for StreamResponse {
         if !self.done {
             self.sock.remove_call(self.id);
         }
+    }
+}
+
+/// A [`Sock`] whose requests have a deadline of their own: see [`Sock::with_timeout`].
+#[derive(Debug, Clone, Copy)]
+pub struct WithTimeout<'a> {
+    sock: &'a Sock,
+    timeout: Option<Duration>,
+}
+
+impl<'a> WithTimeout<'a> {
+    /// [`Sock::request`] with this deadline.
+    ///
+    /// # Errors
+    /// As [`Sock::request`]; [`Error::Timeout`] past the deadline.
+    pub async fn request<P, R>(self, op: &str, params: &P) -> Result<R, Error>
+    where
+        P: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let result = self.buffer_request(op, to_json(params)?).await?;
+        Ok(from_json(&result)?)
+    }
+
+    /// [`Sock::buffer_request`] with this deadline, which bounds the whole call, retries
+    /// included.
+    ///
+    /// # Errors
+    /// As [`Sock::buffer_request`]; [`Error::Timeout`] past the deadline.
+    pub async fn buffer_request(self, op: &str, payload: impl Into<Bytes>) -> Result<Bytes, Error> {
+        let call = self.sock.single_call(op, payload.into());
+        match self.timeout {
+            // Dropping the call at the deadline frees its entry (see CallGuard).
+            Some(timeout) => {
+                tokio::time::timeout(timeout, call).await.unwrap_or(Err(Error::Timeout(timeout)))
+            }
+            None => call.await,
+        }
+    }
+
+    /// [`Sock::stream_request`] with this deadline for the whole exchange. When it passes
+    /// before the result has ended, the response fails with [`Error::Timeout`], the call's
+    /// entry is freed, and the request stream is ended (writes fail with [`Error::Timeout`]).
+    ///
+    /// # Errors
+    /// As [`Sock::stream_request`].
+    pub async fn stream_request(
+        self,
+        op: &str,
+        first: impl Into<Bytes>,
+    ) -> Result<(StreamRequest, StreamResponse), Error> {
+        self.sock.open_stream(op, first.into(), self.timeout).await
     }
 }

@@ -35,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub(crate) use call::from_json;
-pub use call::{StreamRequest, StreamResponse};
+pub use call::{StreamRequest, StreamResponse, WithTimeout};
 pub use serve::{StreamInput, StreamOutput};
 
 use crate::config::Config;
@@ -183,6 +183,8 @@ pub(crate) struct Shared {
     /// Signalled when the calls or the inbound table empties, for [`Sock::end`].
     idle: Notify,
     next_id: AtomicU32,
+    /// Results that arrived for calls no longer waiting (see [`Sock::late_results`]).
+    late_results: AtomicU64,
     /// Cancelled when closing starts: the read loop stops and handlers are dropped.
     cancel: CancellationToken,
     /// Cancelled when the write loop has shut the transport down.
@@ -335,6 +337,7 @@ impl Sock {
             inbound: Mutex::new(serve::Inbound::default()),
             idle: Notify::new(),
             next_id: AtomicU32::new(0),
+            late_results: AtomicU64::new(0),
             cancel: CancellationToken::new(),
             terminated: CancellationToken::new(),
             abort: CancellationToken::new(),
@@ -515,13 +518,25 @@ impl Sock {
 
     /// Queues a frame for the write loop, waiting while the send queue is full.
     pub(crate) async fn send(&self, frame: Frame) -> Result<(), Error> {
-        let closed = || Error::Closed(self.close_reason().unwrap_or(CloseReason::Local));
+        let permit = self.send_room(frame.payload().len()).await?;
+        self.push_frame(frame, permit)
+    }
+
+    /// Room for `len` bytes in the send queue, waiting while it is full: the first half of
+    /// [`send`](Self::send), for a sender that decides what to queue only once there is room.
+    pub(crate) async fn send_room(&self, len: usize) -> Result<OwnedSemaphorePermit, Error> {
         if self.is_closed() {
-            return Err(closed());
+            return Err(self.closed_error());
         }
-        let permit =
-            self.shared.send_budget.acquire(frame.payload().len()).await.ok_or_else(closed)?;
-        self.shared.out.push(Outbound::Frame(frame, Some(permit), None)).map_err(|_| closed())
+        self.shared.send_budget.acquire(len).await.ok_or_else(|| self.closed_error())
+    }
+
+    /// Queues `frame` in the room taken with [`send_room`](Self::send_room), without waiting.
+    pub(crate) fn push_frame(&self, frame: Frame, room: OwnedSemaphorePermit) -> Result<(), Error> {
+        self.shared
+            .out
+            .push(Outbound::Frame(frame, Some(room), None))
+            .map_err(|_| self.closed_error())
     }
 
     /// Keeps `value` with this connection, for whoever has the connection and knows the

@@ -161,6 +161,9 @@ struct State {
     effects: Vec<Effect>,
     /// Requests to send again after a RetryResult's wait (ms); timers need the `Inner`.
     retries: Vec<(f64, Call)>,
+    /// Tokens of requests the page gave up on before they went out (queued for the
+    /// connection, or waiting to be sent again after a RetryResult): dropped at their turn.
+    cancelled: Vec<u32>,
     /// Whether a reconnect should be scheduled (set by the state, acted on by `Inner`).
     next: Next,
 }
@@ -245,6 +248,10 @@ const ANSWER_END: u32 = 3;
 const EVENT_ONLINE: u32 = 0;
 const EVENT_VISIBLE: u32 = 1;
 const EVENT_HEARTBEAT: u32 = 2;
+/// The page gave up on its request `value` (a timeout or an AbortSignal): it is not sent if
+/// it has not been, and its result is dropped when it comes. (A stream request given up on
+/// is ended by the page as any other, and its result parts go unheard.)
+const EVENT_CANCEL: u32 = 3;
 /// `get` kinds.
 const GET_STATE: u32 = 0;
 const GET_NEXT_RECONNECT: u32 = 1;
@@ -391,8 +398,8 @@ impl Core {
 
     /// Tells the Core something happened: the browser came online, the page became visible
     /// (retry a pending reconnect now; give up on an open connection that went silent, as
-    /// the periodic check does, which a background tab runs rarely), or the page wants a
-    /// heartbeat sent with load `value` in [0, 1].
+    /// the periodic check does, which a background tab runs rarely), the page wants a
+    /// heartbeat sent with load `value` in [0, 1], or it gave up on the call `value`.
     pub fn event(&self, kind: u32, value: f64) {
         let at = now();
         let silent = self.inner.with(|s| match kind {
@@ -406,6 +413,10 @@ impl Core {
             EVENT_HEARTBEAT => {
                 let load = (value.clamp(0.0, 1.0) * 65535.0).round() as u16;
                 s.send(&Frame::Heartbeat { load, time: (at / 1000.0) as u32 });
+                None
+            }
+            EVENT_CANCEL => {
+                s.cancel(value as u32);
                 None
             }
             _ => None,

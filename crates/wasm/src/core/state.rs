@@ -41,6 +41,7 @@ impl State {
             state_name: "closed",
             effects: Vec::new(),
             retries: Vec::new(),
+            cancelled: Vec::new(),
             next: Next::Nothing,
         }
     }
@@ -122,6 +123,9 @@ impl State {
     }
 
     fn send_request(&mut self, call: Call) {
+        if self.given_up(call.token) {
+            return;
+        }
         let id = self.new_id();
         self.send(&Frame::SingleRequest { id, op: call.op.clone(), payload: call.payload.clone() });
         self.pending.insert(id, Pending::Single(call));
@@ -197,7 +201,10 @@ impl State {
 
     pub(super) fn fail_outgoing(&mut self, item: Outgoing, err: &JsValue) {
         match item {
-            Outgoing::Request(call) => self.settle(call.token, err.clone()),
+            Outgoing::Request(call) => {
+                self.given_up(call.token);
+                self.settle(call.token, err.clone());
+            }
             Outgoing::Notify(..) => {}
             Outgoing::Part { token, .. } => self.end_stream(token, err.clone()),
         }
@@ -368,6 +375,28 @@ impl State {
             }
             None => {}
         }
+    }
+
+    /// The page gave up on its request `token`: forget it, so its result is dropped when it
+    /// comes. The server is not told (the protocol cannot say it).
+    pub(super) fn cancel(&mut self, token: u32) {
+        let sent =
+            self.pending.remove_where(|p| matches!(p, Pending::Single(c) if c.token == token));
+        if sent.is_none() {
+            // Queued, or waiting to be sent again: dropped when its turn comes. The page gives
+            // up only on calls it has not heard the end of, so that turn comes.
+            self.cancelled.push(token);
+        }
+        self.maybe_close_idle();
+    }
+
+    /// Whether the page gave up on the request `token` before it went out; forgets that.
+    fn given_up(&mut self, token: u32) -> bool {
+        let at = self.cancelled.iter().position(|t| *t == token);
+        if let Some(at) = at {
+            self.cancelled.swap_remove(at);
+        }
+        at.is_some()
     }
 
     fn maybe_close_idle(&mut self) {
