@@ -243,7 +243,7 @@ impl Redis {
 
     /// SIGSTOP: it keeps its connections but answers nothing.
     pub fn pause(&self) {
-        self.process.signal("STOP");
+        self.process.stop();
     }
 
     /// SIGCONT after [`pause`](Self::pause).
@@ -359,7 +359,7 @@ impl Nats {
 
     /// SIGSTOP: it keeps its connections but answers nothing.
     pub fn pause(&self) {
-        self.process.signal("STOP");
+        self.process.stop();
     }
 
     /// SIGCONT after [`pause`](Self::pause).
@@ -635,6 +635,30 @@ impl Process {
         let status = Command::new("kill").args(["-s", signal, &pid]).status().expect("run kill");
         assert!(status.success(), "kill -s {signal} {pid}: {status}");
     }
+
+    /// SIGSTOP, and waits until every thread has stopped: a stop takes effect as each thread
+    /// next runs, and on a busy machine a thread of the server can still be at work after
+    /// kill(1) has returned.
+    fn stop(&self) {
+        self.signal("STOP");
+        let tasks = PathBuf::from(format!("/proc/{}/task", self.pid()));
+        let start = Instant::now();
+        while !all_stopped(&tasks) {
+            assert!(start.elapsed() < READY_WITHIN, "{} did not stop", self.program.display());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Whether every thread listed in `/proc/PID/task` is stopped (state `T`).
+fn all_stopped(tasks: &Path) -> bool {
+    let Ok(entries) = fs::read_dir(tasks) else { return false };
+    entries.flatten().all(|task| {
+        let stat = fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // The state follows the command's closing parenthesis: `PID (comm) S ...`.
+        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+        matches!(state, Some('T' | 't'))
+    })
 }
 
 impl Drop for Process {
