@@ -750,6 +750,7 @@ mod tests {
             probe_misses: None,
             memory_budget: None,
             connection_budget: None,
+            request_timeout: None,
         };
         assert!(args.config().is_err());
     }
@@ -769,6 +770,7 @@ mod tests {
             probe_misses: None,
             memory_budget: None,
             connection_budget: None,
+            request_timeout: None,
         };
         let live = |args: LimitArgs| args.config().unwrap().liveness_config();
         // The preset named as the default is the default, read timeout (90 s) included.
