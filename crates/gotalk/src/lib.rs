@@ -67,6 +67,7 @@
 
 mod config;
 mod connections;
+mod refusal;
 pub mod docs;
 mod error;
 mod extension;
@@ -95,6 +96,7 @@ pub use extension::{Answer, Extension, Later};
 pub use gotalk_protocol as protocol;
 pub use gotalk_protocol::liveness::{Event as LivenessEvent, LivenessConfig};
 pub use handlers::Handlers;
+pub use refusal::Refusal;
 pub use memory::{Exhausted, MemoryBudget, DEFAULT_PROCESS_BUDGET};
 pub use sock::{
     ConnInfo, Heartbeat, Sock, StreamInput, StreamOutput, StreamRequest, StreamResponse,
