@@ -43,6 +43,16 @@ pub struct Args {
     /// The PEM private key for --tls-cert.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Ask TLS clients (over TCP, and browsers over https and wss) for a certificate, and
+    /// verify one they present against the CA certificates in this PEM file; handlers see it
+    /// as `Sock::peer_certificate`. Clients without one may still connect unless
+    /// --client-cert-required (needs --tls-cert).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+    /// Refuse TLS clients that present no certificate --client-ca verifies: their TLS
+    /// handshake fails.
+    #[arg(long, requires = "client_ca")]
+    client_cert_required: bool,
     /// Also let pages from this origin open WebSockets (`https://app.example`, `null`, or
     /// `*` for any). Pages from the server's own origin and non-browser clients are always
     /// allowed. Repeat for several.
@@ -660,7 +670,15 @@ pub async fn run_with(
             let cert =
                 std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
             let key = std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
-            Some(gotalk::tls::server_config(&cert, &key)?)
+            match &args.client_ca {
+                Some(ca) => {
+                    let ca =
+                        std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+                    let required = args.client_cert_required;
+                    Some(gotalk::tls::server_config_verifying_clients(&cert, &key, &ca, required)?)
+                }
+                None => Some(gotalk::tls::server_config(&cert, &key)?),
+            }
         }
         _ => None,
     };
