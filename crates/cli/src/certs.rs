@@ -9,15 +9,22 @@ use anyhow::Context;
 use gotalk::tls::ReloadableCert;
 
 /// The server configuration for the certificate at `cert` and the key at `key`, reloaded on
-/// SIGHUP, and every `poll` when the files changed (`None`: on SIGHUP only).
+/// SIGHUP, and every `poll` when the files changed (`None`: on SIGHUP only). With `clients`
+/// (the CA PEM, and whether a certificate is required), clients are asked for theirs.
 pub(crate) fn server_config(
     cert: &Path,
     key: &Path,
     poll: Option<Duration>,
+    clients: Option<(Vec<u8>, bool)>,
 ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let reloadable = ReloadableCert::load(cert, key)
         .with_context(|| format!("--tls-cert {} --tls-key {}", cert.display(), key.display()))?;
-    let config = reloadable.server_config()?;
+    let config = match clients {
+        Some((ca, required)) => {
+            reloadable.server_config_verifying_clients(&ca, required).context("--client-ca")?
+        }
+        None => reloadable.server_config()?,
+    };
     if let Some(every) = poll {
         reloadable.watch(every);
     }

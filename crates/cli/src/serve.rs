@@ -48,6 +48,16 @@ pub struct Args {
     /// A file that cannot be used keeps the certificate in use, and is logged.
     #[arg(long, default_value = "10", value_name = "SECONDS", value_parser = parse_seconds)]
     tls_reload_interval: Duration,
+    /// Ask TLS clients (over TCP, and browsers over https and wss) for a certificate, and
+    /// verify one they present against the CA certificates in this PEM file; handlers see it
+    /// as `Sock::peer_certificate`. Clients without one may still connect unless
+    /// --client-cert-required (needs --tls-cert).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+    /// Refuse TLS clients that present no certificate --client-ca verifies: their TLS
+    /// handshake fails.
+    #[arg(long, requires = "client_ca")]
+    client_cert_required: bool,
     /// Also let pages from this origin open WebSockets (`https://app.example`, `null`, or
     /// `*` for any). Pages from the server's own origin and non-browser clients are always
     /// allowed. Repeat for several.
@@ -670,7 +680,14 @@ pub async fn run_with(
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let poll = Some(args.tls_reload_interval).filter(|d| !d.is_zero());
-            Some(crate::certs::server_config(cert, key, poll)?)
+            let clients = match &args.client_ca {
+                Some(ca) => Some((
+                    std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?,
+                    args.client_cert_required,
+                )),
+                None => None,
+            };
+            Some(crate::certs::server_config(cert, key, poll, clients)?)
         }
         _ => None,
     };

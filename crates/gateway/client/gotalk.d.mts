@@ -49,6 +49,7 @@ export type Resolver<T> = gotalk.Resolver<T>;
 export type Listener<T> = gotalk.Listener<T>;
 export type ProtocolError = gotalk.ProtocolError;
 export type CloseError = gotalk.CloseError;
+export type Refused = gotalk.Refused;
 export type RelayMessage<T = any> = gotalk.RelayMessage<T>;
 export type RelayUndelivered = gotalk.RelayUndelivered;
 export type StreamRequest = gotalk.StreamRequest;

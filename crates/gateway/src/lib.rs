@@ -92,7 +92,16 @@ use gotalk::Connections;
 use gotalk::Handlers;
 use gotalk::{ConnInfo, Sock, TransportKind, UpgradeRequest};
 
-/// A refusal of a WebSocket upgrade, sent as an HTTP response with this status and text.
+/// A refusal of a WebSocket connection by the [`on_connect`](Gateway::on_connect) hook.
+///
+/// A browser cannot read the status or body of a refused upgrade (the page sees only a
+/// failed socket, and would retry it forever), so the gateway accepts the upgrade and closes
+/// the socket at once with close code 4000 + the status (4401 for
+/// [`unauthorized`](Self::unauthorized), 4403 for [`forbidden`](Self::forbidden)) and the
+/// message as the close reason (cut to 123 bytes): the page gets them in its `refused` and
+/// `close` events, and our Rust client fails with [`gotalk::Error::Refused`]. As an HTTP
+/// response (from [`check_host`](Gateway::check_host), or an app's own use) it is this
+/// status and text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     status: StatusCode,
@@ -118,6 +127,15 @@ impl Refusal {
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+
+    /// The WebSocket close code it is sent with: 4000 + the status.
+    pub fn close_code(&self) -> u16 {
+        self.to_close().code()
+    }
+
+    fn to_close(&self) -> gotalk::Refusal {
+        gotalk::Refusal::from_status(self.status.as_u16(), self.message.clone())
     }
 }
 
@@ -265,7 +283,9 @@ impl Gateway {
 
     /// Checks an upgrade request before the socket opens, after the origin check. Return the
     /// request to accept it, adding to its extensions whatever handlers should see (the
-    /// authenticated user, say); return a [`Refusal`] to answer with its status instead.
+    /// authenticated user, say); return a [`Refusal`] to turn it away: the socket is closed
+    /// at once with 4000 + its status and its message, which the page can read (see
+    /// [`Refusal`]).
     /// This runs before the connection exists; [`Handlers::on_connect`] runs after. A hook
     /// that takes longer than the config's handshake timeout is answered with 503.
     pub fn on_connect<F, Fut>(mut self, hook: F) -> Self
@@ -410,7 +430,7 @@ impl Gateway {
                 Ok(Ok(Ok(request))) => request,
                 Ok(Ok(Err(refusal))) => {
                     tracing::debug!(status = %refusal.status, "websocket refused by on_connect");
-                    return refusal.into_response();
+                    return self.refuse_open(upgrade, &refusal);
                 }
                 Ok(Err(_)) => {
                     tracing::error!("on_connect panicked");
@@ -485,6 +505,30 @@ impl Gateway {
                 Err(e) => {
                     tracing::debug!(peer = ?remote, error = %e, "gotalk handshake failed")
                 }
+            }
+            drop(handshake);
+        });
+        response
+    }
+}
+
+impl Gateway {
+    /// Accepts the upgrade only to close the socket with the refusal's code and reason,
+    /// which a browser can read where it cannot read an HTTP refusal. The close waits for
+    /// the peer's Close a short while, as any close does, so the reason is not lost to a
+    /// reset.
+    fn refuse_open(&self, upgrade: upgrade::Upgrade, refusal: &Refusal) -> Response {
+        let response = upgrade.accept();
+        let reason = refusal.to_close().close_reason();
+        let config = self.config_hold.clone();
+        let handshake = self.handshakes.token();
+        tokio::spawn(async move {
+            if let Ok(upgraded) = upgrade.on_upgrade.await {
+                let (reader, mut writer) = ws::server(TokioIo::new(upgraded), &config);
+                // The writer's close reads the peer's half, once the reader hands it back.
+                drop(reader);
+                let close = gotalk::transport::FrameWriter::shutdown(&mut writer, &reason);
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(3), close).await;
             }
             drop(handshake);
         });

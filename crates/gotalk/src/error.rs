@@ -55,6 +55,14 @@ pub enum CloseReason {
         /// [`is_timeout`](CloseReason::is_timeout)).
         timeout: bool,
     },
+    /// The server refused the connection before it opened, with a close code (see
+    /// [`Refusal`](crate::Refusal)) and a reason the peer may read.
+    Refused {
+        /// 4000 + an HTTP status: 4401 unauthorized, 4403 forbidden.
+        code: u16,
+        /// Why, as the server said it.
+        reason: String,
+    },
 }
 
 impl fmt::Display for CloseReason {
@@ -89,6 +97,7 @@ impl fmt::Display for CloseReason {
                 write!(f, "peer stopped sending; its requests were not answered within {d:?}")
             }
             CloseReason::Extension { detail, .. } => f.write_str(detail),
+            CloseReason::Refused { code, reason } => write!(f, "refused ({code}): {reason}"),
         }
     }
 }
@@ -177,6 +186,16 @@ pub enum Error {
     /// Connecting failed.
     #[error("connect: {0}")]
     Connect(String),
+    /// The server refused the connection, and said why: its `on_connect` hook turned this
+    /// client away. Retrying will not help until what the reason names changes (a login).
+    #[error("connection refused ({code}): {reason}")]
+    Refused {
+        /// 4000 + an HTTP status: 4401 unauthorized, 4403 forbidden (see
+        /// [`Refusal`](crate::Refusal)).
+        code: u16,
+        /// Why, as the server said it.
+        reason: String,
+    },
     /// A [`KeepAlive`](crate::keepalive::KeepAlive) call waited this long for a connection
     /// and none came; it was never sent.
     #[error("no connection within {0:?}; the call was not sent")]
@@ -185,6 +204,17 @@ pub enum Error {
     /// connection; this one was not sent.
     #[error("{0} calls already wait for a connection; the call was not sent")]
     TooManyWaiting(usize),
+}
+
+impl Error {
+    /// The refusal a handshake failed with as the caller's error: [`Error::Refused`] for
+    /// [`CloseReason::Refused`], else [`Error::Closed`].
+    pub(crate) fn from_handshake(reason: CloseReason) -> Error {
+        match reason {
+            CloseReason::Refused { code, reason } => Error::Refused { code, reason },
+            other => Error::Closed(other),
+        }
+    }
 }
 
 impl From<serde_json::Error> for Error {

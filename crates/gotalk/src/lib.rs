@@ -78,6 +78,7 @@ mod memory;
 pub mod metrics;
 mod per_addr;
 mod queue;
+mod refusal;
 #[cfg(feature = "relay")]
 pub mod relay;
 mod sock;
@@ -96,6 +97,7 @@ pub use gotalk_protocol as protocol;
 pub use gotalk_protocol::liveness::{Event as LivenessEvent, LivenessConfig};
 pub use handlers::Handlers;
 pub use memory::{Exhausted, MemoryBudget, DEFAULT_PROCESS_BUDGET};
+pub use refusal::Refusal;
 pub use sock::{
     ConnInfo, Heartbeat, Sock, StreamInput, StreamOutput, StreamRequest, StreamResponse,
     TransportKind, UpgradeRequest, WithTimeout,

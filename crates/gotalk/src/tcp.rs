@@ -6,7 +6,11 @@
 
 use std::future::Future;
 use std::io;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+
+use futures_util::FutureExt;
 
 use gotalk_protocol::{Frame, ProtocolErrorCode};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
@@ -18,8 +22,15 @@ pub use crate::connections::Connections;
 use crate::error::{CloseReason, Error};
 use crate::handlers::Handlers;
 use crate::listen::ListenerLimits;
+use crate::refusal::Refusal;
 use crate::sock::{ConnInfo, Sock, TransportKind};
 use crate::transport;
+
+type ConnectHook = Arc<
+    dyn Fn(ConnInfo) -> Pin<Box<dyn Future<Output = Result<ConnInfo, Refusal>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// Serves gotalk over TCP, optionally with TLS.
 #[derive(Clone)]
@@ -27,6 +38,7 @@ pub struct Server {
     handlers: Arc<Handlers>,
     config: Arc<Config>,
     tls: Option<TlsAcceptor>,
+    on_connect: Option<ConnectHook>,
     limits: ListenerLimits,
     connections: Connections,
 }
@@ -49,6 +61,7 @@ impl Server {
             handlers,
             config: Arc::new(config),
             tls: None,
+            on_connect: None,
             limits: ListenerLimits::default(),
             connections: Connections::default(),
         }
@@ -57,6 +70,34 @@ impl Server {
     /// Serves TLS with this rustls configuration. Default: plain TCP.
     pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
         self.tls = Some(TlsAcceptor::from(config));
+        self
+    }
+
+    /// Checks each peer before its connection opens, after the TLS handshake (so a client
+    /// certificate is in [`ConnInfo::peer_certificates`]): return the info to accept it,
+    /// or a [`Refusal`] to turn it away. A refused peer is sent our version, then (if it is
+    /// a client of ours) the `$refused` notification with the code and reason, then
+    /// ProtocolError 0; our clients fail to connect with [`Error::Refused`], others see the
+    /// abnormal ProtocolError. A hook that panics or takes longer than the config's
+    /// handshake timeout costs the peer its connection, closed without a word.
+    ///
+    /// ```no_run
+    /// # use std::sync::Arc;
+    /// # fn server(handlers: Arc<gotalk::Handlers>) -> gotalk::tcp::Server {
+    /// gotalk::tcp::Server::new(handlers, gotalk::Config::default()).on_connect(|info| async move {
+    ///     match info.remote_addr {
+    ///         Some(addr) if addr.ip().is_loopback() => Ok(info),
+    ///         _ => Err(gotalk::Refusal::forbidden("local peers only")),
+    ///     }
+    /// })
+    /// # }
+    /// ```
+    pub fn on_connect<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(ConnInfo) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<ConnInfo, Refusal>> + Send + 'static,
+    {
+        self.on_connect = Some(Arc::new(move |info| Box::pin(hook(info))));
         self
     }
 
@@ -142,7 +183,7 @@ impl Server {
             None => {
                 let info = ConnInfo::new(TransportKind::Tcp, remote, local);
                 let (r, w) = transport::tcp(stream);
-                Sock::start(r, w, self.handlers.clone(), self.config.clone(), info).await
+                self.open(r, w, info).await
             }
             Some(acceptor) => {
                 let handshake = tokio::time::timeout(
@@ -151,9 +192,11 @@ impl Server {
                 );
                 match handshake.await {
                     Ok(Ok(tls)) => {
-                        let info = ConnInfo::new(TransportKind::Tls, remote, local);
+                        let chain = tls.get_ref().1.peer_certificates();
+                        let info = ConnInfo::new(TransportKind::Tls, remote, local)
+                            .with_peer_certificates(chain);
                         let (r, w) = transport::io(tls);
-                        Sock::start(r, w, self.handlers.clone(), self.config.clone(), info).await
+                        self.open(r, w, info).await
                     }
                     Ok(Err(e)) => Err(Error::Connect(format!("tls handshake: {e}"))),
                     Err(_) => Err(Error::Connect("tls handshake timed out".into())),
@@ -167,6 +210,37 @@ impl Server {
                 None
             }
         }
+    }
+
+    /// Runs the hook, then the handshake, or turns the peer away.
+    async fn open<R: transport::FrameReader, W: transport::FrameWriter>(
+        &self,
+        reader: R,
+        writer: W,
+        info: ConnInfo,
+    ) -> Result<Sock, Error> {
+        let mut info = info;
+        if let Some(hook) = &self.on_connect {
+            let deadline = self.config.liveness.handshake_timeout;
+            let checked = AssertUnwindSafe(hook(info)).catch_unwind();
+            info = match tokio::time::timeout(deadline, checked).await {
+                Ok(Ok(Ok(info))) => info,
+                Ok(Ok(Err(refusal))) => {
+                    tracing::debug!(code = refusal.code(), "peer refused by on_connect");
+                    crate::refusal::refuse(reader, writer, &refusal, deadline).await;
+                    return Err(refusal.into_error());
+                }
+                Ok(Err(_)) => {
+                    tracing::error!("on_connect panicked");
+                    return Err(Error::Connect("on_connect failed".into()));
+                }
+                Err(_) => {
+                    tracing::warn!(?deadline, "on_connect timed out");
+                    return Err(Error::Connect("on_connect timed out".into()));
+                }
+            };
+        }
+        Sock::start(reader, writer, self.handlers.clone(), self.config.clone(), info).await
     }
 }
 
@@ -182,8 +256,9 @@ fn refusal() -> Vec<u8> {
 /// Connects to a gotalk server over plain TCP.
 ///
 /// # Errors
-/// [`Error::Connect`] when the connection cannot be made, [`Error::Closed`] when the
-/// handshake fails.
+/// [`Error::Connect`] when the connection cannot be made, [`Error::Refused`] when the
+/// server's `on_connect` hook turned this client away, [`Error::Closed`] when the handshake
+/// fails.
 pub async fn connect(
     addr: impl ToSocketAddrs,
     handlers: Arc<Handlers>,

@@ -54,16 +54,79 @@ pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> io::Result<Arc<rustls::
     Ok(Arc::new(config))
 }
 
+/// A server configuration from a PEM certificate chain and key that asks clients for a
+/// certificate and verifies it against the CAs in `client_ca_pem`. With `required` a client
+/// without one fails the TLS handshake; without, it may connect anonymously (a certificate
+/// it does present must still verify). Handlers see the verified certificate through
+/// [`Sock::peer_certificate`](crate::Sock::peer_certificate).
+///
+/// # Errors
+/// When a PEM is malformed, a CA is not a valid trust anchor, or the key does not match.
+pub fn server_config_verifying_clients(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    client_ca_pem: &[u8],
+    required: bool,
+) -> io::Result<Arc<rustls::ServerConfig>> {
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(e.to_string()))?
+        .with_client_cert_verifier(client_verifier(client_ca_pem, required)?)
+        .with_single_cert(certs_from_pem(cert_pem)?, key_from_pem(key_pem)?)
+        .map_err(|e| invalid(format!("certificate and key: {e}")))?;
+    Ok(Arc::new(config))
+}
+
+/// Verifies client certificates against the CAs in `client_ca_pem`; with `required`, a
+/// client without one is turned away.
+fn client_verifier(
+    client_ca_pem: &[u8],
+    required: bool,
+) -> io::Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs_from_pem(client_ca_pem)? {
+        roots.add(cert).map_err(|e| invalid(format!("client CA: {e}")))?;
+    }
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+    let verifier = if required { verifier } else { verifier.allow_unauthenticated() };
+    verifier.build().map_err(|e| invalid(format!("client CA: {e}")))
+}
+
+/// A client configuration that trusts the certificates in `ca_pem` and presents the
+/// certificate chain and key in `cert_pem` and `key_pem` to servers that ask for one.
+///
+/// # Errors
+/// When a PEM is malformed, a certificate is not a valid trust anchor, or the key does not
+/// match.
+pub fn client_config_with_cert(
+    ca_pem: &[u8],
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> io::Result<Arc<rustls::ClientConfig>> {
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(e.to_string()))?
+        .with_root_certificates(roots(ca_pem)?)
+        .with_client_auth_cert(certs_from_pem(cert_pem)?, key_from_pem(key_pem)?)
+        .map_err(|e| invalid(format!("client certificate and key: {e}")))?;
+    Ok(Arc::new(config))
+}
+
+fn roots(ca_pem: &[u8]) -> io::Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs_from_pem(ca_pem)? {
+        roots.add(cert).map_err(|e| invalid(format!("trust anchor: {e}")))?;
+    }
+    Ok(roots)
+}
+
 /// A client configuration that trusts the certificates in `ca_pem`, and no others.
 ///
 /// # Errors
 /// When the PEM is malformed or a certificate is not a valid trust anchor.
 pub fn client_config(ca_pem: &[u8]) -> io::Result<Arc<rustls::ClientConfig>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in certs_from_pem(ca_pem)? {
-        roots.add(cert).map_err(|e| invalid(format!("trust anchor: {e}")))?;
-    }
-    client_config_with_roots(roots)
+    client_config_with_roots(roots(ca_pem)?)
 }
 
 /// The system's certificate authorities: the platform's store (on Linux the OpenSSL
@@ -157,6 +220,24 @@ impl ReloadableCert {
             .with_safe_default_protocol_versions()
             .map_err(|e| invalid(e.to_string()))?
             .with_no_client_auth()
+            .with_cert_resolver(self.clone());
+        Ok(Arc::new(config))
+    }
+
+    /// As [`server_config`](Self::server_config), asking clients for a certificate as
+    /// [`server_config_verifying_clients`] does.
+    ///
+    /// # Errors
+    /// When the CA PEM is malformed or holds no valid trust anchor.
+    pub fn server_config_verifying_clients(
+        self: &Arc<Self>,
+        client_ca_pem: &[u8],
+        required: bool,
+    ) -> io::Result<Arc<rustls::ServerConfig>> {
+        let config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid(e.to_string()))?
+            .with_client_cert_verifier(client_verifier(client_ca_pem, required)?)
             .with_cert_resolver(self.clone());
         Ok(Arc::new(config))
     }

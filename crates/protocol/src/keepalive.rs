@@ -22,6 +22,9 @@ pub enum Phase {
     Waiting(f64),
     /// The browser is offline; waiting for its `online` event.
     Offline,
+    /// The server refused the client for who it is (close code 4401 or 4403); waiting for
+    /// [`resume`](KeepAlive::resume), after a login say.
+    Refused,
     /// `end()` was called; nothing more happens.
     Ended,
 }
@@ -34,6 +37,7 @@ impl Phase {
             Phase::Open => "open",
             Phase::Waiting(_) => "reconnecting",
             Phase::Offline => "offline",
+            Phase::Refused => "refused",
             Phase::Ended => "closed",
         }
     }
@@ -44,8 +48,17 @@ impl Phase {
 pub enum Closed {
     /// The server said it is going away (WebSocket close code 1001): a restart or deploy.
     GoingAway,
-    /// Anything else: refused, dropped, timed out, a protocol error.
+    /// The server refused the client for who it is (unauthorized, forbidden): trying again
+    /// cannot help until the client changes that.
+    Refused,
+    /// Anything else: busy, dropped, timed out, a protocol error.
     Other,
+}
+
+/// True for the close codes that refuse a client for who it is: 4401 (unauthorized) and
+/// 4403 (forbidden), 4000 + the HTTP status, as a gotalk-rs server sends them.
+pub fn refuses_client(code: u16) -> bool {
+    matches!(code, 4401 | 4403)
 }
 
 /// What the caller should do now.
@@ -68,12 +81,28 @@ pub struct KeepAlive {
     attempt: u32,
     /// When the current connection opened.
     opened_at: f64,
+    /// How long to wait after a [`Closed::Refused`]; `None` waits for `resume`.
+    refused_wait: Option<f64>,
 }
 
 impl KeepAlive {
     /// A keepalive that is about to make its first attempt.
     pub fn new(backoff: Backoff) -> Self {
-        KeepAlive { backoff, phase: Phase::Connecting, attempt: 0, opened_at: 0.0 }
+        KeepAlive {
+            backoff,
+            phase: Phase::Connecting,
+            attempt: 0,
+            opened_at: 0.0,
+            refused_wait: None,
+        }
+    }
+
+    /// What to do after a refusal ([`Closed::Refused`]): `None` (the default) stops until
+    /// [`resume`](Self::resume), since a client refused for who it is would be refused again;
+    /// `Some(ms)` tries again after that long, every time (a page that logs in elsewhere,
+    /// in another tab, and has no way to call `resume`).
+    pub fn refused_wait(&mut self, wait: Option<f64>) {
+        self.refused_wait = wait;
     }
 
     /// The schedule in use.
@@ -126,6 +155,13 @@ impl KeepAlive {
             return Next::WaitOnline;
         }
         let delay = match how {
+            Closed::Refused => match self.refused_wait {
+                None => {
+                    self.phase = Phase::Refused;
+                    return Next::Nothing;
+                }
+                Some(wait) => wait.max(0.0),
+            },
             Closed::GoingAway => {
                 // The server is restarting; its next failure should wait the second step.
                 self.attempt = 1;
@@ -174,6 +210,19 @@ impl KeepAlive {
         }
     }
 
+    /// Tries again at `now`, from the start of the schedule: after a refusal (the client has
+    /// logged in since), or to cut a pending wait short. Nothing while open or connecting.
+    pub fn resume(&mut self, now: f64) -> Next {
+        match self.phase {
+            Phase::Refused | Phase::Waiting(_) | Phase::Offline => {
+                self.attempt = 0;
+                self.phase = Phase::Waiting(now);
+                Next::ConnectAt(now)
+            }
+            _ => Next::Nothing,
+        }
+    }
+
     /// The client was ended (a page's `end()`, a Rust client's `close()`).
     pub fn end(&mut self) {
         self.phase = Phase::Ended;
@@ -193,6 +242,27 @@ mod tests {
             Next::ConnectAt(t) => t,
             other => panic!("expected a reconnect, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_refusal_stops_until_resumed_or_waits_as_long_as_asked() {
+        let mut k = ka();
+        k.opened(0.0);
+        assert_eq!(k.closed(Closed::Refused, 10.0, true, 0.5), Next::Nothing);
+        assert_eq!((k.phase(), k.phase().name()), (Phase::Refused, "refused"));
+        // Coming online or into view does not bring it back; only resume does.
+        assert_eq!(k.online(20.0, 0.5), Next::Nothing);
+        assert_eq!(k.visible(30.0), Next::Nothing);
+        assert_eq!(k.resume(40.0), Next::ConnectAt(40.0));
+        assert_eq!(k.phase(), Phase::Waiting(40.0));
+
+        let mut k = ka();
+        k.refused_wait(Some(60_000.0));
+        k.connecting();
+        assert_eq!(at(k.closed(Closed::Refused, 0.0, true, 0.5)), 60_000.0);
+        assert_eq!(at(k.closed(Closed::Refused, 60_000.0, true, 0.5)), 120_000.0);
+        assert!(refuses_client(4401) && refuses_client(4403));
+        assert!(!refuses_client(4429) && !refuses_client(1008) && !refuses_client(4003));
     }
 
     #[test]

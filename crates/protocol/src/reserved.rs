@@ -24,6 +24,11 @@ use crate::frame::{Frame, Id};
 /// and gotalk.js's ids are base-36 text, without `$`.
 pub const HELLO_ID: Id = Id(*b"$hi!");
 
+/// The notification by which a server of ours tells a client of ours why it refused the
+/// connection, right after its version and before ProtocolError 0. Its payload is JSON,
+/// `{"code":4401,"reason":"log in first"}`. Sent only to a peer that said the hello.
+pub const REFUSED: &str = "$refused";
+
 /// The hello: an empty result for [`HELLO_ID`].
 pub fn hello() -> Frame {
     Frame::SingleResult { id: HELLO_ID, payload: Bytes::new() }

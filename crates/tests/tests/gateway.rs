@@ -12,6 +12,7 @@ use common::web::{WebServer, WsPeer};
 use common::{handlers, within};
 use gotalk::{Config, Error, Handlers, Sock, StreamInput, StreamOutput, TransportKind};
 use gotalk_gateway::Refusal;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Handlers for the client side: `client-echo`, and `client-stream` which upper-cases parts.
@@ -241,13 +242,22 @@ async fn on_connect_can_refuse_an_upgrade_and_tell_handlers_who_connected() {
     })
     .await;
     let url = server.url("");
-    let refused = WsPeer::upgrade(&url, &[]).await.err().expect("refused without a token");
-    assert_eq!((refused.status, refused.body.as_str()), (401, "no token"));
-    let refused = WsPeer::upgrade(&url, &[("authorization", "Bearer nope")]).await.err().unwrap();
-    assert_eq!((refused.status, refused.body.as_str()), (403, "bad token"));
+    // Refused in a way a browser can read: the upgrade is accepted and the socket closed at
+    // once with 4000 + the status and the reason.
+    for (headers, code, reason) in
+        [(&[][..], 4401, "no token"), (&[("authorization", "Bearer nope")][..], 4403, "bad token")]
+    {
+        let mut refused = WsPeer::upgrade(&url, headers).await.expect("upgraded, then closed");
+        let close = CloseFrame { code: code.into(), reason: reason.into() };
+        assert_eq!(refused.raw_message().await, Message::Close(Some(close)));
+    }
     let err =
         gotalk::ws::connect(&url, Arc::new(Handlers::new()), Config::default()).await.unwrap_err();
-    assert!(err.to_string().contains("401"), "{err}");
+    assert!(
+        matches!(&err, Error::Refused { code: 4401, reason } if reason == "no token"),
+        "{err:?}"
+    );
+    assert_eq!(server.gateway.connections().len(), 0);
 
     let client = gotalk::ws::Connector::new()
         .header("authorization", "Bearer open-sesame")

@@ -545,3 +545,59 @@ async fn the_connection_reserve_flag_reaches_every_listener() {
     assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
     drop((held, other, browsers, idle));
 }
+
+#[tokio::test]
+async fn serve_with_a_required_client_ca_lets_in_only_clients_with_its_certificates() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let (cert, key) = certificate_files("serve_client_ca");
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let client = CertificateParams::new(vec!["client.example".to_owned()])
+        .unwrap()
+        .signed_by(&client_key, &ca, &ca_key)
+        .unwrap();
+    let ca_file = cert.with_file_name("client-ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let args = [
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--client-ca",
+        ca_file.to_str().unwrap(),
+        "--client-cert-required",
+    ];
+    let served = serve_with(&args).await;
+    let tcp_addr = served.tcp.trim_start_matches("tls://").to_owned();
+    let server_pem = std::fs::read(&cert).unwrap();
+    let connect = |tls| {
+        let addr = tcp_addr.clone();
+        async move {
+            let handlers = Arc::new(Handlers::new());
+            let sock = gotalk::tcp::connect_tls(
+                addr.as_str(),
+                "localhost",
+                tls,
+                handlers,
+                Config::default(),
+            )
+            .await?;
+            sock.buffer_request("echo", "hi").await
+        }
+    };
+    // TLS 1.3: a client without a certificate finishes its side of the handshake, and the
+    // server's refusal arrives on its first read; either way no answer comes.
+    let anonymous = gotalk::tls::client_config(&server_pem).unwrap();
+    assert!(within("anonymous", connect(anonymous)).await.is_err());
+    let (client_pem, key_pem) = (client.pem(), client_key.serialize_pem());
+    let with_cert = gotalk::tls::client_config_with_cert(
+        &server_pem,
+        client_pem.as_bytes(),
+        key_pem.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(within("with a certificate", connect(with_cert)).await.unwrap(), "hi");
+}

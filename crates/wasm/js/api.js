@@ -13,7 +13,7 @@ gotalk.version = '@VERSION@';
 // The Core's entry points take a kind first; these mirror wasm-client/src/core/mod.rs.
 const SEND_NOTIFY = 0, SEND_STREAM = 1;
 const ANSWER_RESULT = 0, ANSWER_ERROR = 1, ANSWER_PART = 2, ANSWER_END = 3;
-const EVENT_ONLINE = 0, EVENT_VISIBLE = 1, EVENT_HEARTBEAT = 2, EVENT_CANCEL = 3;
+const EVENT_ONLINE = 0, EVENT_VISIBLE = 1, EVENT_HEARTBEAT = 2, EVENT_CANCEL = 3, EVENT_RESUME = 4;
 const GET_STATE = 0, GET_NEXT_RECONNECT = 1, GET_ADDRESS = 2, GET_QUEUED = 3;
 const SET_HEARTBEAT_MS = 0, SET_SEND_LIMIT = 1;
 
@@ -518,7 +518,7 @@ Object.defineProperties(Sock.prototype, {
     set(value) { this._settings.requestTimeout = value > 0 ? value : 0; },
     enumerable: true,
   },
-  // "connecting", "open", "reconnecting", "offline" or "closed".
+  // "connecting", "open", "reconnecting", "offline", "refused" or "closed".
   state: {
     get() { return this._core ? this._core.get(GET_STATE) : (this._opening ? 'connecting' : 'closed'); },
     enumerable: true,
@@ -593,7 +593,10 @@ Sock.prototype._openCore = function (url, keepalive, options) {
 // 30000), maxRetries (a bound on them too; none by default), sendLimit, maxPayload, and
 // deadAfter (ms of silence after which the server counts as dead and the connection is given
 // up: event `dead`, then `close`; default twice the server's heartbeat gap + 5 s; 0: never),
-// and requestTimeout (sets `sock.requestTimeout`).
+// requestTimeout (sets `sock.requestTimeout`),
+// and refusedRetry (ms to wait after the server refused the page with 4401 or 4403; default
+// 0: stop, state `refused`, until resume()). A refusal is the event `refused` ({code,
+// reason}), then `close`.
 Sock.prototype.openKeepAlive = function (addr, options) {
   if (addr && typeof addr === 'object') {
     options = addr;
@@ -633,6 +636,11 @@ Sock.prototype.end = function () {
   this._opening = false;
   this._unwatch();
   this._with((core) => core.end(), () => {});
+};
+
+// A keepalive that was refused (or waits to reconnect) tries again now: after a login.
+Sock.prototype.resume = function () {
+  this._with((core) => core.event(EVENT_RESUME, 0), () => {});
 };
 
 Sock.prototype.address = function () {
@@ -945,6 +953,9 @@ function hostFor(sock) {
   return {
     emit(name, arg) {
       if (name === 'close') {
+        // A refusal (4000 + an HTTP status, see the gateway's Refusal) is told first as such.
+        const code = arg && arg.closeCode;
+        if (code >= 4400 && code <= 4999) sock.emit('refused', { code, reason: arg.closeReason });
         sock._opening = false;
         // Ids belong to connections: a reconnect gets a new one.
         sock._relayId = null;

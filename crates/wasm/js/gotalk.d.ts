@@ -85,6 +85,8 @@ declare namespace gotalk {
     readonly isGotalkProtocolError?: true;
     readonly code?: number;
     readonly closeCode?: number;
+    /** The reason of the server's close frame, when it gave one. */
+    readonly closeReason?: string;
   }
 
   /** Marked as the errors of a close after protocol error 0, 1, 2 or 3 are; compare `code`. */
@@ -146,9 +148,24 @@ declare namespace gotalk {
      * at the server's default of 20 s). 0 never gives up.
      */
     deadAfter?: number;
+    /**
+     * Milliseconds to wait before trying again after the server refused the connection for
+     * who the page is (close code 4401 or 4403). Default 0: stop (state `refused`) until
+     * `resume()`, after the user has logged in; a refused page would only be refused again.
+     */
+    refusedRetry?: number;
   }
 
-  type State = 'connecting' | 'open' | 'reconnecting' | 'offline' | 'closed';
+  type State = 'connecting' | 'open' | 'reconnecting' | 'offline' | 'refused' | 'closed';
+
+  /**
+   * The server refused the connection (its `on_connect` hook): `code` is 4000 + an HTTP
+   * status (4401 unauthorized, 4403 forbidden), `reason` what the server said.
+   */
+  interface Refused {
+    code: number;
+    reason: string;
+  }
 
   interface SockEventMap {
     open: null;
@@ -159,6 +176,9 @@ declare namespace gotalk {
     state: State;
     /** The server went silent for too long (see `deadAfter`); `close` follows. */
     dead: Error;
+    /** The server refused the connection; `close` follows. On 4401 and 4403 a keepalive
+     * stops (state `refused`) until `resume()` (see `refusedRetry`). */
+    refused: Refused;
     /** The server is shutting down gracefully; it closes the connection when it is done. */
     done: null;
     /** The relay gave this connection an id (on every connection, so again after a reconnect). */
@@ -245,6 +265,9 @@ declare namespace gotalk {
     address(): string | null;
     /** Closes once outstanding results are in; a second call closes at once. */
     end(): void;
+    /** A keepalive that was refused (or is waiting to reconnect) connects again now, from
+     * the start of its backoff: call it once the user has logged in. */
+    resume(): void;
 
     /** This connection's relay id, once the server has sent it; null before and after a close. */
     readonly id: string | null;

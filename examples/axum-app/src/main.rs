@@ -8,9 +8,13 @@
 //! The app has a page at `/` and a JSON route at `/api/health`; the gateway at `/gotalk/`
 //! serves the browser client (`/gotalk/gotalk.js`) and gotalk over WebSocket. The page calls
 //! the operation `shout` and shows the answer; `add` takes `{"a","b"}` and returns the sum.
+//! `/private` is the same behind a login, with a gateway of its own at `/private/gotalk/`
+//! that refuses sockets without a session (see `auth.rs`): a cookie or a token.
 //! It stops on ctrl-c, letting requests in flight finish.
 
 #![forbid(unsafe_code)]
+
+mod auth;
 
 use std::sync::Arc;
 
@@ -58,8 +62,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .handle("shout", |_sock, text: String| async move { Ok::<_, String>(text.to_uppercase()) })
         .handle("add", |_sock, input: AddIn| async move {
             input.a.checked_add(input.b).ok_or_else(|| "the sum overflows".to_owned())
+        })
+        .handle("whoami", |sock, (): ()| async move {
+            // Set by the private gateway's on_connect; none on the public one.
+            let user = sock.info().request.as_ref().and_then(|r| r.extensions.get::<auth::User>());
+            Ok::<_, String>(user.map(|u| u.0.clone()))
         });
-    let gateway = Gateway::new(Arc::new(handlers), Config::default());
+    let handlers = Arc::new(handlers);
+    let gateway = Gateway::new(handlers.clone(), Config::default());
+    let (private, private_gateway) = auth::router(handlers);
 
     let connections = gateway.connections();
     let app = Router::new()
@@ -72,7 +83,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 async move { ([(CONTENT_TYPE, "application/json")], json.unwrap_or_default()) }
             }),
         )
-        .nest_service("/gotalk", gateway.router());
+        .nest_service("/gotalk", gateway.router())
+        .merge(private);
 
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("http://{}/", listener.local_addr()?);
@@ -80,6 +92,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     gateway
         .run(http, listener, None, async {
             tokio::signal::ctrl_c().await.ok();
+            // The private gateway's sockets drain first, then the public one's.
+            private_gateway.shutdown().await;
         })
         .await?;
     Ok(())

@@ -87,6 +87,10 @@ pub struct ConnInfo {
     /// authorization, user agent) and whatever the gateway's `on_connect` hook or an axum
     /// middleware stored in its extensions. `None` for other transports.
     pub request: Option<Arc<UpgradeRequest>>,
+    /// The certificate chain a TLS peer presented and the listener verified (see
+    /// [`tls::server_config_verifying_clients`](crate::tls::server_config_verifying_clients)),
+    /// its own certificate first. `None` without TLS or without a client certificate.
+    pub peer_certificates: Option<Arc<[rustls::pki_types::CertificateDer<'static>]>>,
 }
 
 /// The HTTP request that a WebSocket connection was opened with, as a handler sees it.
@@ -124,7 +128,17 @@ impl ConnInfo {
             remote_addr,
             local_addr,
             request: None,
+            peer_certificates: None,
         }
+    }
+
+    /// The same info, with the certificate chain the TLS peer presented.
+    pub fn with_peer_certificates(
+        mut self,
+        chain: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+    ) -> Self {
+        self.peer_certificates = chain.filter(|c| !c.is_empty()).map(Arc::from);
+        self
     }
 
     /// The same info, with the HTTP request that opened the connection.
@@ -259,11 +273,25 @@ impl Sock {
                 writer.buffer_frame(&gotalk_protocol::reserved::hello());
             }
             writer.flush().await.map_err(|e| CloseReason::Io(e.to_string()))?;
+            let mut version = None;
             loop {
-                match decode_version(&mut buf) {
-                    Ok(Some(v)) => return Ok(v),
-                    Ok(None) => {}
-                    Err(e) => return Err(CloseReason::InvalidMessage(e.to_string())),
+                if version.is_none() {
+                    match decode_version(&mut buf) {
+                        Ok(found) => version = found,
+                        Err(e) => return Err(CloseReason::InvalidMessage(e.to_string())),
+                    }
+                }
+                if let Some(v) = version {
+                    // A server of ours that refuses a client of ours says why right after
+                    // its version, in the same write (see `crate::refusal`).
+                    if !config.hello_first {
+                        return Ok(v);
+                    }
+                    match crate::refusal::peek(&buf) {
+                        crate::refusal::Peek::No => return Ok(v),
+                        crate::refusal::Peek::Refused(reason) => return Err(reason),
+                        crate::refusal::Peek::More => {}
+                    }
                 }
                 match reader.read(&mut buf, Some(2)).await {
                     Ok(ReadEvent::Data(_) | ReadEvent::Partial(_)) => {}
@@ -317,7 +345,7 @@ impl Sock {
             if let Some(reader) = reader.as_mut().filter(|_| sent_more) {
                 crate::linger::discard_input(reader, &mut buf).await;
             }
-            return Err(Error::Closed(reason));
+            return Err(Error::from_handshake(reason));
         }
 
         let live = Mutex::new(live::Live::new(&config));
@@ -385,6 +413,19 @@ impl Sock {
     /// What is known about the connection.
     pub fn info(&self) -> &ConnInfo {
         &self.shared.info
+    }
+
+    /// The certificate the TLS peer presented, verified against the listener's client CA
+    /// (DER; parse it with a crate such as `x509-parser` for its subject and names). `None`
+    /// without TLS or when the peer sent none.
+    ///
+    /// ```
+    /// # fn who(sock: &gotalk::Sock) -> Option<usize> {
+    /// sock.peer_certificate().map(|der| der.len())
+    /// # }
+    /// ```
+    pub fn peer_certificate(&self) -> Option<&rustls::pki_types::CertificateDer<'static>> {
+        self.shared.info.peer_certificates.as_deref().and_then(|chain| chain.first())
     }
 
     /// The settings this connection runs with.

@@ -79,8 +79,8 @@ pub trait WsMessage: Send + Sized + 'static {
 pub enum WsEvent {
     /// Bytes of the gotalk stream, from a text or a binary message.
     Data(Bytes),
-    /// The peer is closing.
-    Close,
+    /// The peer is closing, with the code and reason of its close frame, if it had one.
+    Close(Option<(u16, String)>),
     /// A ping, which tungstenite answers with a pong.
     Ping,
     /// A pong, answering one of our pings (a liveness probe) or unsolicited.
@@ -109,7 +109,9 @@ impl WsMessage for tungstenite::Message {
         match self {
             Self::Binary(data) => WsEvent::Data(data),
             Self::Text(text) => WsEvent::Data(Bytes::from(text)),
-            Self::Close(_) => WsEvent::Close,
+            Self::Close(frame) => {
+                WsEvent::Close(frame.map(|f| (u16::from(f.code), f.reason.as_str().to_owned())))
+            }
             Self::Ping(_) => WsEvent::Ping,
             Self::Pong(data) => WsEvent::Pong(data),
             Self::Frame(_) => WsEvent::Control,
@@ -179,6 +181,8 @@ pub struct WsReader<S> {
     pings: PingBudget,
     /// Pongs received, for the liveness checks; only the latest few are kept.
     pongs: Vec<Bytes>,
+    /// The code and reason of the peer's close frame, once it arrived.
+    peer_close: Arc<Mutex<Option<(u16, String)>>>,
 }
 
 impl<S> WsReader<S> {
@@ -190,6 +194,7 @@ impl<S> WsReader<S> {
             violation: Violation::default(),
             pings: PingBudget::new(),
             pongs: Vec::new(),
+            peer_close: Arc::default(),
         }
     }
 }
@@ -242,7 +247,10 @@ where
                             return Ok(ReadEvent::Data(added));
                         }
                     }
-                    WsEvent::Close => self.closed = true,
+                    WsEvent::Close(frame) => {
+                        self.closed = true;
+                        *self.peer_close.lock().unwrap_or_else(|p| p.into_inner()) = frame;
+                    }
                     WsEvent::Ping if !self.pings.spend() => {
                         let violation = (CLOSE_POLICY, "too many pings");
                         self.violation.set(violation);
@@ -421,7 +429,9 @@ impl Connector {
     ///
     /// # Errors
     /// [`Error::Connect`] when the server cannot be reached or refuses the upgrade (the
-    /// message carries the HTTP status), [`Error::Closed`] when the gotalk handshake fails.
+    /// message carries the HTTP status), [`Error::Refused`] when the server turned this
+    /// client away with a reason (its `on_connect` hook), [`Error::Closed`] when the gotalk
+    /// handshake fails.
     pub async fn connect(
         &self,
         url: &str,
@@ -519,7 +529,19 @@ where
 {
     let (sink, stream) = socket.split();
     let (reader, writer) = pair(stream, sink);
-    Sock::start(reader, writer, handlers, config, info).await
+    let peer_close = reader.peer_close.clone();
+    match Sock::start(reader, writer, handlers, config, info).await {
+        // A gateway that refuses the connection accepts the upgrade and closes it at once
+        // with 4000 + the status and the reason, where a page can read them.
+        Err(Error::Closed(reason)) => {
+            let frame = peer_close.lock().unwrap_or_else(|p| p.into_inner()).take();
+            Err(match frame {
+                Some((code, reason)) if super::is_refusal(code) => Error::Refused { code, reason },
+                _ => Error::Closed(reason),
+            })
+        }
+        other => other,
+    }
 }
 
 /// Upgrades `stream` with `request` to a WebSocket.

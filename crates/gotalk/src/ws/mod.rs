@@ -59,6 +59,12 @@ pub const CLOSE_INVALID_DATA: u16 = 1007;
 /// The WebSocket close code for a message over the size limit.
 pub const CLOSE_TOO_BIG: u16 = 1009;
 
+/// True for the close code of a refused connection (see [`Refusal`](crate::Refusal)): 4000 +
+/// an HTTP status of 400 or more.
+pub fn is_refusal(code: u16) -> bool {
+    (4400..=4999).contains(&code)
+}
+
 /// The largest WebSocket message accepted, counted across its fragments: one payload at the
 /// limit plus its header (a header is at most 4,115 bytes, with a name at its 4,095-byte
 /// maximum).
@@ -74,13 +80,18 @@ pub fn close_code(reason: &CloseReason) -> u16 {
         | CloseReason::LocalProtocolError(_)
         | CloseReason::InvalidMessage(_)
         | CloseReason::UnsupportedVersion(_) => CLOSE_PROTOCOL_ERROR,
+        CloseReason::Refused { code, .. } => *code,
         _ => CLOSE_NORMAL,
     }
 }
 
 /// A close frame's reason is at most 123 bytes.
 fn close_text(reason: &CloseReason) -> String {
-    let mut text = reason.to_string();
+    let mut text = match reason {
+        // The page reads the reason as the server gave it.
+        CloseReason::Refused { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    };
     if text.len() > frame::MAX_CLOSE_REASON {
         let mut end = frame::MAX_CLOSE_REASON;
         while !text.is_char_boundary(end) {
@@ -108,5 +119,7 @@ mod tests {
         assert!(long.to_string().starts_with(&text));
         assert_eq!(close_code(&CloseReason::Shutdown), CLOSE_GOING_AWAY);
         assert_eq!(close_code(&CloseReason::Ended), CLOSE_NORMAL);
+        let refused = CloseReason::Refused { code: 4401, reason: "log in first".into() };
+        assert_eq!((close_code(&refused), close_text(&refused).as_str()), (4401, "log in first"));
     }
 }

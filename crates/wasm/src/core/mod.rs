@@ -24,7 +24,7 @@ use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 use crate::backoff::Backoff;
 use crate::deadline::{Deadline, DEFAULT_RETRY_TIMEOUT_MS};
 use crate::js::{clear_timeout, set_timeout, Host};
-use crate::keepalive::{Closed, KeepAlive, Next};
+use crate::keepalive::{refuses_client, Closed, KeepAlive, Next};
 use crate::liveness::Silence;
 use crate::outbox::Outbox;
 use crate::table::Table;
@@ -252,6 +252,9 @@ const EVENT_HEARTBEAT: u32 = 2;
 /// it has not been, and its result is dropped when it comes. (A stream request given up on
 /// is ended by the page as any other, and its result parts go unheard.)
 const EVENT_CANCEL: u32 = 3;
+/// The page wants a keepalive that was refused (or is waiting) to connect again now
+/// (`resume()`, after a login).
+const EVENT_RESUME: u32 = 4;
 /// `get` kinds.
 const GET_STATE: u32 = 0;
 const GET_NEXT_RECONNECT: u32 = 1;
@@ -271,7 +274,7 @@ impl Core {
 
     /// Connects to `url`; with `keepalive`, reconnects until `end()`. `options` may set
     /// `min`, `max`, `factor`, `jitter` (the backoff), `retryTimeout`, `maxRetries`,
-    /// `sendLimit`, `maxPayload` and `deadAfter`. `early` is a socket gotalk.js opened on
+    /// `sendLimit`, `maxPayload`, `deadAfter` and `refusedRetry`. `early` is a socket gotalk.js opened on
     /// that address while the wasm was loading; the first connection takes it over.
     pub fn open(
         &self,
@@ -288,7 +291,11 @@ impl Core {
             s.url = url;
             s.early = early;
             s.ended = false;
-            s.keep = keepalive.then(|| KeepAlive::new(options.backoff));
+            s.keep = keepalive.then(|| {
+                let mut keep = KeepAlive::new(options.backoff);
+                keep.refused_wait(options.refused_retry.map(f64::from).filter(|ms| *ms > 0.0));
+                keep
+            });
             s.silence.dead_after(options.dead_after.map(f64::from));
             if let Some(n) = options.max_retries {
                 s.max_retries = n;
@@ -399,7 +406,9 @@ impl Core {
     /// Tells the Core something happened: the browser came online, the page became visible
     /// (retry a pending reconnect now; give up on an open connection that went silent, as
     /// the periodic check does, which a background tab runs rarely), the page wants a
-    /// heartbeat sent with load `value` in [0, 1], or it gave up on the call `value`.
+    /// heartbeat sent with load `value` in [0, 1], it gave up on the call `value`, or it
+    /// wants a keepalive that was refused (or is waiting) to connect again now (`resume()`,
+    /// after a login).
     pub fn event(&self, kind: u32, value: f64) {
         let at = now();
         let silent = self.inner.with(|s| match kind {
@@ -410,6 +419,12 @@ impl Core {
                 None
             }
             EVENT_VISIBLE => s.visible(at).map(|ms| (s.conn_no, ms)),
+            EVENT_RESUME => {
+                if let (Some(keep), false) = (&mut s.keep, s.ended) {
+                    s.next = keep.resume(at);
+                }
+                None
+            }
             EVENT_HEARTBEAT => {
                 let load = (value.clamp(0.0, 1.0) * 65535.0).round() as u16;
                 s.send(&Frame::Heartbeat { load, time: (at / 1000.0) as u32 });
@@ -426,7 +441,8 @@ impl Core {
         }
     }
 
-    /// Reads the state (`connecting`, `open`, `reconnecting`, `offline` or `closed`), when
+    /// Reads the state (`connecting`, `open`, `reconnecting`, `offline`, `refused` or
+    /// `closed`), when
     /// the next reconnect is due (ms since the epoch, or undefined), the connected URL, or
     /// how many messages wait for the connection.
     pub fn get(&self, kind: u32) -> JsValue {

@@ -11,6 +11,7 @@ pub(super) struct Options {
     pub(super) send_limit: Option<usize>,
     pub(super) max_payload: Option<u32>,
     pub(super) dead_after: Option<u32>,
+    pub(super) refused_retry: Option<u32>,
 }
 
 fn number(options: &JsValue, key: &str) -> Option<f64> {
@@ -50,6 +51,7 @@ impl Options {
             send_limit: count(options, "sendLimit", "sendLimit")?.map(|n| n as usize),
             max_payload: count(options, "maxPayload", "maxPayload")?,
             dead_after: count(options, "deadAfter", "deadAfter")?,
+            refused_retry: count(options, "refusedRetry", "refusedRetry")?,
         })
     }
 }
@@ -358,7 +360,9 @@ impl Inner {
                 Some(err) => err,
                 None if !was_connected => {
                     let mut message = String::from("gotalk: could not connect to ");
-                    message.push_str(&s.url);
+                    // Without the query, which may carry an access token: errors end up in
+                    // consoles and error reports.
+                    message.push_str(s.url.split('?').next().unwrap_or_default());
                     error(&message)
                 }
                 None if code == Some(1000) && fault.is_none() => JsValue::NULL,
@@ -392,8 +396,11 @@ impl Inner {
             if was_connected || s.keep.is_none() {
                 s.effects.push(Effect::Emit("close", err.clone()));
             }
-            let how =
-                if code == Some(CLOSE_GOING_AWAY) { Closed::GoingAway } else { Closed::Other };
+            let how = match code {
+                Some(CLOSE_GOING_AWAY) => Closed::GoingAway,
+                Some(code) if refuses_client(code) => Closed::Refused,
+                _ => Closed::Other,
+            };
             match &mut s.keep {
                 Some(keep) if !s.ended => s.next = keep.closed(how, now(), online, Math::random()),
                 _ => {
@@ -460,5 +467,6 @@ fn closed_by_server(fault: Option<u32>, code: u16, reason: &str) -> JsValue {
         None => error(&message),
     };
     let _ = js_sys::Reflect::set(&err, &"closeCode".into(), &f64::from(code).into());
+    let _ = js_sys::Reflect::set(&err, &"closeReason".into(), &reason.into());
     err
 }
