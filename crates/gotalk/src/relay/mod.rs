@@ -223,6 +223,12 @@ impl Relay {
     }
 
     /// The bus's state: up or down, and counters of changes to groups and of recoveries.
+    ///
+    /// Do not keep the guard that [`borrow`](tokio::sync::watch::Receiver::borrow) or
+    /// [`wait_for`](tokio::sync::watch::Receiver::wait_for) return across an await: it holds
+    /// the state's lock, and whatever reports a change (a member joining, the bus going down
+    /// or coming back) blocks its thread until the guard is gone. Copy what you need and let
+    /// it go, as in `let up = relay.state().borrow().up;` (see [`Bus::state`]).
     pub fn state(&self) -> tokio::sync::watch::Receiver<BusState> {
         self.bus.state()
     }
