@@ -330,7 +330,8 @@ struct ClusterTuning {
     #[arg(long, value_name = "SECONDS", value_parser = parse_positive_seconds)]
     cluster_presence_expiry: Option<Duration>,
     /// Seconds a group's first member here waits for another instance to send the group's
-    /// kept messages [default: 0.25].
+    /// kept messages; just after the start, also the wait to hear which instances have
+    /// members [default: 0.25].
     #[arg(long, value_name = "SECONDS", value_parser = parse_positive_seconds)]
     cluster_history_timeout: Option<Duration>,
     /// Seconds the instance stays subscribed to a group after its last member here left

@@ -43,6 +43,7 @@ mod local {
         order_is_kept,
         id_is_told_once_reachable,
         groups_across_instances,
+        history_right_after_start,
         a_closed_connection_leaves_everywhere,
     );
 }
@@ -86,6 +87,7 @@ macro_rules! on_a_bus {
                 order_is_kept,
                 id_is_told_once_reachable,
                 groups_across_instances,
+                history_right_after_start,
                 a_closed_connection_leaves_everywhere,
                 a_departed_instance_is_forgotten,
             );
