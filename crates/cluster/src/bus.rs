@@ -391,9 +391,24 @@ impl Inner {
         }
     }
 
-    pub(crate) fn goodbye(&self) -> Option<(Arc<Live>, String, Bytes)> {
-        let live = lock(&self.state).live.clone()?;
-        Some((live, self.presence_channel.clone(), Msg::Bye { origin: self.iid }.encode()))
+    /// Leaves the cluster: tells the others, then unsubscribes the peers' channels, so that
+    /// from its return a relay to them is "unknown peer" at once, not one the bus hands to a
+    /// connection on its way out that never answers.
+    async fn goodbye(&self) {
+        let (live, peers) = {
+            let state = lock(&self.state);
+            let Some(live) = state.live.clone() else { return };
+            (live, state.peers.keys().map(|id| self.peer_channel(*id)).collect::<Vec<_>>())
+        };
+        let bye = Msg::Bye { origin: self.iid }.encode();
+        let deadline = self.settings.call_timeout;
+        let _ = timeout(deadline, live.session.publish(&self.presence_channel, bye)).await;
+        for batch in peers.chunks(self.settings.subscribe_batch) {
+            let deadline = self.settings.connect_timeout;
+            if !matches!(timeout(deadline, live.session.unsubscribe(batch)).await, Ok(Ok(()))) {
+                break;
+            }
+        }
     }
 
     /// Handles one message from the bus. Runs on the supervisor's task: it never waits.
@@ -686,13 +701,11 @@ impl ClusterBus {
     }
 
     /// Leaves the cluster: tells the other instances (so this instance's members disappear
-    /// from their lists at once), stops reconnecting, and closes the connection to the bus,
-    /// which makes this instance's peers unknown elsewhere. Local delivery keeps working.
+    /// from their lists at once), unsubscribes its peers' channels (so from its return a
+    /// relay to them from elsewhere is "unknown peer" at once), stops reconnecting, and
+    /// closes the connection to the bus. Local delivery keeps working.
     pub async fn shutdown(&self) {
-        if let Some((live, channel, bye)) = self.inner.goodbye() {
-            let deadline = self.inner.settings.call_timeout;
-            let _ = timeout(deadline, live.session.publish(&channel, bye)).await;
-        }
+        self.inner.goodbye().await;
         self.inner.shutdown.cancel();
         let task = self.supervisor.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(task) = task {
