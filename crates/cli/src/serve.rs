@@ -251,6 +251,13 @@ pub(crate) struct RelayArgs {
     /// [default: 64].
     #[arg(long, value_name = "N")]
     relay_in_flight: Option<usize>,
+    /// Bytes of relayed messages one connection may have on their way to other instances at
+    /// once [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    relay_in_flight_bytes: Option<usize>,
+    /// Groups (chat rooms) one connection may be in at once [default: 256].
+    #[arg(long, value_name = "N")]
+    relay_max_groups: Option<usize>,
 }
 
 impl RelayArgs {
@@ -267,6 +274,12 @@ impl RelayArgs {
         }
         if let Some(n) = self.relay_in_flight {
             relay = relay.max_in_flight(n);
+        }
+        if let Some(bytes) = self.relay_in_flight_bytes {
+            relay = relay.max_in_flight_bytes(bytes);
+        }
+        if let Some(n) = self.relay_max_groups {
+            relay = relay.max_groups(n);
         }
         Ok(relay)
     }

@@ -630,54 +630,124 @@ pub async fn bus_outage(backend: &Backend, server: &mut dyn BusServer, down: Dur
     b.stop().await;
 }
 
+/// Two instances whose buses nothing periodic touches (a relay waits 5 s for its answer), a
+/// sender on the first (served by `relay`, never retrying) and a recipient on the second,
+/// one relay delivered between them, then the bus server paused.
+struct Paused {
+    a: Instance,
+    b: Instance,
+    sender: Peer,
+    recipient: Peer,
+    got: gotalk::relay::Topic,
+}
+
+impl Paused {
+    async fn start(backend: &Backend, server: &mut dyn BusServer, relay: Relay) -> Paused {
+        let quiet = ClusterSettings::default()
+            .heartbeat(Duration::from_secs(60))
+            .probe(Duration::from_secs(60), Duration::from_secs(60))
+            .relay_timeout(Duration::from_secs(5));
+        let a = Instance::start_with(backend, quiet.clone(), relay, Config::default()).await;
+        let b = Instance::start_with(backend, quiet, Relay::new(), Config::default()).await;
+        let sender = a.peer_with(Config::default().max_retries(0)).await;
+        let recipient = b.peer().await;
+        let mut got = recipient.inbox.topic("t");
+        sender.sock.relay(recipient.id, "t", &-1).await.expect("before the pause");
+        within("before", got.recv()).await.unwrap();
+        server.pause();
+        Paused { a, b, sender, recipient, got }
+    }
+
+    /// A relay of `body` left waiting in a task of its own.
+    fn send<T: serde::Serialize + Send + Sync + 'static>(
+        &self,
+        body: T,
+    ) -> JoinHandle<Result<(), Error>> {
+        let (sock, to) = (self.sender.sock.clone(), self.recipient.id);
+        tokio::spawn(async move { sock.relay(to, "t", &body).await })
+    }
+
+    /// A relay of `body`, refused at once as past a limit.
+    async fn refused<T: serde::Serialize>(&self, body: T) {
+        let started = Instant::now();
+        let relay = self.sender.sock.relay(self.recipient.id, "t", &body);
+        let err = within("one past the limit", relay).await.unwrap_err();
+        assert!(is_retry(&err, "relay unavailable"), "{err:?}");
+        // At once: far below the 5 s the waiting ones may wait, with room for a busy machine.
+        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    }
+
+    /// Resumes the bus: every waiting relay is delivered, each once; returns their bodies in
+    /// the order they came (the tasks sent in whatever order the runtime polled them).
+    async fn resume<T: serde::de::DeserializeOwned>(
+        mut self,
+        server: &mut dyn BusServer,
+        waiting: Vec<JoinHandle<Result<(), Error>>>,
+    ) -> Vec<T> {
+        server.resume();
+        let count = waiting.len();
+        for w in waiting {
+            within("a waiting relay", w).await.unwrap().expect("delivered after the pause");
+        }
+        let mut delivered = Vec::new();
+        for _ in 0..count {
+            delivered.push(within("delivery", self.got.recv()).await.unwrap().json().unwrap());
+        }
+        self.a.stop().await;
+        self.b.stop().await;
+        delivered
+    }
+}
+
+/// Waits a moment, then checks that every relay of `waiting` still waits for the bus.
+async fn still_waiting(waiting: &mut [JoinHandle<Result<(), Error>>]) {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut ended = Vec::new();
+    for w in waiting.iter_mut().filter(|w| w.is_finished()) {
+        ended.push(w.await.unwrap());
+    }
+    assert!(ended.is_empty(), "the relays at the limit wait for the bus: {ended:?} ended");
+}
+
 /// With the bus paused, a sender's relays to other instances wait: the first
 /// `max_in_flight` are pending, the next is "relay unavailable" at once, and the sender's
 /// other requests are answered meanwhile (its read loop does not wait on the bus).
 pub async fn in_flight_edge(backend: &Backend, server: &mut dyn BusServer) {
     const N: usize = 4;
-    // Nothing periodic may touch the paused bus during the case.
-    let quiet = ClusterSettings::default()
-        .heartbeat(Duration::from_secs(60))
-        .probe(Duration::from_secs(60), Duration::from_secs(60))
-        .relay_timeout(Duration::from_secs(5));
-    let relay = Relay::new().max_in_flight(N);
-    let a = Instance::start_with(backend, quiet.clone(), relay, Config::default()).await;
-    let b = Instance::start_with(backend, quiet, Relay::new(), Config::default()).await;
-    let pa = a.peer_with(Config::default().max_retries(0)).await;
-    let pb = b.peer().await;
-    let mut got = pb.inbox.topic("t");
-    pa.sock.relay(pb.id, "t", &-1).await.expect("before the pause");
-    within("before", got.recv()).await.unwrap();
-
-    server.pause();
-    let mut pending = Vec::new();
-    for n in 0..N {
-        let sock = pa.sock.clone();
-        let to = pb.id;
-        pending.push(tokio::spawn(async move { sock.relay(to, "t", &n).await }));
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(pending.iter().all(|p| !p.is_finished()), "the first {N} wait for the bus");
+    let paused = Paused::start(backend, server, Relay::new().max_in_flight(N)).await;
+    let mut waiting: Vec<_> = (0..N).map(|n| paused.send(n)).collect();
+    still_waiting(&mut waiting).await;
+    paused.refused(N).await;
     let started = Instant::now();
-    let err = within("one past the limit", pa.sock.relay(pb.id, "t", &N)).await.unwrap_err();
-    assert!(is_retry(&err, "relay unavailable"), "{err:?}");
-    // At once, and the read loop does not wait: both far below the 5 s the pending ones may
-    // wait, with room for a busy machine.
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
-    let started = Instant::now();
-    assert_eq!(within("whoami", pa.sock.whoami()).await.unwrap(), pa.id);
+    let sender = &paused.sender;
+    assert_eq!(within("whoami", sender.sock.whoami()).await.unwrap(), sender.id);
     assert!(started.elapsed() < Duration::from_secs(1), "the read loop does not wait");
-    server.resume();
-    for p in pending {
-        within("a pending relay", p).await.unwrap().expect("delivered after the pause");
-    }
-    // The tasks sent in whatever order the runtime polled them: each arrives once.
-    let mut delivered = Vec::new();
-    for _ in 0..N {
-        delivered.push(within("delivery", got.recv()).await.unwrap().json::<usize>().unwrap());
-    }
+    let mut delivered: Vec<usize> = paused.resume(server, waiting).await;
     delivered.sort_unstable();
     assert_eq!(delivered, (0..N).collect::<Vec<_>>());
-    a.stop().await;
-    b.stop().await;
+}
+
+/// What a relay counts against `max_in_flight_bytes` besides its body and topic: the
+/// delivery's JSON around them, `{"from":"<36>","topic":"…","body":…}`.
+const DELIVERY_FRAME: usize = 66;
+
+/// With the bus paused, a sender's relays to other instances hold their bytes: relays of
+/// exactly `max_in_flight_bytes` in all wait, and a relay one byte past it is "relay
+/// unavailable" at once, as is any relay once the limit is reached.
+pub async fn in_flight_bytes_edge(backend: &Backend, server: &mut dyn BusServer) {
+    const N: usize = 3;
+    // A JSON string of BODY bytes, quotes included, on the topic `t`.
+    const BODY: usize = 1000;
+    let body = |len: usize| "x".repeat(len - 2);
+    let each = DELIVERY_FRAME + 1 + BODY;
+    let relay = Relay::new().max_in_flight_bytes(N * each);
+    let paused = Paused::start(backend, server, relay).await;
+    let mut waiting: Vec<_> = (0..N - 1).map(|_| paused.send(body(BODY))).collect();
+    still_waiting(&mut waiting).await;
+    paused.refused(body(BODY + 1)).await;
+    waiting.push(paused.send(body(BODY)));
+    still_waiting(&mut waiting).await;
+    paused.refused(1).await;
+    let delivered: Vec<String> = paused.resume(server, waiting).await;
+    assert_eq!(delivered, vec![body(BODY); N]);
 }

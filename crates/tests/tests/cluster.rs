@@ -62,6 +62,21 @@ macro_rules! bus_cases {
     )*};
 }
 
+/// Cases that disturb the bus server, which they take besides the backend.
+macro_rules! server_cases {
+    ($server:ty; $($case:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            if gotalk_tests::servers::skip_cluster_tests() {
+                return;
+            }
+            let mut server = <$server>::start().await;
+            let backend = backend(&server);
+            gotalk_tests::conformance::$case(&backend, &mut server).await;
+        }
+    )*};
+}
+
 /// Every case against one bus: `$server` is the harness's guard for its server, `$link`
 /// makes a link of a URL, `$limited` starts the server with a user limited to the prefix.
 macro_rules! on_a_bus {
@@ -92,6 +107,8 @@ macro_rules! on_a_bus {
                 a_departed_instance_is_forgotten,
             );
 
+            server_cases!(Server; in_flight_edge, in_flight_bytes_edge);
+
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn outage_of_2_s() {
                 if skip_cluster_tests() {
@@ -110,16 +127,6 @@ macro_rules! on_a_bus {
                 let mut server = Server::start().await;
                 let backend = backend(&server);
                 conformance::bus_outage(&backend, &mut server, Duration::from_secs(10)).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn in_flight_edge() {
-                if skip_cluster_tests() {
-                    return;
-                }
-                let mut server = Server::start().await;
-                let backend = backend(&server);
-                conformance::in_flight_edge(&backend, &mut server).await;
             }
 
             /// A user limited to the prefix's channels (and keys) is all an instance needs.
