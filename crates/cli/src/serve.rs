@@ -793,6 +793,27 @@ mod tests {
         );
     }
 
+    /// `gotalk serve`'s relay flags alone.
+    #[derive(clap::Parser, Debug)]
+    struct RelayFlags {
+        #[command(flatten)]
+        relay: RelayArgs,
+    }
+
+    #[test]
+    fn relay_flags_reach_the_relay() {
+        use clap::Parser;
+        let relay = |args: &[&str]| {
+            let parsed = RelayFlags::try_parse_from(std::iter::once("serve").chain(args.to_vec()));
+            format!("{:?}", parsed.unwrap().relay.relay().unwrap())
+        };
+        assert_eq!(relay(&[]), format!("{:?}", gotalk::relay::Relay::new()));
+        let given = relay(&["--relay-in-flight-bytes=4096", "--relay-max-groups=7"]);
+        let expected = gotalk::relay::Relay::new().max_in_flight_bytes(4096).max_groups(7);
+        assert_eq!(given, format!("{expected:?}"));
+        assert!(given.contains("max_in_flight_bytes: 4096") && given.contains("max_groups: 7"));
+    }
+
     /// `gotalk serve`'s cluster flags alone.
     #[derive(clap::Parser, Debug)]
     struct Cluster {
