@@ -273,6 +273,13 @@ pub(crate) struct RelayArgs {
     /// [default: 64].
     #[arg(long, value_name = "N")]
     relay_in_flight: Option<usize>,
+    /// Bytes of relayed messages one connection may have on their way to other instances at
+    /// once [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    relay_in_flight_bytes: Option<usize>,
+    /// Groups (chat rooms) one connection may be in at once [default: 256].
+    #[arg(long, value_name = "N")]
+    relay_max_groups: Option<usize>,
 }
 
 impl RelayArgs {
@@ -289,6 +296,12 @@ impl RelayArgs {
         }
         if let Some(n) = self.relay_in_flight {
             relay = relay.max_in_flight(n);
+        }
+        if let Some(bytes) = self.relay_in_flight_bytes {
+            relay = relay.max_in_flight_bytes(bytes);
+        }
+        if let Some(n) = self.relay_max_groups {
+            relay = relay.max_groups(n);
         }
         Ok(relay)
     }
@@ -352,7 +365,8 @@ struct ClusterTuning {
     #[arg(long, value_name = "SECONDS", value_parser = parse_positive_seconds)]
     cluster_presence_expiry: Option<Duration>,
     /// Seconds a group's first member here waits for another instance to send the group's
-    /// kept messages [default: 0.25].
+    /// kept messages; just after the start, also the wait to hear which instances have
+    /// members [default: 0.25].
     #[arg(long, value_name = "SECONDS", value_parser = parse_positive_seconds)]
     cluster_history_timeout: Option<Duration>,
     /// Seconds the instance stays subscribed to a group after its last member here left
@@ -806,6 +820,27 @@ mod tests {
                 ..LivenessConfig::disabled()
             }
         );
+    }
+
+    /// `gotalk serve`'s relay flags alone.
+    #[derive(clap::Parser, Debug)]
+    struct RelayFlags {
+        #[command(flatten)]
+        relay: RelayArgs,
+    }
+
+    #[test]
+    fn relay_flags_reach_the_relay() {
+        use clap::Parser;
+        let relay = |args: &[&str]| {
+            let parsed = RelayFlags::try_parse_from(std::iter::once("serve").chain(args.to_vec()));
+            format!("{:?}", parsed.unwrap().relay.relay().unwrap())
+        };
+        assert_eq!(relay(&[]), format!("{:?}", gotalk::relay::Relay::new()));
+        let given = relay(&["--relay-in-flight-bytes=4096", "--relay-max-groups=7"]);
+        let expected = gotalk::relay::Relay::new().max_in_flight_bytes(4096).max_groups(7);
+        assert_eq!(given, format!("{expected:?}"));
+        assert!(given.contains("max_in_flight_bytes: 4096") && given.contains("max_groups: 7"));
     }
 
     /// `gotalk serve`'s cluster flags alone.

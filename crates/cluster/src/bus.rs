@@ -28,7 +28,7 @@ use gotalk::relay::{
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio::time::{timeout, Instant};
+use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::envelope::{decode_notes, encode_notes, Change, Iid, Msg, Outcome, Rows};
@@ -134,6 +134,9 @@ struct State {
     /// The sequence number of this instance's latest member change.
     seq: u64,
     live: Option<Arc<Live>>,
+    /// Set by the first hello: until then the others' answers to it, the snapshots of who is
+    /// where, may still be on their way.
+    heard_by: Option<Instant>,
 }
 
 /// A group this instance subscribes to: it has members here, or had until a moment ago.
@@ -318,7 +321,9 @@ impl Inner {
     pub(crate) fn announce(self: &Arc<Self>, live: &Arc<Live>, recovered: bool) {
         {
             let mut state = lock(&self.state);
-            state.presence.thaw(Instant::now());
+            let now = Instant::now();
+            state.presence.thaw(now);
+            state.heard_by.get_or_insert(now + self.settings.history_timeout);
             let snapshot = self.snapshot(&state);
             self.send(live, self.presence_channel.clone(), snapshot);
             let hello = Msg::Hello { origin: self.iid }.encode();
@@ -386,9 +391,24 @@ impl Inner {
         }
     }
 
-    pub(crate) fn goodbye(&self) -> Option<(Arc<Live>, String, Bytes)> {
-        let live = lock(&self.state).live.clone()?;
-        Some((live, self.presence_channel.clone(), Msg::Bye { origin: self.iid }.encode()))
+    /// Leaves the cluster: tells the others, then unsubscribes the peers' channels, so that
+    /// from its return a relay to them is "unknown peer" at once, not one the bus hands to a
+    /// connection on its way out that never answers.
+    async fn goodbye(&self) {
+        let (live, peers) = {
+            let state = lock(&self.state);
+            let Some(live) = state.live.clone() else { return };
+            (live, state.peers.keys().map(|id| self.peer_channel(*id)).collect::<Vec<_>>())
+        };
+        let bye = Msg::Bye { origin: self.iid }.encode();
+        let deadline = self.settings.call_timeout;
+        let _ = timeout(deadline, live.session.publish(&self.presence_channel, bye)).await;
+        for batch in peers.chunks(self.settings.subscribe_batch) {
+            let deadline = self.settings.connect_timeout;
+            if !matches!(timeout(deadline, live.session.unsubscribe(batch)).await, Ok(Ok(()))) {
+                break;
+            }
+        }
     }
 
     /// Handles one message from the bus. Runs on the supervisor's task: it never waits.
@@ -495,6 +515,32 @@ impl Inner {
     fn ask_snapshot(self: &Arc<Self>, live: &Arc<Live>, origin: Iid) {
         let ask = Msg::SnapshotPlease { origin: self.iid }.encode();
         self.send(live, self.inst_channel(origin), ask);
+    }
+
+    /// The instances with members of `group`, once this instance can know them: just after
+    /// its hello the others' snapshots may still be on their way, so with none known yet it
+    /// waits for one until the history timeout after the hello.
+    async fn holders(&self, live: &Live, group: &Group) -> Vec<Iid> {
+        // Taken before the first look, so no change after it is missed.
+        let mut changes = self.bus_state.subscribe();
+        loop {
+            let (holders, heard_by) = {
+                let state = lock(&self.state);
+                (state.presence.holders(group), state.heard_by)
+            };
+            let waiting = heard_by.is_none_or(|by| Instant::now() < by);
+            if !holders.is_empty() || !waiting {
+                return holders;
+            }
+            // Before the hello (the session is still being subscribed) the bound is the
+            // session's: it says hello or goes.
+            let until = heard_by.unwrap_or_else(|| Instant::now() + self.settings.connect_timeout);
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return holders },
+                () = sleep_until(until) => {}
+                () = live.gone.cancelled() => return holders,
+            }
+        }
     }
 
     /// A group's kept messages from the first of `holders` that answers.
@@ -655,13 +701,11 @@ impl ClusterBus {
     }
 
     /// Leaves the cluster: tells the other instances (so this instance's members disappear
-    /// from their lists at once), stops reconnecting, and closes the connection to the bus,
-    /// which makes this instance's peers unknown elsewhere. Local delivery keeps working.
+    /// from their lists at once), unsubscribes its peers' channels (so from its return a
+    /// relay to them from elsewhere is "unknown peer" at once), stops reconnecting, and
+    /// closes the connection to the bus. Local delivery keeps working.
     pub async fn shutdown(&self) {
-        if let Some((live, channel, bye)) = self.inner.goodbye() {
-            let deadline = self.inner.settings.call_timeout;
-            let _ = timeout(deadline, live.session.publish(&channel, bye)).await;
-        }
+        self.inner.goodbye().await;
         self.inner.shutdown.cancel();
         let task = self.supervisor.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(task) = task {
@@ -795,11 +839,10 @@ impl Bus for ClusterBus {
             }
             let peer = member.peer;
             let live = state.live.clone();
-            let holders = state.presence.holders(group);
             let mut first = None;
             let local = state.groups.entry(group.clone()).or_insert_with(|| {
                 let (done, fetched) = watch::channel(live.is_none());
-                first = Some((done, live, holders));
+                first = Some((done, live));
                 Local { roster: Roster::default(), empty_since: None, fetched }
             });
             local.empty_since = None;
@@ -818,11 +861,12 @@ impl Bus for ClusterBus {
         }
         // The first local member: subscribe, then fetch what the group kept from an instance
         // that has members (history asks wait for it).
-        if let Some((done, Some(live), holders)) = first {
+        if let Some((done, Some(live))) = first {
             let subscribed = inner.subscribe(&live, vec![inner.group_channel(group)]);
             let (inner, group) = (inner.clone(), group.clone());
             tokio::spawn(async move {
                 subscribed.await;
+                let holders = inner.holders(&live, &group).await;
                 if !holders.is_empty() {
                     if let Some(notes) = inner.fetch(&live, &group, holders).await {
                         inner.merge(&group, notes);
@@ -917,24 +961,30 @@ impl Bus for ClusterBus {
     fn history(&self, group: &Group) -> Fetching {
         let inner = self.inner.clone();
         let group = group.clone();
-        let (fetched, holders, live) = {
+        let (fetched, live) = {
             let state = lock(&inner.state);
-            let fetched = state.groups.get(&group).map(|l| l.fetched.clone());
-            (fetched, state.presence.holders(&group), state.live.clone())
+            (state.groups.get(&group).map(|l| l.fetched.clone()), state.live.clone())
         };
         Box::pin(async move {
             match (fetched, live) {
                 (Some(mut fetched), _) => {
-                    let wait = inner.settings.history_timeout * 4;
+                    // Hearing of a holder, and asking up to three in turn, each within the
+                    // history timeout.
+                    let wait = inner.settings.history_timeout * 5;
                     let _ = timeout(wait, fetched.wait_for(|done| *done)).await;
                     let state = lock(&inner.state);
                     state.groups.get(&group).map(|l| l.roster.kept.iter().cloned().collect())
                 }
                 // No member here: ask an instance that has members.
-                (None, Some(live)) if !holders.is_empty() => {
-                    inner.fetch(&live, &group, holders).await
+                (None, Some(live)) => {
+                    let holders = inner.holders(&live, &group).await;
+                    if holders.is_empty() {
+                        None
+                    } else {
+                        inner.fetch(&live, &group, holders).await
+                    }
                 }
-                (None, _) => None,
+                (None, None) => None,
             }
             .unwrap_or_default()
         })

@@ -151,7 +151,10 @@ impl ClusterSettings {
     }
 
     /// How long a first member's instance waits for another instance to send a group's kept
-    /// messages. Default 250 ms.
+    /// messages. Default 250 ms. An instance that has just started has not heard yet who is
+    /// where (the others answer its hello with their members): until this long after its
+    /// hello, a fetch that knows of no instance with members of the group waits first to hear
+    /// of one.
     pub fn history_timeout(mut self, timeout: Duration) -> Self {
         self.history_timeout = timeout;
         self

@@ -477,13 +477,9 @@ pub async fn groups_across_instances(backend: &Backend) {
             assert_eq!(member.note().await, format!("\"kept{n}\""));
         }
     }
+    // Its first member joins as soon as it can: the instance waits to hear who has members
+    // before it asks for the kept messages.
     let late = Instance::start(backend).await;
-    // Kept messages are asked of an instance that presence says has members, so the
-    // newcomer's instance must have heard who is where first (see the cluster guide).
-    eventually("the late instance knows the members", WAIT, || {
-        late.relay.members(&lobby).len() == members.len()
-    })
-    .await;
     let newcomer = late.peer().await;
     newcomer.join("lobby", "{}").await;
     let kept = within("history", late.relay.history(&lobby)).await;
@@ -495,6 +491,41 @@ pub async fn groups_across_instances(backend: &Backend) {
     late.stop().await;
     for instance in instances {
         instance.stop().await;
+    }
+}
+
+/// An instance whose first member joins a group the moment the instance has started, before
+/// it can have heard from the others who is where, still gets the group's kept messages: it
+/// waits for the others' answers to its hello before choosing whom to ask. So does a history
+/// asked for with no member here.
+pub async fn history_right_after_start(backend: &Backend) {
+    let settings = ClusterSettings::default;
+    let a = backend.make(settings()).await.bus;
+    let holder = PeerId::from_random(rand::random());
+    within("register", a.register(holder, gotalk::relay::Mailbox::new(1 << 20))).await;
+    let (kept, asked) = (Group::new("kept").unwrap(), Group::new("asked").unwrap());
+    for group in [&kept, &asked] {
+        a.join(group, gotalk::relay::Member { peer: holder, meta: Bytes::from_static(b"{}") });
+        for n in 0..3 {
+            a.publish(group, note(&format!("{group}{n}")).keep(2)).unwrap();
+        }
+    }
+    let texts = |notes: Vec<Note>| -> Vec<Bytes> { notes.into_iter().map(|n| n.payload).collect() };
+    let expected = |group: &Group| {
+        vec![Bytes::from(format!("\"{group}1\"")), Bytes::from(format!("\"{group}2\""))]
+    };
+
+    // Nothing awaited between the start and the join: the registration is local at once.
+    let b = backend.make(settings()).await.bus;
+    let newcomer = PeerId::from_random(rand::random());
+    let _reachable = b.register(newcomer, gotalk::relay::Mailbox::new(1 << 20));
+    b.join(&kept, gotalk::relay::Member { peer: newcomer, meta: Bytes::from_static(b"{}") });
+    assert_eq!(texts(within("history", b.history(&kept)).await), expected(&kept));
+
+    let c = backend.make(settings()).await.bus;
+    assert_eq!(texts(within("history", c.history(&asked)).await), expected(&asked));
+    for bus in [a, b, c] {
+        bus.leave_cluster().await;
     }
 }
 
@@ -533,19 +564,17 @@ pub async fn a_departed_instance_is_forgotten(backend: &Backend) {
     eventually("seen on a", WAIT, || a.relay.members(&g).len() == 1).await;
     pa.sock.relay(pb.id, "t", &1).await.expect("reachable before");
     b.cluster.as_ref().unwrap().shutdown().await;
+    // Its peers' channels were unsubscribed before it left: their ids are unknown at once,
+    // never a relay that waits out the relay timeout (1 s) on a connection going away.
+    for n in 0..3 {
+        let started = Instant::now();
+        let err = within("relay", pa.sock.relay(pb.id, "t", &n)).await.unwrap_err();
+        assert!(is_remote(&err, "unknown peer"), "relay {n} after the shutdown: {err:?}");
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(500), "unknown peer took {took:?}");
+    }
     eventually("members gone on a", Duration::from_secs(4), || a.relay.members(&g).is_empty())
         .await;
-    // Its peers' channels go with its connection to the bus, which the bus server may take a
-    // moment to drop: until then a relay may wait out the relay timeout, never succeed.
-    let started = Instant::now();
-    loop {
-        let err = within("relay", pa.sock.relay(pb.id, "t", &2)).await.unwrap_err();
-        if is_remote(&err, "unknown peer") {
-            break;
-        }
-        assert!(is_remote(&err, "relay timeout"), "{err:?}");
-        assert!(started.elapsed() < Duration::from_secs(5), "still not unknown: {err:?}");
-    }
     a.stop().await;
     b.stop().await;
 }
@@ -601,60 +630,124 @@ pub async fn bus_outage(backend: &Backend, server: &mut dyn BusServer, down: Dur
     b.stop().await;
 }
 
+/// Two instances whose buses nothing periodic touches (a relay waits 5 s for its answer), a
+/// sender on the first (served by `relay`, never retrying) and a recipient on the second,
+/// one relay delivered between them, then the bus server paused.
+struct Paused {
+    a: Instance,
+    b: Instance,
+    sender: Peer,
+    recipient: Peer,
+    got: gotalk::relay::Topic,
+}
+
+impl Paused {
+    async fn start(backend: &Backend, server: &mut dyn BusServer, relay: Relay) -> Paused {
+        let quiet = ClusterSettings::default()
+            .heartbeat(Duration::from_secs(60))
+            .probe(Duration::from_secs(60), Duration::from_secs(60))
+            .relay_timeout(Duration::from_secs(5));
+        let a = Instance::start_with(backend, quiet.clone(), relay, Config::default()).await;
+        let b = Instance::start_with(backend, quiet, Relay::new(), Config::default()).await;
+        let sender = a.peer_with(Config::default().max_retries(0)).await;
+        let recipient = b.peer().await;
+        let mut got = recipient.inbox.topic("t");
+        sender.sock.relay(recipient.id, "t", &-1).await.expect("before the pause");
+        within("before", got.recv()).await.unwrap();
+        server.pause();
+        Paused { a, b, sender, recipient, got }
+    }
+
+    /// A relay of `body` left waiting in a task of its own.
+    fn send<T: serde::Serialize + Send + Sync + 'static>(
+        &self,
+        body: T,
+    ) -> JoinHandle<Result<(), Error>> {
+        let (sock, to) = (self.sender.sock.clone(), self.recipient.id);
+        tokio::spawn(async move { sock.relay(to, "t", &body).await })
+    }
+
+    /// A relay of `body`, refused at once as past a limit.
+    async fn refused<T: serde::Serialize>(&self, body: T) {
+        let started = Instant::now();
+        let relay = self.sender.sock.relay(self.recipient.id, "t", &body);
+        let err = within("one past the limit", relay).await.unwrap_err();
+        assert!(is_retry(&err, "relay unavailable"), "{err:?}");
+        // At once: far below the 5 s the waiting ones may wait, with room for a busy machine.
+        assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    }
+
+    /// Resumes the bus: every waiting relay is delivered, each once; returns their bodies in
+    /// the order they came (the tasks sent in whatever order the runtime polled them).
+    async fn resume<T: serde::de::DeserializeOwned>(
+        mut self,
+        server: &mut dyn BusServer,
+        waiting: Vec<JoinHandle<Result<(), Error>>>,
+    ) -> Vec<T> {
+        server.resume();
+        let count = waiting.len();
+        for w in waiting {
+            within("a waiting relay", w).await.unwrap().expect("delivered after the pause");
+        }
+        let mut delivered = Vec::new();
+        for _ in 0..count {
+            delivered.push(within("delivery", self.got.recv()).await.unwrap().json().unwrap());
+        }
+        self.a.stop().await;
+        self.b.stop().await;
+        delivered
+    }
+}
+
+/// Waits a moment, then checks that every relay of `waiting` still waits for the bus.
+async fn still_waiting(waiting: &mut [JoinHandle<Result<(), Error>>]) {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut ended = Vec::new();
+    for w in waiting.iter_mut().filter(|w| w.is_finished()) {
+        ended.push(w.await.unwrap());
+    }
+    assert!(ended.is_empty(), "the relays at the limit wait for the bus: {ended:?} ended");
+}
+
 /// With the bus paused, a sender's relays to other instances wait: the first
 /// `max_in_flight` are pending, the next is "relay unavailable" at once, and the sender's
 /// other requests are answered meanwhile (its read loop does not wait on the bus).
 pub async fn in_flight_edge(backend: &Backend, server: &mut dyn BusServer) {
     const N: usize = 4;
-    // Nothing periodic may touch the paused bus during the case.
-    let quiet = ClusterSettings::default()
-        .heartbeat(Duration::from_secs(60))
-        .probe(Duration::from_secs(60), Duration::from_secs(60))
-        .relay_timeout(Duration::from_secs(5));
-    let relay = Relay::new().max_in_flight(N);
-    let a = Instance::start_with(backend, quiet.clone(), relay, Config::default()).await;
-    let b = Instance::start_with(backend, quiet, Relay::new(), Config::default()).await;
-    let pa = a.peer_with(Config::default().max_retries(0)).await;
-    let pb = b.peer().await;
-    let mut got = pb.inbox.topic("t");
-    pa.sock.relay(pb.id, "t", &-1).await.expect("before the pause");
-    within("before", got.recv()).await.unwrap();
-
-    server.pause();
-    let mut pending = Vec::new();
-    for n in 0..N {
-        let sock = pa.sock.clone();
-        let to = pb.id;
-        pending.push(tokio::spawn(async move { sock.relay(to, "t", &n).await }));
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut early = Vec::new();
-    for (n, p) in pending.iter_mut().enumerate() {
-        if p.is_finished() {
-            early.push((n, p.await.unwrap()));
-        }
-    }
-    assert!(early.is_empty(), "the first {N} wait for the bus, but these did not: {early:?}");
+    let paused = Paused::start(backend, server, Relay::new().max_in_flight(N)).await;
+    let mut waiting: Vec<_> = (0..N).map(|n| paused.send(n)).collect();
+    still_waiting(&mut waiting).await;
+    paused.refused(N).await;
     let started = Instant::now();
-    let err = within("one past the limit", pa.sock.relay(pb.id, "t", &N)).await.unwrap_err();
-    assert!(is_retry(&err, "relay unavailable"), "{err:?}");
-    // At once, and the read loop does not wait: both far below the 5 s the pending ones may
-    // wait, with room for a busy machine.
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
-    let started = Instant::now();
-    assert_eq!(within("whoami", pa.sock.whoami()).await.unwrap(), pa.id);
+    let sender = &paused.sender;
+    assert_eq!(within("whoami", sender.sock.whoami()).await.unwrap(), sender.id);
     assert!(started.elapsed() < Duration::from_secs(1), "the read loop does not wait");
-    server.resume();
-    for p in pending {
-        within("a pending relay", p).await.unwrap().expect("delivered after the pause");
-    }
-    // The tasks sent in whatever order the runtime polled them: each arrives once.
-    let mut delivered = Vec::new();
-    for _ in 0..N {
-        delivered.push(within("delivery", got.recv()).await.unwrap().json::<usize>().unwrap());
-    }
+    let mut delivered: Vec<usize> = paused.resume(server, waiting).await;
     delivered.sort_unstable();
     assert_eq!(delivered, (0..N).collect::<Vec<_>>());
-    a.stop().await;
-    b.stop().await;
+}
+
+/// What a relay counts against `max_in_flight_bytes` besides its body and topic: the
+/// delivery's JSON around them, `{"from":"<36>","topic":"…","body":…}`.
+const DELIVERY_FRAME: usize = 66;
+
+/// With the bus paused, a sender's relays to other instances hold their bytes: relays of
+/// exactly `max_in_flight_bytes` in all wait, and a relay one byte past it is "relay
+/// unavailable" at once, as is any relay once the limit is reached.
+pub async fn in_flight_bytes_edge(backend: &Backend, server: &mut dyn BusServer) {
+    const N: usize = 3;
+    // A JSON string of BODY bytes, quotes included, on the topic `t`.
+    const BODY: usize = 1000;
+    let body = |len: usize| "x".repeat(len - 2);
+    let each = DELIVERY_FRAME + 1 + BODY;
+    let relay = Relay::new().max_in_flight_bytes(N * each);
+    let paused = Paused::start(backend, server, relay).await;
+    let mut waiting: Vec<_> = (0..N - 1).map(|_| paused.send(body(BODY))).collect();
+    still_waiting(&mut waiting).await;
+    paused.refused(body(BODY + 1)).await;
+    waiting.push(paused.send(body(BODY)));
+    still_waiting(&mut waiting).await;
+    paused.refused(1).await;
+    let delivered: Vec<String> = paused.resume(server, waiting).await;
+    assert_eq!(delivered, vec![body(BODY); N]);
 }

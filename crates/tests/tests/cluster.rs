@@ -43,6 +43,7 @@ mod local {
         order_is_kept,
         id_is_told_once_reachable,
         groups_across_instances,
+        history_right_after_start,
         a_closed_connection_leaves_everywhere,
     );
 }
@@ -57,6 +58,21 @@ macro_rules! bus_cases {
             }
             let server = <$server>::start().await;
             gotalk_tests::conformance::$case(&backend(&server)).await;
+        }
+    )*};
+}
+
+/// Cases that disturb the bus server, which they take besides the backend.
+macro_rules! server_cases {
+    ($server:ty; $($case:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            if gotalk_tests::servers::skip_cluster_tests() {
+                return;
+            }
+            let mut server = <$server>::start().await;
+            let backend = backend(&server);
+            gotalk_tests::conformance::$case(&backend, &mut server).await;
         }
     )*};
 }
@@ -86,9 +102,12 @@ macro_rules! on_a_bus {
                 order_is_kept,
                 id_is_told_once_reachable,
                 groups_across_instances,
+                history_right_after_start,
                 a_closed_connection_leaves_everywhere,
                 a_departed_instance_is_forgotten,
             );
+
+            server_cases!(Server; in_flight_edge, in_flight_bytes_edge);
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn outage_of_2_s() {
@@ -108,16 +127,6 @@ macro_rules! on_a_bus {
                 let mut server = Server::start().await;
                 let backend = backend(&server);
                 conformance::bus_outage(&backend, &mut server, Duration::from_secs(10)).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn in_flight_edge() {
-                if skip_cluster_tests() {
-                    return;
-                }
-                let mut server = Server::start().await;
-                let backend = backend(&server);
-                conformance::in_flight_edge(&backend, &mut server).await;
             }
 
             /// A user limited to the prefix's channels (and keys) is all an instance needs.

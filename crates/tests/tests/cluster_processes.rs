@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gotalk::keepalive::{Builder, KeepAlive};
-use gotalk::relay::{Inbox, PeerId};
+use gotalk::relay::{Inbox, PeerId, Topic};
 use gotalk::{Config, Error, Handlers, Sock};
 use gotalk_tests::cluster::{http_get, BusKind, Cluster, Options};
 use gotalk_tests::servers::skip_cluster_tests;
@@ -133,6 +133,39 @@ impl Client {
             Err(_) => panic!("a relay to {to} was not answered within {bound:?}"),
         }
     }
+
+    /// Relays `text` to `to` until one is delivered, each attempt answered within 3 s, and
+    /// waits until the recipient hears it on `heard`; fails the test if no attempt succeeds
+    /// within `limit` of `since`. Returns the time from `since` to the delivery, and how many
+    /// attempts it took.
+    async fn relay_until_delivered(
+        &self,
+        (to, heard): (PeerId, &mut Topic),
+        text: &str,
+        since: Instant,
+        limit: Duration,
+    ) -> (Duration, usize) {
+        let mut attempts = 0;
+        let delivered = loop {
+            attempts += 1;
+            let (outcome, _) = self.relay(to, text, Duration::from_secs(3)).await;
+            if outcome.is_ok() {
+                break since.elapsed();
+            }
+            assert!(since.elapsed() < limit, "relays ({text:?}) to {to}: {outcome:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // After whatever was queued for the recipient meanwhile.
+        common::within("the recipient hears it", async {
+            while let Some(message) = heard.recv().await {
+                if message.json::<String>().is_ok_and(|t| t == text) {
+                    return;
+                }
+            }
+        })
+        .await;
+        (delivered, attempts)
+    }
 }
 
 /// The relay's refusal: an ErrorResult's text, or a RetryResult's (the clients do not retry).
@@ -203,16 +236,6 @@ async fn a_killed_instance(bus: BusKind) {
     outcome.expect("a relay between the instances left");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_a_killed_instance_peers_are_unknown_at_once_and_leave_rooms_within_expiry() {
-    a_killed_instance(BusKind::Redis).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nats_a_killed_instance_peers_are_unknown_at_once_and_leave_rooms_within_expiry() {
-    a_killed_instance(BusKind::Nats).await;
-}
-
 async fn a_stopped_instance(bus: BusKind) {
     if skip_cluster_tests() {
         return;
@@ -274,37 +297,9 @@ async fn a_stopped_instance(bus: BusKind) {
     assert!(stopped.elapsed() < Duration::from_secs(5));
 
     cluster.instances[1].resume();
-    // Bob's instance runs again: relays reach him (after whatever was queued for him).
-    let back = Instant::now();
-    loop {
-        let (outcome, _) = alice.relay(bob.id, "after", Duration::from_secs(3)).await;
-        if outcome.is_ok() {
-            break;
-        }
-        assert!(
-            back.elapsed() < Duration::from_secs(10),
-            "relays to bob after SIGCONT: {outcome:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    common::within("bob hears alice after SIGCONT", async {
-        while let Some(message) = from_alice.recv().await {
-            if message.json::<String>().is_ok_and(|t| t == "after") {
-                return;
-            }
-        }
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_a_stopped_instance_times_out_relays_without_blocking_the_sender_and_recovers() {
-    a_stopped_instance(BusKind::Redis).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nats_a_stopped_instance_times_out_relays_without_blocking_the_sender_and_recovers() {
-    a_stopped_instance(BusKind::Nats).await;
+    // Bob's instance runs again: relays reach him.
+    let to_bob = (bob.id, &mut from_alice);
+    alice.relay_until_delivered(to_bob, "after", Instant::now(), Duration::from_secs(10)).await;
 }
 
 /// How many keepalive clients come in through haproxy.
@@ -398,16 +393,6 @@ async fn clients_of_a_killed_instance(bus: BusKind) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_clients_of_a_killed_instance_come_back_through_the_load_balancer() {
-    clients_of_a_killed_instance(BusKind::Redis).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nats_clients_of_a_killed_instance_come_back_through_the_load_balancer() {
-    clients_of_a_killed_instance(BusKind::Nats).await;
-}
-
 async fn the_bus_down_for(bus: BusKind, outage: Duration) {
     if skip_cluster_tests() {
         return;
@@ -440,27 +425,9 @@ async fn the_bus_down_for(bus: BusKind, outage: Duration) {
     bus_server.restart().await;
     let restarted = Instant::now();
 
-    let mut attempts = 0;
-    let relayed = loop {
-        attempts += 1;
-        let (outcome, _) = alice.relay(bob.id, "after", Duration::from_secs(3)).await;
-        if outcome.is_ok() {
-            break restarted.elapsed();
-        }
-        assert!(
-            restarted.elapsed() < Duration::from_secs(20),
-            "relays after the bus is back: {outcome:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    common::within("bob hears alice after the outage", async {
-        while let Some(message) = from_alice.recv().await {
-            if message.json::<String>().is_ok_and(|t| t == "after") {
-                return;
-            }
-        }
-    })
-    .await;
+    let to_bob = (bob.id, &mut from_alice);
+    let (relayed, attempts) =
+        alice.relay_until_delivered(to_bob, "after", restarted, Duration::from_secs(20)).await;
     // The room: each hears the other again.
     let mut n = 0;
     let room = loop {
@@ -483,22 +450,40 @@ async fn the_bus_down_for(bus: BusKind, outage: Duration) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_relays_and_rooms_work_again_after_the_bus_is_down_2s() {
-    the_bus_down_for(BusKind::Redis, Duration::from_secs(2)).await;
+/// Every case on one bus, in a module named after it (`redis::…`, `nats::…`).
+macro_rules! on_a_bus {
+    ($bus:ident, $kind:expr) => {
+        mod $bus {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_killed_instance_peers_are_unknown_at_once_and_leave_rooms_within_expiry() {
+                a_killed_instance($kind).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_stopped_instance_times_out_relays_without_blocking_the_sender_and_recovers()
+            {
+                a_stopped_instance($kind).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn clients_of_a_killed_instance_come_back_through_the_load_balancer() {
+                clients_of_a_killed_instance($kind).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn relays_and_rooms_work_again_after_the_bus_is_down_2s() {
+                the_bus_down_for($kind, Duration::from_secs(2)).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn relays_and_rooms_work_again_after_the_bus_is_down_10s() {
+                the_bus_down_for($kind, Duration::from_secs(10)).await;
+            }
+        }
+    };
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_relays_and_rooms_work_again_after_the_bus_is_down_10s() {
-    the_bus_down_for(BusKind::Redis, Duration::from_secs(10)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nats_relays_and_rooms_work_again_after_the_bus_is_down_2s() {
-    the_bus_down_for(BusKind::Nats, Duration::from_secs(2)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nats_relays_and_rooms_work_again_after_the_bus_is_down_10s() {
-    the_bus_down_for(BusKind::Nats, Duration::from_secs(10)).await;
-}
+on_a_bus!(redis, BusKind::Redis);
+on_a_bus!(nats, BusKind::Nats);

@@ -145,6 +145,33 @@ async fn joining_checks_the_description_at_its_edge() {
 }
 
 #[tokio::test]
+async fn a_connection_joins_up_to_max_groups_and_one_more_is_refused() {
+    const MAX: usize = 3;
+    let served = served(Relay::new().max_groups(MAX)).await;
+    let (_a, _rx, _) = member(&served, "g0").await;
+    let sock = served.server.only_connection().await;
+    let relay = &served.relay;
+    for n in 1..MAX {
+        relay.join(&sock, &group(&format!("g{n}")), "{}").expect("up to the limit");
+    }
+    let past = group(&format!("g{MAX}"));
+    assert_eq!(relay.join(&sock, &past, "{}"), Err(JoinError::TooManyGroups(MAX)));
+    assert!(relay.members(&past).is_empty(), "not joined");
+    assert_eq!(
+        JoinError::TooManyGroups(MAX).to_string(),
+        "a connection may be in 3 groups at most"
+    );
+    // At the limit, a group it is in takes a new description.
+    relay.join(&sock, &group("g0"), "{\"away\":true}").expect("joining again updates");
+    assert_eq!(relay.members(&group("g0"))[0].meta, Bytes::from_static(b"{\"away\":true}"));
+    // Leaving one makes room for another.
+    relay.leave(&sock, &group("g1"));
+    relay.join(&sock, &past, "{}").expect("room after a leave");
+    assert_eq!(relay.members(&past).len(), 1);
+    assert_eq!(relay.groups().len(), MAX);
+}
+
+#[tokio::test]
 async fn a_member_that_stops_reading_is_disconnected_when_its_groups_overflow_its_queue() {
     let served =
         served(Relay::new().queue_bytes(64 * 1024).stall_timeout(Duration::from_secs(60))).await;

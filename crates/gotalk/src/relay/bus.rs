@@ -101,6 +101,23 @@ pub trait Bus: Send + Sync + 'static {
     /// The messages `group` keeps for newcomers (see [`Note::keep`]), oldest first.
     fn history(&self, group: &Group) -> Fetching;
     /// The bus's state, to watch for changes.
+    ///
+    /// Do not hold what [`borrow`](watch::Receiver::borrow) or
+    /// [`wait_for`](watch::Receiver::wait_for) return across an await or any long work: the
+    /// guard holds the state's lock, and whatever updates the state (a member joining here or
+    /// elsewhere, the bus going down or coming back) blocks its thread until the guard is
+    /// dropped; a join made while the same task holds one never returns. Copy what you need
+    /// out of it and drop it:
+    ///
+    /// ```
+    /// # async fn demo(bus: &dyn gotalk::relay::Bus) {
+    /// let mut state = bus.state();
+    /// let recoveries = state.borrow().recoveries; // the guard ends with the statement
+    /// // `wait_for`'s guard, dropped at once: only whether it came matters here.
+    /// let back = state.wait_for(|s| s.recoveries > recoveries).await.is_ok();
+    /// # let _ = back;
+    /// # }
+    /// ```
     fn state(&self) -> watch::Receiver<BusState>;
 
     /// What the bus reports for monitoring: counters and gauges by name (`up`,

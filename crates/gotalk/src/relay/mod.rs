@@ -71,6 +71,8 @@ pub struct Relay {
     pub(crate) queue_bytes: usize,
     pub(crate) stall_timeout: Duration,
     pub(crate) max_in_flight: usize,
+    pub(crate) max_in_flight_bytes: usize,
+    pub(crate) max_groups: usize,
     pub(crate) authorize: Option<AuthorizeFn>,
     pub(crate) bus: Arc<dyn Bus>,
 }
@@ -82,6 +84,8 @@ impl fmt::Debug for Relay {
             .field("queue_bytes", &self.queue_bytes)
             .field("stall_timeout", &self.stall_timeout)
             .field("max_in_flight", &self.max_in_flight)
+            .field("max_in_flight_bytes", &self.max_in_flight_bytes)
+            .field("max_groups", &self.max_groups)
             .field("authorize", &self.authorize.is_some())
             .field("peers", &self.bus.local_peers())
             .finish()
@@ -95,6 +99,8 @@ impl Default for Relay {
             queue_bytes: 1024 * 1024,
             stall_timeout: Duration::from_secs(10),
             max_in_flight: 64,
+            max_in_flight_bytes: 1024 * 1024,
+            max_groups: 256,
             authorize: None,
             bus: Arc::new(LocalBus::new()),
         }
@@ -142,6 +148,26 @@ impl Relay {
         self
     }
 
+    /// How many bytes of messages one connection may have on their way to other instances of
+    /// a cluster at once, each counted as its recipient gets it (its body and topic, plus 66
+    /// bytes). Default 1 MiB. Past it, as past [`max_in_flight`](Self::max_in_flight), the
+    /// sender gets a RetryResult `relay unavailable` at once; one message always fits when
+    /// the connection has nothing else on its way. Without it, one connection could hold
+    /// `max_in_flight` messages of [`max_body`](Self::max_body) each of the bus's outbound
+    /// bytes, shared by the whole instance.
+    pub fn max_in_flight_bytes(mut self, bytes: usize) -> Self {
+        self.max_in_flight_bytes = bytes;
+        self
+    }
+
+    /// How many groups one connection may be in at once. Default 256. Past it,
+    /// [`join`](Self::join) returns [`JoinError::TooManyGroups`]; joining a group the
+    /// connection is in (to update its description) always works.
+    pub fn max_groups(mut self, count: usize) -> Self {
+        self.max_groups = count;
+        self
+    }
+
     /// Decides whether the connection `sender` may send to the peer `to`; by default anyone
     /// may send to anyone. A refusal gets the same `unknown peer` fault as an id nobody has,
     /// so it reveals nothing. Called on the sender's read loop: it must not block.
@@ -167,7 +193,9 @@ impl Relay {
     ///
     /// # Errors
     /// [`JoinError::NoRelay`] for a connection the relay does not serve (one of another
-    /// registry, or one already closed), [`JoinError::MetaTooLarge`] past [`MAX_META`].
+    /// registry, or one already closed), [`JoinError::MetaTooLarge`] past [`MAX_META`],
+    /// [`JoinError::TooManyGroups`] for a connection already in
+    /// [`max_groups`](Self::max_groups) other groups.
     pub fn join(
         &self,
         sock: &Sock,
@@ -178,16 +206,12 @@ impl Relay {
         if meta.len() > MAX_META {
             return Err(JoinError::MetaTooLarge(meta.len()));
         }
-        let peer = sock.relay_id().filter(|_| !sock.is_closed()).ok_or(JoinError::NoRelay)?;
-        self.bus.join(group, Member { peer, meta });
-        Ok(())
+        self.enter(sock, group, meta)
     }
 
     /// Takes the connection `sock` out of `group`.
     pub fn leave(&self, sock: &Sock, group: &Group) {
-        if let Some(peer) = sock.relay_id() {
-            self.bus.leave(group, peer);
-        }
+        self.exit(sock, group);
     }
 
     /// Sends `note` to every member of `group`, on every instance, at most once.
@@ -223,6 +247,12 @@ impl Relay {
     }
 
     /// The bus's state: up or down, and counters of changes to groups and of recoveries.
+    ///
+    /// Do not keep the guard that [`borrow`](tokio::sync::watch::Receiver::borrow) or
+    /// [`wait_for`](tokio::sync::watch::Receiver::wait_for) return across an await: it holds
+    /// the state's lock, and whatever reports a change (a member joining, the bus going down
+    /// or coming back) blocks its thread until the guard is gone. Copy what you need and let
+    /// it go, as in `let up = relay.state().borrow().up;` (see [`Bus::state`]).
     pub fn state(&self) -> tokio::sync::watch::Receiver<BusState> {
         self.bus.state()
     }
@@ -248,6 +278,9 @@ pub enum JoinError {
     /// The member's description is larger than [`MAX_META`].
     #[error("a member's description is {0} bytes, the limit is 1024")]
     MetaTooLarge(usize),
+    /// The connection is in as many groups as [`Relay::max_groups`] allows (the limit).
+    #[error("a connection may be in {0} groups at most")]
+    TooManyGroups(usize),
 }
 
 impl Handlers {

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use super::bus::Delivering;
 use super::mailbox::Next;
-use super::{Mailbox, Relay, Undeliverable};
+use super::{Group, JoinError, Mailbox, Member, Relay, Undeliverable};
 use crate::error::CloseReason;
 use crate::extension::{Answer, Extension, Later};
 use crate::sock::Sock;
@@ -26,7 +26,9 @@ struct Conn {
     id: PeerId,
     mailbox: Mailbox,
     /// Deliveries handed to the bus whose outcome is still to come.
-    in_flight: Arc<AtomicUsize>,
+    in_flight: Arc<Pending>,
+    /// The groups the connection is in, at most [`Relay::max_groups`]: few, so a list.
+    groups: Mutex<Vec<Group>>,
     /// Every instance can reach the id.
     reachable: AtomicBool,
     /// `$id` went out.
@@ -132,6 +134,7 @@ impl Extension for Relay {
             id,
             mailbox: mailbox.clone(),
             in_flight: Arc::default(),
+            groups: Mutex::default(),
             reachable: AtomicBool::new(false),
             announced: AtomicBool::new(false),
         };
@@ -252,12 +255,13 @@ impl Relay {
                 return Forwarded::Now(Err(NotSent::Fault(Fault::UnknownPeer)));
             }
         }
-        // Counted before it is handed over, so a sender cannot have more than the limit on
+        let delivery = Bytes::from(wire::encode_delivery(conn.id, &send));
+        // Counted before it is handed over, so a sender cannot have more than the limits on
         // their way however fast it sends.
-        let Some(slot) = InFlight::take(&conn.in_flight, self.max_in_flight) else {
+        let limits = (self.max_in_flight, self.max_in_flight_bytes);
+        let Some(slot) = InFlight::take(&conn.in_flight, limits, delivery.len()) else {
             return Forwarded::Now(Err(Undeliverable::Unavailable.into()));
         };
-        let delivery = Bytes::from(wire::encode_delivery(conn.id, &send));
         let mut delivering: Delivering = self.bus.deliver(send.to, delivery);
         match poll_now(&mut delivering) {
             Some(outcome) => Forwarded::Now(outcome.map_err(NotSent::from)),
@@ -270,22 +274,76 @@ impl Relay {
     }
 }
 
-/// One delivery on its way, counted against the sender's [`Relay::max_in_flight`] until it
-/// is dropped.
-struct InFlight(Arc<AtomicUsize>);
+/// What one connection has on its way: deliveries, and their bytes.
+#[derive(Default)]
+struct Pending {
+    count: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+/// One delivery on its way, counted against the sender's [`Relay::max_in_flight`] and
+/// [`Relay::max_in_flight_bytes`] until it is dropped.
+struct InFlight {
+    pending: Arc<Pending>,
+    bytes: usize,
+}
 
 impl InFlight {
-    fn take(count: &Arc<AtomicUsize>, limit: usize) -> Option<InFlight> {
-        count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1))
+    fn take(
+        pending: &Arc<Pending>,
+        (max, max_bytes): (usize, usize),
+        bytes: usize,
+    ) -> Option<Self> {
+        pending
+            .count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
             .ok()?;
-        Some(InFlight(count.clone()))
+        // Made now, so the count is given back should the bytes not fit.
+        let mut slot = InFlight { pending: pending.clone(), bytes: 0 };
+        pending
+            .bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                // One message always fits when nothing else is on its way, however large.
+                (n == 0 || n.saturating_add(bytes) <= max_bytes).then_some(n + bytes)
+            })
+            .ok()?;
+        slot.bytes = bytes;
+        Some(slot)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.pending.count.fetch_sub(1, Ordering::AcqRel);
+        self.pending.bytes.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+impl Relay {
+    /// Puts the connection in `group` unless that would make more than
+    /// [`max_groups`](Relay::max_groups); joining a group it is in updates its description.
+    pub(super) fn enter(&self, sock: &Sock, group: &Group, meta: Bytes) -> Result<(), JoinError> {
+        let conn = sock.state::<Conn>().filter(|_| !sock.is_closed()).ok_or(JoinError::NoRelay)?;
+        // Held while the bus is told, so joins and leaves of one connection reach it in the
+        // order its list changed.
+        let mut groups = conn.groups.lock().unwrap_or_else(|p| p.into_inner());
+        if !groups.contains(group) {
+            if groups.len() >= self.max_groups {
+                return Err(JoinError::TooManyGroups(self.max_groups));
+            }
+            groups.push(group.clone());
+        }
+        self.bus.join(group, Member { peer: conn.id, meta });
+        Ok(())
+    }
+
+    /// Takes the connection out of `group`.
+    pub(super) fn exit(&self, sock: &Sock, group: &Group) {
+        if let Some(conn) = sock.state::<Conn>() {
+            let mut groups = conn.groups.lock().unwrap_or_else(|p| p.into_inner());
+            groups.retain(|g| g != group);
+            self.bus.leave(group, conn.id);
+        }
     }
 }
 
