@@ -57,10 +57,12 @@ mod compress;
 pub mod docs;
 mod host;
 pub mod http;
+mod metrics;
 mod origin;
 mod upgrade;
 
 pub use assets::Assets;
+pub use metrics::{Metrics, UNKNOWN_OP};
 
 /// The example in `docs/builders.md`, compiled as a doc test (it needs both crates).
 #[cfg(doctest)]

@@ -91,7 +91,7 @@ pub mod ws;
 pub use config::Config;
 pub use connections::Connections;
 pub use error::{CloseReason, Error};
-pub use extension::{Answer, Extension, Later};
+pub use extension::{Answer, Extension, Later, RequestDone, RequestOutcome};
 pub use gotalk_protocol as protocol;
 pub use gotalk_protocol::liveness::{Event as LivenessEvent, LivenessConfig};
 pub use handlers::Handlers;
