@@ -215,3 +215,69 @@ async fn json_logs_are_one_object_a_line_with_connections_at_info() {
         "{events:#?}"
     );
 }
+
+/// A sample's value as [`value`] reads it, or 0 when there is none yet.
+fn value_or_zero(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    sample(scrape, metric, labels).map_or(0.0, |_| value(scrape, metric, labels))
+}
+
+fn parse(text: &str) -> Scrape {
+    Scrape::parse(text.lines().map(|line| Ok(line.to_owned()))).expect("Prometheus text")
+}
+
+#[tokio::test]
+async fn an_app_of_its_own_counts_each_outcome_under_its_op() {
+    // The library on its own: a TCP server with the metrics as one of its extensions.
+    let metrics = gotalk_gateway::Metrics::new();
+    let mut handlers = gotalk_tests::fixtures::handlers();
+    handlers.extension(metrics.clone());
+    let server = gotalk::tcp::Server::new(Arc::new(handlers), Config::default().request_limit(1));
+    let connections = server.connections();
+    metrics.connections("tcp", connections.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(listener, stopped));
+    let client = Config::default().max_retries(0);
+    let sock = gotalk::tcp::connect(addr, Arc::new(Handlers::new()), client).await.unwrap();
+
+    assert!(sock.buffer_request("panic", Bytes::from_static(b"\"boom\"")).await.is_err());
+    // A request that never ends holds the one slot, so the next is told to retry. It may
+    // itself be told to retry while an echo holds the slot: then it is sent again.
+    let send_never = || {
+        let sock = sock.clone();
+        tokio::spawn(async move { sock.buffer_request("never", Bytes::new()).await })
+    };
+    let mut never = send_never();
+    within("a RetryResult", async {
+        loop {
+            // The test's runtime has one thread: `never` is sent before the echo.
+            tokio::task::yield_now().await;
+            match sock.buffer_request("echo", Bytes::from_static(b"1")).await {
+                Err(gotalk::Error::Retry { .. }) => break,
+                Ok(_) if never.is_finished() => never = send_never(),
+                Ok(_) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await;
+    // Closed by the server while `never` runs: given up.
+    for open in connections.socks() {
+        open.close();
+    }
+    assert!(within("never ends with the connection", never).await.unwrap().is_err());
+
+    let m = parse(&metrics.render());
+    let errors =
+        |op, kind| value_or_zero(&m, "gotalk_request_errors_total", &[("op", op), ("kind", kind)]);
+    assert_eq!(errors("panic", "panicked"), 1.0);
+    assert!(errors("echo", "retry") >= 1.0);
+    assert_eq!(errors("never", "cancelled"), 1.0);
+    for op in ["panic", "echo", "never"] {
+        let requests = value(&m, "gotalk_requests_total", &[("op", op)]);
+        let timed = value(&m, "gotalk_request_duration_seconds_count", &[("op", op)]);
+        assert_eq!(requests, timed, "{op}");
+    }
+    assert_eq!(value(&m, "gotalk_connections_opened_total", &[("transport", "tcp")]), 1.0);
+}
