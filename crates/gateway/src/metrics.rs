@@ -176,23 +176,25 @@ impl Metrics {
         })
     }
 
-    /// The series of `op`, made on first use.
-    fn op(&self, op: &str) -> Arc<OpSeries> {
+    /// Runs `f` on the series of `op`, made on first use; after that, under a read lock.
+    fn with_op(&self, op: &str, f: impl FnOnce(&OpSeries)) {
         if let Some(series) = read(&self.state.ops).get(op) {
-            return series.clone();
+            return f(series);
         }
-        write(&self.state.ops).entry(op.into()).or_default().clone()
+        let series = write(&self.state.ops).entry(op.into()).or_default().clone();
+        f(&series)
     }
 }
 
 impl Extension for Metrics {
     fn request_done(&self, _sock: &Sock, done: &RequestDone<'_>) {
-        let series = self.op(done.op.unwrap_or(UNKNOWN_OP));
-        series.requests.inc();
-        series.duration.observe(done.elapsed.as_secs_f64());
-        if let Some(kind) = ERROR_KINDS.iter().position(|kind| *kind == done.outcome) {
-            series.errors[kind].inc();
-        }
+        self.with_op(done.op.unwrap_or(UNKNOWN_OP), |series| {
+            series.requests.inc();
+            series.duration.observe(done.elapsed.as_secs_f64());
+            if let Some(kind) = ERROR_KINDS.iter().position(|kind| *kind == done.outcome) {
+                series.errors[kind].inc();
+            }
+        });
     }
 }
 

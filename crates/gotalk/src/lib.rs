@@ -24,9 +24,9 @@
 //! - [`ws`]: WebSocket framing for servers (the gateway) and the WebSocket client.
 //! - [`keepalive`]: a client connection that reconnects with backoff and holds calls while
 //!   it is down.
-//! - [`Extension`]: the point add-ons plug into: hooks on every connection, and request and
-//!   notification names they answer ahead of the handlers (the relay and sources below are
-//!   built on it).
+//! - [`Extension`]: the point add-ons plug into: hooks on every connection and on every
+//!   finished request ([`RequestDone`], for metrics), and request and notification names
+//!   they answer ahead of the handlers (the relay and sources below are built on it).
 //! - [`listen`]: accepting connections within limits, shared by every listener.
 //! - [`transport`]: byte streams (TCP, TLS, in-memory) as frame readers and writers.
 //! - [`metrics`]: liveness counts of a registry's connections.
