@@ -26,8 +26,25 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "gotalk", version, about, after_help = client::EXIT_STATUS)]
 struct Cli<S: clap::Args> {
+    /// How log lines go to stderr: `text` (colours only on a terminal) or `json` (one object
+    /// a line). `RUST_LOG` filters them (default: info for serve, warn for the rest).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command<S>,
+}
+
+/// How the log is written, chosen with `--log-format`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// Human-readable lines, with colours only when stderr is a terminal: a log file or a
+    /// journal gets no escape codes.
+    #[default]
+    Text,
+    /// One JSON object a line: time, level, target, message and fields, and the spans (a
+    /// connection's id, transport and peer), for log shippers.
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -53,15 +70,22 @@ pub fn command<S: clap::Args>() -> clap::Command {
     config::with_sources(Cli::<S>::command())
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+/// Logs to stderr as text, filtered by `RUST_LOG` (default `info`).
 pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging_as(LogFormat::Text, "info");
+}
+
+/// Logs to stderr in `format`, filtered by `RUST_LOG`, else by `default` (a filter such as
+/// `info`). Does nothing when the process already has a logger.
+pub fn init_logging_as(format: LogFormat, default: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let logger = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => logger.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => logger.json().try_init(),
+    };
 }
 
 /// Runs the `gotalk` command: parses the command line (with `S` as `serve`'s flags), starts
@@ -79,7 +103,10 @@ where
         use clap::FromArgMatches;
         Cli::<S>::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command).exit())
     };
-    run("gotalk", async {
+    // A client's own connection is no news to the person who ran it: only warnings show.
+    let level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    init_logging_as(cli.log_format, level);
+    run_logged("gotalk", async {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
             Command::Call(args) => client::call(args).await,
@@ -94,6 +121,11 @@ where
 /// messages to the operator, not data), with the exit code a failed call chose.
 pub fn run(name: &str, work: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
     init_logging();
+    run_logged(name, work)
+}
+
+/// [`run`] with logging already started.
+fn run_logged(name: &str, work: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -19,7 +19,7 @@ use gotalk::metrics::LivenessCounts;
 use gotalk::relay::BusState;
 use gotalk::{Config, Connections, Handlers, LivenessConfig};
 use gotalk_gateway::Assets;
-use gotalk_gateway::Gateway;
+use gotalk_gateway::{Gateway, Metrics};
 use http::StatusCode;
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -578,15 +578,16 @@ fn readiness(bus: &BusState) -> (StatusCode, &'static str) {
     }
 }
 
-/// The HTTP app: the demo site at `/`, the gateway at `/gotalk/`, `/stats`, `/readyz` (is
-/// the bus up) and `/healthz` (the process answers: a liveness check that a bus outage must
-/// not fail, or every instance would be restarted at once). The gateway's host check covers
-/// the whole site, so a rebinding page reads nothing from it.
+/// The HTTP app: the demo site at `/`, the gateway at `/gotalk/`, `/stats`, `/metrics`
+/// (Prometheus), `/readyz` (is the bus up) and `/healthz` (the process answers: a liveness
+/// check that a bus outage must not fail, or every instance would be restarted at once). The
+/// gateway's host check covers the whole site, so a rebinding page reads nothing from it.
 fn app(
     gateway: &Gateway,
     tcp: Connections,
     budget: gotalk::MemoryBudget,
     relay: &gotalk::relay::Relay,
+    metrics: &Metrics,
     site: Option<Assets>,
 ) -> Router {
     let bus = relay.state();
@@ -623,6 +624,7 @@ fn app(
     });
     let router = Router::new()
         .route("/stats", stats.layer(CompressionLayer::new()))
+        .route("/metrics", metrics.handler().layer(CompressionLayer::new()))
         .route("/readyz", ready)
         .route("/healthz", get(|| async { "ok" }))
         .nest_service("/gotalk", gateway.router());
@@ -706,6 +708,8 @@ pub async fn run_with(
         _ => None,
     };
     handlers.relay(relay.clone());
+    let metrics = Metrics::new();
+    handlers.extension(metrics.clone());
     let handlers = Arc::new(handlers);
 
     // Each transport counts its own connections under the same limits.
@@ -717,10 +721,14 @@ pub async fn run_with(
     for host in &args.allow_hosts {
         gateway = gateway.allow_host(host);
     }
+    metrics
+        .connections("tcp", tcp.connections())
+        .connections("websocket", gateway.connections())
+        .budget(budget.clone())
+        .relay(relay.clone());
     let has_site = site.is_some();
-    let mut http =
-        gotalk_gateway::http::Server::new(app(&gateway, tcp.connections(), budget, &relay, site))
-            .limits(limits);
+    let app = app(&gateway, tcp.connections(), budget, &relay, &metrics, site);
+    let mut http = gotalk_gateway::http::Server::new(app).limits(limits);
     if let Some(tls) = &tls {
         tcp = tcp.tls(tls.clone());
         http = http.tls(tls.clone());

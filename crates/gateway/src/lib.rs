@@ -46,8 +46,11 @@
 //! the origin policy (see [`Gateway::allow_origin`]), the [`on_connect`](Gateway::on_connect)
 //! hook and the connection limit. Handlers see the upgrade request in [`ConnInfo::request`].
 //!
-//! The guides: [serving browsers](docs::gateway) (origins, hosts, RetryResult, framing,
-//! shutting down) and [the browser client](docs::browser) (gotalk.js, its npm package, the
+//! [`Metrics`] answers Prometheus scrapes with the gateway's connections, requests by op,
+//! memory budget, relay and bus figures, at a route the app mounts.
+//!
+//! The guides: [serving browsers](docs::gateway) (origins, hosts, metrics, RetryResult,
+//! framing, shutting down) and [the browser client](docs::browser) (gotalk.js, its npm package, the
 //! bundle). This example is the repository README's; `examples/axum-app` is a complete app.
 
 #![forbid(unsafe_code)]
@@ -57,10 +60,12 @@ mod compress;
 pub mod docs;
 mod host;
 pub mod http;
+mod metrics;
 mod origin;
 mod upgrade;
 
 pub use assets::Assets;
+pub use metrics::{Metrics, UNKNOWN_OP};
 
 /// The example in `docs/builders.md`, compiled as a doc test (it needs both crates).
 #[cfg(doctest)]

@@ -1,6 +1,7 @@
 //! A registry of live connections, shared by the TCP listener and the WebSocket gateway.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use crate::sock::Sock;
 pub struct Connections {
     inner: Arc<Mutex<HashMap<u64, Sock>>>,
     liveness: Arc<LivenessCounters>,
+    opened: Arc<AtomicU64>,
 }
 
 /// Removes a connection from its registry when its transport shuts down.
@@ -50,8 +52,20 @@ impl Connections {
     pub fn insert(&self, sock: &Sock) {
         let id = sock.info().id;
         self.lock().insert(id, sock.clone());
+        self.opened.fetch_add(1, Ordering::Relaxed);
         sock.attach(Registered { registry: Arc::downgrade(&self.inner), id });
         sock.count_liveness_in(self.liveness.clone());
+    }
+
+    /// How many connections were ever inserted, closed ones included.
+    pub fn opened(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed)
+    }
+
+    /// The bytes waiting in the send queues of every open connection (see
+    /// [`Sock::queued_bytes`]).
+    pub fn queued_bytes(&self) -> usize {
+        self.lock().values().map(Sock::queued_bytes).sum()
     }
 
     /// What liveness saw on the connections of this registry so far, closed ones included.

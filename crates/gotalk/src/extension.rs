@@ -12,6 +12,7 @@ use std::any::TypeId;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -115,6 +116,67 @@ pub trait Extension: Send + Sync + 'static {
     fn detach(&self, sock: &Sock, reason: &CloseReason) {
         let _ = (sock, reason);
     }
+
+    /// One of the peer's requests is done: answered, refused, or given up with its
+    /// connection. Called once per request but liveness probes (`$ping`), on the connection's
+    /// tasks, just before the answer is queued (so a peer that has the answer knows it was
+    /// counted); it must only count (metrics, say), never wait.
+    fn request_done(&self, sock: &Sock, done: &RequestDone<'_>) {
+        let _ = (sock, done);
+    }
+}
+
+/// A request of the peer's that is done, as [`Extension::request_done`] hears of it.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct RequestDone<'a> {
+    /// The name the op is registered under, by a handler or an extension's claim. `None` for
+    /// an op that only a fallback serves or that nobody serves: the peer chose that name, so
+    /// it must not become a metric's label (one per name would be unbounded).
+    pub op: Option<&'a str>,
+    /// How it ended.
+    pub outcome: RequestOutcome,
+    /// From its arrival (its first part, for a stream request) until its answer was ready:
+    /// time spent waiting for a slot and for room in the send queue included.
+    pub elapsed: Duration,
+}
+
+/// How a request ended, for [`RequestDone`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RequestOutcome {
+    /// Answered with a result (for a stream request: its result ended without error).
+    Result,
+    /// The handler (or extension) answered with an ErrorResult.
+    Error,
+    /// The handler panicked; the peer was sent the ErrorResult `handler panicked`.
+    Panicked,
+    /// Not taken now, with a RetryResult: a request or stream limit, the memory budget, or
+    /// the server draining.
+    Retry,
+    /// Refused with an ErrorResult before any handler ran: a limit, the memory budget, an id
+    /// already in flight, stream requests turned off.
+    Refused,
+    /// No handler and no fallback serves the op.
+    Unknown,
+    /// The connection closed before the answer was queued.
+    Cancelled,
+}
+
+impl RequestOutcome {
+    /// A short lowercase name for logs and metric labels: `result`, `error`, `panicked`,
+    /// `retry`, `refused`, `unknown`, `cancelled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestOutcome::Result => "result",
+            RequestOutcome::Error => "error",
+            RequestOutcome::Panicked => "panicked",
+            RequestOutcome::Retry => "retry",
+            RequestOutcome::Refused => "refused",
+            RequestOutcome::Unknown => "unknown",
+            RequestOutcome::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// What an [`Extension`] answers a request with.
@@ -193,6 +255,11 @@ impl Extensions {
         }
     }
 
+    /// True when no extension is registered.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<dyn Extension>> {
         self.list.iter().map(|(_, extension)| extension)
     }
@@ -200,6 +267,20 @@ impl Extensions {
     /// The extension that answers requests for `op`.
     pub(crate) fn request(&self, op: &str) -> Option<&Arc<dyn Extension>> {
         claimant(&self.requests, op)
+    }
+
+    /// The extension that answers requests for `op`, with the name as it claimed it.
+    pub(crate) fn request_claim(&self, op: &str) -> Option<(&'static str, &Arc<dyn Extension>)> {
+        self.requests.iter().find(|(claimed, _)| *claimed == op).map(|(name, e)| (*name, e))
+    }
+
+    /// Tells every extension that a request is done.
+    pub(crate) fn request_done(&self, sock: &Sock, done: &RequestDone<'_>) {
+        for (_, extension) in &self.list {
+            crate::handlers::call_hook("extension request_done", || {
+                extension.request_done(sock, done)
+            });
+        }
     }
 
     /// The extension that handles notification `name`.

@@ -40,6 +40,9 @@ pub(crate) type NotificationFn = Arc<dyn Fn(Sock, String, Bytes) -> BoxFuture<()
 /// The handlers registered under one op name (or as the fallback).
 #[derive(Default, Clone)]
 struct Op {
+    /// The name it is registered under; none for the fallback. Shared, so a request carries
+    /// it to the [`Extension::request_done`] hook without copying it.
+    name: Option<Arc<str>>,
     single: Option<RequestFn>,
     stream: Option<StreamFn>,
 }
@@ -182,7 +185,7 @@ impl Handlers {
                 json_result(&f(sock, params).await.map_err(|e| e.to_string())?)
             })
         });
-        self.ops.entry(op.to_owned()).or_default().single = Some(f);
+        self.op(op).single = Some(f);
         self
     }
 
@@ -197,7 +200,7 @@ impl Handlers {
             let fut = f(sock, payload);
             Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
         });
-        self.ops.entry(op.to_owned()).or_default().single = Some(f);
+        self.op(op).single = Some(f);
         self
     }
 
@@ -227,7 +230,7 @@ impl Handlers {
             let fut = f(sock, input, output);
             Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
         });
-        self.ops.entry(op.to_owned()).or_default().stream = Some(f);
+        self.op(op).stream = Some(f);
         self
     }
 
@@ -384,9 +387,18 @@ impl Handlers {
     }
 
     /// The handler for a request of `op`: the op's own, else the fallback. A fallback only
-    /// applies when the op is not registered at all.
-    pub(crate) fn route(&self, op: &str, stream: bool) -> Option<Route> {
-        self.ops.get(op).unwrap_or(&self.fallback).route(stream)
+    /// applies when the op is not registered at all. With it, the name the op is registered
+    /// under (none when the fallback serves it).
+    pub(crate) fn route(&self, op: &str, stream: bool) -> Option<(Route, Option<Arc<str>>)> {
+        let op = self.ops.get(op).unwrap_or(&self.fallback);
+        op.route(stream).map(|route| (route, op.name.clone()))
+    }
+
+    /// The entry of `op`, made on first use.
+    fn op(&mut self, op: &str) -> &mut Op {
+        self.ops
+            .entry(op.to_owned())
+            .or_insert_with(|| Op { name: Some(op.into()), ..Op::default() })
     }
 
     pub(crate) fn notification(&self, name: &str) -> Option<NotificationFn> {

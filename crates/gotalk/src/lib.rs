@@ -24,9 +24,9 @@
 //! - [`ws`]: WebSocket framing for servers (the gateway) and the WebSocket client.
 //! - [`keepalive`]: a client connection that reconnects with backoff and holds calls while
 //!   it is down.
-//! - [`Extension`]: the point add-ons plug into: hooks on every connection, and request and
-//!   notification names they answer ahead of the handlers (the relay and sources below are
-//!   built on it).
+//! - [`Extension`]: the point add-ons plug into: hooks on every connection and on every
+//!   finished request ([`RequestDone`], for metrics), and request and notification names
+//!   they answer ahead of the handlers (the relay and sources below are built on it).
 //! - [`listen`]: accepting connections within limits, shared by every listener.
 //! - [`transport`]: byte streams (TCP, TLS, in-memory) as frame readers and writers.
 //! - [`metrics`]: liveness counts of a registry's connections.
@@ -92,7 +92,7 @@ pub mod ws;
 pub use config::Config;
 pub use connections::Connections;
 pub use error::{CloseReason, Error};
-pub use extension::{Answer, Extension, Later};
+pub use extension::{Answer, Extension, Later, RequestDone, RequestOutcome};
 pub use gotalk_protocol as protocol;
 pub use gotalk_protocol::liveness::{Event as LivenessEvent, LivenessConfig};
 pub use handlers::Handlers;

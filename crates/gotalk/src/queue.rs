@@ -36,6 +36,11 @@ impl ByteBudget {
     pub(crate) fn close(&self) {
         self.semaphore.close();
     }
+
+    /// The bytes held by permits now: what is queued, with its per-message overhead.
+    pub(crate) fn queued(&self) -> usize {
+        (self.capacity as usize).saturating_sub(self.semaphore.available_permits())
+    }
 }
 
 /// The queue of one stream's parts: unbounded in messages but bounded in bytes, and it never

@@ -382,7 +382,9 @@ impl Sock {
             state: state::State::default(),
         });
         let sock = Sock { shared };
-        tracing::debug!(parent: &span, "connected");
+        // At info, with the span's transport and peer: an operator's record of who came and
+        // went, which per-request events are not.
+        tracing::info!(parent: &span, "connection opened");
         // Not instrumented: the write loop runs no code but its own, whose events name the
         // connection's span themselves, and entering a span on every poll is not free.
         tokio::spawn(write::write_loop(writer, sock.clone()));
@@ -540,7 +542,7 @@ impl Sock {
         if self.shared.reason.set(reason.clone()).is_err() {
             return;
         }
-        tracing::debug!(parent: &self.shared.span, %reason, "closing");
+        tracing::info!(parent: &self.shared.span, %reason, "connection closed");
         self.shared.cancel.cancel();
         self.fail_calls(&reason);
         self.shared.send_budget.close();
@@ -627,6 +629,12 @@ impl Sock {
     /// [memory budget](Config::memory_budget).
     pub fn budget_used(&self) -> usize {
         self.shared.budget.used()
+    }
+
+    /// The bytes waiting in this connection's send queue for the write loop, each message
+    /// counted with a small overhead; at most the config's send queue bound.
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.send_budget.queued()
     }
 
     /// A charge of `bytes` to this connection's budgets, if they fit now.

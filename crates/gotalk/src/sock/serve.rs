@@ -5,6 +5,8 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
@@ -15,7 +17,7 @@ use tracing::Instrument;
 
 use super::{lock, IdMap, Outbound, Sock};
 use crate::error::{CloseReason, Error};
-use crate::extension::Answer;
+use crate::extension::{Answer, RequestDone, RequestOutcome};
 use crate::handlers::Route;
 use crate::memory::{Charge, OVERHEAD};
 use crate::queue::{parts, PartsRx, PartsTx, PushError};
@@ -40,6 +42,35 @@ struct Held {
     input: Option<InputRx>,
     /// The request's payload, charged to the memory budgets until its answer is written.
     charge: Charge,
+    /// Its name and arrival, for [`Extension::request_done`](crate::Extension::request_done).
+    done: Done,
+}
+
+/// What [`Extension::request_done`](crate::Extension::request_done) is told of a request: the
+/// name it is registered under, and when it arrived.
+struct Done {
+    op: OpName,
+    arrived: Instant,
+}
+
+/// The name a request is served under, kept without copying it.
+enum OpName {
+    /// A handler's.
+    Registered(Arc<str>),
+    /// An extension's claim.
+    Claimed(&'static str),
+    /// A fallback's, or nobody's: a name the peer chose.
+    Other,
+}
+
+impl OpName {
+    fn get(&self) -> Option<&str> {
+        match self {
+            OpName::Registered(name) => Some(name),
+            OpName::Claimed(name) => Some(name),
+            OpName::Other => None,
+        }
+    }
 }
 
 /// The peer's requests in flight.
@@ -86,28 +117,32 @@ impl Sock {
             Frame::StreamRequest { id, op, payload } => (id, op, payload, true),
             _ => return Ok(()),
         };
+        let arrived = Instant::now();
         if !stream && op.as_str() == super::live::PING_OP {
             // A liveness probe: echoed at once, past every limit, so a busy peer still
             // proves it is alive.
             let _ = self.send(Frame::SingleResult { id, payload }).await;
             return Ok(());
         }
-        if let Some(extension) =
-            self.shared.handlers.extensions.request(op.as_str()).filter(|_| !stream)
+        if let Some((name, extension)) =
+            self.shared.handlers.extensions.request_claim(op.as_str()).filter(|_| !stream)
         {
             // Answered here, past the limits and the drain, as `$ping` is: an extension's
             // request only checks and queues.
+            let done = Done { op: OpName::Claimed(name), arrived };
             let answer = async { extension.request(self, op.as_str(), payload).await };
             let answer = AssertUnwindSafe(answer).catch_unwind().await.unwrap_or_else(|_| {
                 tracing::error!(parent: &self.shared.span, %op, "extension panicked");
                 Answer::Error("handler panicked".into())
             });
-            return self.answer(id, answer).await;
+            return self.answer(id, answer, done).await;
         }
-        let Some(route) = self.shared.handlers.route(op.as_str(), stream) else {
+        let Some((route, name)) = self.shared.handlers.route(op.as_str(), stream) else {
             let message = format!("unknown operation {:?}", op.as_str());
+            self.request_done(&Done { op: OpName::Other, arrived }, RequestOutcome::Unknown);
             return self.reply_error(id, message).await;
         };
+        let done = Done { op: name.map_or(OpName::Other, OpName::Registered), arrived };
         let config = &self.shared.config;
         if config.peer_understands_retry && self.shared.ending.load(Ordering::Acquire) {
             // Draining: `$done` went out, and work that starts now could outlive the
@@ -116,10 +151,12 @@ impl Sock {
             // within the drain's deadline.
             let payload = self.fit_text("shutting down".to_owned());
             let wait = self.retry_wait();
+            self.request_done(&done, RequestOutcome::Retry);
             let _ = self.send(Frame::RetryResult { id, wait, payload }).await;
             return Ok(());
         }
         if stream && config.stream_limit == 0 {
+            self.request_done(&done, RequestOutcome::Refused);
             return self.reply_error(id, "stream requests are disabled".into()).await;
         }
         // Paid for before it is held: a large one already was, while it was read.
@@ -127,26 +164,29 @@ impl Sock {
             Some(charge) => Ok(charge),
             None => self.try_charge(payload.len() + OVERHEAD),
         };
-        let admit = {
+        let (admit, done) = {
             let mut inbound = lock(&self.shared.inbound);
             match charge {
                 // Answered, as Go answers it, and the request in flight goes on: closing
                 // would fail every other call on the connection for one peer's slip.
                 _ if inbound.ids.contains_key(&id) => {
-                    Admit::Refuse(format!("request id {id} is already in flight"))
+                    (Admit::Refuse(format!("request id {id} is already in flight")), Some(done))
                 }
-                Err(exhausted) => budget_refusal(config.peer_understands_retry, exhausted),
-                Ok(charge) => self.admit(
-                    &mut inbound,
-                    Held { id, op, payload, stream, route, input: None, charge },
-                ),
+                Err(exhausted) => {
+                    (budget_refusal(config.peer_understands_retry, exhausted), Some(done))
+                }
+                Ok(charge) => {
+                    let held = Held { id, op, payload, stream, route, input: None, charge, done };
+                    self.admit(&mut inbound, held)
+                }
             }
         };
-        self.answer_admission(id, admit).await
+        self.answer_admission(id, admit, done).await
     }
 
-    /// Decides what becomes of a request that is paid for, under the inbound table's lock.
-    fn admit(&self, inbound: &mut Inbound, mut held: Held) -> Admit {
+    /// Decides what becomes of a request that is paid for, under the inbound table's lock;
+    /// gives back what the hook needs of one that is answered now.
+    fn admit(&self, inbound: &mut Inbound, mut held: Held) -> (Admit, Option<Done>) {
         let config = &self.shared.config;
         let (id, stream) = (held.id, held.stream);
         let mut input_tx = None;
@@ -162,22 +202,40 @@ impl Sock {
         {
             inbound.running += 1;
             inbound.running_streams += u32::from(stream);
-            Admit::Start(held)
+            (Admit::Start(held), None)
         } else if config.peer_understands_retry {
-            Admit::Retry(if stream { "stream rate limit" } else { "request rate limit" }.into())
+            let message = if stream { "stream rate limit" } else { "request rate limit" };
+            (Admit::Retry(message.into()), Some(held.done))
         } else if inbound.held.len() < config.held_requests {
             inbound.held.push_back(held);
-            Admit::Held
+            (Admit::Held, None)
         } else {
-            Admit::Refuse("request rate limit".into())
+            (Admit::Refuse("request rate limit".into()), Some(held.done))
         };
-        if matches!(admit, Admit::Start(_) | Admit::Held) {
+        if matches!(admit.0, Admit::Start(_) | Admit::Held) {
             inbound.ids.insert(id, Entry { stream, input: input_tx });
         }
         admit
     }
 
-    async fn answer_admission(&self, id: Id, admit: Admit) -> Result<(), CloseReason> {
+    /// Starts, holds or answers a request as admitted; `done` is for one answered here.
+    async fn answer_admission(
+        &self,
+        id: Id,
+        admit: Admit,
+        done: Option<Done>,
+    ) -> Result<(), CloseReason> {
+        let outcome = match &admit {
+            Admit::Retry(_) => RequestOutcome::Retry,
+            _ => RequestOutcome::Refused,
+        };
+        if let Some(done) = done {
+            self.request_done(&done, outcome);
+        }
+        self.send_admission(id, admit).await
+    }
+
+    async fn send_admission(&self, id: Id, admit: Admit) -> Result<(), CloseReason> {
         match admit {
             Admit::Start(held) => {
                 self.spawn_handler(held);
@@ -238,7 +296,7 @@ impl Sock {
 
     /// Sends an extension's answer to request `id`; one to come is sent from a task of its
     /// own when it is ready.
-    async fn answer(&self, id: Id, answer: Answer) -> Result<(), CloseReason> {
+    async fn answer(&self, id: Id, answer: Answer, done: Done) -> Result<(), CloseReason> {
         match answer {
             Answer::Later(later) => {
                 let sock = self.clone();
@@ -248,31 +306,49 @@ impl Sock {
                         tracing::error!("extension panicked");
                         Answer::Error("handler panicked".into())
                     });
-                    let _ = sock.answer_ready(id, answer).await;
+                    let _ = sock.answer_ready(id, answer, done).await;
                 };
                 tokio::spawn(answer.instrument(self.shared.span.clone()));
                 Ok(())
             }
-            answer => self.answer_ready(id, answer).await,
+            answer => self.answer_ready(id, answer, done).await,
         }
     }
 
     /// Sends an answer that is not [`Answer::Later`]; one that still is (a future that gave
     /// another) is answered as an error.
-    async fn answer_ready(&self, id: Id, answer: Answer) -> Result<(), CloseReason> {
-        let frame = match answer {
-            Answer::Later(_) => return self.reply_error(id, "no answer".into()).await,
-            Answer::Result(payload) => Frame::SingleResult { id, payload },
+    async fn answer_ready(&self, id: Id, answer: Answer, done: Done) -> Result<(), CloseReason> {
+        let (frame, outcome) = match answer {
+            Answer::Later(_) => {
+                let frame = Frame::ErrorResult { id, payload: self.fit_text("no answer".into()) };
+                (frame, RequestOutcome::Error)
+            }
+            Answer::Result(payload) => {
+                (Frame::SingleResult { id, payload }, RequestOutcome::Result)
+            }
             Answer::Retry(message) if self.shared.config.peer_understands_retry => {
                 let wait = self.retry_wait();
-                Frame::RetryResult { id, wait, payload: self.fit_text(message) }
+                let frame = Frame::RetryResult { id, wait, payload: self.fit_text(message) };
+                (frame, RequestOutcome::Retry)
             }
             Answer::Error(message) | Answer::Retry(message) => {
-                return self.reply_error(id, message).await;
+                (Frame::ErrorResult { id, payload: self.fit_text(message) }, RequestOutcome::Error)
             }
         };
+        self.request_done(&done, outcome);
         let _ = self.send(frame).await;
         Ok(())
+    }
+
+    /// Tells the extensions that a request is done. Called before its answer is queued, so a
+    /// peer that has the answer knows the extensions heard of it.
+    fn request_done(&self, done: &Done, outcome: RequestOutcome) {
+        let extensions = &self.shared.handlers.extensions;
+        if extensions.is_empty() {
+            return;
+        }
+        let elapsed = done.arrived.elapsed();
+        extensions.request_done(self, &RequestDone { op: done.op.get(), outcome, elapsed });
     }
 
     async fn reply_error(&self, id: Id, message: String) -> Result<(), CloseReason> {
@@ -354,21 +430,24 @@ impl Sock {
                 let (op, payload, charge) = (held.op.into_string(), held.payload, held.charge);
                 // The handler is called inside the task, where a panic is caught, even one
                 // raised before it returns its future.
-                self.spawn_request(id, span, charge, async move {
+                self.spawn_request(id, span, charge, held.done, async move {
                     let outcome = f(sock.clone(), op, payload).await;
                     sock.single_result(id, outcome)
                 });
             }
             _ => {
                 let charge = std::mem::take(&mut held.charge);
-                self.spawn_request(id, span, charge, async move { sock.run_handler(held).await })
+                let arrived = held.done.arrived;
+                let done = std::mem::replace(&mut held.done, Done { op: OpName::Other, arrived });
+                let work = async move { sock.run_handler(held).await };
+                self.spawn_request(id, span, charge, done, work)
             }
         }
     }
 
     /// Runs `work` in a task of its own, catching a panic, and sends the frame it returns
     /// once the request is marked finished. Closing the connection drops the work.
-    fn spawn_request<F>(&self, id: Id, span: tracing::Span, charge: Charge, work: F)
+    fn spawn_request<F>(&self, id: Id, span: tracing::Span, charge: Charge, done: Done, work: F)
     where
         F: Future<Output = Frame> + Send + 'static,
     {
@@ -379,23 +458,35 @@ impl Sock {
                     outcome = AssertUnwindSafe(work).catch_unwind() => outcome,
                     _ = sock.shared.cancel.cancelled() => {
                         sock.finish(id, None, None, None);
+                        sock.request_done(&done, RequestOutcome::Cancelled);
                         return;
                     }
                 };
-                let last = outcome.unwrap_or_else(|panic| {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
-                    tracing::error!(panic = %what, "request handler panicked");
-                    Frame::ErrorResult { id, payload: Bytes::from_static(b"handler panicked") }
-                });
+                let (last, outcome) = match outcome {
+                    Ok(last @ Frame::ErrorResult { .. }) => (last, RequestOutcome::Error),
+                    Ok(last) => (last, RequestOutcome::Result),
+                    Err(panic) => {
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        tracing::error!(panic = %what, "request handler panicked");
+                        let payload = Bytes::from_static(b"handler panicked");
+                        (Frame::ErrorResult { id, payload }, RequestOutcome::Panicked)
+                    }
+                };
                 // Room in the send queue first; then the answer is queued as the request
                 // leaves the table.
                 match sock.shared.send_budget.acquire(last.payload().len()).await {
-                    Some(permit) => sock.finish(id, Some(last), Some(permit), Some(charge)),
-                    None => sock.finish(id, None, None, None),
+                    Some(permit) => {
+                        sock.request_done(&done, outcome);
+                        sock.finish(id, Some(last), Some(permit), Some(charge));
+                    }
+                    None => {
+                        sock.finish(id, None, None, None);
+                        sock.request_done(&done, RequestOutcome::Cancelled);
+                    }
                 }
             }
             .instrument(span),

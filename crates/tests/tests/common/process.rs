@@ -23,11 +23,17 @@ pub(crate) struct ServeProcess {
 impl ServeProcess {
     /// Starts `gotalk serve` with `args` and reads its banner.
     pub(crate) async fn start(args: &[&str]) -> ServeProcess {
+        Self::start_with(&["serve"], args, Stdio::null()).await
+    }
+
+    /// Starts `gotalk` with `command` (`serve` and any flags before the serve flags) and
+    /// `args`, its stderr going to `stderr`, and reads its banner.
+    pub(crate) async fn start_with(command: &[&str], args: &[&str], stderr: Stdio) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_gotalk-e2e"))
-            .arg("serve")
+            .args(command)
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .expect("start gotalk serve");
