@@ -44,6 +44,8 @@ mod local {
         id_is_told_once_reachable,
         groups_across_instances,
         a_closed_connection_leaves_everywhere,
+        resume_across_instances,
+        resume_with_a_wrong_secret_is_refused,
     );
 }
 
@@ -88,6 +90,8 @@ macro_rules! on_a_bus {
                 groups_across_instances,
                 a_closed_connection_leaves_everywhere,
                 a_departed_instance_is_forgotten,
+                resume_across_instances,
+                resume_with_a_wrong_secret_is_refused,
             );
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
