@@ -251,6 +251,14 @@ pub(crate) struct RelayArgs {
     /// [default: 64].
     #[arg(long, value_name = "N")]
     relay_in_flight: Option<usize>,
+    /// Seconds the session of a peer that went away is kept for it to resume: its id, its
+    /// groups and the messages sent to it meanwhile (within --relay-queue) [default: 0, off].
+    #[arg(long, value_name = "SECONDS")]
+    resume_grace: Option<f64>,
+    /// Sessions of peers that went away this process keeps at once; past it a peer that goes
+    /// away is forgotten at once [default: 10000].
+    #[arg(long, value_name = "N")]
+    resume_max_detached: Option<usize>,
 }
 
 impl RelayArgs {
@@ -267,6 +275,12 @@ impl RelayArgs {
         }
         if let Some(n) = self.relay_in_flight {
             relay = relay.max_in_flight(n);
+        }
+        if let Some(s) = self.resume_grace {
+            relay = relay.resume_grace(seconds(s)?);
+        }
+        if let Some(n) = self.resume_max_detached {
+            relay = relay.max_detached(n);
         }
         Ok(relay)
     }
