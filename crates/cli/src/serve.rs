@@ -280,6 +280,14 @@ pub(crate) struct RelayArgs {
     /// Groups (chat rooms) one connection may be in at once [default: 256].
     #[arg(long, value_name = "N")]
     relay_max_groups: Option<usize>,
+    /// Seconds the session of a peer that went away is kept for it to resume: its id, its
+    /// groups and the messages sent to it meanwhile (within --relay-queue) [default: 0, off].
+    #[arg(long, value_name = "SECONDS")]
+    resume_grace: Option<f64>,
+    /// Sessions of peers that went away this process keeps at once; past it a peer that goes
+    /// away is forgotten at once [default: 10000].
+    #[arg(long, value_name = "N")]
+    resume_max_detached: Option<usize>,
 }
 
 impl RelayArgs {
@@ -302,6 +310,12 @@ impl RelayArgs {
         }
         if let Some(n) = self.relay_max_groups {
             relay = relay.max_groups(n);
+        }
+        if let Some(s) = self.resume_grace {
+            relay = relay.resume_grace(seconds(s)?);
+        }
+        if let Some(n) = self.resume_max_detached {
+            relay = relay.max_detached(n);
         }
         Ok(relay)
     }

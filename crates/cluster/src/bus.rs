@@ -24,7 +24,7 @@ use bytes::Bytes;
 use gotalk::protocol::relay::PeerId;
 use gotalk::relay::{
     push_note, undeliverable, Bus, BusState, Delivering, Fetching, Group, Mailbox, Member, Note,
-    Registering, Roster, Undeliverable, MAX_KEEP,
+    Registering, Resuming, Roster, Secret, Sessions, Undeliverable, MAX_KEEP,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -114,7 +114,11 @@ pub(crate) struct Inner {
     inst: String,
     all: String,
     presence_channel: String,
-    state: Mutex<State>,
+    pub(crate) state: Mutex<State>,
+    /// The sessions of this instance's connections, held ones included.
+    pub(crate) sessions: Sessions,
+    /// The bus itself, for a session handed over here to join its groups.
+    pub(crate) bus: std::sync::OnceLock<std::sync::Weak<ClusterBus>>,
     pub(crate) up: AtomicBool,
     pub(crate) bus_state: watch::Sender<BusState>,
     pub(crate) counters: Counters,
@@ -126,10 +130,12 @@ pub(crate) struct Inner {
 }
 
 #[derive(Default)]
-struct State {
-    peers: HashMap<PeerId, Mailbox>,
-    groups: HashMap<Group, Local>,
-    joined: HashMap<PeerId, Vec<Group>>,
+pub(crate) struct State {
+    pub(crate) peers: HashMap<PeerId, Mailbox>,
+    pub(crate) groups: HashMap<Group, Local>,
+    pub(crate) joined: HashMap<PeerId, Vec<Group>>,
+    /// Sessions being taken over from another instance, and sessions just handed to one.
+    pub(crate) handovers: crate::resume::Handovers,
     presence: Presence,
     /// The sequence number of this instance's latest member change.
     seq: u64,
@@ -140,8 +146,8 @@ struct State {
 }
 
 /// A group this instance subscribes to: it has members here, or had until a moment ago.
-struct Local {
-    roster: Roster,
+pub(crate) struct Local {
+    pub(crate) roster: Roster,
     /// When the last local member left; the subscription ends after the linger.
     empty_since: Option<Instant>,
     /// True once the kept messages were fetched from another instance (or there was none to
@@ -149,14 +155,14 @@ struct Local {
     fetched: watch::Receiver<bool>,
 }
 
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+pub(crate) fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     // Every section is a few map operations on owned values and cannot leave them half-done.
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Polls `future` once, so what it hands to the bus is handed over now, in the caller's
 /// order; the rest runs in a task.
-fn hand_over(future: impl Future<Output = ()> + Send + 'static) {
+pub(crate) fn hand_over(future: impl Future<Output = ()> + Send + 'static) {
     let mut future = Box::pin(future);
     if poll_now(&mut future).is_none() {
         tokio::spawn(future);
@@ -212,7 +218,7 @@ impl Inner {
         self.link.channel(&all)
     }
 
-    fn peer_channel(&self, id: PeerId) -> String {
+    pub(crate) fn peer_channel(&self, id: PeerId) -> String {
         self.channel(&["peer", &id.to_string()])
     }
 
@@ -225,7 +231,7 @@ impl Inner {
     }
 
     /// The session, when the bus is up.
-    fn up_live(&self) -> Option<Arc<Live>> {
+    pub(crate) fn up_live(&self) -> Option<Arc<Live>> {
         if !self.up.load(Ordering::Acquire) {
             return None;
         }
@@ -252,7 +258,11 @@ impl Inner {
         true
     }
 
-    fn subscribe(self: &Arc<Self>, live: &Arc<Live>, channels: Vec<String>) -> Registering {
+    pub(crate) fn subscribe(
+        self: &Arc<Self>,
+        live: &Arc<Live>,
+        channels: Vec<String>,
+    ) -> Registering {
         let (inner, live) = (self.clone(), live.clone());
         let mut future: Registering = Box::pin(async move {
             let deadline = inner.settings.connect_timeout;
@@ -268,7 +278,7 @@ impl Inner {
         }
     }
 
-    fn unsubscribe(self: &Arc<Self>, live: &Arc<Live>, channels: Vec<String>) {
+    pub(crate) fn unsubscribe(self: &Arc<Self>, live: &Arc<Live>, channels: Vec<String>) {
         let (inner, live) = (self.clone(), live.clone());
         hand_over(async move {
             let deadline = inner.settings.connect_timeout;
@@ -423,7 +433,13 @@ impl Inner {
                     bump(&self.counters.malformed);
                     return;
                 };
-                let mailbox = lock(&self.state).peers.get(&to).cloned();
+                let mailbox = {
+                    let mut state = lock(&self.state);
+                    if state.handovers.not_answered(to, &payload, &reply) {
+                        return;
+                    }
+                    state.peers.get(&to).cloned()
+                };
                 let outcome = match mailbox.map(|m| m.push(payload).map_err(undeliverable)) {
                     Some(Ok(())) => Outcome::Delivered,
                     Some(Err(Undeliverable::QueueFull)) => Outcome::Full,
@@ -509,6 +525,16 @@ impl Inner {
             }
             // Another instance's probe, on our channel by mistake: nothing to do.
             Msg::Probe { .. } => {}
+            Msg::Resume { origin, id, .. } if origin == self.iid => {
+                lock(&self.state).handovers.own_resume(id);
+            }
+            Msg::Resume { id, secret, .. } => {
+                let Some(reply) = incoming.reply else {
+                    bump(&self.counters.malformed);
+                    return;
+                };
+                self.hand_session_over(live, id, Secret::from_random(secret), reply);
+            }
         }
     }
 
@@ -639,6 +665,8 @@ impl ClusterBus {
             all,
             presence_channel,
             state: Mutex::default(),
+            sessions: Sessions::new(),
+            bus: std::sync::OnceLock::new(),
             up: AtomicBool::new(false),
             bus_state: watch::channel(BusState::default()).0,
             counters: Counters::default(),
@@ -654,7 +682,9 @@ impl ClusterBus {
         let task = tokio::spawn(supervisor::run(inner.clone(), first));
         let wait = inner.settings.connect_timeout;
         let _ = timeout(wait, state.wait_for(|s| s.up)).await;
-        Ok(Arc::new(ClusterBus { inner, supervisor: Mutex::new(Some(task)) }))
+        let bus = Arc::new(ClusterBus { inner, supervisor: Mutex::new(Some(task)) });
+        let _ = bus.inner.bus.set(Arc::downgrade(&bus));
+        Ok(bus)
     }
 
     /// Up, or degraded while the bus is being reconnected: for a readiness check.
@@ -830,6 +860,15 @@ impl Bus for ClusterBus {
         lock(&self.inner.state).peers.len()
     }
 
+    fn sessions(&self) -> Option<&Sessions> {
+        Some(&self.inner.sessions)
+    }
+
+    fn resume(&self, id: PeerId, secret: Secret, mailbox: Mailbox) -> Resuming {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.resume(id, secret, mailbox).await })
+    }
+
     fn join(&self, group: &Group, member: Member) {
         let inner = &self.inner;
         let (changed, first) = {
@@ -944,6 +983,10 @@ impl Bus for ClusterBus {
         let state = lock(&self.inner.state);
         let local = state.groups.get(group).map(|l| l.roster.members.as_slice()).unwrap_or(&[]);
         local.iter().chain(state.presence.members(group)).cloned().collect()
+    }
+
+    fn joined(&self, id: PeerId) -> Vec<Group> {
+        lock(&self.inner.state).joined.get(&id).cloned().unwrap_or_default()
     }
 
     fn groups(&self) -> Vec<(Group, usize)> {

@@ -10,7 +10,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use gotalk::protocol::relay::PeerId;
 use gotalk::protocol::Name;
-use gotalk::relay::{Group, Member, Note, MAX_KEEP, MAX_META};
+use gotalk::relay::{Group, Held, Member, Note, MAX_KEEP, MAX_META};
 
 /// The encoding's version: a message of another version is dropped.
 const VERSION: u8 = 1;
@@ -52,6 +52,9 @@ pub(crate) enum Msg {
     HistoryPlease { group: Group },
     /// The liveness probe, sent to the sender's own channel.
     Probe { origin: Iid },
+    /// Takes over a kept session, on its peer's channel, as a request: answered by the
+    /// instance holding it with [`encode_handover`].
+    Resume { origin: Iid, id: PeerId, secret: [u8; 16] },
 }
 
 const DELIVER: u8 = 1;
@@ -64,6 +67,7 @@ const SNAPSHOT: u8 = 7;
 const SNAPSHOT_PLEASE: u8 = 8;
 const HISTORY_PLEASE: u8 = 9;
 const PROBE: u8 = 10;
+const RESUME: u8 = 11;
 
 /// The answer to a [`Msg::Deliver`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -159,6 +163,12 @@ impl Msg {
                 out.put_u8(PROBE);
                 out.put_u64(*origin);
             }
+            Msg::Resume { origin, id, secret } => {
+                out.put_u8(RESUME);
+                out.put_u64(*origin);
+                out.put_slice(id.as_bytes());
+                out.put_slice(secret);
+            }
         }
         out.freeze()
     }
@@ -208,6 +218,11 @@ impl Msg {
             SNAPSHOT_PLEASE => Msg::SnapshotPlease { origin: r.u64()? },
             HISTORY_PLEASE => Msg::HistoryPlease { group: r.group()? },
             PROBE => Msg::Probe { origin: r.u64()? },
+            RESUME => Msg::Resume {
+                origin: r.u64()?,
+                id: r.peer()?,
+                secret: r.take(16)?.try_into().ok()?,
+            },
             _ => return None,
         };
         r.done().then_some(msg)
@@ -239,6 +254,77 @@ pub(crate) fn decode_notes(bytes: &Bytes) -> Option<Vec<Note>> {
         notes.push(r.note()?);
     }
     r.done().then_some(notes)
+}
+
+/// A kept session as the instance that held it hands it over: its groups with its
+/// description in each, and the messages it held, oldest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Handover {
+    pub(crate) groups: Vec<(Group, Bytes)>,
+    pub(crate) held: Vec<Held>,
+}
+
+/// The answer to [`Msg::Resume`]: the session, or None for a refusal.
+pub(crate) fn encode_handover(handover: Option<&Handover>) -> Bytes {
+    let mut out = BytesMut::new();
+    out.put_u8(VERSION);
+    let Some(handover) = handover else {
+        out.put_u8(0);
+        return out.freeze();
+    };
+    out.put_u8(1);
+    out.put_u32(len32(handover.groups.len()));
+    for (group, meta) in &handover.groups {
+        put_str(&mut out, group.as_str());
+        put_bytes(&mut out, meta);
+    }
+    out.put_u32(len32(handover.held.len()));
+    for held in &handover.held {
+        match held {
+            Held::Relay(payload) => {
+                out.put_u8(0);
+                put_bytes(&mut out, payload);
+            }
+            Held::Note(name, payload) => {
+                out.put_u8(1);
+                put_str(&mut out, name.as_str());
+                put_bytes(&mut out, payload);
+            }
+        }
+    }
+    out.freeze()
+}
+
+/// The session handed over (`Some(None)`: refused), or None for anything malformed.
+pub(crate) fn decode_handover(bytes: &Bytes) -> Option<Option<Handover>> {
+    let mut r = Reader { bytes, at: 0 };
+    if r.u8()? != VERSION {
+        return None;
+    }
+    if r.u8()? == 0 {
+        return r.done().then_some(None);
+    }
+    let mut handover = Handover::default();
+    for _ in 0..r.u32()? {
+        let group = r.group()?;
+        let meta = r.bytes()?;
+        if meta.len() > MAX_META {
+            return None;
+        }
+        handover.groups.push((group, meta));
+    }
+    for _ in 0..r.u32()? {
+        let held = match r.u8()? {
+            0 => Held::Relay(r.bytes()?),
+            1 => {
+                let name = Name::new(r.str()?).ok()?;
+                Held::Note(name, r.bytes()?)
+            }
+            _ => return None,
+        };
+        handover.held.push(held);
+    }
+    r.done().then_some(Some(handover))
 }
 
 fn len32(n: usize) -> u32 {
@@ -380,7 +466,25 @@ mod tests {
             Msg::SnapshotPlease { origin: 6 },
             Msg::HistoryPlease { group },
             Msg::Probe { origin: 8 },
+            Msg::Resume { origin: 9, id: peer(4), secret: [5; 16] },
         ]
+    }
+
+    #[test]
+    fn a_handover_comes_back_as_it_went() {
+        let handover = Handover {
+            groups: vec![(Group::new("lobby").unwrap(), Bytes::from_static(b"{}"))],
+            held: vec![
+                Held::Relay(Bytes::from_static(b"{\"from\":1}")),
+                Held::Note(Name::new("room.say").unwrap(), Bytes::from_static(b"2")),
+            ],
+        };
+        let bytes = encode_handover(Some(&handover));
+        assert_eq!(decode_handover(&bytes), Some(Some(handover)));
+        assert_eq!(decode_handover(&encode_handover(None)), Some(None));
+        for cut in 0..bytes.len() {
+            assert_eq!(decode_handover(&bytes.slice(..cut)), None, "cut at {cut}");
+        }
     }
 
     #[test]

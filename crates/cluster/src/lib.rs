@@ -20,6 +20,7 @@ pub mod nats;
 mod presence;
 #[cfg(feature = "redis")]
 pub mod redis;
+mod resume;
 mod settings;
 mod supervisor;
 

@@ -235,6 +235,27 @@ impl ConnBudget {
         self.process.pool.give(n);
     }
 
+    /// Moves `n` bytes charged here to `to`, which takes them whether or not they fit: they
+    /// are held already, so refusing them would not free them. Used to hand what a mailbox
+    /// holds from one connection to another.
+    #[allow(dead_code)]
+    pub(crate) fn move_to(&self, to: &ConnBudget, n: usize) {
+        self.own.give(n);
+        to.own.used.fetch_add(n, Ordering::AcqRel);
+        if !Arc::ptr_eq(&self.process.pool, &to.process.pool) {
+            self.process.pool.give(n);
+            to.process.pool.used.fetch_add(n, Ordering::AcqRel);
+        }
+    }
+
+    /// Takes `n` bytes from both budgets whether or not they fit: for bytes held already,
+    /// which refusing would not free. Given back with [`release`](Self::release).
+    #[allow(dead_code)]
+    pub(crate) fn force(&self, n: usize) {
+        self.own.used.fetch_add(n, Ordering::AcqRel);
+        self.process.pool.used.fetch_add(n, Ordering::AcqRel);
+    }
+
     /// A charge of `n` bytes if it fits now.
     pub(crate) fn try_charge(self: &Arc<Self>, n: usize) -> Result<Charge, Exhausted> {
         self.try_reserve(n)?;

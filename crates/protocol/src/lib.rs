@@ -16,7 +16,8 @@
 //! - [`hex`]: the fixed-width hexadecimal numbers the wire format is made of.
 //! - [`encode`]: writing frames and the version handshake.
 //! - [`decode`]: the incremental decoder and its limits.
-//! - [`relay`]: the relay's reserved names and its JSON envelope, validated.
+//! - [`relay`]: the relay's reserved names and its JSON envelope, validated; [`session`]:
+//!   the token of a resumable relay session.
 //! - [`sources`]: many streams answering one request, as tagged parts of one stream (the
 //!   whole mapping: [`docs::sources`]).
 //! - [`liveness`]: probes and their answers, as a state machine fed timestamps.
@@ -58,6 +59,8 @@ pub mod liveness;
 pub mod relay;
 pub mod reserved;
 pub mod retry;
+#[cfg(feature = "relay")]
+pub mod session;
 pub mod sources;
 
 pub use decode::{decode_version, DecodeError, Decoder, COPY_BELOW, DEFAULT_MAX_PAYLOAD};

@@ -751,3 +751,110 @@ pub async fn in_flight_bytes_edge(backend: &Backend, server: &mut dyn BusServer)
     let delivered: Vec<String> = paused.resume(server, waiting).await;
     assert_eq!(delivered, vec![body(BODY); N]);
 }
+
+/// An instance whose relay keeps the sessions of peers that go away.
+async fn keeping(backend: &Backend) -> Instance {
+    let relay = Relay::new().resume_grace(Duration::from_secs(30));
+    Instance::start_with(backend, ClusterSettings::default(), relay, Config::default()).await
+}
+
+/// A peer on `a` goes away; a peer on `b` sends to its id meanwhile, and goes on sending while
+/// the peer reconnects to `c` (`b` again for one case) and resumes its session there. The
+/// session keeps its id and its group, and every message arrives exactly once, in the order
+/// sent, those of the burst sent during the handover included.
+pub async fn resume_across_instances(backend: &Backend) {
+    let (a, b, c) = (keeping(backend).await, keeping(backend).await, keeping(backend).await);
+    let g = Group::new("room").unwrap();
+    let away = a.peer().await;
+    away.join("room", "{\"name\":\"ada\"}").await;
+    let token = {
+        let mut sessions = away.inbox.sessions();
+        let token = *within("a session token", sessions.wait_for(Option::is_some)).await.unwrap();
+        token.expect("a token")
+    };
+    eventually("seen on c", WAIT, || c.relay.members(&g).len() == 1).await;
+    let sender = b.peer_with(Config::default().max_retries(0)).await;
+    away.sock.close();
+    eventually("the session held on a", WAIT, || a.relay.detached() == 1).await;
+
+    const AWAY: usize = 20;
+    const BURST: usize = 300;
+    for i in 0..AWAY {
+        within("relay", sender.sock.relay(away.id, "seq", &i)).await.expect("held on a");
+    }
+    let back = c.peer().await;
+    let mut seq = back.inbox.topic("seq");
+    let burst = {
+        let sock = sender.sock.clone();
+        let to = away.id;
+        tokio::spawn(async move {
+            stream::iter(AWAY..AWAY + BURST)
+                .map(|i| {
+                    let sock = sock.clone();
+                    async move { sock.relay(to, "seq", &i).await }
+                })
+                .buffered(16)
+                .collect::<Vec<_>>()
+                .await
+        })
+    };
+    let resumed = within("resume", back.sock.resume(&token)).await.expect("resumed on c");
+    assert_eq!(resumed, away.id, "the same id");
+    let results = within("the burst", burst).await.unwrap();
+    let failed: Vec<_> = results.iter().enumerate().filter(|(_, r)| r.is_err()).collect();
+    assert!(failed.is_empty(), "every message of the burst delivered: {failed:?}");
+
+    let mut got = Vec::new();
+    while got.len() < AWAY + BURST {
+        let message = within("every message", seq.recv()).await.expect("the topic is open");
+        got.push(message.json::<usize>().unwrap());
+    }
+    assert_eq!(got, (0..AWAY + BURST).collect::<Vec<_>>(), "each once, in the order sent");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(seq.try_recv().is_err(), "nothing twice");
+
+    let one = |relay: &Relay| {
+        let members = relay.members(&g);
+        members.len() == 1 && members[0].peer == away.id && members[0].meta == "{\"name\":\"ada\"}"
+    };
+    eventually("still in its group, once, everywhere", WAIT, || {
+        one(&a.relay) && one(&b.relay) && one(&c.relay)
+    })
+    .await;
+    assert_eq!(a.relay.detached(), 0, "no longer held on a");
+    // Reachable at its new place from everywhere, the old instance too.
+    let from_a = a.peer().await;
+    within("relay", from_a.sock.relay(away.id, "seq", &999)).await.expect("reachable");
+    let message = within("the last", seq.recv()).await.unwrap();
+    assert_eq!(message.json::<usize>().unwrap(), 999);
+    a.stop().await;
+    b.stop().await;
+    c.stop().await;
+}
+
+/// A session held on one instance is not taken with a wrong secret from another: refused
+/// with the one text, the session still held for its owner, who then resumes it.
+pub async fn resume_with_a_wrong_secret_is_refused(backend: &Backend) {
+    let (a, b) = (keeping(backend).await, keeping(backend).await);
+    let away = a.peer().await;
+    let token = {
+        let mut sessions = away.inbox.sessions();
+        let token = *within("a session token", sessions.wait_for(Option::is_some)).await.unwrap();
+        token.expect("a token")
+    };
+    away.sock.close();
+    eventually("the session held on a", WAIT, || a.relay.detached() == 1).await;
+    let mut wrong = *token.secret.as_bytes();
+    wrong[0] ^= 1;
+    let wrong =
+        gotalk::relay::Token { id: token.id, secret: gotalk::relay::Secret::from_random(wrong) };
+    let back = b.peer().await;
+    let err = within("resume", back.sock.resume(&wrong)).await.unwrap_err();
+    assert!(is_remote(&err, "resume refused"), "{err:?}");
+    assert_eq!(within("whoami", back.sock.whoami()).await.unwrap(), back.id, "keeps its id");
+    assert_eq!(a.relay.detached(), 1, "still held");
+    let again = b.peer().await;
+    assert_eq!(within("resume", again.sock.resume(&token)).await.unwrap(), away.id);
+    a.stop().await;
+    b.stop().await;
+}

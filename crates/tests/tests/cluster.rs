@@ -45,6 +45,8 @@ mod local {
         groups_across_instances,
         history_right_after_start,
         a_closed_connection_leaves_everywhere,
+        resume_across_instances,
+        resume_with_a_wrong_secret_is_refused,
     );
 }
 
@@ -105,6 +107,8 @@ macro_rules! on_a_bus {
                 history_right_after_start,
                 a_closed_connection_leaves_everywhere,
                 a_departed_instance_is_forgotten,
+                resume_across_instances,
+                resume_with_a_wrong_secret_is_refused,
             );
 
             server_cases!(Server; in_flight_edge, in_flight_bytes_edge);

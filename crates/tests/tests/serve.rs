@@ -601,3 +601,49 @@ async fn serve_with_a_required_client_ca_lets_in_only_clients_with_its_certifica
     .unwrap();
     assert_eq!(within("with a certificate", connect(with_cert)).await.unwrap(), "hi");
 }
+
+/// `--resume-grace` turns kept sessions on: a TCP peer of `gotalk serve` that drops its
+/// connection resumes its id with its token on a new one, and gets what was sent meanwhile.
+/// `--resume-max-detached 0` keeps none, grace or not.
+#[tokio::test]
+async fn resume_flags_keep_a_session_for_a_peer_that_reconnects() {
+    use gotalk::relay::Inbox;
+
+    async fn peer(tcp: &str) -> (gotalk::Sock, Inbox, gotalk::relay::Topic) {
+        let inbox = Inbox::new();
+        let topic = inbox.topic("t");
+        let mut handlers = Handlers::new();
+        inbox.install(&mut handlers);
+        let sock = gotalk::tcp::connect(tcp, Arc::new(handlers), Config::default())
+            .await
+            .expect("tcp connect");
+        within("an id", inbox.id()).await;
+        (sock, inbox, topic)
+    }
+
+    for (max, kept) in [("1", true), ("0", false)] {
+        let served = serve_with(&["--resume-grace", "30", "--resume-max-detached", max]).await;
+        let tcp = served.tcp.trim_start_matches("tcp://").to_owned();
+        let (away, inbox, _) = peer(&tcp).await;
+        let mut sessions = inbox.sessions();
+        let token = within("a token", sessions.wait_for(Option::is_some)).await.unwrap().unwrap();
+        let (sender, _, _) = peer(&tcp).await;
+        away.close();
+        // Time for the server to see the close: a relay before then goes to the old
+        // connection.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let sent = within("a relay while away", sender.relay(token.id, "t", &"while away")).await;
+        let (back, _, mut topic) = peer(&tcp).await;
+        let resumed = back.resume(&token).await;
+        if kept {
+            sent.expect("held");
+            assert_eq!(resumed.expect("resumed"), token.id);
+            let message = within("a held message", topic.recv()).await.unwrap();
+            assert_eq!(message.json::<String>().unwrap(), "while away");
+        } else {
+            assert!(sent.unwrap_err().to_string().contains("unknown peer"), "freed at once");
+            let err = resumed.unwrap_err();
+            assert!(err.to_string().contains("resume refused"), "{err}");
+        }
+    }
+}

@@ -19,6 +19,8 @@ use tokio::sync::watch;
 
 use super::group::{Group, Member, Note};
 use super::mailbox::{Mailbox, Refused};
+use super::resume::Sessions;
+use gotalk_protocol::session::Secret;
 
 /// Why a bus did not deliver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +44,10 @@ pub type Delivering = Pin<Box<dyn Future<Output = Result<(), Undeliverable>> + S
 
 /// A registration in progress: done once the id is reachable from every instance.
 pub type Registering = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A session's handover from another instance in progress: true once the session is this
+/// instance's.
+pub type Resuming = Pin<Box<dyn Future<Output = bool> + Send>>;
 
 /// A group's kept messages, oldest first, as a bus fetches them.
 pub type Fetching = Pin<Box<dyn Future<Output = Vec<Note>> + Send>>;
@@ -98,6 +104,13 @@ pub trait Bus: Send + Sync + 'static {
     fn members(&self, group: &Group) -> Vec<Member>;
     /// The groups that have members, with how many.
     fn groups(&self) -> Vec<(Group, usize)>;
+    /// The groups the peer `id`, registered here, is in: what a connection that resumes its
+    /// session counts against [`Relay::max_groups`](super::Relay::max_groups). A bus that
+    /// keeps no such list says none, and a resumed connection then starts counting afresh.
+    fn joined(&self, id: PeerId) -> Vec<Group> {
+        let _ = id;
+        Vec::new()
+    }
     /// The messages `group` keeps for newcomers (see [`Note::keep`]), oldest first.
     fn history(&self, group: &Group) -> Fetching;
     /// The bus's state, to watch for changes.
@@ -124,6 +137,24 @@ pub trait Bus: Send + Sync + 'static {
     /// `reconnects`, …), none for one process.
     fn figures(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
+    }
+
+    /// The sessions of this process's connections, live and held for peers that went away,
+    /// when the bus keeps them (see [`Relay::resume_grace`](super::Relay::resume_grace)).
+    /// None: no session is ever kept.
+    fn sessions(&self) -> Option<&Sessions> {
+        None
+    }
+
+    /// Takes over the session `id` that another instance holds, if `secret` is its own:
+    /// once the future is true, `id` is registered here with `mailbox`, holding what was
+    /// sent to the session until now in its order, and is in the session's groups. False
+    /// for anything else: a wrong secret, a session nobody holds, a bus that cannot ask
+    /// (this one, by default). The relay asks only for sessions its own
+    /// [`sessions`](Self::sessions) do not hold.
+    fn resume(&self, id: PeerId, secret: Secret, mailbox: Mailbox) -> Resuming {
+        let _ = (id, secret, mailbox);
+        Box::pin(std::future::ready(false))
     }
 
     /// Leaves the other instances at shutdown, so they forget this one's members at once
@@ -199,6 +230,7 @@ impl Roster {
 pub struct LocalBus {
     inner: Mutex<Local>,
     state: watch::Sender<BusState>,
+    sessions: Sessions,
 }
 
 #[derive(Debug, Default)]
@@ -212,7 +244,7 @@ struct Local {
 impl Default for LocalBus {
     fn default() -> Self {
         let (state, _) = watch::channel(BusState { up: true, ..BusState::default() });
-        LocalBus { inner: Mutex::default(), state }
+        LocalBus { inner: Mutex::default(), state, sessions: Sessions::new() }
     }
 }
 
@@ -294,6 +326,10 @@ impl Bus for LocalBus {
         }
     }
 
+    fn joined(&self, id: PeerId) -> Vec<Group> {
+        self.lock().joined.get(&id).cloned().unwrap_or_default()
+    }
+
     fn leave(&self, group: &Group, peer: PeerId) {
         let changed = {
             let mut local = self.lock();
@@ -354,5 +390,9 @@ impl Bus for LocalBus {
 
     fn state(&self) -> watch::Receiver<BusState> {
         self.state.subscribe()
+    }
+
+    fn sessions(&self) -> Option<&Sessions> {
+        Some(&self.sessions)
     }
 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use gotalk_protocol::relay::{self as wire, PeerId, Undelivered};
+use gotalk_protocol::session::{self, Token};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
@@ -139,6 +140,7 @@ pub struct Inbox {
 
 struct Inner {
     id: watch::Sender<Option<PeerId>>,
+    session: watch::Sender<Option<Token>>,
     on_id: Mutex<Vec<IdFn>>,
     topics: Mutex<HashMap<String, mpsc::Sender<Message>>>,
     undelivered: Mutex<Option<mpsc::Sender<Undelivered>>>,
@@ -160,6 +162,7 @@ impl Default for Inbox {
         Inbox {
             inner: Arc::new(Inner {
                 id: watch::channel(None).0,
+                session: watch::channel(None).0,
                 on_id: Mutex::new(Vec::new()),
                 topics: Mutex::new(HashMap::new()),
                 undelivered: Mutex::new(None),
@@ -176,8 +179,17 @@ impl Inbox {
         Self::default()
     }
 
-    /// Registers the relay's notifications (`$id`, `$relay`, `$undelivered`) in `handlers`.
+    /// Registers the relay's notifications (`$id`, `$session`, `$relay`, `$undelivered`) in
+    /// `handlers`.
     pub fn install(&self, handlers: &mut Handlers) -> &Self {
+        let inbox = self.clone();
+        handlers.handle_buffer_notification(session::SESSION, move |_sock, payload| {
+            match Token::parse_json(&payload) {
+                Some(token) => drop(inbox.inner.session.send_replace(Some(token))),
+                None => tracing::warn!("relay: ignoring a malformed session token"),
+            }
+            std::future::ready(())
+        });
         let inbox = self.clone();
         handlers.handle_buffer_notification(wire::ID, move |_sock, payload| {
             inbox.on_id_payload(&payload);
@@ -240,6 +252,19 @@ impl Inbox {
     /// The id, changes included: a reconnect gets a new one.
     pub fn ids(&self) -> watch::Receiver<Option<PeerId>> {
         self.inner.id.subscribe()
+    }
+
+    /// The token of the connection's session, from a server that keeps sessions of peers
+    /// that go away ([`Relay::resume_grace`](super::Relay::resume_grace)): after a
+    /// reconnect, [`Sock::resume`] with it takes back the id, the groups and what was sent
+    /// meanwhile. It stays the same across resumes.
+    pub fn session(&self) -> Option<Token> {
+        *self.inner.session.borrow()
+    }
+
+    /// The session's token, changes included, to wait for it.
+    pub fn sessions(&self) -> watch::Receiver<Option<Token>> {
+        self.inner.session.subscribe()
     }
 
     /// Messages dropped because their topic was not being read or its queue was full.

@@ -32,9 +32,10 @@ struct Inner {
     /// sending.
     overflow: Notify,
     limit: usize,
-    /// The recipient connection's budget, which queued deliveries are charged to: they are
-    /// held for it, and the sum over every mailbox must stay within the process budget.
-    budget: Option<Arc<ConnBudget>>,
+    /// Held by the one task that drains the mailbox into a connection, so the connection of
+    /// a resumed session starts only once its old connection's task has put back what it
+    /// could not send.
+    reader: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Debug, Default)]
@@ -43,6 +44,11 @@ struct Queue {
     bytes: usize,
     closed: bool,
     overflowed: bool,
+    /// The budget queued deliveries are charged to: the recipient connection's (they are
+    /// held for it, and the sum over every mailbox must stay within the process budget), or
+    /// while a session is kept for a peer that went away, one of its own on the process
+    /// budget.
+    budget: Option<Arc<ConnBudget>>,
 }
 
 /// What a mailbox hands its recipient's connection next.
@@ -61,6 +67,31 @@ impl Next {
         match self {
             Next::Relay(payload) | Next::Note(_, payload) => payload.len(),
             Next::Overflowed => 0,
+        }
+    }
+}
+
+/// A message a mailbox held, as [`Mailbox::take_all`] hands it over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// A relayed message: the payload of a `$relay` notification.
+    Relay(Bytes),
+    /// A group's message: a notification of this name.
+    Note(Name, Bytes),
+}
+
+impl Queue {
+    fn charge(&self, len: usize) -> bool {
+        self.budget.as_ref().is_none_or(|b| b.try_reserve(len + OVERHEAD).is_ok())
+    }
+
+    fn release(&self, len: usize) {
+        self.release_bytes(len + OVERHEAD);
+    }
+
+    fn release_bytes(&self, n: usize) {
+        if let Some(budget) = &self.budget {
+            budget.release(n);
         }
     }
 }
@@ -86,22 +117,12 @@ impl Mailbox {
     pub(crate) fn charged(limit: usize, budget: Option<Arc<ConnBudget>>) -> Self {
         Mailbox {
             inner: Arc::new(Inner {
-                queue: Mutex::new(Queue::default()),
+                queue: Mutex::new(Queue { budget, ..Queue::default() }),
                 ready: Notify::new(),
                 overflow: Notify::new(),
                 limit,
-                budget,
+                reader: Arc::default(),
             }),
-        }
-    }
-
-    fn charge(&self, len: usize) -> bool {
-        self.inner.budget.as_ref().is_none_or(|b| b.try_reserve(len + OVERHEAD).is_ok())
-    }
-
-    fn release(&self, len: usize) {
-        if let Some(budget) = &self.inner.budget {
-            budget.release(len + OVERHEAD);
         }
     }
 
@@ -151,7 +172,7 @@ impl Mailbox {
             if queue.bytes > 0 && after > self.inner.limit {
                 return Err(Refused::Full);
             }
-            if !self.charge(len) {
+            if !queue.charge(len) {
                 return Err(Refused::Full);
             }
             queue.bytes = after;
@@ -176,7 +197,7 @@ impl Mailbox {
                 }
                 if let Some(item) = queue.items.pop_front() {
                     queue.bytes -= item.len();
-                    self.release(item.len());
+                    queue.release(item.len());
                     return Some(item);
                 }
             }
@@ -190,13 +211,95 @@ impl Mailbox {
             let mut queue = self.lock();
             queue.closed = true;
             queue.bytes = 0;
-            std::mem::take(&mut queue.items)
+            let dropped = std::mem::take(&mut queue.items);
+            for item in &dropped {
+                queue.release(item.len());
+            }
+            dropped
         };
-        for item in &dropped {
-            self.release(item.len());
-        }
         drop(dropped);
         self.inner.ready.notify_one();
+    }
+
+    /// Puts back at the front an item [`next`](Self::next) gave out that could not be sent,
+    /// charged again whether or not it fits: it was held all along.
+    pub(crate) fn put_back(&self, item: Next) {
+        let mut queue = self.lock();
+        if queue.closed || item == Next::Overflowed {
+            return;
+        }
+        queue.bytes += item.len();
+        if let Some(budget) = &queue.budget {
+            budget.force(item.len() + OVERHEAD);
+        }
+        queue.items.push_front(item);
+    }
+
+    /// Charges what the mailbox holds, and what it takes from now on, to `budget` instead.
+    pub(crate) fn rebudget(&self, budget: Option<Arc<ConnBudget>>) {
+        let mut queue = self.lock();
+        let held = queue.bytes + queue.items.len() * OVERHEAD;
+        if let (Some(from), Some(to)) = (&queue.budget, &budget) {
+            from.move_to(to, held);
+        } else {
+            queue.release_bytes(held);
+            if let Some(to) = &budget {
+                to.force(held);
+            }
+        }
+        queue.budget = budget;
+    }
+
+    /// Takes every message the mailbox holds, oldest first, leaving it empty and open: for
+    /// a bus that hands a kept session to another instance.
+    pub fn take_all(&self) -> Vec<Message> {
+        let mut queue = self.lock();
+        let items = std::mem::take(&mut queue.items);
+        let held = queue.bytes + items.len() * OVERHEAD;
+        queue.bytes = 0;
+        queue.release_bytes(held);
+        items
+            .into_iter()
+            .filter_map(|item| match item {
+                Next::Relay(payload) => Some(Message::Relay(payload)),
+                Next::Note(name, payload) => Some(Message::Note(name, payload)),
+                Next::Overflowed => None,
+            })
+            .collect()
+    }
+
+    /// Queues messages taken from another instance's mailbox with
+    /// [`take_all`](Self::take_all), in their order, past the limit: they were held within
+    /// it there.
+    pub fn restore(&self, messages: Vec<Message>) -> Result<(), Refused> {
+        let mut queue = self.lock();
+        if queue.closed {
+            return Err(Refused::Closed);
+        }
+        for message in messages {
+            let item = match message {
+                Message::Relay(payload) => Next::Relay(payload),
+                Message::Note(name, payload) => Next::Note(name, payload),
+            };
+            if let Some(budget) = &queue.budget {
+                budget.force(item.len() + OVERHEAD);
+            }
+            queue.bytes += item.len();
+            queue.items.push_back(item);
+        }
+        drop(queue);
+        self.inner.ready.notify_one();
+        Ok(())
+    }
+
+    /// Waits to be the one task that drains this mailbox.
+    pub(crate) async fn reader(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.inner.reader.clone().lock_owned().await
+    }
+
+    /// True once a group message did not fit.
+    pub(crate) fn is_overflowed(&self) -> bool {
+        self.lock().overflowed
     }
 
     /// Bytes queued now.

@@ -29,6 +29,7 @@ mod bus;
 mod client;
 mod group;
 mod mailbox;
+mod resume;
 mod server;
 
 use std::fmt;
@@ -38,13 +39,15 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use bus::{
-    push_note, undeliverable, Bus, BusState, Delivering, Fetching, LocalBus, Registering, Roster,
-    Undeliverable,
+    push_note, undeliverable, Bus, BusState, Delivering, Fetching, LocalBus, Registering, Resuming,
+    Roster, Undeliverable,
 };
 pub use client::{Inbox, Message, Topic};
 pub use gotalk_protocol::relay::{Fault, PeerId, Undelivered, DEFAULT_MAX_BODY, MAX_TOPIC_LEN};
+pub use gotalk_protocol::session::{Secret, Token};
 pub use group::{BadGroup, Group, Member, Note, MAX_GROUP_LEN, MAX_KEEP, MAX_META};
-pub use mailbox::{Mailbox, Refused};
+pub use mailbox::{Mailbox, Message as Held, Refused};
+pub use resume::Sessions;
 
 use crate::handlers::Handlers;
 use crate::sock::Sock;
@@ -73,6 +76,8 @@ pub struct Relay {
     pub(crate) max_in_flight: usize,
     pub(crate) max_in_flight_bytes: usize,
     pub(crate) max_groups: usize,
+    pub(crate) resume_grace: Duration,
+    pub(crate) max_detached: usize,
     pub(crate) authorize: Option<AuthorizeFn>,
     pub(crate) bus: Arc<dyn Bus>,
 }
@@ -86,6 +91,8 @@ impl fmt::Debug for Relay {
             .field("max_in_flight", &self.max_in_flight)
             .field("max_in_flight_bytes", &self.max_in_flight_bytes)
             .field("max_groups", &self.max_groups)
+            .field("resume_grace", &self.resume_grace)
+            .field("max_detached", &self.max_detached)
             .field("authorize", &self.authorize.is_some())
             .field("peers", &self.bus.local_peers())
             .finish()
@@ -101,6 +108,8 @@ impl Default for Relay {
             max_in_flight: 64,
             max_in_flight_bytes: 1024 * 1024,
             max_groups: 256,
+            resume_grace: Duration::ZERO,
+            max_detached: 10_000,
             authorize: None,
             bus: Arc::new(LocalBus::new()),
         }
@@ -166,6 +175,45 @@ impl Relay {
     pub fn max_groups(mut self, count: usize) -> Self {
         self.max_groups = count;
         self
+    }
+
+    /// How long the session of a peer that went away is kept for it: its id stays
+    /// registered, it stays in its groups, and what is sent to it is held in its queue
+    /// (within [`queue_bytes`](Self::queue_bytes)), until it reconnects and resumes the
+    /// session with its token, or the time is up. Default zero: off.
+    ///
+    /// With it on, each peer of ours is told its session's token (the notification
+    /// `$session`, right after `$id`) and takes the session back with the request `$resume`
+    /// (see [`gotalk_protocol::session`], [`Sock::resume`]). A session is kept when the
+    /// connection failed or stopped answering; not when the peer said `$done`, broke the
+    /// protocol, fell behind its queue, or this side closed it. Kept messages are charged
+    /// to the process's [memory budget](crate::Config::memory_budget); one that does not fit
+    /// is refused as a full queue. A group message that does not fit ends the session.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let relay = gotalk::relay::Relay::new()
+    ///     .resume_grace(Duration::from_secs(30))
+    ///     .max_detached(1_000);
+    /// ```
+    pub fn resume_grace(mut self, grace: Duration) -> Self {
+        self.resume_grace = grace;
+        self
+    }
+
+    /// How many sessions of peers that went away this process keeps at once (see
+    /// [`resume_grace`](Self::resume_grace)). Default 10,000. Past it, the id of a peer that
+    /// goes away is freed at once, as with no grace.
+    pub fn max_detached(mut self, count: usize) -> Self {
+        self.max_detached = count;
+        self
+    }
+
+    /// How many sessions of peers that went away are kept now (see
+    /// [`resume_grace`](Self::resume_grace)).
+    pub fn detached(&self) -> usize {
+        self.bus.sessions().map_or(0, Sessions::held)
     }
 
     /// Decides whether the connection `sender` may send to the peer `to`; by default anyone

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use gotalk_protocol::relay::{self as wire, Fault, PeerId};
+use gotalk_protocol::session::{self, Secret, Token};
 use gotalk_protocol::{Frame, Name};
 use tracing::Instrument;
 
@@ -19,20 +20,40 @@ use super::mailbox::Next;
 use super::{Group, JoinError, Mailbox, Member, Relay, Undeliverable};
 use crate::error::CloseReason;
 use crate::extension::{Answer, Extension, Later};
+use crate::lock;
 use crate::sock::Sock;
 
 /// What the relay keeps with each connection.
-struct Conn {
-    id: PeerId,
-    mailbox: Mailbox,
+pub(super) struct Conn {
+    /// The session it serves: the one it was given, or one it resumed.
+    pub(super) now: Mutex<Attached>,
+    /// A `$resume` is under way.
+    pub(super) resuming: AtomicBool,
     /// Deliveries handed to the bus whose outcome is still to come.
     in_flight: Arc<Pending>,
     /// The groups the connection is in, at most [`Relay::max_groups`]: few, so a list.
-    groups: Mutex<Vec<Group>>,
+    pub(super) groups: Mutex<Vec<Group>>,
     /// Every instance can reach the id.
-    reachable: AtomicBool,
+    pub(super) reachable: AtomicBool,
     /// `$id` went out.
-    announced: AtomicBool,
+    pub(super) announced: AtomicBool,
+}
+
+/// The session a connection serves.
+#[derive(Clone)]
+pub(super) struct Attached {
+    pub(super) id: PeerId,
+    /// Its token's secret, when sessions are kept for peers that go away.
+    pub(super) secret: Option<Secret>,
+    pub(super) mailbox: Mailbox,
+    /// The connection has closed, and the session was held or freed.
+    pub(super) detached: bool,
+}
+
+impl Conn {
+    fn id(&self) -> PeerId {
+        lock(&self.now).id
+    }
 }
 
 /// Why a message was not relayed.
@@ -85,7 +106,7 @@ fn name(name: &'static str) -> Name {
 impl Sock {
     /// The id the relay gave this connection, on a server with the relay on.
     pub fn relay_id(&self) -> Option<PeerId> {
-        self.state::<Conn>().map(|conn| conn.id)
+        self.state::<Conn>().map(Conn::id)
     }
 }
 
@@ -118,7 +139,7 @@ impl CloseReason {
 
 impl Extension for Relay {
     fn requests(&self) -> &'static [&'static str] {
-        &[wire::WHOAMI, wire::SEND]
+        &[wire::WHOAMI, wire::SEND, session::RESUME]
     }
 
     fn notifications(&self) -> &'static [&'static str] {
@@ -130,9 +151,11 @@ impl Extension for Relay {
     fn attach(&self, sock: &Sock) {
         let id = PeerId::from_random(rand::random());
         let mailbox = Mailbox::charged(self.queue_bytes, Some(sock.conn_budget().clone()));
+        let sessions = self.bus.sessions().filter(|_| !self.resume_grace.is_zero());
+        let secret = sessions.map(|_| Secret::from_random(rand::random()));
         let conn = Conn {
-            id,
-            mailbox: mailbox.clone(),
+            now: Mutex::new(Attached { id, secret, mailbox: mailbox.clone(), detached: false }),
+            resuming: AtomicBool::new(false),
             in_flight: Arc::default(),
             groups: Mutex::default(),
             reachable: AtomicBool::new(false),
@@ -141,9 +164,15 @@ impl Extension for Relay {
         if sock.set_state(conn).is_err() {
             return;
         }
+        if let (Some(sessions), Some(secret)) = (sessions, secret) {
+            sessions.live(id, secret, sock.clone());
+        }
         let mut registering = self.bus.register(id, mailbox.clone());
         if sock.is_closed() {
             // Closed meanwhile: `detach` may have run before the id was registered.
+            if let Some(sessions) = sessions {
+                sessions.forget_live(id, sock);
+            }
             self.bus.unregister(id);
             mailbox.close();
             return;
@@ -189,6 +218,9 @@ impl Extension for Relay {
                 let me = sock.relay_id().map(|me| format!("\"{me}\"")).unwrap_or_default();
                 return Answer::Result(Bytes::from(me));
             }
+            if op == session::RESUME {
+                return self.resume(sock, &payload);
+            }
             match self.forward(sock, &payload) {
                 Forwarded::Now(Ok(())) => Answer::Result(Bytes::new()),
                 Forwarded::Now(Err(not_sent)) => not_sent.answer(),
@@ -228,11 +260,12 @@ impl Extension for Relay {
     }
 
     /// Frees the connection's id, so nothing more is routed to it, and drops what its
-    /// mailbox holds.
-    fn detach(&self, sock: &Sock, _reason: &CloseReason) {
+    /// mailbox holds; or, for a peer that may come back, holds its session.
+    fn detach(&self, sock: &Sock, reason: &CloseReason) {
         if let Some(conn) = sock.state::<Conn>() {
-            self.bus.unregister(conn.id);
-            conn.mailbox.close();
+            let mut now = lock(&conn.now);
+            now.detached = true;
+            self.release(sock, &now, reason);
         }
     }
 }
@@ -255,7 +288,7 @@ impl Relay {
                 return Forwarded::Now(Err(NotSent::Fault(Fault::UnknownPeer)));
             }
         }
-        let delivery = Bytes::from(wire::encode_delivery(conn.id, &send));
+        let delivery = Bytes::from(wire::encode_delivery(conn.id(), &send));
         // Counted before it is handed over, so a sender cannot have more than the limits on
         // their way however fast it sends.
         let limits = (self.max_in_flight, self.max_in_flight_bytes);
@@ -333,7 +366,7 @@ impl Relay {
             }
             groups.push(group.clone());
         }
-        self.bus.join(group, Member { peer: conn.id, meta });
+        self.bus.join(group, Member { peer: conn.id(), meta });
         Ok(())
     }
 
@@ -342,7 +375,7 @@ impl Relay {
         if let Some(conn) = sock.state::<Conn>() {
             let mut groups = conn.groups.lock().unwrap_or_else(|p| p.into_inner());
             groups.retain(|g| g != group);
-            self.bus.leave(group, conn.id);
+            self.bus.leave(group, conn.id());
         }
     }
 }
@@ -367,12 +400,20 @@ fn reachable(sock: &Sock) {
 
 /// Tells the peer its id with `$id`, ahead of anything queued to send; once, though both the
 /// registration and the peer's hello may ask.
-fn announce(sock: &Sock, conn: &Conn) {
+pub(super) fn announce(sock: &Sock, conn: &Conn) {
     if conn.announced.swap(true, Ordering::AcqRel) {
         return;
     }
-    let payload = Bytes::from(format!("\"{}\"", conn.id));
+    let (id, secret) = {
+        let now = lock(&conn.now);
+        (now.id, now.secret)
+    };
+    let payload = Bytes::from(format!("\"{id}\""));
     sock.send_now(Frame::Notification { name: name(wire::ID), payload });
+    if let Some(secret) = secret {
+        let payload = Bytes::from(Token { id, secret }.to_json());
+        sock.send_now(Frame::Notification { name: name(session::SESSION), payload });
+    }
 }
 
 /// The future's output if it is ready without waiting.
@@ -385,10 +426,17 @@ fn poll_now<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
 
 /// Moves deliveries from the mailbox into the connection's send queue. One that cannot get in
 /// within `stall` means the peer has stopped reading: it is disconnected, and its id freed.
-/// It ends when the connection closes, since `detach` closes the mailbox.
-async fn drain(sock: Sock, mailbox: Mailbox, stall: Duration) {
-    while let Some(next) = mailbox.next().await {
-        let frame = match next {
+/// It ends when the connection closes or its session moves to another mailbox; one it could
+/// not send goes back to the mailbox, for the connection that resumes the session.
+pub(super) async fn drain(sock: Sock, mailbox: Mailbox, stall: Duration) {
+    let _reader = mailbox.reader().await;
+    loop {
+        let next = tokio::select! {
+            next = mailbox.next() => next,
+            _ = sock.closed() => None,
+        };
+        let Some(next) = next else { break };
+        let frame = match next.clone() {
             Next::Relay(payload) => Frame::Notification { name: name(wire::SEND), payload },
             Next::Note(name, payload) => Frame::Notification { name, payload },
             Next::Overflowed => {
@@ -407,7 +455,10 @@ async fn drain(sock: Sock, mailbox: Mailbox, stall: Duration) {
         };
         match sent {
             Ok(Ok(())) => {}
-            Ok(Err(_closed)) => break,
+            Ok(Err(_closed)) => {
+                mailbox.put_back(next);
+                break;
+            }
             Err(_) => {
                 tracing::debug!(?stall, "relay recipient stalled");
                 sock.close_with(CloseReason::RelayStalled(stall), None);
@@ -415,5 +466,4 @@ async fn drain(sock: Sock, mailbox: Mailbox, stall: Duration) {
             }
         }
     }
-    mailbox.close();
 }

@@ -642,6 +642,12 @@ impl Sock {
         self.shared.budget.try_charge(bytes)
     }
 
+    /// True when both are the same connection.
+    #[allow(dead_code)]
+    pub(crate) fn same(&self, other: &Sock) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
     /// A span for this connection, for handlers' own logs.
     pub fn span(&self) -> &tracing::Span {
         &self.shared.span
