@@ -402,8 +402,8 @@ struct ClusterTuning {
     /// Channels one subscribe asks for when resubscribing after a reconnect [default: 1000].
     #[arg(long, value_name = "N", value_parser = parse_count)]
     cluster_subscribe_batch: Option<usize>,
-    /// Requests one Redis connection may have waiting for their answers; past it a relay
-    /// fails at once [default: 65536].
+    /// Calls one Redis connection may have waiting to be written, and requests waiting for
+    /// their answers (each); past it a call fails at once [default: 65536].
     #[arg(long, value_name = "N", value_parser = parse_count, requires = "redis")]
     redis_max_pending: Option<usize>,
     /// Messages the NATS client may hold before writing them; a full queue throws the

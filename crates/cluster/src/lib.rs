@@ -20,6 +20,8 @@ pub mod nats;
 mod presence;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "redis")]
+mod redis_publisher;
 mod resume;
 mod settings;
 mod supervisor;

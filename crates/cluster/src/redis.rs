@@ -2,9 +2,11 @@
 //!
 //! A session holds two connections: a subscriber, whose RESP3 pushes are handed to the
 //! cluster's bounded queue by a closure that never waits (a full queue drops and counts), and
-//! a multiplexed connection for everything the session publishes. Neither reconnects: when
-//! the subscriber's connection ends, the session drops its end of the incoming queue and fails
-//! the requests waiting for answers, and the cluster's supervisor opens a new session.
+//! a connection for everything the session publishes, written in the order the calls were
+//! handed over, by one task of its own (`redis_publisher`). Neither
+//! reconnects: when either connection fails, the session fails every call waiting on it and
+//! every later one, the subscriber's end drops the incoming queue, and the cluster's supervisor
+//! opens a new session.
 //!
 //! Redis has no request/reply, so it is built here: a request is published with a
 //! correlation number and the name of the session's reply channel, and the answer is published
@@ -29,8 +31,10 @@ use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, Client, ProtocolVersion, PushInfo, PushKind, Value};
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::link::{Incoming, Link, LinkError, LinkFuture, Reply, RequestError, Session};
+use crate::redis_publisher::{self, Publisher};
 
 const PLAIN: u8 = 0;
 const REQUEST: u8 = 1;
@@ -97,8 +101,10 @@ impl RedisLink {
         self
     }
 
-    /// How many requests one session may have waiting for their answers. Default 65,536;
-    /// past it a request fails at once.
+    /// How many calls one session may have waiting: publishes, requests and replies handed
+    /// over and not yet written to Redis, and, apart from those, requests waiting for their
+    /// answers, each at most this many. Default 65,536; past it a call fails at once (a full
+    /// write queue fails the session: the connection is not keeping up).
     pub fn max_pending(mut self, count: usize) -> Self {
         self.max_pending = count;
         self
@@ -113,6 +119,7 @@ impl RedisLink {
             pending: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
             dropped: AtomicU64::new(0),
+            failed: CancellationToken::new(),
         });
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
@@ -134,6 +141,7 @@ impl RedisLink {
             .await
             .map_err(|_| LinkError("redis: connecting took too long".to_owned()))?
             .map_err(link_error)?;
+        let publisher = Publisher::spawn(publisher, self.max_pending, shared.failed.clone());
         Ok(Box::new(RedisSession { subscriber, publisher, shared, max_pending: self.max_pending }))
     }
 }
@@ -177,6 +185,8 @@ struct Shared {
     pending: Mutex<HashMap<u64, oneshot::Sender<Bytes>>>,
     next: AtomicU64,
     dropped: AtomicU64,
+    /// Cancelled once the session has failed, by either connection; never undone.
+    failed: CancellationToken,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -199,6 +209,7 @@ impl Shared {
                 self.message(channel, Bytes::from(payload));
             }
             PushKind::Disconnection => {
+                redis_publisher::fail(&self.failed, "the subscriber's connection closed");
                 lock(&self.incoming).take();
                 // Dropping the senders ends every request waiting for an answer.
                 lock(&self.pending).clear();
@@ -266,7 +277,7 @@ fn split_corr(frame: &[u8]) -> Option<(u64, &[u8])> {
 
 struct RedisSession {
     subscriber: MultiplexedConnection,
-    publisher: MultiplexedConnection,
+    publisher: Publisher,
     shared: Arc<Shared>,
     max_pending: usize,
 }
@@ -284,15 +295,26 @@ impl Drop for Waiting<'_> {
 }
 
 impl RedisSession {
-    /// Publishes a frame; the number of subscribers that got it.
-    async fn publish_frame(&self, channel: &str, frame: &[u8]) -> Result<i64, LinkError> {
-        let mut publisher = self.publisher.clone();
-        ::redis::cmd("PUBLISH")
-            .arg(channel)
-            .arg(frame)
-            .query_async(&mut publisher)
-            .await
-            .map_err(link_error)
+    /// Publishes a frame, handed over in the first poll; the number of subscribers that got
+    /// it.
+    async fn publish_frame(&self, channel: &str, frame: Bytes) -> Result<i64, LinkError> {
+        let written = self.publisher.hand_over(channel, frame)?;
+        redis_publisher::written(written).await
+    }
+
+    fn usable(&self) -> Result<(), LinkError> {
+        if self.shared.failed.is_cancelled() {
+            return Err(LinkError("redis: the session failed".to_owned()));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RedisSession {
+    fn drop(&mut self) {
+        // What is still queued has no caller left (each call borrows the session); written
+        // late, it could land after what the session that takes this one's place sends.
+        self.shared.failed.cancel();
     }
 }
 
@@ -305,7 +327,7 @@ impl Session for RedisSession {
         let mut frame = BytesMut::with_capacity(1 + payload.len());
         frame.put_u8(PLAIN);
         frame.put_slice(&payload);
-        Box::pin(async move { self.publish_frame(channel, &frame).await.map(drop) })
+        Box::pin(async move { self.publish_frame(channel, frame.freeze()).await.map(drop) })
     }
 
     fn request<'a>(
@@ -335,13 +357,19 @@ impl Session for RedisSession {
             frame.put_slice(reply_to);
             frame.put_slice(&payload);
             let started = tokio::time::Instant::now();
-            if self.publish_frame(channel, &frame).await? == 0 {
+            if self.publish_frame(channel, frame.freeze()).await? == 0 {
                 return Err(RequestError::NoSubscriber);
             }
-            match tokio::time::timeout_at(started + timeout, rx).await {
-                Ok(Ok(answer)) => Ok(answer),
-                Ok(Err(_)) => Err(LinkError("redis: the connection closed".to_owned()).into()),
-                Err(_) => Err(RequestError::Timeout),
+            let closed = || LinkError("redis: the connection closed".to_owned()).into();
+            tokio::select! {
+                biased;
+                answer = tokio::time::timeout_at(started + timeout, rx) => match answer {
+                    Ok(Ok(answer)) => Ok(answer),
+                    Ok(Err(_)) => Err(closed()),
+                    Err(_) => Err(RequestError::Timeout),
+                },
+                // The answer cannot come any more: say so now rather than at the timeout.
+                () = self.shared.failed.cancelled() => Err(closed()),
             }
         })
     }
@@ -359,12 +387,13 @@ impl Session for RedisSession {
             frame.put_u8(ANSWER);
             frame.put_u64(corr);
             frame.put_slice(&payload);
-            self.publish_frame(channel, &frame).await.map(drop)
+            self.publish_frame(channel, frame.freeze()).await.map(drop)
         })
     }
 
     fn subscribe<'a>(&'a self, channels: &'a [String]) -> LinkFuture<'a, Result<(), LinkError>> {
         Box::pin(async move {
+            self.usable()?;
             if channels.is_empty() {
                 return Ok(());
             }
@@ -374,6 +403,7 @@ impl Session for RedisSession {
 
     fn unsubscribe<'a>(&'a self, channels: &'a [String]) -> LinkFuture<'a, Result<(), LinkError>> {
         Box::pin(async move {
+            self.usable()?;
             if channels.is_empty() {
                 return Ok(());
             }
@@ -399,6 +429,7 @@ mod tests {
             pending: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
             dropped: AtomicU64::new(0),
+            failed: CancellationToken::new(),
         };
         (shared, rx)
     }

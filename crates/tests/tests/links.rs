@@ -41,3 +41,63 @@ mod nats {
         assert!(error.0.contains("prefix"), "{error}");
     }
 }
+
+mod redis {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::Poll;
+
+    use bytes::Bytes;
+    use gotalk_cluster::{Link, LinkError, RedisLink};
+    use gotalk_tests::servers::{skip_cluster_tests, Redis};
+    use tokio::sync::mpsc;
+
+    gotalk_tests::link_conformance!(Redis, |url: &str| RedisLink::new(url).unwrap());
+
+    type Call<'a> = Pin<Box<dyn Future<Output = Result<(), LinkError>> + Send + 'a>>;
+
+    /// Polls `call` once, without yielding to the runtime: on this one-thread runtime the
+    /// session's writer cannot run meanwhile, so every call polled this way waits in its
+    /// queue.
+    async fn poll_once(call: &mut Call<'_>) -> Poll<Result<(), LinkError>> {
+        std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await
+    }
+
+    /// `max_pending` publishes handed over at once all go out; one more fails at once, and
+    /// fails the session (the connection is not keeping up) rather than wait.
+    #[tokio::test]
+    async fn write_queue_at_and_past_max_pending() {
+        if skip_cluster_tests() {
+            return;
+        }
+        const LIMIT: usize = 8;
+        let server = Redis::start().await;
+        let link = RedisLink::new(&server.url()).unwrap().max_pending(LIMIT);
+        let x = link.channel(&["gotalk", "test", "queue"]);
+        let (tx, _rx) = mpsc::channel(16);
+
+        let at = link.connect(tx.clone()).await.unwrap();
+        let mut calls: Vec<Call<'_>> =
+            (0..LIMIT).map(|i| at.publish(&x, Bytes::from(i.to_string()))).collect();
+        for call in &mut calls {
+            assert!(poll_once(call).await.is_pending(), "nothing written before the writer runs");
+        }
+        for call in calls {
+            call.await.expect("a call within the limit");
+        }
+        at.publish(&x, Bytes::new()).await.expect("the session still works");
+
+        let past = link.connect(tx).await.unwrap();
+        let mut calls: Vec<Call<'_>> =
+            (0..=LIMIT).map(|i| past.publish(&x, Bytes::from(i.to_string()))).collect();
+        for call in &mut calls[..LIMIT] {
+            assert!(poll_once(call).await.is_pending());
+        }
+        let Poll::Ready(refused) = poll_once(&mut calls[LIMIT]).await else {
+            panic!("the call past the limit waits");
+        };
+        assert!(refused.is_err(), "the call past the limit was taken");
+        let after = past.publish(&x, Bytes::new()).await;
+        assert!(after.is_err(), "the session carries on after its queue overflowed: {after:?}");
+    }
+}
