@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import type { Page } from '@playwright/test';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { test, expect } from '../fixtures';
+import { load } from '../page';
 import { repoRoot } from '../server';
 
 declare const gotalk: typeof import('../../crates/gateway/client/gotalk').default;
@@ -21,14 +22,6 @@ const ORIGINAL = path.join(
 );
 
 /** The demo page without its own script, with our gotalk.js ready. */
-async function load(page: Page, origin: string): Promise<void> {
-  await page.route(new URL('/demo.js', origin).href, (route) =>
-    route.fulfill({ contentType: 'text/javascript; charset=utf-8', body: '' }),
-  );
-  await page.goto(origin);
-  await page.evaluate(() => gotalk.ready);
-}
-
 /** Loads the original gotalk.js into the page as `window.original`, leaving ours as `gotalk`. */
 async function loadOriginal(page: Page): Promise<void> {
   const source = readFileSync(ORIGINAL, 'utf8');

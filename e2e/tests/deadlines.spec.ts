@@ -6,16 +6,9 @@
 
 import type { Page } from '@playwright/test';
 import { test, expect } from '../fixtures';
+import { load } from '../page';
 
 declare const gotalk: typeof import('../../crates/gateway/client/gotalk').default;
-
-async function load(page: Page, origin: string): Promise<void> {
-  await page.route(new URL('/demo.js', origin).href, (route) =>
-    route.fulfill({ contentType: 'text/javascript; charset=utf-8', body: '' }),
-  );
-  await page.goto(origin);
-  await page.evaluate(() => gotalk.ready);
-}
 
 /** The types of the messages the page sends, with their sizes (a header and its payload). */
 function sent(page: Page): { type: string; length: number }[] {

@@ -6,6 +6,7 @@
 
 import type { Browser, BrowserContext } from '@playwright/test';
 import { test, expect } from '../fixtures';
+import { EMPTY_SCRIPT } from '../page';
 
 const EVIL = 'evil.example';
 
@@ -21,9 +22,6 @@ function tryWebSocket(url: string) {
     ws.onclose = (event) => resolve({ opened, code: event.code });
   });
 }
-
-/** The demo page without its own script, so the only socket is the test's. */
-const EMPTY_SCRIPT = { contentType: 'text/javascript; charset=utf-8', body: '' };
 
 test('a page from a name rebound to 127.0.0.1 cannot open the socket; 127.0.0.1 can; --allow-host lets it in', async ({
   playwright,

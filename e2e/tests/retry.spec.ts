@@ -6,16 +6,9 @@
 
 import type { Page } from '@playwright/test';
 import { test, expect } from '../fixtures';
+import { load } from '../page';
 
 declare const gotalk: typeof import('../../crates/gateway/client/gotalk').default;
-
-async function load(page: Page, origin: string): Promise<void> {
-  await page.route(new URL('/demo.js', origin).href, (route) =>
-    route.fulfill({ contentType: 'text/javascript; charset=utf-8', body: '' }),
-  );
-  await page.goto(origin);
-  await page.evaluate(() => gotalk.ready);
-}
 
 /** Counts the RetryResults the page receives and the requests it sends. */
 function countFrames(page: Page): { retries: number; requests: number } {

@@ -3,20 +3,12 @@
 // sources by async iteration and by events, sees frames of several sources interleave,
 // cancels one source and then all of them, and gets the service's ErrorResult.
 
-import type { Page } from '@playwright/test';
 import { test, expect } from '../fixtures';
+import { load } from '../page';
 
 declare const gotalk: typeof import('../../crates/gateway/client/gotalk').default;
 
 /** The demo page with its own script held back, so the page's only sock is the test's. */
-async function load(page: Page, origin: string): Promise<void> {
-  await page.route(new URL('/demo.js', origin).href, (route) =>
-    route.fulfill({ contentType: 'text/javascript; charset=utf-8', body: '' }),
-  );
-  await page.goto(origin);
-  await page.evaluate(() => gotalk.ready);
-}
-
 test('async iteration: every shard is a source with its header and its matching lines', async ({ page, baseURL }) => {
   await load(page, baseURL!);
   const got = await page.evaluate(async () => {
