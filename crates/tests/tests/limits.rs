@@ -354,7 +354,9 @@ async fn handler_result_over_the_payload_limit_becomes_an_error_result() {
 #[tokio::test]
 async fn error_text_over_the_payload_limit_is_cut_to_fit() {
     let mut handlers = common::handlers();
-    handlers.handle("long-error", |_sock, ()| async move { Err::<(), _>("é".repeat(100)) });
+    handlers.handle("long-error", |_sock, ()| async move {
+        Err::<(), _>(gotalk::HandlerError::text("é".repeat(100)))
+    });
     let config = Config::default().max_payload(64);
     let server = start(handlers, config.clone()).await;
     let client = connect_with(server.addr, Handlers::new(), config).await;
