@@ -323,3 +323,18 @@ where
 pub(crate) fn parts(call: Call) -> (Sock, String, Body) {
     call.into_parts()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Selector;
+
+    #[test]
+    fn patterns_select_all_a_prefix_or_one_name() {
+        assert!(Selector::parse("*").matches("anything"));
+        let prefix = Selector::parse("chat.*");
+        assert!(prefix.matches("chat.send") && prefix.matches("chat."));
+        assert!(!prefix.matches("chat") && !prefix.matches("chatter"));
+        let name = Selector::parse("chat.send");
+        assert!(name.matches("chat.send") && !name.matches("chat.send2"));
+    }
+}
