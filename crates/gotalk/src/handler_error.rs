@@ -87,7 +87,9 @@ impl HandlerError {
     }
 
     /// An error the peer must not read: it gets `[internal] internal error (ref …)`, and the
-    /// log gets the reference, the op and `error`. What `?` makes of every other error.
+    /// log gets the reference, the op and `error`. What `?` makes of every other error, but
+    /// for this crate's own errors about the peer's input (a stream's overflow, a payload
+    /// past the limit), which go out as their text.
     pub fn internal(error: impl Into<BoxError>) -> Self {
         Self::new(Kind::Internal(error.into()))
     }
@@ -157,9 +159,25 @@ impl fmt::Display for Chain<'_> {
 }
 
 impl<E: Into<BoxError>> From<E> for HandlerError {
+    /// An internal error, except this crate's own about the peer's input (a stream that
+    /// overflowed its buffer or the memory budget, a payload past the limit), whose text is
+    /// the peer's to read, as it was for a handler that passed it on.
     fn from(error: E) -> Self {
-        Self::internal(error)
+        match error.into().downcast::<crate::Error>() {
+            Ok(error) if peer_caused(&error) => Self::text(error.to_string()),
+            Ok(error) => Self::internal(error),
+            Err(error) => Self::internal(error),
+        }
     }
+}
+
+fn peer_caused(error: &crate::Error) -> bool {
+    matches!(
+        error,
+        crate::Error::StreamOverflow(_)
+            | crate::Error::OverBudget(_)
+            | crate::Error::PayloadTooLarge { .. }
+    )
 }
 
 impl fmt::Debug for HandlerError {
