@@ -98,7 +98,7 @@ impl HandlerError {
         Self(Box::new(kind))
     }
 
-    /// The code the peer will see: a public error's, [`INTERNAL`] for an internal one, and
+    /// The code the peer will see: a public error's, `internal` for an internal one, and
     /// none for [`text`](Self::text) and [`retry`](Self::retry).
     pub fn code(&self) -> Option<&str> {
         match &*self.0 {

@@ -12,7 +12,7 @@
 //! message (which is any text, brackets and newlines included). A code is 1 to
 //! [`MAX_CODE_LEN`] bytes of lowercase ASCII letters, digits, `_`, `.` and `-`, starting with a
 //! letter. Text of any other shape has no code: all of it is the message. So every text reads
-//! one way, and what [`write`] makes [`split`] reads back.
+//! one way, and what [`write()`] makes [`split()`] reads back.
 //!
 //! Why brackets rather than `not_found: …`: Go's own errors begin with a lowercase word and a
 //! colon (`json: cannot unmarshal …`, `open x: no such file`), so a Go peer's plain error
