@@ -67,7 +67,7 @@ gotalk = "$version"
 gotalk-gateway = "$version"
 $(sed -n 's/^\(axum\|serde\|serde_json\|tracing-subscriber\) = /\1 = /p' Cargo.toml)
 # The workspace's tokio line is the core's minimum; the app adds what examples/axum-app does.
-tokio = { version = "1.40", features = ["rt-multi-thread", "macros", "net", "signal"] }
+tokio = { version = "1.40", features = ["rt-multi-thread", "macros", "net", "signal", "fs", "io-util"] }
 
 # The packaged crates, as a registry would hand them out.
 [patch.crates-io]

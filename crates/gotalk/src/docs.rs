@@ -20,3 +20,6 @@ pub mod sources {}
 
 #[doc = include_str!("../docs/keepalive.md")]
 pub mod keepalive {}
+
+#[doc = include_str!("../docs/errors-and-middleware.md")]
+pub mod errors_and_middleware {}

@@ -9,6 +9,11 @@
 //! A request for an op registered only as a streaming handler runs that handler with a
 //! one-part input; a streaming request for an op registered only as a single handler is
 //! gathered first. A request nobody handles gets the ErrorResult `unknown operation "op"`.
+//!
+//! What a failing handler's peer reads is the handler's choice ([`HandlerError`]); a layer
+//! ([`crate::middleware`]) wraps the ops it selects. Each handler is kept as registered and
+//! as served (inside its layers), so layers added later wrap it too, and with no layers the
+//! two are the same.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -23,28 +28,40 @@ use tracing::Instrument;
 
 use crate::error::CloseReason;
 use crate::extension::{Extension, Extensions};
+use crate::handler_error::{Failure, HandlerError};
+use crate::middleware::{self, Body, Call, Handler, Layer, LayerFn, Reply, Selector, Service};
 use crate::sock::{Heartbeat, Sock, StreamInput, StreamOutput};
 use crate::LivenessEvent;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// A request handler with its types erased: op and payload in, result or error text out.
+/// A request handler with its types erased: op and payload in, result or error out.
 pub(crate) type RequestFn =
-    Arc<dyn Fn(Sock, String, Bytes) -> BoxFuture<Result<Bytes, String>> + Send + Sync>;
+    Arc<dyn Fn(Sock, &str, Bytes) -> BoxFuture<Result<Bytes, HandlerError>> + Send + Sync>;
 /// A streaming handler with its types erased.
 pub(crate) type StreamFn = Arc<
-    dyn Fn(Sock, String, StreamInput, StreamOutput) -> BoxFuture<Result<(), String>> + Send + Sync,
+    dyn Fn(Sock, &str, StreamInput, StreamOutput) -> BoxFuture<Result<(), HandlerError>>
+        + Send
+        + Sync,
 >;
 /// A notification handler with its types erased.
 pub(crate) type NotificationFn = Arc<dyn Fn(Sock, String, Bytes) -> BoxFuture<()> + Send + Sync>;
+
+/// A handler as registered, and as served: inside the layers that select it.
+#[derive(Clone)]
+struct Entry<F> {
+    raw: F,
+    served: F,
+}
+
 /// The handlers registered under one op name (or as the fallback).
 #[derive(Default, Clone)]
 struct Op {
     /// The name it is registered under; none for the fallback. Shared, so a request carries
     /// it to the [`Extension::request_done`] hook without copying it.
     name: Option<Arc<str>>,
-    single: Option<RequestFn>,
-    stream: Option<StreamFn>,
+    single: Option<Entry<RequestFn>>,
+    stream: Option<Entry<StreamFn>>,
 }
 
 /// Which handler serves a request.
@@ -60,8 +77,8 @@ impl Op {
     /// The handler for a request of this kind, or else the other kind's: a single request can
     /// run a streaming handler and a streaming request a single one.
     fn route(&self, stream: bool) -> Option<Route> {
-        let single = || self.single.clone().map(Route::Buffer);
-        let streaming = || self.stream.clone().map(Route::Stream);
+        let single = || self.single.as_ref().map(|e| Route::Buffer(e.served.clone()));
+        let streaming = || self.stream.as_ref().map(|e| Route::Stream(e.served.clone()));
         if stream {
             streaming().or_else(single)
         } else {
@@ -96,8 +113,10 @@ pub struct Handlers {
     /// One entry per op name, so routing a request costs one lookup.
     ops: HashMap<String, Op>,
     fallback: Op,
-    notifications: HashMap<String, NotificationFn>,
-    notification_fallback: Option<NotificationFn>,
+    notifications: HashMap<String, Entry<NotificationFn>>,
+    notification_fallback: Option<Entry<NotificationFn>>,
+    /// In the order added: each wraps the ones before it.
+    layers: Vec<(Selector, LayerFn)>,
     on_connect: Option<ConnectFn>,
     on_close: Option<CloseFn>,
     pub(crate) on_heartbeat: Option<HeartbeatFn>,
@@ -119,6 +138,12 @@ impl fmt::Debug for Handlers {
     }
 }
 
+/// A layer passed on a call of another kind than it was given, or answered it with another
+/// kind of reply.
+fn changed_kind() -> HandlerError {
+    HandlerError::internal("a layer changed the kind of a call or of its reply")
+}
+
 /// Runs a synchronous hook, logging a panic instead of letting it unwind into the read loop
 /// or whoever is closing the connection.
 pub(crate) fn call_hook(name: &str, hook: impl FnOnce()) {
@@ -127,7 +152,8 @@ pub(crate) fn call_hook(name: &str, hook: impl FnOnce()) {
     }
 }
 
-/// Parses JSON parameters, taking an empty payload as `null`.
+/// Parses JSON parameters, taking an empty payload as `null`. What does not parse is the
+/// peer's own mistake, so the peer reads why.
 fn params<P: DeserializeOwned>(payload: &[u8]) -> Result<P, String> {
     crate::sock::from_json(payload).map_err(|e| format!("invalid parameters: {e}"))
 }
@@ -141,10 +167,10 @@ fn charge_decoding(sock: &Sock, payload: &[u8]) -> Result<crate::memory::Charge,
         .map_err(|exhausted| format!("too large to decode ({bound} bytes at most): {exhausted}"))
 }
 
-fn json_result<R: Serialize>(value: &R) -> Result<Bytes, String> {
-    serde_json::to_vec(value)
-        .map(Bytes::from)
-        .map_err(|e| format!("result could not be encoded: {e}"))
+fn json_result<R: Serialize>(value: &R) -> Result<Bytes, HandlerError> {
+    serde_json::to_vec(value).map(Bytes::from).map_err(|e| {
+        HandlerError::internal(format!("the handler's result could not be encoded: {e}"))
+    })
 }
 
 impl Handlers {
@@ -154,9 +180,10 @@ impl Handlers {
     }
 
     /// Handles `op` with JSON in and out. The handler gets the connection and the decoded
-    /// parameters (an empty payload decodes as `null`); its error's text goes to the peer as
-    /// an ErrorResult. Parameters that do not decode get the ErrorResult
-    /// `invalid parameters: …` without calling the handler.
+    /// parameters (an empty payload decodes as `null`). Its error is a [`HandlerError`], or
+    /// converts into one: the peer reads a public error's code and message, and only a
+    /// reference for any other error (see [`HandlerError`]). Parameters that do not decode
+    /// get the ErrorResult `invalid parameters: …` without calling the handler.
     ///
     /// Decoding is charged to the memory budgets while the handler runs, at a bound on what
     /// the decoded value can take (about 88 bytes per JSON value, plus the text): parameters
@@ -167,84 +194,87 @@ impl Handlers {
     where
         P: DeserializeOwned,
         R: Serialize,
-        E: fmt::Display,
+        E: Into<HandlerError>,
         F: Fn(Sock, P) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, E>> + Send + 'static,
     {
         let f = Arc::new(f);
         // Parameters are decoded inside the handler's future, so the work happens in the
         // request's task and never on the connection's read loop.
-        let f: RequestFn = Arc::new(move |sock, _op, payload| {
+        let f: RequestFn = Arc::new(move |sock: Sock, _op: &str, payload: Bytes| {
             let f = f.clone();
             Box::pin(async move {
                 // What the decoded parameters may take is paid for while the handler runs,
                 // which is as long as it can keep them.
-                let _decoded =
-                    charge_decoding(&sock, &payload).map_err(|e| format!("parameters {e}"))?;
-                let params = params::<P>(&payload)?;
-                json_result(&f(sock, params).await.map_err(|e| e.to_string())?)
+                let _decoded = charge_decoding(&sock, &payload)
+                    .map_err(|e| HandlerError::text(format!("parameters {e}")))?;
+                let params = params::<P>(&payload).map_err(HandlerError::text)?;
+                json_result(&f(sock, params).await.map_err(Into::into)?)
             })
         });
-        self.op(op).single = Some(f);
+        self.set_single(Some(op), f);
         self
     }
 
-    /// Handles `op` with raw bytes in and out.
+    /// Handles `op` with raw bytes in and out. Errors as for [`handle`](Self::handle).
     pub fn handle_buffer<E, F, Fut>(&mut self, op: &str, f: F) -> &mut Self
     where
-        E: fmt::Display,
+        E: Into<HandlerError>,
         F: Fn(Sock, Bytes) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Bytes, E>> + Send + 'static,
     {
-        let f: RequestFn = Arc::new(move |sock, _op, payload| {
+        let f: RequestFn = Arc::new(move |sock: Sock, _op: &str, payload: Bytes| {
             let fut = f(sock, payload);
-            Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
+            Box::pin(async move { fut.await.map_err(Into::into) })
         });
-        self.op(op).single = Some(f);
+        self.set_single(Some(op), f);
         self
     }
 
     /// Handles requests for any op no other handler takes, with the op's name and raw bytes.
     pub fn fallback_buffer<E, F, Fut>(&mut self, f: F) -> &mut Self
     where
-        E: fmt::Display,
+        E: Into<HandlerError>,
         F: Fn(Sock, String, Bytes) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Bytes, E>> + Send + 'static,
     {
-        self.fallback.single = Some(Arc::new(move |sock, op, payload| {
-            let fut = f(sock, op, payload);
-            Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
-        }));
+        let f: RequestFn = Arc::new(move |sock: Sock, op: &str, payload: Bytes| {
+            let fut = f(sock, op.to_owned(), payload);
+            Box::pin(async move { fut.await.map_err(Into::into) })
+        });
+        self.set_single(None, f);
         self
     }
 
     /// Handles `op` as a stream: parts in, parts out. Returning `Ok(())` ends the result
-    /// stream; an error ends it with an ErrorResult.
+    /// stream; an error ends it with an ErrorResult (or a RetryResult), as for
+    /// [`handle`](Self::handle).
     pub fn handle_stream<E, F, Fut>(&mut self, op: &str, f: F) -> &mut Self
     where
-        E: fmt::Display,
+        E: Into<HandlerError>,
         F: Fn(Sock, StreamInput, StreamOutput) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
     {
-        let f: StreamFn = Arc::new(move |sock, _op, input, output| {
+        let f: StreamFn = Arc::new(move |sock: Sock, _op: &str, input, output| {
             let fut = f(sock, input, output);
-            Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
+            Box::pin(async move { fut.await.map_err(Into::into) })
         });
-        self.op(op).stream = Some(f);
+        self.set_stream(Some(op), f);
         self
     }
 
     /// Handles streaming requests for any op no other handler takes.
     pub fn fallback_stream<E, F, Fut>(&mut self, f: F) -> &mut Self
     where
-        E: fmt::Display,
+        E: Into<HandlerError>,
         F: Fn(Sock, String, StreamInput, StreamOutput) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
     {
-        self.fallback.stream = Some(Arc::new(move |sock, op, input, output| {
-            let fut = f(sock, op, input, output);
-            Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
-        }));
+        let f: StreamFn = Arc::new(move |sock: Sock, op: &str, input, output| {
+            let fut = f(sock, op.to_owned(), input, output);
+            Box::pin(async move { fut.await.map_err(Into::into) })
+        });
+        self.set_stream(None, f);
         self
     }
 
@@ -275,7 +305,7 @@ impl Handlers {
                 }
             }
         });
-        self.notifications.insert(name.to_owned(), f);
+        self.set_notification(Some(name), f);
         self
     }
 
@@ -286,7 +316,7 @@ impl Handlers {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let f: NotificationFn = Arc::new(move |sock, _name, payload| Box::pin(f(sock, payload)));
-        self.notifications.insert(name.to_owned(), f);
+        self.set_notification(Some(name), f);
         self
     }
 
@@ -296,9 +326,219 @@ impl Handlers {
         F: Fn(Sock, String, Bytes) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.notification_fallback =
-            Some(Arc::new(move |sock, name, payload| Box::pin(f(sock, name, payload))));
+        let f: NotificationFn =
+            Arc::new(move |sock, name, payload| Box::pin(f(sock, name, payload)));
+        self.set_notification(None, f);
         self
+    }
+
+    /// Wraps every op, fallback and notification in `layer`, a tower [`Layer`] (such as
+    /// [`middleware::from_fn`]'s). The layer added last runs first, and it wraps ops
+    /// registered after it too. See [`middleware`] for what a layer sees and cannot do.
+    pub fn layer<L>(&mut self, layer: L) -> &mut Self
+    where
+        L: Layer<Handler> + Send + Sync + 'static,
+        L::Service: Service<Call, Response = Reply> + Clone + Send + Sync + 'static,
+        <L::Service as Service<Call>>::Error: Into<HandlerError>,
+        <L::Service as Service<Call>>::Future: Send + 'static,
+    {
+        self.layer_for("*", layer)
+    }
+
+    /// Wraps the ops (and notifications) `pattern` selects in `layer`: `chat.*` selects
+    /// every name that starts with `chat.`, `*` every name, and any other pattern the one
+    /// name it spells. Calls that reach a fallback are selected by the name they call.
+    ///
+    /// ```
+    /// use gotalk::middleware::{from_fn, Call, Handler};
+    /// use gotalk::{Handlers, HandlerError};
+    ///
+    /// let mut handlers = Handlers::new();
+    /// handlers.layer_for("admin.*", from_fn(|call: Call, next: Handler| async move {
+    ///     if call.sock().info().remote_addr.is_some_and(|addr| addr.ip().is_loopback()) {
+    ///         next.run(call).await
+    ///     } else {
+    ///         Err(HandlerError::public("forbidden", "admin ops are local only"))
+    ///     }
+    /// }));
+    /// ```
+    pub fn layer_for<L>(&mut self, pattern: &str, layer: L) -> &mut Self
+    where
+        L: Layer<Handler> + Send + Sync + 'static,
+        L::Service: Service<Call, Response = Reply> + Clone + Send + Sync + 'static,
+        <L::Service as Service<Call>>::Error: Into<HandlerError>,
+        <L::Service as Service<Call>>::Future: Send + 'static,
+    {
+        self.layers.push((Selector::parse(pattern), middleware::erase(layer)));
+        self.serve_all();
+        self
+    }
+
+    /// Registers a request handler for `op`, or the fallback for `None`.
+    fn set_single(&mut self, op: Option<&str>, raw: RequestFn) {
+        let entry = Some(Entry { served: self.serve_request(op, &raw), raw });
+        match op {
+            Some(op) => self.op(op).single = entry,
+            None => self.fallback.single = entry,
+        }
+    }
+
+    fn set_stream(&mut self, op: Option<&str>, raw: StreamFn) {
+        let entry = Some(Entry { served: self.serve_stream(op, &raw), raw });
+        match op {
+            Some(op) => self.op(op).stream = entry,
+            None => self.fallback.stream = entry,
+        }
+    }
+
+    fn set_notification(&mut self, name: Option<&str>, raw: NotificationFn) {
+        let entry = Entry { served: self.serve_notification(name, &raw), raw };
+        match name {
+            Some(name) => {
+                self.notifications.insert(name.to_owned(), entry);
+            }
+            None => self.notification_fallback = Some(entry),
+        }
+    }
+
+    /// Puts every handler inside the layers that select it, after a layer was added.
+    fn serve_all(&mut self) {
+        let mut ops = std::mem::take(&mut self.ops);
+        for (name, op) in &mut ops {
+            self.serve_op(Some(name), op);
+        }
+        self.ops = ops;
+        let mut fallback = std::mem::take(&mut self.fallback);
+        self.serve_op(None, &mut fallback);
+        self.fallback = fallback;
+        let mut notifications = std::mem::take(&mut self.notifications);
+        for (name, entry) in &mut notifications {
+            entry.served = self.serve_notification(Some(name), &entry.raw);
+        }
+        self.notifications = notifications;
+        if let Some(mut entry) = self.notification_fallback.take() {
+            entry.served = self.serve_notification(None, &entry.raw);
+            self.notification_fallback = Some(entry);
+        }
+    }
+
+    fn serve_op(&self, name: Option<&str>, op: &mut Op) {
+        if let Some(entry) = &mut op.single {
+            entry.served = self.serve_request(name, &entry.raw);
+        }
+        if let Some(entry) = &mut op.stream {
+            entry.served = self.serve_stream(name, &entry.raw);
+        }
+    }
+
+    /// Whether a layer applies to `name` (`None`: the fallback, which any may).
+    fn layered(&self, name: Option<&str>) -> bool {
+        self.layers.iter().any(|(selector, _)| name.is_none_or(|name| selector.matches(name)))
+    }
+
+    /// `handler` inside the layers that select `name`. For the fallback (`None`), a layer
+    /// that selects some names only is chosen call by call.
+    fn wrap(&self, name: Option<&str>, handler: Handler) -> Handler {
+        self.layers.iter().fold(handler, |inner, (selector, layer)| match name {
+            Some(name) if selector.matches(name) => layer(inner),
+            Some(_) => inner,
+            None if *selector == Selector::All => layer(inner),
+            None => inner.clone().select(selector.clone(), layer(inner)),
+        })
+    }
+
+    fn serve_request(&self, op: Option<&str>, raw: &RequestFn) -> RequestFn {
+        if !self.layered(op) {
+            return raw.clone();
+        }
+        let inner = raw.clone();
+        let handler = self.wrap(
+            op,
+            Handler::new(move |call| {
+                let (sock, op, body) = middleware::parts(call);
+                match body {
+                    Body::Request(payload) => {
+                        let result = inner(sock, &op, payload);
+                        Box::pin(async move { result.await.map(Reply::Result) })
+                    }
+                    _ => Box::pin(std::future::ready(Err(changed_kind()))),
+                }
+            }),
+        );
+        Arc::new(move |sock: Sock, op: &str, payload: Bytes| {
+            let reply = handler.run(Call::new(sock, op, Body::Request(payload)));
+            Box::pin(async move {
+                match reply.await? {
+                    Reply::Result(result) => Ok(result),
+                    _ => Err(changed_kind()),
+                }
+            })
+        })
+    }
+
+    fn serve_stream(&self, op: Option<&str>, raw: &StreamFn) -> StreamFn {
+        if !self.layered(op) {
+            return raw.clone();
+        }
+        let inner = raw.clone();
+        let handler = self.wrap(
+            op,
+            Handler::new(move |call| {
+                let (sock, op, body) = middleware::parts(call);
+                match body {
+                    Body::Stream(input, output) => {
+                        let ended = inner(sock, &op, input, output);
+                        Box::pin(async move { ended.await.map(|()| Reply::Ended) })
+                    }
+                    _ => Box::pin(std::future::ready(Err(changed_kind()))),
+                }
+            }),
+        );
+        Arc::new(move |sock: Sock, op: &str, input, output| {
+            let reply = handler.run(Call::new(sock, op, Body::Stream(input, output)));
+            Box::pin(async move {
+                match reply.await? {
+                    Reply::Ended => Ok(()),
+                    _ => Err(changed_kind()),
+                }
+            })
+        })
+    }
+
+    fn serve_notification(&self, name: Option<&str>, raw: &NotificationFn) -> NotificationFn {
+        if !self.layered(name) {
+            return raw.clone();
+        }
+        let inner = raw.clone();
+        let handler = self.wrap(
+            name,
+            Handler::new(move |call| {
+                let (sock, name, body) = middleware::parts(call);
+                match body {
+                    Body::Notification(payload) => {
+                        let handled = inner(sock, name, payload);
+                        Box::pin(async move {
+                            handled.await;
+                            Ok(Reply::Handled)
+                        })
+                    }
+                    _ => Box::pin(std::future::ready(Err(changed_kind()))),
+                }
+            }),
+        );
+        Arc::new(move |sock: Sock, name: String, payload: Bytes| {
+            let reply = handler.run(Call::new(sock, name.clone(), Body::Notification(payload)));
+            Box::pin(async move {
+                if let Err(error) = reply.await {
+                    // No reply can carry it; an internal error is logged as it is made.
+                    match error.into_failure(&name) {
+                        Failure::Error(text) | Failure::Retry(text) => {
+                            tracing::debug!(notification = %name, %text, "notification refused");
+                        }
+                    }
+                }
+            })
+        })
     }
 
     /// Runs after each connection's handshake. `f` itself is called before the first message
@@ -402,6 +642,9 @@ impl Handlers {
     }
 
     pub(crate) fn notification(&self, name: &str) -> Option<NotificationFn> {
-        self.notifications.get(name).cloned().or_else(|| self.notification_fallback.clone())
+        self.notifications
+            .get(name)
+            .or(self.notification_fallback.as_ref())
+            .map(|entry| entry.served.clone())
     }
 }

@@ -30,8 +30,12 @@
 //! - [`listen`]: accepting connections within limits, shared by every listener.
 //! - [`transport`]: byte streams (TCP, TLS, in-memory) as frame readers and writers.
 //! - [`metrics`]: liveness counts of a registry's connections.
+//! - [`middleware`]: tower layers around operations (auth, metrics, rate limits), on all ops
+//!   or by name or prefix. What a failing handler's peer may read is [`HandlerError`]'s
+//!   choice, and [`RemoteError`] reads it back.
 //! - [`protocol`]: the wire codec (the `gotalk-protocol` crate).
 //! - [`docs`]: the guides, one topic each: [using the library](docs::usage),
+//!   [safe errors and middleware](docs::errors_and_middleware),
 //!   [memory budgets](docs::memory), [liveness](docs::liveness), the relay (`docs::relay`),
 //!   sources (`docs::sources`), [the keepalive client](docs::keepalive). The limits table and
 //!   the project's other documents are in the repository's `docs/` folder.
@@ -70,12 +74,14 @@ mod connections;
 pub mod docs;
 mod error;
 mod extension;
+mod handler_error;
 mod handlers;
 pub mod keepalive;
 mod linger;
 pub mod listen;
 mod memory;
 pub mod metrics;
+pub mod middleware;
 mod per_addr;
 mod queue;
 mod refusal;
@@ -95,6 +101,7 @@ pub use error::{CloseReason, Error};
 pub use extension::{Answer, Extension, Later, RequestDone, RequestOutcome};
 pub use gotalk_protocol as protocol;
 pub use gotalk_protocol::liveness::{Event as LivenessEvent, LivenessConfig};
+pub use handler_error::{BoxError, HandlerError, RemoteError};
 pub use handlers::Handlers;
 pub use memory::{Exhausted, MemoryBudget, DEFAULT_PROCESS_BUDGET};
 pub use refusal::Refusal;

@@ -15,6 +15,7 @@
 //! - [`frame`]: the ten message types, request ids, names and protocol error codes.
 //! - [`hex`]: the fixed-width hexadecimal numbers the wire format is made of.
 //! - [`encode`]: writing frames and the version handshake.
+//! - [`error_text`]: an ErrorResult's text with an optional error code in front.
 //! - [`decode`]: the incremental decoder and its limits.
 //! - [`relay`]: the relay's reserved names and its JSON envelope, validated; [`session`]:
 //!   the token of a resumable relay session.
@@ -51,6 +52,7 @@ pub mod backoff;
 pub mod decode;
 pub mod docs;
 pub mod encode;
+pub mod error_text;
 pub mod frame;
 pub mod hex;
 pub mod keepalive;

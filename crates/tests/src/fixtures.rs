@@ -9,6 +9,8 @@
 //! | `greet` | `{"name"}` | returns `{"greeting": "Hello <name>"}` |
 //! | `empty` | anything | returns an empty result |
 //! | `fail` | anything | fails with `intentional failure` |
+//! | `fail-public` | anything | fails with the public error `[not_found] no such thing` |
+//! | `fail-internal` | anything | fails with an internal error: `[internal] internal error (ref …)`, the real one logged |
 //! | `panic` | a JSON string, or anything | panics with that string, or `intentional panic`; `""` returns `""` |
 //! | `sleep` | ms, or `{"ms"}` | returns the same number, or `{"slept"}`, after that long (at most 10 s) |
 //! | `never` | anything | never answers |
@@ -31,7 +33,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::join_all;
 use gotalk::protocol::ProtocolErrorCode;
-use gotalk::{Connections, Handlers};
+use gotalk::{Connections, HandlerError, Handlers};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -55,10 +57,17 @@ pub fn register(handlers: &mut Handlers, everyone: Connections) -> &mut Handlers
         })
         .handle_buffer("empty", |_sock, _payload| async move { Ok::<_, String>(Bytes::new()) })
         // Bytes, not JSON: peers send it nothing, `null`, or whatever a command line gives.
-        .handle_buffer(
-            "fail",
-            |_sock, _payload| async move { Err::<Bytes, _>("intentional failure") },
-        )
+        .handle_buffer("fail", |_sock, _payload| async move {
+            Err::<Bytes, _>(text("intentional failure"))
+        })
+        .handle_buffer("fail-public", |_sock, _payload| async move {
+            Err::<Bytes, _>(HandlerError::public("not_found", "no such thing"))
+        })
+        .handle_buffer("fail-internal", |_sock, _payload| async move {
+            // What `?` on a failing database call makes: the peer must not read this.
+            let secret: std::io::Error = std::io::Error::other("db password rejected for admin");
+            Err::<Bytes, _>(secret)
+        })
         .handle_buffer("panic", |_sock, payload| async move {
             match serde_json::from_slice::<String>(&payload) {
                 // The path that does not panic, so a test can see the same handler answer.
@@ -77,30 +86,30 @@ pub fn register(handlers: &mut Handlers, everyone: Connections) -> &mut Handlers
             Ok::<_, String>(Bytes::new())
         })
         .handle_buffer("notify-me", |sock, payload| async move {
-            sock.buffer_notify("notified", payload).await?;
-            Ok::<_, gotalk::Error>(Bytes::new())
+            sock.buffer_notify("notified", payload).await.map_err(text)?;
+            Ok::<_, HandlerError>(Bytes::new())
         })
         .handle_buffer("reverse-echo", |sock, payload| async move {
-            sock.buffer_request("client-echo", payload).await
+            sock.buffer_request("client-echo", payload).await.map_err(text)
         })
         .handle("ask-page", |sock, input: AskIn| async move {
             // The caller's answer is ours, and its ErrorResult is ours too: `Error::Remote`
             // displays as the peer's text alone.
             let ask = sock.request::<_, Box<RawValue>>(&input.op, &input.value);
             match tokio::time::timeout(ASK_TIMEOUT, ask).await {
-                Ok(answer) => answer.map_err(|e| e.to_string()),
-                Err(_) => Err(format!("no answer to {:?} within {ASK_TIMEOUT:?}", input.op)),
+                Ok(answer) => answer.map_err(text),
+                Err(_) => Err(text(format!("no answer to {:?} within {ASK_TIMEOUT:?}", input.op))),
             }
         })
         .handle("stream-to-page", |sock, input: StreamToPageIn| async move {
             // A stream request carries its first part, so there must be one.
             let [first, rest @ ..] = input.parts.as_slice() else {
-                return Err("parts is empty: a stream has at least one part".to_owned());
+                return Err(text("parts is empty: a stream has at least one part"));
             };
             let exchange = stream_to_page(&sock, &input.op, first, rest);
             match tokio::time::timeout(ASK_TIMEOUT, exchange).await {
-                Ok(answer) => answer.map_err(|e| e.to_string()),
-                Err(_) => Err(format!("no answer to {:?} within {ASK_TIMEOUT:?}", input.op)),
+                Ok(answer) => answer.map_err(text),
+                Err(_) => Err(text(format!("no answer to {:?} within {ASK_TIMEOUT:?}", input.op))),
             }
         })
         .handle_buffer("close-me", |sock, payload| async move {
@@ -134,20 +143,25 @@ pub fn register(handlers: &mut Handlers, everyone: Connections) -> &mut Handlers
             }
         })
         .handle_stream("stream-echo", |_sock, mut input, mut output| async move {
-            while let Some(part) = input.next().await? {
-                output.send(part).await?;
+            while let Some(part) = input.next().await.map_err(text)? {
+                output.send(part).await.map_err(text)?;
             }
-            Ok::<_, gotalk::Error>(())
+            Ok::<_, HandlerError>(())
         })
         .handle_stream("stream-fail", |_sock, mut input, mut output| async move {
-            if let Some(part) = input.next().await.map_err(|e| e.to_string())? {
-                output.send(part).await.map_err(|e| e.to_string())?;
+            if let Some(part) = input.next().await.map_err(text)? {
+                output.send(part).await.map_err(text)?;
             }
-            Err::<(), _>("intentional stream failure".to_owned())
+            Err::<(), _>(text("intentional stream failure"))
         })
         .handle_buffer_notification("echo-note", |sock, payload| async move {
             let _ = sock.buffer_notify("echo-note-reply", payload).await;
         })
+}
+
+/// Text the peer reads word for word: the fixtures' errors are what tests compare.
+fn text(error: impl ToString) -> HandlerError {
+    HandlerError::text(error.to_string())
 }
 
 #[derive(Deserialize)]

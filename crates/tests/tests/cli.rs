@@ -165,7 +165,9 @@ async fn hostile_server() -> common::TestServer {
             let _ = sock.buffer_notify("done", Bytes::from_static(b"1")).await;
         })
         .handle_buffer("hostile", |_sock, _| async { Ok::<_, String>(Bytes::from(HOSTILE)) })
-        .handle_buffer("hostile-error", |_sock, _| async { Err::<Bytes, _>(HOSTILE) });
+        .handle_buffer("hostile-error", |_sock, _| async {
+            Err::<Bytes, _>(gotalk::HandlerError::text(HOSTILE))
+        });
     common::start(handlers, Config::default()).await
 }
 

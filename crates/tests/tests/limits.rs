@@ -354,7 +354,9 @@ async fn handler_result_over_the_payload_limit_becomes_an_error_result() {
 #[tokio::test]
 async fn error_text_over_the_payload_limit_is_cut_to_fit() {
     let mut handlers = common::handlers();
-    handlers.handle("long-error", |_sock, ()| async move { Err::<(), _>("é".repeat(100)) });
+    handlers.handle("long-error", |_sock, ()| async move {
+        Err::<(), _>(gotalk::HandlerError::text("é".repeat(100)))
+    });
     let config = Config::default().max_payload(64);
     let server = start(handlers, config.clone()).await;
     let client = connect_with(server.addr, Handlers::new(), config).await;
@@ -406,13 +408,14 @@ async fn incoming_stream_buffer_holds_exactly_its_bytes_and_overflows_one_past()
             move |_sock, mut input: gotalk::StreamInput, mut output: gotalk::StreamOutput| {
                 let gate = gate.clone();
                 async move {
-                    gate.acquire().await.map_err(|e| e.to_string())?.forget();
+                    gate.acquire().await?.forget();
                     let mut total = 0;
-                    while let Some(part) = input.next().await.map_err(|e| e.to_string())? {
+                    // The overflow's text is the peer's to read.
+                    while let Some(part) = input.next().await? {
                         total += part.len();
                     }
-                    output.send(total.to_string()).await.map_err(|e| e.to_string())?;
-                    Ok::<_, String>(())
+                    output.send(total.to_string()).await?;
+                    Ok::<_, gotalk::HandlerError>(())
                 }
             },
         );

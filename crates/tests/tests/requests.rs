@@ -113,9 +113,11 @@ async fn bad_json_parameters_get_an_error_result() {
 async fn handler_error_text_passes_through_verbatim() {
     let mut handlers = Handlers::new();
     handlers.handle("odd-error", |_sock, _: ()| async move {
-        Err::<(), _>("line one\nline \"two\" ü🙂 {json?}")
+        Err::<(), _>(gotalk::HandlerError::text("line one\nline \"two\" ü🙂 {json?}"))
     });
-    handlers.handle("fail", |_sock, _: ()| async move { Err::<(), _>("intentional failure") });
+    handlers.handle("fail", |_sock, _: ()| async move {
+        Err::<(), _>(gotalk::HandlerError::text("intentional failure"))
+    });
     let server = start(handlers, Config::default()).await;
     let client = connect(server.addr).await;
 

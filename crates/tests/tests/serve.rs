@@ -210,7 +210,7 @@ fn page_handlers(who: &'static str) -> Handlers {
             Ok::<_, String>(serde_json::json!({ "who": who, "echo": value }))
         })
         .handle("page-fail", |_sock, _: serde_json::Value| async move {
-            Err::<(), _>("the page says no")
+            Err::<(), _>(gotalk::HandlerError::text("the page says no"))
         });
     handlers
 }
@@ -274,7 +274,7 @@ fn streaming_page() -> Handlers {
         })
         .handle_stream("refuse", |_sock, mut input, _output| async move {
             let _ = input.next().await;
-            Err::<(), _>("the page says no")
+            Err::<(), _>(gotalk::HandlerError::text("the page says no"))
         });
     handlers
 }

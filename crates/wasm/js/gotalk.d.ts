@@ -76,6 +76,16 @@ declare namespace gotalk {
   }
 
   /**
+   * An Error from the peer's ErrorResult: `message` is its text and, when the text begins
+   * with an error code (`[not_found] no such room`), `code` is that code (`"not_found"`).
+   * Servers built with gotalk for Rust send a code with each error a handler chose to show,
+   * and `internal` with a reference for any other.
+   */
+  interface RemoteError extends Error {
+    readonly code?: string;
+  }
+
+  /**
    * Why a connection closed, as the `close` event reports it. After a protocol error (the
    * server's `f` message, or a fault this client found) it is a ProtocolError; when the
    * server closed the WebSocket, `closeCode` is its close code (1009: a message of ours was

@@ -18,6 +18,7 @@ use tracing::Instrument;
 use super::{lock, IdMap, Outbound, Sock};
 use crate::error::{CloseReason, Error};
 use crate::extension::{Answer, RequestDone, RequestOutcome};
+use crate::handler_error::{Failure, HandlerError};
 use crate::handlers::Route;
 use crate::memory::{Charge, OVERHEAD};
 use crate::queue::{parts, PartsRx, PartsTx, PushError};
@@ -427,12 +428,12 @@ impl Sock {
             // The common case gets a task of its own shape: the handler's future and little
             // else, which is much less to allocate and move than the general one.
             Route::Buffer(f) if !held.stream => {
-                let (op, payload, charge) = (held.op.into_string(), held.payload, held.charge);
+                let (op, payload, charge) = (held.op, held.payload, held.charge);
                 // The handler is called inside the task, where a panic is caught, even one
                 // raised before it returns its future.
                 self.spawn_request(id, span, charge, held.done, async move {
-                    let outcome = f(sock.clone(), op, payload).await;
-                    sock.single_result(id, outcome)
+                    let outcome = f(sock.clone(), op.as_str(), payload).await;
+                    sock.single_result(id, op.as_str(), outcome)
                 });
             }
             _ => {
@@ -494,7 +495,7 @@ impl Sock {
     }
 
     /// The frame that answers a single-payload handler's outcome.
-    fn single_result(&self, id: Id, outcome: Result<Bytes, String>) -> Frame {
+    fn single_result(&self, id: Id, op: &str, outcome: Result<Bytes, HandlerError>) -> Frame {
         match outcome {
             // A result over the payload limit would make the peer drop the connection.
             Ok(result) => match self.check_size(result.len()) {
@@ -504,7 +505,20 @@ impl Sock {
                     payload: self.fit_text(format!("result too large: {e}")),
                 },
             },
-            Err(message) => Frame::ErrorResult { id, payload: self.fit_text(message) },
+            Err(error) => self.failure(id, error.into_failure(op)),
+        }
+    }
+
+    /// The frame that answers a handler's failure: a retry goes out as a RetryResult to a
+    /// peer that takes one.
+    fn failure(&self, id: Id, failure: Failure) -> Frame {
+        match failure {
+            Failure::Retry(message) if self.shared.config.peer_understands_retry => {
+                Frame::RetryResult { id, wait: self.retry_wait(), payload: self.fit_text(message) }
+            }
+            Failure::Error(message) | Failure::Retry(message) => {
+                Frame::ErrorResult { id, payload: self.fit_text(message) }
+            }
         }
     }
 
@@ -531,14 +545,14 @@ impl Sock {
                 } else {
                     payload
                 };
-                self.single_result(id, f(self.clone(), op.into_string(), payload).await)
+                self.single_result(id, op.as_str(), f(self.clone(), op.as_str(), payload).await)
             }
             Route::Stream(f) => {
                 let input = StreamInput::new(input, payload);
                 let output = StreamOutput { sock: self.clone(), id };
-                match f(self.clone(), op.into_string(), input, output).await {
+                match f(self.clone(), op.as_str(), input, output).await {
                     Ok(()) => Frame::StreamResult { id, payload: Bytes::new() },
-                    Err(message) => error(message),
+                    Err(e) => self.failure(id, e.into_failure(op.as_str())),
                 }
             }
         }

@@ -170,7 +170,12 @@ impl SourceService {
         let service = Arc::new(self);
         handlers.handle_stream(op, move |sock, input, output| {
             let service = service.clone();
-            async move { super::schedule::serve(&service, sock, input, output).await }
+            // The service's own errors and the timeouts are texts the client reads as is.
+            async move {
+                super::schedule::serve(&service, sock, input, output)
+                    .await
+                    .map_err(crate::HandlerError::text)
+            }
         });
     }
 }

@@ -172,6 +172,17 @@ fn error(message: &str) -> JsValue {
     js_sys::Error::new(message).into()
 }
 
+/// A peer's ErrorResult as an Error with the text as its message and, when the text begins
+/// with an error code (`[not_found] no such room`, see `gotalk_protocol::error_text`), that
+/// code as the string `code`.
+fn remote_error(text: &str) -> JsValue {
+    let err = error(text);
+    if let (Some(code), _) = gotalk_protocol::error_text::split(text) {
+        let _ = js_sys::Reflect::set(&err, &"code".into(), &code.into());
+    }
+    err
+}
+
 /// An Error marked as gotalk.js marks a protocol error, so pages written for it can tell:
 /// `isGotalkProtocolError` and the protocol error `code`.
 fn protocol_error(message: &str, code: u32) -> JsValue {

@@ -301,8 +301,10 @@ impl State {
             Frame::ErrorResult { id, payload } => {
                 let message = String::from_utf8_lossy(&payload);
                 match self.pending.remove(id) {
-                    Some(Pending::Single(call)) => self.settle(call.token, error(&message)),
-                    Some(Pending::Stream(token)) => self.end_stream(token, error(&message)),
+                    Some(Pending::Single(call)) => {
+                        self.settle(call.token, remote_error(&message));
+                    }
+                    Some(Pending::Stream(token)) => self.end_stream(token, remote_error(&message)),
                     None => {}
                 }
             }

@@ -82,7 +82,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use gotalk::relay::{BusState, Relay};
-use gotalk::{Handlers, Sock, TransportKind};
+use gotalk::{HandlerError, Handlers, Sock, TransportKind};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Notify};
 
@@ -590,12 +590,12 @@ impl Chat {
         let chat = self.clone();
         handlers.handle("chat.join", move |sock, input: JoinIn| {
             let chat = chat.clone();
-            async move { chat.join(&sock, input).await.map_err(|e| e.to_string()) }
+            async move { chat.join(&sock, input).await.map_err(|e| HandlerError::text(e.to_string())) }
         });
         let chat = self.clone();
         handlers.handle("chat.say", move |sock, input: SayIn| {
             let chat = chat.clone();
-            async move { chat.say(&sock, input).map_err(|e| e.to_string()) }
+            async move { chat.say(&sock, input).map_err(|e| HandlerError::text(e.to_string())) }
         });
         let chat = self.clone();
         handlers.handle_notification("chat.say", move |sock, input: SayIn| {
@@ -610,12 +610,12 @@ impl Chat {
         let chat = self.clone();
         handlers.handle("chat.leave", move |sock, input: LeaveIn| {
             let chat = chat.clone();
-            async move { chat.leave(&sock, input).map_err(|e| e.to_string()) }
+            async move { chat.leave(&sock, input).map_err(|e| HandlerError::text(e.to_string())) }
         });
         let chat = self.clone();
         handlers.handle("chat.rename", move |sock, input: RenameIn| {
             let chat = chat.clone();
-            async move { chat.rename(&sock, input).map_err(|e| e.to_string()) }
+            async move { chat.rename(&sock, input).map_err(|e| HandlerError::text(e.to_string())) }
         });
         let chat = self.clone();
         handlers.handle("chat.rooms", move |_sock, _: serde_json::Value| {
@@ -625,7 +625,9 @@ impl Chat {
         let chat = self.clone();
         handlers.handle("chat.rtt", move |sock, _: serde_json::Value| {
             let chat = chat.clone();
-            async move { chat.ping(&sock).await.map(|rtt_ms| Rtt { rtt_ms }) }
+            async move {
+                chat.ping(&sock).await.map(|rtt_ms| Rtt { rtt_ms }).map_err(HandlerError::text)
+            }
         });
     }
 }

@@ -198,6 +198,20 @@ func interop(c *checklist, s *gotalk.Sock, seen *seen, idle time.Duration, heart
 
 	_, err = s.BufferRequest("fail", nil)
 	c.check("fail is an ErrorResult", expectError(err, "intentional failure"))
+
+	// A public error's code travels in the text, which Go shows as is.
+	_, err = s.BufferRequest("fail-public", nil)
+	c.check("fail-public reads as [code] message", expectError(err, "[not_found] no such thing"))
+
+	// Any other error is a reference: the real text stays in the server's log.
+	_, err = s.BufferRequest("fail-internal", nil)
+	if err != nil && strings.HasPrefix(err.Error(), "[internal] internal error (ref ") &&
+		!strings.Contains(err.Error(), "password") {
+		err = nil
+	} else if err == nil {
+		err = fmt.Errorf("fail-internal succeeded")
+	}
+	c.check("fail-internal is a reference", err)
 	_, err = s.BufferRequest("no-such-op", nil)
 	c.check("unknown operation", expectError(err, `unknown operation "no-such-op"`))
 
