@@ -186,17 +186,20 @@ impl Instance {
         handlers.handle("join", move |sock: Sock, args: JoinArgs| {
             let r = r.clone();
             async move {
-                let group = Group::new(args.group).map_err(|e| e.to_string())?;
-                r.join(&sock, &group, args.meta).map_err(|e| e.to_string())
+                let group = Group::new(args.group)
+                    .map_err(|e| gotalk::HandlerError::text(e.to_string()))?;
+                r.join(&sock, &group, args.meta)
+                    .map_err(|e| gotalk::HandlerError::text(e.to_string()))
             }
         });
         let r = relay.clone();
         handlers.handle("leave", move |sock: Sock, group: String| {
             let r = r.clone();
             async move {
-                let group = Group::new(group).map_err(|e| e.to_string())?;
+                let group =
+                    Group::new(group).map_err(|e| gotalk::HandlerError::text(e.to_string()))?;
                 r.leave(&sock, &group);
-                Ok::<(), String>(())
+                Ok::<(), gotalk::HandlerError>(())
             }
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

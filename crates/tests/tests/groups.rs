@@ -31,10 +31,12 @@ async fn served(relay: Relay) -> Served {
         let relay = joiner.clone();
         async move {
             let group = Group::new(String::from_utf8_lossy(&payload).into_owned())
-                .map_err(|e| e.to_string())?;
-            relay.join(&sock, &group, Bytes::from_static(b"{}")).map_err(|e| e.to_string())?;
-            let id = sock.relay_id().ok_or("no relay id")?;
-            Ok::<_, String>(Bytes::from(id.to_string()))
+                .map_err(|e| gotalk::HandlerError::text(e.to_string()))?;
+            relay
+                .join(&sock, &group, Bytes::from_static(b"{}"))
+                .map_err(|e| gotalk::HandlerError::text(e.to_string()))?;
+            let id = sock.relay_id().ok_or(gotalk::HandlerError::text("no relay id"))?;
+            Ok::<_, gotalk::HandlerError>(Bytes::from(id.to_string()))
         }
     });
     let closed = Arc::new(Mutex::new(Vec::new()));

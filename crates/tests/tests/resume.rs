@@ -29,9 +29,11 @@ fn server_handlers(relay: &Relay) -> Handlers {
         let relay = joiner.clone();
         async move {
             let group = Group::new(String::from_utf8_lossy(&payload).into_owned())
-                .map_err(|e| e.to_string())?;
-            relay.join(&sock, &group, Bytes::from_static(b"{}")).map_err(|e| e.to_string())?;
-            Ok::<_, String>(Bytes::new())
+                .map_err(|e| gotalk::HandlerError::text(e.to_string()))?;
+            relay
+                .join(&sock, &group, Bytes::from_static(b"{}"))
+                .map_err(|e| gotalk::HandlerError::text(e.to_string()))?;
+            Ok::<_, gotalk::HandlerError>(Bytes::new())
         }
     });
     handlers
