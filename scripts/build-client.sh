@@ -29,7 +29,8 @@ esac
 
 # The gzipped size budget for gotalk.js plus the wasm, in bytes.
 # 42 kB since per-call deadlines and AbortSignal (about 0.8 kB), refusals a page can see and
-# error codes (about 0.6 kB), and resumable sessions.
+# error codes (about 0.6 kB), and resumable sessions (`$resume`
+# first, the queue held for `onReconnect`: about 0.7 kB).
 budget=$((42 * 1000))
 # The committed bundle; the test command points this at a stale copy to see the check fail.
 committed="${GOTALK_COMMITTED_BUNDLE:-crates/gateway/client}"

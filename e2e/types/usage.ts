@@ -26,6 +26,11 @@ s.on('heartbeat', ({ time, load }) => time.getTime() + load);
 s.on('close', (err) => err?.message);
 s.on('dead', (err: Error) => err.message);
 s.on('done', () => s.state);
+s.on('session', ({ resumed, id }: gotalk.SessionEvent) => (resumed ? id?.length : 0));
+s.onReconnect = async function (resumed: boolean) {
+  if (!resumed) await this.request('join', { room: 'lobby' });
+};
+gotalk.connection({ onReconnect: (resumed) => resumed || Promise.resolve() }).end();
 s.heartbeatInterval = 10_000;
 s.sendBufferLimit = 50;
 const next: number | null = s.nextReconnectAt;

@@ -164,6 +164,24 @@ declare namespace gotalk {
      * `resume()`, after the user has logged in; a refused page would only be refused again.
      */
     refusedRetry?: number;
+    /** Sets `Sock.onReconnect`: what runs after each reconnect before the queue is sent. */
+    onReconnect?: ReconnectHook | null;
+  }
+
+  /**
+   * Runs after each reconnect of a keepalive, told whether the relay session was resumed
+   * (same id, same groups, messages held meanwhile delivered next). Messages queued while
+   * offline wait until the promise it returns resolves; what it sends itself (a rejoin, a
+   * login) goes out at once, ahead of them. If it throws or rejects, the queued messages fail
+   * with its error (queued requests reject with it) and the error is reported as uncaught.
+   */
+  type ReconnectHook = (this: Sock, resumed: boolean) => unknown;
+
+  /** The outcome of a reconnect: whether the relay session was resumed, and the id now. */
+  interface SessionEvent {
+    resumed: boolean;
+    /** The connection's relay id: the old one when resumed; null when not known yet (`id` follows). */
+    id: string | null;
   }
 
   type State = 'connecting' | 'open' | 'reconnecting' | 'offline' | 'refused' | 'closed';
@@ -193,6 +211,11 @@ declare namespace gotalk {
     done: null;
     /** The relay gave this connection an id (on every connection, so again after a reconnect). */
     id: string;
+    /**
+     * After each reconnect of a keepalive: whether the connection resumed the relay session
+     * of the one before (with its token, sent first). `onReconnect` runs next.
+     */
+    session: SessionEvent;
     /** A message relayed from another peer. */
     relay: RelayMessage;
     /** A `relayNotify` message that could not be delivered. */
@@ -248,6 +271,18 @@ declare namespace gotalk {
      * past it the call rejects with a `TimeoutError`. Default 0: none.
      */
     requestTimeout: number;
+    /**
+     * Runs after each reconnect, before what was queued while offline is sent (see
+     * `ReconnectHook`). Default null: the queue goes out at once (after the session is
+     * resumed, when there is one).
+     *
+     * ```js
+     * s.onReconnect = async (resumed) => {
+     *   if (!resumed) await s.request('join', { room, name }); // a new id: join again
+     * };
+     * ```
+     */
+    onReconnect: ReconnectHook | null;
 
     open(addr?: string, cb?: (err: Error | null, s: this) => void): this;
     open(cb: (err: Error | null, s: this) => void): this;
@@ -279,7 +314,8 @@ declare namespace gotalk {
      * the start of its backoff: call it once the user has logged in. */
     resume(): void;
 
-    /** This connection's relay id, once the server has sent it; null before and after a close. */
+    /** This connection's relay id, once the server has sent it; null before and after a
+     * close. After a reconnect that resumed the session, the same id as before. */
     readonly id: string | null;
     /**
      * Sends `body` (any JSON value) to the peer `to` on `topic` through the server's relay.

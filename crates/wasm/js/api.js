@@ -11,11 +11,11 @@ const gotalk = {};
 gotalk.version = '@VERSION@';
 
 // The Core's entry points take a kind first; these mirror wasm-client/src/core/mod.rs.
-const SEND_NOTIFY = 0, SEND_STREAM = 1;
+const SEND_NOTIFY = 0, SEND_STREAM = 1, SEND_RELEASE = 2;
 const ANSWER_RESULT = 0, ANSWER_ERROR = 1, ANSWER_PART = 2, ANSWER_END = 3;
 const EVENT_ONLINE = 0, EVENT_VISIBLE = 1, EVENT_HEARTBEAT = 2, EVENT_CANCEL = 3, EVENT_RESUME = 4;
 const GET_STATE = 0, GET_NEXT_RECONNECT = 1, GET_ADDRESS = 2, GET_QUEUED = 3;
-const SET_HEARTBEAT_MS = 0, SET_SEND_LIMIT = 1;
+const SET_HEARTBEAT_MS = 0, SET_SEND_LIMIT = 1, SET_HOLD = 2;
 
 // ---------------------------------------------------------------------------------------------
 // Errors thrown by the page's own listeners and handlers surface as uncaught errors, as they
@@ -466,6 +466,20 @@ function Sock(handlers, proto) {
     _opening: { value: false, writable: true },
     _lastToken: { value: 0, writable: true },
     _relayId: { value: null, writable: true },
+    // The relay session's token (`$session`), kept for the next connection to resume.
+    _session: { value: null, writable: true },
+    // A `$resume` is in flight: `$id` waits in _nextId, so the page hears one id.
+    _resuming: { value: false, writable: true },
+    _nextId: { value: null, writable: true },
+    // Runs once the id is known, after a refused `$resume`.
+    _onId: { value: null, writable: true },
+    // Connections opened since open()/openKeepAlive(), and a number bumped at every open and
+    // close: what was started for one connection stops when it is no longer the current one.
+    _opens: { value: 0, writable: true },
+    _gen: { value: 0, writable: true },
+    _keep: { value: false, writable: true },
+    // See openKeepAlive.
+    onReconnect: { value: null, writable: true, enumerable: true },
   });
 }
 
@@ -570,9 +584,13 @@ Sock.prototype._openCore = function (url, keepalive, options) {
       ws = null; // The Core reports a malformed address itself.
     }
   }
+  this._opens = 0;
+  this._keep = keepalive;
   this._with(
     (core) => {
       try {
+        // The first connection sends its queue at once; see _opened.
+        core.set(SET_HOLD, 0);
         core.open(url, keepalive, options, ws);
       } finally {
         if (ws && ws.onopen === hear) ws.close();
@@ -596,13 +614,14 @@ Sock.prototype._openCore = function (url, keepalive, options) {
 // requestTimeout (sets `sock.requestTimeout`),
 // and refusedRetry (ms to wait after the server refused the page with 4401 or 4403; default
 // 0: stop, state `refused`, until resume()). A refusal is the event `refused` ({code,
-// reason}), then `close`.
+// reason}), then `close`. onReconnect sets `sock.onReconnect` (see _opened).
 Sock.prototype.openKeepAlive = function (addr, options) {
   if (addr && typeof addr === 'object') {
     options = addr;
     addr = undefined;
   }
   if (options && options.requestTimeout !== undefined) this.requestTimeout = options.requestTimeout;
+  if (options && options.onReconnect !== undefined) this.onReconnect = options.onReconnect;
   const url = resolveAddress(addr);
   this._opening = true;
   this._openCore(url, true, options);
@@ -634,6 +653,8 @@ Sock.prototype._unwatch = function () {
 // Closes once the results still outstanding are in; a second call closes at once.
 Sock.prototype.end = function () {
   this._opening = false;
+  // A peer that says goodbye does not come back as itself.
+  this._session = null;
   this._unwatch();
   this._with((core) => core.end(), () => {});
 };
@@ -952,7 +973,11 @@ function hostFor(sock) {
   const on = [request, stream, part, notification, streamData, streamEnd, settle];
   return {
     emit(name, arg) {
+      if (name === 'open') sock._opened();
       if (name === 'close') {
+        sock._gen++;
+        sock._resuming = false;
+        sock._onId = null;
         // A refusal (4000 + an HTTP status, see the gateway's Refusal) is told first as such.
         const code = arg && arg.closeCode;
         if (code >= 4400 && code <= 4999) sock.emit('refused', { code, reason: arg.closeReason });
@@ -1080,12 +1105,72 @@ Object.defineProperty(Sock.prototype, 'id', {
 // Without a prototype, so a notification named `constructor` is not taken for one of these.
 const RELAY_NOTES = Object.assign(Object.create(null), {
   $id(sock, id) {
-    sock._relayId = id;
-    sock.emit('id', id);
+    if (sock._resuming) sock._nextId = id;
+    else sock._setId(id);
   },
+  $session(sock, token) { sock._session = token; },
   $relay(sock, message) { sock.emit('relay', message); },
   $undelivered(sock, notice) { sock.emit('undelivered', notice); },
 });
+
+Sock.prototype._setId = function (id) {
+  if (id !== this._relayId) {
+    this._relayId = id;
+    this.emit('id', id);
+  }
+  const then = this._onId;
+  this._onId = null;
+  if (then) then();
+};
+
+// Resumable sessions. A keepalive's connections after the first open with the send queue held
+// (SET_HOLD). First of all, before anything queued or anything an `open` listener sends,
+// `$resume` asks for the session of the last connection by its token: the same id, groups
+// and the messages held meanwhile. Then the page hears `session` ({resumed, id}) and its
+// `onReconnect(resumed)` hook runs; once what it returns resolves, the queue goes out. What
+// the hook (or anyone) sends meanwhile goes out at once, ahead of the queue: a rejoin or a
+// login comes before the messages that need it. A hook that throws or rejects fails the
+// queue with its error (requests reject with it), rather than send it in a state the hook
+// could not restore; the error is also reported as uncaught.
+Sock.prototype._opened = function () {
+  const gen = ++this._gen, core = this._core;
+  if (this._opens++ === 0) {
+    if (this._keep) core.set(SET_HOLD, 1);
+    return;
+  }
+  const token = this._session;
+  // A server that no longer keeps sessions sends no new token: do not ask it again.
+  this._session = null;
+  if (!token) return this._rejoin(gen, false);
+  this._resuming = true;
+  this._nextId = null;
+  const settled = (resumed, id, refused) => {
+    if (gen !== this._gen) return;
+    this._resuming = false;
+    if (id) this._setId(id);
+    // Refused, the connection keeps the id it was given, which the server tells next.
+    if (!this._relayId && refused) this._onId = () => this._rejoin(gen, false);
+    else this._rejoin(gen, resumed);
+  };
+  this._call('$resume', encodeJSON(token), { timeout: 0 }).then(
+    (id) => settled(true, decodeJSON(id)),
+    (err) => settled(false, this._nextId, messageOf(err) === 'resume refused'),
+  );
+};
+
+Sock.prototype._rejoin = function (gen, resumed) {
+  const release = (err) => gen === this._gen && this._core.send(SEND_RELEASE, 0, '', err);
+  this.emit('session', { resumed, id: this._relayId });
+  const hook = this.onReconnect;
+  if (typeof hook !== 'function') return release(null);
+  new Promise((resolve) => resolve(hook.call(this, resumed))).then(
+    () => release(null),
+    (err) => {
+      report(err);
+      release(err == null ? new Error('gotalk: the onReconnect hook failed') : err);
+    },
+  );
+};
 
 // ---------------------------------------------------------------------------------------------
 // Module-level shortcuts, as in gotalk.js.

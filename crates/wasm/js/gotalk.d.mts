@@ -50,6 +50,8 @@ export type Listener<T> = gotalk.Listener<T>;
 export type ProtocolError = gotalk.ProtocolError;
 export type CloseError = gotalk.CloseError;
 export type Refused = gotalk.Refused;
+export type ReconnectHook = gotalk.ReconnectHook;
+export type SessionEvent = gotalk.SessionEvent;
 export type RelayMessage<T = any> = gotalk.RelayMessage<T>;
 export type RelayUndelivered = gotalk.RelayUndelivered;
 export type StreamRequest = gotalk.StreamRequest;

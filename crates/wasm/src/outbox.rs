@@ -58,6 +58,11 @@ impl<T> Outbox<T> {
         self.items.is_empty()
     }
 
+    /// The queued messages, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.items.iter()
+    }
+
     /// Queues `item` behind the others.
     ///
     /// # Errors

@@ -149,6 +149,12 @@ struct State {
     outbox: Outbox<Outgoing>,
     /// The server said `$done` on this connection: new requests wait for the next one.
     server_done: bool,
+    /// Whether a connection that opens keeps the queue held (`SET_HOLD`): the page has its
+    /// own messages to send first (a session to resume, an app that rejoins).
+    hold: bool,
+    /// The queue waits on this connection until the page releases it (`SEND_RELEASE`);
+    /// new writes go out meanwhile, ahead of it.
+    held: bool,
     /// RetryResults honoured per call: no bound unless the page sets `maxRetries`.
     max_retries: u32,
     /// How long after a call is made RetryResults are honoured (ms).
@@ -250,6 +256,9 @@ const ON_SETTLE: u32 = 6;
 /// `send` kinds.
 const SEND_NOTIFY: u32 = 0;
 const SEND_STREAM: u32 = 1;
+/// Sends what waited for a held connection (the payload `null`), or fails it with the
+/// payload (an Error, which requests reject with).
+const SEND_RELEASE: u32 = 2;
 /// `answer` kinds: a result, an error result, a part of a streaming result, its end.
 const ANSWER_RESULT: u32 = 0;
 const ANSWER_ERROR: u32 = 1;
@@ -274,6 +283,8 @@ const GET_QUEUED: u32 = 3;
 /// `set` kinds.
 const SET_HEARTBEAT_MS: u32 = 0;
 const SET_SEND_LIMIT: u32 = 1;
+/// Nonzero: each connection that opens from now on holds the queue until `SEND_RELEASE`.
+const SET_HOLD: u32 = 2;
 
 #[wasm_bindgen]
 impl Core {
@@ -353,7 +364,8 @@ impl Core {
     /// Sends something that is not a request: a notification `name` (`SEND_NOTIFY`), or a
     /// part of the page's stream request `token` for operation `name` (`SEND_STREAM`; the
     /// first part opens it, an empty part ends it). Throws when the send queue is full or
-    /// the socket is closed.
+    /// the socket is closed. `SEND_RELEASE` ends a hold (see `SET_HOLD`): what waited is
+    /// sent in order, or, with an Error as the payload, failed with it.
     pub fn send(
         &self,
         kind: u32,
@@ -361,6 +373,10 @@ impl Core {
         name_: &str,
         payload: &JsValue,
     ) -> Result<(), JsValue> {
+        if kind == SEND_RELEASE {
+            self.inner.with(|s| s.release(payload));
+            return Ok(());
+        }
         let payload = payload_from_js(payload)?;
         let name_ = name(name_)?;
         self.inner.with(|s| {
@@ -471,13 +487,15 @@ impl Core {
     }
 
     /// Sets the heartbeat interval (ms; 0 sends none; from the next connection) or the
-    /// bound on the send queue (default 100; 0 turns queueing off).
+    /// bound on the send queue (default 100; 0 turns queueing off), or whether connections
+    /// that open from now on hold the queue until the page releases it.
     pub fn set(&self, kind: u32, value: f64) {
         let value = if value.is_finite() { value.max(0.0) } else { 0.0 };
         let mut s = self.inner.state.borrow_mut();
         match kind {
             SET_HEARTBEAT_MS => s.heartbeat_ms = value,
             SET_SEND_LIMIT => s.outbox.set_limit(value as usize),
+            SET_HOLD => s.hold = value > 0.0,
             _ => {}
         }
     }

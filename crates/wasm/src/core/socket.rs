@@ -243,8 +243,12 @@ impl Inner {
                 gotalk_protocol::encode_version(&mut version);
                 let _ = conn.ws.send_with_u8_array(&version);
             }
-            for item in s.outbox.take_all() {
-                s.send_outgoing(item);
+            // Held, the queue waits for the page's `open` listener to send first.
+            s.held = s.hold;
+            if !s.held {
+                for item in s.outbox.take_all() {
+                    s.send_outgoing(item);
+                }
             }
             s.effects.push(Effect::Emit("open", JsValue::NULL));
             true
@@ -349,6 +353,7 @@ impl Inner {
             }
             let was_connected = std::mem::take(&mut s.connected);
             s.open = false;
+            s.held = false;
             s.close_when_idle = false;
             s.got_version = false;
             s.inbuf = BytesMut::new();

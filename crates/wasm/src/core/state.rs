@@ -35,6 +35,8 @@ impl State {
             incoming: Table::default(),
             outbox: Outbox::default(),
             server_done: false,
+            hold: false,
+            held: false,
             max_retries: u32::MAX,
             retry_timeout: DEFAULT_RETRY_TIMEOUT_MS,
             graveyard: Vec::new(),
@@ -187,7 +189,16 @@ impl State {
     /// After the server said `$done` it answers new work with a RetryResult, and soon
     /// closes. A keepalive socket keeps new requests and streams for the next connection
     /// instead; parts of streams already on the wire still go out on this one.
+    ///
+    /// While the queue is held, a part of a stream whose earlier parts wait in it waits too,
+    /// so the stream's parts keep their order.
     fn holds(&mut self, item: &Outgoing) -> bool {
+        if let (true, Outgoing::Part { token, .. }) = (self.held, item) {
+            let queued = |q: &Outgoing| matches!(q, Outgoing::Part { token: t, .. } if t == token);
+            if self.outbox.iter().any(queued) {
+                return true;
+            }
+        }
         self.server_done
             && self.keep.is_some()
             && match item {
@@ -197,6 +208,22 @@ impl State {
                     self.streams.get_mut(*token).is_none_or(|stream| stream.sent.is_none())
                 }
             }
+    }
+
+    /// Ends the hold on the open connection: sends what waited, in order, or fails it with
+    /// `err` (anything but null or undefined). Nothing without a hold: a hold ends with its
+    /// connection, and a release meant for an earlier one finds none.
+    pub(super) fn release(&mut self, err: &JsValue) {
+        if !std::mem::take(&mut self.held) {
+            return;
+        }
+        for item in self.outbox.take_all() {
+            if err.is_null() || err.is_undefined() {
+                self.send_outgoing(item);
+            } else {
+                self.fail_outgoing(item, err);
+            }
+        }
     }
 
     pub(super) fn fail_outgoing(&mut self, item: Outgoing, err: &JsValue) {
