@@ -111,10 +111,8 @@ impl RedisLink {
     /// # Errors
     /// [`LinkError`] for a URL that does not parse, or none at all.
     pub fn cluster<U: AsRef<str>>(nodes: impl IntoIterator<Item = U>) -> Result<Self, LinkError> {
-        let nodes = nodes
-            .into_iter()
-            .map(|url| resp3(url.as_ref()))
-            .collect::<Result<Vec<_>, _>>()?;
+        let nodes =
+            nodes.into_iter().map(|url| resp3(url.as_ref())).collect::<Result<Vec<_>, _>>()?;
         if nodes.is_empty() {
             return Err(LinkError("redis url: a cluster needs at least one node".to_owned()));
         }

@@ -118,11 +118,7 @@ pub(crate) fn fail(failed: &CancellationToken, why: &str) {
     }
 }
 
-async fn write(
-    mut connection: Writer,
-    mut calls: mpsc::Receiver<Call>,
-    failed: CancellationToken,
-) {
+async fn write(mut connection: Writer, mut calls: mpsc::Receiver<Call>, failed: CancellationToken) {
     let mut batch = Vec::new();
     loop {
         let first = tokio::select! {
