@@ -295,9 +295,11 @@ impl RedisCluster {
         let mut nodes = Vec::new();
         for _ in 0..Self::NODES {
             let dir = TempDir::new("redis-cluster");
-            let port = free_port();
+            // The cluster bus's port is port + 10000 unless set: past 65535 for some free
+            // ports, taken for others.
+            let (port, bus_port) = (free_port(), free_port());
             let mut conf = format!(
-                "port {port}\nbind 127.0.0.1\nprotected-mode yes\ndaemonize no\nsave \"\"\n\
+                "port {port}\ncluster-port {bus_port}\nbind 127.0.0.1\nprotected-mode yes\ndaemonize no\nsave \"\"\n\
                  appendonly no\ndir \"{}\"\nlogfile \"\"\ncluster-enabled yes\n\
                  cluster-config-file nodes.conf\ncluster-node-timeout 2000\n",
                 dir.path().display()
