@@ -565,6 +565,29 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_url_names_every_node_with_the_same_credentials() {
+        let link = RedisLink::new("redis+cluster://u:p@127.0.0.1:7000,127.0.0.1:7001/0").unwrap();
+        let Target::Cluster(nodes) = &link.target else { panic!("not a cluster") };
+        let nodes: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                let r = n.redis_settings();
+                (n.addr().to_string(), r.username().map(str::to_owned), r.password().is_some())
+            })
+            .collect();
+        assert_eq!(
+            nodes,
+            [
+                ("127.0.0.1:7000".to_owned(), Some("u".to_owned()), true),
+                ("127.0.0.1:7001".to_owned(), Some("u".to_owned()), true),
+            ]
+        );
+        assert!(!RedisLink::new("redis://127.0.0.1:1").unwrap().is_cluster());
+        assert!(RedisLink::new("redis+cluster://").is_err());
+        assert!(RedisLink::cluster(Vec::<String>::new()).is_err());
+    }
+
+    #[test]
     fn frames_from_the_bus_are_checked_before_use() {
         let (shared, mut rx) = shared();
         let bad: [&[u8]; 5] = [
