@@ -32,6 +32,8 @@ debian_packages() {
     # never the services these packages may start on the default ports 6379 and 4222:
     # the Redis bus (pub/sub, ACL users limited to a prefix),
     deb redis-server redis-server
+    # with redis-cli, which joins the Redis Cluster tests' nodes (`--cluster create`),
+    deb redis-tools redis-cli
     # the NATS bus (a user whose subjects are limited to a prefix),
     deb nats-server nats-server
     # and the load balancer in front of several gateways (health checks, WebSocket tunnels).

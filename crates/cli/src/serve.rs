@@ -326,7 +326,8 @@ impl RelayArgs {
 #[derive(clap::Args, Debug)]
 pub(crate) struct ClusterArgs {
     /// Join the instances that share this Redis in one cluster:
-    /// `redis://[user:password@]host:port[/db]` (`rediss://` for TLS).
+    /// `redis://[user:password@]host:port[/db]` (`rediss://` for TLS), or a Redis Cluster
+    /// (sharded pub/sub, Redis 7+): `redis+cluster://[user:password@]host:port,host:port`.
     #[arg(long, value_name = "URL", conflicts_with = "nats")]
     redis: Option<String>,
     /// Join the instances that share this NATS in one cluster:

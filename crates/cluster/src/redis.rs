@@ -8,6 +8,14 @@
 //! every later one, the subscriber's end drops the incoming queue, and the cluster's supervisor
 //! opens a new session.
 //!
+//! On a Redis Cluster (`redis+cluster://`, or [`RedisLink::cluster`]) a session has one
+//! cluster connection instead of two, which reaches every node: it subscribes with
+//! `SSUBSCRIBE` and publishes with `SPUBLISH` (sharded pub/sub, Redis 7), so each message goes
+//! only to the shard that owns its channel's slot, where its subscribers are. `SPUBLISH`
+//! counts the subscribers on that shard: all of a sharded channel's subscribers. The client
+//! reconnects and resubscribes nodes by itself; the session does not let it: the first
+//! connection of any node that closes fails the session, as with one server.
+//!
 //! Redis has no request/reply, so it is built here: a request is published with a
 //! correlation number and the name of the session's reply channel, and the answer is published
 //! on that channel. `PUBLISH` counts the subscribers that got the message, so a request that
@@ -28,51 +36,92 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ::redis::aio::MultiplexedConnection;
-use ::redis::{AsyncConnectionConfig, Client, ProtocolVersion, PushInfo, PushKind, Value};
+use ::redis::cluster::ClusterClientBuilder;
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::{
+    AsyncConnectionConfig, Client, ConnectionInfo, IntoConnectionInfo, ProtocolVersion, PushInfo,
+    PushKind, Value,
+};
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::link::{Incoming, Link, LinkError, LinkFuture, Reply, RequestError, Session};
-use crate::redis_publisher::{self, Publisher};
+use crate::redis_publisher::{self, Publisher, Writer};
 
 const PLAIN: u8 = 0;
 const REQUEST: u8 = 1;
 const ANSWER: u8 = 2;
 
-/// A way to reach one Redis server: `redis://[user:password@]host:port[/db]`.
+/// The scheme of a Redis Cluster's URL: `redis+cluster://[user:password@]host:port,host:port`.
+pub const CLUSTER_SCHEME: &str = "redis+cluster://";
+
+/// A way to reach one Redis server, `redis://[user:password@]host:port[/db]`, or a Redis
+/// Cluster, `redis+cluster://[user:password@]host:port,host:port,...` (any of its nodes; the
+/// others are found from them).
 ///
 /// ```no_run
 /// # fn demo() -> Result<(), gotalk_cluster::LinkError> {
 /// use gotalk_cluster::redis::RedisLink;
 /// let link = RedisLink::new("redis://gotalk:secret@127.0.0.1:6379")?;
+/// let cluster = RedisLink::new("redis+cluster://gotalk:secret@10.0.0.1:7000,10.0.0.2:7000")?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct RedisLink {
-    client: Client,
+    target: Target,
     prefix: String,
     connect_timeout: Duration,
     command_timeout: Duration,
     max_pending: usize,
 }
 
+/// One server, or the first nodes of a cluster.
+#[derive(Clone, Debug)]
+enum Target {
+    Server(Client),
+    Cluster(Vec<ConnectionInfo>),
+}
+
 impl RedisLink {
-    /// A link to the server at `url` (`redis://`, or `rediss://` is refused: TLS is not
-    /// compiled in). A user and password in the URL authenticate with Redis's ACL.
+    /// A link to the server at `url` (`redis://`; `rediss://` is refused: TLS is not
+    /// compiled in), or to the Redis Cluster of a `redis+cluster://` URL. A user and password
+    /// in the URL authenticate with Redis's ACL.
     ///
     /// # Errors
     /// [`LinkError`] for a URL that does not parse.
     pub fn new(url: &str) -> Result<Self, LinkError> {
-        let client = Client::open(url).map_err(|e| LinkError(format!("redis url: {e}")))?;
-        let info = client.get_connection_info().clone();
-        // RESP3, so the subscriber's messages come as pushes to a closure we own.
-        let redis = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
-        let client = Client::open(info.set_redis_settings(redis))
-            .map_err(|e| LinkError(format!("redis url: {e}")))?;
+        let Some(rest) = url.strip_prefix(CLUSTER_SCHEME) else {
+            return Self::with(Target::Server(Client::open(resp3(url)?).map_err(url_error)?));
+        };
+        // Credentials and database, if any, are the same for every node.
+        let (user, hosts) = rest.rsplit_once('@').map_or(("", rest), |(u, h)| (u, h));
+        let (hosts, db) = hosts.split_once('/').map_or((hosts, ""), |(h, d)| (h, d));
+        let at = if user.is_empty() { "" } else { "@" };
+        let db = if db.is_empty() { String::new() } else { format!("/{db}") };
+        Self::cluster(hosts.split(',').map(|host| format!("redis://{user}{at}{host}{db}")))
+    }
+
+    /// A link to the Redis Cluster that has these nodes (`redis://[user:password@]host:port`
+    /// each; one is enough, the others are found from it). It publishes and subscribes with
+    /// sharded pub/sub (`SPUBLISH`, `SSUBSCRIBE`: Redis 7 or later). A user limited to the
+    /// prefix also needs `CLUSTER SLOTS` (`+cluster|slots`) to learn where the slots are.
+    ///
+    /// # Errors
+    /// [`LinkError`] for a URL that does not parse, or none at all.
+    pub fn cluster<U: AsRef<str>>(nodes: impl IntoIterator<Item = U>) -> Result<Self, LinkError> {
+        let nodes =
+            nodes.into_iter().map(|url| resp3(url.as_ref())).collect::<Result<Vec<_>, _>>()?;
+        if nodes.is_empty() {
+            return Err(LinkError("redis url: a cluster needs at least one node".to_owned()));
+        }
+        Self::with(Target::Cluster(nodes))
+    }
+
+    fn with(target: Target) -> Result<Self, LinkError> {
         Ok(RedisLink {
-            client,
+            target,
             prefix: "gotalk".to_owned(),
             connect_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_millis(1000),
@@ -110,6 +159,11 @@ impl RedisLink {
         self
     }
 
+    /// Whether this link reaches a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster(_))
+    }
+
     async fn open(&self, incoming: mpsc::Sender<Incoming>) -> Result<Box<dyn Session>, LinkError> {
         let reply_channel = self.channel(&[&self.prefix, "reply", &random_token()]);
         let shared = Arc::new(Shared {
@@ -121,29 +175,74 @@ impl RedisLink {
             dropped: AtomicU64::new(0),
             failed: CancellationToken::new(),
         });
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.command_timeout));
         let pushes = shared.clone();
-        let sub_config = config.clone().set_push_sender(move |push: PushInfo| {
+        let on_push = move |push: PushInfo| {
             pushes.push(push);
             Ok::<(), std::convert::Infallible>(())
-        });
-        let connect = async {
-            let mut subscriber =
-                self.client.get_multiplexed_async_connection_with_config(&sub_config).await?;
-            let publisher =
-                self.client.get_multiplexed_async_connection_with_config(&config).await?;
-            subscriber.subscribe(&reply_channel).await?;
-            Ok::<_, ::redis::RedisError>((subscriber, publisher))
         };
-        let (subscriber, publisher) = tokio::time::timeout(self.connect_timeout * 2, connect)
-            .await
-            .map_err(|_| LinkError("redis: connecting took too long".to_owned()))?
-            .map_err(link_error)?;
-        let publisher = Publisher::spawn(publisher, self.max_pending, shared.failed.clone());
+        let (subscriber, writer) = match &self.target {
+            Target::Server(client) => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.connect_timeout))
+                    .set_response_timeout(Some(self.command_timeout));
+                let sub_config = config.clone().set_push_sender(on_push);
+                let connect = async {
+                    let mut subscriber =
+                        client.get_multiplexed_async_connection_with_config(&sub_config).await?;
+                    let publisher =
+                        client.get_multiplexed_async_connection_with_config(&config).await?;
+                    subscriber.subscribe(&reply_channel).await?;
+                    Ok::<_, ::redis::RedisError>((
+                        Subscriber::Server(subscriber),
+                        Writer::Server(publisher),
+                    ))
+                };
+                self.connecting(connect).await?
+            }
+            Target::Cluster(nodes) => {
+                let client = ClusterClientBuilder::new(nodes.clone())
+                    .use_protocol(ProtocolVersion::RESP3)
+                    .push_sender(on_push)
+                    .connection_timeout(self.connect_timeout)
+                    .response_timeout(self.command_timeout)
+                    .build()
+                    .map_err(url_error)?;
+                let connect = async {
+                    let mut connection = client.get_async_connection().await?;
+                    connection.ssubscribe(&reply_channel).await?;
+                    Ok::<_, ::redis::RedisError>((
+                        Subscriber::Cluster(connection.clone()),
+                        Writer::Cluster(connection),
+                    ))
+                };
+                self.connecting(connect).await?
+            }
+        };
+        let publisher = Publisher::spawn(writer, self.max_pending, shared.failed.clone());
         Ok(Box::new(RedisSession { subscriber, publisher, shared, max_pending: self.max_pending }))
     }
+
+    async fn connecting<T>(
+        &self,
+        connect: impl std::future::Future<Output = Result<T, ::redis::RedisError>>,
+    ) -> Result<T, LinkError> {
+        tokio::time::timeout(self.connect_timeout * 2, connect)
+            .await
+            .map_err(|_| LinkError("redis: connecting took too long".to_owned()))?
+            .map_err(link_error)
+    }
+}
+
+/// `url`'s connection settings, with RESP3, so the subscriber's messages come as pushes to a
+/// closure we own.
+fn resp3(url: &str) -> Result<ConnectionInfo, LinkError> {
+    let info = url.into_connection_info().map_err(url_error)?;
+    let redis = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+    Ok(info.set_redis_settings(redis))
+}
+
+fn url_error(e: ::redis::RedisError) -> LinkError {
+    LinkError(format!("redis url: {e}"))
 }
 
 impl Link for RedisLink {
@@ -198,7 +297,8 @@ impl Shared {
     /// Runs on the subscriber connection's reader: it must not wait.
     fn push(&self, push: PushInfo) {
         match push.kind {
-            PushKind::Message => {
+            // Sharded channels' messages, on a cluster, come as `smessage`.
+            PushKind::Message | PushKind::SMessage => {
                 let mut data = push.data.into_iter();
                 let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
                     (data.next(), data.next())
@@ -275,8 +375,38 @@ fn split_corr(frame: &[u8]) -> Option<(u64, &[u8])> {
     Some((u64::from_be_bytes(*corr), rest))
 }
 
+/// The connection the session subscribes on.
+enum Subscriber {
+    Server(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl Subscriber {
+    async fn subscribe(&self, channels: &[String]) -> Result<(), ::redis::RedisError> {
+        match self {
+            Subscriber::Server(c) => c.clone().subscribe(channels).await,
+            // One command per channel: channels of different slots cannot share one.
+            Subscriber::Cluster(c) => {
+                let each = channels.iter().map(|ch| async move { c.clone().ssubscribe(ch).await });
+                futures_util::future::try_join_all(each).await.map(drop)
+            }
+        }
+    }
+
+    async fn unsubscribe(&self, channels: &[String]) -> Result<(), ::redis::RedisError> {
+        match self {
+            Subscriber::Server(c) => c.clone().unsubscribe(channels).await,
+            Subscriber::Cluster(c) => {
+                let each =
+                    channels.iter().map(|ch| async move { c.clone().sunsubscribe(ch).await });
+                futures_util::future::try_join_all(each).await.map(drop)
+            }
+        }
+    }
+}
+
 struct RedisSession {
-    subscriber: MultiplexedConnection,
+    subscriber: Subscriber,
     publisher: Publisher,
     shared: Arc<Shared>,
     max_pending: usize,
@@ -397,7 +527,7 @@ impl Session for RedisSession {
             if channels.is_empty() {
                 return Ok(());
             }
-            self.subscriber.clone().subscribe(channels).await.map_err(link_error)
+            self.subscriber.subscribe(channels).await.map_err(link_error)
         })
     }
 
@@ -407,7 +537,7 @@ impl Session for RedisSession {
             if channels.is_empty() {
                 return Ok(());
             }
-            self.subscriber.clone().unsubscribe(channels).await.map_err(link_error)
+            self.subscriber.unsubscribe(channels).await.map_err(link_error)
         })
     }
 
@@ -432,6 +562,29 @@ mod tests {
             failed: CancellationToken::new(),
         };
         (shared, rx)
+    }
+
+    #[test]
+    fn a_cluster_url_names_every_node_with_the_same_credentials() {
+        let link = RedisLink::new("redis+cluster://u:p@127.0.0.1:7000,127.0.0.1:7001/0").unwrap();
+        let Target::Cluster(nodes) = &link.target else { panic!("not a cluster") };
+        let nodes: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                let r = n.redis_settings();
+                (n.addr().to_string(), r.username().map(str::to_owned), r.password().is_some())
+            })
+            .collect();
+        assert_eq!(
+            nodes,
+            [
+                ("127.0.0.1:7000".to_owned(), Some("u".to_owned()), true),
+                ("127.0.0.1:7001".to_owned(), Some("u".to_owned()), true),
+            ]
+        );
+        assert!(!RedisLink::new("redis://127.0.0.1:1").unwrap().is_cluster());
+        assert!(RedisLink::new("redis+cluster://").is_err());
+        assert!(RedisLink::cluster(Vec::<String>::new()).is_err());
     }
 
     #[test]

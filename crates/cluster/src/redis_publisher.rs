@@ -10,13 +10,21 @@
 //! round trip, and waits for its answers before the next, so one connection never has two
 //! pipelines that could overtake each other. Each caller gets its own command's answer.
 //!
+//! On a Redis Cluster a pipeline may only hold commands for one hash slot, so what has
+//! gathered is split by channel: one pipeline of `SPUBLISH` per channel, all sent at once and
+//! all answered before the next round. A channel's messages stay in their order; messages on
+//! different channels (on different shards) have no order between them, as on any sharded bus.
+//!
 //! The queue is bounded: a call that finds it full fails the session rather than wait, as
 //! the connection is not keeping up and a call that waited could be overtaken. A connection
 //! that fails fails the session: the calls of the pipeline on its way get the error, the
 //! ones still queued are dropped (their callers see the session failed), and every later call
 //! fails at once.
 
+use std::collections::HashMap;
+
 use ::redis::aio::MultiplexedConnection;
+use ::redis::cluster_async::ClusterConnection;
 use ::redis::RedisResult;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -30,6 +38,14 @@ const MAX_BATCH: usize = 1024;
 
 /// A pipeline takes more calls while its frames come to less than this.
 const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// Where the task writes.
+pub(crate) enum Writer {
+    /// One Redis server: `PUBLISH`, one pipeline per round.
+    Server(MultiplexedConnection),
+    /// A Redis Cluster: `SPUBLISH`, one pipeline per channel per round.
+    Cluster(ClusterConnection),
+}
 
 /// A publish handed over: where, what, and who waits for the number of receivers.
 struct Call {
@@ -54,7 +70,7 @@ impl Publisher {
     /// waiting to be written; `failed` is the session's: cancelled by the task when the
     /// connection fails, and the task stops when anything else cancels it.
     pub(crate) fn spawn(
-        connection: MultiplexedConnection,
+        connection: Writer,
         capacity: usize,
         failed: CancellationToken,
     ) -> Publisher {
@@ -102,11 +118,7 @@ pub(crate) fn fail(failed: &CancellationToken, why: &str) {
     }
 }
 
-async fn write(
-    mut connection: MultiplexedConnection,
-    mut calls: mpsc::Receiver<Call>,
-    failed: CancellationToken,
-) {
+async fn write(mut connection: Writer, mut calls: mpsc::Receiver<Call>, failed: CancellationToken) {
     let mut batch = Vec::new();
     loop {
         let first = tokio::select! {
@@ -126,18 +138,10 @@ async fn write(
             bytes += call.frame.len();
             batch.push(call);
         }
-        let mut pipe = ::redis::Pipeline::with_capacity(batch.len());
-        // A command Redis refuses (a channel the user may not use) fails that call only.
-        pipe.ignore_errors();
-        for call in &batch {
-            pipe.cmd("PUBLISH").arg(&call.channel).arg(&call.frame[..]);
-        }
         let answers = tokio::select! {
             biased;
             () = failed.cancelled() => Err(session_failed()),
-            answers = pipe.query_async::<Vec<RedisResult<i64>>>(&mut connection) => {
-                answers.map_err(|e| LinkError(format!("redis: {e}")))
-            }
+            answers = send(&mut connection, &batch) => answers,
         };
         match answers {
             Ok(answers) if answers.len() == batch.len() => {
@@ -147,9 +151,7 @@ async fn write(
                 }
             }
             other => {
-                let error = other.err().unwrap_or_else(|| {
-                    LinkError("redis: a pipeline's answers do not match its commands".to_owned())
-                });
+                let error = other.err().unwrap_or_else(mismatch);
                 fail(&failed, &error.0);
                 for call in batch.drain(..) {
                     let _ = call.done.send(Err(error.clone()));
@@ -158,4 +160,60 @@ async fn write(
             }
         }
     }
+}
+
+/// Sends `batch` and returns one answer per call, in the batch's order.
+async fn send(connection: &mut Writer, batch: &[Call]) -> Result<Vec<RedisResult<i64>>, LinkError> {
+    match connection {
+        Writer::Server(connection) => {
+            let mut pipe = ::redis::Pipeline::with_capacity(batch.len());
+            // A command Redis refuses (a channel the user may not use) fails that call only.
+            pipe.ignore_errors();
+            for call in batch {
+                pipe.cmd("PUBLISH").arg(&call.channel).arg(&call.frame[..]);
+            }
+            pipe.query_async::<Vec<RedisResult<i64>>>(connection).await.map_err(redis_error)
+        }
+        Writer::Cluster(connection) => {
+            // The calls of each channel, in their order; channels in order of first call.
+            let mut by_channel: Vec<Vec<usize>> = Vec::new();
+            let mut index: HashMap<&str, usize> = HashMap::new();
+            for (i, call) in batch.iter().enumerate() {
+                let group = *index.entry(&call.channel).or_insert_with(|| {
+                    by_channel.push(Vec::new());
+                    by_channel.len() - 1
+                });
+                by_channel[group].push(i);
+            }
+            let sends = by_channel.iter().map(|calls| {
+                let mut pipe = ::redis::Pipeline::with_capacity(calls.len());
+                pipe.ignore_errors();
+                for &i in calls {
+                    pipe.cmd("SPUBLISH").arg(&batch[i].channel).arg(&batch[i].frame[..]);
+                }
+                let mut connection = connection.clone();
+                async move { pipe.query_async::<Vec<RedisResult<i64>>>(&mut connection).await }
+            });
+            let results = futures_util::future::join_all(sends).await;
+            let mut answers: Vec<Option<RedisResult<i64>>> = batch.iter().map(|_| None).collect();
+            for (calls, result) in by_channel.iter().zip(results) {
+                let result = result.map_err(redis_error)?;
+                if result.len() != calls.len() {
+                    return Err(mismatch());
+                }
+                for (&i, answer) in calls.iter().zip(result) {
+                    answers[i] = Some(answer);
+                }
+            }
+            answers.into_iter().map(|a| a.ok_or_else(mismatch)).collect()
+        }
+    }
+}
+
+fn redis_error(e: ::redis::RedisError) -> LinkError {
+    LinkError(format!("redis: {e}"))
+}
+
+fn mismatch() -> LinkError {
+    LinkError("redis: a pipeline's answers do not match its commands".to_owned())
 }

@@ -130,6 +130,21 @@ impl BusServer for crate::servers::Redis {
     }
 }
 
+impl BusServer for crate::servers::RedisCluster {
+    fn kill(&mut self) {
+        crate::servers::RedisCluster::kill(self);
+    }
+    fn restart(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(crate::servers::RedisCluster::restart(self))
+    }
+    fn pause(&self) {
+        crate::servers::RedisCluster::pause(self);
+    }
+    fn resume(&self) {
+        crate::servers::RedisCluster::resume(self);
+    }
+}
+
 impl BusServer for crate::servers::Nats {
     fn kill(&mut self) {
         crate::servers::Nats::kill(self);

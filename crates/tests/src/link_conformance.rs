@@ -14,7 +14,7 @@ use bytes::Bytes;
 use gotalk_cluster::{Incoming, Link, RequestError, Session};
 use tokio::sync::mpsc;
 
-use crate::servers::{Auth, Nats, Redis};
+use crate::servers::{Auth, Nats, Redis, RedisCluster};
 
 /// The channel prefix of every case, and the limited users' one.
 pub const PREFIX: &str = "gotalk";
@@ -107,6 +107,35 @@ impl BusServer for Redis {
 
     fn restart(&mut self) -> impl Future<Output = ()> {
         Redis::restart(self)
+    }
+}
+
+impl BusServer for RedisCluster {
+    const SCHEME: &'static str = "redis+cluster";
+
+    fn start() -> impl Future<Output = Self> {
+        RedisCluster::start()
+    }
+
+    fn start_limited(auth: Auth) -> impl Future<Output = Self> {
+        RedisCluster::start_with(auth)
+    }
+
+    fn url(&self) -> String {
+        RedisCluster::url(self)
+    }
+
+    fn port(&self) -> u16 {
+        RedisCluster::port(self)
+    }
+
+    /// Every node: the bus is gone as a whole.
+    fn kill(&mut self) {
+        RedisCluster::kill(self)
+    }
+
+    fn restart(&mut self) -> impl Future<Output = ()> {
+        RedisCluster::restart(self)
     }
 }
 

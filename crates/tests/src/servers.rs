@@ -252,6 +252,208 @@ impl Redis {
     }
 }
 
+/// The commands a limited user of a Redis Cluster needs besides [`REDIS_USER_COMMANDS`]: the
+/// client learns where the slots are with `CLUSTER SLOTS`.
+pub const REDIS_CLUSTER_USER_COMMANDS: &[&str] = &["cluster|slots"];
+
+/// A Redis Cluster of three masters (no replicas, no persistence), each a `redis-server` on a
+/// free port of 127.0.0.1 with its own directory, joined by `redis-cli --cluster create`.
+/// `start` waits until every node says `cluster_state:ok`.
+pub struct RedisCluster {
+    nodes: Vec<ClusterNode>,
+    auth: Option<Auth>,
+    admin: Option<Auth>,
+}
+
+struct ClusterNode {
+    process: Process,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl RedisCluster {
+    /// How many masters it has.
+    pub const NODES: usize = 3;
+
+    /// A cluster whose `default` user may do anything without a password.
+    pub async fn start() -> RedisCluster {
+        RedisCluster::launch(None).await
+    }
+
+    /// A cluster with `default` off and one ACL user, `auth`, limited as
+    /// [`Redis::start_with`]'s, plus [`REDIS_CLUSTER_USER_COMMANDS`].
+    pub async fn start_with(auth: Auth) -> RedisCluster {
+        RedisCluster::launch(Some(auth)).await
+    }
+
+    async fn launch(auth: Option<Auth>) -> RedisCluster {
+        let admin = auth.as_ref().map(|_| Auth {
+            user: "harness".into(),
+            password: random_token(),
+            prefix: String::new(),
+        });
+        let mut nodes = Vec::new();
+        for _ in 0..Self::NODES {
+            let dir = TempDir::new("redis-cluster");
+            // The cluster bus's port is port + 10000 unless set: past 65535 for some free
+            // ports, taken for others.
+            let (port, bus_port) = (free_port(), free_port());
+            let mut conf = format!(
+                "port {port}\ncluster-port {bus_port}\nbind 127.0.0.1\nprotected-mode yes\ndaemonize no\nsave \"\"\n\
+                 appendonly no\ndir \"{}\"\nlogfile \"\"\ncluster-enabled yes\n\
+                 cluster-config-file nodes.conf\ncluster-node-timeout 2000\n",
+                dir.path().display()
+            );
+            if let (Some(auth), Some(admin)) = (&auth, &admin) {
+                let commands: String = REDIS_USER_COMMANDS
+                    .iter()
+                    .chain(REDIS_CLUSTER_USER_COMMANDS)
+                    .map(|c| format!(" +{c}"))
+                    .collect();
+                let _ = writeln!(
+                    conf,
+                    "user default off\nuser {} on >{} resetkeys resetchannels ~{p}:* &{p}:* \
+                     -@all +@connection -@admin -@dangerous{commands}\nuser {} on >{} ~* &* +@all",
+                    auth.user,
+                    auth.password,
+                    admin.user,
+                    admin.password,
+                    p = auth.prefix,
+                );
+            }
+            let conf_path = dir.path().join("redis.conf");
+            fs::write(&conf_path, conf).expect("write redis.conf");
+            let process = Process::new("redis-server", vec![conf_path.into()], dir.path());
+            nodes.push(ClusterNode { process, port, _dir: dir });
+        }
+        let mut cluster = RedisCluster { nodes, auth, admin };
+        cluster.run_nodes().await;
+        cluster.create();
+        cluster.wait_ok().await;
+        cluster
+    }
+
+    async fn run_nodes(&mut self) {
+        for node in &mut self.nodes {
+            let (port, admin) = (node.port, self.admin.clone());
+            node.process
+                .start_until("redis-server (cluster node)", || {
+                    let admin = admin.clone();
+                    async move {
+                        let reply = command(port, admin.as_ref(), &["PING"]).await?;
+                        if reply == "+PONG" {
+                            Ok(())
+                        } else {
+                            Err(format!("PING: {reply}"))
+                        }
+                    }
+                })
+                .await;
+        }
+    }
+
+    /// `redis-cli --cluster create`: spreads the slots over the nodes.
+    fn create(&self) {
+        let mut args: Vec<String> = vec!["--cluster".into(), "create".into()];
+        args.extend(self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
+        args.extend(["--cluster-replicas", "0", "--cluster-yes"].map(String::from));
+        if let Some(admin) = &self.admin {
+            args.extend([
+                "--user".into(),
+                admin.user.clone(),
+                "--pass".into(),
+                admin.password.clone(),
+            ]);
+        }
+        let out = Command::new(find_binary("redis-cli"))
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Waits until every node says `cluster_state:ok`.
+    async fn wait_ok(&self) {
+        let start = Instant::now();
+        for node in &self.nodes {
+            loop {
+                let info = bulk_command(node.port, self.admin.as_ref(), &["CLUSTER", "INFO"]).await;
+                match info {
+                    Ok(info) if info.contains("cluster_state:ok") => break,
+                    other => assert!(
+                        start.elapsed() < READY_WITHIN * 3,
+                        "node {} not ok within {:?}: {other:?}",
+                        node.port,
+                        READY_WITHIN * 3
+                    ),
+                }
+                tokio::time::sleep(POLL * 5).await;
+            }
+        }
+    }
+
+    /// `redis+cluster://127.0.0.1:A,127.0.0.1:B,127.0.0.1:C`, with `user:password@` when it
+    /// has an ACL user.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> =
+            self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let user = self.auth.as_ref().map(|a| format!("{}:{}@", a.user, a.password));
+        format!("redis+cluster://{}{}", user.unwrap_or_default(), hosts.join(","))
+    }
+
+    /// The first node's port, the same across restarts.
+    pub fn port(&self) -> u16 {
+        self.nodes[0].port
+    }
+
+    /// Every node's port.
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(|n| n.port).collect()
+    }
+
+    /// As [`Redis::admin_command`], on the node with port `port`.
+    pub async fn admin_command(&self, port: u16, args: &[&str]) -> String {
+        command(port, self.admin.as_ref(), args)
+            .await
+            .unwrap_or_else(|e| panic!("redis {args:?}: {e}"))
+    }
+
+    /// SIGKILL to every node, and waits for them to be gone.
+    pub fn kill(&mut self) {
+        for node in &mut self.nodes {
+            node.process.kill();
+        }
+    }
+
+    /// Starts every node again (killing it first if it runs) on the same ports, with the same
+    /// cluster configuration and no data, and waits until the cluster is ok again.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.run_nodes().await;
+        self.wait_ok().await;
+    }
+
+    /// SIGSTOP to every node.
+    pub fn pause(&self) {
+        for node in &self.nodes {
+            node.process.stop();
+        }
+    }
+
+    /// SIGCONT to every node after [`pause`](Self::pause).
+    pub fn resume(&self) {
+        for node in &self.nodes {
+            node.process.signal("CONT");
+        }
+    }
+}
+
 /// A `nats-server` (core NATS, no JetStream) on a free port of 127.0.0.1, with its monitoring
 /// endpoint (`/varz`, `/connz`, `/subsz`) on another.
 pub struct Nats {
@@ -551,6 +753,34 @@ async fn command(port: u16, auth: Option<&Auth>, args: &[&str]) -> Result<String
         return Err("connection closed before a reply".into());
     }
     Ok(line.trim_end().to_owned())
+}
+
+/// As [`command`], for a command that answers with one bulk string: returns its text.
+async fn bulk_command(port: u16, auth: Option<&Auth>, args: &[&str]) -> Result<String, String> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).await.map_err(str)?;
+    let mut stream = BufReader::new(stream);
+    let mut line = String::new();
+    if let Some(auth) = auth {
+        stream
+            .get_mut()
+            .write_all(&resp(&["AUTH", &auth.user, &auth.password]))
+            .await
+            .map_err(str)?;
+        stream.read_line(&mut line).await.map_err(str)?;
+        if line.trim_end() != "+OK" {
+            return Err(format!("AUTH {}: {}", auth.user, line.trim_end()));
+        }
+        line.clear();
+    }
+    stream.get_mut().write_all(&resp(args)).await.map_err(str)?;
+    stream.read_line(&mut line).await.map_err(str)?;
+    let Some(len) = line.trim_end().strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) else {
+        return Err(format!("not a bulk string: {}", line.trim_end()));
+    };
+    let mut body = vec![0; len + 2];
+    stream.read_exact(&mut body).await.map_err(str)?;
+    body.truncate(len);
+    String::from_utf8(body).map_err(|e| e.to_string())
 }
 
 /// A command as a RESP array of bulk strings.

@@ -182,6 +182,40 @@ on_a_bus!(
     &["authorization"]
 );
 
+/// The cluster bus over a three-node Redis Cluster (sharded pub/sub): the cases that reach
+/// across instances, and an outage of every node.
+mod redis_cluster {
+    use std::time::Duration;
+
+    use gotalk_tests::conformance;
+    use gotalk_tests::servers::{skip_cluster_tests, RedisCluster};
+
+    type Server = RedisCluster;
+
+    fn backend(server: &Server) -> gotalk_tests::conformance::Backend {
+        super::backend("redis_cluster", server.url(), super::redis_link)
+    }
+
+    bus_cases!(
+        Server;
+        relay_across_instances,
+        unknown_peer_is_fast,
+        order_is_kept,
+        groups_across_instances,
+        a_closed_connection_leaves_everywhere,
+    );
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn outage_of_2_s() {
+        if skip_cluster_tests() {
+            return;
+        }
+        let mut server = Server::start().await;
+        let backend = backend(&server);
+        conformance::bus_outage(&backend, &mut server, Duration::from_secs(2)).await;
+    }
+}
+
 /// Channel names come from the prefix, fixed words, server-made ids and checked group
 /// names only: a prefix that is not a safe token is refused, as is a group name with a
 /// separator or wildcard.

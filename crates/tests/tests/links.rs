@@ -101,3 +101,10 @@ mod redis {
         assert!(after.is_err(), "the session carries on after its queue overflowed: {after:?}");
     }
 }
+
+mod redis_cluster {
+    use gotalk_cluster::RedisLink;
+    use gotalk_tests::servers::RedisCluster;
+
+    gotalk_tests::link_conformance!(RedisCluster, |url: &str| RedisLink::new(url).unwrap());
+}
