@@ -32,7 +32,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::envelope::{decode_notes, encode_notes, Change, Iid, Msg, Outcome, Rows};
-use crate::link::{Incoming, Link, LinkError, RequestError, Session};
+use crate::link::{Incoming, Link, LinkError, Reply, RequestError, Session};
 use crate::metrics::{bump, BusMetrics, Counters, Readiness};
 use crate::presence::{Applied, Presence};
 use crate::settings::ClusterSettings;
@@ -236,6 +236,18 @@ impl Inner {
             return None;
         }
         lock(&self.state).live.clone()
+    }
+
+    /// Answers a request through `reply`, handed over now; a bus that fails the answer, or
+    /// takes longer than a call may, fails the session.
+    pub(crate) fn answer(self: &Arc<Self>, live: &Arc<Live>, reply: Reply, answer: Bytes) {
+        let (inner, live) = (self.clone(), live.clone());
+        hand_over(async move {
+            let deadline = inner.settings.call_timeout;
+            if let Ok(Err(e)) = timeout(deadline, live.session.reply(&reply, answer)).await {
+                live.fail(&e.0);
+            }
+        });
     }
 
     /// Publishes `msg` on `channel`, handed over now; false when it could not be (the
@@ -445,14 +457,7 @@ impl Inner {
                     Some(Err(Undeliverable::QueueFull)) => Outcome::Full,
                     _ => Outcome::Unknown,
                 };
-                let (inner, live) = (self.clone(), live.clone());
-                hand_over(async move {
-                    let deadline = inner.settings.call_timeout;
-                    let answer = live.session.reply(&reply, outcome.encode());
-                    if let Ok(Err(e)) = timeout(deadline, answer).await {
-                        live.fail(&e.0);
-                    }
-                });
+                self.answer(live, reply, outcome.encode());
             }
             // Our own echoes: their arrival (for the probe) is all that counts.
             Msg::Note { origin, .. }
@@ -515,13 +520,7 @@ impl Inner {
                     let kept = state.groups.get(&group).map(|l| &l.roster.kept);
                     encode_notes(kept.into_iter().flatten().collect::<Vec<_>>().into_iter())
                 };
-                let (inner, live) = (self.clone(), live.clone());
-                hand_over(async move {
-                    let deadline = inner.settings.call_timeout;
-                    if let Ok(Err(e)) = timeout(deadline, live.session.reply(&reply, kept)).await {
-                        live.fail(&e.0);
-                    }
-                });
+                self.answer(live, reply, kept);
             }
             // Another instance's probe, on our channel by mistake: nothing to do.
             Msg::Probe { .. } => {}

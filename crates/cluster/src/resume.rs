@@ -27,7 +27,7 @@ use gotalk::relay::{undeliverable, Bus, Mailbox, Member, Secret, Undeliverable};
 use tokio::sync::watch;
 use tokio::time::{timeout, Instant};
 
-use crate::bus::{hand_over, lock, Inner, Live};
+use crate::bus::{lock, Inner, Live};
 use crate::envelope::{decode_handover, encode_handover, Handover, Msg, Outcome};
 use crate::link::Reply;
 
@@ -124,13 +124,7 @@ impl Inner {
         });
         tracing::debug!(%id, handed = handover.is_some(), "cluster bus: asked for a session");
         let answer = encode_handover(handover.as_ref());
-        let (inner, live) = (self.clone(), live.clone());
-        hand_over(async move {
-            let deadline = inner.settings.call_timeout;
-            if let Ok(Err(e)) = timeout(deadline, live.session.reply(&reply, answer)).await {
-                live.fail(&e.0);
-            }
-        });
+        self.answer(live, reply, answer);
     }
 
     /// X: takes the session `id` over from the instance that holds it, into `mailbox`.
@@ -195,14 +189,7 @@ impl Inner {
             outcomes
         };
         for (reply, outcome) in outcomes {
-            let (inner, live) = (self.clone(), live.clone());
-            hand_over(async move {
-                let deadline = inner.settings.call_timeout;
-                let answer = live.session.reply(&reply, outcome.encode());
-                if let Ok(Err(e)) = timeout(deadline, answer).await {
-                    live.fail(&e.0);
-                }
-            });
+            self.answer(&live, reply, outcome.encode());
         }
         if let (Some(bus), Some(handover)) = (self.bus.get().and_then(Weak::upgrade), handover) {
             for (group, meta) in handover.groups {
