@@ -4,6 +4,8 @@
 //! only where there is one. With `GOTALK_CLUSTER_TESTS=skip` the cases that need a bus server
 //! say so and pass.
 
+use std::time::Duration;
+
 use gotalk_cluster::nats::NatsLink;
 use gotalk_cluster::redis::RedisLink;
 use gotalk_cluster::{ClusterBus, ClusterSettings, Link, StartError};
@@ -23,6 +25,20 @@ fn redis_link(url: &str) -> RedisLink {
 
 fn nats_link(url: &str) -> NatsLink {
     NatsLink::new(url).expect("a nats url")
+}
+
+/// How long the cases that pause the bus server keep it paused, at most, on a busy machine:
+/// their links wait this long for the server's answers. With the default command timeout
+/// (1 s for Redis) a link gives up on its session while the server is stopped, and the
+/// relays meant to wait end as "relay unavailable" instead.
+const PAUSED_FOR: Duration = Duration::from_secs(10);
+
+fn patient_redis_link(url: &str) -> RedisLink {
+    redis_link(url).command_timeout(PAUSED_FOR)
+}
+
+fn patient_nats_link(url: &str) -> NatsLink {
+    nats_link(url).call_timeout(PAUSED_FOR)
 }
 
 mod local {
@@ -73,16 +89,16 @@ macro_rules! server_cases {
                 return;
             }
             let mut server = <$server>::start().await;
-            let backend = backend(&server);
+            let backend = paused_backend(&server);
             gotalk_tests::conformance::$case(&backend, &mut server).await;
         }
     )*};
 }
 
 /// Every case against one bus: `$server` is the harness's guard for its server, `$link`
-/// makes a link of a URL, `$limited` starts the server with a user limited to the prefix.
+/// makes a link of a URL, `$patient` one for the cases that pause the server, `$limited` starts the server with a user limited to the prefix.
 macro_rules! on_a_bus {
-    ($bus:ident, $server:ty, $link:path, $limited:expr, $wrong_password:expr) => {
+    ($bus:ident, $server:ty, $link:path, $patient:path, $limited:expr, $wrong_password:expr) => {
         mod $bus {
             use std::time::Duration;
 
@@ -94,6 +110,11 @@ macro_rules! on_a_bus {
 
             fn backend(server: &Server) -> gotalk_tests::conformance::Backend {
                 super::backend(stringify!($bus), server.url(), $link)
+            }
+
+            /// For the cases that pause the server: links that outwait the pause.
+            fn paused_backend(server: &Server) -> gotalk_tests::conformance::Backend {
+                super::backend(stringify!($bus), server.url(), $patient)
             }
 
             bus_cases!(
@@ -171,6 +192,7 @@ on_a_bus!(
     redis,
     gotalk_tests::servers::Redis,
     super::redis_link,
+    super::patient_redis_link,
     |auth| Box::pin(gotalk_tests::servers::Redis::start_with(auth)),
     &["wrongpass", "invalid"]
 );
@@ -178,6 +200,7 @@ on_a_bus!(
     nats,
     gotalk_tests::servers::Nats,
     super::nats_link,
+    super::patient_nats_link,
     |auth| Box::pin(gotalk_tests::servers::Nats::start_with(auth, "gotalk")),
     &["authorization"]
 );
