@@ -10,7 +10,7 @@
 //! serves the browser client (`/gotalk/gotalk.js`) and gotalk over WebSocket. The page calls
 //! the operation `shout` and shows the answer; `add` takes `{"a","b"}` and returns the sum.
 //! `login` takes a name, and then `rooms.post` (`{"room","text"}`) and `rooms.history`
-//! (a room's name) work: [`ops`] has them and their middleware (a login check, a rate limit
+//! (a room's name) and `rooms.next` (a room's name: waits for its next post) work: [`ops`] has them and their middleware (a login check, a rate limit
 //! and a count of calls, which `/api/health` shows), and the errors each shows the page.
 //! `/private` is the same behind a login, with a gateway of its own at `/private/gotalk/`
 //! that refuses sockets without a session (see `auth.rs`): a cookie or a token.
@@ -52,7 +52,8 @@ const PAGE: &str = r#"<!DOCTYPE html>
 <script src="/gotalk/gotalk.js"></script>
 <p id="answer">…</p>
 <script>
-  gotalk.connection().request('shout', 'hello from the page', (err, answer) => {
+  // Gives up after 5 s rather than waiting for ever (an AbortSignal as `signal` works too).
+  gotalk.connection().request('shout', 'hello from the page', { timeout: 5000 }, (err, answer) => {
     document.getElementById('answer').textContent = err ? 'error: ' + err : answer;
   });
 </script>
@@ -65,7 +66,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:3000".to_owned());
     let data = args.next().map_or_else(|| std::env::temp_dir().join("gotalk-rooms"), Into::into);
     std::fs::create_dir_all(&data)?;
-    let settings = ops::Settings { data, posts: 5, window: Duration::from_secs(10) };
+    let settings = ops::Settings {
+        data,
+        posts: 5,
+        window: Duration::from_secs(10),
+        wait: Duration::from_secs(25),
+    };
 
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("http://{}/", listener.local_addr()?);

@@ -1,6 +1,12 @@
 //! The app's operations, and the middleware around them: a count of every call, a login
 //! check around `rooms.*`, and a rate limit around `rooms.post`.
 //!
+//! `rooms.next` waits for the next post to a room (a long poll), and has two deadlines: the
+//! caller's own (`sock.with_timeout` in Rust, `{timeout}` or an AbortSignal in the page),
+//! after which the caller stops waiting and the answer, when it comes, is dropped; and the
+//! app's, `Settings::wait`, after which it answers the public error `[timeout] …` so no call
+//! holds a slot for ever.
+//!
 //! What a failing op shows the page is its choice: a room that does not exist is the public
 //! error `[not_found] …`; a history that cannot be read (a disk error, as a database error
 //! would be) goes out as `[internal] internal error (ref …)`, and the log has the reference
@@ -27,6 +33,8 @@ pub(crate) struct Settings {
     /// How many posts a connection may make per `window`.
     pub(crate) posts: u32,
     pub(crate) window: Duration,
+    /// How long `rooms.next` waits for a post before it answers `[timeout]`.
+    pub(crate) wait: Duration,
 }
 
 /// Who a connection logged in as.
@@ -53,6 +61,11 @@ pub(crate) fn handlers(settings: Settings, calls: Arc<AtomicU64>) -> Handlers {
     let mut handlers = Handlers::new();
     let data = settings.data.clone();
     let history_data = data.clone();
+    // Every post, to the calls of `rooms.next` waiting for one. A waiter that falls behind
+    // a burst of more than this many posts learns of the newest instead.
+    let (posted, _) = tokio::sync::broadcast::channel::<(String, String)>(64);
+    let next_posted = posted.clone();
+    let wait = settings.wait;
     handlers
         .handle(
             "shout",
@@ -75,8 +88,12 @@ pub(crate) fn handlers(settings: Settings, calls: Arc<AtomicU64>) -> Handlers {
             async move { history(&data, &room).await }
         })
         .handle("rooms.post", move |sock, input: PostIn| {
-            let data = data.clone();
-            async move { post(&data, &sock, input).await }
+            let (data, posted) = (data.clone(), posted.clone());
+            async move { post(&data, &sock, input, &posted).await }
+        })
+        .handle("rooms.next", move |_sock, room: String| {
+            let posts = next_posted.subscribe();
+            async move { next_post(posts, &room, wait).await }
         });
     // The layer added last runs first: the count, then the login check, then the rate limit,
     // so a connection that is not logged in spends none of its posts.
@@ -159,11 +176,40 @@ async fn history(data: &Path, room: &str) -> Result<Vec<String>, HandlerError> {
     Ok(text.lines().map(str::to_owned).collect())
 }
 
-async fn post(data: &Path, sock: &Sock, input: PostIn) -> Result<(), HandlerError> {
+async fn post(
+    data: &Path,
+    sock: &Sock,
+    input: PostIn,
+    posted: &tokio::sync::broadcast::Sender<(String, String)>,
+) -> Result<(), HandlerError> {
     let file = room_file(data, &input.room)?;
     let user = sock.state::<User>().map_or("?", |u| u.0.as_str());
-    let line = format!("{user}: {}\n", input.text.replace('\n', " "));
+    let line = format!("{user}: {}", input.text.replace('\n', " "));
     let mut out = tokio::fs::OpenOptions::new().create(true).append(true).open(&file).await?;
-    out.write_all(line.as_bytes()).await?;
+    out.write_all(format!("{line}\n").as_bytes()).await?;
+    // Nobody waiting is not an error.
+    let _ = posted.send((input.room, line));
     Ok(())
+}
+
+/// The next post to `room`, or `[timeout]` once `wait` has passed without one.
+async fn next_post(
+    mut posts: tokio::sync::broadcast::Receiver<(String, String)>,
+    room: &str,
+    wait: Duration,
+) -> Result<String, HandlerError> {
+    let next = async {
+        loop {
+            match posts.recv().await {
+                Ok((to, line)) if to == room => return Ok(line),
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    return Err(HandlerError::public("closing", "the app is stopping"));
+                }
+            }
+        }
+    };
+    tokio::time::timeout(wait, next).await.unwrap_or_else(|_| {
+        Err(HandlerError::public("timeout", format!("no post to {room:?} within {wait:?}")))
+    })
 }

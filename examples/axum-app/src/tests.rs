@@ -47,6 +47,11 @@ struct App {
 
 /// The app, `posts` posts per connection allowed each minute, with an empty data folder.
 async fn start(posts: u32) -> App {
+    start_with(posts, Duration::from_secs(25)).await
+}
+
+/// As [`start`], with `rooms.next` waiting at most `wait`.
+async fn start_with(posts: u32, wait: Duration) -> App {
     static N: AtomicUsize = AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let data = std::env::temp_dir().join(format!("gotalk-app-test-{}-{n}", std::process::id()));
@@ -61,7 +66,7 @@ async fn start(posts: u32) -> App {
         .set_default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let settings = Settings { data: data.clone(), posts, window: Duration::from_secs(60) };
+    let settings = Settings { data: data.clone(), posts, window: Duration::from_secs(60), wait };
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(crate::serve(listener, settings, async move {
         let _ = stopped.await;
@@ -197,4 +202,38 @@ async fn middleware_runs_in_order_count_then_login_then_rate_limit() {
     }
     assert!(matches!(call(&page, "rooms.post", post).await, Err(Error::Retry { .. })));
     assert_eq!(app.health().await["calls"], json!(7));
+}
+
+/// `rooms.next` waits for the next post to its room: the caller's deadline ends the wait on
+/// its side (the app answers later, unheard), and the app's own deadline ends it with a
+/// public `[timeout]`.
+#[tokio::test]
+async fn a_long_poll_ends_with_a_post_or_at_the_callers_deadline_or_the_apps() {
+    let app = start_with(5, Duration::from_millis(400)).await;
+    let page = app.connect().await;
+    call(&page, "login", json!("ada")).await.unwrap();
+    let other = app.connect().await;
+    call(&other, "login", json!("bob")).await.unwrap();
+
+    // A post to the room ends the wait; one to another room does not.
+    let next = page.request::<_, String>("rooms.next", &"lobby");
+    let posts = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        call(&other, "rooms.post", json!({"room": "elsewhere", "text": "no"})).await.unwrap();
+        call(&other, "rooms.post", json!({"room": "lobby", "text": "hi"})).await.unwrap();
+    };
+    let (line, ()) = tokio::join!(next, posts);
+    assert_eq!(line.unwrap(), "bob: hi");
+
+    // The caller's deadline: it gives up first, and the connection goes on.
+    let quick = page.with_timeout(Duration::from_millis(100));
+    let err = quick.request::<_, String>("rooms.next", &"lobby").await.unwrap_err();
+    assert!(matches!(err, Error::Timeout(_)), "{err:?}");
+    assert_eq!(call(&page, "shout", json!("still here")).await.unwrap(), json!("STILL HERE"));
+
+    // The app's deadline, with no deadline of the caller's.
+    let bounded =
+        tokio::time::timeout(Duration::from_secs(5), call(&page, "rooms.next", json!("lobby")));
+    let (code, message) = remote(bounded.await.expect("the app's deadline ends the wait"));
+    assert_eq!(code.as_deref(), Some("timeout"), "{message}");
 }

@@ -329,8 +329,8 @@ impl Sock {
     /// anything that depends on the id.
     ///
     /// # Errors
-    /// [`Error::Remote`] `resume refused` for a session that expired, was never kept, or is
-    /// not the token's (the connection keeps the id it was given); [`Error::Closed`].
+    /// [`Error::Remote`](crate::Error::Remote) `resume refused` for a session that expired, was never kept, or is
+    /// not the token's (the connection keeps the id it was given); [`Error::Closed`](crate::Error::Closed).
     ///
     /// ```no_run
     /// # async fn demo(addr: std::net::SocketAddr) -> Result<(), gotalk::Error> {
