@@ -239,9 +239,12 @@ mod tests {
         with_sources(Cli::command())
     }
 
+    /// A file of its own for each call: tests run at once, and two may pass the same `name`.
     fn write(name: &str, text: &str) -> PathBuf {
-        let path =
-            std::env::temp_dir().join(format!("gotalk-config-{}-{name}", std::process::id()));
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let file = format!("gotalk-config-{}-{n}-{name}", std::process::id());
+        let path = std::env::temp_dir().join(file);
         std::fs::write(&path, text).unwrap();
         path
     }
