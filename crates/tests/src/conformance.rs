@@ -396,15 +396,24 @@ pub async fn remote_full_queue(backend: &Backend) {
 /// in the order they were sent.
 pub async fn order_is_kept(backend: &Backend) {
     let (a, b) = (Instance::start(backend).await, Instance::start(backend).await);
-    let (pa, pb) = (a.peer().await, b.peer().await);
+    // No retries: a relay refused as "queue full" (a recipient slow on a busy machine) and
+    // sent again would arrive after later ones, by the client's doing, not the bus's.
+    let (pa, pb) = (a.peer_with(Config::default().max_retries(0)).await, b.peer().await);
     let mut seq = pb.inbox.topic("seq");
     const N: usize = 2000;
+    let (expect, mut expected) = tokio::sync::watch::channel(None::<usize>);
     let reader = tokio::spawn(async move {
         let mut got = Vec::with_capacity(N);
-        while got.len() < N {
-            match tokio::time::timeout(WAIT, seq.recv()).await {
-                Ok(Some(m)) => got.push(m.json::<usize>().unwrap()),
-                _ => break,
+        loop {
+            if expected.borrow().is_some_and(|n| got.len() >= n) {
+                break;
+            }
+            tokio::select! {
+                m = tokio::time::timeout(WAIT, seq.recv()) => match m {
+                    Ok(Some(m)) => got.push(m.json::<usize>().unwrap()),
+                    _ => break,
+                },
+                _ = expected.changed() => {}
             }
         }
         got
@@ -419,9 +428,17 @@ pub async fn order_is_kept(backend: &Backend) {
         .buffered(32)
         .collect()
         .await;
-    assert!(results.iter().all(Result::is_ok), "every relay delivered");
+    let mut delivered = Vec::new();
+    for (i, result) in results.iter().enumerate() {
+        match result {
+            Ok(()) => delivered.push(i),
+            Err(e) => assert!(is_retry(e, gotalk::protocol::relay::QUEUE_FULL), "relay {i}: {e:?}"),
+        }
+    }
+    assert!(delivered.len() >= N / 2, "most are delivered: {} of {N}", delivered.len());
+    expect.send_replace(Some(delivered.len()));
     let got = within("every delivery", reader).await.unwrap();
-    assert_eq!(got, (0..N).collect::<Vec<_>>(), "in the order sent");
+    assert_eq!(got, delivered, "in the order sent");
     a.stop().await;
     b.stop().await;
 }
