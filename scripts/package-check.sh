@@ -65,7 +65,7 @@ publish = false
 [dependencies]
 gotalk = "$version"
 gotalk-gateway = "$version"
-$(sed -n 's/^\(axum\|serde\|serde_json\|tracing-subscriber\) = /\1 = /p' Cargo.toml)
+$(sed -n 's/^\(axum\|rand\|serde\|serde_json\|tracing-subscriber\) = /\1 = /p' Cargo.toml)
 # The workspace's tokio line is the core's minimum; the app adds what examples/axum-app does.
 tokio = { version = "1.40", features = ["rt-multi-thread", "macros", "net", "signal", "fs", "io-util"] }
 
