@@ -15,6 +15,14 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// A server configuration's start: our crypto provider and its safe protocol versions.
+fn server_builder() -> io::Result<rustls::ConfigBuilder<rustls::ServerConfig, rustls::WantsVerifier>>
+{
+    rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(e.to_string()))
+}
+
 fn invalid(what: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what)
 }
@@ -45,9 +53,7 @@ pub fn key_from_pem(pem: &[u8]) -> io::Result<PrivateKeyDer<'static>> {
 /// # Errors
 /// When either PEM is malformed or the key does not match the certificate.
 pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> io::Result<Arc<rustls::ServerConfig>> {
-    let config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| invalid(e.to_string()))?
+    let config = server_builder()?
         .with_no_client_auth()
         .with_single_cert(certs_from_pem(cert_pem)?, key_from_pem(key_pem)?)
         .map_err(|e| invalid(format!("certificate and key: {e}")))?;
@@ -68,9 +74,7 @@ pub fn server_config_verifying_clients(
     client_ca_pem: &[u8],
     required: bool,
 ) -> io::Result<Arc<rustls::ServerConfig>> {
-    let config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| invalid(e.to_string()))?
+    let config = server_builder()?
         .with_client_cert_verifier(client_verifier(client_ca_pem, required)?)
         .with_single_cert(certs_from_pem(cert_pem)?, key_from_pem(key_pem)?)
         .map_err(|e| invalid(format!("certificate and key: {e}")))?;
@@ -216,11 +220,7 @@ impl ReloadableCert {
     /// # Errors
     /// When the crypto provider offers no safe protocol version (not with the default one).
     pub fn server_config(self: &Arc<Self>) -> io::Result<Arc<rustls::ServerConfig>> {
-        let config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| invalid(e.to_string()))?
-            .with_no_client_auth()
-            .with_cert_resolver(self.clone());
+        let config = server_builder()?.with_no_client_auth().with_cert_resolver(self.clone());
         Ok(Arc::new(config))
     }
 
@@ -234,9 +234,7 @@ impl ReloadableCert {
         client_ca_pem: &[u8],
         required: bool,
     ) -> io::Result<Arc<rustls::ServerConfig>> {
-        let config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| invalid(e.to_string()))?
+        let config = server_builder()?
             .with_client_cert_verifier(client_verifier(client_ca_pem, required)?)
             .with_cert_resolver(self.clone());
         Ok(Arc::new(config))
