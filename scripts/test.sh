@@ -49,6 +49,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 stage setup
+# A clean run needs a few GB of build output; say what there was if it runs out.
+echo "disk free where the build goes: $(df -h . | awk 'NR == 2 { print $4 }')"
 scripts/setup.sh
 
 stage fmt
