@@ -1,7 +1,9 @@
 //! One recipient's queue: bounded in bytes, and it never makes a sender wait.
 //!
 //! Senders push and learn at once whether the message fit; the recipient's connection drains
-//! it in a task of its own. A stalled recipient therefore fills only its own mailbox, and its
+//! it in a task of its own, started by the first delivery, so the many connections that are
+//! never sent anything carry no task for it. A stalled recipient therefore fills only its own
+//! mailbox, and its
 //! senders get "queue full" (a RetryResult) instead of waiting behind it.
 //!
 //! The same queue carries what the recipient's [groups](super::Group) publish. Nobody can be
@@ -49,6 +51,18 @@ struct Queue {
     /// while a session is kept for a peer that went away, one of its own on the process
     /// budget.
     budget: Option<Arc<ConnBudget>>,
+    /// Starts the recipient connection's drain; taken by the first delivery, or dropped when
+    /// the mailbox closes or its connection goes.
+    start: Option<Start>,
+}
+
+/// What starts a mailbox's drain, given the mailbox.
+struct Start(Box<dyn FnOnce(Mailbox) + Send>);
+
+impl std::fmt::Debug for Start {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Start")
+    }
 }
 
 /// What a mailbox hands its recipient's connection next.
@@ -126,6 +140,40 @@ impl Mailbox {
         }
     }
 
+    /// Has `start` called with this mailbox once it has something for its recipient: at
+    /// once if it already does (a resumed session's), else at the first delivery or
+    /// overflow, unless it closes first. Replaces a start set before.
+    pub(crate) fn start_on_first(&self, start: impl FnOnce(Mailbox) + Send + 'static) {
+        let mut queue = self.lock();
+        if queue.closed {
+            return;
+        }
+        if queue.items.is_empty() && !queue.overflowed {
+            queue.start = Some(Start(Box::new(start)));
+            return;
+        }
+        let old = queue.start.take();
+        drop(queue);
+        drop(old);
+        start(self.clone());
+    }
+
+    /// Forgets the start set: its connection has gone, and a kept session's mailbox must not
+    /// hold that connection alive.
+    pub(crate) fn forget_start(&self) {
+        let start = self.lock().start.take();
+        drop(start);
+    }
+
+    /// Wakes the recipient, starting its drain if this is the first thing it is given.
+    fn wake(&self) {
+        let start = self.lock().start.take();
+        if let Some(Start(start)) = start {
+            start(self.clone());
+        }
+        self.inner.ready.notify_one();
+    }
+
     /// Queues a delivery's payload without waiting.
     ///
     /// # Errors
@@ -144,7 +192,7 @@ impl Mailbox {
         let refused = self.queue(Next::Note(name, payload));
         if refused == Err(Refused::Full) {
             self.lock().overflowed = true;
-            self.inner.ready.notify_one();
+            self.wake();
             self.inner.overflow.notify_one();
         }
         refused
@@ -178,7 +226,7 @@ impl Mailbox {
             queue.bytes = after;
             queue.items.push_back(item);
         }
-        self.inner.ready.notify_one();
+        self.wake();
         Ok(())
     }
 
@@ -207,7 +255,8 @@ impl Mailbox {
 
     /// Refuses further pushes and drops what is queued: the recipient has gone.
     pub(crate) fn close(&self) {
-        let dropped = {
+        // Dropped outside the lock: the start may hold the recipient's connection.
+        let (dropped, _start) = {
             let mut queue = self.lock();
             queue.closed = true;
             queue.bytes = 0;
@@ -215,7 +264,7 @@ impl Mailbox {
             for item in &dropped {
                 queue.release(item.len());
             }
-            dropped
+            (dropped, queue.start.take())
         };
         drop(dropped);
         self.inner.ready.notify_one();
@@ -288,7 +337,7 @@ impl Mailbox {
             queue.items.push_back(item);
         }
         drop(queue);
-        self.inner.ready.notify_one();
+        self.wake();
         Ok(())
     }
 

@@ -18,7 +18,7 @@ use gotalk_protocol::relay::PeerId;
 use gotalk_protocol::session::{self, Secret, Token};
 use tracing::Instrument;
 
-use super::server::{announce, drain, Attached, Conn};
+use super::server::{announce, Attached, Conn};
 use super::{Mailbox, Relay};
 use crate::error::CloseReason;
 use crate::extension::{Answer, Later};
@@ -264,8 +264,7 @@ impl Relay {
         // peer cannot pile up groups by resuming.
         *lock(&conn.groups) = self.bus.joined(token.id);
         tracing::debug!(parent: sock.span(), id = %token.id, "relay session resumed");
-        let drain = drain(sock.clone(), mailbox, self.stall_timeout);
-        tokio::spawn(drain.instrument(sock.span().clone()));
+        self.drain_on_first(sock, &mailbox);
         // Told again, so a client's inbox follows the id it now has.
         conn.announced.store(false, Ordering::Release);
         if conn.reachable.load(Ordering::Acquire) && sock.peer_understands_reserved() {
@@ -281,6 +280,9 @@ impl Relay {
             sessions.forget_live(now.id, sock);
             let runtime = tokio::runtime::Handle::try_current();
             if reason.keeps_session() && !sock.peer_done() && runtime.is_ok() {
+                // The connection has gone; its drain must not be started, nor the
+                // connection held, by what arrives for the session meanwhile.
+                now.mailbox.forget_start();
                 // What it holds from now on is charged to the process's budget alone: the
                 // connection's is gone with it.
                 let process = sock.config().budget().clone();

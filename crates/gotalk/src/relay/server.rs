@@ -178,8 +178,7 @@ impl Extension for Relay {
             return;
         }
         tracing::debug!(parent: sock.span(), %id, "relay id");
-        let drain = drain(sock.clone(), mailbox, self.stall_timeout);
-        tokio::spawn(drain.instrument(sock.span().clone()));
+        self.drain_on_first(sock, &mailbox);
         if poll_now(&mut registering).is_some() {
             // Sent before the read loop and the on_connect hook run, so it is the first
             // message after the hello.
@@ -271,6 +270,18 @@ impl Extension for Relay {
 }
 
 impl Relay {
+    /// Has `mailbox` drained into `sock` by a task of its own, started by the first thing it
+    /// holds: most connections are never sent anything. That may come from a thread outside
+    /// the runtime (a group the application publishes to), hence the handle.
+    pub(super) fn drain_on_first(&self, sock: &Sock, mailbox: &Mailbox) {
+        let (runtime, sock, stall) =
+            (tokio::runtime::Handle::current(), sock.clone(), self.stall_timeout);
+        mailbox.start_on_first(move |mailbox| {
+            let span = sock.span().clone();
+            runtime.spawn(drain(sock, mailbox, stall).instrument(span));
+        });
+    }
+
     /// Validates a message and hands it to the bus for its recipient, without waiting on the
     /// bus: messages of one sender go out in the order they came.
     fn forward(&self, sock: &Sock, payload: &[u8]) -> Forwarded {

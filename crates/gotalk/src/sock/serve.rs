@@ -6,6 +6,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Waker};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -239,7 +240,7 @@ impl Sock {
     async fn send_admission(&self, id: Id, admit: Admit) -> Result<(), CloseReason> {
         match admit {
             Admit::Start(held) => {
-                self.spawn_handler(held);
+                self.spawn_handler(held, true);
                 Ok(())
             }
             Admit::Held => {
@@ -414,12 +415,14 @@ impl Sock {
                 self.shared.idle.notify_waiters();
             }
         }
+        // In tasks: run here, a held request that finishes at once would start the next from
+        // inside this call, as deep as the queue is long.
         for held in start {
-            self.spawn_handler(held);
+            self.spawn_handler(held, false);
         }
     }
 
-    fn spawn_handler(&self, mut held: Held) {
+    fn spawn_handler(&self, mut held: Held, inline: bool) {
         let id = held.id;
         let span =
             tracing::debug_span!(parent: &self.shared.span, "request", op = %held.op, id = %id);
@@ -429,9 +432,9 @@ impl Sock {
             // else, which is much less to allocate and move than the general one.
             Route::Buffer(f) if !held.stream => {
                 let (op, payload, charge) = (held.op, held.payload, held.charge);
-                // The handler is called inside the task, where a panic is caught, even one
-                // raised before it returns its future.
-                self.spawn_request(id, span, charge, held.done, async move {
+                // The handler is called inside the request's future, where a panic is caught,
+                // even one raised before it returns its future.
+                self.spawn_request(id, span, charge, held.done, inline, async move {
                     let outcome = f(sock.clone(), op.as_str(), payload).await;
                     sock.single_result(id, op.as_str(), outcome)
                 });
@@ -441,57 +444,76 @@ impl Sock {
                 let arrived = held.done.arrived;
                 let done = std::mem::replace(&mut held.done, Done { op: OpName::Other, arrived });
                 let work = async move { sock.run_handler(held).await };
-                self.spawn_request(id, span, charge, done, work)
+                self.spawn_request(id, span, charge, done, inline, work)
             }
         }
     }
 
-    /// Runs `work` in a task of its own, catching a panic, and sends the frame it returns
-    /// once the request is marked finished. Closing the connection drops the work.
-    fn spawn_request<F>(&self, id: Id, span: tracing::Span, charge: Charge, done: Done, work: F)
-    where
+    /// Runs `work`, catching a panic, and sends the frame it returns once the request is
+    /// marked finished. Closing the connection drops the work. With `inline`, it is polled
+    /// once here first: most handlers answer without waiting (an echo, a lookup), and such a
+    /// request then costs no task and no trip through the scheduler. One that waits goes on
+    /// in a task of its own, which polls it again with the task's waker. The price: what a
+    /// handler does before its first wait runs on the connection's read loop, so a handler
+    /// that computes for long before it waits holds up this connection's next messages (not
+    /// other connections'); such work belongs in `spawn_blocking`, as anywhere in async code.
+    fn spawn_request<F>(
+        &self,
+        id: Id,
+        span: tracing::Span,
+        charge: Charge,
+        done: Done,
+        inline: bool,
+        work: F,
+    ) where
         F: Future<Output = Frame> + Send + 'static,
     {
         let sock = self.clone();
-        tokio::spawn(
-            async move {
-                let outcome = tokio::select! {
-                    outcome = AssertUnwindSafe(work).catch_unwind() => outcome,
-                    _ = sock.shared.cancel.cancelled() => {
-                        sock.finish(id, None, None, None);
-                        sock.request_done(&done, RequestOutcome::Cancelled);
-                        return;
-                    }
-                };
-                let (last, outcome) = match outcome {
-                    Ok(last @ Frame::ErrorResult { .. }) => (last, RequestOutcome::Error),
-                    Ok(last) => (last, RequestOutcome::Result),
-                    Err(panic) => {
-                        let what = panic
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| panic.downcast_ref::<String>().cloned())
-                            .unwrap_or_default();
-                        tracing::error!(panic = %what, "request handler panicked");
-                        let payload = Bytes::from_static(b"handler panicked");
-                        (Frame::ErrorResult { id, payload }, RequestOutcome::Panicked)
-                    }
-                };
-                // Room in the send queue first; then the answer is queued as the request
-                // leaves the table.
-                match sock.shared.send_budget.acquire(last.payload().len()).await {
-                    Some(permit) => {
-                        sock.request_done(&done, outcome);
-                        sock.finish(id, Some(last), Some(permit), Some(charge));
-                    }
-                    None => {
-                        sock.finish(id, None, None, None);
-                        sock.request_done(&done, RequestOutcome::Cancelled);
-                    }
+        let request = async move {
+            let outcome = tokio::select! {
+                outcome = AssertUnwindSafe(work).catch_unwind() => outcome,
+                _ = sock.shared.cancel.cancelled() => {
+                    sock.finish(id, None, None, None);
+                    sock.request_done(&done, RequestOutcome::Cancelled);
+                    return;
+                }
+            };
+            let (last, outcome) = match outcome {
+                Ok(last @ Frame::ErrorResult { .. }) => (last, RequestOutcome::Error),
+                Ok(last) => (last, RequestOutcome::Result),
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    tracing::error!(panic = %what, "request handler panicked");
+                    let payload = Bytes::from_static(b"handler panicked");
+                    (Frame::ErrorResult { id, payload }, RequestOutcome::Panicked)
+                }
+            };
+            // Room in the send queue first; then the answer is queued as the request
+            // leaves the table.
+            match sock.shared.send_budget.acquire(last.payload().len()).await {
+                Some(permit) => {
+                    sock.request_done(&done, outcome);
+                    sock.finish(id, Some(last), Some(permit), Some(charge));
+                }
+                None => {
+                    sock.finish(id, None, None, None);
+                    sock.request_done(&done, RequestOutcome::Cancelled);
                 }
             }
-            .instrument(span),
-        );
+        }
+        .instrument(span);
+        if !inline {
+            tokio::spawn(request);
+            return;
+        }
+        let mut request = Box::pin(request);
+        if request.as_mut().poll(&mut Context::from_waker(Waker::noop())).is_pending() {
+            tokio::spawn(request);
+        }
     }
 
     /// The frame that answers a single-payload handler's outcome.
