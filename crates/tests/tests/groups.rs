@@ -104,6 +104,33 @@ async fn a_publish_reaches_every_member_of_its_group_once_and_not_the_one_left_o
     assert_eq!(got(&mut c_rx), ["room.all=3"], "another group hears only the broadcast");
 }
 
+/// A connection's mailbox is drained by a task started by its first delivery; the first may
+/// come from a thread the runtime does not know (an application's own worker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_message_published_from_outside_the_runtime_is_delivered() {
+    let served = served(Relay::new()).await;
+    let (_a, mut a_rx, _) = member(&served, "lobby").await;
+    let relay = served.relay.clone();
+    std::thread::spawn(move || {
+        for i in 0..3 {
+            relay.publish(&group("lobby"), Note::new("room.say", i.to_string()).unwrap()).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+    let mut heard = Vec::new();
+    within("three messages from the outside thread", async {
+        while heard.len() < 3 {
+            let (name, payload) = a_rx.recv().await.expect("the member is connected");
+            if name == "room.say" {
+                heard.push(String::from_utf8_lossy(&payload).into_owned());
+            }
+        }
+    })
+    .await;
+    assert_eq!(heard, ["0", "1", "2"]);
+}
+
 #[tokio::test]
 async fn a_group_keeps_what_it_is_asked_to_and_forgets_it_when_empty() {
     let served = served(Relay::new()).await;
