@@ -198,7 +198,7 @@ impl Sock {
                     tracing::debug!(parent: &self.shared.span, %op, ?wait, %message, "retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
-                        _ = self.shared.cancel.cancelled() => return Err(self.closed_error()),
+                        _ = self.shared.cancel().cancelled() => return Err(self.closed_error()),
                     }
                 }
             }
@@ -280,7 +280,7 @@ impl Sock {
             tokio::select! {
                 _ = tokio::time::sleep(timeout) => {}
                 _ = stopped.cancelled() => return,
-                _ = sock.shared.cancel.cancelled() => return,
+                _ = sock.shared.cancel().cancelled() => return,
             }
             // A response that already ended has nothing left to time out.
             let Some(call) = sock.remove_call(id) else { return };

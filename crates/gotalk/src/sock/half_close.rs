@@ -46,7 +46,7 @@ impl Sock {
             }
             tokio::select! {
                 _ = idle => {}
-                _ = self.shared.cancel.cancelled() => return ended,
+                _ = self.shared.cancel().cancelled() => return ended,
                 _ = reader.failed() => return ended,
                 _ = &mut deadline => {
                     return (CloseReason::AnswerTimeout(limit), Some(ProtocolErrorCode::Timeout));

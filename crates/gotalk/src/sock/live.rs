@@ -120,7 +120,7 @@ impl Sock {
             live.machine.peer_done();
             live.machine.take_events()
         };
-        self.shared.peer_done.cancel();
+        self.shared.peer_done().cancel();
         self.report(events);
     }
 

@@ -17,6 +17,7 @@ mod linger;
 mod live;
 mod read;
 mod serve;
+mod signal;
 mod state;
 mod write;
 
@@ -31,7 +32,6 @@ use std::time::{Duration, SystemTime};
 use bytes::BytesMut;
 use gotalk_protocol::{decode_version, Frame, ProtocolErrorCode, VERSION};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub(crate) use call::from_json;
@@ -199,15 +199,11 @@ pub(crate) struct Shared {
     next_id: AtomicU32,
     /// Results that arrived for calls no longer waiting (see [`Sock::late_results`]).
     late_results: AtomicU64,
-    /// Cancelled when closing starts: the read loop stops and handlers are dropped.
-    cancel: CancellationToken,
-    /// Cancelled when the write loop has shut the transport down.
-    terminated: CancellationToken,
-    /// Cancelled to stop writing now, flushed or not: a shutdown past its deadline must not
-    /// wait out a peer that does not read.
-    abort: CancellationToken,
-    /// Cancelled when the peer says `$done`.
-    peer_done: CancellationToken,
+    /// Fired when closing starts (the read loop stops and handlers are dropped), when the
+    /// write loop has shut the transport down, to stop writing now (a shutdown past its
+    /// deadline must not wait out a peer that does not read), and when the peer says
+    /// `$done`. See [`Shared::cancel`] and the others.
+    signals: signal::Signals,
     /// True once the peer is known to understand the reserved `$` messages (see
     /// [`Sock::peer_understands_reserved`]); until then none is sent to it.
     peer_understands_reserved: AtomicBool,
@@ -225,6 +221,28 @@ pub(crate) struct Shared {
     span: tracing::Span,
     /// Values kept with the connection, one per type (see [`Sock::set_state`]).
     state: state::State,
+}
+
+impl Shared {
+    /// Fired when closing starts: the read loop stops and handlers are dropped.
+    fn cancel(&self) -> signal::Signal<'_> {
+        self.signals.get(signal::Which::Cancel)
+    }
+
+    /// Fired when the write loop has shut the transport down.
+    fn terminated(&self) -> signal::Signal<'_> {
+        self.signals.get(signal::Which::Terminated)
+    }
+
+    /// Fired to stop writing now, flushed or not.
+    fn abort(&self) -> signal::Signal<'_> {
+        self.signals.get(signal::Which::Abort)
+    }
+
+    /// Fired when the peer says `$done`.
+    fn peer_done(&self) -> signal::Signal<'_> {
+        self.signals.get(signal::Which::PeerDone)
+    }
 }
 
 impl Sock {
@@ -366,10 +384,7 @@ impl Sock {
             idle: Notify::new(),
             next_id: AtomicU32::new(0),
             late_results: AtomicU64::new(0),
-            cancel: CancellationToken::new(),
-            terminated: CancellationToken::new(),
-            abort: CancellationToken::new(),
-            peer_done: CancellationToken::new(),
+            signals: signal::Signals::default(),
             peer_understands_reserved: AtomicBool::new(declared),
             hello_said: AtomicBool::new(hello_first),
             reason: OnceLock::new(),
@@ -447,19 +462,19 @@ impl Sock {
 
     /// True once closing has started.
     pub fn is_closed(&self) -> bool {
-        self.shared.cancel.is_cancelled()
+        self.shared.cancel().is_cancelled()
     }
 
     /// Waits until the connection has closed and its transport is shut, and says why.
     pub async fn closed(&self) -> CloseReason {
-        self.shared.terminated.cancelled().await;
+        self.shared.terminated().cancelled().await;
         self.close_reason().unwrap_or(CloseReason::Local)
     }
 
     /// True once the peer said `$done`: it is shutting down, answers new requests with a
     /// RetryResult, and closes the connection once the requests in flight are answered.
     pub fn peer_done(&self) -> bool {
-        self.shared.peer_done.is_cancelled()
+        self.shared.peer_done().is_cancelled()
     }
 
     /// True once the peer is known to understand the reserved messages (`$ping`, `$done`,
@@ -477,7 +492,7 @@ impl Sock {
     /// Waits until the peer says `$done` (see [`peer_done`](Self::peer_done)); never returns
     /// on a connection that closes without it.
     pub async fn peer_done_notified(&self) {
-        self.shared.peer_done.cancelled().await;
+        self.shared.peer_done().cancelled().await;
     }
 
     /// Closes the connection now. Pending requests fail with [`CloseReason::Local`]; frames
@@ -521,11 +536,11 @@ impl Sock {
             }
             tokio::select! {
                 _ = idle => {}
-                _ = self.shared.cancel.cancelled() => break,
+                _ = self.shared.cancel().cancelled() => break,
             }
         }
         self.close_with(reason, None);
-        self.shared.terminated.cancelled().await;
+        self.shared.terminated().cancelled().await;
     }
 
     /// Sends a heartbeat now, with the given load.
@@ -543,7 +558,7 @@ impl Sock {
             return;
         }
         tracing::info!(parent: &self.shared.span, %reason, "connection closed");
-        self.shared.cancel.cancel();
+        self.shared.cancel().cancel();
         self.fail_calls(&reason);
         self.shared.send_budget.close();
         let _ = self.shared.out.push(Outbound::Close(code));
@@ -556,7 +571,7 @@ impl Sock {
     /// completes without waiting for the write timeout.
     pub(crate) fn abort(&self, reason: CloseReason) {
         self.close_with(reason, None);
-        self.shared.abort.cancel();
+        self.shared.abort().cancel();
     }
 
     /// Queues a frame for the write loop, waiting while the send queue is full.
@@ -618,7 +633,7 @@ impl Sock {
         // Checked under the lock the write loop takes after it terminates, so a value can't
         // slip in after the attachments were dropped and then live as long as the Shared.
         let mut attachments = lock(&self.shared.attachments);
-        if self.shared.terminated.is_cancelled() {
+        if self.shared.terminated().is_cancelled() {
             return;
         }
         attachments.push(Box::new(value));

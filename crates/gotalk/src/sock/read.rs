@@ -64,7 +64,7 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
     // and arms it again. So a busy connection arms it about once per timeout, not per read.
     let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
     let mut armed: Option<Instant> = None;
-    let mut cancelled = pin!(sock.shared.cancel.cancelled());
+    let mut cancelled = pin!(sock.shared.cancel().cancelled());
     let (reason, code) = loop {
         match decoder.decode(&mut buf) {
             Ok(Some(frame)) => {
@@ -325,7 +325,7 @@ async fn queue_notification(
     });
     let permit = tokio::select! {
         permit = notes.budget.acquire(payload.len()) => permit,
-        _ = sock.shared.cancel.cancelled() => None,
+        _ = sock.shared.cancel().cancelled() => None,
     };
     let Some(permit) = permit else { return };
     // Waiting for room here pushes back on the peer, as a full queue does.
@@ -333,7 +333,7 @@ async fn queue_notification(
         Some(charge) => charge,
         None => tokio::select! {
             charge = sock.shared.budget.charge(payload.len() + OVERHEAD) => charge,
-            _ = sock.shared.cancel.cancelled() => return,
+            _ = sock.shared.cancel().cancelled() => return,
         },
     };
     let _ = notes.tx.send(Note { handler, name, payload, _permit: permit, _charge: charge });
@@ -356,7 +356,7 @@ async fn notification_loop(mut rx: mpsc::UnboundedReceiver<Note>, sock: Sock) {
     tokio::pin!(run);
     tokio::select! {
         _ = &mut run => return,
-        _ = sock.shared.cancel.cancelled() => {}
+        _ = sock.shared.cancel().cancelled() => {}
     }
     // A connection that ended cleanly (the peer hung up at a message boundary, or either side
     // ended it gracefully) still has its received notifications handled: a program that

@@ -472,7 +472,7 @@ impl Sock {
         let request = async move {
             let outcome = tokio::select! {
                 outcome = AssertUnwindSafe(work).catch_unwind() => outcome,
-                _ = sock.shared.cancel.cancelled() => {
+                _ = sock.shared.cancel().cancelled() => {
                     sock.finish(id, None, None, None);
                     sock.request_done(&done, RequestOutcome::Cancelled);
                     return;

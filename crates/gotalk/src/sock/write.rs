@@ -88,7 +88,7 @@ pub(super) async fn write_loop<W: FrameWriter>(mut writer: W, sock: Sock) {
                 break;
             }
             // Given up at a deadline (a shutdown's): the transport is dropped as it is.
-            None if sock.shared.abort.is_cancelled() => break,
+            None if sock.shared.abort().is_cancelled() => break,
             None => {
                 let reason = CloseReason::WriteTimeout(config.write_timeout);
                 sock.close_with(reason.clone(), None);
@@ -102,7 +102,7 @@ pub(super) async fn write_loop<W: FrameWriter>(mut writer: W, sock: Sock) {
         }
     }
     queue.close();
-    sock.shared.terminated.cancel();
+    sock.shared.terminated().cancel();
     let attachments = std::mem::take(&mut *super::lock(&sock.shared.attachments));
     drop(attachments);
 }
@@ -149,7 +149,7 @@ async fn unless_aborted<T>(
     tokio::select! {
         biased;
         done = tokio::time::timeout(limit, write) => done.ok(),
-        _ = sock.shared.abort.cancelled() => None,
+        _ = sock.shared.abort().cancelled() => None,
     }
 }
 
