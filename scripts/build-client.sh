@@ -74,8 +74,9 @@ inputs() {
         grep -v '^crates/wasm/node_modules/' | LC_ALL=C sort | xargs sha256sum
     cargo tree --locked -p gotalk-wasm --target wasm32-unknown-unknown -e normal,build \
         --prefix none -f '{p} {f}' | sed 's| (/[^)]*)||; s| (\*)$||' | LC_ALL=C sort -u
-    # [workspace.package], lints and profiles: everything but [workspace] and its dependencies.
-    awk '/^\[/ { keep = ($0 != "[workspace]" && $0 != "[workspace.dependencies]") } keep' Cargo.toml
+    # [workspace.package], lints and profiles: everything but [workspace], its dependencies
+    # and the dev profile (tests' debug info), which the wasm build does not use.
+    awk '/^\[/ { keep = ($0 != "[workspace]" && $0 != "[workspace.dependencies]" && $0 !~ /^\[profile\.dev/) } keep' Cargo.toml
     echo "wasm-bindgen $(bindgen_version)"
 }
 
