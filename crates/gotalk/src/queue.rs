@@ -200,7 +200,13 @@ impl<T> OutQueue<T> {
         item
     }
 
-    /// Waits until an item may have been pushed since the last [`pop`](Self::pop) found none.
+    /// True when [`pop`](Self::pop) would find nothing.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lock().as_ref().is_none_or(VecDeque::is_empty)
+    }
+
+    /// Waits until an item may have been pushed since the last [`pop`](Self::pop) (or
+    /// [`is_empty`](Self::is_empty)) found none.
     pub(crate) async fn ready(&self) {
         self.ready.notified().await;
     }

@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::task::Poll;
 
 use bytes::{Buf, Bytes, BytesMut};
 use gotalk_protocol::{encode_version, Frame};
@@ -140,18 +141,26 @@ pub struct TcpReader(pub OwnedReadHalf);
 
 impl FrameReader for TcpReader {
     async fn read(&mut self, buf: &mut BytesMut, hint: Option<usize>) -> io::Result<ReadEvent> {
-        loop {
+        // Polled by hand rather than awaiting `readable()`: that future would be part of the
+        // read loop's state, which every idle connection keeps, and it is most of it.
+        // Readiness is kept by the socket's registration itself, and this half is its only
+        // reader.
+        let stream = &self.0;
+        std::future::poll_fn(|cx| loop {
             make_room(buf, hint);
-            match read_draining(&self.0, buf) {
-                Ok(0) => return Ok(ReadEvent::Eof),
-                Ok(n) => return Ok(ReadEvent::Data(n)),
+            match read_draining(stream, buf) {
+                Ok(0) => return Poll::Ready(Ok(ReadEvent::Eof)),
+                Ok(n) => return Poll::Ready(Ok(ReadEvent::Data(n))),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     release_if_idle(buf, hint);
-                    self.0.readable().await?;
+                    if let Err(e) = std::task::ready!(stream.as_ref().poll_read_ready(cx)) {
+                        return Poll::Ready(Err(e));
+                    }
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Poll::Ready(Err(e)),
             }
-        }
+        })
+        .await
     }
 
     async fn failed(&mut self) {

@@ -42,40 +42,53 @@ struct Notes {
     budget: ByteBudget,
 }
 
-pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, sock: Sock) {
-    let config = &sock.shared.config;
-    let mut decoder = Decoder::new();
-    decoder.max_payload(config.max_payload).max_name_len(config.max_name_len);
-    let mut notes = None;
-    // When the message now arriving began to: it must be whole within the frame timeout,
-    // however steadily its bytes trickle in (the read timeout only sees gaps between bytes).
-    let mut frame_started = None;
-    // When bytes of the byte stream last arrived. On a server, a WebSocket pong proves the
-    // peer alive to the liveness checks but does not move this: pongs can be interleaved
-    // with the fragments of one message, so a peer trickling a message a byte a fragment
-    // while it answers every probe would otherwise never time out. An idle client keeps it
-    // moving with heartbeats, which every gotalk client sends by default. On a client, the
-    // answer to one of its own probes moves it (see `pongs_restart_read_timeout`).
-    let mut last_data = Instant::now();
-    // The charge for the large message being received, handed on with it once it is whole.
-    let mut reading: Option<Charge> = None;
-    // One timer for every read's deadlines. It stays armed at the earliest deadline asked
-    // for; a read with a later one lets it fire early, finds the deadline not yet reached
-    // and arms it again. So a busy connection arms it about once per timeout, not per read.
-    let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
-    let mut armed: Option<Instant> = None;
-    let mut cancelled = pin!(sock.shared.cancel().cancelled());
-    let (reason, code) = loop {
-        match decoder.decode(&mut buf) {
-            Ok(Some(frame)) => {
+/// The connection's read loop. Every idle connection keeps this future, so its arguments are
+/// captured by an `async` block rather than copied into the frame of an `async fn` (which
+/// keeps both), and its rare or large steps are boxed.
+pub(super) fn read_loop<R: FrameReader>(
+    mut reader: R,
+    mut buf: BytesMut,
+    sock: Sock,
+) -> impl Future<Output = ()> {
+    async move {
+        let config = &sock.shared.config;
+        let mut decoder = Decoder::new();
+        decoder.max_payload(config.max_payload).max_name_len(config.max_name_len);
+        let mut notes = None;
+        // When the message now arriving began to: it must be whole within the frame timeout,
+        // however steadily its bytes trickle in (the read timeout only sees gaps between bytes).
+        let mut frame_started = None;
+        // When bytes of the byte stream last arrived. On a server, a WebSocket pong proves the
+        // peer alive to the liveness checks but does not move this: pongs can be interleaved
+        // with the fragments of one message, so a peer trickling a message a byte a fragment
+        // while it answers every probe would otherwise never time out. An idle client keeps it
+        // moving with heartbeats, which every gotalk client sends by default. On a client, the
+        // answer to one of its own probes moves it (see `pongs_restart_read_timeout`).
+        let mut last_data = Instant::now();
+        // The charge for the large message being received, handed on with it once it is whole.
+        let mut reading: Option<Charge> = None;
+        // One timer for every read's deadlines. It stays armed at the earliest deadline asked
+        // for; a read with a later one lets it fire early, finds the deadline not yet reached
+        // and arms it again. So a busy connection arms it about once per timeout, not per read.
+        let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
+        let mut armed: Option<Instant> = None;
+        let mut cancelled = pin!(sock.shared.cancel().cancelled());
+        let (reason, code) = loop {
+            // On the heap, as the other rare or large steps below: this task's future is as large
+            // as its largest step, and every idle connection keeps one. Made in a statement of
+            // its own, so the decoder's result is not kept while it runs.
+            let dispatching = match decoder.decode(&mut buf) {
+                Ok(Some(frame)) => {
+                    Some(Box::pin(dispatch(&sock, frame, reading.take(), &mut notes)))
+                }
+                Ok(None) => None,
+                Err(e) => break (CloseReason::from(e), Some(ProtocolErrorCode::InvalidMessage)),
+            };
+            if let Some(dispatching) = dispatching {
                 frame_started = None;
-                // On the heap, as the other rare or large steps below: this task's future is
-                // as large as its largest step, and every idle connection keeps one.
-                let dispatching = Box::pin(dispatch(&sock, frame, reading.take(), &mut notes));
                 let (dispatched, waited) = waited(dispatching).await;
                 if waited {
-                    // The dispatch waited on a full queue; that time is not the peer's
-                    // silence.
+                    // The dispatch waited on a full queue; that time is not the peer's silence.
                     last_data = Instant::now();
                 }
                 if let Err(closing) = dispatched {
@@ -83,106 +96,104 @@ pub(super) async fn read_loop<R: FrameReader>(mut reader: R, mut buf: BytesMut, 
                 }
                 continue;
             }
-            Ok(None) => {}
-            Err(e) => break (CloseReason::from(e), Some(ProtocolErrorCode::InvalidMessage)),
-        }
-        // Bytes left over after a dispatch count from now: while the read loop waited on a
-        // full queue, the peer was not the one holding the message up.
-        if decoder.is_mid_message(&buf) {
-            frame_started.get_or_insert_with(Instant::now);
-        } else {
-            frame_started = None;
-        }
-        if let (None, Some(remaining)) = (&reading, decoder.payload_remaining(buf.len())) {
-            let declared = buf.len() + remaining;
-            if declared >= CHARGED_READ && answers_our_call(decoder.pending_header()) {
-                // A result is paid for if it fits but never waited for: handlers holding
-                // this connection's budget may be waiting for exactly this result. Results
-                // are bounded by the calls this side chose to make.
-                reading = sock.shared.budget.try_charge(declared + OVERHEAD).ok();
-            } else if declared >= CHARGED_READ {
-                let asked = Instant::now();
-                let charge = tokio::select! {
-                    biased;
-                    _ = &mut cancelled => return,
-                    charge = Box::pin(sock.shared.budget.charge(declared + OVERHEAD)) => charge,
-                };
-                reading = Some(charge);
-                // Paid for in full, so held in full now, in a buffer of exactly its size: one
-                // grown read by read would double past the payload and copy it on the way,
-                // and one that kept the consumed header in front would take the allocator's
-                // next size class up. Only the payload's first bytes are here to move.
-                let mut exact = BytesMut::with_capacity(declared);
-                exact.extend_from_slice(&buf);
-                buf = exact;
-                if Instant::now() > asked {
-                    // The peer was not read from while it waited for room; its clocks
-                    // restart.
-                    frame_started = Some(Instant::now());
-                    last_data = Instant::now();
-                }
+            // Bytes left over after a dispatch count from now: while the read loop waited on a
+            // full queue, the peer was not the one holding the message up.
+            if decoder.is_mid_message(&buf) {
+                frame_started.get_or_insert_with(Instant::now);
+            } else {
+                frame_started = None;
             }
-        }
-        let frame_deadline = frame_started.zip(config.frame_timeout).map(|(at, t)| at + t);
-        let read_deadline = config.liveness.peer_idle_timeout.map(|t| last_data + t);
-        let deadline = earliest(read_deadline, frame_deadline);
-        if let Some((at, _)) = deadline {
-            if armed.is_none_or(|armed| at < armed) {
-                timer.as_mut().reset(at);
-                armed = Some(at);
-            }
-        }
-        let hint = decoder.payload_remaining(buf.len());
-        let event = {
-            let mut read = pin!(reader.read(&mut buf, hint));
-            loop {
-                tokio::select! {
-                    biased;
-                    _ = &mut cancelled => return,
-                    event = &mut read => break Ok(event),
-                    _ = &mut timer, if deadline.is_some() => {
-                        let Some((at, expired)) = deadline else { continue };
-                        if Instant::now() >= at {
-                            break Err(expired);
-                        }
-                        timer.as_mut().reset(at);
-                        armed = Some(at);
-                    }
-                }
-            }
-        };
-        match event {
-            Ok(Ok(ReadEvent::Data(n))) => {
-                if n > 0 {
-                    last_data = Instant::now();
-                }
-                sock.mark_inbound();
-                while let Some(pong) = reader.take_pong() {
-                    if sock.on_pong(&pong) && sock.pongs_restart_read_timeout() {
+            if let (None, Some(remaining)) = (&reading, decoder.payload_remaining(buf.len())) {
+                let declared = buf.len() + remaining;
+                if declared >= CHARGED_READ && answers_our_call(decoder.pending_header()) {
+                    // A result is paid for if it fits but never waited for: handlers holding
+                    // this connection's budget may be waiting for exactly this result. Results
+                    // are bounded by the calls this side chose to make.
+                    reading = sock.shared.budget.try_charge(declared + OVERHEAD).ok();
+                } else if declared >= CHARGED_READ {
+                    let asked = Instant::now();
+                    let charge = tokio::select! {
+                        biased;
+                        _ = &mut cancelled => return,
+                        charge = Box::pin(sock.shared.budget.charge(declared + OVERHEAD)) => charge,
+                    };
+                    reading = Some(charge);
+                    // Paid for in full, so held in full now, in a buffer of exactly its size: one
+                    // grown read by read would double past the payload and copy it on the way,
+                    // and one that kept the consumed header in front would take the allocator's
+                    // next size class up. Only the payload's first bytes are here to move.
+                    let mut exact = BytesMut::with_capacity(declared);
+                    exact.extend_from_slice(&buf);
+                    buf = exact;
+                    if Instant::now() > asked {
+                        // The peer was not read from while it waited for room; its clocks
+                        // restart.
+                        frame_started = Some(Instant::now());
                         last_data = Instant::now();
                     }
                 }
             }
-            // Decoded at once, but only a whole transport message shows the peer is alive.
-            Ok(Ok(ReadEvent::Partial(_))) => {}
-            Ok(Ok(ReadEvent::Eof)) if decoder.is_mid_message(&buf) => {
-                break (CloseReason::PeerClosedMidMessage, None)
+            let frame_deadline = frame_started.zip(config.frame_timeout).map(|(at, t)| at + t);
+            let read_deadline = config.liveness.peer_idle_timeout.map(|t| last_data + t);
+            let deadline = earliest(read_deadline, frame_deadline);
+            if let Some((at, _)) = deadline {
+                if armed.is_none_or(|armed| at < armed) {
+                    timer.as_mut().reset(at);
+                    armed = Some(at);
+                }
             }
-            Ok(Ok(ReadEvent::Eof)) => break Box::pin(sock.answer_after_fin(&mut reader)).await,
-            Ok(Err(e)) => break (CloseReason::Io(e.to_string()), None),
-            Err(Expired::Read) => {
-                let timeout = config.liveness.peer_idle_timeout.unwrap_or_default();
-                break (CloseReason::ReadTimeout(timeout), Some(ProtocolErrorCode::Timeout));
+            let hint = decoder.payload_remaining(buf.len());
+            let event = {
+                let mut read = pin!(reader.read(&mut buf, hint));
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = &mut cancelled => return,
+                        event = &mut read => break Ok(event),
+                        _ = &mut timer, if deadline.is_some() => {
+                            let Some((at, expired)) = deadline else { continue };
+                            if Instant::now() >= at {
+                                break Err(expired);
+                            }
+                            timer.as_mut().reset(at);
+                            armed = Some(at);
+                        }
+                    }
+                }
+            };
+            match event {
+                Ok(Ok(ReadEvent::Data(n))) => {
+                    if n > 0 {
+                        last_data = Instant::now();
+                    }
+                    sock.mark_inbound();
+                    while let Some(pong) = reader.take_pong() {
+                        if sock.on_pong(&pong) && sock.pongs_restart_read_timeout() {
+                            last_data = Instant::now();
+                        }
+                    }
+                }
+                // Decoded at once, but only a whole transport message shows the peer is alive.
+                Ok(Ok(ReadEvent::Partial(_))) => {}
+                Ok(Ok(ReadEvent::Eof)) if decoder.is_mid_message(&buf) => {
+                    break (CloseReason::PeerClosedMidMessage, None)
+                }
+                Ok(Ok(ReadEvent::Eof)) => break Box::pin(sock.answer_after_fin(&mut reader)).await,
+                Ok(Err(e)) => break (CloseReason::Io(e.to_string()), None),
+                Err(Expired::Read) => {
+                    let timeout = config.liveness.peer_idle_timeout.unwrap_or_default();
+                    break (CloseReason::ReadTimeout(timeout), Some(ProtocolErrorCode::Timeout));
+                }
+                Err(Expired::Frame) => {
+                    let timeout = config.frame_timeout.unwrap_or_default();
+                    break (CloseReason::FrameTimeout(timeout), Some(ProtocolErrorCode::Timeout));
+                }
             }
-            Err(Expired::Frame) => {
-                let timeout = config.frame_timeout.unwrap_or_default();
-                break (CloseReason::FrameTimeout(timeout), Some(ProtocolErrorCode::Timeout));
-            }
+        };
+        sock.close_with(reason, code);
+        if code.is_some() {
+            Box::pin(sock.linger(&mut reader, &mut buf)).await;
         }
-    };
-    sock.close_with(reason, code);
-    if code.is_some() {
-        Box::pin(sock.linger(&mut reader, &mut buf)).await;
     }
 }
 

@@ -6,7 +6,7 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use gotalk_protocol::Frame;
+use gotalk_protocol::{Frame, ProtocolErrorCode};
 use tokio::time::Instant;
 
 use super::{Outbound, Sock};
@@ -20,7 +20,21 @@ const MAX_BATCH_FRAMES: usize = 256;
 /// The longest the last flush before closing may take.
 const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 
-pub(super) async fn write_loop<W: FrameWriter>(mut writer: W, sock: Sock) {
+/// The connection's write loop. Every idle connection keeps this future, so it is kept small:
+/// its arguments are captured by an `async` block rather than copied into the frame of an
+/// `async fn` (which keeps both), and what waits for long or rarely (a flush the socket does
+/// not take at once, the close) is boxed.
+pub(super) fn write_loop<W: FrameWriter>(mut writer: W, sock: Sock) -> impl Future<Output = ()> {
+    async move {
+        run(&mut writer, &sock).await;
+        sock.shared.out.close();
+        sock.shared.terminated().cancel();
+        let attachments = std::mem::take(&mut *super::lock(&sock.shared.attachments));
+        drop(attachments);
+    }
+}
+
+async fn run<W: FrameWriter>(writer: &mut W, sock: &Sock) {
     let queue = &sock.shared.out;
     let config = &sock.shared.config;
     // Permits stay held until their frames are flushed, so the send queue's budget covers
@@ -28,18 +42,16 @@ pub(super) async fn write_loop<W: FrameWriter>(mut writer: W, sock: Sock) {
     let mut permits = Vec::new();
     loop {
         // Liveness first, busy or not: heartbeats and probes that are due, and a dead peer.
-        let mut pending = sock.drive_liveness(&mut writer);
-        let first = match queue.pop() {
-            Some(item) => Some(item),
-            None if pending => None,
-            None => {
-                let deadline = sock.liveness_deadline();
-                tokio::select! {
-                    _ = queue.ready() => continue,
-                    _ = sleep_until(deadline) => continue,
-                }
+        let mut pending = sock.drive_liveness(writer);
+        if !pending && queue.is_empty() {
+            // Idle connections wait here, so nothing else is in scope: it would be kept.
+            let deadline = sock.liveness_deadline();
+            tokio::select! {
+                _ = queue.ready() => continue,
+                _ = sleep_until(deadline) => continue,
             }
-        };
+        }
+        let first = queue.pop();
         if matches!(first, Some(Outbound::Frame(..))) {
             // The sender that woke us is usually one of many handler tasks made ready by the
             // same read; let them run first so their frames join this flush instead of each
@@ -71,17 +83,10 @@ pub(super) async fn write_loop<W: FrameWriter>(mut writer: W, sock: Sock) {
         }
         debug_assert!(pending || close.is_some());
         if let Some(code) = close {
-            if let Some(code) = code {
-                writer.buffer_frame(&Frame::protocol_error(code));
-            }
-            let limit = config.write_timeout.min(CLOSE_FLUSH);
-            if unless_aborted(&sock, limit, writer.flush()).await.is_some() {
-                let reason = sock.close_reason().unwrap_or(CloseReason::Local);
-                let _ = unless_aborted(&sock, limit, writer.shutdown(&reason)).await;
-            }
+            Box::pin(close_transport(writer, sock, code)).await;
             break;
         }
-        match flush_within(&sock, config.write_timeout, writer.flush()).await {
+        match flush_within(sock, config.write_timeout, writer.flush()).await {
             Some(Ok(())) => {}
             Some(Err(e)) => {
                 sock.close_with(CloseReason::Io(e.to_string()), None);
@@ -92,7 +97,9 @@ pub(super) async fn write_loop<W: FrameWriter>(mut writer: W, sock: Sock) {
             None => {
                 let reason = CloseReason::WriteTimeout(config.write_timeout);
                 sock.close_with(reason.clone(), None);
-                let _ = unless_aborted(&sock, CLOSE_FLUSH, writer.shutdown(&reason)).await;
+                let shutdown =
+                    async { unless_aborted(sock, CLOSE_FLUSH, writer.shutdown(&reason)).await };
+                let _ = Box::pin(shutdown).await;
                 break;
             }
         }
@@ -101,10 +108,23 @@ pub(super) async fn write_loop<W: FrameWriter>(mut writer: W, sock: Sock) {
             permits = Vec::new();
         }
     }
-    queue.close();
-    sock.shared.terminated().cancel();
-    let attachments = std::mem::take(&mut *super::lock(&sock.shared.attachments));
-    drop(attachments);
+}
+
+/// The last flush, with the protocol error `code` if there is one, then the transport's
+/// shutdown.
+async fn close_transport<W: FrameWriter>(
+    writer: &mut W,
+    sock: &Sock,
+    code: Option<ProtocolErrorCode>,
+) {
+    if let Some(code) = code {
+        writer.buffer_frame(&Frame::protocol_error(code));
+    }
+    let limit = sock.shared.config.write_timeout.min(CLOSE_FLUSH);
+    if unless_aborted(sock, limit, writer.flush()).await.is_some() {
+        let reason = sock.close_reason().unwrap_or(CloseReason::Local);
+        let _ = unless_aborted(sock, limit, writer.shutdown(&reason)).await;
+    }
 }
 
 /// Lets every task that is ready run before this one goes on, by waking it at the back of
@@ -134,7 +154,8 @@ async fn flush_within<T>(
     let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
     match first {
         Poll::Ready(done) => Some(done),
-        Poll::Pending => unless_aborted(sock, limit, write).await,
+        // The timer and the abort's wait on the heap, only for the flush that waits.
+        Poll::Pending => Box::pin(unless_aborted(sock, limit, write)).await,
     }
 }
 
