@@ -149,7 +149,10 @@ impl Mailbox {
             return;
         }
         if queue.items.is_empty() && !queue.overflowed {
-            queue.start = Some(Start(Box::new(start)));
+            let old = queue.start.replace(Start(Box::new(start)));
+            // Dropped outside the lock: it may hold a connection.
+            drop(queue);
+            drop(old);
             return;
         }
         let old = queue.start.take();
@@ -282,6 +285,10 @@ impl Mailbox {
             budget.force(item.len() + OVERHEAD);
         }
         queue.items.push_front(item);
+        drop(queue);
+        // A resumed session's new connection may have found the mailbox empty while this
+        // item was out with the old one: its drain starts now.
+        self.wake();
     }
 
     /// Charges what the mailbox holds, and what it takes from now on, to `budget` instead.
@@ -431,5 +438,58 @@ mod tests {
         assert_eq!(second, None);
         assert_eq!(mailbox.push(bytes(1)), Err(Refused::Closed));
         assert_eq!(mailbox.queued_bytes(), 0);
+    }
+
+    /// Which starts ran, in order.
+    fn starts(mailbox: &Mailbox, name: &'static str, ran: &Arc<Mutex<Vec<&'static str>>>) {
+        let ran = ran.clone();
+        mailbox.start_on_first(move |_| ran.lock().unwrap().push(name));
+    }
+
+    #[tokio::test]
+    async fn the_drain_starts_at_the_first_delivery_once_and_not_after_close() {
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let mailbox = Mailbox::new(10);
+        starts(&mailbox, "first", &ran);
+        assert!(ran.lock().unwrap().is_empty(), "nothing delivered yet");
+        mailbox.push(bytes(1)).unwrap();
+        mailbox.push(bytes(1)).unwrap();
+        assert_eq!(*ran.lock().unwrap(), ["first"]);
+
+        let closed = Mailbox::new(10);
+        starts(&closed, "never", &ran);
+        closed.close();
+        assert_eq!(closed.push(bytes(1)), Err(Refused::Closed));
+        assert_eq!(*ran.lock().unwrap(), ["first"]);
+    }
+
+    /// A resumed session: its new connection found the mailbox empty while the old
+    /// connection's drain held an item it then could not send.
+    #[tokio::test]
+    async fn an_item_put_back_starts_the_next_connections_drain() {
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let mailbox = Mailbox::new(10);
+        starts(&mailbox, "old", &ran);
+        mailbox.push(bytes(1)).unwrap();
+        let out = mailbox.next().await.unwrap();
+        starts(&mailbox, "new", &ran);
+        assert_eq!(*ran.lock().unwrap(), ["old"], "empty: the new one waits");
+        mailbox.put_back(out.clone());
+        assert_eq!(*ran.lock().unwrap(), ["old", "new"]);
+        assert_eq!(mailbox.next().await.unwrap(), out);
+    }
+
+    #[tokio::test]
+    async fn a_start_set_on_a_mailbox_that_holds_something_runs_at_once() {
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let mailbox = Mailbox::new(10);
+        mailbox.push(bytes(1)).unwrap();
+        starts(&mailbox, "resumed", &ran);
+        assert_eq!(*ran.lock().unwrap(), ["resumed"]);
+        let forgotten = Mailbox::new(10);
+        starts(&forgotten, "forgotten", &ran);
+        forgotten.forget_start();
+        forgotten.push(bytes(1)).unwrap();
+        assert_eq!(*ran.lock().unwrap(), ["resumed"]);
     }
 }

@@ -276,10 +276,16 @@ impl Relay {
     pub(super) fn drain_on_first(&self, sock: &Sock, mailbox: &Mailbox) {
         let (runtime, sock, stall) =
             (tokio::runtime::Handle::current(), sock.clone(), self.stall_timeout);
+        let closed = sock.clone();
         mailbox.start_on_first(move |mailbox| {
             let span = sock.span().clone();
             runtime.spawn(drain(sock, mailbox, stall).instrument(span));
         });
+        if closed.is_closed() {
+            // Closed meanwhile: its release may have run already, and a start left behind
+            // would keep the connection alive for as long as a kept session's mailbox.
+            mailbox.forget_start();
+        }
     }
 
     /// Validates a message and hands it to the bus for its recipient, without waiting on the

@@ -457,6 +457,9 @@ impl Sock {
     /// handler does before its first wait runs on the connection's read loop, so a handler
     /// that computes for long before it waits holds up this connection's next messages (not
     /// other connections'); such work belongs in `spawn_blocking`, as anywhere in async code.
+    /// A handler that blocks its thread until this same connection hears something (with
+    /// `block_in_place` and `block_on`) would wait forever: the read loop it blocks is what
+    /// would hear it.
     fn spawn_request<F>(
         &self,
         id: Id,
