@@ -423,8 +423,16 @@ impl Gateway {
         let remote = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
         let local = parts.extensions.get::<crate::http::LocalAddr>().map(|l| l.0);
         // Handlers see the path as requested, mount point included.
-        let uri = parts.extensions.get::<OriginalUri>().map_or(parts.uri, |o| o.0.clone());
+        let original = parts.extensions.remove::<OriginalUri>();
+        let nested = original.is_some();
+        let uri = original.map_or(parts.uri, |o| o.0);
+        // Copied out of the buffer the server parsed the request in (see `UpgradeRequest`),
+        // which would otherwise stay allocated for as long as the socket is open. So is the
+        // original URI that routing left in the extensions.
         let mut request = UpgradeRequest::new(uri, parts.headers);
+        if nested {
+            parts.extensions.insert(OriginalUri(request.uri.clone()));
+        }
         request.extensions = parts.extensions;
         if let Some(hook) = &self.on_connect {
             // A panicking hook costs this request a 500, not the HTTP connection's task; a hook

@@ -16,6 +16,7 @@ mod half_close;
 mod linger;
 mod live;
 mod read;
+mod request;
 mod serve;
 mod signal;
 mod state;
@@ -45,6 +46,7 @@ use crate::lock;
 use crate::memory::{Charge, ConnBudget};
 use crate::queue::{ByteBudget, OutQueue};
 use crate::transport::{FrameReader, FrameWriter, ReadEvent};
+pub use request::UpgradeRequest;
 
 /// Which transport a connection runs over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -91,26 +93,6 @@ pub struct ConnInfo {
     /// [`tls::server_config_verifying_clients`](crate::tls::server_config_verifying_clients)),
     /// its own certificate first. `None` without TLS or without a client certificate.
     pub peer_certificates: Option<Arc<[rustls::pki_types::CertificateDer<'static>]>>,
-}
-
-/// The HTTP request that a WebSocket connection was opened with, as a handler sees it.
-#[derive(Debug, Default)]
-#[non_exhaustive]
-pub struct UpgradeRequest {
-    /// The URI the client asked for, mount point and query included.
-    pub uri: http::Uri,
-    /// The request's headers.
-    pub headers: http::HeaderMap,
-    /// Values set by middleware or by the gateway's `on_connect` hook, such as the
-    /// authenticated user.
-    pub extensions: http::Extensions,
-}
-
-impl UpgradeRequest {
-    /// A request with this URI and these headers, and no extensions.
-    pub fn new(uri: http::Uri, headers: http::HeaderMap) -> Self {
-        UpgradeRequest { uri, headers, extensions: http::Extensions::new() }
-    }
 }
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
