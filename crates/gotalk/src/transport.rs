@@ -30,7 +30,7 @@ pub(crate) const MAX_READ: usize = 64 * 1024;
 pub(crate) const MIN_READ: usize = 4 * 1024;
 
 /// The most buffers one vectored write hands the kernel.
-const MAX_SLICES: usize = 64;
+pub(crate) const MAX_SLICES: usize = 64;
 
 /// What a read produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,17 +230,7 @@ impl<W: AsyncWrite + Unpin + Send + 'static> FrameWriter for IoWriter<W> {
         // Every chunk in one vectored write where the transport takes one: a large payload
         // and its header leave in the same system call, and the same segment when they fit.
         while !self.chunks.is_empty() {
-            // The slices live only within a poll: kept across an await, they would be part of
-            // every idle connection's task.
-            let written = std::future::poll_fn(|cx| {
-                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-                let count = slices.len().min(self.chunks.len());
-                for (slice, chunk) in slices.iter_mut().zip(&self.chunks) {
-                    *slice = IoSlice::new(chunk);
-                }
-                Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count])
-            })
-            .await;
+            let written = write_chunks(&mut self.io, &self.chunks).await;
             let mut left = match written {
                 Ok(0) => Err(io::ErrorKind::WriteZero.into()),
                 other => other,
@@ -263,6 +253,25 @@ impl<W: AsyncWrite + Unpin + Send + 'static> FrameWriter for IoWriter<W> {
     async fn shutdown(&mut self, _reason: &CloseReason) -> io::Result<()> {
         self.io.shutdown().await
     }
+}
+
+/// Writes the first of `chunks` (up to [`MAX_SLICES`]) in one vectored write; returns how
+/// many bytes went.
+pub(crate) async fn write_chunks<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    chunks: &VecDeque<Bytes>,
+) -> io::Result<usize> {
+    // The slices live only within a poll: kept across an await, they would be part of every
+    // idle connection's task, and they are a kilobyte.
+    std::future::poll_fn(|cx| {
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+        let count = slices.len().min(chunks.len());
+        for (slice, chunk) in slices.iter_mut().zip(chunks) {
+            *slice = IoSlice::new(chunk);
+        }
+        Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count])
+    })
+    .await
 }
 
 /// A plain TCP stream as a reader and a writer.

@@ -22,7 +22,7 @@
 //!   leaves nothing unread.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
+use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
@@ -40,7 +40,9 @@ use super::{close_code, close_text, max_message_size, CLOSE_POLICY};
 use crate::config::Config;
 use crate::error::CloseReason;
 use crate::lock;
-use crate::transport::{make_room, release_if_idle, FrameReader, FrameWriter, ReadEvent};
+use crate::transport::{
+    make_room, release_if_idle, write_chunks, FrameReader, FrameWriter, ReadEvent, MAX_SLICES,
+};
 
 /// Payloads at least this large are written from their own buffer instead of being copied
 /// into the batch.
@@ -49,9 +51,6 @@ const COPY_LIMIT: usize = 8 * 1024;
 /// The least a writer's batch buffer grows by, so a batch of small frames costs one
 /// allocation. It is given back after each flush.
 const BATCH: usize = 4 * 1024;
-
-/// The most buffers one vectored write takes.
-const MAX_SLICES: usize = 64;
 
 /// How long a closing socket keeps reading, for the peer's Close, after sending its own: as
 /// long as a TCP connection reads on after its ProtocolError.
@@ -125,15 +124,7 @@ impl<S: AsyncWrite> Out<S> {
     /// Writes the queue out (without flushing the connection).
     async fn write_queue(&mut self) -> io::Result<()> {
         while !self.queue.is_empty() {
-            let written = {
-                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-                let mut count = 0;
-                for (slice, chunk) in slices.iter_mut().zip(&self.queue) {
-                    *slice = IoSlice::new(chunk);
-                    count += 1;
-                }
-                self.io.write_vectored(&slices[..count]).await?
-            };
+            let written = write_chunks(&mut self.io, &self.queue).await?;
             if written == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
