@@ -485,7 +485,10 @@ impl Gateway {
             },
             None => None,
         };
-        let config = if self.assume_retry || ws::declares_retry(request.uri.query()) {
+        // Our clients declare themselves in the URL: they take RetryResults, and read
+        // messages as one byte stream, so each frame can go as one message.
+        let ours = ws::declares_retry(request.uri.query());
+        let config = if self.assume_retry || ours {
             self.config_retry.clone()
         } else {
             self.config_hold.clone()
@@ -504,6 +507,7 @@ impl Gateway {
                 }
             };
             let (reader, writer) = ws::server(TokioIo::new(upgraded), &config);
+            let writer = writer.whole_frames(ours);
             let handlers = gateway.handlers.clone();
             let stop = gateway.stopping.cancelled();
             match Sock::start_until(reader, writer, handlers, config, info, stop).await {

@@ -2,7 +2,9 @@
 //!
 //! The original gotalk.js drops the connection on a RetryResult, so a gateway may send one
 //! only to clients that say they can take it. Ours say so in the query of the URL they
-//! connect to; the server reads it back from the upgrade request.
+//! connect to; the server reads it back from the upgrade request. The same declaration says
+//! the client reads its messages as one byte stream, so a gateway may send each frame as one
+//! message (the original gotalk.js needs a header and its payload in messages apart).
 
 /// The query pair our clients add to the WebSocket URL.
 pub const QUERY: &str = "gotalk-retry=1";

@@ -84,7 +84,7 @@ where
         pongs: VecDeque::new(),
         closed: false,
     };
-    let writer = ServerWriter { link, staging: BytesMut::new(), chunks: Vec::new() };
+    let writer = ServerWriter { link, whole: false, staging: BytesMut::new(), chunks: Vec::new() };
     (reader, writer)
 }
 
@@ -311,13 +311,29 @@ impl<S> Drop for ServerReader<S> {
 }
 
 /// Writes frames to the gateway's side of a WebSocket: `01`, each header and each non-empty
-/// payload in a binary message of its own, flushed together. Made by [`server`].
+/// payload in a binary message of its own (as the original gotalk.js reads them), or each
+/// frame in one message (see [`whole_frames`](Self::whole_frames)), flushed together. Made by
+/// [`server`].
 pub struct ServerWriter<S> {
     link: Arc<Link<S>>,
+    /// Each frame in one message.
+    whole: bool,
     /// Headers and small payloads of the batch being built.
     staging: BytesMut,
     /// The batch so far: parts of `staging`, and large payloads by reference.
     chunks: Vec<Bytes>,
+}
+
+impl<S> ServerWriter<S> {
+    /// Writes each frame, header and payload, as one message: for a client that reads its
+    /// messages as one byte stream, as ours do (they declare it in the URL, see
+    /// [`declares_retry`](super::declares_retry)), and as the protocol allows. Half the
+    /// messages, so half the work for the server and for a browser, which handles each
+    /// message on its own. The original gotalk.js needs the header and the payload apart.
+    pub fn whole_frames(mut self, yes: bool) -> Self {
+        self.whole = yes;
+        self
+    }
 }
 
 impl<S> std::fmt::Debug for ServerWriter<S> {
@@ -408,12 +424,18 @@ where
         let payload = frame.payload();
         let copied = if payload.len() < COPY_LIMIT { payload.len() } else { 0 };
         self.room(2 * frame::MAX_HEADER + frame.header_len() + copied);
-        frame::encode_header(&mut self.staging, frame::BINARY, frame.header_len());
-        frame.encode_header(&mut self.staging);
-        if payload.is_empty() {
-            return;
+        if self.whole {
+            let whole = frame.header_len() + payload.len();
+            frame::encode_header(&mut self.staging, frame::BINARY, whole);
+            frame.encode_header(&mut self.staging);
+        } else {
+            frame::encode_header(&mut self.staging, frame::BINARY, frame.header_len());
+            frame.encode_header(&mut self.staging);
+            if payload.is_empty() {
+                return;
+            }
+            frame::encode_header(&mut self.staging, frame::BINARY, payload.len());
         }
-        frame::encode_header(&mut self.staging, frame::BINARY, payload.len());
         if payload.len() < COPY_LIMIT {
             self.staging.extend_from_slice(payload);
         } else {
@@ -555,6 +577,34 @@ mod tests {
         // The next read answers the ping before it waits.
         let _ = tokio::time::timeout(Duration::from_millis(50), reader.read(&mut buf, None)).await;
         assert_eq!(received(&mut peer).await, [(frame::PONG, b"probe".to_vec())]);
+    }
+
+    #[tokio::test]
+    async fn whole_frames_go_out_one_message_each_and_large_payloads_by_reference() {
+        let (_reader, writer, mut peer) = pair();
+        let mut writer = writer.whole_frames(true);
+        writer.buffer_version();
+        let small = Frame::SingleResult { id: Id(*b"0001"), payload: Bytes::from("ok") };
+        let large = Bytes::from(vec![b'x'; 20_000]);
+        let notification =
+            Frame::Notification { name: Name::new("big").unwrap(), payload: large.clone() };
+        let empty = Frame::SingleResult { id: Id(*b"0002"), payload: Bytes::new() };
+        writer.buffer_frame(&small);
+        writer.buffer_frame(&notification);
+        writer.buffer_frame(&empty);
+        assert!(writer.chunks.iter().any(|c| c.as_ptr() == large.as_ptr()), "not copied");
+        writer.flush().await.unwrap();
+        let mut whole = BytesMut::new();
+        notification.encode(&mut whole);
+        assert_eq!(
+            received(&mut peer).await,
+            [
+                (frame::BINARY, b"01".to_vec()),
+                (frame::BINARY, b"R000100000002ok".to_vec()),
+                (frame::BINARY, whole.to_vec()),
+                (frame::BINARY, b"R000200000000".to_vec()),
+            ]
+        );
     }
 
     #[tokio::test]
