@@ -579,19 +579,26 @@ mod tests {
         assert_eq!(received(&mut peer).await, [(frame::PONG, b"probe".to_vec())]);
     }
 
-    #[tokio::test]
-    async fn whole_frames_go_out_one_message_each_and_large_payloads_by_reference() {
-        let (_reader, writer, mut peer) = pair();
-        let mut writer = writer.whole_frames(true);
+    /// Buffers the version, then a small result, a large notification and an empty result;
+    /// returns the notification and its payload.
+    fn buffer_three(writer: &mut ServerWriter<DuplexStream>) -> (Frame, Bytes) {
         writer.buffer_version();
         let small = Frame::SingleResult { id: Id(*b"0001"), payload: Bytes::from("ok") };
         let large = Bytes::from(vec![b'x'; 20_000]);
         let notification =
             Frame::Notification { name: Name::new("big").unwrap(), payload: large.clone() };
         let empty = Frame::SingleResult { id: Id(*b"0002"), payload: Bytes::new() };
-        writer.buffer_frame(&small);
-        writer.buffer_frame(&notification);
-        writer.buffer_frame(&empty);
+        for frame in [&small, &notification, &empty] {
+            writer.buffer_frame(frame);
+        }
+        (notification, large)
+    }
+
+    #[tokio::test]
+    async fn whole_frames_go_out_one_message_each_and_large_payloads_by_reference() {
+        let (_reader, writer, mut peer) = pair();
+        let mut writer = writer.whole_frames(true);
+        let (notification, large) = buffer_three(&mut writer);
         assert!(writer.chunks.iter().any(|c| c.as_ptr() == large.as_ptr()), "not copied");
         writer.flush().await.unwrap();
         let mut whole = BytesMut::new();
@@ -610,15 +617,7 @@ mod tests {
     #[tokio::test]
     async fn frames_go_out_as_gotalk_js_reads_them_and_large_payloads_by_reference() {
         let (_reader, mut writer, mut peer) = pair();
-        writer.buffer_version();
-        let small = Frame::SingleResult { id: Id(*b"0001"), payload: Bytes::from("ok") };
-        let large = Bytes::from(vec![b'x'; 20_000]);
-        let notification =
-            Frame::Notification { name: Name::new("big").unwrap(), payload: large.clone() };
-        let empty = Frame::SingleResult { id: Id(*b"0002"), payload: Bytes::new() };
-        writer.buffer_frame(&small);
-        writer.buffer_frame(&notification);
-        writer.buffer_frame(&empty);
+        let (notification, large) = buffer_three(&mut writer);
         assert!(writer.buffer_ping(b"cookie"));
         assert!(
             writer.chunks.iter().any(|c| c.as_ptr() == large.as_ptr()),
