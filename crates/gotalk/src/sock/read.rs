@@ -45,6 +45,8 @@ struct Notes {
 /// The connection's read loop. Every idle connection keeps this future, so its arguments are
 /// captured by an `async` block rather than copied into the frame of an `async fn` (which
 /// keeps both), and its rare or large steps are boxed.
+// Not an `async fn`: one would keep its arguments twice, in every idle connection.
+#[allow(clippy::manual_async_fn)]
 pub(super) fn read_loop<R: FrameReader>(
     mut reader: R,
     mut buf: BytesMut,

@@ -24,6 +24,8 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 /// its arguments are captured by an `async` block rather than copied into the frame of an
 /// `async fn` (which keeps both), and what waits for long or rarely (a flush the socket does
 /// not take at once, the close) is boxed.
+// Not an `async fn`: one would keep its arguments twice, in every idle connection.
+#[allow(clippy::manual_async_fn)]
 pub(super) fn write_loop<W: FrameWriter>(mut writer: W, sock: Sock) -> impl Future<Output = ()> {
     async move {
         run(&mut writer, &sock).await;
