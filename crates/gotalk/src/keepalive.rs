@@ -18,6 +18,10 @@
 //! - **In flight when its connection dies**: it fails with [`Error::Closed`] and the close
 //!   reason. It is not sent again, because requests are not known to be idempotent: the
 //!   server may or may not have acted on it, and only the caller can decide to retry.
+//! - **Refused** (the server's `on_connect` hook turned this client away,
+//!   [`Error::Refused`]): nothing redials, since retrying will not help until what the
+//!   reason names changes (a login); waiting and later calls fail with the refusal at once,
+//!   until [`KeepAlive::resume`] (after that change) dials again. As the browser client does.
 //! - **After [`KeepAlive::close`]**: nothing reconnects; waiting and in-flight calls, and
 //!   every later one, fail with [`Error::Closed`] ([`CloseReason::Local`]).
 //!
@@ -47,7 +51,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -55,7 +59,7 @@ use gotalk_protocol::backoff::{Backoff, InvalidBackoff};
 use gotalk_protocol::keepalive::{Closed, KeepAlive as Schedule, Next};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::error::{CloseReason, Error};
@@ -94,6 +98,12 @@ pub enum Event {
         reason: Error,
         /// When the next attempt starts.
         retry_in: Duration,
+    },
+    /// The server refused this client ([`Error::Refused`]): no more attempts until
+    /// [`KeepAlive::resume`].
+    Refused {
+        /// The refusal, with the server's code and reason.
+        reason: Error,
     },
     /// [`KeepAlive::close`] was called, or every handle was dropped: no more attempts.
     Closed,
@@ -238,6 +248,8 @@ impl Builder {
             wait_timeout: self.wait_timeout,
             connections: AtomicU64::new(0),
             on_event: self.on_event,
+            refused: Mutex::new(None),
+            resume: Notify::new(),
         });
         tokio::spawn(run(inner.clone(), self.dial, self.backoff));
         KeepAlive { inner, _alive: Arc::new(stop.drop_guard()) }
@@ -265,9 +277,16 @@ struct Inner {
     wait_timeout: Duration,
     connections: AtomicU64,
     on_event: Option<Observer>,
+    /// The refusal the last attempt met, until [`KeepAlive::resume`].
+    refused: Mutex<Option<Error>>,
+    resume: Notify,
 }
 
 impl Inner {
+    fn refusal(&self) -> Option<Error> {
+        crate::lock(&self.refused).clone()
+    }
+
     fn emit(&self, event: Event) {
         tracing::debug!(?event, "keepalive");
         if let Some(f) = &self.on_event {
@@ -343,11 +362,26 @@ impl KeepAlive {
         }
     }
 
+    /// True while the server's refusal stands: nothing is dialled until
+    /// [`resume`](Self::resume).
+    pub fn is_refused(&self) -> bool {
+        self.inner.refusal().is_some()
+    }
+
+    /// Dials again after a refusal ([`Event::Refused`]), once what its reason named has
+    /// changed (the dial now carries a login, say); the backoff starts afresh. Does nothing
+    /// unless refused.
+    pub fn resume(&self) {
+        if crate::lock(&self.inner.refused).take().is_some() {
+            self.inner.resume.notify_one();
+        }
+    }
+
     /// The connection for a new call: the open one, or the next one within the wait limits.
     ///
     /// # Errors
-    /// [`Error::TooManyWaiting`], [`Error::NoConnection`], or [`Error::Closed`] after
-    /// [`close`](Self::close).
+    /// [`Error::TooManyWaiting`], [`Error::NoConnection`], [`Error::Refused`] while a
+    /// refusal stands, or [`Error::Closed`] after [`close`](Self::close).
     pub async fn sock(&self) -> Result<Sock, Error> {
         let inner = &*self.inner;
         if inner.stop.is_cancelled() {
@@ -355,6 +389,9 @@ impl KeepAlive {
         }
         if let Some(sock) = usable(&inner.current.borrow()) {
             return Ok(sock);
+        }
+        if let Some(refused) = inner.refusal() {
+            return Err(refused);
         }
         let before = inner.waiting.fetch_add(1, Ordering::AcqRel);
         let _slot = Slot(&inner.waiting);
@@ -366,6 +403,9 @@ impl KeepAlive {
             loop {
                 if let Some(sock) = usable(&current.borrow_and_update()) {
                     return Ok(sock);
+                }
+                if let Some(refused) = inner.refusal() {
+                    return Err(refused);
                 }
                 tokio::select! {
                     changed = current.changed() => {
@@ -474,6 +514,21 @@ async fn run(inner: Arc<Inner>, dial: Dial, backoff: Backoff) {
                 // soon, spread over the going-away window, as the browser does after 1001.
                 let how = if sock.peer_done() { Closed::GoingAway } else { Closed::Other };
                 (how, Error::Closed(reason))
+            }
+            Err(refused @ Error::Refused { .. }) => {
+                let resumed = inner.resume.notified();
+                tokio::pin!(resumed);
+                resumed.as_mut().enable();
+                *crate::lock(&inner.refused) = Some(refused.clone());
+                // Wakes the calls waiting for a connection, which fail with the refusal.
+                inner.current.send_replace(None);
+                inner.emit(Event::Refused { reason: refused });
+                tokio::select! {
+                    _ = resumed => {}
+                    _ = stop.cancelled() => break,
+                }
+                schedule = Schedule::new(backoff);
+                continue;
             }
             Err(error) => (Closed::Other, error),
         };

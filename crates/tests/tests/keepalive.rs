@@ -538,3 +538,57 @@ async fn a_stream_request_goes_out_on_the_current_connection() {
     assert_eq!(&within("collect", response.collect()).await.unwrap()[..], b"abcd");
     server.stop().await;
 }
+
+/// A refusal stops the redialling, fails calls at once with its reason, and `resume` dials
+/// again, as the browser client does: a server that refuses a client until it logs in is not
+/// hammered meanwhile.
+#[tokio::test]
+async fn a_refusal_stops_redialling_until_resume() {
+    let logged_in = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let attempts = Arc::new(AtomicU32::new(0));
+    let (allowed, counted) = (logged_in.clone(), attempts.clone());
+    let mut handlers = Handlers::new();
+    handlers.handle("who", |_sock, _: ()| async { Ok::<_, String>("in".to_owned()) });
+    let server =
+        gotalk::tcp::Server::new(Arc::new(handlers), Config::default()).on_connect(move |info| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let allowed = allowed.load(Ordering::SeqCst);
+            async move {
+                match allowed {
+                    true => Ok(info),
+                    false => Err(gotalk::Refusal::unauthorized("log in first")),
+                }
+            }
+        });
+    let server = common::serve(server).await;
+    let (events, mut heard) = mpsc::unbounded_channel();
+    let client = Builder::tcp(server.addr.to_string(), client_handlers(), Config::default())
+        .backoff(FAST)
+        .unwrap()
+        .on_event(move |event| {
+            let _ = events.send(event.clone());
+        })
+        .start();
+    within("the refusal", async {
+        while !matches!(heard.recv().await, Some(Event::Refused { .. })) {}
+    })
+    .await;
+    assert!(client.is_refused());
+    let err = within("a call while refused", client.request::<_, String>("who", &()))
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(&err, Error::Refused { code: 4401, reason } if reason == "log in first"),
+        "{err:?}"
+    );
+    // Several backoff steps (20–100 ms) pass without another attempt.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(attempts.load(Ordering::SeqCst), 1, "no redial while refused");
+
+    logged_in.store(true, Ordering::SeqCst);
+    client.resume();
+    assert_eq!(who(&client).await, "in");
+    assert!(!client.is_refused());
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+    client.close();
+}
