@@ -26,10 +26,25 @@ use tower::Service;
 
 use gotalk::listen::{ListenerLimits, Refused};
 
+/// Where a connection came from: the peer, the address it came in on, whether over TLS, and
+/// the certificate chain the TLS client presented.
+type Accepted = (
+    SocketAddr,
+    Option<SocketAddr>,
+    bool,
+    Option<Arc<[rustls::pki_types::CertificateDer<'static>]>>,
+);
+
 /// The address a request came in on, in each request's extensions (as axum's
 /// `ConnectInfo<SocketAddr>` holds the peer's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LocalAddr(pub SocketAddr);
+
+/// The certificate chain a TLS client presented (verified by the server's configuration, see
+/// `gotalk::tls::server_config_verifying_clients`), leaf first, in the extensions of each of
+/// its requests. The gateway hands it to its sockets' `ConnInfo::peer_certificates`.
+#[derive(Debug, Clone)]
+pub struct PeerCertificates(pub Arc<[rustls::pki_types::CertificateDer<'static>]>);
 
 /// Whether a request came over TLS, in each request's extensions. The gateway's same-origin
 /// check uses it: a page from `http://host` is not the origin of `https://host`.
@@ -152,12 +167,18 @@ impl Server {
                 let local = stream.local_addr().ok();
                 let serve = async {
                     match &server.tls {
-                        None => server.connection(stream, (peer, local, false), stopping).await,
+                        None => {
+                            let from = (peer, local, false, None);
+                            server.connection(stream, from, stopping).await
+                        }
                         Some(acceptor) => {
                             let handshake = acceptor.accept(stream);
                             match tokio::time::timeout(server.header_timeout, handshake).await {
                                 Ok(Ok(tls)) => {
-                                    server.connection(tls, (peer, local, true), stopping).await
+                                    let chain = tls.get_ref().1.peer_certificates();
+                                    let chain = chain.filter(|c| !c.is_empty()).map(Arc::from);
+                                    let from = (peer, local, true, chain);
+                                    server.connection(tls, from, stopping).await
                                 }
                                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake"),
                                 Err(_) => tracing::debug!(%peer, "tls handshake timed out"),
@@ -187,7 +208,7 @@ impl Server {
     async fn connection<S>(
         &self,
         stream: S,
-        (peer, local, secure): (SocketAddr, Option<SocketAddr>, bool),
+        (peer, local, secure, chain): Accepted,
         stopping: CancellationToken,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -196,6 +217,9 @@ impl Server {
         let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
             request.extensions_mut().insert(Secure(secure));
+            if let Some(chain) = &chain {
+                request.extensions_mut().insert(PeerCertificates(chain.clone()));
+            }
             if let Some(local) = local {
                 request.extensions_mut().insert(LocalAddr(local));
             }

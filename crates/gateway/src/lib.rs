@@ -493,8 +493,10 @@ impl Gateway {
         } else {
             self.config_hold.clone()
         };
-        let info =
+        let chain = request.extensions.get::<crate::http::PeerCertificates>().map(|c| c.0.clone());
+        let mut info =
             ConnInfo::new(TransportKind::WebSocket, remote, local).with_request(request.into());
+        info.peer_certificates = chain;
         let gateway = self.clone();
         let handshake = self.handshakes.token();
         let response = upgrade.accept();

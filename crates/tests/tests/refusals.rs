@@ -15,12 +15,16 @@ use tokio::net::TcpStream;
 
 /// Handlers with `whoami`: the DER of the peer's certificate, or nothing.
 fn whoami() -> Arc<Handlers> {
+    Arc::new(whoami_handlers())
+}
+
+fn whoami_handlers() -> Handlers {
     let mut h = Handlers::new();
     h.handle_buffer("whoami", |sock: Sock, _: Bytes| async move {
         let der = sock.peer_certificate().map(|c| Bytes::copy_from_slice(c.as_ref()));
         Ok::<_, String>(der.unwrap_or_default())
     });
-    Arc::new(h)
+    h
 }
 
 /// A server whose hook refuses every peer.
@@ -193,6 +197,39 @@ async fn an_optional_certificate_lets_anonymous_clients_in_and_the_hook_decide()
     )
     .unwrap();
     let client = tls_connect(server.addr, with_cert).await.expect("accepted");
+    assert_eq!(&client.buffer_request("whoami", "").await.unwrap()[..], &pki.client_der[..]);
+    server.stop().await;
+}
+
+/// The same over `wss://`: the gateway's HTTPS server verifies the client's certificate, and
+/// the socket's handlers see the chain.
+#[tokio::test]
+async fn a_verified_client_certificate_reaches_websocket_handlers() {
+    let pki = pki();
+    let server_tls = gotalk::tls::server_config_verifying_clients(
+        pki.server.0.as_bytes(),
+        pki.server.1.as_bytes(),
+        pki.ca_pem.as_bytes(),
+        true,
+    )
+    .unwrap();
+    let server = common::web::WebServer::start_with(
+        whoami_handlers(),
+        Config::default(),
+        |g| g,
+        |http| http.tls(server_tls),
+    )
+    .await;
+    let with_cert = gotalk::tls::client_config_with_cert(
+        pki.ca_pem.as_bytes(),
+        pki.client.0.as_bytes(),
+        pki.client.1.as_bytes(),
+    )
+    .unwrap();
+    let url = format!("wss://localhost:{}/gotalk/", server.http.port());
+    let connector = gotalk::ws::Connector::new().tls(with_cert);
+    let connect = connector.connect(&url, whoami(), Config::default());
+    let client = within("wss connect", connect).await.expect("a client with a certificate");
     assert_eq!(&client.buffer_request("whoami", "").await.unwrap()[..], &pki.client_der[..]);
     server.stop().await;
 }
