@@ -19,7 +19,7 @@
 //!   reason. It is not sent again, because requests are not known to be idempotent: the
 //!   server may or may not have acted on it, and only the caller can decide to retry.
 //! - **Refused** (the server's `on_connect` hook turned this client away,
-//!   [`Error::Refused`]): nothing redials, since retrying will not help until what the
+//!   [`Error::Refused`] with 4401 or 4403): nothing redials, since retrying will not help until what the
 //!   reason names changes (a login); waiting and later calls fail with the refusal at once,
 //!   until [`KeepAlive::resume`] (after that change) dials again. As the browser client does.
 //! - **After [`KeepAlive::close`]**: nothing reconnects; waiting and in-flight calls, and
@@ -357,6 +357,7 @@ impl KeepAlive {
     /// with [`Error::Closed`] ([`CloseReason::Local`]), as does every later call.
     pub fn close(&self) {
         self.inner.stop.cancel();
+        crate::lock(&self.inner.refused).take();
         if let Some(sock) = self.inner.current.send_replace(None) {
             sock.close();
         }
@@ -515,7 +516,12 @@ async fn run(inner: Arc<Inner>, dial: Dial, backoff: Backoff) {
                 let how = if sock.peer_done() { Closed::GoingAway } else { Closed::Other };
                 (how, Error::Closed(reason))
             }
-            Err(refused @ Error::Refused { .. }) => {
+            // 4401 and 4403: retrying will not help until what the reason names changes.
+            // Other refusals (a 429 or 503, say) are retried on the schedule, as the browser
+            // client does.
+            Err(refused @ Error::Refused { code, .. })
+                if gotalk_protocol::keepalive::refuses_client(code) =>
+            {
                 let resumed = inner.resume.notified();
                 tokio::pin!(resumed);
                 resumed.as_mut().enable();

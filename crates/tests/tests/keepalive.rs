@@ -539,9 +539,9 @@ async fn a_stream_request_goes_out_on_the_current_connection() {
     server.stop().await;
 }
 
-/// A refusal stops the redialling, fails calls at once with its reason, and `resume` dials
-/// again, as the browser client does: a server that refuses a client until it logs in is not
-/// hammered meanwhile.
+/// A refusal stops the redialling, fails calls at once with its reason (a waiting one too),
+/// and `resume` dials again, as the browser client does: a server that refuses a client
+/// until it logs in is not hammered meanwhile.
 #[tokio::test]
 async fn a_refusal_stops_redialling_until_resume() {
     let logged_in = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -569,11 +569,17 @@ async fn a_refusal_stops_redialling_until_resume() {
             let _ = events.send(event.clone());
         })
         .start();
+    let early = {
+        let client = client.clone();
+        tokio::spawn(async move { client.request::<_, String>("who", &()).await })
+    };
     within("the refusal", async {
         while !matches!(heard.recv().await, Some(Event::Refused { .. })) {}
     })
     .await;
     assert!(client.is_refused());
+    let early = within("the call made before the refusal", early).await.unwrap();
+    assert!(matches!(early, Err(Error::Refused { code: 4401, .. })), "{early:?}");
     let err = within("a call while refused", client.request::<_, String>("who", &()))
         .await
         .expect_err("refused");
@@ -582,13 +588,41 @@ async fn a_refusal_stops_redialling_until_resume() {
         "{err:?}"
     );
     // Several backoff steps (20–100 ms) pass without another attempt.
+    let refused_at = attempts.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(attempts.load(Ordering::SeqCst), 1, "no redial while refused");
+    assert_eq!(attempts.load(Ordering::SeqCst), refused_at, "no redial while refused");
 
     logged_in.store(true, Ordering::SeqCst);
     client.resume();
     assert_eq!(who(&client).await, "in");
     assert!(!client.is_refused());
-    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+    assert_eq!(attempts.load(Ordering::SeqCst), refused_at + 1);
+    client.close();
+}
+
+/// A refusal that is not about who the client is (a 503 while the server is busy) is retried
+/// on the schedule.
+#[tokio::test]
+async fn other_refusals_are_retried_on_the_schedule() {
+    let attempts = Arc::new(AtomicU32::new(0));
+    let counted = attempts.clone();
+    let server = gotalk::tcp::Server::new(Arc::new(Handlers::new()), Config::default()).on_connect(
+        move |_info| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { Err(gotalk::Refusal::from_status(503, "busy")) }
+        },
+    );
+    let server = common::serve(server).await;
+    let client = Builder::tcp(server.addr.to_string(), client_handlers(), Config::default())
+        .backoff(FAST)
+        .unwrap()
+        .start();
+    within("several attempts", async {
+        while attempts.load(Ordering::SeqCst) < 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(!client.is_refused());
     client.close();
 }
