@@ -121,7 +121,8 @@ scripts/package-check.sh
 # The real server binary (which embeds the bundle and the demo page) in the system's
 # Chromium ($CHROMIUM, by default /usr/bin/chromium); outputs go to e2e/out/.
 stage "e2e (Playwright)"
-cargo build -p gotalk-tests -p gotalk-bench --locked
+# The servers the specs start: the e2e binary, the benchmark, and the example app (auth.spec.ts).
+cargo build -p gotalk-tests -p gotalk-bench -p gotalk-example-axum --locked
 (
     cd e2e
     # The TypeScript declarations served with the bundle, against the API as pages use it.
