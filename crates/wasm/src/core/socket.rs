@@ -238,7 +238,8 @@ impl Inner {
             if let Some(keep) = &mut s.keep {
                 keep.opened(at);
             }
-            if let Some(conn) = &s.conn {
+            // A server that refuses closes at once: its close may be in before this runs.
+            if let Some(conn) = s.conn.as_ref().filter(|c| c.ws.ready_state() == WebSocket::OPEN) {
                 let mut version = Vec::with_capacity(2);
                 gotalk_protocol::encode_version(&mut version);
                 let _ = conn.ws.send_with_u8_array(&version);

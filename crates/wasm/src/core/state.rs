@@ -105,6 +105,11 @@ impl State {
     /// the browser's network service: one per message is half the cost of two.
     pub(super) fn send(&mut self, frame: &Frame) {
         let Some(conn) = &self.conn else { return };
+        // Closing already (a refusal's close came in): its close event settles everything,
+        // and a send now would only log an error in the page's console.
+        if conn.ws.ready_state() != web_sys::WebSocket::OPEN {
+            return;
+        }
         let payload = frame.payload();
         let mut message = Vec::with_capacity(frame.header_len() + payload.len());
         frame.encode_header(&mut message);
