@@ -423,15 +423,13 @@ impl Gateway {
         let remote = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
         let local = parts.extensions.get::<crate::http::LocalAddr>().map(|l| l.0);
         // Handlers see the path as requested, mount point included.
-        let original = parts.extensions.remove::<OriginalUri>();
-        let nested = original.is_some();
-        let uri = original.map_or(parts.uri, |o| o.0);
+        let uri = parts.extensions.get::<OriginalUri>().map_or(parts.uri, |o| o.0.clone());
         // Copied out of the buffer the server parsed the request in (see `UpgradeRequest`),
         // which would otherwise stay allocated for as long as the socket is open. So is the
         // original URI that routing left in the extensions.
         let mut request = UpgradeRequest::new(uri, parts.headers);
-        if nested {
-            parts.extensions.insert(OriginalUri(request.uri.clone()));
+        if let Some(original) = parts.extensions.get_mut::<OriginalUri>() {
+            original.0 = request.uri.clone();
         }
         request.extensions = parts.extensions;
         if let Some(hook) = &self.on_connect {
