@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::memory::{ConnBudget, Exhausted, OVERHEAD};
 
@@ -26,10 +26,23 @@ impl ByteBudget {
 
     /// Waits until `len` bytes fit. A message larger than the whole budget waits for all of it
     /// and then goes alone. `None` once the budget is closed.
+    ///
+    /// Room that is there is taken at once, without going through the await: an awaited
+    /// acquire first asks tokio's cooperative budget, and when the task has spent it, yields
+    /// before taking its place in line. Concurrent calls in one task (`join`, `buffered`)
+    /// would then queue in the order of the task's next turn, not the order they were made,
+    /// and their requests go out of order. Taking what is free cannot pass a waiter: the
+    /// semaphore hands released room to its waiters first.
     pub(crate) async fn acquire(&self, len: usize) -> Option<OwnedSemaphorePermit> {
         let want =
             u32::try_from(len.saturating_add(OVERHEAD)).unwrap_or(u32::MAX).min(self.capacity);
-        self.semaphore.clone().acquire_many_owned(want).await.ok()
+        match self.semaphore.clone().try_acquire_many_owned(want) {
+            Ok(permit) => Some(permit),
+            Err(TryAcquireError::Closed) => None,
+            Err(TryAcquireError::NoPermits) => {
+                self.semaphore.clone().acquire_many_owned(want).await.ok()
+            }
+        }
     }
 
     /// Wakes every waiter with `None`.
@@ -219,7 +232,29 @@ impl<T> OutQueue<T> {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+
     use super::*;
+
+    /// Concurrent calls in one task (`join`, `buffered`) must queue in the order they were
+    /// first polled. An awaited acquire stops at tokio's cooperative budget before it takes
+    /// its place in line, so a call polled later in a fresh turn of the task could pass it.
+    #[tokio::test]
+    async fn room_there_is_taken_even_when_the_task_has_spent_its_cooperative_budget() {
+        let budget = ByteBudget::new(1000);
+        std::future::poll_fn(|cx| {
+            loop {
+                let mut spend = std::pin::pin!(tokio::task::consume_budget());
+                if spend.as_mut().poll(cx).is_pending() {
+                    break;
+                }
+            }
+            let mut acquire = std::pin::pin!(budget.acquire(10));
+            assert!(acquire.as_mut().poll(cx).is_ready(), "took its room without yielding");
+            std::task::Poll::Ready(())
+        })
+        .await;
+    }
 
     #[tokio::test]
     async fn parts_overflow_only_when_not_empty() {

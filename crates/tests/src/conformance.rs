@@ -438,7 +438,16 @@ pub async fn order_is_kept(backend: &Backend) {
     assert!(delivered.len() >= N / 2, "most are delivered: {} of {N}", delivered.len());
     expect.send_replace(Some(delivered.len()));
     let got = within("every delivery", reader).await.unwrap();
-    assert_eq!(got, delivered, "in the order sent");
+    if got != delivered {
+        let at = got.iter().zip(&delivered).take_while(|(g, d)| g == d).count();
+        let (g, d) = (&got[at..got.len().min(at + 8)], &delivered[at..delivered.len().min(at + 8)]);
+        panic!(
+            "not in the order sent: {} received, {} delivered; from #{at} received {g:?}, \
+             delivered {d:?}",
+            got.len(),
+            delivered.len()
+        );
+    }
     a.stop().await;
     b.stop().await;
 }
