@@ -41,12 +41,40 @@ pub fn skip_cluster_tests() -> bool {
     skip
 }
 
-/// A port of 127.0.0.1 that was free a moment ago (the system's pick for port 0).
+/// A port of 127.0.0.1 that is free now and that nothing else will be given meanwhile, for a
+/// server started as a process, which cannot be handed a bound socket.
+///
+/// Not the system's pick for port 0: that comes from the ephemeral range, which every socket
+/// bound to port 0 and every outgoing connection draws from too, so between the pick and the
+/// server's bind a test running beside it could take the port (it happened about once in 400
+/// runs of the suite). These come from below that range, where the system never allocates:
+/// each process walks its own stretch of it from a random start, and a port is handed out
+/// once per process, after a bind shows it free.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+    static NEXT: AtomicU64 = AtomicU64::new(u64::MAX);
+    let (low, high) = below_ephemeral();
+    let span = u64::from(high - low);
+    if NEXT.load(Ordering::Relaxed) == u64::MAX {
+        let start = u64::from_str_radix(&random_token(), 16).unwrap_or(0) % span;
+        let _ = NEXT.compare_exchange(u64::MAX, start, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    for _ in 0..span {
+        let port = low + (NEXT.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port of 127.0.0.1 in {low}..{high}");
+}
+
+/// The ports just below the system's ephemeral range: at most 16,384 of them, from 1024 up.
+fn below_ephemeral() -> (u16, u16) {
+    let ephemeral_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768)
+        .max(2048);
+    (ephemeral_low.saturating_sub(16384).max(1024), ephemeral_low)
 }
 
 /// A user and password a bus accepts, allowed only the names under `prefix`.

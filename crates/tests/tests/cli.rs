@@ -106,8 +106,8 @@ async fn bad_input_exits_2_and_unreachable_exits_3() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("invalid JSON argument"), "{}", text(&out.stderr));
 
-    // A port nobody listens on: bind one, then free it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // A port nobody listens on.
+    let port = gotalk_tests::servers::free_port();
     let out = run(&["call", &format!("127.0.0.1:{port}"), "echo"]).await;
     assert_eq!(out.status.code(), Some(3));
     assert!(text(&out.stderr).contains("cannot connect to tcp://127.0.0.1:"));

@@ -326,12 +326,11 @@ async fn websocket_calls_made_while_down_wait_for_the_next_server() {
     calls_made_while_down_are_answered_by_the_next_server(ws_client).await;
 }
 
-/// A port nothing listens on (yet).
+/// Ports nothing listens on (yet).
 async fn free_ports() -> Ports {
-    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let tcp = TcpListener::bind(any).await.unwrap();
-    let http = TcpListener::bind(any).await.unwrap();
-    Ports { tcp: tcp.local_addr().unwrap(), http: http.local_addr().unwrap() }
+    let at = |port| SocketAddr::from(([127, 0, 0, 1], port));
+    let free_port = gotalk_tests::servers::free_port;
+    Ports { tcp: at(free_port()), http: at(free_port()) }
 }
 
 #[tokio::test]
