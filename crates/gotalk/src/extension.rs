@@ -149,7 +149,8 @@ pub enum RequestOutcome {
     Result,
     /// The handler (or extension) answered with an ErrorResult.
     Error,
-    /// The handler panicked; the peer was sent the ErrorResult `handler panicked`.
+    /// The handler panicked; the peer was sent an internal error, `[internal] internal error
+    /// (ref …)`, and the reference logged with the panic's message.
     Panicked,
     /// Not taken now, with a RetryResult: a request or stream limit, the memory budget, or
     /// the server draining.

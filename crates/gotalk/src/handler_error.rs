@@ -136,6 +136,19 @@ impl HandlerError {
     }
 }
 
+/// The text a peer gets for a handler that panicked: an internal error like any other, its
+/// reference logged with the panic's message (which may say anything about the server).
+pub(crate) fn panicked(op: &str, panic: &(dyn std::any::Any + Send)) -> String {
+    let what = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a value that is not text");
+    match internal(op, &format_args!("panicked: {what}")) {
+        Failure::Error(text) | Failure::Retry(text) => text,
+    }
+}
+
 /// Logs `error` under a fresh reference and gives the text the peer gets.
 fn internal(op: &str, error: &dyn fmt::Display) -> Failure {
     let reference = format!("{:016x}", rand::random::<u64>());

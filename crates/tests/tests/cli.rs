@@ -83,7 +83,7 @@ async fn error_results_exit_4_with_the_server_text() {
     for (op, message) in [
         ("fail", "error from server: intentional failure"),
         ("nope", "error from server: unknown operation \"nope\""),
-        ("panic", "error from server: handler panicked"),
+        ("panic", "error from server: [internal] internal error (ref "),
         ("stream-fail", "error from server: intentional stream failure"),
     ] {
         let out = run(&["call", &f.addr, op, "1"]).await;

@@ -28,7 +28,7 @@ async fn handler_panicking_before_its_future_gets_an_error_result() {
     let client = connect(server.addr).await;
     for _ in 0..3 {
         let err = within("answer", client.buffer_request("spanic", "")).await.unwrap_err();
-        assert_eq!(err.to_string(), "handler panicked");
+        assert_is_internal(&err);
     }
     let echoed = within("echo", client.buffer_request("echo", "still here")).await.unwrap();
     assert_eq!(&echoed[..], b"still here");
@@ -44,10 +44,13 @@ async fn held_request_panicking_before_its_future_costs_no_other_answer() {
     peer.send(&common::request(b"0002", "spanic", b"")).await;
     peer.send(&common::request(b"0003", "echo", b"after")).await;
     assert_eq!(peer.frame().await, Frame::SingleResult { id: Id(*b"0001"), payload: "100".into() });
-    assert_eq!(
-        peer.frame().await,
-        Frame::ErrorResult { id: Id(*b"0002"), payload: "handler panicked".into() }
-    );
+    match peer.frame().await {
+        Frame::ErrorResult { id: Id(id), payload } => {
+            assert_eq!(&id, b"0002");
+            assert!(payload.starts_with(b"[internal] internal error (ref "), "{payload:?}");
+        }
+        other => panic!("expected the ErrorResult of 0002, got {other:?}"),
+    }
     assert_eq!(
         peer.frame().await,
         Frame::SingleResult { id: Id(*b"0003"), payload: "after".into() }
@@ -103,4 +106,13 @@ async fn panicking_connection_hooks_leave_the_connection_working() {
     server_side.close();
     within("server side closed", server_side.closed()).await;
     within("client sees the close", client.closed()).await;
+}
+
+/// A panic reaches the peer as an internal error with a reference, never its message (which
+/// may say anything about the server).
+fn assert_is_internal(err: &gotalk::Error) {
+    let remote = err.remote().unwrap_or_else(|| panic!("an ErrorResult, not {err:?}"));
+    assert_eq!(remote.code(), Some("internal"), "{err:?}");
+    assert!(remote.message().starts_with("internal error (ref "), "{err:?}");
+    assert!(!remote.message().contains("panic"), "{err:?}");
 }

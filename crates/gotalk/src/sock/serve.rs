@@ -19,7 +19,7 @@ use tracing::Instrument;
 use super::{lock, IdMap, Outbound, Sock};
 use crate::error::{CloseReason, Error};
 use crate::extension::{Answer, RequestDone, RequestOutcome};
-use crate::handler_error::{Failure, HandlerError};
+use crate::handler_error::{self, Failure, HandlerError};
 use crate::handlers::Route;
 use crate::memory::{Charge, OVERHEAD};
 use crate::queue::{parts, PartsRx, PartsTx, PushError};
@@ -133,9 +133,8 @@ impl Sock {
             // request only checks and queues.
             let done = Done { op: OpName::Claimed(name), arrived };
             let answer = async { extension.request(self, op.as_str(), payload).await };
-            let answer = AssertUnwindSafe(answer).catch_unwind().await.unwrap_or_else(|_| {
-                tracing::error!(parent: &self.shared.span, %op, "extension panicked");
-                Answer::Error("handler panicked".into())
+            let answer = AssertUnwindSafe(answer).catch_unwind().await.unwrap_or_else(|panic| {
+                Answer::Error(handler_error::panicked(op.as_str(), &*panic))
             });
             return self.answer(id, answer, done).await;
         }
@@ -304,9 +303,8 @@ impl Sock {
                 let sock = self.clone();
                 let answer = async move {
                     let answer = AssertUnwindSafe(later.0).catch_unwind().await;
-                    let answer = answer.unwrap_or_else(|_| {
-                        tracing::error!("extension panicked");
-                        Answer::Error("handler panicked".into())
+                    let answer = answer.unwrap_or_else(|panic| {
+                        Answer::Error(handler_error::panicked(done.op.get().unwrap_or(""), &*panic))
                     });
                     let _ = sock.answer_ready(id, answer, done).await;
                 };
@@ -485,13 +483,8 @@ impl Sock {
                 Ok(last @ Frame::ErrorResult { .. }) => (last, RequestOutcome::Error),
                 Ok(last) => (last, RequestOutcome::Result),
                 Err(panic) => {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_default();
-                    tracing::error!(panic = %what, "request handler panicked");
-                    let payload = Bytes::from_static(b"handler panicked");
+                    let text = handler_error::panicked(done.op.get().unwrap_or(""), &*panic);
+                    let payload = sock.fit_text(text);
                     (Frame::ErrorResult { id, payload }, RequestOutcome::Panicked)
                 }
             };
