@@ -18,10 +18,10 @@
 //! - **In flight when its connection dies**: it fails with [`Error::Closed`] and the close
 //!   reason. It is not sent again, because requests are not known to be idempotent: the
 //!   server may or may not have acted on it, and only the caller can decide to retry.
-//! - **Refused** (the server's `on_connect` hook turned this client away,
-//!   [`Error::Refused`] with 4401 or 4403): nothing redials, since retrying will not help until what the
-//!   reason names changes (a login); waiting and later calls fail with the refusal at once,
-//!   until [`KeepAlive::resume`] (after that change) dials again. As the browser client does.
+//! - **Refused** (the server's `on_connect` hook turned this client away, [`Error::Refused`]
+//!   with 4401 or 4403): nothing redials, since retrying will not help until what the reason
+//!   names changes (a login); waiting and later calls fail with the refusal at once, until
+//!   [`KeepAlive::resume`] (after that change) dials again. As the browser client does.
 //! - **After [`KeepAlive::close`]**: nothing reconnects; waiting and in-flight calls, and
 //!   every later one, fail with [`Error::Closed`] ([`CloseReason::Local`]).
 //!

@@ -19,6 +19,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -51,15 +52,13 @@ pub fn skip_cluster_tests() -> bool {
 /// each process walks its own stretch of it from a random start, and a port is handed out
 /// once per process, after a bind shows it free.
 pub fn free_port() -> u16 {
-    static NEXT: AtomicU64 = AtomicU64::new(u64::MAX);
+    static START: OnceLock<u64> = OnceLock::new();
+    static TAKEN: AtomicU64 = AtomicU64::new(0);
     let (low, high) = below_ephemeral();
     let span = u64::from(high - low);
-    if NEXT.load(Ordering::Relaxed) == u64::MAX {
-        let start = u64::from_str_radix(&random_token(), 16).unwrap_or(0) % span;
-        let _ = NEXT.compare_exchange(u64::MAX, start, Ordering::Relaxed, Ordering::Relaxed);
-    }
+    let start = *START.get_or_init(random_u64);
     for _ in 0..span {
-        let port = low + (NEXT.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        let port = low + ((start + TAKEN.fetch_add(1, Ordering::Relaxed)) % span) as u16;
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
@@ -970,10 +969,14 @@ impl Drop for TempDir {
 
 /// 16 hex digits from the standard library's per-process random hash keys.
 fn random_token() -> String {
+    format!("{:016x}", random_u64())
+}
+
+fn random_u64() -> u64 {
     let mut hasher = RandomState::new().build_hasher();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     hasher.write_u128(now.map_or(0, |d| d.as_nanos()));
-    format!("{:016x}", hasher.finish())
+    hasher.finish()
 }
 
 fn str(e: io::Error) -> String {

@@ -327,7 +327,7 @@ async fn websocket_calls_made_while_down_wait_for_the_next_server() {
 }
 
 /// Ports nothing listens on (yet).
-async fn free_ports() -> Ports {
+fn free_ports() -> Ports {
     let at = |port| SocketAddr::from(([127, 0, 0, 1], port));
     let free_port = gotalk_tests::servers::free_port;
     Ports { tcp: at(free_port()), http: at(free_port()) }
@@ -335,7 +335,7 @@ async fn free_ports() -> Ports {
 
 #[tokio::test]
 async fn at_most_max_waiting_calls_wait_and_the_next_fails_at_once() {
-    let ports = free_ports().await;
+    let ports = free_ports();
     let client = Builder::tcp_addr(ports.tcp, client_handlers(), Config::default())
         .backoff(FAST)
         .unwrap()
@@ -367,7 +367,7 @@ async fn at_most_max_waiting_calls_wait_and_the_next_fails_at_once() {
 
 #[tokio::test]
 async fn max_waiting_zero_fails_every_call_made_while_down() {
-    let ports = free_ports().await;
+    let ports = free_ports();
     let client =
         Builder::tcp_addr(ports.tcp, client_handlers(), Config::default()).max_waiting(0).start();
     let refused = client.request::<_, String>("who", &()).await;
@@ -376,7 +376,7 @@ async fn max_waiting_zero_fails_every_call_made_while_down() {
 
 #[tokio::test]
 async fn a_call_waits_up_to_wait_timeout_for_a_connection() {
-    let ports = free_ports().await;
+    let ports = free_ports();
     let limit = Duration::from_millis(300);
     let client = Builder::tcp_addr(ports.tcp, client_handlers(), Config::default())
         .backoff(FAST)
@@ -472,7 +472,7 @@ async fn close_stops_reconnecting_and_fails_what_waits() {
     one.stop().await;
 
     // A call waiting for a connection when close comes fails too.
-    let ports = free_ports().await;
+    let ports = free_ports();
     let client = Builder::tcp_addr(ports.tcp, client_handlers(), Config::default()).start();
     let waiting_call = tokio::spawn({
         let client = client.clone();

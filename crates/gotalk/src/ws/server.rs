@@ -424,13 +424,11 @@ where
         let payload = frame.payload();
         let copied = if payload.len() < COPY_LIMIT { payload.len() } else { 0 };
         self.room(2 * frame::MAX_HEADER + frame.header_len() + copied);
-        if self.whole {
-            let whole = frame.header_len() + payload.len();
-            frame::encode_header(&mut self.staging, frame::BINARY, whole);
-            frame.encode_header(&mut self.staging);
-        } else {
-            frame::encode_header(&mut self.staging, frame::BINARY, frame.header_len());
-            frame.encode_header(&mut self.staging);
+        // The first message is the gotalk header, with the payload when frames go whole.
+        let first = frame.header_len() + if self.whole { payload.len() } else { 0 };
+        frame::encode_header(&mut self.staging, frame::BINARY, first);
+        frame.encode_header(&mut self.staging);
+        if !self.whole {
             if payload.is_empty() {
                 return;
             }
