@@ -187,6 +187,9 @@ async fn post(
     let line = format!("{user}: {}", input.text.replace('\n', " "));
     let mut out = tokio::fs::OpenOptions::new().create(true).append(true).open(&file).await?;
     out.write_all(format!("{line}\n").as_bytes()).await?;
+    // A tokio file's write returns once the bytes are handed to a blocking thread; the flush
+    // waits for them to be written, so a history read after this post's answer has it.
+    out.flush().await?;
     // Nobody waiting is not an error.
     let _ = posted.send((input.room, line));
     Ok(())
