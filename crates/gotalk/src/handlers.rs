@@ -300,7 +300,7 @@ impl Handlers {
                     })
                 }
                 Err(message) => {
-                    tracing::warn!(notification = %name, %message, "dropped notification");
+                    tracing::warn!(parent: sock.span(), notification = %name, %message, "dropped notification");
                     Box::pin(std::future::ready(()))
                 }
             }

@@ -86,6 +86,9 @@ pub trait FrameWriter: Send + 'static {
     }
     /// Writes everything buffered.
     fn flush(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Gives back the buffers kept between flushes: the write loop calls it when it has
+    /// nothing to write, so an idle connection holds none.
+    fn release_idle(&mut self) {}
     /// Closes the writing side, after a flush. `reason` is why the connection is closing,
     /// for transports that can tell the peer (a WebSocket close code).
     fn shutdown(&mut self, reason: &CloseReason) -> impl Future<Output = io::Result<()>> + Send;
@@ -224,6 +227,15 @@ impl<W: AsyncWrite + Unpin + Send + 'static> FrameWriter for IoWriter<W> {
     }
 
     async fn flush(&mut self) -> io::Result<()> {
+        if self.chunks.is_empty() {
+            // Small frames only: written from the staging buffer itself, which keeps its
+            // room for the next flush (freezing it into a chunk would make it shared, and
+            // keep it, and a header for it, until the writer is idle).
+            let written = self.io.write_all(&self.staging).await;
+            self.staging.clear();
+            written?;
+            return self.io.flush().await;
+        }
         if !self.staging.is_empty() {
             self.chunks.push_back(self.staging.split().freeze());
         }
@@ -248,6 +260,12 @@ impl<W: AsyncWrite + Unpin + Send + 'static> FrameWriter for IoWriter<W> {
             }
         }
         self.io.flush().await
+    }
+
+    fn release_idle(&mut self) {
+        if self.staging.is_empty() {
+            self.staging = BytesMut::new();
+        }
     }
 
     async fn shutdown(&mut self, _reason: &CloseReason) -> io::Result<()> {
@@ -287,4 +305,43 @@ where
 {
     let (r, w) = tokio::io::split(stream);
     (IoReader(r), IoWriter::new(w))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn small_frames_go_out_from_the_staging_buffer_which_an_idle_writer_gives_back() {
+        let (ours, mut theirs) = tokio::io::duplex(1 << 16);
+        let mut writer = IoWriter::new(ours);
+        let frame = Frame::Notification {
+            name: gotalk_protocol::Name::try_from("hi").unwrap(),
+            payload: Bytes::from_static(b"there"),
+        };
+        writer.buffer_version();
+        writer.buffer_frame(&frame);
+        writer.flush().await.expect("flush");
+        assert!(writer.staging.is_empty() && writer.staging.capacity() > 0, "kept for the next");
+        writer.release_idle();
+        assert_eq!(writer.staging.capacity(), 0, "an idle writer holds no buffer");
+
+        // And a large payload after it goes by reference, the header staged in front.
+        let large = Frame::Notification {
+            name: gotalk_protocol::Name::try_from("big").unwrap(),
+            payload: Bytes::from(vec![7u8; COPY_LIMIT]),
+        };
+        writer.buffer_frame(&large);
+        writer.flush().await.expect("flush");
+        drop(writer);
+        let mut sent = Vec::new();
+        theirs.read_to_end(&mut sent).await.expect("read");
+        let mut expected = BytesMut::new();
+        encode_version(&mut expected);
+        frame.encode(&mut expected);
+        large.encode(&mut expected);
+        assert_eq!(sent, expected);
+    }
 }

@@ -195,7 +195,7 @@ impl Sock {
                     if attempts > self.shared.config.max_retries {
                         return Err(Error::Retry { wait, message, attempts });
                     }
-                    tracing::debug!(parent: &self.shared.span, %op, ?wait, %message, "retrying");
+                    tracing::debug!(parent: self.shared.span(), %op, ?wait, %message, "retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = self.shared.cancel().cancelled() => return Err(self.closed_error()),
@@ -362,7 +362,7 @@ impl Sock {
         let mut calls = lock(&self.shared.calls);
         let Some(call) = calls.map.get_mut(&id) else {
             self.shared.late_results.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(parent: &self.shared.span, %id, "result for no pending request");
+            tracing::debug!(parent: self.shared.span(), %id, "result for no pending request");
             return;
         };
         let finished = match (frame, call) {

@@ -169,7 +169,7 @@ impl Sock {
                     }
                 }
                 Action::Dead(death) => {
-                    tracing::debug!(parent: &self.shared.span, %death, "peer declared dead");
+                    tracing::debug!(parent: self.shared.span(), %death, "peer declared dead");
                     let reason = CloseReason::PeerDead(death.to_string());
                     self.close_with(reason, Some(ProtocolErrorCode::Timeout));
                 }

@@ -33,7 +33,6 @@ use std::time::{Duration, SystemTime};
 use bytes::BytesMut;
 use gotalk_protocol::{decode_version, Frame, ProtocolErrorCode, VERSION};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
-use tracing::Instrument;
 
 pub(crate) use call::from_json;
 pub use call::{StreamRequest, StreamResponse, WithTimeout};
@@ -200,12 +199,31 @@ pub(crate) struct Shared {
     /// Things that live exactly as long as the transport: a listener's connection permit,
     /// registry entries. Dropped when the write loop ends.
     attachments: Mutex<Vec<Box<dyn Any + Send + Sync>>>,
-    span: tracing::Span,
+    /// The connection's span, made when first needed (see [`Shared::span`]).
+    span: OnceLock<tracing::Span>,
     /// Values kept with the connection, one per type (see [`Sock::set_state`]).
     state: state::State,
 }
 
 impl Shared {
+    /// The connection's span, made on the first call. Made lazily because a span a
+    /// subscriber records costs it about 400 bytes for as long as the connection lives, and
+    /// most connections (idle ones, the busy ones of a quiet log) never log anything in it.
+    /// Debug events pass `parent: self.span()`, which is evaluated only when the event is
+    /// enabled.
+    fn span(&self) -> &tracing::Span {
+        self.span.get_or_init(|| conn_span(&self.info, None))
+    }
+
+    /// A span for one event in the connection's name: its span if made, else one like it
+    /// made for this event alone (the connection's `info` events), so that opening and
+    /// closing are logged with the connection's fields without keeping a span. Held while
+    /// the event is logged: a span dropped before its event is gone from the subscriber.
+    /// Cheap when the subscriber takes no `info` from this module: the span is then off.
+    fn event_span(&self) -> tracing::Span {
+        event_span(&self.span, &self.info)
+    }
+
     /// Fired when closing starts: the read loop stops and handlers are dropped.
     fn cancel(&self) -> signal::Signal<'_> {
         self.signals.get(signal::Which::Cancel)
@@ -258,12 +276,12 @@ impl Sock {
         info: ConnInfo,
         stop: impl std::future::Future,
     ) -> Result<Sock, Error> {
-        let span = tracing::info_span!(
-            "conn",
-            id = info.id,
-            transport = %info.transport,
-            peer = %info.remote_addr.map(|a| a.to_string()).unwrap_or_default(),
-        );
+        // A connection opened inside a span of the caller's gets its own span at once, as a
+        // child of that one; others make theirs when something first needs it.
+        let span = OnceLock::new();
+        if let Some(parent) = tracing::Span::current().id() {
+            let _ = span.set(conn_span(&info, Some(parent)));
+        }
         let mut buf = BytesMut::new();
         let handshake = async {
             writer.buffer_version();
@@ -321,7 +339,8 @@ impl Sock {
             )),
         };
         if let Err((reason, code)) = outcome {
-            span.in_scope(|| tracing::debug!(%reason, "handshake failed"));
+            let span = event_span(&span, &info);
+            tracing::debug!(parent: &span, %reason, "handshake failed");
             // Done with reading: a transport that reads on while it closes (a WebSocket waits
             // for the peer's Close) takes the reading side back. Others discard the peer's
             // input below, after the reason went out.
@@ -375,18 +394,20 @@ impl Sock {
             last_heartbeat: Mutex::new(None),
             live,
             attachments: Mutex::new(Vec::new()),
-            span: span.clone(),
+            span,
             state: state::State::default(),
         });
         let sock = Sock { shared };
         // At info, with the span's transport and peer: an operator's record of who came and
         // went, which per-request events are not.
+        let span = sock.shared.event_span();
         tracing::info!(parent: &span, "connection opened");
-        // Not instrumented: the write loop runs no code but its own, whose events name the
-        // connection's span themselves, and entering a span on every poll is not free.
+        // Neither loop is instrumented: their events name the connection's span themselves,
+        // which an idle connection then never makes, and entering a span on every poll is
+        // not free.
         tokio::spawn(write::write_loop(writer, sock.clone()));
         sock.shared.handlers.connected(&sock);
-        tokio::spawn(read::read_loop(reader, buf, sock.clone()).instrument(span));
+        tokio::spawn(read::read_loop(reader, buf, sock.clone()));
         Ok(sock)
     }
 
@@ -539,7 +560,8 @@ impl Sock {
         if self.shared.reason.set(reason.clone()).is_err() {
             return;
         }
-        tracing::info!(parent: &self.shared.span, %reason, "connection closed");
+        let span = self.shared.event_span();
+        tracing::info!(parent: &span, %reason, "connection closed");
         self.shared.cancel().cancel();
         self.fail_calls(&reason);
         self.shared.send_budget.close();
@@ -645,10 +667,27 @@ impl Sock {
         Arc::ptr_eq(&self.shared, &other.shared)
     }
 
-    /// A span for this connection, for handlers' own logs.
+    /// A span for this connection, for handlers' own logs, with its `id`, `transport` and
+    /// `peer`. Made on the first call.
     pub fn span(&self) -> &tracing::Span {
-        &self.shared.span
+        self.shared.span()
     }
+}
+
+/// A connection's span, with the fields operators find connections by.
+fn conn_span(info: &ConnInfo, parent: Option<tracing::Id>) -> tracing::Span {
+    tracing::info_span!(
+        parent: parent,
+        "conn",
+        id = info.id,
+        transport = %info.transport,
+        peer = %info.remote_addr.map(|a| a.to_string()).unwrap_or_default(),
+    )
+}
+
+/// The connection's span if it was made, else one like it for a single event.
+fn event_span(span: &OnceLock<tracing::Span>, info: &ConnInfo) -> tracing::Span {
+    span.get().cloned().unwrap_or_else(|| conn_span(info, None))
 }
 
 fn unix_time() -> u32 {

@@ -294,7 +294,7 @@ async fn dispatch(
                     let handled =
                         async { extension.notification(sock, name.as_str(), payload).await };
                     if AssertUnwindSafe(handled).catch_unwind().await.is_err() {
-                        tracing::error!(notification = %name, "extension panicked");
+                        tracing::error!(parent: sock.span(), notification = %name, "extension panicked");
                     }
                 }
                 None => queue_notification(sock, notes, name.into_string(), payload, carried).await,
@@ -328,7 +328,7 @@ async fn queue_notification(
     carried: Option<Charge>,
 ) {
     let Some(handler) = sock.shared.handlers.notification(&name) else {
-        tracing::debug!(notification = %name, "no handler for notification");
+        tracing::debug!(parent: sock.span(), notification = %name, "no handler for notification");
         return;
     };
     let notes = notes.get_or_insert_with(|| {
@@ -362,7 +362,7 @@ async fn notification_loop(mut rx: mpsc::UnboundedReceiver<Note>, sock: Sock) {
                 (note.handler)(sock.clone(), note.name.clone(), note.payload.clone()).await
             };
             if AssertUnwindSafe(work).catch_unwind().await.is_err() {
-                tracing::error!(notification = %name, "notification handler panicked");
+                tracing::error!(parent: sock.span(), notification = %name, "notification handler panicked");
             }
         }
     };

@@ -243,7 +243,7 @@ impl Sock {
                 Ok(())
             }
             Admit::Held => {
-                tracing::debug!(parent: &self.shared.span, %id, "request held until a slot frees");
+                tracing::debug!(parent: self.shared.span(), %id, "request held until a slot frees");
                 Ok(())
             }
             Admit::Retry(message) => {
@@ -261,7 +261,7 @@ impl Sock {
         let mut inbound = lock(&self.shared.inbound);
         let Some(entry) = inbound.ids.get_mut(&id) else {
             // Parts of a stream that was refused, answered or never opened.
-            tracing::debug!(parent: &self.shared.span, %id, "part for no open stream request");
+            tracing::debug!(parent: self.shared.span(), %id, "part for no open stream request");
             return;
         };
         let Some(input) = &entry.input else { return };
@@ -308,7 +308,7 @@ impl Sock {
                     });
                     let _ = sock.answer_ready(id, answer, done).await;
                 };
-                tokio::spawn(answer.instrument(self.shared.span.clone()));
+                tokio::spawn(answer.instrument(self.shared.span().clone()));
                 Ok(())
             }
             answer => self.answer_ready(id, answer, done).await,
@@ -423,7 +423,7 @@ impl Sock {
     fn spawn_handler(&self, mut held: Held, inline: bool) {
         let id = held.id;
         let span =
-            tracing::debug_span!(parent: &self.shared.span, "request", op = %held.op, id = %id);
+            tracing::debug_span!(parent: self.shared.span(), "request", op = %held.op, id = %id);
         let sock = self.clone();
         match held.route {
             // The common case gets a task of its own shape: the handler's future and little

@@ -47,6 +47,7 @@ async fn run<W: FrameWriter>(writer: &mut W, sock: &Sock) {
         let mut pending = sock.drive_liveness(writer);
         if !pending && queue.is_empty() {
             // Idle connections wait here, so nothing else is in scope: it would be kept.
+            writer.release_idle();
             let deadline = sock.liveness_deadline();
             tokio::select! {
                 _ = queue.ready() => continue,
