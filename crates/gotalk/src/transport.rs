@@ -148,18 +148,24 @@ impl FrameReader for TcpReader {
         // read loop's state, which every idle connection keeps, and it is most of it.
         // Readiness is kept by the socket's registration itself, and this half is its only
         // reader.
+        // Readiness is asked first, so that a poll with nothing to read (the connection's
+        // task woken for its writes) costs no room made in the buffer and given back.
         let stream = &self.0;
         std::future::poll_fn(|cx| loop {
+            match stream.as_ref().poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    release_if_idle(buf, hint);
+                    return Poll::Pending;
+                }
+            }
             make_room(buf, hint);
             match read_draining(stream, buf) {
                 Ok(0) => return Poll::Ready(Ok(ReadEvent::Eof)),
                 Ok(n) => return Poll::Ready(Ok(ReadEvent::Data(n))),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    release_if_idle(buf, hint);
-                    if let Err(e) = std::task::ready!(stream.as_ref().poll_read_ready(cx)) {
-                        return Poll::Ready(Err(e));
-                    }
-                }
+                // Readiness was stale, and is cleared now: asked again above.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }
         })

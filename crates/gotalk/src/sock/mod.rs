@@ -402,12 +402,16 @@ impl Sock {
         // went, which per-request events are not.
         let span = sock.shared.event_span();
         tracing::info!(parent: &span, "connection opened");
-        // Neither loop is instrumented: their events name the connection's span themselves,
-        // which an idle connection then never makes, and entering a span on every poll is
-        // not free.
-        tokio::spawn(write::write_loop(writer, sock.clone()));
         sock.shared.handlers.connected(&sock);
-        tokio::spawn(read::read_loop(reader, buf, sock.clone()));
+        // One task for both loops: an answer the read loop queues is written in the same
+        // task, not by a second one it has to wake, and an idle connection keeps one task,
+        // not two. The read loop is polled first, so what it queues joins the write loop's
+        // next flush. Spawned as the join itself: an `async` block awaiting it would keep
+        // both loops twice. Neither loop is instrumented: their events name the
+        // connection's span themselves, which an idle connection then never makes, and
+        // entering a span on every poll is not free.
+        let read = read::read_loop(reader, buf, sock.clone());
+        tokio::spawn(futures_util::future::join(read, write::write_loop(writer, sock.clone())));
         Ok(sock)
     }
 
