@@ -1,9 +1,10 @@
 //! The [`Sock`]: one gotalk connection, symmetric, over any transport.
 //!
-//! Each connection runs two tasks: a read loop that decodes frames and dispatches them, and a
-//! write loop that batches outgoing frames into one flush. Handlers run in tasks of their own,
-//! so the read loop never waits on one. Notifications from one peer run in order on a third
-//! task, started on the first notification.
+//! Each connection runs one task driving two loops: a read loop that decodes frames and
+//! dispatches them, and a write loop that batches outgoing frames into one flush. A handler
+//! is polled once on the read loop and, if it must wait, goes on in a task of its own, so the
+//! read loop never waits on one. Notifications from one peer run in order on a second task,
+//! started on the first notification.
 //!
 //! Layout: `read` (the read loop and dispatch of results), `write` (the write loop and
 //! heartbeats), `call` (requests this side sends), `serve` (requests the peer sends),
