@@ -16,8 +16,8 @@
 //! `interval × (max_unacked + 1)` after the last inbound byte. With `max_unacked = 0` no probe
 //! is sent and one idle interval is enough.
 
-use std::collections::VecDeque;
 use std::time::Duration;
+use std::{collections::VecDeque, sync::Arc};
 
 /// The reserved request that probes a peer over transports without pings (TCP). Every peer
 /// of ours answers it with its payload, before any handler or limit sees it.
@@ -278,7 +278,9 @@ struct Probe {
 /// The liveness state of one connection. See the module documentation.
 #[derive(Debug)]
 pub struct Liveness {
-    config: LivenessConfig,
+    /// Shared: many connections use the same settings, and a copy each would be a hundred
+    /// bytes per connection.
+    config: Arc<LivenessConfig>,
     series: u32,
     next_n: u32,
     started: Duration,
@@ -297,9 +299,9 @@ pub struct Liveness {
 impl Liveness {
     /// A connection starting at `now`. `series` tells this connection's cookies apart from
     /// any other's (a random number is best).
-    pub fn new(config: LivenessConfig, series: u32, now: Duration) -> Self {
+    pub fn new(config: impl Into<Arc<LivenessConfig>>, series: u32, now: Duration) -> Self {
         Liveness {
-            config,
+            config: config.into(),
             series,
             next_n: 0,
             started: now,

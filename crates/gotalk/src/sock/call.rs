@@ -59,8 +59,9 @@ impl Call {
 #[derive(Default)]
 pub(crate) struct Calls {
     map: IdMap<Call>,
-    /// Set once the peer can no longer answer: new calls fail at once with this.
-    refused: Option<CloseReason>,
+    /// Set once the peer can no longer answer: new calls fail at once with this. Boxed: set
+    /// only at the end, and every connection keeps this table.
+    refused: Option<Box<CloseReason>>,
 }
 
 impl Calls {
@@ -323,7 +324,7 @@ impl Sock {
             return Err(self.closed_error());
         }
         if let Some(reason) = &calls.refused {
-            return Err(Error::Closed(reason.clone()));
+            return Err(Error::Closed((**reason).clone()));
         }
         loop {
             let id = Id::from_u32(self.shared.next_id.fetch_add(1, Ordering::Relaxed));
@@ -347,7 +348,7 @@ impl Sock {
     pub(super) fn fail_calls(&self, reason: &CloseReason) {
         let calls = {
             let mut calls = lock(&self.shared.calls);
-            calls.refused.get_or_insert_with(|| reason.clone());
+            calls.refused.get_or_insert_with(|| Box::new(reason.clone()));
             std::mem::take(&mut calls.map)
         };
         for (_, call) in calls {

@@ -3,11 +3,11 @@
 //! learns whether the peer understands them (`gotalk_protocol::reserved`).
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use gotalk_protocol::liveness::{Action, Cookie, Event, Liveness};
+use gotalk_protocol::liveness::{Action, Cookie, Event, Liveness, LivenessConfig};
 use gotalk_protocol::{Frame, ProtocolErrorCode};
 use rand::Rng;
 use tokio::time::Instant;
@@ -48,7 +48,7 @@ impl Live {
         // The read loop enforces the read timeout itself, with ProtocolError 3 and its own
         // close reason; the machine keeps to probes and heartbeats.
         settings.peer_idle_timeout = None;
-        let mut machine = Liveness::new(settings, rand::rng().random(), Duration::ZERO);
+        let mut machine = Liveness::new(shared(settings), rand::rng().random(), Duration::ZERO);
         machine.handshake(Duration::ZERO);
 
         Live { machine, started: Instant::now() }
@@ -61,6 +61,18 @@ impl Live {
     /// When the write loop must next drive the machine.
     pub(super) fn deadline(&self) -> Option<Instant> {
         self.machine.next_deadline().map(|at| self.started + at)
+    }
+}
+
+/// `settings`, shared with the connections made before this one with the same settings
+/// (usually all of a server's): the settings are about a hundred bytes, which every
+/// connection would otherwise hold a copy of.
+fn shared(settings: LivenessConfig) -> Arc<LivenessConfig> {
+    static LAST: Mutex<Option<Arc<LivenessConfig>>> = Mutex::new(None);
+    let mut last = lock(&LAST);
+    match &*last {
+        Some(shared) if **shared == settings => shared.clone(),
+        _ => last.insert(Arc::new(settings)).clone(),
     }
 }
 
@@ -207,8 +219,10 @@ impl Sock {
         if events.is_empty() {
             return;
         }
-        for counters in lock(&self.shared.counters).iter() {
-            events.iter().for_each(|event| counters.record(event));
+        for attached in lock(&self.shared.attachments).iter() {
+            if let Some(counters) = attached.downcast_ref::<Arc<LivenessCounters>>() {
+                events.iter().for_each(|event| counters.record(event));
+            }
         }
         if let Some(hook) = &self.shared.handlers.on_liveness {
             for event in events {
@@ -217,11 +231,17 @@ impl Sock {
         }
     }
 
-    /// Counts this connection's liveness events in a registry's counters too.
+    /// Counts this connection's liveness events in a registry's counters too, for as long as
+    /// its transport is up. Kept with the attachments: a field of their own would be in
+    /// every connection's state.
     pub(crate) fn count_liveness_in(&self, counters: Arc<LivenessCounters>) {
-        let mut all = lock(&self.shared.counters);
-        if !all.iter().any(|c| Arc::ptr_eq(c, &counters)) {
-            all.push(counters);
+        let known = lock(&self.shared.attachments).iter().any(|attached| {
+            attached
+                .downcast_ref::<Arc<LivenessCounters>>()
+                .is_some_and(|c| Arc::ptr_eq(c, &counters))
+        });
+        if !known {
+            self.attach(counters);
         }
     }
 

@@ -139,6 +139,19 @@ pub struct Heartbeat {
     pub time: u32,
 }
 
+impl Heartbeat {
+    /// One word, so the connection keeps its last heartbeat without a lock: a bit for
+    /// "received", the load and the time.
+    fn pack(self) -> u64 {
+        1 << 48 | u64::from(self.load) << 32 | u64::from(self.time)
+    }
+
+    fn unpack(word: u64) -> Option<Heartbeat> {
+        // Each cast keeps the part's own bits: the load's 16 above the time's 32.
+        (word >> 48 == 1).then_some(Heartbeat { load: (word >> 32) as u16, time: word as u32 })
+    }
+}
+
 /// One gotalk connection. Cheap to clone: every clone is the same connection.
 ///
 /// Either side can send requests, streaming requests and notifications, and either side's
@@ -153,7 +166,7 @@ impl fmt::Debug for Sock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sock")
             .field("info", &self.shared.info)
-            .field("closed", &self.shared.reason.get())
+            .field("closed", &self.shared.reason.get().map(|r| &**r))
             .finish()
     }
 }
@@ -191,17 +204,19 @@ pub(crate) struct Shared {
     peer_understands_reserved: AtomicBool,
     /// True once this side has said its hello: with its version, or in reply to the peer's.
     hello_said: AtomicBool,
-    reason: OnceLock<CloseReason>,
+    /// Boxed, as the other fields set only once a connection closes or logs: every
+    /// connection keeps this state, and it stays within the allocator's 768-byte class.
+    reason: OnceLock<Box<CloseReason>>,
     ending: AtomicBool,
-    last_heartbeat: Mutex<Option<Heartbeat>>,
+    /// The peer's last heartbeat, packed by [`Heartbeat::pack`]; 0 before the first.
+    last_heartbeat: AtomicU64,
     live: Mutex<live::Live>,
-    /// Where liveness events are counted: the counters of every registry it is in.
-    counters: Mutex<Vec<Arc<crate::metrics::LivenessCounters>>>,
     /// Things that live exactly as long as the transport: a listener's connection permit,
-    /// registry entries. Dropped when the write loop ends.
+    /// registry entries, the liveness counters of registries it is in. Dropped when the
+    /// write loop ends.
     attachments: Mutex<Vec<Box<dyn Any + Send + Sync>>>,
     /// The connection's span, made when first needed (see [`Shared::span`]).
-    span: OnceLock<tracing::Span>,
+    span: OnceLock<Box<tracing::Span>>,
     /// Values kept with the connection, one per type (see [`Sock::set_state`]).
     state: state::State,
 }
@@ -213,7 +228,7 @@ impl Shared {
     /// Debug events pass `parent: self.span()`, which is evaluated only when the event is
     /// enabled.
     fn span(&self) -> &tracing::Span {
-        self.span.get_or_init(|| conn_span(&self.info, None))
+        self.span.get_or_init(|| Box::new(conn_span(&self.info, None)))
     }
 
     /// A span for one event in the connection's name: its span if made, else one like it
@@ -281,7 +296,7 @@ impl Sock {
         // child of that one; others make theirs when something first needs it.
         let span = OnceLock::new();
         if let Some(parent) = tracing::Span::current().id() {
-            let _ = span.set(conn_span(&info, Some(parent)));
+            let _ = span.set(Box::new(conn_span(&info, Some(parent))));
         }
         let mut buf = BytesMut::new();
         let handshake = async {
@@ -391,8 +406,7 @@ impl Sock {
             hello_said: AtomicBool::new(hello_first),
             reason: OnceLock::new(),
             ending: AtomicBool::new(false),
-            counters: Mutex::new(Vec::new()),
-            last_heartbeat: Mutex::new(None),
+            last_heartbeat: AtomicU64::new(0),
             live,
             attachments: Mutex::new(Vec::new()),
             span,
@@ -460,12 +474,12 @@ impl Sock {
 
     /// The most recent heartbeat from the peer, if any arrived.
     pub fn last_heartbeat(&self) -> Option<Heartbeat> {
-        *lock(&self.shared.last_heartbeat)
+        Heartbeat::unpack(self.shared.last_heartbeat.load(Ordering::Relaxed))
     }
 
     /// Why the connection closed, once it has.
     pub fn close_reason(&self) -> Option<CloseReason> {
-        self.shared.reason.get().cloned()
+        self.shared.reason.get().map(|r| (**r).clone())
     }
 
     /// True once closing has started.
@@ -562,7 +576,7 @@ impl Sock {
     /// Starts closing: records the reason once, stops the read loop and the handlers, fails
     /// every pending request, and tells the write loop to finish with `code`.
     pub fn close_with(&self, reason: CloseReason, code: Option<ProtocolErrorCode>) {
-        if self.shared.reason.set(reason.clone()).is_err() {
+        if self.shared.reason.set(Box::new(reason.clone())).is_err() {
             return;
         }
         let span = self.shared.event_span();
@@ -691,8 +705,8 @@ fn conn_span(info: &ConnInfo, parent: Option<tracing::Id>) -> tracing::Span {
 }
 
 /// The connection's span if it was made, else one like it for a single event.
-fn event_span(span: &OnceLock<tracing::Span>, info: &ConnInfo) -> tracing::Span {
-    span.get().cloned().unwrap_or_else(|| conn_span(info, None))
+fn event_span(span: &OnceLock<Box<tracing::Span>>, info: &ConnInfo) -> tracing::Span {
+    span.get().map_or_else(|| conn_span(info, None), |span| (**span).clone())
 }
 
 fn unix_time() -> u32 {
@@ -703,3 +717,17 @@ fn unix_time() -> u32 {
 
 /// A map from request id to state, shared by the call and serve tables.
 pub(crate) type IdMap<V> = HashMap<gotalk_protocol::Id, V>;
+
+#[cfg(test)]
+mod tests {
+    use super::Heartbeat;
+
+    #[test]
+    fn a_heartbeat_packs_into_one_word_and_none_is_zero() {
+        assert_eq!(Heartbeat::unpack(0), None);
+        for (load, time) in [(0, 0), (0xffff, u32::MAX), (1, 1_765_000_000), (0x8000, 0)] {
+            let heartbeat = Heartbeat { load, time };
+            assert_eq!(Heartbeat::unpack(heartbeat.pack()), Some(heartbeat));
+        }
+    }
+}

@@ -10,7 +10,7 @@ use gotalk_protocol::{Decoder, Frame, ProtocolErrorCode};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
-use super::{lock, Heartbeat, Sock};
+use super::{Heartbeat, Sock};
 use crate::error::CloseReason;
 use crate::handlers::NotificationFn;
 use crate::memory::{Charge, OVERHEAD};
@@ -303,7 +303,9 @@ async fn dispatch(
         }
         Frame::Heartbeat { load, time } => {
             let heartbeat = Heartbeat { load, time };
-            *lock(&sock.shared.last_heartbeat) = Some(heartbeat);
+            sock.shared
+                .last_heartbeat
+                .store(heartbeat.pack(), std::sync::atomic::Ordering::Relaxed);
             if let Some(on_heartbeat) = &sock.shared.handlers.on_heartbeat {
                 crate::handlers::call_hook("on_heartbeat", || on_heartbeat(sock, heartbeat));
             }

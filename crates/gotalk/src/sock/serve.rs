@@ -81,7 +81,10 @@ pub(crate) struct Inbound {
     ids: IdMap<Entry>,
     running: u32,
     running_streams: u32,
-    held: VecDeque<Held>,
+    /// Made on the first request held: most connections never hold one, and every
+    /// connection keeps this table.
+    #[allow(clippy::box_collection)]
+    held: Option<Box<VecDeque<Held>>>,
 }
 
 impl Inbound {
@@ -198,7 +201,7 @@ impl Sock {
             input_tx = Some(tx);
             held.input = Some(rx);
         }
-        let admit = if inbound.held.is_empty()
+        let admit = if inbound.held.as_ref().is_none_or(|held| held.is_empty())
             && inbound.fits(stream, config.request_limit, config.stream_limit)
         {
             inbound.running += 1;
@@ -207,8 +210,8 @@ impl Sock {
         } else if config.peer_understands_retry {
             let message = if stream { "stream rate limit" } else { "request rate limit" };
             (Admit::Retry(message.into()), Some(held.done))
-        } else if inbound.held.len() < config.held_requests {
-            inbound.held.push_back(held);
+        } else if inbound.held.as_ref().map_or(0, |held| held.len()) < config.held_requests {
+            inbound.held.get_or_insert_default().push_back(held);
             (Admit::Held, None)
         } else {
             (Admit::Refuse("request rate limit".into()), Some(held.done))
@@ -401,13 +404,14 @@ impl Sock {
                 inbound.running -= 1;
                 inbound.running_streams -= u32::from(entry.stream);
             }
-            while let Some(stream) = inbound.held.front().map(|next| next.stream) {
+            while let Some(stream) = inbound.held.as_ref().and_then(|h| h.front()).map(|n| n.stream)
+            {
                 if !inbound.fits(stream, config.request_limit, config.stream_limit) {
                     break;
                 }
                 inbound.running += 1;
                 inbound.running_streams += u32::from(stream);
-                start.extend(inbound.held.pop_front());
+                start.extend(inbound.held.as_mut().and_then(|held| held.pop_front()));
             }
             if inbound.ids.is_empty() {
                 self.shared.idle.notify_waiters();
