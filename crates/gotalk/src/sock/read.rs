@@ -114,11 +114,16 @@ pub(super) fn read_loop<R: FrameReader>(
                     reading = sock.shared.budget.try_charge(declared + OVERHEAD).ok();
                 } else if declared >= CHARGED_READ {
                     let asked = Instant::now();
-                    let charge = tokio::select! {
-                        biased;
-                        _ = &mut cancelled => return,
-                        charge = Box::pin(sock.shared.budget.charge(declared + OVERHEAD)) => charge,
-                    };
+                    // The wait is boxed whole, with the select around it: kept in this
+                    // future, it would be its largest step, and every idle connection's.
+                    let charge = Box::pin(async {
+                        tokio::select! {
+                            biased;
+                            _ = &mut cancelled => None,
+                            charge = sock.shared.budget.charge(declared + OVERHEAD) => Some(charge),
+                        }
+                    });
+                    let Some(charge) = charge.await else { return };
                     reading = Some(charge);
                     // Paid for in full, so held in full now, in a buffer of exactly its size: one
                     // grown read by read would double past the payload and copy it on the way,

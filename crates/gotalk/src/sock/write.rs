@@ -61,29 +61,33 @@ async fn run<W: FrameWriter>(writer: &mut W, sock: &Sock) {
             // costing a write of its own.
             requeue().await;
         }
-        let mut next = first;
-        let mut close = None;
-        let mut bytes = 0;
-        let mut frames = 0;
-        while let Some(item) = next.take() {
-            match item {
-                Outbound::Frame(frame, permit, charge) => {
-                    bytes += frame.encoded_len();
-                    frames += 1;
-                    writer.buffer_frame(&frame);
-                    permits.push((permit, charge));
-                    pending = true;
+        // In a block of its own, so the batch's last item is not kept across the flush.
+        let close = {
+            let mut next = first;
+            let mut close = None;
+            let mut bytes = 0;
+            let mut frames = 0;
+            while let Some(item) = next.take() {
+                match item {
+                    Outbound::Frame(frame, permit, charge) => {
+                        bytes += frame.encoded_len();
+                        frames += 1;
+                        writer.buffer_frame(&frame);
+                        permits.push((permit, charge));
+                        pending = true;
+                    }
+                    Outbound::Close(code) => {
+                        close = Some(code);
+                        break;
+                    }
                 }
-                Outbound::Close(code) => {
-                    close = Some(code);
+                if bytes >= MAX_BATCH_BYTES || frames >= MAX_BATCH_FRAMES {
                     break;
                 }
+                next = queue.pop();
             }
-            if bytes >= MAX_BATCH_BYTES || frames >= MAX_BATCH_FRAMES {
-                break;
-            }
-            next = queue.pop();
-        }
+            close
+        };
         debug_assert!(pending || close.is_some());
         if let Some(code) = close {
             Box::pin(close_transport(writer, sock, code)).await;
