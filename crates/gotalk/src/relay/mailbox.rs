@@ -37,7 +37,7 @@ struct Inner {
     /// Held by the one task that drains the mailbox into a connection, so the connection of
     /// a resumed session starts only once its old connection's task has put back what it
     /// could not send.
-    reader: Arc<tokio::sync::Mutex<()>>,
+    reader: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug, Default)]
@@ -135,7 +135,7 @@ impl Mailbox {
                 ready: Notify::new(),
                 overflow: Notify::new(),
                 limit,
-                reader: Arc::default(),
+                reader: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -349,8 +349,8 @@ impl Mailbox {
     }
 
     /// Waits to be the one task that drains this mailbox.
-    pub(crate) async fn reader(&self) -> tokio::sync::OwnedMutexGuard<()> {
-        self.inner.reader.clone().lock_owned().await
+    pub(crate) async fn reader(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.reader.lock().await
     }
 
     /// True once a group message did not fit.

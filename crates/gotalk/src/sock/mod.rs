@@ -659,6 +659,8 @@ impl Sock {
         if self.shared.terminated().is_cancelled() {
             return;
         }
+        // Grown one at a time: a connection has two or three, and keeps them all its life.
+        attachments.reserve_exact(1);
         attachments.push(Box::new(value));
     }
 
