@@ -147,8 +147,7 @@ impl FrameReader for TcpReader {
         // Polled by hand rather than awaiting `readable()`: that future would be part of the
         // read loop's state, which every idle connection keeps, and it is most of it.
         // Readiness is kept by the socket's registration itself, and this half is its only
-        // reader.
-        // Readiness is asked first, so that a poll with nothing to read (the connection's
+        // reader. It is asked first, so that a poll with nothing to read (the connection's
         // task woken for its writes) costs no room made in the buffer and given back.
         let stream = &self.0;
         std::future::poll_fn(|cx| loop {

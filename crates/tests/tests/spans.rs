@@ -105,6 +105,33 @@ async fn connections_keep_no_span_until_one_is_asked_for_and_still_log_in_one() 
 }
 
 #[tokio::test]
+async fn relaying_makes_no_span_either() {
+    let recorder = Recorder::default();
+    let subscriber = tracing_subscriber::registry().with(recorder.clone()).with(LevelFilter::INFO);
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let inbox = gotalk::relay::Inbox::new();
+    let mut client_handlers = Handlers::new();
+    inbox.install(&mut client_handlers);
+    let mut server_handlers = Handlers::new();
+    server_handlers.relay(gotalk::relay::Relay::new());
+    let config = Arc::new(Config::default());
+    let (client, _server) = Sock::pipe(
+        (Arc::new(client_handlers), config.clone()),
+        (Arc::new(server_handlers), config),
+    )
+    .await
+    .expect("pipe");
+    let me = client.whoami().await.expect("whoami");
+    let mut notes = inbox.topic("notes");
+    // A message the server drains into the connection in a task of the relay's.
+    client.relay(me, "notes", &"milk").await.expect("relay");
+    let message = tokio::time::timeout(std::time::Duration::from_secs(5), notes.recv()).await;
+    assert_eq!(&message.expect("delivered in time").expect("a message").body[..], b"\"milk\"");
+    assert_eq!(recorder.0.lock().unwrap().alive("conn"), 0, "a span kept for the relay");
+}
+
+#[tokio::test]
 async fn a_connection_opened_in_a_callers_span_is_its_child_at_once() {
     let recorder = Recorder::default();
     let subscriber = tracing_subscriber::registry().with(recorder.clone()).with(LevelFilter::INFO);

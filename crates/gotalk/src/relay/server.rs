@@ -13,7 +13,6 @@ use bytes::Bytes;
 use gotalk_protocol::relay::{self as wire, Fault, PeerId};
 use gotalk_protocol::session::{self, Secret, Token};
 use gotalk_protocol::{Frame, Name};
-use tracing::Instrument;
 
 use super::bus::Delivering;
 use super::mailbox::Next;
@@ -185,14 +184,13 @@ impl Extension for Relay {
             reachable(sock);
         } else {
             // A bus between instances: the id is told once every instance can reach it, so
-            // no peer hears of an id that others would get "unknown peer" for.
-            let span = sock.span().clone();
+            // no peer hears of an id that others would get "unknown peer" for. Not
+            // instrumented, as no task of a connection is (see `Shared::span` in `sock`).
             let sock = sock.clone();
-            let told = async move {
+            tokio::spawn(async move {
                 registering.await;
                 reachable(&sock);
-            };
-            tokio::spawn(told.instrument(span));
+            });
         }
     }
 
@@ -245,14 +243,12 @@ impl Extension for Relay {
                 Forwarded::Now(Ok(())) => {}
                 Forwarded::Now(Err(not_sent)) => undelivered(sock, &payload, not_sent).await,
                 Forwarded::Later(outcome) => {
-                    let span = sock.span().clone();
                     let sock = sock.clone();
-                    let told = async move {
+                    tokio::spawn(async move {
                         if let Err(not_sent) = outcome.await {
                             undelivered(&sock, &payload, not_sent).await;
                         }
-                    };
-                    tokio::spawn(told.instrument(span));
+                    });
                 }
             }
         })
@@ -278,8 +274,7 @@ impl Relay {
             (tokio::runtime::Handle::current(), sock.clone(), self.stall_timeout);
         let closed = sock.clone();
         mailbox.start_on_first(move |mailbox| {
-            let span = sock.span().clone();
-            runtime.spawn(drain(sock, mailbox, stall).instrument(span));
+            runtime.spawn(drain(sock, mailbox, stall));
         });
         if closed.is_closed() {
             // Closed meanwhile: its release may have run already, and a start left behind
@@ -457,7 +452,7 @@ pub(super) async fn drain(sock: Sock, mailbox: Mailbox, stall: Duration) {
             Next::Relay(payload) => Frame::Notification { name: name(wire::SEND), payload },
             Next::Note(name, payload) => Frame::Notification { name, payload },
             Next::Overflowed => {
-                tracing::debug!("relay recipient fell behind its groups");
+                tracing::debug!(parent: sock.span(), "relay recipient fell behind its groups");
                 sock.close_with(CloseReason::GroupOverflow(), None);
                 break;
             }
@@ -465,7 +460,7 @@ pub(super) async fn drain(sock: Sock, mailbox: Mailbox, stall: Duration) {
         let sent = tokio::select! {
             sent = tokio::time::timeout(stall, sock.send(frame)) => sent,
             () = mailbox.overflowed() => {
-                tracing::debug!("relay recipient fell behind its groups");
+                tracing::debug!(parent: sock.span(), "relay recipient fell behind its groups");
                 sock.close_with(CloseReason::GroupOverflow(), None);
                 break;
             }
@@ -477,7 +472,7 @@ pub(super) async fn drain(sock: Sock, mailbox: Mailbox, stall: Duration) {
                 break;
             }
             Err(_) => {
-                tracing::debug!(?stall, "relay recipient stalled");
+                tracing::debug!(parent: sock.span(), ?stall, "relay recipient stalled");
                 sock.close_with(CloseReason::RelayStalled(stall), None);
                 break;
             }

@@ -226,7 +226,8 @@ impl Shared {
     /// subscriber records costs it about 400 bytes for as long as the connection lives, and
     /// most connections (idle ones, the busy ones of a quiet log) never log anything in it.
     /// Debug events pass `parent: self.span()`, which is evaluated only when the event is
-    /// enabled.
+    /// enabled; for the same reason, the tasks that work for a connection (its loops, an
+    /// answer that waits, the relay's) are not instrumented with it.
     fn span(&self) -> &tracing::Span {
         self.span.get_or_init(|| Box::new(conn_span(&self.info, None)))
     }

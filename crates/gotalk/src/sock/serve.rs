@@ -311,7 +311,9 @@ impl Sock {
                     });
                     let _ = sock.answer_ready(id, answer, done).await;
                 };
-                tokio::spawn(answer.instrument(self.shared.span().clone()));
+                // Not instrumented: that would make the connection's span for every
+                // answer that waits (see `Shared::span`).
+                tokio::spawn(answer);
                 Ok(())
             }
             answer => self.answer_ready(id, answer, done).await,
