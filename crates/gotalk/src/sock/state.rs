@@ -7,11 +7,28 @@ use std::sync::{Mutex, OnceLock};
 use super::lock;
 
 /// A list that only grows, so a reader walks it while a writer appends.
-type Slot = OnceLock<Box<Node>>;
+type Slot = OnceLock<Box<dyn Entry>>;
 
-struct Node {
-    value: Box<dyn Any + Send + Sync>,
+/// A value and the rest of the list, in one allocation: every connection on a server with
+/// the relay keeps one.
+struct Node<T> {
+    value: T,
     next: Slot,
+}
+
+trait Entry: Send + Sync {
+    fn value(&self) -> &dyn Any;
+    fn next(&self) -> &Slot;
+}
+
+impl<T: Any + Send + Sync> Entry for Node<T> {
+    fn value(&self) -> &dyn Any {
+        &self.value
+    }
+
+    fn next(&self) -> &Slot {
+        &self.next
+    }
 }
 
 #[derive(Default)]
@@ -26,10 +43,10 @@ impl State {
     pub(super) fn get<T: Any>(&self) -> Option<&T> {
         let mut slot = &self.head;
         while let Some(node) = slot.get() {
-            if let Some(value) = (*node.value).downcast_ref::<T>() {
+            if let Some(value) = node.value().downcast_ref::<T>() {
                 return Some(value);
             }
-            slot = &node.next;
+            slot = node.next();
         }
         None
     }
@@ -42,10 +59,10 @@ impl State {
         }
         let mut slot = &self.head;
         while let Some(node) = slot.get() {
-            slot = &node.next;
+            slot = node.next();
         }
         // The last slot is empty, and no other writer can fill it while the lock is held.
-        let _ = slot.set(Box::new(Node { value: Box::new(value), next: OnceLock::new() }));
+        let _ = slot.set(Box::new(Node { value, next: OnceLock::new() }));
         Ok(())
     }
 }
