@@ -4,10 +4,14 @@
 //! read loop, the handlers and the write loop is bounded by the bytes it holds.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 
-use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use futures_util::task::AtomicWaker;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::memory::{ConnBudget, Exhausted, OVERHEAD};
 
@@ -173,15 +177,34 @@ const KEEP_CAPACITY: usize = 64;
 /// The queue from every sender of a connection to its one writer. Unlike a channel, it
 /// allocates nothing until something is queued, which matters with many idle connections.
 /// Its bound is the [`ByteBudget`] senders take before pushing.
+///
+/// The writer is one task, so it is woken through one waker slot rather than a wait list:
+/// waiting then keeps no list entry in the writer's future, which every idle connection
+/// holds. The task may wait on other things of its own through the same slot (see
+/// [`register`](Self::register)).
 #[derive(Debug)]
 pub(crate) struct OutQueue<T> {
     items: Mutex<Option<VecDeque<T>>>,
-    ready: Notify,
+    task: AtomicWaker,
+    /// Set by a push, taken by the wait it ends: a push made before the writer waits is not
+    /// lost.
+    pushed: AtomicBool,
+    /// The writer waits in [`ready`](Self::ready). Only then does a push wake its task: a
+    /// writer busy flushing finds what was pushed when it is done, and waking it for each
+    /// push would poll its whole connection again for nothing (which also let a relay
+    /// recipient's queue fill before its socket did, in `relay.rs`'s stalled-recipient
+    /// test).
+    waiting: AtomicBool,
 }
 
 impl<T> Default for OutQueue<T> {
     fn default() -> Self {
-        OutQueue { items: Mutex::new(Some(VecDeque::new())), ready: Notify::new() }
+        OutQueue {
+            items: Mutex::new(Some(VecDeque::new())),
+            task: AtomicWaker::new(),
+            pushed: AtomicBool::new(false),
+            waiting: AtomicBool::new(false),
+        }
     }
 }
 
@@ -197,8 +220,12 @@ impl<T> OutQueue<T> {
             Some(items) => items.push_back(item),
             None => return Err(item),
         }
-        // A stored permit if the writer is not waiting yet, so no wake-up is lost.
-        self.ready.notify_one();
+        // Sequentially consistent with the writer's two flags in `Ready::poll`: either this
+        // push sees the writer waiting, or the writer sees the push.
+        self.pushed.store(true, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) {
+            self.task.wake();
+        }
         Ok(())
     }
 
@@ -219,14 +246,54 @@ impl<T> OutQueue<T> {
     }
 
     /// Waits until an item may have been pushed since the last [`pop`](Self::pop) (or
-    /// [`is_empty`](Self::is_empty)) found none.
-    pub(crate) async fn ready(&self) {
-        self.ready.notified().await;
+    /// [`is_empty`](Self::is_empty)) found none. Only the writer's task may wait.
+    pub(crate) fn ready(&self) -> Ready<'_, T> {
+        Ready { queue: self }
+    }
+
+    /// Has [`wake`](Self::wake) wake the writer's task `cx` belongs to, for a wait of its
+    /// own: call it before checking what the wait is for.
+    pub(crate) fn register(&self, cx: &Context<'_>) {
+        self.task.register(cx.waker());
+    }
+
+    /// Wakes the writer's task without pushing anything, for what it waits on through
+    /// [`register`](Self::register).
+    pub(crate) fn wake(&self) {
+        self.task.wake();
     }
 
     /// Refuses further pushes and drops what is queued: the writer is gone.
     pub(crate) fn close(&self) {
         self.lock().take();
+    }
+}
+
+/// [`OutQueue::ready`].
+pub(crate) struct Ready<'a, T> {
+    queue: &'a OutQueue<T>,
+}
+
+impl<T> Future for Ready<'_, T> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let queue = self.queue;
+        queue.task.register(cx.waker());
+        queue.waiting.store(true, Ordering::SeqCst);
+        if queue.pushed.swap(false, Ordering::SeqCst) {
+            queue.waiting.store(false, Ordering::SeqCst);
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl<T> Drop for Ready<'_, T> {
+    /// A wait given up (the writer woke for something else) no longer asks to be woken.
+    fn drop(&mut self) {
+        self.queue.waiting.store(false, Ordering::Relaxed);
     }
 }
 
@@ -323,6 +390,30 @@ mod tests {
         queue.close();
         assert_eq!(queue.push(1), Err(1));
         assert_eq!(queue.pop(), None);
+    }
+
+    #[tokio::test]
+    async fn a_push_before_the_writer_waits_or_while_it_waits_for_something_else_is_not_lost() {
+        let queue = OutQueue::default();
+        queue.push(1u8).unwrap();
+        within(queue.ready()).await;
+        assert_eq!(queue.pop(), Some(1));
+
+        // The writer woke for something else, gave up its wait, then a push came.
+        let mut given_up = Box::pin(queue.ready());
+        assert!(futures_util::poll!(given_up.as_mut()).is_pending());
+        drop(given_up);
+        queue.push(2).unwrap();
+        within(queue.ready()).await;
+        assert_eq!(queue.pop(), Some(2));
+
+        // Nothing pushed: the wait waits.
+        let mut idle = Box::pin(queue.ready());
+        assert!(futures_util::poll!(idle.as_mut()).is_pending());
+    }
+
+    async fn within(wait: impl Future<Output = ()>) {
+        tokio::time::timeout(std::time::Duration::from_secs(5), wait).await.unwrap();
     }
 
     #[tokio::test]

@@ -583,6 +583,8 @@ impl Sock {
         let span = self.shared.event_span();
         tracing::info!(parent: &span, %reason, "connection closed");
         self.shared.cancel().cancel();
+        // The read loop waits for this through the writer's waker (see `read::closing`).
+        self.shared.out.wake();
         self.fail_calls(&reason);
         self.shared.send_budget.close();
         let _ = self.shared.out.push(Outbound::Close(code));

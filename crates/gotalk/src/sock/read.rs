@@ -74,7 +74,6 @@ pub(super) fn read_loop<R: FrameReader>(
         // and arms it again. So a busy connection arms it about once per timeout, not per read.
         let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
         let mut armed: Option<Instant> = None;
-        let mut cancelled = pin!(sock.shared.cancel().cancelled());
         let (reason, code) = loop {
             // On the heap, as the other rare or large steps below: this task's future is as large
             // as its largest step, and every idle connection keeps one. Made in a statement of
@@ -119,7 +118,7 @@ pub(super) fn read_loop<R: FrameReader>(
                     let charge = Box::pin(async {
                         tokio::select! {
                             biased;
-                            _ = &mut cancelled => None,
+                            _ = closing(&sock) => None,
                             charge = sock.shared.budget.charge(declared + OVERHEAD) => Some(charge),
                         }
                     });
@@ -155,7 +154,7 @@ pub(super) fn read_loop<R: FrameReader>(
                 loop {
                     tokio::select! {
                         biased;
-                        _ = &mut cancelled => return,
+                        _ = closing(&sock) => return,
                         event = &mut read => break Ok(event),
                         _ = &mut timer, if deadline.is_some() => {
                             let Some((at, expired)) = deadline else { continue };
@@ -202,6 +201,20 @@ pub(super) fn read_loop<R: FrameReader>(
             Box::pin(sock.linger(&mut reader, &mut buf)).await;
         }
     }
+}
+
+/// Completes once the connection starts closing. The read loop runs in the writer's task, so
+/// it waits through the writer's waker, which closing wakes: a place in the signals' wait list
+/// would be kept in the loop's future, by every idle connection.
+fn closing(sock: &Sock) -> impl Future<Output = ()> + '_ {
+    std::future::poll_fn(|cx| {
+        sock.shared.out.register(cx);
+        if sock.shared.cancel().is_cancelled() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
 }
 
 /// True for the results of this side's own calls.

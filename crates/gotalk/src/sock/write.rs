@@ -1,11 +1,12 @@
 //! The write loop: frames from every sender, batched into one flush, plus what liveness
 //! asks for (heartbeats, probes).
 
-use std::future::Future;
-use std::pin::pin;
+use std::future::{Future, Pending};
+use std::pin::{pin, Pin};
 use std::task::Poll;
 use std::time::Duration;
 
+use futures_util::future::Either;
 use gotalk_protocol::{Frame, ProtocolErrorCode};
 use tokio::time::Instant;
 
@@ -93,7 +94,10 @@ async fn run<W: FrameWriter>(writer: &mut W, sock: &Sock) {
             Box::pin(close_transport(writer, sock, code)).await;
             break;
         }
-        match flush_within(sock, config.write_timeout, writer.flush()).await {
+        // Pinned here: moved into `flush_within`'s frame and pinned there, it would be kept
+        // twice.
+        let flushed = flush_within(sock, config.write_timeout, pin!(writer.flush())).await;
+        match flushed {
             Some(Ok(())) => {}
             Some(Err(e)) => {
                 sock.close_with(CloseReason::Io(e.to_string()), None);
@@ -152,12 +156,11 @@ async fn requeue() {
 
 /// [`unless_aborted`] for a flush, which mostly completes at once: tried first with no timer
 /// to arm, or clock to read, for the deadline it would have had.
-async fn flush_within<T>(
+async fn flush_within<T, F: Future<Output = T>>(
     sock: &Sock,
     limit: Duration,
-    write: impl Future<Output = T>,
+    mut write: Pin<&mut F>,
 ) -> Option<T> {
-    let mut write = pin!(write);
     let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
     match first {
         Poll::Ready(done) => Some(done),
@@ -181,9 +184,11 @@ async fn unless_aborted<T>(
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
+/// Sleeps until `deadline`, or forever without one. Not an `async fn`, which would keep the
+/// deadline beside the timer in every idle connection's future.
+fn sleep_until(deadline: Option<Instant>) -> Either<tokio::time::Sleep, Pending<()>> {
     match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+        Some(at) => Either::Left(tokio::time::sleep_until(at)),
+        None => Either::Right(std::future::pending()),
     }
 }
