@@ -731,7 +731,9 @@ async fn deliver(
     loop {
         if dirty && tokio::time::Instant::now() >= due {
             dirty = false;
-            let now = bus.borrow_and_update().recoveries;
+            // Read without marking the state seen: a presence change that came with it (a
+            // rename, a join) is for `bus.changed()` below to see, or its lists never go.
+            let now = bus.borrow().recoveries;
             if now != recoveries {
                 recoveries = now;
                 (lists, resync) = (true, true);
