@@ -5,6 +5,12 @@
   const page = document.documentElement.dataset;
   const visit = new URLSearchParams(location.search).get('visit') || 'cold';
   const post = (body) => fetch('/results', { method: 'POST', body: JSON.stringify(body) });
+  // Where the wait goes, for the table after the first-answer one: when this script ran
+  // (the client's script has been run), and for a wasm client when its wasm arrived and
+  // when the client was ready to use it.
+  const ran = performance.now();
+  let ready = null;
+  if (gotalk.ready) gotalk.ready.then(() => (ready = performance.now()));
   const sock = gotalk.connection(location.origin.replace(/^http/, 'ws') + page.path);
   sock
     .bufferRequest('echo', new Uint8Array(+page.size))
@@ -12,8 +18,20 @@
       const ms = performance.now();
       // The client's own part of the wait: from its script's arrival to the answer.
       const script = performance.getEntriesByName(new URL(page.script, location.href).href)[0];
-      const after = script ? ms - script.responseEnd : null;
-      return post({ kind: 'first', client: page.client, visit, ms, after, bytes: answer.byteLength });
+      const arrived = script ? script.responseEnd : NaN;
+      const wasm = performance.getEntriesByType('resource').find((e) => /\.wasm(\?|$)/.test(e.name));
+      const since = (t) => (t == null || Number.isNaN(arrived) ? null : t - arrived);
+      return post({
+        kind: 'first',
+        client: page.client,
+        visit,
+        ms,
+        after: since(ms),
+        ran: since(ran),
+        wasm: since(wasm && wasm.responseEnd),
+        ready: since(ready),
+        bytes: answer.byteLength,
+      });
     })
     .then(() => {
       if (visit === 'cold') location.replace(location.pathname + '?visit=warm');

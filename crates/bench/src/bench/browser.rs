@@ -201,8 +201,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 
-    // Per visit and client: ms from navigation start, and ms from the script's arrival.
-    let mut first: BTreeMap<(&'static str, Client), Vec<(f64, f64)>> = BTreeMap::new();
+    let mut first: BTreeMap<(&'static str, Client), Vec<Load>> = BTreeMap::new();
     for load in 0..args.loads {
         // Rotated like the runs, so no client always goes first.
         let gotalks: Vec<Client> =
@@ -214,9 +213,15 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
                 browse(&chromium, &url, 2, Duration::from_secs(60), &mut site.results).await?
             {
                 let visit = if report["visit"] == "warm" { "warm" } else { "cold" };
-                let ms = report["ms"].as_f64().context("a first answer without ms")?;
-                let after = report["after"].as_f64().unwrap_or(f64::NAN);
-                first.entry((visit, client)).or_default().push((ms, after));
+                let at = |key: &str| report[key].as_f64().unwrap_or(f64::NAN);
+                let load = Load {
+                    ms: report["ms"].as_f64().context("a first answer without ms")?,
+                    after: at("after"),
+                    ran: at("ran"),
+                    wasm: at("wasm"),
+                    ready: at("ready"),
+                };
+                first.entry((visit, client)).or_default().push(load);
             }
         }
     }
@@ -228,6 +233,20 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         println!("{line}");
     }
     Ok(())
+}
+
+/// One page load's first answer: ms from navigation start, then the other moments in ms
+/// after the client's script arrived (NaN where the client has no such moment).
+struct Load {
+    ms: f64,
+    /// The answer.
+    after: f64,
+    /// The page's own script starts: the client's script has been run.
+    ran: f64,
+    /// The wasm has downloaded (or come from the cache).
+    wasm: f64,
+    /// `gotalk.ready` settled: the wasm compiled, instantiated and started.
+    ready: f64,
 }
 
 /// Starts the server on 127.0.0.1 ports the system picks.
@@ -386,7 +405,7 @@ fn print_tables(
     args: &Args,
     clients: &[Client],
     rps: &BTreeMap<(usize, Client), Vec<f64>>,
-    first: &BTreeMap<(&'static str, Client), Vec<(f64, f64)>>,
+    first: &BTreeMap<(&'static str, Client), Vec<Load>>,
 ) -> Vec<String> {
     let mut summary = Vec::new();
     println!();
@@ -435,17 +454,17 @@ fn print_tables(
     );
     println!("|---|---|---|---|---|---|");
     let ms = |visit: &'static str, client: Client| {
-        first.get(&(visit, client)).map(|v| v.iter().map(|&(ms, _)| ms).collect::<Vec<f64>>())
+        first.get(&(visit, client)).map(|v| v.iter().map(|l| l.ms).collect::<Vec<f64>>())
     };
     for visit in ["cold", "warm"] {
         let ours = ms(visit, Client::Ours);
         for &client in clients {
-            let (Some(values), Some(pairs)) = (ms(visit, client), first.get(&(visit, client)))
+            let (Some(values), Some(loads)) = (ms(visit, client), first.get(&(visit, client)))
             else {
                 continue;
             };
             let (min, mid, max) = stats(&values);
-            let after: Vec<f64> = pairs.iter().map(|&(_, after)| after).collect();
+            let after: Vec<f64> = loads.iter().map(|l| l.after).collect();
             let diff = ours.as_ref().map_or(String::from("-"), |o| {
                 format!("{:+.1} ms", paired(o, &values, |o, c| c - o))
             });
@@ -464,6 +483,31 @@ fn print_tables(
                 stats(&g).1,
                 if later <= 0.0 { "met" } else { "not met" }
             ));
+        }
+    }
+    println!();
+    println!("== where the wait goes (ms after the client's script arrived, medians)");
+    println!("| visit | client | script run | wasm arrived | client ready | answer |");
+    println!("|---|---|---|---|---|---|");
+    for visit in ["cold", "warm"] {
+        for &client in clients {
+            let Some(loads) = first.get(&(visit, client)) else { continue };
+            let median = |f: fn(&Load) -> f64| {
+                let values: Vec<f64> = loads.iter().map(f).filter(|v| v.is_finite()).collect();
+                if values.is_empty() {
+                    String::from("-")
+                } else {
+                    format!("{:.1}", stats(&values).1)
+                }
+            };
+            println!(
+                "| {visit} | {} | {} | {} | {} | {} |",
+                client.label(),
+                median(|l| l.ran),
+                median(|l| l.wasm),
+                median(|l| l.ready),
+                median(|l| l.after)
+            );
         }
     }
     summary
