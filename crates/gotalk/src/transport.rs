@@ -222,9 +222,13 @@ impl<W: AsyncWrite + Unpin + Send + 'static> FrameWriter for IoWriter<W> {
 
     fn buffer_frame(&mut self, frame: &Frame) {
         let payload = frame.payload();
+        // Room for the whole frame first: an idle writer's buffer is empty, and encoding field
+        // by field into it would grow it (a reallocation and a copy) several times per frame.
         if payload.len() < COPY_LIMIT {
+            self.staging.reserve(frame.encoded_len());
             frame.encode(&mut self.staging);
         } else {
+            self.staging.reserve(frame.header_len());
             frame.encode_header(&mut self.staging);
             self.chunks.push_back(self.staging.split().freeze());
             self.chunks.push_back(payload.clone());
@@ -348,5 +352,19 @@ mod tests {
         frame.encode(&mut expected);
         large.encode(&mut expected);
         assert_eq!(sent, expected);
+    }
+
+    #[test]
+    fn an_idle_writer_stages_a_frame_in_one_allocation_of_its_size() {
+        let (ours, _theirs) = tokio::io::duplex(64);
+        let mut writer = IoWriter::new(ours);
+        let frame = Frame::SingleResult {
+            id: gotalk_protocol::Id(*b"0001"),
+            payload: Bytes::from_static(&[1; 10]),
+        };
+        writer.buffer_frame(&frame);
+        // Grown field by field, it would have been allocated at 8 bytes, then moved to 16 and
+        // to 32.
+        assert_eq!(writer.staging.capacity(), frame.encoded_len());
     }
 }

@@ -77,10 +77,11 @@ fn shared(settings: LivenessConfig) -> Arc<LivenessConfig> {
 }
 
 impl Sock {
-    /// Bytes arrived from the peer.
-    pub(super) fn mark_inbound(&self) {
+    /// Bytes arrived from the peer, at `at` (the read loop's clock reading, shared rather
+    /// than read again).
+    pub(super) fn mark_inbound(&self, at: Instant) {
         let mut live = lock(&self.shared.live);
-        let now = live.now();
+        let now = at.saturating_duration_since(live.started);
         live.machine.inbound(now);
     }
 

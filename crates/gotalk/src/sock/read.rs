@@ -169,10 +169,11 @@ pub(super) fn read_loop<R: FrameReader>(
             };
             match event {
                 Ok(Ok(ReadEvent::Data(n))) => {
+                    let now = Instant::now();
                     if n > 0 {
-                        last_data = Instant::now();
+                        last_data = now;
                     }
-                    sock.mark_inbound();
+                    sock.mark_inbound(now);
                     while let Some(pong) = reader.take_pong() {
                         if sock.on_pong(&pong) && sock.pongs_restart_read_timeout() {
                             last_data = Instant::now();

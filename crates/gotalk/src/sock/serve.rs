@@ -52,7 +52,8 @@ struct Held {
 /// name it is registered under, and when it arrived.
 struct Done {
     op: OpName,
-    arrived: Instant,
+    /// Not read from the clock when no extension is registered: nothing would be told it.
+    arrived: Option<Instant>,
 }
 
 /// The name a request is served under, kept without copying it.
@@ -122,7 +123,7 @@ impl Sock {
             Frame::StreamRequest { id, op, payload } => (id, op, payload, true),
             _ => return Ok(()),
         };
-        let arrived = Instant::now();
+        let arrived = (!self.shared.handlers.extensions.is_empty()).then(Instant::now);
         if !stream && op.as_str() == super::live::PING_OP {
             // A liveness probe: echoed at once, past every limit, so a busy peer still
             // proves it is alive.
@@ -352,7 +353,7 @@ impl Sock {
         if extensions.is_empty() {
             return;
         }
-        let elapsed = done.arrived.elapsed();
+        let elapsed = done.arrived.map(|at| at.elapsed()).unwrap_or_default();
         extensions.request_done(self, &RequestDone { op: done.op.get(), outcome, elapsed });
     }
 
