@@ -478,7 +478,11 @@ impl Sock {
     {
         let sock = self.clone();
         let request = async move {
+            // The work first: a handler that answers at once then never registers with the
+            // connection's cancellation (a lock to enter its wait list, another to leave it),
+            // as it would every other time in select's random order.
             let outcome = tokio::select! {
+                biased;
                 outcome = AssertUnwindSafe(work).catch_unwind() => outcome,
                 _ = sock.shared.cancel().cancelled() => {
                     sock.finish(id, None, None, None);

@@ -43,14 +43,22 @@ async fn run<W: FrameWriter>(writer: &mut W, sock: &Sock) {
     // Permits stay held until their frames are flushed, so the send queue's budget covers
     // the bytes waiting in the writer too.
     let mut permits = Vec::new();
+    let mut flushed = false;
     loop {
         // Liveness first, busy or not: heartbeats and probes that are due, and a dead peer.
-        let mut pending = sock.drive_liveness(writer);
+        // Not again after a flush that left nothing to write: it was driven just before it
+        // (a lock and a clock reading, per answer), and the wait below wakes at once if its
+        // next deadline passed meanwhile.
+        let mut pending =
+            if flushed && queue.is_empty() { false } else { sock.drive_liveness(writer) };
+        flushed = false;
         if !pending && queue.is_empty() {
             // Idle connections wait here, so nothing else is in scope: it would be kept.
             writer.release_idle();
             let deadline = sock.liveness_deadline();
+            // The queue first, and no random draw: the timer is only a fallback.
             tokio::select! {
+                biased;
                 _ = queue.ready() => continue,
                 _ = sleep_until(deadline) => continue,
             }
@@ -96,8 +104,8 @@ async fn run<W: FrameWriter>(writer: &mut W, sock: &Sock) {
         }
         // Pinned here: moved into `flush_within`'s frame and pinned there, it would be kept
         // twice.
-        let flushed = flush_within(sock, config.write_timeout, pin!(writer.flush())).await;
-        match flushed {
+        let written = flush_within(sock, config.write_timeout, pin!(writer.flush())).await;
+        match written {
             Some(Ok(())) => {}
             Some(Err(e)) => {
                 sock.close_with(CloseReason::Io(e.to_string()), None);
@@ -114,6 +122,7 @@ async fn run<W: FrameWriter>(writer: &mut W, sock: &Sock) {
                 break;
             }
         }
+        flushed = true;
         permits.clear();
         if permits.capacity() > 64 {
             permits = Vec::new();
