@@ -9,7 +9,10 @@ mod common;
 fn the_browser_benchmark_runs_every_client_at_a_tiny_size() {
     let args = ["browser", "--runs", "1", "--secs", "0.1", "--warmup", "0.05", "--loads", "1"];
     let stdout = common::run(args, &[]);
-    let rows = common::rows(&stdout, &["in flight", "visit"]);
+    // The last table (where the first answer's wait goes) is checked apart.
+    let (tables, wait) =
+        stdout.split_once("== where the wait goes").unwrap_or_else(|| panic!("{stdout}"));
+    let rows = common::rows(tables, &["in flight", "visit"]);
     // | in flight | client | median rt/s | min – max | spread | ours / client |
     let throughput: Vec<(&str, &str)> =
         rows.iter().filter(|r| r[0].parse::<u32>().is_ok()).map(|r| (r[0], r[1])).collect();
@@ -36,6 +39,19 @@ fn the_browser_benchmark_runs_every_client_at_a_tiny_size() {
     for row in rows.iter().filter(|r| r[0] == "cold" || r[0] == "warm") {
         assert!(row[2].parse::<f64>().is_ok_and(|ms| ms > 0.0), "{row:?}\n{stdout}");
         assert!(row[5].parse::<f64>().is_ok_and(|ms| ms > 0.0), "{row:?}\n{stdout}");
+    }
+    // | visit | client | script run | wasm arrived | client ready | answer |: every moment
+    // for ours, and for gotalk.js, which has no wasm, its script's run and its answer.
+    let wait = common::rows(wait, &["visit"]);
+    let clients: Vec<(&str, &str)> = wait.iter().map(|r| (r[0], r[1])).collect();
+    assert_eq!(clients, first, "{stdout}");
+    for row in &wait {
+        let ms = |i: usize| row[i].parse::<f64>().is_ok_and(|ms| ms > 0.0);
+        if row[1] == "ours" {
+            assert!((2..6).all(ms), "{row:?}\n{stdout}");
+        } else {
+            assert!(ms(2) && row[3] == "-" && row[4] == "-" && ms(5), "{row:?}\n{stdout}");
+        }
     }
     let summary: Vec<&str> = stdout.lines().filter(|l| l.starts_with("browser, ")).collect();
     assert_eq!(summary.len(), 6, "{stdout}");
