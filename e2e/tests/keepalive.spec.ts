@@ -44,6 +44,35 @@ test('offline waits for the online event, then reconnects within a second', asyn
   expect(reply).toEqual({ greeting: 'Hello b' });
 });
 
+test('going offline while a reconnect waits drops it until the online event', async ({
+  page,
+  context,
+  startServer,
+  browserErrors,
+}) => {
+  browserErrors.allow(/WebSocket connection to .* failed/);
+  const server = await startServer();
+  await connected(page, server, SLOW);
+
+  // The close comes first, seen while the browser is online: a distant reconnect is planned.
+  await server.kill();
+  await page.waitForFunction(() => (window as any).s.state === 'reconnecting');
+  const wait = await page.evaluate(() => (window as any).s.nextReconnectAt - Date.now());
+  expect(wait).toBeGreaterThan(5_000);
+  // Parked by the event itself, well before the planned attempt could fail offline.
+  await context.setOffline(true);
+  await page.waitForFunction(() => (window as any).s.state === 'offline', null, {
+    timeout: 2_000,
+  });
+  expect(await page.evaluate(() => (window as any).s.nextReconnectAt)).toBeNull();
+
+  await server.start();
+  const back = Date.now();
+  await context.setOffline(false);
+  await page.waitForFunction(() => (window as any).s.state === 'open', null, { timeout: 5_000 });
+  expect(Date.now() - back).toBeLessThan(3_000);
+});
+
 test('a tab becoming visible retries a distant reconnect at once', async ({
   page,
   startServer,

@@ -194,6 +194,23 @@ impl KeepAlive {
         }
     }
 
+    /// The browser went offline.
+    ///
+    /// A pending reconnect is dropped: it would fail, and one that fails while the browser
+    /// is offline ends in [`Phase::Offline`] anyway, but only after its wait, which may be a
+    /// minute. The `offline` event may also come after the close it caused (the close can
+    /// be seen while `navigator.onLine` is still true), so this is where such a close is
+    /// parked. An open or connecting connection is left alone: its own close tells.
+    pub fn offline(&mut self) -> Next {
+        match self.phase {
+            Phase::Waiting(_) => {
+                self.phase = Phase::Offline;
+                Next::WaitOnline
+            }
+            _ => Next::Nothing,
+        }
+    }
+
     /// The tab became visible at `now`.
     ///
     /// Browsers slow the timers of background tabs down to one a minute or less, so a
@@ -334,6 +351,36 @@ mod tests {
         k.opened(0.0);
         assert_eq!(k.closed(Closed::Other, 30_000.0, false, 0.0), Next::WaitOnline);
         assert_eq!(at(k.online(40_000.0, 0.999)), 40_999.0);
+    }
+
+    #[test]
+    fn going_offline_while_waiting_drops_the_attempt_until_online() {
+        let mut k =
+            KeepAlive::new(Backoff { min_ms: 20_000.0, max_ms: 60_000.0, ..Backoff::default() });
+        k.opened(0.0);
+        // The close was seen while navigator.onLine still said true.
+        assert!(matches!(k.closed(Closed::Other, 30_000.0, true, 0.5), Next::ConnectAt(_)));
+        assert_eq!(k.offline(), Next::WaitOnline);
+        assert_eq!(k.phase().name(), "offline");
+        assert_eq!(k.next_attempt_at(), None);
+        assert_eq!(k.offline(), Next::Nothing);
+        assert_eq!(at(k.online(31_000.0, 0.5)), 31_500.0);
+    }
+
+    #[test]
+    fn going_offline_while_open_connecting_refused_or_ended_does_nothing() {
+        let mut k = ka();
+        assert_eq!(k.offline(), Next::Nothing);
+        assert_eq!(k.phase().name(), "connecting");
+        k.opened(0.0);
+        assert_eq!(k.offline(), Next::Nothing);
+        assert_eq!(k.phase().name(), "open");
+        k.closed(Closed::Refused, 10.0, true, 0.0);
+        assert_eq!(k.offline(), Next::Nothing);
+        assert_eq!(k.phase().name(), "refused");
+        k.end();
+        assert_eq!(k.offline(), Next::Nothing);
+        assert_eq!(k.phase().name(), "closed");
     }
 
     #[test]

@@ -628,24 +628,27 @@ Sock.prototype.openKeepAlive = function (addr, options) {
   return this;
 };
 
-// Tell the keepalive when the browser comes online and when the tab is visible again.
+// Tell the keepalive when the browser comes online or goes offline, and when the tab is
+// visible again.
 Sock.prototype._watch = function (core) {
   if (this._listeners || typeof addEventListener !== 'function') return;
-  const online = () => core.event(EVENT_ONLINE, 0);
+  const network = (e) => core.event(EVENT_ONLINE, e.type === 'online' ? 1 : 0);
   const visible = () => {
     if (typeof document === 'undefined' || document.visibilityState === 'visible') {
       core.event(EVENT_VISIBLE, 0);
     }
   };
-  addEventListener('online', online);
+  addEventListener('online', network);
+  addEventListener('offline', network);
   if (typeof document !== 'undefined') document.addEventListener('visibilitychange', visible);
-  this._listeners = { online, visible };
+  this._listeners = { network, visible };
 };
 
 Sock.prototype._unwatch = function () {
   const l = this._listeners;
   if (!l) return;
-  removeEventListener('online', l.online);
+  removeEventListener('online', l.network);
+  removeEventListener('offline', l.network);
   if (typeof document !== 'undefined') document.removeEventListener('visibilitychange', l.visible);
   this._listeners = null;
 };

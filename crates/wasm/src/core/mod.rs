@@ -265,6 +265,8 @@ const ANSWER_ERROR: u32 = 1;
 const ANSWER_PART: u32 = 2;
 const ANSWER_END: u32 = 3;
 /// `event` kinds.
+/// The browser came online (`value` 1) or went offline (0: a pending reconnect waits for
+/// the next `online` instead).
 const EVENT_ONLINE: u32 = 0;
 const EVENT_VISIBLE: u32 = 1;
 const EVENT_HEARTBEAT: u32 = 2;
@@ -430,7 +432,8 @@ impl Core {
         self.inner.with(State::end);
     }
 
-    /// Tells the Core something happened: the browser came online, the page became visible
+    /// Tells the Core something happened: the browser came online or went offline (drop a
+    /// pending reconnect until it is online), the page became visible
     /// (retry a pending reconnect now; give up on an open connection that went silent, as
     /// the periodic check does, which a background tab runs rarely), the page wants a
     /// heartbeat sent with load `value` in [0, 1], it gave up on the call `value`, or it
@@ -441,7 +444,13 @@ impl Core {
         let silent = self.inner.with(|s| match kind {
             EVENT_ONLINE => {
                 if let Some(keep) = &mut s.keep {
-                    s.next = keep.online(at, Math::random());
+                    s.next = if value != 0.0 {
+                        keep.online(at, Math::random())
+                    } else {
+                        // A pending reconnect's timer finds itself stale when it fires.
+                        s.reconnect_seq = s.reconnect_seq.wrapping_add(1);
+                        keep.offline()
+                    };
                 }
                 None
             }
