@@ -465,26 +465,25 @@ impl Liveness {
             return None;
         }
         let c = &self.config;
-        let mut times = Vec::with_capacity(6);
-        if !self.handshaken {
-            times.push(self.started + c.handshake_timeout);
-        }
-        if let Some(idle) = c.peer_idle_timeout {
-            times.push(self.last_inbound + idle);
-        }
-        if let Some(interval) = c.interval {
-            times.push(self.last_inbound + interval.saturating_mul(c.max_unacked + 1));
-            if c.max_unacked > 0 {
-                times.push(self.next_probe_at(interval));
-            }
-        }
-        if let (Some(timeout), Some(oldest)) = (c.response_timeout, self.oldest_waiting()) {
-            times.push(oldest.sent + timeout);
-        }
-        if let Some(every) = c.heartbeat_interval {
-            times.push(self.last_heartbeat + every);
-        }
-        times.into_iter().min()
+        // On the stack: a connection's write loop asks before every wait, so once per
+        // request on a connection with one in flight.
+        let probing = c.interval.map(|interval| {
+            let unanswered = self.last_inbound + interval.saturating_mul(c.max_unacked + 1);
+            let probe = (c.max_unacked > 0).then(|| self.next_probe_at(interval));
+            (unanswered, probe)
+        });
+        let oldest = self.oldest_waiting();
+        [
+            (!self.handshaken).then(|| self.started + c.handshake_timeout),
+            c.peer_idle_timeout.map(|idle| self.last_inbound + idle),
+            probing.map(|(unanswered, _)| unanswered),
+            probing.and_then(|(_, probe)| probe),
+            c.response_timeout.zip(oldest).map(|(timeout, oldest)| oldest.sent + timeout),
+            c.heartbeat_interval.map(|every| self.last_heartbeat + every),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn acked(&mut self, now: Duration, probe: Probe, verified: bool) {

@@ -138,8 +138,10 @@ impl Sock {
     }
 
     /// Whether the peer may still send requests: after `$done` a request is a protocol error.
+    /// Read from the signal `$done` fires rather than from the machine, which would take the
+    /// liveness lock for every request.
     pub(super) fn peer_may_request(&self) -> bool {
-        lock(&self.shared.live).machine.request().is_ok()
+        !self.shared.peer_done().is_cancelled()
     }
 
     /// When the write loop must next call [`drive_liveness`](Self::drive_liveness).
@@ -148,17 +150,21 @@ impl Sock {
     }
 
     /// Does what liveness asks for now: heartbeats and WebSocket pings go into `writer`
-    /// (returns true when it buffered any), `$ping` requests go out on a task of their own,
-    /// and a dead peer closes the connection.
-    pub(super) fn drive_liveness<W: FrameWriter>(&self, writer: &mut W) -> bool {
-        let (actions, mut events) = {
+    /// (the first value is true when it buffered any), `$ping` requests go out on a task of
+    /// their own, and a dead peer closes the connection.
+    ///
+    /// The second value is when to drive it next, read under the same lock. It may be early,
+    /// never late, until the machine is driven again: what happens meanwhile (bytes or a
+    /// pong arriving, a probe withheld) only moves its deadlines later.
+    pub(super) fn drive_liveness<W: FrameWriter>(&self, writer: &mut W) -> (bool, Option<Instant>) {
+        let (actions, mut events, deadline) = {
             let mut live = lock(&self.shared.live);
             let now = live.now();
             let mut actions = Vec::new();
             while let Some(action) = live.machine.poll(now) {
                 actions.push(action);
             }
-            (actions, live.machine.take_events())
+            (actions, live.machine.take_events(), live.deadline())
         };
         let mut buffered = false;
         for action in actions {
@@ -189,7 +195,7 @@ impl Sock {
             }
         }
         self.report(events);
-        buffered
+        (buffered, deadline)
     }
 
     /// Probes with the reserved request. An ErrorResult (a peer without `$ping`) still shows

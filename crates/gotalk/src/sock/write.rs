@@ -43,26 +43,30 @@ async fn run<W: FrameWriter>(writer: &mut W, sock: &Sock) {
     // Permits stay held until their frames are flushed, so the send queue's budget covers
     // the bytes waiting in the writer too.
     let mut permits = Vec::new();
-    let mut flushed = false;
+    // Whether liveness is driven at the top of the loop: not after the queue woke an idle
+    // writer, since it is driven after the flush that follows anyway (a lock and a clock
+    // reading less per answer). The wait below then uses the deadline that drive read.
+    let mut drive = true;
     loop {
-        // Liveness first, busy or not: heartbeats and probes that are due, and a dead peer.
-        // Not again after a flush that left nothing to write: it was driven just before it
-        // (a lock and a clock reading, per answer), and the wait below wakes at once if its
-        // next deadline passed meanwhile.
-        let mut pending =
-            if flushed && queue.is_empty() { false } else { sock.drive_liveness(writer) };
-        flushed = false;
-        if !pending && queue.is_empty() {
-            // Idle connections wait here, so nothing else is in scope: it would be kept.
-            writer.release_idle();
-            let deadline = sock.liveness_deadline();
-            // The queue first, and no random draw: the timer is only a fallback.
-            tokio::select! {
-                biased;
-                _ = queue.ready() => continue,
-                _ = sleep_until(deadline) => continue,
+        // Liveness, busy or not: heartbeats and probes that are due, and a dead peer.
+        let mut pending = {
+            let (buffered, deadline) =
+                if drive { sock.drive_liveness(writer) } else { (false, None) };
+            if !buffered && queue.is_empty() {
+                // Idle connections wait here, so nothing else is in scope: it would be kept.
+                writer.release_idle();
+                let deadline = if drive { deadline } else { sock.liveness_deadline() };
+                // The queue first, and no random draw: the timer is only a fallback.
+                tokio::select! {
+                    biased;
+                    _ = queue.ready() => drive = false,
+                    _ = sleep_until(deadline) => drive = true,
+                }
+                continue;
             }
-        }
+            buffered
+        };
+        drive = true;
         let first = queue.pop();
         if matches!(first, Some(Outbound::Frame(..))) {
             // The sender that woke us is usually one of many handler tasks made ready by the
@@ -122,7 +126,6 @@ async fn run<W: FrameWriter>(writer: &mut W, sock: &Sock) {
                 break;
             }
         }
-        flushed = true;
         permits.clear();
         if permits.capacity() > 64 {
             permits = Vec::new();
