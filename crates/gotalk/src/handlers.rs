@@ -110,10 +110,11 @@ type LivenessFn = Arc<dyn Fn(&Sock, LivenessEvent) + Send + Sync>;
 /// ```
 #[derive(Default, Clone)]
 pub struct Handlers {
-    /// One entry per op name, so routing a request costs one lookup.
-    ops: HashMap<String, Op>,
+    /// One entry per op name, so routing a request costs one lookup (with a seeded hasher
+    /// cheaper than SipHash: see `IdMap`).
+    ops: HashMap<String, Op, foldhash::fast::RandomState>,
     fallback: Op,
-    notifications: HashMap<String, Entry<NotificationFn>>,
+    notifications: HashMap<String, Entry<NotificationFn>, foldhash::fast::RandomState>,
     notification_fallback: Option<Entry<NotificationFn>>,
     /// In the order added: each wraps the ones before it.
     layers: Vec<(Selector, LayerFn)>,
@@ -126,7 +127,7 @@ pub struct Handlers {
 
 impl fmt::Debug for Handlers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fn names<V>(table: &HashMap<String, V>) -> Vec<&str> {
+        fn names<V, S>(table: &HashMap<String, V, S>) -> Vec<&str> {
             let mut names: Vec<&str> = table.keys().map(String::as_str).collect();
             names.sort_unstable();
             names
