@@ -6,10 +6,11 @@ use std::pin::pin;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
-use gotalk_protocol::{Decoder, Frame, ProtocolErrorCode};
+use gotalk_protocol::{Decoder, Frame, Name, ProtocolErrorCode};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
+use super::serve::Later;
 use super::{Heartbeat, Sock};
 use crate::error::CloseReason;
 use crate::handlers::NotificationFn;
@@ -75,25 +76,29 @@ pub(super) fn read_loop<R: FrameReader>(
         let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
         let mut armed: Option<Instant> = None;
         let (reason, code) = loop {
-            // On the heap, as the other rare or large steps below: this task's future is as large
-            // as its largest step, and every idle connection keeps one. Made in a statement of
-            // its own, so the decoder's result is not kept while it runs.
-            let dispatching = match decoder.decode(&mut buf) {
-                Ok(Some(frame)) => {
-                    Some(Box::pin(dispatch(&sock, frame, reading.take(), &mut notes)))
-                }
+            // What needs no waiting is done at once (most messages: a request started or held,
+            // a result delivered). What waits goes on the heap, as the other rare or large
+            // steps below: this task's future is as large as its largest step, and every idle
+            // connection keeps one. Decided in a statement of its own, so the decoder's result
+            // is not kept while it runs.
+            let dispatched = match decoder.decode(&mut buf) {
+                Ok(Some(frame)) => match dispatch_now(&sock, frame, reading.take()) {
+                    Ok(waits) => {
+                        Some(waits.map(|waits| Box::pin(dispatch_later(&sock, waits, &mut notes))))
+                    }
+                    Err(closing) => break closing,
+                },
                 Ok(None) => None,
                 Err(e) => break (CloseReason::from(e), Some(ProtocolErrorCode::InvalidMessage)),
             };
-            if let Some(dispatching) = dispatching {
+            if let Some(waiting) = dispatched {
                 frame_started = None;
-                let (dispatched, waited) = waited(dispatching).await;
-                if waited {
-                    // The dispatch waited on a full queue; that time is not the peer's silence.
-                    last_data = Instant::now();
-                }
-                if let Err(closing) = dispatched {
-                    break closing;
+                if let Some(waiting) = waiting {
+                    if waited(waiting).await.1 {
+                        // The dispatch waited on a full queue; that time is not the peer's
+                        // silence.
+                        last_data = Instant::now();
+                    }
                 }
                 continue;
             }
@@ -267,18 +272,26 @@ async fn waited<T>(work: impl Future<Output = T>) -> (T, bool) {
     (done, polls > 1)
 }
 
-/// Hands a frame to whatever handles it. `carried` is the charge taken while a large frame
-/// was read; whatever holds the payload next keeps it, or takes a charge of its own.
-async fn dispatch(
+/// What [`dispatch_now`] left to do, which may wait.
+enum Waits {
+    /// What [`Sock::on_request`] left.
+    Request(Later),
+    /// A notification, for an extension or the notification task.
+    Notification { name: Name, payload: Bytes, carried: Option<Charge> },
+}
+
+/// Hands a frame to whatever handles it, doing at once what needs no waiting, and returns
+/// what is left. `carried` is the charge taken while a large frame was read; whatever holds
+/// the payload next keeps it, or takes a charge of its own.
+fn dispatch_now(
     sock: &Sock,
     frame: Frame,
     carried: Option<Charge>,
-    notes: &mut Option<Notes>,
-) -> Result<(), Closing> {
+) -> Result<Option<Waits>, Closing> {
     if super::live::from_our_peer(&frame, &sock.shared.handlers) {
         sock.peer_understands_reserved_now();
         if gotalk_protocol::reserved::is_hello(&frame) {
-            return Ok(());
+            return Ok(None);
         }
     }
     match frame {
@@ -286,26 +299,50 @@ async fn dispatch(
             let why = "a request after the peer announced it was done".to_owned();
             Err((CloseReason::InvalidMessage(why), Some(ProtocolErrorCode::InvalidMessage)))
         }
-        Frame::SingleRequest { .. } | Frame::StreamRequest { .. } => sock
-            .on_request(frame, carried)
-            .await
-            .map_err(|r| (r, Some(ProtocolErrorCode::InvalidMessage))),
+        Frame::SingleRequest { .. } | Frame::StreamRequest { .. } => {
+            Ok(sock.on_request(frame, carried).map(Waits::Request))
+        }
         Frame::StreamRequestPart { id, payload } => {
             sock.on_request_part(id, payload);
-            Ok(())
+            Ok(None)
         }
         Frame::SingleResult { .. }
         | Frame::StreamResult { .. }
         | Frame::ErrorResult { .. }
         | Frame::RetryResult { .. } => {
             sock.deliver(frame);
-            Ok(())
+            Ok(None)
         }
         Frame::Notification { name, .. } if name.as_str() == super::live::DONE => {
             sock.on_peer_done();
-            Ok(())
+            Ok(None)
         }
         Frame::Notification { name, payload } => {
+            Ok(Some(Waits::Notification { name, payload, carried }))
+        }
+        Frame::Heartbeat { load, time } => {
+            let heartbeat = Heartbeat { load, time };
+            sock.shared
+                .last_heartbeat
+                .store(heartbeat.pack(), std::sync::atomic::Ordering::Relaxed);
+            if let Some(on_heartbeat) = &sock.shared.handlers.on_heartbeat {
+                crate::handlers::call_hook("on_heartbeat", || on_heartbeat(sock, heartbeat));
+            }
+            Ok(None)
+        }
+        Frame::ProtocolError { code } => {
+            Err((CloseReason::PeerProtocolError(ProtocolErrorCode::from_u32(code)), None))
+        }
+        // Frame is non-exhaustive; a type this loop does not know is not one the decoder makes.
+        _ => Ok(None),
+    }
+}
+
+/// Does what [`dispatch_now`] left to do.
+async fn dispatch_later(sock: &Sock, waits: Waits, notes: &mut Option<Notes>) {
+    match waits {
+        Waits::Request(later) => sock.finish_request(later).await,
+        Waits::Notification { name, payload, carried } => {
             match sock.shared.handlers.extensions.notification(name.as_str()) {
                 // On the read loop, in order with the peer's requests: an extension's
                 // notification only checks and queues.
@@ -318,23 +355,7 @@ async fn dispatch(
                 }
                 None => queue_notification(sock, notes, name.into_string(), payload, carried).await,
             }
-            Ok(())
         }
-        Frame::Heartbeat { load, time } => {
-            let heartbeat = Heartbeat { load, time };
-            sock.shared
-                .last_heartbeat
-                .store(heartbeat.pack(), std::sync::atomic::Ordering::Relaxed);
-            if let Some(on_heartbeat) = &sock.shared.handlers.on_heartbeat {
-                crate::handlers::call_hook("on_heartbeat", || on_heartbeat(sock, heartbeat));
-            }
-            Ok(())
-        }
-        Frame::ProtocolError { code } => {
-            Err((CloseReason::PeerProtocolError(ProtocolErrorCode::from_u32(code)), None))
-        }
-        // Frame is non-exhaustive; a type this loop does not know is not one the decoder makes.
-        _ => Ok(()),
     }
 }
 

@@ -17,7 +17,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use super::{lock, IdMap, Outbound, Sock};
-use crate::error::{CloseReason, Error};
+use crate::error::Error;
 use crate::extension::{Answer, RequestDone, RequestOutcome};
 use crate::handler_error::{self, Failure, HandlerError};
 use crate::handlers::Route;
@@ -106,46 +106,56 @@ enum Admit {
     Refuse(String),
 }
 
+/// What is left to do for a request once [`Sock::on_request`] has done what needs no
+/// waiting. Most requests leave nothing; this is for the rest, so the read loop makes (and
+/// boxes) a future only for them, and one much smaller than a whole admission's.
+pub(super) enum Later {
+    /// An answer that waits for room in the send queue: a probe's echo, a refusal, an
+    /// unknown operation's error.
+    Send(Frame),
+    /// A request an extension claims, answered by it.
+    Claimed(Claimed),
+}
+
+/// A request an extension claims: [`Later::Claimed`].
+pub(super) struct Claimed {
+    id: Id,
+    op: Name,
+    payload: Bytes,
+    extension: Arc<dyn crate::Extension>,
+    done: Done,
+}
+
 impl Sock {
-    /// Admits a request (`r` or `s`) from the peer: starts it, holds it, or answers it.
+    /// Admits a request (`r` or `s`) from the peer: starts it, holds it, or decides its
+    /// answer, without waiting. What must wait is returned.
     ///
     /// A request whose id is already in flight is answered with an ErrorResult.
-    ///
-    /// # Errors
-    /// None today; the signature leaves room for requests that must close the connection.
-    pub(super) async fn on_request(
-        &self,
-        frame: Frame,
-        carried: Option<Charge>,
-    ) -> Result<(), CloseReason> {
+    pub(super) fn on_request(&self, frame: Frame, carried: Option<Charge>) -> Option<Later> {
         let (id, op, payload, stream) = match frame {
             Frame::SingleRequest { id, op, payload } => (id, op, payload, false),
             Frame::StreamRequest { id, op, payload } => (id, op, payload, true),
-            _ => return Ok(()),
+            _ => return None,
         };
         let arrived = (!self.shared.handlers.extensions.is_empty()).then(Instant::now);
         if !stream && op.as_str() == super::live::PING_OP {
             // A liveness probe: echoed at once, past every limit, so a busy peer still
             // proves it is alive.
-            let _ = self.send(Frame::SingleResult { id, payload }).await;
-            return Ok(());
+            return Some(Later::Send(Frame::SingleResult { id, payload }));
         }
         if let Some((name, extension)) =
             self.shared.handlers.extensions.request_claim(op.as_str()).filter(|_| !stream)
         {
-            // Answered here, past the limits and the drain, as `$ping` is: an extension's
-            // request only checks and queues.
+            // Answered by the extension, past the limits and the drain, as `$ping` is: an
+            // extension's request only checks and queues.
             let done = Done { op: OpName::Claimed(name), arrived };
-            let answer = async { extension.request(self, op.as_str(), payload).await };
-            let answer = AssertUnwindSafe(answer).catch_unwind().await.unwrap_or_else(|panic| {
-                Answer::Error(handler_error::panicked(op.as_str(), &*panic))
-            });
-            return self.answer(id, answer, done).await;
+            let extension = extension.clone();
+            return Some(Later::Claimed(Claimed { id, op, payload, extension, done }));
         }
         let Some((route, name)) = self.shared.handlers.route(op.as_str(), stream) else {
             let message = format!("unknown operation {:?}", op.as_str());
             self.request_done(&Done { op: OpName::Other, arrived }, RequestOutcome::Unknown);
-            return self.reply_error(id, message).await;
+            return Some(self.error_reply(id, message));
         };
         let done = Done { op: name.map_or(OpName::Other, OpName::Registered), arrived };
         let config = &self.shared.config;
@@ -157,12 +167,11 @@ impl Sock {
             let payload = self.fit_text("shutting down".to_owned());
             let wait = self.retry_wait();
             self.request_done(&done, RequestOutcome::Retry);
-            let _ = self.send(Frame::RetryResult { id, wait, payload }).await;
-            return Ok(());
+            return Some(Later::Send(Frame::RetryResult { id, wait, payload }));
         }
         if stream && config.stream_limit == 0 {
             self.request_done(&done, RequestOutcome::Refused);
-            return self.reply_error(id, "stream requests are disabled".into()).await;
+            return Some(self.error_reply(id, "stream requests are disabled".into()));
         }
         // Paid for before it is held: a large one already was, while it was read.
         let charge = match carried {
@@ -186,7 +195,24 @@ impl Sock {
                 }
             }
         };
-        self.answer_admission(id, admit, done).await
+        self.answer_admission(id, admit, done)
+    }
+
+    /// Does what [`on_request`](Self::on_request) left to do.
+    pub(super) async fn finish_request(&self, later: Later) {
+        match later {
+            Later::Send(frame) => {
+                let _ = self.send(frame).await;
+            }
+            Later::Claimed(Claimed { id, op, payload, extension, done }) => {
+                let answer = async { extension.request(self, op.as_str(), payload).await };
+                let answer =
+                    AssertUnwindSafe(answer).catch_unwind().await.unwrap_or_else(|panic| {
+                        Answer::Error(handler_error::panicked(op.as_str(), &*panic))
+                    });
+                self.answer(id, answer, done).await;
+            }
+        }
     }
 
     /// Decides what becomes of a request that is paid for, under the inbound table's lock;
@@ -224,12 +250,7 @@ impl Sock {
     }
 
     /// Starts, holds or answers a request as admitted; `done` is for one answered here.
-    async fn answer_admission(
-        &self,
-        id: Id,
-        admit: Admit,
-        done: Option<Done>,
-    ) -> Result<(), CloseReason> {
+    fn answer_admission(&self, id: Id, admit: Admit, done: Option<Done>) -> Option<Later> {
         let outcome = match &admit {
             Admit::Retry(_) => RequestOutcome::Retry,
             _ => RequestOutcome::Refused,
@@ -237,26 +258,21 @@ impl Sock {
         if let Some(done) = done {
             self.request_done(&done, outcome);
         }
-        self.send_admission(id, admit).await
-    }
-
-    async fn send_admission(&self, id: Id, admit: Admit) -> Result<(), CloseReason> {
         match admit {
             Admit::Start(held) => {
                 self.spawn_handler(held, true);
-                Ok(())
+                None
             }
             Admit::Held => {
                 tracing::debug!(parent: self.shared.span(), %id, "request held until a slot frees");
-                Ok(())
+                None
             }
             Admit::Retry(message) => {
                 let wait = self.retry_wait();
                 let payload = self.fit_text(message);
-                let _ = self.send(Frame::RetryResult { id, wait, payload }).await;
-                Ok(())
+                Some(Later::Send(Frame::RetryResult { id, wait, payload }))
             }
-            Admit::Refuse(message) => self.reply_error(id, message).await,
+            Admit::Refuse(message) => Some(self.error_reply(id, message)),
         }
     }
 
@@ -301,7 +317,7 @@ impl Sock {
 
     /// Sends an extension's answer to request `id`; one to come is sent from a task of its
     /// own when it is ready.
-    async fn answer(&self, id: Id, answer: Answer, done: Done) -> Result<(), CloseReason> {
+    async fn answer(&self, id: Id, answer: Answer, done: Done) {
         match answer {
             Answer::Later(later) => {
                 let sock = self.clone();
@@ -310,12 +326,11 @@ impl Sock {
                     let answer = answer.unwrap_or_else(|panic| {
                         Answer::Error(handler_error::panicked(done.op.get().unwrap_or(""), &*panic))
                     });
-                    let _ = sock.answer_ready(id, answer, done).await;
+                    sock.answer_ready(id, answer, done).await;
                 };
                 // Not instrumented: that would make the connection's span for every
                 // answer that waits (see `Shared::span`).
                 tokio::spawn(answer);
-                Ok(())
             }
             answer => self.answer_ready(id, answer, done).await,
         }
@@ -323,7 +338,7 @@ impl Sock {
 
     /// Sends an answer that is not [`Answer::Later`]; one that still is (a future that gave
     /// another) is answered as an error.
-    async fn answer_ready(&self, id: Id, answer: Answer, done: Done) -> Result<(), CloseReason> {
+    async fn answer_ready(&self, id: Id, answer: Answer, done: Done) {
         let (frame, outcome) = match answer {
             Answer::Later(_) => {
                 let frame = Frame::ErrorResult { id, payload: self.fit_text("no answer".into()) };
@@ -343,7 +358,6 @@ impl Sock {
         };
         self.request_done(&done, outcome);
         let _ = self.send(frame).await;
-        Ok(())
     }
 
     /// Tells the extensions that a request is done. Called before its answer is queued, so a
@@ -357,9 +371,9 @@ impl Sock {
         extensions.request_done(self, &RequestDone { op: done.op.get(), outcome, elapsed });
     }
 
-    async fn reply_error(&self, id: Id, message: String) -> Result<(), CloseReason> {
-        let _ = self.send(Frame::ErrorResult { id, payload: self.fit_text(message) }).await;
-        Ok(())
+    /// An ErrorResult with `message`, to send.
+    fn error_reply(&self, id: Id, message: String) -> Later {
+        Later::Send(Frame::ErrorResult { id, payload: self.fit_text(message) })
     }
 
     /// Error text as a payload, cut at a character boundary to the payload limit: a longer
