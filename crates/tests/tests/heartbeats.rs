@@ -109,3 +109,44 @@ async fn no_heartbeats_when_turned_off() {
     let mut peer = WirePeer::connect(server.addr).await;
     peer.expect_end_with(b"f00000003").await;
 }
+
+#[tokio::test]
+async fn a_peer_that_never_stops_sending_still_gets_heartbeats() {
+    // The server's read loop keeps liveness's time while it waits for bytes; a peer whose
+    // bytes are always there keeps it from ever waiting, and must not starve the heartbeats.
+    let server = start(common::handlers(), heartbeat_every(50, 0x42)).await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(b"01").await.unwrap();
+    let mut version = [0u8; 2];
+    stream.read_exact(&mut version).await.unwrap();
+    assert_eq!(&version, b"01");
+    let (mut rx, mut tx) = stream.into_split();
+    // Heartbeats of its own, 13 bytes each, in 64 KiB writes, as fast as the server reads.
+    let flood = tokio::spawn(async move {
+        let chunk = b"h000100000000".repeat(65536 / 13);
+        let end = tokio::time::Instant::now() + Duration::from_millis(1000);
+        let mut sent = 0usize;
+        while tokio::time::Instant::now() < end {
+            tx.write_all(&chunk).await.unwrap();
+            sent += chunk.len();
+        }
+        sent
+    });
+    let mut bytes = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < Duration::from_millis(1000) {
+        let n = within("server bytes", rx.read(&mut buf)).await.unwrap();
+        assert!(n > 0, "the server closed the connection");
+        bytes.extend_from_slice(&buf[..n]);
+    }
+    let sent = flood.await.unwrap();
+    assert_eq!(bytes.len() % 13, 0, "only whole heartbeats: {:?}", String::from_utf8_lossy(&bytes));
+    let heartbeats = bytes.len() / 13;
+    assert!(bytes.chunks(13).all(|h| h.starts_with(b"h0042")));
+    eprintln!("{heartbeats} heartbeats in 1 s while the peer sent {} MB", sent / 1_000_000);
+    // Every 50 ms for a second: twenty, and at least a few on a loaded machine.
+    assert!(heartbeats >= 5, "{heartbeats} heartbeats in 1 s of flooding");
+}

@@ -27,7 +27,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -208,6 +208,9 @@ pub(crate) struct Shared {
     /// connection keeps this state, and it stays within the allocator's 768-byte class.
     reason: OnceLock<Box<CloseReason>>,
     ending: AtomicBool,
+    /// Between the read and write loops: [`live::READ_WAITING`] and [`live::LIVE_DUE`]. Both
+    /// loops run in one task, never at once, so the flags are read and written plainly.
+    live_flags: AtomicU8,
     /// The peer's last heartbeat, packed by [`Heartbeat::pack`]; 0 before the first.
     last_heartbeat: AtomicU64,
     live: Mutex<live::Live>,
@@ -407,6 +410,7 @@ impl Sock {
             hello_said: AtomicBool::new(hello_first),
             reason: OnceLock::new(),
             ending: AtomicBool::new(false),
+            live_flags: AtomicU8::new(0),
             last_heartbeat: AtomicU64::new(0),
             live,
             attachments: Mutex::new(Vec::new()),

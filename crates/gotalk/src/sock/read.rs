@@ -2,13 +2,13 @@
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use gotalk_protocol::{Decoder, Frame, Name, ProtocolErrorCode};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::serve::Later;
 use super::{Heartbeat, Sock};
@@ -70,35 +70,40 @@ pub(super) fn read_loop<R: FrameReader>(
         let mut last_data = Instant::now();
         // The charge for the large message being received, handed on with it once it is whole.
         let mut reading: Option<Charge> = None;
-        // One timer for every read's deadlines. It stays armed at the earliest deadline asked
-        // for; a read with a later one lets it fire early, finds the deadline not yet reached
-        // and arms it again. So a busy connection arms it about once per timeout, not per read.
+        // One timer for every read's deadlines and for liveness's (which the write loop, in
+        // the same task, is told of through `LIVE_DUE`). It stays armed at the earliest
+        // deadline asked for; a read with a later one lets it fire early, finds the deadline
+        // not yet reached and arms it again. So a busy connection arms it about once per
+        // timeout, not per read. Liveness's deadlines only move later between its drives
+        // (bytes and pongs arriving), so they are read again only when it fires.
         let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
         let mut armed: Option<Instant> = None;
+        // Liveness was found due, and the write loop has yet to drive it.
+        let mut awaiting_drive = false;
+        let live = liveness_at(&sock, Instant::now(), &mut awaiting_drive);
+        arm(timer.as_mut(), &mut armed, live);
         let (reason, code) = loop {
             // What needs no waiting is done at once (most messages: a request started or held,
             // a result delivered). What waits goes on the heap, as the other rare or large
             // steps below: this task's future is as large as its largest step, and every idle
             // connection keeps one. Decided in a statement of its own, so the decoder's result
             // is not kept while it runs.
-            let dispatched = match decoder.decode(&mut buf) {
-                Ok(Some(frame)) => match dispatch_now(&sock, frame, reading.take()) {
-                    Ok(waits) => {
-                        Some(waits.map(|waits| Box::pin(dispatch_later(&sock, waits, &mut notes))))
+            let waiting = match decoder.decode(&mut buf) {
+                Ok(Some(frame)) => {
+                    frame_started = None;
+                    match dispatch_now(&sock, frame, reading.take()) {
+                        Ok(None) => continue,
+                        Ok(Some(waits)) => Some(Box::pin(dispatch_later(&sock, waits, &mut notes))),
+                        Err(closing) => break closing,
                     }
-                    Err(closing) => break closing,
-                },
+                }
                 Ok(None) => None,
                 Err(e) => break (CloseReason::from(e), Some(ProtocolErrorCode::InvalidMessage)),
             };
-            if let Some(waiting) = dispatched {
-                frame_started = None;
-                if let Some(waiting) = waiting {
-                    if waited(waiting).await.1 {
-                        // The dispatch waited on a full queue; that time is not the peer's
-                        // silence.
-                        last_data = Instant::now();
-                    }
+            if let Some(waiting) = waiting {
+                if waited(waiting).await.1 {
+                    // The dispatch waited on a full queue; that time is not the peer's silence.
+                    last_data = Instant::now();
                 }
                 continue;
             }
@@ -147,36 +152,52 @@ pub(super) fn read_loop<R: FrameReader>(
             let frame_deadline = frame_started.zip(config.frame_timeout).map(|(at, t)| at + t);
             let read_deadline = config.liveness.peer_idle_timeout.map(|t| last_data + t);
             let deadline = earliest(read_deadline, frame_deadline);
-            if let Some((at, _)) = deadline {
-                if armed.is_none_or(|armed| at < armed) {
-                    timer.as_mut().reset(at);
-                    armed = Some(at);
-                }
-            }
+            arm(timer.as_mut(), &mut armed, deadline.map(|(at, _)| at));
             let hint = decoder.payload_remaining(buf.len());
+            // While it waits here, this loop's timer keeps liveness's time.
+            sock.set_live_flag(super::live::READ_WAITING, true);
             let event = {
                 let mut read = pin!(reader.read(&mut buf, hint));
                 loop {
                     tokio::select! {
                         biased;
-                        _ = closing(&sock) => return,
+                        _ = closing(&sock) => {
+                            sock.set_live_flag(super::live::READ_WAITING, false);
+                            return;
+                        }
                         event = &mut read => break Ok(event),
-                        _ = &mut timer, if deadline.is_some() => {
-                            let Some((at, expired)) = deadline else { continue };
-                            if Instant::now() >= at {
-                                break Err(expired);
+                        _ = &mut timer, if armed.is_some() => {
+                            armed = None;
+                            let now = Instant::now();
+                            if let Some((at, expired)) = deadline {
+                                if now >= at {
+                                    break Err(expired);
+                                }
                             }
-                            timer.as_mut().reset(at);
-                            armed = Some(at);
+                            let live = liveness_at(&sock, now, &mut awaiting_drive);
+                            arm(timer.as_mut(), &mut armed, soonest(deadline.map(|(at, _)| at), live));
+                        }
+                        _ = driven(&sock), if awaiting_drive => {
+                            awaiting_drive = false;
+                            let live = liveness_at(&sock, Instant::now(), &mut awaiting_drive);
+                            arm(timer.as_mut(), &mut armed, live);
                         }
                     }
                 }
             };
+            sock.set_live_flag(super::live::READ_WAITING, false);
             match event {
                 Ok(Ok(ReadEvent::Data(n))) => {
                     let now = Instant::now();
                     if n > 0 {
                         last_data = now;
+                    }
+                    if armed.is_some_and(|at| now >= at) {
+                        // Due while reads kept the select from polling the timer: a peer
+                        // that always has more to send still gets its heartbeats.
+                        armed = None;
+                        let live = liveness_at(&sock, now, &mut awaiting_drive);
+                        arm(timer.as_mut(), &mut armed, soonest(deadline.map(|(at, _)| at), live));
                     }
                     sock.mark_inbound(now);
                     while let Some(pong) = reader.take_pong() {
@@ -234,6 +255,52 @@ fn answers_our_call(header: Option<&Frame>) -> bool {
                 | Frame::RetryResult { .. }
         )
     )
+}
+
+/// Liveness's next deadline at `now`, as the read loop's timer should know it: none while
+/// the write loop has yet to drive it (`awaiting_drive`); when it is due, the write loop is
+/// told (it runs next in this task) and this waits for it to drive.
+fn liveness_at(sock: &Sock, now: Instant, awaiting_drive: &mut bool) -> Option<Instant> {
+    if *awaiting_drive {
+        return None;
+    }
+    let at = sock.liveness_deadline()?;
+    if now < at {
+        return Some(at);
+    }
+    sock.set_live_flag(super::live::LIVE_DUE, true);
+    *awaiting_drive = true;
+    None
+}
+
+/// Completes once the write loop has driven liveness (it clears `LIVE_DUE` and wakes this
+/// task).
+fn driven(sock: &Sock) -> impl Future<Output = ()> + '_ {
+    std::future::poll_fn(|_| {
+        if sock.live_flag(super::live::LIVE_DUE) {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+}
+
+/// Arms `timer` for `at` unless it is already armed sooner.
+fn arm(timer: Pin<&mut Sleep>, armed: &mut Option<Instant>, at: Option<Instant>) {
+    if let Some(at) = at {
+        if armed.is_none_or(|armed| at < armed) {
+            timer.reset(at);
+            *armed = Some(at);
+        }
+    }
+}
+
+/// The sooner of two optional instants.
+fn soonest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Which deadline a read missed.

@@ -10,6 +10,7 @@ use futures_util::future::Either;
 use gotalk_protocol::{Frame, ProtocolErrorCode};
 use tokio::time::Instant;
 
+use super::live::{LIVE_DUE, READ_WAITING};
 use super::{Outbound, Sock};
 use crate::error::CloseReason;
 use crate::transport::FrameWriter;
@@ -43,24 +44,44 @@ async fn run<W: FrameWriter>(writer: &mut W, sock: &Sock) {
     // Permits stay held until their frames are flushed, so the send queue's budget covers
     // the bytes waiting in the writer too.
     let mut permits = Vec::new();
-    // Whether liveness is driven at the top of the loop: not after the queue woke an idle
-    // writer, since it is driven after the flush that follows anyway (a lock and a clock
-    // reading less per answer). The wait below then uses the deadline that drive read.
+    // Whether liveness is driven at the top of the loop, when this loop keeps its time: not
+    // after the queue woke an idle writer, since it is driven after the flush that follows
+    // anyway (a lock and a clock reading less per answer). The wait below then uses the
+    // deadline that drive read.
     let mut drive = true;
     loop {
-        // Liveness, busy or not: heartbeats and probes that are due, and a dead peer.
+        // Liveness, busy or not: heartbeats and probes that are due, and a dead peer. While
+        // the read loop waits for bytes, its timer keeps liveness's time and says when it is
+        // due; otherwise (the read loop is busy, waiting on a full queue, or done) this loop
+        // does, with a timer of its own.
         let mut pending = {
+            let due = sock.live_flag(LIVE_DUE);
+            let covered = sock.live_flag(READ_WAITING);
+            let drove = due || (drive && !covered);
             let (buffered, deadline) =
-                if drive { sock.drive_liveness(writer) } else { (false, None) };
+                if drove { sock.drive_liveness(writer) } else { (false, None) };
+            if due {
+                sock.set_live_flag(LIVE_DUE, false);
+                // The read loop arms its timer for the next deadline.
+                queue.wake();
+            }
             if !buffered && queue.is_empty() {
                 // Idle connections wait here, so nothing else is in scope: it would be kept.
                 writer.release_idle();
-                let deadline = if drive { deadline } else { sock.liveness_deadline() };
-                // The queue first, and no random draw: the timer is only a fallback.
-                tokio::select! {
-                    biased;
-                    _ = queue.ready() => drive = false,
-                    _ = sleep_until(deadline) => drive = true,
+                // The queue first, and no random draw: the rest is only a fallback.
+                if covered {
+                    tokio::select! {
+                        biased;
+                        _ = queue.ready() => drive = false,
+                        _ = liveness_needs_me(sock) => drive = true,
+                    }
+                } else {
+                    let deadline = if drove { deadline } else { sock.liveness_deadline() };
+                    tokio::select! {
+                        biased;
+                        _ = queue.ready() => drive = false,
+                        _ = sleep_until(deadline) => drive = true,
+                    }
                 }
                 continue;
             }
@@ -194,6 +215,18 @@ async fn unless_aborted<T>(
         done = tokio::time::timeout(limit, write) => done.ok(),
         _ = sock.shared.abort().cancelled() => None,
     }
+}
+
+/// Completes when liveness is due (the read loop says so) or the read loop stops keeping its
+/// time. Both loops run in one task, so whatever changes either flag has just run in it.
+fn liveness_needs_me(sock: &Sock) -> impl Future<Output = ()> + '_ {
+    std::future::poll_fn(|_| {
+        if sock.live_flag(LIVE_DUE) || !sock.live_flag(READ_WAITING) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
 }
 
 /// Sleeps until `deadline`, or forever without one. Not an `async fn`, which would keep the
