@@ -127,6 +127,12 @@ pub(super) struct Claimed {
 }
 
 impl Sock {
+    /// Whether handlers of the peer's requests are running (in tasks of their own: one that
+    /// answers at once is finished before the read loop goes on).
+    pub(super) fn handlers_running(&self) -> bool {
+        lock(&self.shared.inbound).running > 0
+    }
+
     /// Admits a request (`r` or `s`) from the peer: starts it, holds it, or decides its
     /// answer, without waiting. What must wait is returned.
     ///

@@ -89,10 +89,13 @@ async fn run<W: FrameWriter>(writer: &mut W, sock: &Sock) {
         };
         drive = true;
         let first = queue.pop();
-        if matches!(first, Some(Outbound::Frame(..))) {
-            // The sender that woke us is usually one of many handler tasks made ready by the
+        if matches!(first, Some(Outbound::Frame(..))) && sock.handlers_running() {
+            // The sender that woke us may be one of many handler tasks made ready by the
             // same read; let them run first so their frames join this flush instead of each
-            // costing a write of its own.
+            // costing a write of its own. Not when no handler is running: the answers of
+            // handlers that answer at once are queued by the read loop before this loop
+            // runs, and a requeue is a whole extra poll of the task (about 600 of a
+            // request's 7,000 instructions at one request in flight).
             requeue().await;
         }
         // In a block of its own, so the batch's last item is not kept across the flush.
