@@ -2,7 +2,7 @@
 // parks the connection until the `online` event; a tab becoming visible again brings a
 // distant reconnect forward; a server that stops with 1001 (going away) is rejoined soon.
 
-import type { Page } from '@playwright/test';
+import type { BrowserContext, Page } from '@playwright/test';
 import { test, expect } from '../fixtures';
 import type { GotalkServer } from '../server';
 
@@ -20,6 +20,23 @@ async function connected(page: Page, server: GotalkServer, options: object): Pro
   }, options);
 }
 
+/** Kills `server`; the sock plans a reconnect that `SLOW` puts seconds away. */
+async function killedWithDistantReconnect(page: Page, server: GotalkServer): Promise<void> {
+  await server.kill();
+  await page.waitForFunction(() => (window as any).s.state === 'reconnecting');
+  const wait = await page.evaluate(() => (window as any).s.nextReconnectAt - Date.now());
+  expect(wait).toBeGreaterThan(5_000);
+}
+
+/** Starts `server` again and brings the browser back online: the sock is open within 3 s. */
+async function backOnline(page: Page, context: BrowserContext, server: GotalkServer) {
+  await server.start();
+  const back = Date.now();
+  await context.setOffline(false);
+  await page.waitForFunction(() => (window as any).s.state === 'open', null, { timeout: 5_000 });
+  expect(Date.now() - back).toBeLessThan(3_000);
+}
+
 test('offline waits for the online event, then reconnects within a second', async ({
   page,
   context,
@@ -35,11 +52,7 @@ test('offline waits for the online event, then reconnects within a second', asyn
   await page.waitForFunction(() => (window as any).s.state === 'offline');
   expect(await page.evaluate(() => (window as any).s.nextReconnectAt)).toBeNull();
 
-  await server.start();
-  const back = Date.now();
-  await context.setOffline(false);
-  await page.waitForFunction(() => (window as any).s.state === 'open', null, { timeout: 5_000 });
-  expect(Date.now() - back).toBeLessThan(3_000);
+  await backOnline(page, context, server);
   const reply = await page.evaluate(() => (window as any).s.request('greet', { name: 'b' }));
   expect(reply).toEqual({ greeting: 'Hello b' });
 });
@@ -55,10 +68,7 @@ test('going offline while a reconnect waits drops it until the online event', as
   await connected(page, server, SLOW);
 
   // The close comes first, seen while the browser is online: a distant reconnect is planned.
-  await server.kill();
-  await page.waitForFunction(() => (window as any).s.state === 'reconnecting');
-  const wait = await page.evaluate(() => (window as any).s.nextReconnectAt - Date.now());
-  expect(wait).toBeGreaterThan(5_000);
+  await killedWithDistantReconnect(page, server);
   // Parked by the event itself, well before the planned attempt could fail offline.
   await context.setOffline(true);
   await page.waitForFunction(() => (window as any).s.state === 'offline', null, {
@@ -66,11 +76,7 @@ test('going offline while a reconnect waits drops it until the online event', as
   });
   expect(await page.evaluate(() => (window as any).s.nextReconnectAt)).toBeNull();
 
-  await server.start();
-  const back = Date.now();
-  await context.setOffline(false);
-  await page.waitForFunction(() => (window as any).s.state === 'open', null, { timeout: 5_000 });
-  expect(Date.now() - back).toBeLessThan(3_000);
+  await backOnline(page, context, server);
 });
 
 test('a tab becoming visible retries a distant reconnect at once', async ({
@@ -82,11 +88,7 @@ test('a tab becoming visible retries a distant reconnect at once', async ({
   const server = await startServer();
   await connected(page, server, SLOW);
 
-  await server.kill();
-  await page.waitForFunction(() => (window as any).s.state === 'reconnecting');
-  const wait = await page.evaluate(() => (window as any).s.nextReconnectAt - Date.now());
-  expect(wait).toBeGreaterThan(5_000);
-
+  await killedWithDistantReconnect(page, server);
   await server.start();
   // Headless Chromium's tab is always visible; the event is what the client listens for.
   await page.evaluate(() => document.dispatchEvent(new Event('visibilitychange')));
