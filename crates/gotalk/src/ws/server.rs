@@ -71,11 +71,7 @@ where
 {
     let (read, write) = tokio::io::split(io);
     let link = Arc::new(Link {
-        out: futures_util::lock::Mutex::new(Out {
-            io: write,
-            queue: VecDeque::new(),
-            closed: false,
-        }),
+        out: futures_util::lock::Mutex::new(Out { io: write, queue: VecDeque::new(), closed: false }),
         pong: Mutex::new(None),
         peer: Mutex::new(Peer::default()),
         returned: Mutex::new(None),
