@@ -42,7 +42,6 @@ use crate::error::CloseReason;
 use crate::lock;
 use crate::transport::{
     make_room, release_if_idle, write_chunks, FrameReader, FrameWriter, ReadEvent, MAX_SLICES,
-    MIN_READ,
 };
 
 /// Payloads at least this large are written from their own buffer instead of being copied
@@ -269,30 +268,6 @@ where
             let Some(io) = self.io.as_mut() else { return Ok(ReadEvent::Eof) };
             let start = buf.len();
             let read = std::future::poll_fn(|cx| {
-                if buf.is_empty() && hint.is_none() && buf.capacity() < MIN_READ {
-                    // Between messages the buffer is given back (see `release_if_idle`), and
-                    // this task is polled for its writes too, with nothing to read: asked
-                    // with room on the stack first, such a poll makes no buffer only to give
-                    // it back. What does arrive is copied into a buffer of the size a read
-                    // would have made.
-                    let mut room = [std::mem::MaybeUninit::<u8>::uninit(); MIN_READ];
-                    let mut first = tokio::io::ReadBuf::uninit(&mut room);
-                    return match Pin::new(&mut *io).poll_read(cx, &mut first) {
-                        Poll::Pending => {
-                            release_if_idle(buf, hint);
-                            Poll::Pending
-                        }
-                        Poll::Ready(Ok(())) => {
-                            let got = first.filled();
-                            if !got.is_empty() {
-                                make_room(buf, hint);
-                                buf.extend_from_slice(got);
-                            }
-                            Poll::Ready(Ok(got.len()))
-                        }
-                        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                    };
-                }
                 make_room(buf, hint);
                 match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf) {
                     Poll::Pending => {
