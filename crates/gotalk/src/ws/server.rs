@@ -70,7 +70,7 @@ where
 {
     let (read, write) = tokio::io::split(io);
     let link = Arc::new(Link {
-        out: futures_util::lock::Mutex::new(Out { io: write, queue: VecDeque::new(), closed: false }),
+        out: tokio::sync::Mutex::new(Out { io: write, queue: VecDeque::new(), closed: false }),
         pong: Mutex::new(None),
         peer: Mutex::new(Peer::default()),
         returned: Mutex::new(None),
@@ -111,10 +111,7 @@ struct Out<S> {
 
 /// What the reader and the writer of one connection share.
 struct Link<S> {
-    /// futures' lock rather than tokio's: uncontended, as it almost always is (the reader
-    /// only tries it, for a pong), it is taken and given back with an atomic each, where
-    /// tokio's takes its wait list's lock to give it back, every flush.
-    out: futures_util::lock::Mutex<Out<S>>,
+    out: tokio::sync::Mutex<Out<S>>,
     /// The payload of the latest ping not yet answered.
     pong: Mutex<Option<Bytes>>,
     peer: Mutex<Peer>,
@@ -250,7 +247,7 @@ impl<S: AsyncWrite> ServerReader<S> {
         if lock(&self.link.pong).is_none() {
             return Ok(());
         }
-        let Some(mut out) = self.link.out.try_lock() else { return Ok(()) };
+        let Ok(mut out) = self.link.out.try_lock() else { return Ok(()) };
         out.send_pong(&self.link.pong).await
     }
 }
