@@ -557,12 +557,15 @@ fn refuse_busy(message: &'static str) -> Response {
     refuse_with(StatusCode::SERVICE_UNAVAILABLE, message)
 }
 
-/// A refusal worth retrying later: the status, the reason as text, and `Retry-After`.
+/// A refusal worth retrying later: the status, the reason as text, and `Retry-After`. The
+/// connection is closed after it (`Connection: close`): a client turned away for load
+/// should not keep holding one of the HTTP listener's places on keep-alive.
 fn refuse_with(status: StatusCode, message: &'static str) -> Response {
+    use ::http::{header, HeaderValue};
     let mut response = (status, message).into_response();
-    response
-        .headers_mut()
-        .insert(::http::header::RETRY_AFTER, ::http::HeaderValue::from_static("5"));
+    let headers = response.headers_mut();
+    headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 

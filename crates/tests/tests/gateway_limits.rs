@@ -31,6 +31,15 @@ async fn upgrades_past_max_connections_get_503_until_one_closes() {
         .expect("the third is refused");
     assert_eq!(head.status, 503);
     assert!(head.text.to_ascii_lowercase().contains("\r\nretry-after: 5\r\n"), "{}", head.text);
+    // And the server closes the connection after it, so the refused client holds no place.
+    let mut stream = TcpStream::connect(server.http).await.unwrap();
+    let request = common::raw_ws::upgrade_request("/gotalk/", &server.http.to_string(), &[]);
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    within("the close after a refusal", stream.read_to_end(&mut answer)).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 503 "), "{answer}");
+    assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
 
     first.close();
     first.closed().await;

@@ -501,6 +501,32 @@ async fn sigterm_exits_within_the_shutdown_timeout_with_peers_that_never_read() 
     ws.abort();
 }
 
+/// An HTTP connection that holds one of the listener's places: answered 200 and kept alive.
+/// The connections the WebSocket upgrades came over hand their places back only once the
+/// server has seen them upgraded or closed, so a refusal meanwhile is tried again.
+async fn held_http(addr: &str) -> TcpStream {
+    within("an HTTP place", async {
+        loop {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let request = format!("GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8];
+                if stream.read(&mut byte).await.unwrap() == 0 {
+                    break;
+                }
+                head.push(byte[0]);
+            }
+            if head.starts_with(b"HTTP/1.1 200 ") {
+                return stream;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
 #[tokio::test]
 async fn the_connection_reserve_flag_reaches_every_listener() {
     // 4 places, 2 kept for addresses holding none: 127.0.0.1 gets two, 127.0.0.2 one more.
@@ -535,10 +561,7 @@ async fn the_connection_reserve_flag_reaches_every_listener() {
     assert!(refused.to_string().contains("503"), "{refused}");
 
     let http_addr = format!("127.0.0.1:{}", served.http_port());
-    let idle = [
-        TcpStream::connect(&http_addr).await.unwrap(),
-        TcpStream::connect(&http_addr).await.unwrap(),
-    ];
+    let idle = [held_http(&http_addr).await, held_http(&http_addr).await];
     let mut busy = TcpStream::connect(&http_addr).await.unwrap();
     let mut answer = String::new();
     within("503", busy.read_to_string(&mut answer)).await.unwrap();
