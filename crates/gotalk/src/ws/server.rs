@@ -42,6 +42,7 @@ use crate::error::CloseReason;
 use crate::lock;
 use crate::transport::{
     make_room, release_if_idle, write_chunks, FrameReader, FrameWriter, ReadEvent, MAX_SLICES,
+    MIN_READ,
 };
 
 /// Payloads at least this large are written from their own buffer instead of being copied
@@ -70,7 +71,7 @@ where
 {
     let (read, write) = tokio::io::split(io);
     let link = Arc::new(Link {
-        out: tokio::sync::Mutex::new(Out { io: write, queue: VecDeque::new(), closed: false }),
+        out: futures_util::lock::Mutex::new(Out { io: write, queue: VecDeque::new(), closed: false }),
         pong: Mutex::new(None),
         peer: Mutex::new(Peer::default()),
         returned: Mutex::new(None),
@@ -111,7 +112,10 @@ struct Out<S> {
 
 /// What the reader and the writer of one connection share.
 struct Link<S> {
-    out: tokio::sync::Mutex<Out<S>>,
+    /// futures' lock rather than tokio's: uncontended, as it almost always is (the reader
+    /// only tries it, for a pong), it is taken and given back with an atomic each, where
+    /// tokio's takes its wait list's lock to give it back, every flush.
+    out: futures_util::lock::Mutex<Out<S>>,
     /// The payload of the latest ping not yet answered.
     pong: Mutex<Option<Bytes>>,
     peer: Mutex<Peer>,
@@ -247,7 +251,7 @@ impl<S: AsyncWrite> ServerReader<S> {
         if lock(&self.link.pong).is_none() {
             return Ok(());
         }
-        let Ok(mut out) = self.link.out.try_lock() else { return Ok(()) };
+        let Some(mut out) = self.link.out.try_lock() else { return Ok(()) };
         out.send_pong(&self.link.pong).await
     }
 }
@@ -265,6 +269,30 @@ where
             let Some(io) = self.io.as_mut() else { return Ok(ReadEvent::Eof) };
             let start = buf.len();
             let read = std::future::poll_fn(|cx| {
+                if buf.is_empty() && hint.is_none() && buf.capacity() < MIN_READ {
+                    // Between messages the buffer is given back (see `release_if_idle`), and
+                    // this task is polled for its writes too, with nothing to read: asked
+                    // with room on the stack first, such a poll makes no buffer only to give
+                    // it back. What does arrive is copied into a buffer of the size a read
+                    // would have made.
+                    let mut room = [std::mem::MaybeUninit::<u8>::uninit(); MIN_READ];
+                    let mut first = tokio::io::ReadBuf::uninit(&mut room);
+                    return match Pin::new(&mut *io).poll_read(cx, &mut first) {
+                        Poll::Pending => {
+                            release_if_idle(buf, hint);
+                            Poll::Pending
+                        }
+                        Poll::Ready(Ok(())) => {
+                            let got = first.filled();
+                            if !got.is_empty() {
+                                make_room(buf, hint);
+                                buf.extend_from_slice(got);
+                            }
+                            Poll::Ready(Ok(got.len()))
+                        }
+                        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    };
+                }
                 make_room(buf, hint);
                 match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf) {
                     Poll::Pending => {
