@@ -84,7 +84,6 @@ use axum::extract::{ConnectInfo, OriginalUri, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use futures_util::FutureExt;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -506,7 +505,7 @@ impl Gateway {
                     return;
                 }
             };
-            let (reader, writer) = ws::server(TokioIo::new(upgraded), &config);
+            let (reader, writer) = upgrade::websocket(upgraded, &config);
             let writer = writer.whole_frames(ours);
             let handlers = gateway.handlers.clone();
             let stop = gateway.stopping.cancelled();
@@ -541,7 +540,7 @@ impl Gateway {
         let handshake = self.handshakes.token();
         tokio::spawn(async move {
             if let Ok(upgraded) = upgrade.on_upgrade.await {
-                let (reader, mut writer) = ws::server(TokioIo::new(upgraded), &config);
+                let (reader, mut writer) = upgrade::websocket(upgraded, &config);
                 // The writer's close reads the peer's half, once the reader hands it back.
                 drop(reader);
                 let close = gotalk::transport::FrameWriter::shutdown(&mut writer, &reason);

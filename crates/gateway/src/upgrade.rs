@@ -4,10 +4,18 @@
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use gotalk::ws::{ServerReader, ServerWriter};
+use gotalk::Config;
 use http::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use hyper::upgrade::OnUpgrade;
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_util::either::Either;
 
 /// A request that may become a WebSocket.
 pub(super) struct Upgrade {
@@ -111,6 +119,40 @@ fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
             .split(|&b| b == b',')
             .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
     })
+}
+
+/// The reading end of an upgraded connection: the TCP stream's own half when it is one.
+pub(super) type ReadSide = Either<OwnedReadHalf, ReadHalf<TokioIo<Upgraded>>>;
+/// The writing end of an upgraded connection, as [`ReadSide`].
+pub(super) type WriteSide = Either<OwnedWriteHalf, WriteHalf<TokioIo<Upgraded>>>;
+
+/// The upgraded connection as the gateway's side of a WebSocket. A plain TCP connection (as
+/// our HTTP server and `axum::serve` make) is taken out of hyper's wrapping and split into
+/// the stream's own halves, which share no lock: every read and write then goes to the
+/// socket directly, without the wrapping's dynamic call, its read-ahead check and the lock
+/// tokio's `split` takes around each. Anything else (TLS) is split by tokio.
+pub(super) fn websocket(
+    upgraded: Upgraded,
+    config: &Config,
+) -> (ServerReader<ReadSide, WriteSide>, ServerWriter<ReadSide, WriteSide>) {
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let (read, write) = parts.io.into_inner().into_split();
+            // A copy: the bytes hyper hands back share its whole read buffer, kilobytes an idle
+            // socket would hold for nothing, even when there are none.
+            let ahead = Bytes::copy_from_slice(&parts.read_buf);
+            gotalk::ws::server_halves(Either::Left(read), Either::Left(write), ahead, config)
+        }
+        Err(upgraded) => {
+            let (read, write) = tokio::io::split(TokioIo::new(upgraded));
+            gotalk::ws::server_halves(
+                Either::Right(read),
+                Either::Right(write),
+                Bytes::new(),
+                config,
+            )
+        }
+    }
 }
 
 #[cfg(test)]

@@ -258,3 +258,27 @@ async fn no_extension_is_agreed_to() {
     assert!(!accepted.contains("sec-websocket-extensions"), "{accepted}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn frames_sent_with_the_upgrade_request_are_read() {
+    // A client may send its first frames without waiting for the 101: the server's HTTP side
+    // reads them along with the request, and they must reach the socket all the same.
+    let server = WebServer::start(handlers(), Config::default(), |g| g).await;
+    let mut stream = TcpStream::connect(server.http).await.unwrap();
+    let mut wire = raw_ws::upgrade_request("/gotalk/", &server.http.to_string(), &[]).into_bytes();
+    wire.extend(frame(BINARY, true, b"01"));
+    wire.extend(frame(BINARY, true, b"r0001004echo00000002hi"));
+    stream.write_all(&wire).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        assert_eq!(within("the 101", stream.read(&mut byte)).await.unwrap(), 1);
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101 "), "{}", String::from_utf8_lossy(&head));
+    let mut ws = RawWs::from_parts(stream, Vec::new());
+    assert_eq!(ws.data().await, b"01");
+    assert_eq!(ws.data().await, b"R000100000002");
+    assert_eq!(ws.data().await, b"hi");
+    server.stop().await;
+}

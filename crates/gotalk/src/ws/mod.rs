@@ -37,7 +37,7 @@ pub use client::{
     connect, pair, socket_config, Connector, WsError, WsEvent, WsMessage, WsReader, WsWriter,
     UPGRADE_REFUSED,
 };
-pub use server::{server, ServerReader, ServerWriter};
+pub use server::{server, server_halves, ServerReader, ServerWriter};
 
 use crate::config::Config;
 use crate::error::CloseReason;

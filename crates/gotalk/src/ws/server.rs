@@ -65,13 +65,37 @@ const LINGER_READ: usize = 4 * 1024;
 
 /// The upgraded connection `io` as a sock's reader and writer, for a connection with `config`
 /// (its payload limit sets the largest message, see [`max_message_size`]).
-pub fn server<S>(io: S, config: &Config) -> (ServerReader<S>, ServerWriter<S>)
+#[allow(clippy::type_complexity)]
+pub fn server<S>(
+    io: S,
+    config: &Config,
+) -> (ServerReader<ReadHalf<S>, WriteHalf<S>>, ServerWriter<ReadHalf<S>, WriteHalf<S>>)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (read, write) = tokio::io::split(io);
+    server_halves(read, write, Bytes::new(), config)
+}
+
+/// [`server`] over a connection already in two halves that need no lock between them (a
+/// `TcpStream`'s `into_split`), with `read_ahead` the bytes read from it past the upgrade
+/// request (hyper's `Upgraded::downcast` gives both back): they are read first.
+pub fn server_halves<R, W>(
+    read: R,
+    write: W,
+    read_ahead: Bytes,
+    config: &Config,
+) -> (ServerReader<R, W>, ServerWriter<R, W>)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let link = Arc::new(Link {
-        out: futures_util::lock::Mutex::new(Out { io: write, queue: VecDeque::new(), closed: false }),
+        out: futures_util::lock::Mutex::new(Out {
+            io: write,
+            queue: VecDeque::new(),
+            closed: false,
+        }),
         pong: Mutex::new(None),
         peer: Mutex::new(Peer::default()),
         returned: Mutex::new(None),
@@ -79,6 +103,7 @@ where
     });
     let reader = ServerReader {
         io: Some(read),
+        read_ahead: (!read_ahead.is_empty()).then(|| Box::new(read_ahead)),
         decoder: Decoder::new(max_message_size(config) as u64),
         link: link.clone(),
         pings: PingBudget::new(),
@@ -101,8 +126,8 @@ struct Peer {
 }
 
 /// The writing side, shared: the writer flushes through it, and the reader sends pongs.
-struct Out<S> {
-    io: WriteHalf<S>,
+struct Out<W> {
+    io: W,
     /// Bytes not yet written, in order; the first may be partly written. Kept here rather than
     /// in a flush, so a flush cut short (by a timeout) leaves whole frames for the next.
     queue: VecDeque<Bytes>,
@@ -111,20 +136,20 @@ struct Out<S> {
 }
 
 /// What the reader and the writer of one connection share.
-struct Link<S> {
+struct Link<R, W> {
     /// futures' lock rather than tokio's: uncontended, as it almost always is (the reader
     /// only tries it, for a pong), it is taken and given back with an atomic each, where
     /// tokio's takes its wait list's lock to give it back, every flush.
-    out: futures_util::lock::Mutex<Out<S>>,
+    out: futures_util::lock::Mutex<Out<W>>,
     /// The payload of the latest ping not yet answered.
     pong: Mutex<Option<Bytes>>,
     peer: Mutex<Peer>,
     /// The reading half, handed back when the reader is dropped, for a lingering close.
-    returned: Mutex<Option<(ReadHalf<S>, Decoder)>>,
+    returned: Mutex<Option<(R, Decoder)>>,
     returned_notify: Notify,
 }
 
-impl<S: AsyncWrite> Out<S> {
+impl<W: AsyncWrite + Unpin> Out<W> {
     /// Writes the queue out (without flushing the connection).
     async fn write_queue(&mut self) -> io::Result<()> {
         while !self.queue.is_empty() {
@@ -166,11 +191,14 @@ impl<S: AsyncWrite> Out<S> {
 }
 
 /// Reads the gotalk byte stream from the gateway's side of a WebSocket. Made by [`server`].
-pub struct ServerReader<S> {
+pub struct ServerReader<R, W> {
     /// Always there until the reader is dropped.
-    io: Option<ReadHalf<S>>,
+    io: Option<R>,
+    /// Bytes read past the upgrade request, before this reader was made: read first. Boxed,
+    /// as they are rare and this is part of every connection's task.
+    read_ahead: Option<Box<Bytes>>,
     decoder: Decoder,
-    link: Arc<Link<S>>,
+    link: Arc<Link<R, W>>,
     pings: PingBudget,
     /// Pongs received, for the liveness checks; only the latest few are kept.
     pongs: VecDeque<Bytes>,
@@ -178,13 +206,13 @@ pub struct ServerReader<S> {
     closed: bool,
 }
 
-impl<S> std::fmt::Debug for ServerReader<S> {
+impl<R, W> std::fmt::Debug for ServerReader<R, W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerReader").field("closed", &self.closed).finish_non_exhaustive()
     }
 }
 
-impl<S> ServerReader<S> {
+impl<R, W> ServerReader<R, W> {
     fn violated(&mut self, code: u16, text: &'static str, why: String) -> io::Error {
         lock(&self.link.peer).violation.get_or_insert((code, text));
         io::Error::new(io::ErrorKind::InvalidData, why)
@@ -244,7 +272,7 @@ impl<S> ServerReader<S> {
     }
 }
 
-impl<S: AsyncWrite> ServerReader<S> {
+impl<R, W: AsyncWrite + Unpin> ServerReader<R, W> {
     /// Sends the pong a ping asked for, unless the writer holds the connection (it sends the
     /// pong when its flush ends).
     async fn answer_ping(&mut self) -> io::Result<()> {
@@ -256,9 +284,10 @@ impl<S: AsyncWrite> ServerReader<S> {
     }
 }
 
-impl<S> FrameReader for ServerReader<S>
+impl<R, W> FrameReader for ServerReader<R, W>
 where
-    S: AsyncRead + AsyncWrite + Send + 'static,
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
 {
     async fn read(&mut self, buf: &mut BytesMut, hint: Option<usize>) -> io::Result<ReadEvent> {
         loop {
@@ -268,6 +297,14 @@ where
             self.answer_ping().await?;
             let Some(io) = self.io.as_mut() else { return Ok(ReadEvent::Eof) };
             let start = buf.len();
+            if let Some(ahead) = self.read_ahead.take() {
+                make_room(buf, hint);
+                buf.extend_from_slice(&ahead);
+                if let Some(event) = self.take(buf, start)? {
+                    return Ok(event);
+                }
+                continue;
+            }
             let read = std::future::poll_fn(|cx| {
                 if buf.is_empty() && hint.is_none() && buf.capacity() < MIN_READ {
                     // Between messages the buffer is given back (see `release_if_idle`), and
@@ -325,7 +362,7 @@ where
     }
 }
 
-impl<S> Drop for ServerReader<S> {
+impl<R, W> Drop for ServerReader<R, W> {
     fn drop(&mut self) {
         // Hand the reading half to the writer's close, unless the peer is done sending.
         if let Some(io) = self.io.take() {
@@ -342,8 +379,8 @@ impl<S> Drop for ServerReader<S> {
 /// payload in a binary message of its own (as the original gotalk.js reads them), or each
 /// frame in one message (see [`whole_frames`](Self::whole_frames)), flushed together. Made by
 /// [`server`].
-pub struct ServerWriter<S> {
-    link: Arc<Link<S>>,
+pub struct ServerWriter<R, W> {
+    link: Arc<Link<R, W>>,
     /// Each frame in one message.
     whole: bool,
     /// Headers and small payloads of the batch being built.
@@ -352,7 +389,7 @@ pub struct ServerWriter<S> {
     chunks: Vec<Bytes>,
 }
 
-impl<S> ServerWriter<S> {
+impl<R, W> ServerWriter<R, W> {
     /// Writes each frame, header and payload, as one message: for a client that reads its
     /// messages as one byte stream, as ours do (they declare it in the URL, see
     /// [`declares_retry`](super::declares_retry)), and as the protocol allows. Half the
@@ -364,13 +401,13 @@ impl<S> ServerWriter<S> {
     }
 }
 
-impl<S> std::fmt::Debug for ServerWriter<S> {
+impl<R, W> std::fmt::Debug for ServerWriter<R, W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerWriter").field("chunks", &self.chunks.len()).finish_non_exhaustive()
     }
 }
 
-impl<S> ServerWriter<S> {
+impl<R, W> ServerWriter<R, W> {
     /// Makes room in the batch buffer for `n` more bytes.
     fn room(&mut self, n: usize) {
         if self.staging.capacity() - self.staging.len() < n {
@@ -394,7 +431,7 @@ impl<S> ServerWriter<S> {
     }
 }
 
-impl<S: AsyncRead> ServerWriter<S> {
+impl<R: AsyncRead + Unpin, W> ServerWriter<R, W> {
     /// Reads and discards what the peer still sends, until its Close, its end or a silence of
     /// [`LINGER_QUIET`], for at most [`LINGER`], once the reader has handed its half back
     /// (unless the peer is done).
@@ -438,9 +475,10 @@ impl<S: AsyncRead> ServerWriter<S> {
     }
 }
 
-impl<S> FrameWriter for ServerWriter<S>
+impl<R, W> FrameWriter for ServerWriter<R, W>
 where
-    S: AsyncRead + AsyncWrite + Send + 'static,
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
 {
     fn buffer_version(&mut self) {
         self.room(4);
@@ -546,7 +584,10 @@ mod tests {
         out
     }
 
-    fn pair() -> (ServerReader<DuplexStream>, ServerWriter<DuplexStream>, DuplexStream) {
+    type Reader = ServerReader<ReadHalf<DuplexStream>, WriteHalf<DuplexStream>>;
+    type Writer = ServerWriter<ReadHalf<DuplexStream>, WriteHalf<DuplexStream>>;
+
+    fn pair() -> (Reader, Writer, DuplexStream) {
         let (ours, theirs) = tokio::io::duplex(1 << 20);
         let config = Config::default().max_payload(1000);
         let (r, w) = server(ours, &config);
@@ -607,7 +648,7 @@ mod tests {
 
     /// Buffers the version, then a small result, a large notification and an empty result;
     /// returns the notification and its payload.
-    fn buffer_three(writer: &mut ServerWriter<DuplexStream>) -> (Frame, Bytes) {
+    fn buffer_three(writer: &mut Writer) -> (Frame, Bytes) {
         writer.buffer_version();
         let small = Frame::SingleResult { id: Id(*b"0001"), payload: Bytes::from("ok") };
         let large = Bytes::from(vec![b'x'; 20_000]);
