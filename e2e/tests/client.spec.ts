@@ -280,12 +280,107 @@ test('the socket connects while the wasm loads, and the Core takes it over; a re
   // One socket: the early one, taken over, not a second.
   expect(sockets).toHaveLength(1);
   expect(sockets[0].url()).toContain('gotalk-retry=1');
-  // The version, then the request: header and payload in one message.
-  expect(sent[0]).toBe('01');
-  const request = sent.filter((m) => m.startsWith('r'));
+  // The version, then the request: header and payload in one message (sent before the wasm
+  // arrived, the two go together).
+  expect(sent[0]).toMatch(/^01/);
+  const request = sent.map((m) => m.replace(/^01/, '')).filter((m) => m.startsWith('r'));
   expect(request).toHaveLength(1);
   expect(request[0]).toMatch(/^r.{4}005greet00000010\{"name":"early"\}$/s);
   expect(sent).not.toContain('{"name":"early"}');
+});
+
+test('requests made while the wasm loads are answered before it arrives; those still out then are the Core\'s', async ({
+  page,
+  baseURL,
+}) => {
+  const script = new URL('/gotalk/gotalk.js', baseURL).href;
+  let scripts = 0;
+  await page.route(script, (route) => (++scripts === 1 ? route.fulfill(EMPTY_SCRIPT) : route.continue()));
+  await openQuiet(page, baseURL!);
+  const sent: string[] = [];
+  page.on('websocket', (ws) =>
+    ws.on('framesent', ({ payload }) => sent.push(typeof payload === 'string' ? payload : payload.toString('latin1'))),
+  );
+  // The wasm is held until the page lets it go: the first answer must come without it.
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  await page.exposeFunction('releaseWasm', () => release());
+  await page.route('**/gotalk/gotalk_bg.wasm*', async (route) => {
+    await Promise.race([released, new Promise((resolve) => setTimeout(resolve, 10_000))]);
+    await route.continue();
+  });
+  const got = await page.evaluate(
+    () =>
+      new Promise((resolve, reject) => {
+        const script = document.createElement('script');
+        script.src = '/gotalk/gotalk.js';
+        script.onerror = () => reject(new Error('gotalk.js did not load'));
+        script.onload = async () => {
+          let ready = false;
+          gotalk.ready.then(() => (ready = true));
+          const s = gotalk.connection();
+          const greeting = await s.request('greet', { name: 'early' });
+          const readyAtFirst = ready;
+          // An ErrorResult is left to the Core (with its code), and so is what comes after it:
+          // the sleep is answered once the Core has taken over.
+          const failed = s.bufferRequest('fail-public', '').then(
+            () => null,
+            (err: Error & { code?: string }) => ({ message: err.message, code: err.code }),
+          );
+          const slept = s.request('sleep', { ms: 200 });
+          (window as any).releaseWasm();
+          await gotalk.ready;
+          const after = await s.request('greet', { name: 'late' });
+          resolve({ greeting, readyAtFirst, failed: await failed, slept: (await slept) !== undefined, after });
+          s.end();
+        };
+        document.head.append(script);
+      }),
+  );
+  expect(got).toEqual({
+    greeting: { greeting: 'Hello early' },
+    readyAtFirst: false,
+    failed: { message: '[not_found] no such thing', code: 'not_found' },
+    slept: true,
+    after: { greeting: 'Hello late' },
+  });
+  // The version and the first request in one message; then the two requests made before
+  // the wasm, then the Core's own, with an id none of them had.
+  const requests = sent.map((m) => m.replace(/^01/, '')).filter((m) => m.startsWith('r'));
+  expect(sent[0]).toMatch(/^01r\x00\x00\x00\x00005greet/s);
+  expect(requests.map((m) => m.slice(1, 5))).toEqual(['\x00\x00\x00\x00', '\x01\x00\x00\x00', '\x02\x00\x00\x00', '\x03\x00\x00\x00']);
+  expect(sent.filter((m) => m === '01')).toHaveLength(0);
+});
+
+test('a request made while the wasm loads and never answered does not hold the wasm back', async ({ page, baseURL }) => {
+  const script = new URL('/gotalk/gotalk.js', baseURL).href;
+  let scripts = 0;
+  await page.route(script, (route) => (++scripts === 1 ? route.fulfill(EMPTY_SCRIPT) : route.continue()));
+  await openQuiet(page, baseURL!);
+  const got = await page.evaluate(
+    () =>
+      new Promise((resolve, reject) => {
+        const script = document.createElement('script');
+        script.src = '/gotalk/gotalk.js';
+        script.onerror = () => reject(new Error('gotalk.js did not load'));
+        script.onload = async () => {
+          const s = gotalk.connection();
+          let neverSettled = false;
+          s.bufferRequest('never', '').finally(() => (neverSettled = true));
+          // Given up on before its answer comes: the answer, read early or by the Core, is dropped.
+          const late = await s.request('sleep', { ms: 300 }, { timeout: 20 }).then(
+            () => 'answered',
+            (err: Error) => err.name,
+          );
+          await gotalk.ready;
+          const after = await s.request('greet', { name: 'late' });
+          await new Promise((r) => setTimeout(r, 400));
+          resolve({ late, neverSettled, after });
+        };
+        document.head.append(script);
+      }),
+  );
+  expect(got).toEqual({ late: 'TimeoutError', neverSettled: false, after: { greeting: 'Hello late' } });
 });
 
 test('keepalive: a killed server fails what was in flight, queues the rest and reconnects', async ({

@@ -15,7 +15,7 @@ const SEND_NOTIFY = 0, SEND_STREAM = 1, SEND_RELEASE = 2;
 const ANSWER_RESULT = 0, ANSWER_ERROR = 1, ANSWER_PART = 2, ANSWER_END = 3;
 const EVENT_ONLINE = 0, EVENT_VISIBLE = 1, EVENT_HEARTBEAT = 2, EVENT_CANCEL = 3, EVENT_RESUME = 4;
 const GET_STATE = 0, GET_NEXT_RECONNECT = 1, GET_ADDRESS = 2, GET_QUEUED = 3;
-const SET_HEARTBEAT_MS = 0, SET_SEND_LIMIT = 1, SET_HOLD = 2;
+const SET_HEARTBEAT_MS = 0, SET_SEND_LIMIT = 1, SET_HOLD = 2, SET_EARLY = 3;
 
 // ---------------------------------------------------------------------------------------------
 // Errors thrown by the page's own listeners and handlers surface as uncaught errors, as they
@@ -377,8 +377,15 @@ function load() {
   if (loading) return;
   loading = true;
   const source = wasmSource || defaultWasm();
-  const where = typeof source === 'string' || source instanceof URL ? source : 'the wasm given to configure';
-  wasm_bindgen({ module_or_path: source })
+  const url = typeof source === 'string' || source instanceof URL;
+  const where = url ? source : 'the wasm given to configure';
+  // The download starts now; the compile, once the requests the early sockets sent are
+  // answered (see Early), or after EARLY_WAIT ms: compiling takes the CPU those answers need
+  // (on one core, all of it), and is the larger part of the wait for the wasm.
+  const input = Promise.resolve(url ? fetch(source) : source).then(
+    (wasm) => new Promise((resolve) => afterEarly(() => resolve(wasm))),
+  );
+  wasm_bindgen({ module_or_path: input })
     .catch((err) => {
       loadError = new Error('gotalk: could not load ' + where + ': ' + messageOf(err));
     })
@@ -387,6 +394,22 @@ function load() {
       for (const fn of waiting.splice(0)) guard(fn);
       readySettled(loadError);
     });
+}
+
+// Requests sent on early sockets and not yet answered, and what waits for none to be.
+const EARLY_WAIT = 50;
+let earlyOut = 0;
+const earlyIdle = [];
+
+function afterEarly(fn) {
+  if (!earlyOut) return fn();
+  earlyIdle.push(fn);
+  setTimeout(() => earlyAnswered(0, true), EARLY_WAIT);
+}
+
+function earlyAnswered(n, late) {
+  earlyOut -= n;
+  if (!earlyOut || late) for (const fn of earlyIdle.splice(0)) fn();
 }
 
 function whenReady(fn) {
@@ -458,6 +481,8 @@ function Sock(handlers, proto) {
     handlers: { value: handlers || gotalk.defaultHandlers, enumerable: true },
     protocol: { value: proto || gotalk.protocol.binary, enumerable: true, writable: true },
     _core: { value: null, writable: true },
+    // The socket opened while the wasm loads, which sends requests until then (see Early).
+    _early: { value: null, writable: true },
     _settings: { value: { heartbeatInterval: 20000, sendBufferLimit: 100, requestTimeout: 0 }, writable: true },
     _streams: { value: new Map() },
     _incoming: { value: new Map() },
@@ -491,6 +516,9 @@ gotalk.Sock = Sock;
 // (so a listener the page adds next hears it); by default a Sock that was connecting closes
 // with the error, and any other call throws it.
 Sock.prototype._with = function (fn, fail) {
+  // What waits for the Core goes out after what the early socket sent, so nothing may go
+  // that way any more: the order calls are made in is the order they go out in.
+  if (this._early) this._early.taking = false;
   whenReady(() => {
     if (loadError) return queueMicrotask(() => (fail || this._failed).call(this, loadError));
     if (!this._core) {
@@ -572,14 +600,15 @@ Sock.prototype.open = function (addr, cb) {
 // The URL carries the query the Core adds (see protocol/src/retry.rs); the Core takes the
 // socket only if the two agree, and this closes it otherwise.
 Sock.prototype._openCore = function (url, keepalive, options) {
-  let ws = null;
+  let ws = null, early = null;
   const heard = [];
   const hear = (event) => heard.push(event);
   if (!loaded && typeof WebSocket === 'function') {
     try {
-      ws = new WebSocket(url + (url.includes('?') ? '&' : '?') + 'gotalk-retry=1');
+      const wanted = url + (url.includes('?') ? '&' : '?') + 'gotalk-retry=1';
+      ws = new WebSocket(wanted);
       ws.binaryType = 'arraybuffer';
-      ws.onopen = ws.onmessage = ws.onclose = hear;
+      early = new Early(this, ws, hear, ws.url === wanted);
     } catch (err) {
       ws = null; // The Core reports a malformed address itself.
     }
@@ -588,21 +617,149 @@ Sock.prototype._openCore = function (url, keepalive, options) {
   this._keep = keepalive;
   this._with(
     (core) => {
+      if (this._early === early) this._early = null;
+      let taken = false;
       try {
         // The first connection sends its queue at once; see _opened.
         core.set(SET_HOLD, 0);
         core.open(url, keepalive, options, ws);
+        taken = ws && ws.onopen !== early.opened;
       } finally {
-        if (ws && ws.onopen === hear) ws.close();
+        if (ws && !taken) ws.close();
       }
+      if (early) early.handOver(core, taken);
       if (keepalive) this._watch(core);
       for (const event of heard.splice(0)) ws['on' + event.type](event);
     },
     (err) => {
       if (ws) ws.close();
+      if (early) early.fail(err);
+      // The page may have had answers on the early socket, and called end() since: it still
+      // hears the socket close, with why.
+      if (early && early.sent) this._opening = true;
       this._failed(err);
     },
   );
+  this._early = early;
+};
+
+// Requests made while the wasm loads go out on the early socket, and their answers are read
+// here: compiling and starting the wasm takes longer than a round trip, and a page's first
+// answer need not wait for it. Only the plain case is done here: a request with a string or
+// bytes, answered by a SingleResult in a message of its own (as our server sends frames to
+// this client), after the version. The first message that is anything else ends the reading
+// here, and it and all that follow wait for the Core, which then takes over the socket and
+// the requests not yet answered. What the Core needs to send (a notification, a stream)
+// ends the sending here, so what the page sends keeps its order.
+function Early(sock, ws, hear, taking) {
+  Object.assign(this, { sock, ws, taking, reading: true, version: false, sent: false, ids: 0 });
+  // Unanswered requests by id: [op, payload, token]; messages waiting for the socket to open.
+  this.calls = new Map();
+  this.queue = [];
+  this.opened = (event) => {
+    hear(event);
+    if (this.queue.length) this.send(this.queue.splice(0));
+  };
+  ws.onopen = this.opened;
+  ws.onmessage = (event) => this.read(event.data) || hear(event);
+  ws.onclose = hear;
+}
+
+const VERSION_BYTES = utf8out.encode('01');
+
+// Sends `messages` as one WebSocket message (servers read messages as one byte stream), after
+// the version if it has not gone out yet.
+Early.prototype.send = function (messages) {
+  if (!this.sent) messages.unshift(VERSION_BYTES);
+  this.sent = true;
+  const all = new Uint8Array(messages.reduce((n, m) => n + m.length, 0));
+  messages.reduce((at, m) => (all.set(m, at), at + m.length), 0);
+  this.ws.send(all);
+};
+
+// Sends the request, or queues it until the socket opens; false when it must wait for the Core.
+Early.prototype.request = function (op, buf, token) {
+  const payload = typeof buf === 'string' ? utf8out.encode(buf) : buf instanceof Uint8Array ? buf :
+    buf instanceof ArrayBuffer ? new Uint8Array(buf) : buf == null ? new Uint8Array(0) : null;
+  const name = utf8out.encode(op), state = this.ws.readyState;
+  if (!this.taking || !payload || name.length > 0xfff || state > 1 ||
+      (state === 0 && this.queue.length >= this.sock._settings.sendBufferLimit)) {
+    this.taking = false;
+    return false;
+  }
+  // 'r', the id (the Core's numbering: a u32's bytes, little-endian), the name, the payload.
+  const id = this.ids++;
+  const head = utf8out.encode(hex(name.length, 3) + op + hex(payload.length, 8));
+  const m = new Uint8Array(5 + head.length + payload.length);
+  m.set([0x72, id & 255, (id >> 8) & 255, (id >> 16) & 255, id >>> 24]);
+  m.set(head, 5);
+  m.set(payload, 5 + head.length);
+  this.calls.set(id, [op, buf, token]);
+  earlyOut++;
+  if (state === 1) this.send([m]);
+  else this.queue.push(m);
+  return true;
+};
+
+// Settles the request a SingleResult answers; false for what the Core is to read. This keeps
+// reading only while every message is one whole frame (the version first), so that what it
+// takes out leaves the Core a stream of whole frames.
+Early.prototype.read = function (data) {
+  const b = this.reading && data instanceof ArrayBuffer ? new Uint8Array(data) : null;
+  if (b && !this.version) {
+    this.version = this.reading = b.length === 2 && b[0] === 0x30 && b[1] === 0x31;
+    return false;
+  }
+  if (!b || frameLength(b) !== b.length) return (this.reading = false);
+  const id = (b[1] | (b[2] << 8) | (b[3] << 16) | (b[4] << 24)) >>> 0;
+  const call = b[0] === 0x52 && this.calls.get(id);
+  if (!call) return false;
+  this.calls.delete(id);
+  settle(this.sock, '', call[2], 0, b.slice(13));
+  earlyAnswered(1);
+  return true;
+};
+
+// The length of the frame `b` begins with, from its header; NaN for what is no frame.
+function frameLength(b) {
+  const t = String.fromCharCode(b[0]);
+  if (t === 'h' || t === 'f') return t === 'h' ? 13 : 9;
+  if (!'rspRSEen'.includes(t)) return NaN;
+  try {
+    let z = t === 'n' ? 1 : 5;
+    if ('rsn'.includes(t)) z += 3 + hexAt(b, z, 3);
+    if (t === 'e') z += 8;
+    return z + 8 + hexAt(b, z, 8);
+  } catch (err) {
+    return NaN;
+  }
+}
+
+// The Core is ready. The requests still unanswered are its own if it took the socket they
+// went out on; those that never went out are sent by it; those on a socket it did not take
+// are lost with it.
+Early.prototype.handOver = function (core, taken) {
+  this.taking = this.reading = false;
+  if (taken && this.sent) core.set(SET_EARLY, this.ids);
+  for (const [id, [op, buf, token]] of this.calls) {
+    if (!this.sock._calls.has(token)) continue;
+    try {
+      if (!this.sent) core.request(op, buf, token);
+      else if (taken) core.adopt(id, op, buf, token);
+      else throw new Error('gotalk: the socket is closed');
+    } catch (err) {
+      settle(this.sock, '', token, 0, err);
+    }
+  }
+  earlyAnswered(this.calls.size);
+  this.calls.clear();
+};
+
+// The wasm could not load: the requests fail with its error.
+Early.prototype.fail = function (err) {
+  for (const [, [, , token]] of this.calls) settle(this.sock, '', token, 0, err);
+  earlyAnswered(this.calls.size);
+  this.calls.clear();
 };
 
 // openKeepAlive([addr][, options]): stay connected until end(), reconnecting with jittered
@@ -683,7 +840,7 @@ Sock.prototype._call = function (op, buf, options) {
     const stop = deadline(options, '"' + op + '"', (err) => {
       if (!this._calls.delete(token)) return;
       stop();
-      if (sent) this._core.event(EVENT_CANCEL, token);
+      if (sent && this._core) this._core.event(EVENT_CANCEL, token);
       reject(err);
     });
     const settled = (fn) => (value) => {
@@ -702,6 +859,7 @@ Sock.prototype._call = function (op, buf, options) {
       }
     };
     if (this._core) send(this._core);
+    else if (this._early && this._early.request(op, buf, token)) sent = true;
     else this._with(send, (err) => this._calls.delete(token) && settled(reject)(err));
   });
 };

@@ -113,6 +113,9 @@ struct State {
     conn: Option<Conn>,
     /// A socket gotalk.js opened while the wasm was loading, for the first connection.
     early: Option<WebSocket>,
+    /// The connection whose version gotalk.js sent already, with requests made while the
+    /// wasm loaded (`SET_EARLY`): its open does not send the version again.
+    early_version: Option<u32>,
     /// The socket is open and writable.
     open: bool,
     /// The socket opened (it may since have failed); decides whether `close` is emitted.
@@ -287,6 +290,10 @@ const SET_HEARTBEAT_MS: u32 = 0;
 const SET_SEND_LIMIT: u32 = 1;
 /// Nonzero: each connection that opens from now on holds the queue until `SEND_RELEASE`.
 const SET_HOLD: u32 = 2;
+/// gotalk.js sent the version and requests with ids below the value on the early socket the
+/// Core has just taken over (see `adopt`): the version is not sent again, and ids go on from
+/// there, so no answer still on its way for one of those can be taken for another's.
+const SET_EARLY: u32 = 3;
 
 #[wasm_bindgen]
 impl Core {
@@ -353,12 +360,23 @@ impl Core {
         let op = name(op)?;
         let payload = payload_from_js(payload)?;
         self.inner.with(|s| {
-            let deadline = Deadline::new(now(), s.retry_timeout);
-            let parts = BytesMut::new();
-            let call = Call { op, payload, token, retries: 0, deadline, parts };
+            let call = s.call(op, payload, token);
             if let Err((err, item)) = s.write(Outgoing::Request(call)) {
                 s.fail_outgoing(item, &err);
             }
+        });
+        Ok(())
+    }
+
+    /// A request gotalk.js sent as `id` on the early socket while the wasm loaded, and not
+    /// yet answered: from now on it is the Core's, as if `request` had sent it (its result,
+    /// a RetryResult, a lost connection, `EVENT_CANCEL`).
+    pub fn adopt(&self, id: u32, op: &str, payload: &JsValue, token: u32) -> Result<(), JsValue> {
+        let op = name(op)?;
+        let payload = payload_from_js(payload)?;
+        self.inner.with(|s| {
+            let call = s.call(op, payload, token);
+            s.pending.insert(Id::from_u32(id), Pending::Single(call));
         });
         Ok(())
     }
@@ -505,6 +523,10 @@ impl Core {
             SET_HEARTBEAT_MS => s.heartbeat_ms = value,
             SET_SEND_LIMIT => s.outbox.set_limit(value as usize),
             SET_HOLD => s.hold = value > 0.0,
+            SET_EARLY => {
+                s.early_version = Some(s.conn_no);
+                s.next_id = s.next_id.max(value as u32);
+            }
             _ => {}
         }
     }

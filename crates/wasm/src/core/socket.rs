@@ -239,7 +239,9 @@ impl Inner {
                 keep.opened(at);
             }
             // A server that refuses closes at once: its close may be in before this runs.
-            if let Some(conn) = s.conn.as_ref().filter(|c| c.ws.ready_state() == WebSocket::OPEN) {
+            let version_sent = s.early_version.take() == Some(no);
+            let writable = s.conn.as_ref().filter(|c| c.ws.ready_state() == WebSocket::OPEN);
+            if let Some(conn) = writable.filter(|_| !version_sent) {
                 let mut version = Vec::with_capacity(2);
                 gotalk_protocol::encode_version(&mut version);
                 let _ = conn.ws.send_with_u8_array(&version);

@@ -12,6 +12,7 @@ impl State {
             conn_no: 0,
             conn: None,
             early: None,
+            early_version: None,
             open: false,
             connected: false,
             reconnect_seq: 0,
@@ -116,6 +117,12 @@ impl State {
         message.extend_from_slice(payload);
         // A failed send means the socket is closing; its close event settles everything.
         let _ = conn.ws.send_with_u8_array(&message);
+    }
+
+    /// A request to send, made now.
+    pub(super) fn call(&self, op: Name, payload: Bytes, token: u32) -> Call {
+        let deadline = Deadline::new(now(), self.retry_timeout);
+        Call { op, payload, token, retries: 0, deadline, parts: BytesMut::new() }
     }
 
     /// A request id not in flight. Ids are opaque 4-byte strings; counting is enough.
