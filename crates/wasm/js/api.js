@@ -379,11 +379,12 @@ function load() {
   const source = wasmSource || defaultWasm();
   const url = typeof source === 'string' || source instanceof URL;
   const where = url ? source : 'the wasm given to configure';
-  // The download starts now; the compile, once the requests the early sockets sent are
-  // answered (see Early), or after EARLY_WAIT ms: compiling takes the CPU those answers need
-  // (on one core, all of it), and is the larger part of the wait for the wasm.
-  const input = Promise.resolve(url ? fetch(source) : source).then(
-    (wasm) => new Promise((resolve) => afterEarly(() => resolve(wasm))),
+  // The download and compile start once the requests the early sockets sent (see Early) are
+  // answered, or after EARLY_WAIT ms: they take the CPU those answers need (on one core, all
+  // of it). Checked after the task that asked for the wasm, where a page's first requests
+  // are made.
+  const input = new Promise((resolve) => queueMicrotask(() => afterEarly(resolve))).then(() =>
+    url ? fetch(source) : source,
   );
   wasm_bindgen({ module_or_path: input })
     .catch((err) => {
