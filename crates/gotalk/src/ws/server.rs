@@ -515,8 +515,25 @@ where
     }
 
     async fn flush(&mut self) -> io::Result<()> {
-        self.seal();
         let mut out = self.link.out.lock().await;
+        if self.chunks.is_empty() && out.queue.is_empty() && !out.closed {
+            // Small frames only, and nothing left over: one write straight from the batch
+            // buffer, which then makes no shared chunk to queue. What that write does not
+            // take is queued as below, so a flush cut short still leaves whole frames.
+            let io = &mut out.io;
+            let staged = &self.staging[..];
+            let written =
+                std::future::poll_fn(|cx| match Pin::new(&mut *io).poll_write(cx, staged) {
+                    Poll::Pending => Poll::Ready(Ok(0)),
+                    done => done,
+                })
+                .await?;
+            self.staging.advance(written);
+        }
+        // `seal`, on the fields: the lock borrows the link.
+        if !self.staging.is_empty() {
+            self.chunks.push(self.staging.split().freeze());
+        }
         if out.closed {
             self.chunks.clear();
         }
@@ -644,6 +661,42 @@ mod tests {
         // The next read answers the ping before it waits.
         let _ = tokio::time::timeout(Duration::from_millis(50), reader.read(&mut buf, None)).await;
         assert_eq!(received(&mut peer).await, [(frame::PONG, b"probe".to_vec())]);
+    }
+
+    #[tokio::test]
+    async fn a_flush_the_socket_takes_part_of_leaves_whole_frames_and_pongs_between_them() {
+        // A socket that takes 8 bytes at a time until its peer reads.
+        let (ours, peer) = tokio::io::duplex(8);
+        let (mut reader, writer) = server(ours, &Config::default());
+        let mut writer = writer.whole_frames(true);
+        let result = Frame::SingleResult { id: Id(*b"0001"), payload: Bytes::from("a result") };
+        writer.buffer_frame(&result);
+        // Cut short: the first write took 8 bytes, the rest is queued.
+        let cut = tokio::time::timeout(Duration::from_millis(50), writer.flush()).await;
+        assert!(cut.is_err(), "the flush should wait for the peer");
+        // A ping read now: its pong must wait for the end of the frame under way. (The ping
+        // goes 8 bytes at a time too, as the reader reads.)
+        let (peer_read, mut peer_write) = tokio::io::split(peer);
+        let ping = tokio::spawn(async move {
+            peer_write.write_all(&client(frame::PING, true, b"probe")).await.unwrap();
+            peer_write
+        });
+        let mut buf = BytesMut::new();
+        for _ in 0..4 {
+            let _ =
+                tokio::time::timeout(Duration::from_millis(20), reader.read(&mut buf, None)).await;
+        }
+        let mut peer = peer_read.unsplit(ping.await.unwrap());
+        let flushed = tokio::spawn(async move {
+            writer.flush().await.unwrap();
+            writer
+        });
+        let got = received(&mut peer).await;
+        flushed.await.unwrap();
+        assert_eq!(
+            got,
+            [(frame::BINARY, b"R000100000008a result".to_vec()), (frame::PONG, b"probe".to_vec())]
+        );
     }
 
     /// Buffers the version, then a small result, a large notification and an empty result;
