@@ -193,43 +193,55 @@ test('a RetryResult is honoured: requests past the limit wait and go again', asy
   expect(frames.requests).toBe(4 + frames.retries);
 });
 
-test('calls made before the wasm has loaded wait for it', async ({ page, baseURL }) => {
-  // The page's own gotalk.js is held back too: the test loads it itself.
+/** The demo page with its own gotalk.js held back: the test adds the client itself, after it
+ * has set up what it watches (the wasm's request, the socket's frames), with the page's
+ * `addClient()`, which resolves right after gotalk.js has run, as an inline script after it
+ * would run. */
+async function openWithoutClient(page: Page, baseURL: string): Promise<void> {
   const script = new URL('/gotalk/gotalk.js', baseURL).href;
   let scripts = 0;
   await page.route(script, (route) => (++scripts === 1 ? route.fulfill(EMPTY_SCRIPT) : route.continue()));
-  await openQuiet(page, baseURL!);
-  expect(await page.evaluate(() => typeof (window as any).gotalk)).toBe('undefined');
-  // The wasm is held back until the page has made its call, so the call certainly comes first.
-  let callMade!: () => void;
-  const called = new Promise<void>((resolve) => (callMade = resolve));
-  await page.exposeFunction('earlyCallMade', () => callMade());
-  await page.route('**/gotalk/gotalk_bg.wasm*', async (route) => {
-    await called;
-    await route.continue();
-  });
-  const got = await page.evaluate(
-    () =>
-      new Promise((resolve, reject) => {
+  await openQuiet(page, baseURL);
+  await page.evaluate(() => {
+    (window as any).addClient = () =>
+      new Promise<void>((resolve, reject) => {
         const script = document.createElement('script');
         script.src = '/gotalk/gotalk.js';
         script.onerror = () => reject(new Error('gotalk.js did not load'));
-        // Runs right after gotalk.js itself, as an inline script after it would.
-        script.onload = () => {
-          let ready = false;
-          gotalk.ready.then(() => (ready = true));
-          const s = gotalk.connection();
-          const request = s.request('greet', { name: 'early' });
-          const before = { state: s.state, ready };
-          (window as any).earlyCallMade();
-          request.then((answer: unknown) => {
-            s.end();
-            resolve({ before, answer });
-          }, reject);
-        };
+        script.onload = () => resolve();
         document.head.append(script);
-      }),
-  );
+      });
+  });
+}
+
+/** Holds the wasm's download until the page calls `window[name]()` (10 s at most). */
+async function holdWasm(page: Page, name: string): Promise<void> {
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  await page.exposeFunction(name, () => release());
+  await page.route('**/gotalk/gotalk_bg.wasm*', async (route) => {
+    await Promise.race([released, new Promise((resolve) => setTimeout(resolve, 10_000))]);
+    await route.continue();
+  });
+}
+
+test('calls made before the wasm has loaded wait for it', async ({ page, baseURL }) => {
+  await openWithoutClient(page, baseURL!);
+  expect(await page.evaluate(() => typeof (window as any).gotalk)).toBe('undefined');
+  // The wasm is held back until the page has made its call, so the call certainly comes first.
+  await holdWasm(page, 'earlyCallMade');
+  const got = await page.evaluate(async () => {
+    await (window as any).addClient();
+    let ready = false;
+    gotalk.ready.then(() => (ready = true));
+    const s = gotalk.connection();
+    const request = s.request('greet', { name: 'early' });
+    const before = { state: s.state, ready };
+    (window as any).earlyCallMade();
+    const answer = await request;
+    s.end();
+    return { before, answer };
+  });
   expect(got).toEqual({ before: { state: 'connecting', ready: false }, answer: { greeting: 'Hello early' } });
 });
 
@@ -237,10 +249,7 @@ test('the socket connects while the wasm loads, and the Core takes it over; a re
   page,
   baseURL,
 }) => {
-  const script = new URL('/gotalk/gotalk.js', baseURL).href;
-  let scripts = 0;
-  await page.route(script, (route) => (++scripts === 1 ? route.fulfill(EMPTY_SCRIPT) : route.continue()));
-  await openQuiet(page, baseURL!);
+  await openWithoutClient(page, baseURL!);
   // The wasm is held back until the socket exists: before the change it never would, so the
   // wait below fails instead.
   const sockets: import('@playwright/test').WebSocket[] = [];
@@ -258,22 +267,13 @@ test('the socket connects while the wasm loads, and the Core takes it over; a re
     wasmHeld = false;
     await route.continue();
   });
-  const answer = page.evaluate(
-    () =>
-      new Promise((resolve, reject) => {
-        const script = document.createElement('script');
-        script.src = '/gotalk/gotalk.js';
-        script.onerror = () => reject(new Error('gotalk.js did not load'));
-        script.onload = () => {
-          const s = gotalk.connection();
-          s.request('greet', { name: 'early' }).then((answer: unknown) => {
-            s.end();
-            resolve(answer);
-          }, reject);
-        };
-        document.head.append(script);
-      }),
-  );
+  const answer = page.evaluate(async () => {
+    await (window as any).addClient();
+    const s = gotalk.connection();
+    const answer = await s.request('greet', { name: 'early' });
+    s.end();
+    return answer;
+  });
   await seen;
   expect(wasmHeld, 'the socket was opened before the wasm arrived').toBe(true);
   expect(await answer).toEqual({ greeting: 'Hello early' });
@@ -293,50 +293,33 @@ test('requests made while the wasm loads are answered before it arrives; those s
   page,
   baseURL,
 }) => {
-  const script = new URL('/gotalk/gotalk.js', baseURL).href;
-  let scripts = 0;
-  await page.route(script, (route) => (++scripts === 1 ? route.fulfill(EMPTY_SCRIPT) : route.continue()));
-  await openQuiet(page, baseURL!);
+  await openWithoutClient(page, baseURL!);
   const sent: string[] = [];
   page.on('websocket', (ws) =>
     ws.on('framesent', ({ payload }) => sent.push(typeof payload === 'string' ? payload : payload.toString('latin1'))),
   );
   // The wasm is held until the page lets it go: the first answer must come without it.
-  let release!: () => void;
-  const released = new Promise<void>((resolve) => (release = resolve));
-  await page.exposeFunction('releaseWasm', () => release());
-  await page.route('**/gotalk/gotalk_bg.wasm*', async (route) => {
-    await Promise.race([released, new Promise((resolve) => setTimeout(resolve, 10_000))]);
-    await route.continue();
+  await holdWasm(page, 'releaseWasm');
+  const got = await page.evaluate(async () => {
+    await (window as any).addClient();
+    let ready = false;
+    gotalk.ready.then(() => (ready = true));
+    const s = gotalk.connection();
+    const greeting = await s.request('greet', { name: 'early' });
+    const readyAtFirst = ready;
+    // An ErrorResult is left to the Core (with its code), and so is what comes after it:
+    // the sleep is answered once the Core has taken over.
+    const failed = s.bufferRequest('fail-public', '').then(
+      () => null,
+      (err: Error & { code?: string }) => ({ message: err.message, code: err.code }),
+    );
+    const slept = s.request('sleep', { ms: 200 });
+    (window as any).releaseWasm();
+    await gotalk.ready;
+    const after = await s.request('greet', { name: 'late' });
+    s.end();
+    return { greeting, readyAtFirst, failed: await failed, slept: (await slept) !== undefined, after };
   });
-  const got = await page.evaluate(
-    () =>
-      new Promise((resolve, reject) => {
-        const script = document.createElement('script');
-        script.src = '/gotalk/gotalk.js';
-        script.onerror = () => reject(new Error('gotalk.js did not load'));
-        script.onload = async () => {
-          let ready = false;
-          gotalk.ready.then(() => (ready = true));
-          const s = gotalk.connection();
-          const greeting = await s.request('greet', { name: 'early' });
-          const readyAtFirst = ready;
-          // An ErrorResult is left to the Core (with its code), and so is what comes after it:
-          // the sleep is answered once the Core has taken over.
-          const failed = s.bufferRequest('fail-public', '').then(
-            () => null,
-            (err: Error & { code?: string }) => ({ message: err.message, code: err.code }),
-          );
-          const slept = s.request('sleep', { ms: 200 });
-          (window as any).releaseWasm();
-          await gotalk.ready;
-          const after = await s.request('greet', { name: 'late' });
-          resolve({ greeting, readyAtFirst, failed: await failed, slept: (await slept) !== undefined, after });
-          s.end();
-        };
-        document.head.append(script);
-      }),
-  );
   expect(got).toEqual({
     greeting: { greeting: 'Hello early' },
     readyAtFirst: false,
@@ -353,33 +336,22 @@ test('requests made while the wasm loads are answered before it arrives; those s
 });
 
 test('a request made while the wasm loads and never answered does not hold the wasm back', async ({ page, baseURL }) => {
-  const script = new URL('/gotalk/gotalk.js', baseURL).href;
-  let scripts = 0;
-  await page.route(script, (route) => (++scripts === 1 ? route.fulfill(EMPTY_SCRIPT) : route.continue()));
-  await openQuiet(page, baseURL!);
-  const got = await page.evaluate(
-    () =>
-      new Promise((resolve, reject) => {
-        const script = document.createElement('script');
-        script.src = '/gotalk/gotalk.js';
-        script.onerror = () => reject(new Error('gotalk.js did not load'));
-        script.onload = async () => {
-          const s = gotalk.connection();
-          let neverSettled = false;
-          s.bufferRequest('never', '').finally(() => (neverSettled = true));
-          // Given up on before its answer comes: the answer, read early or by the Core, is dropped.
-          const late = await s.request('sleep', { ms: 300 }, { timeout: 20 }).then(
-            () => 'answered',
-            (err: Error) => err.name,
-          );
-          await gotalk.ready;
-          const after = await s.request('greet', { name: 'late' });
-          await new Promise((r) => setTimeout(r, 400));
-          resolve({ late, neverSettled, after });
-        };
-        document.head.append(script);
-      }),
-  );
+  await openWithoutClient(page, baseURL!);
+  const got = await page.evaluate(async () => {
+    await (window as any).addClient();
+    const s = gotalk.connection();
+    let neverSettled = false;
+    s.bufferRequest('never', '').finally(() => (neverSettled = true));
+    // Given up on before its answer comes: the answer, read early or by the Core, is dropped.
+    const late = await s.request('sleep', { ms: 300 }, { timeout: 20 }).then(
+      () => 'answered',
+      (err: Error) => err.name,
+    );
+    await gotalk.ready;
+    const after = await s.request('greet', { name: 'late' });
+    await new Promise((r) => setTimeout(r, 400));
+    return { late, neverSettled, after };
+  });
   expect(got).toEqual({ late: 'TimeoutError', neverSettled: false, after: { greeting: 'Hello late' } });
 });
 
