@@ -355,6 +355,25 @@ test('a request made while the wasm loads and never answered does not hold the w
   expect(got).toEqual({ late: 'TimeoutError', neverSettled: false, after: { greeting: 'Hello late' } });
 });
 
+test('a request made while the wasm loads fails, not hangs, when the client cannot take the socket over', async ({
+  page,
+  baseURL,
+  browserErrors,
+}) => {
+  // Options the Core refuses make its open throw, once the wasm is there: the page hears it.
+  browserErrors.allow(/maxPayload must be a whole number/);
+  await openWithoutClient(page, baseURL!);
+  const got = await page.evaluate(async () => {
+    await (window as any).addClient();
+    const s = gotalk.connection({ maxPayload: -1 });
+    return s.bufferRequest('never', '').then(
+      () => 'answered',
+      (err: Error) => err.message,
+    );
+  });
+  expect(got).toBe('gotalk: the socket is closed');
+});
+
 test('keepalive: a killed server fails what was in flight, queues the rest and reconnects', async ({
   page,
   startServer,

@@ -627,8 +627,9 @@ Sock.prototype._openCore = function (url, keepalive, options) {
         taken = ws && ws.onopen !== early.opened;
       } finally {
         if (ws && !taken) ws.close();
+        // Even when open threw (bad options): the early requests are settled either way.
+        if (early) early.handOver(core, taken);
       }
-      if (early) early.handOver(core, taken);
       if (keepalive) this._watch(core);
       for (const event of heard.splice(0)) ws['on' + event.type](event);
     },
