@@ -269,12 +269,7 @@ async fn frames_sent_with_the_upgrade_request_are_read() {
     wire.extend(frame(BINARY, true, b"01"));
     wire.extend(frame(BINARY, true, b"r0001004echo00000002hi"));
     stream.write_all(&wire).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8];
-        assert_eq!(within("the 101", stream.read(&mut byte)).await.unwrap(), 1);
-        head.push(byte[0]);
-    }
+    let head = common::read_head(&mut stream).await;
     assert!(head.starts_with(b"HTTP/1.1 101 "), "{}", String::from_utf8_lossy(&head));
     let mut ws = RawWs::from_parts(stream, Vec::new());
     assert_eq!(ws.data().await, b"01");

@@ -510,15 +510,7 @@ async fn held_http(addr: &str) -> TcpStream {
             let mut stream = TcpStream::connect(addr).await.unwrap();
             let request = format!("GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n");
             stream.write_all(request.as_bytes()).await.unwrap();
-            let mut head = Vec::new();
-            while !head.ends_with(b"\r\n\r\n") {
-                let mut byte = [0u8];
-                if stream.read(&mut byte).await.unwrap() == 0 {
-                    break;
-                }
-                head.push(byte[0]);
-            }
-            if head.starts_with(b"HTTP/1.1 200 ") {
+            if common::read_head(&mut stream).await.starts_with(b"HTTP/1.1 200 ") {
                 return stream;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -417,9 +417,7 @@ impl<R, W> ServerWriter<R, W> {
 
     /// Ends the batch's last run of copied bytes.
     fn seal(&mut self) {
-        if !self.staging.is_empty() {
-            self.chunks.push(self.staging.split().freeze());
-        }
+        seal(&mut self.staging, &mut self.chunks);
     }
 
     /// Gives back the buffers of a batch once it is written, so an idle connection keeps none.
@@ -428,6 +426,13 @@ impl<R, W> ServerWriter<R, W> {
         if self.chunks.capacity() > MAX_SLICES {
             self.chunks = Vec::new();
         }
+    }
+}
+
+/// Moves the copied bytes of `staging` to the end of `chunks`.
+fn seal(staging: &mut BytesMut, chunks: &mut Vec<Bytes>) {
+    if !staging.is_empty() {
+        chunks.push(staging.split().freeze());
     }
 }
 
@@ -530,10 +535,8 @@ where
                 .await?;
             self.staging.advance(written);
         }
-        // `seal`, on the fields: the lock borrows the link.
-        if !self.staging.is_empty() {
-            self.chunks.push(self.staging.split().freeze());
-        }
+        // On the fields, not `self.seal()`: the lock borrows the link.
+        seal(&mut self.staging, &mut self.chunks);
         if out.closed {
             self.chunks.clear();
         }

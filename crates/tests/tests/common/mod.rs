@@ -37,6 +37,20 @@ pub(crate) async fn within<F: Future>(what: &str, fut: F) -> F::Output {
     }
 }
 
+/// An HTTP response's head, read a byte at a time so that nothing after it (a body, the first
+/// WebSocket frames) is taken from `stream`; shorter if the server closes first.
+pub(crate) async fn read_head(stream: &mut TcpStream) -> Vec<u8> {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        if within("a response head", stream.read(&mut byte)).await.unwrap() == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    head
+}
+
 /// A server running on an ephemeral port.
 pub(crate) struct TestServer {
     /// Where it listens.
