@@ -24,36 +24,46 @@ fn the_browser_benchmark_runs_every_client_at_a_tiny_size() {
         assert!(row[2].parse::<f64>().is_ok_and(|rps| rps > 0.0), "{row:?}\n{stdout}");
     }
     // | visit | client | median ms | min – max | client − ours | after the script arrived |
+    let visits = ["cold", "warm", "hot"];
     let first: Vec<(&str, &str)> =
-        rows.iter().filter(|r| r[0] == "cold" || r[0] == "warm").map(|r| (r[0], r[1])).collect();
-    assert_eq!(
-        first,
-        [
-            ("cold", "ours"),
-            ("cold", "gotalk.js 1.2.1"),
-            ("warm", "ours"),
-            ("warm", "gotalk.js 1.2.1")
-        ],
-        "{stdout}"
-    );
-    for row in rows.iter().filter(|r| r[0] == "cold" || r[0] == "warm") {
+        rows.iter().filter(|r| visits.contains(&r[0])).map(|r| (r[0], r[1])).collect();
+    let want: Vec<(&str, &str)> =
+        visits.iter().flat_map(|&v| [(v, "ours"), (v, "gotalk.js 1.2.1")]).collect();
+    assert_eq!(first, want, "{stdout}");
+    for row in rows.iter().filter(|r| visits.contains(&r[0])) {
         assert!(row[2].parse::<f64>().is_ok_and(|ms| ms > 0.0), "{row:?}\n{stdout}");
         assert!(row[5].parse::<f64>().is_ok_and(|ms| ms > 0.0), "{row:?}\n{stdout}");
     }
-    // | visit | client | script run | wasm arrived | client ready | answer |: every moment
-    // for ours, and for gotalk.js, which has no wasm, its script's run and its answer.
+    // | visit | client | script arrived (from navigation) | script run | socket open |
+    // wasm arrived | client ready | answer | answer (from navigation) |: every moment for ours,
+    // and for gotalk.js, which has no wasm, all but the wasm's two; then per visit the
+    // differences, signed, where both clients have the moment.
     let wait = common::rows(wait, &["visit"]);
     let clients: Vec<(&str, &str)> = wait.iter().map(|r| (r[0], r[1])).collect();
-    assert_eq!(clients, first, "{stdout}");
+    let want: Vec<(&str, &str)> = visits
+        .iter()
+        .flat_map(|&v| [(v, "ours"), (v, "gotalk.js 1.2.1"), (v, "ours − gotalk.js, per load")])
+        .collect();
+    assert_eq!(clients, want, "{stdout}");
     for row in &wait {
+        assert_eq!(row.len(), 9, "{row:?}\n{stdout}");
         let ms = |i: usize| row[i].parse::<f64>().is_ok_and(|ms| ms > 0.0);
-        if row[1] == "ours" {
-            assert!((2..6).all(ms), "{row:?}\n{stdout}");
-        } else {
-            assert!(ms(2) && row[3] == "-" && row[4] == "-" && ms(5), "{row:?}\n{stdout}");
+        let signed =
+            |i: usize| row[i].starts_with(['+', '-']) && row[i][1..].parse::<f64>().is_ok();
+        let wasm = [5, 6];
+        match row[1] {
+            "ours" => assert!((2..9).all(ms), "{row:?}\n{stdout}"),
+            "gotalk.js 1.2.1" => assert!(
+                (2..9).all(|i| if wasm.contains(&i) { row[i] == "-" } else { ms(i) }),
+                "{row:?}\n{stdout}"
+            ),
+            _ => assert!(
+                (2..9).all(|i| if wasm.contains(&i) { row[i] == "-" } else { signed(i) }),
+                "{row:?}\n{stdout}"
+            ),
         }
     }
     let summary: Vec<&str> = stdout.lines().filter(|l| l.starts_with("browser, ")).collect();
-    assert_eq!(summary.len(), 6, "{stdout}");
+    assert_eq!(summary.len(), 7, "{stdout}");
     assert!(summary.iter().all(|l| l.ends_with(": met") || l.ends_with(": not met")), "{stdout}");
 }

@@ -16,7 +16,9 @@
 //! - Time to the first answer (`browser-first.js`): for each client in turn, a fresh Chromium
 //!   with an empty profile loads a page with nothing but the client's script and a script
 //!   that calls `echo` at once; the time from navigation start to the answer is the cold
-//!   figure, and the same page reloaded in that browser (its HTTP cache warm) the warm one.
+//!   figure, the same page reloaded in that browser (its HTTP cache warm) the warm one, and
+//!   reloaded once more the hot one (Chromium makes V8's code cache for a script on its second
+//!   load, and uses it from the third).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -36,6 +38,8 @@ use tokio::sync::mpsc;
 const PAGE_JS: &str = include_str!("browser.js");
 /// The first-answer page's script.
 const FIRST_JS: &str = include_str!("browser-first.js");
+/// The first-answer page's visits, in order, in one browser.
+const VISITS: [&str; 3] = ["cold", "warm", "hot"];
 /// Requests in flight, per measurement.
 const DEPTHS: [usize; 2] = [1, 64];
 /// The targets: round trips/s of ours at least this many times gotalk.js's…
@@ -65,7 +69,7 @@ the benchmark pages, and a raw tokio-tungstenite echo on a port of its own), the
 headless with no driver attached, twice over: one browser measuring round trips/s of each \
 client in turn, 1 and 64 requests in flight, the order rotating between runs; then, per \
 --loads, a fresh browser per client timing navigation start to the first answer (cold), and \
-again after a reload (warm). Pin it to one core (`taskset -c 0`): Chromium inherits the \
+again after a reload (warm) and another (hot), each --revisit-after the answer. Pin it to one core (`taskset -c 0`): Chromium inherits the \
 affinity.
 
 Needs Chromium (`--chromium`, or $CHROMIUM, default /usr/bin/chromium) and the original \
@@ -86,6 +90,11 @@ pub(crate) struct Args {
     /// Page loads per client for the time to the first answer (0: none).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=100))]
     loads: u32,
+    /// Seconds between a visit's answer and the next visit (the reload). A reload at once
+    /// times, besides the visit, what the last one left running: V8 optimising the wasm on
+    /// other threads, Chromium writing its caches (on one core, all of it in the way).
+    #[arg(long, default_value_t = 1.0, value_parser = super::non_negative_secs)]
+    revisit_after: f64,
     /// The Chromium binary.
     #[arg(long)]
     chromium: Option<PathBuf>,
@@ -209,15 +218,26 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         for i in 0..gotalks.len() {
             let client = gotalks[(i + load as usize) % gotalks.len()];
             let url = format!("http://{}/first-{}.html", site.http, client.name());
-            for report in
-                browse(&chromium, &url, 2, Duration::from_secs(60), &mut site.results).await?
+            for report in browse(
+                &chromium,
+                &url,
+                VISITS.len(),
+                Duration::from_secs_f64(60.0 + 2.0 * args.revisit_after),
+                &mut site.results,
+            )
+            .await?
             {
-                let visit = if report["visit"] == "warm" { "warm" } else { "cold" };
+                let visit = VISITS
+                    .into_iter()
+                    .find(|&v| report["visit"] == v)
+                    .context("a first answer without its visit")?;
                 let at = |key: &str| report[key].as_f64().unwrap_or(f64::NAN);
                 let load = Load {
                     ms: report["ms"].as_f64().context("a first answer without ms")?,
+                    arrived: at("arrived"),
                     after: at("after"),
                     ran: at("ran"),
+                    open: at("open"),
                     wasm: at("wasm"),
                     ready: at("ready"),
                 };
@@ -235,14 +255,19 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One page load's first answer: ms from navigation start, then the other moments in ms
-/// after the client's script arrived (NaN where the client has no such moment).
+/// One page load's first answer: ms from navigation start to the answer and to the client's
+/// script's arrival, then the other moments in ms after that arrival (NaN where the client
+/// has no such moment).
 struct Load {
     ms: f64,
+    /// The client's script arrived (from navigation start).
+    arrived: f64,
     /// The answer.
     after: f64,
     /// The page's own script starts: the client's script has been run.
     ran: f64,
+    /// The client's socket is open.
+    open: f64,
     /// The wasm has downloaded (or come from the cache).
     wasm: f64,
     /// `gotalk.ready` settled: the wasm compiled, instantiated and started.
@@ -281,11 +306,12 @@ async fn serve(args: &Args) -> anyhow::Result<Site> {
     for client in [Client::Ours, Client::Before, Client::GotalkJs] {
         let Some((script, path)) = client.script() else { continue };
         let html = format!(
-            "<!doctype html>\n<html data-client=\"{}\" data-script=\"{script}\" data-path=\"{path}\" data-size=\"{}\">\
+            "<!doctype html>\n<html data-client=\"{}\" data-script=\"{script}\" data-path=\"{path}\" data-size=\"{}\" data-revisit=\"{}\">\
              <meta charset=\"utf-8\"><title>first answer</title>\n\
              <script src=\"{script}\"></script>\n<script>\n{FIRST_JS}</script>\n",
             client.name(),
             args.size,
+            (args.revisit_after * 1000.0).round(),
         );
         pages.insert(&format!("first-{}.html", client.name()), html);
     }
@@ -446,8 +472,9 @@ fn print_tables(
     }
     println!();
     println!(
-        "== browser time to the first answer (ms from navigation start), {} loads per client",
-        args.loads
+        "== browser time to the first answer (ms from navigation start), {} loads per client, \
+         each reloaded {} s after its answer",
+        args.loads, args.revisit_after
     );
     println!(
         "| visit | client | median ms | min – max | client − ours, per load | after the script arrived |"
@@ -456,7 +483,7 @@ fn print_tables(
     let ms = |visit: &'static str, client: Client| {
         first.get(&(visit, client)).map(|v| v.iter().map(|l| l.ms).collect::<Vec<f64>>())
     };
-    for visit in ["cold", "warm"] {
+    for visit in VISITS {
         let ours = ms(visit, Client::Ours);
         for &client in clients {
             let (Some(values), Some(loads)) = (ms(visit, client), first.get(&(visit, client)))
@@ -475,40 +502,103 @@ fn print_tables(
             );
         }
         if let (Some(o), Some(g)) = (&ours, ms(visit, Client::GotalkJs)) {
-            let later = paired(o, &g, |o, g| o - g);
+            let later: Vec<f64> = o.iter().zip(&g).map(|(o, g)| o - g).collect();
+            let (low, mid, high) = median_interval(&later);
             summary.push(format!(
-                "browser, first answer ({visit}): ours {:.1} ms, gotalk.js {:.1} ms, ours {later:+.1} \
-                 ms per load (target: no slower): {}",
+                "browser, first answer ({visit}): ours {:.1} ms, gotalk.js {:.1} ms, ours {mid:+.1} \
+                 ms per load (95 % interval {low:+.1} … {high:+.1}; target: no slower): {}",
                 stats(o).1,
                 stats(&g).1,
-                if later <= 0.0 { "met" } else { "not met" }
+                if mid <= 0.0 { "met" } else { "not met" }
             ));
         }
     }
+    print_wait(clients, first);
+    summary
+}
+
+/// One moment of a load: its heading, and where a load holds it.
+type Moment = (&'static str, fn(&Load) -> f64);
+
+/// The moments of a load the wait table shows, in order.
+const MOMENTS: [Moment; 7] = [
+    ("script arrived (from navigation)", |l| l.arrived),
+    ("script run", |l| l.ran),
+    ("socket open", |l| l.open),
+    ("wasm arrived", |l| l.wasm),
+    ("client ready", |l| l.ready),
+    ("answer", |l| l.after),
+    ("answer (from navigation)", |l| l.ms),
+];
+
+/// Where each visit's wait goes, per client, and for ours against gotalk.js the median of the
+/// per-load differences at each moment: the row that says where a gap opens.
+fn print_wait(clients: &[Client], first: &BTreeMap<(&'static str, Client), Vec<Load>>) {
     println!();
-    println!("== where the wait goes (ms after the client's script arrived, medians)");
-    println!("| visit | client | script run | wasm arrived | client ready | answer |");
-    println!("|---|---|---|---|---|---|");
-    for visit in ["cold", "warm"] {
+    println!(
+        "== where the wait goes (ms after the client's script arrived, but for the first and \
+         last columns; medians)"
+    );
+    let headings: Vec<&str> = MOMENTS.iter().map(|(h, _)| *h).collect();
+    println!("| visit | client | {} |", headings.join(" | "));
+    println!("|---|---|{}", "---|".repeat(MOMENTS.len()));
+    let cell = |values: Vec<f64>, sign: bool| {
+        let values: Vec<f64> = values.into_iter().filter(|v| v.is_finite()).collect();
+        match (values.is_empty(), sign) {
+            (true, _) => String::from("-"),
+            (false, false) => format!("{:.1}", stats(&values).1),
+            (false, true) => format!("{:+.1}", stats(&values).1),
+        }
+    };
+    for visit in VISITS {
         for &client in clients {
             let Some(loads) = first.get(&(visit, client)) else { continue };
-            let median = |f: fn(&Load) -> f64| {
-                let values: Vec<f64> = loads.iter().map(f).filter(|v| v.is_finite()).collect();
-                if values.is_empty() {
-                    String::from("-")
-                } else {
-                    format!("{:.1}", stats(&values).1)
-                }
-            };
-            println!(
-                "| {visit} | {} | {} | {} | {} | {} |",
-                client.label(),
-                median(|l| l.ran),
-                median(|l| l.wasm),
-                median(|l| l.ready),
-                median(|l| l.after)
-            );
+            let cells: Vec<String> =
+                MOMENTS.iter().map(|(_, f)| cell(loads.iter().map(f).collect(), false)).collect();
+            println!("| {visit} | {} | {} |", client.label(), cells.join(" | "));
         }
+        let (Some(ours), Some(js)) =
+            (first.get(&(visit, Client::Ours)), first.get(&(visit, Client::GotalkJs)))
+        else {
+            continue;
+        };
+        let cells: Vec<String> = MOMENTS
+            .iter()
+            .map(|(_, f)| cell(ours.iter().zip(js).map(|(o, j)| f(o) - f(j)).collect(), true))
+            .collect();
+        println!("| {visit} | ours − gotalk.js, per load | {} |", cells.join(" | "));
     }
-    summary
+}
+
+/// The median of `values` and a 95 % interval for it from their order statistics (the ranks
+/// n/2 ± 0.98·√n, as for a sign test): wide when the loads disagree, so a verdict on a
+/// median that could as well fall on the other side of zero can be read as such.
+fn median_interval(values: &[f64]) -> (f64, f64, f64) {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    if n == 0 {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
+    let half = n as f64 / 2.0;
+    let reach = 0.98 * (n as f64).sqrt();
+    let low = ((half - reach).floor().max(0.0) as usize).min(n - 1);
+    let high = ((half + reach).ceil() as usize).min(n - 1);
+    (sorted[low], super::median_f64(sorted.clone()), sorted[high])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median_interval;
+
+    #[test]
+    fn the_median_interval_widens_with_few_values_and_narrows_with_many() {
+        assert!(median_interval(&[]).1.is_nan());
+        assert_eq!(median_interval(&[3.0]), (3.0, 3.0, 3.0));
+        // Few values: the interval is all of them.
+        assert_eq!(median_interval(&[4.0, 1.0, 3.0, 2.0]), (1.0, 2.5, 4.0));
+        // 100 values 0..99: the ranks 40 and 60.
+        let hundred: Vec<f64> = (0..100).rev().map(f64::from).collect();
+        assert_eq!(median_interval(&hundred), (40.0, 49.5, 60.0));
+    }
 }
