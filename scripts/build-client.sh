@@ -118,7 +118,24 @@ workspace_value() {
 }
 version="$(workspace_value version)"
 api="$(sed "s/@VERSION@/$version/" crates/wasm/js/api.js)"
-glue="$(cat "$work/gotalk.js")"
+# wasm-bindgen's loader, run only when the wasm loads (`glue()`, from `load` in api.js): as
+# one statement run with the script, its body was compiled and run on every page load, and
+# Chromium had V8 put that compiled code in the script's code cache on its second load, all
+# before the page's next script ran. A function not yet called costs a pre-parse only.
+glue="$(awk '
+    NR == 1 && $0 == "let wasm_bindgen = (function(exports) {" {
+        print "let wasm_bindgen = null;"
+        print "const glue = () => wasm_bindgen || (wasm_bindgen = (function(exports) {"
+        opened = 1
+        next
+    }
+    $0 == "})({ __proto__: null });" && opened { print "})({ __proto__: null }));"; closed = 1; next }
+    { print }
+    END { if (!opened || !closed) exit 1 }
+' "$work/gotalk.js")" || {
+    echo "build-client: wasm-bindgen's loader is not the one statement expected: see glue= in $0" >&2
+    exit 1
+}
 banner="// gotalk.js $version: the gotalk browser client, in Rust compiled to wasm (gotalk_bg.wasm).
 // Built by scripts/build-client.sh from crates/wasm/; do not edit."
 

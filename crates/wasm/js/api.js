@@ -2,7 +2,8 @@
 //
 // scripts/build-client.sh wraps this file: before it come `scriptUrl` (where this script was
 // loaded from), `defaultWasm()` (where gotalk_bg.wasm is unless the page says otherwise) and
-// wasm-bindgen's loader (`wasm_bindgen`); after it, the classic script
+// wasm-bindgen's loader (`glue()` runs it and returns `wasm_bindgen`, which is null until
+// then); after it, the classic script
 // assigns `globalThis.gotalk` and the module exports it. Everything on the wire happens in
 // Rust; this file keeps the shape of the original gotalk.js API: handler tables, events,
 // JSON, and the calls a page makes before the wasm has loaded.
@@ -386,7 +387,7 @@ function load() {
   const input = new Promise((resolve) => queueMicrotask(() => afterEarly(resolve))).then(() =>
     url ? fetch(source) : source,
   );
-  wasm_bindgen({ module_or_path: input })
+  glue()({ module_or_path: input })
     .catch((err) => {
       loadError = new Error('gotalk: could not load ' + where + ': ' + messageOf(err));
     })

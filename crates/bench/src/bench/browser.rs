@@ -531,8 +531,8 @@ const MOMENTS: [Moment; 7] = [
     ("answer (from navigation)", |l| l.ms),
 ];
 
-/// Where each visit's wait goes, per client, and for ours against gotalk.js the median of the
-/// per-load differences at each moment: the row that says where a gap opens.
+/// Where each visit's wait goes, per client, and for ours against each other client the
+/// median of the per-load differences at each moment: the row that says where a gap opens.
 fn print_wait(clients: &[Client], first: &BTreeMap<(&'static str, Client), Vec<Load>>) {
     println!();
     println!(
@@ -557,16 +557,18 @@ fn print_wait(clients: &[Client], first: &BTreeMap<(&'static str, Client), Vec<L
                 MOMENTS.iter().map(|(_, f)| cell(loads.iter().map(f).collect(), false)).collect();
             println!("| {visit} | {} | {} |", client.label(), cells.join(" | "));
         }
-        let (Some(ours), Some(js)) =
-            (first.get(&(visit, Client::Ours)), first.get(&(visit, Client::GotalkJs)))
-        else {
-            continue;
-        };
-        let cells: Vec<String> = MOMENTS
-            .iter()
-            .map(|(_, f)| cell(ours.iter().zip(js).map(|(o, j)| f(o) - f(j)).collect(), true))
-            .collect();
-        println!("| {visit} | ours − gotalk.js, per load | {} |", cells.join(" | "));
+        let Some(ours) = first.get(&(visit, Client::Ours)) else { continue };
+        for &client in clients.iter().filter(|&&c| c != Client::Ours) {
+            let Some(other) = first.get(&(visit, client)) else { continue };
+            let cells: Vec<String> = MOMENTS
+                .iter()
+                .map(|(_, f)| {
+                    cell(ours.iter().zip(other).map(|(o, c)| f(o) - f(c)).collect(), true)
+                })
+                .collect();
+            let name = if client == Client::GotalkJs { "gotalk.js" } else { client.label() };
+            println!("| {visit} | ours − {name}, per load | {} |", cells.join(" | "));
+        }
     }
 }
 
