@@ -65,5 +65,10 @@ fn the_browser_benchmark_runs_every_client_at_a_tiny_size() {
     }
     let summary: Vec<&str> = stdout.lines().filter(|l| l.starts_with("browser, ")).collect();
     assert_eq!(summary.len(), 7, "{stdout}");
-    assert!(summary.iter().all(|l| l.ends_with(": met") || l.ends_with(": not met")), "{stdout}");
+    let verdict = |l: &&str| {
+        l.ends_with(": met")
+            || l.ends_with(": not met")
+            || l.ends_with(": level (not met, but the interval reaches below zero)")
+    };
+    assert!(summary.iter().all(verdict), "{stdout}");
 }

@@ -509,7 +509,13 @@ fn print_tables(
                  ms per load (95 % interval {low:+.1} … {high:+.1}; target: no slower): {}",
                 stats(o).1,
                 stats(&g).1,
-                if mid <= 0.0 { "met" } else { "not met" }
+                if mid <= 0.0 {
+                    "met"
+                } else if low < 0.0 {
+                    "level (not met, but the interval reaches below zero)"
+                } else {
+                    "not met"
+                }
             ));
         }
     }
