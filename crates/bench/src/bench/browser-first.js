@@ -1,9 +1,9 @@
 // The first-answer page's script, inlined by `gotalk-bench browser` after the client's own
 // script tag: one `echo` request at once, and the time from navigation start to its answer
 // POSTed to /results, with the moments the wait splits into. A cold visit (fresh profile)
-// reloads the page, data-revisit ms after its answer, for a warm one (the HTTP cache holds the scripts), and that one again for
-// a hot one (V8 has since cached the scripts' compiled code: Chromium makes that cache on a
-// script's second load).
+// reloads the page, data-revisit ms after its answer, for a warm one (the HTTP cache holds
+// the scripts), and that one again for a hot one (V8 has since cached the scripts' compiled
+// code: Chromium makes that cache on a script's second load).
 (function () {
   const page = document.documentElement.dataset;
   const visit = new URLSearchParams(location.search).get('visit') || 'cold';

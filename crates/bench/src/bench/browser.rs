@@ -69,8 +69,8 @@ the benchmark pages, and a raw tokio-tungstenite echo on a port of its own), the
 headless with no driver attached, twice over: one browser measuring round trips/s of each \
 client in turn, 1 and 64 requests in flight, the order rotating between runs; then, per \
 --loads, a fresh browser per client timing navigation start to the first answer (cold), and \
-again after a reload (warm) and another (hot), each --revisit-after the answer. Pin it to one core (`taskset -c 0`): Chromium inherits the \
-affinity.
+again after a reload (warm) and another (hot), each --revisit-after after the answer. Pin it \
+to one core (`taskset -c 0`): Chromium inherits the affinity.
 
 Needs Chromium (`--chromium`, or $CHROMIUM, default /usr/bin/chromium) and the original \
 gotalk.js in `--peers` (or $GOTALK_PEERS, default ../shared/peers beside the repository).")]
@@ -592,7 +592,8 @@ fn median_interval(values: &[f64]) -> (f64, f64, f64) {
     let reach = 0.98 * (n as f64).sqrt();
     let low = ((half - reach).floor().max(0.0) as usize).min(n - 1);
     let high = ((half + reach).ceil() as usize).min(n - 1);
-    (sorted[low], super::median_f64(sorted.clone()), sorted[high])
+    let (low, high) = (sorted[low], sorted[high]);
+    (low, super::median_f64(sorted), high)
 }
 
 #[cfg(test)]
